@@ -1,0 +1,119 @@
+//! Authentication middleware and the role extractors. The middleware resolves a bearer token
+//! once per request (JWT signature, then the session's revocation through the 2-second cache)
+//! and stores the outcome in the request extensions; `AuthUser`, `Agent` and `Admin` read it
+//! without awaiting, so a body error can never mask an auth error (STYLE "Auth and tenancy").
+
+use std::{
+    future::{Ready, ready},
+    ops::Deref,
+};
+
+use actix_web::{
+    Error, FromRequest, HttpMessage, HttpRequest,
+    body::MessageBody,
+    dev::{Payload, ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web::Data,
+};
+
+use super::session::Principal;
+use crate::{
+    error::{ApiError, ApiResult},
+    state::AppState,
+    types::Role,
+};
+
+/// The outcome of bearer authentication: the principal, or the 401 code to answer with.
+#[derive(Debug, Clone)]
+struct Authn(Result<Principal, &'static str>);
+
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+/// Verifies an access token and checks its session. Used by the middleware and by the
+/// WebSocket upgrade.
+pub async fn resolve(st: &AppState, token: &str) -> ApiResult<Principal> {
+    let claims = match st.keys.verify(token)? {
+        Some(claims) => claims,
+        None => {
+            st.keys.reload(&st.db).await?;
+            st.keys.verify(token)?.ok_or(ApiError::Unauthorized("invalid_token"))?
+        }
+    };
+    match st.sessions.principal(&st.db, &claims.sid).await? {
+        Some(p) if p.user_id.to_string() == claims.sub => Ok(p),
+        _ => Err(ApiError::Unauthorized("session_revoked")),
+    }
+}
+
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    // Only JWT-shaped bearers are ours; Fynd application credentials are base64 pairs that
+    // their own extractor reads (CONTRACT §9).
+    let token = bearer_token(req.request()).filter(|t| t.matches('.').count() == 2).map(str::to_owned);
+    if let Some(token) = token
+        && let Some(st) = req.app_data::<Data<AppState>>().cloned()
+    {
+        let outcome = match resolve(&st, &token).await {
+            Ok(p) => Ok(p),
+            Err(ApiError::Unauthorized(code)) => Err(code),
+            Err(e) => return Err(e.into()),
+        };
+        req.extensions_mut().insert(Authn(outcome));
+    }
+    next.call(req).await
+}
+
+fn principal(req: &HttpRequest) -> ApiResult<Principal> {
+    match req.extensions().get::<Authn>() {
+        Some(Authn(Ok(p))) => Ok(p.clone()),
+        Some(Authn(Err(code))) => Err(ApiError::Unauthorized(code)),
+        None => Err(ApiError::Unauthorized("unauthorized")),
+    }
+}
+
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, $allowed:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Principal);
+
+        impl Deref for $name {
+            type Target = Principal;
+            fn deref(&self) -> &Principal {
+                &self.0
+            }
+        }
+
+        impl FromRequest for $name {
+            type Error = ApiError;
+            type Future = Ready<Result<Self, ApiError>>;
+
+            fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+                let allowed: fn(Role) -> bool = $allowed;
+                ready(principal(req).and_then(|p| if allowed(p.role) { Ok(Self(p)) } else { Err(ApiError::Forbidden) }))
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// Any authenticated user (customers included).
+    AuthUser,
+    |_| true
+);
+role_extractor!(
+    /// Agents and admins: the messaging API (CONTRACT §2 roles).
+    Agent,
+    Role::is_staff
+);
+role_extractor!(
+    /// Company admins: agents, channels, templates, applications, auth clients.
+    Admin,
+    |r| r == Role::Admin
+);

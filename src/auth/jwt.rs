@@ -1,0 +1,166 @@
+//! Access tokens: EdDSA (Ed25519) JWTs with `kid` (CONTRACT §2). Signing keys live in the
+//! `signing_keys` table, private halves encrypted with the data key, so every node signs and
+//! verifies with the same keys; `GET /.well-known/jwks.json` publishes the public halves.
+
+use std::{collections::HashMap, sync::RwLock};
+
+use anyhow::{Context, anyhow};
+use aws_lc_rs::{
+    rand::SystemRandom,
+    signature::{Ed25519KeyPair, KeyPair},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use diesel::prelude::*;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    crypto::DataKey,
+    db::{Db, Pool, schema::signing_keys},
+    error::{ApiError, ApiResult},
+    types::now,
+};
+
+/// Access tokens last 15 minutes (CONTRACT §2).
+pub const ACCESS_TTL_SECS: i64 = 15 * 60;
+pub const ISSUER: &str = "confab";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id, as a string (JWT convention).
+    pub sub: String,
+    /// The session the token belongs to; revoking it stops the token (CONTRACT §2).
+    pub sid: String,
+    /// Company id.
+    pub cid: i64,
+    pub role: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: String,
+}
+
+pub struct Keys {
+    signing: (String, EncodingKey),
+    verifying: RwLock<HashMap<String, DecodingKey>>,
+    public: RwLock<Vec<(String, String)>>,
+}
+
+impl Keys {
+    /// Loads the active keys, creating the first one when there is none.
+    pub fn load_or_create(db: &Pool, data_key: &DataKey) -> anyhow::Result<Self> {
+        let rows = db.write_blocking(|c| {
+            let rows = load_rows(c)?;
+            if !rows.is_empty() {
+                return Ok(rows);
+            }
+            insert_new_key(c, data_key).map_err(ApiError::Internal)?;
+            load_rows(c)
+        })?;
+        let (kid, private, _) = rows.last().ok_or_else(|| anyhow!("no signing key"))?;
+        let der = data_key.decrypt(private).context("decrypting the signing key")?;
+        let keys = Self {
+            signing: (kid.clone(), EncodingKey::from_ed_der(&der)),
+            verifying: RwLock::new(HashMap::new()),
+            public: RwLock::new(Vec::new()),
+        };
+        keys.install(&rows)?;
+        Ok(keys)
+    }
+
+    fn install(&self, rows: &[(String, String, String)]) -> anyhow::Result<()> {
+        let mut verifying = HashMap::new();
+        let mut public = Vec::new();
+        for (kid, _, x) in rows {
+            let raw = URL_SAFE_NO_PAD.decode(x).context("public key")?;
+            verifying.insert(kid.clone(), DecodingKey::from_ed_der(&raw));
+            public.push((kid.clone(), x.clone()));
+        }
+        *self.verifying.write().unwrap_or_else(|p| p.into_inner()) = verifying;
+        *self.public.write().unwrap_or_else(|p| p.into_inner()) = public;
+        Ok(())
+    }
+
+    /// Re-reads the key table (a token signed with a key another node just created).
+    pub async fn reload(&self, db: &Pool) -> ApiResult<()> {
+        let rows = db.run(load_rows).await?;
+        self.install(&rows).map_err(ApiError::Internal)
+    }
+
+    pub fn sign(&self, user_id: i64, company_id: i64, role: &str, session_id: &str) -> ApiResult<(String, i64)> {
+        let iat = now().and_utc().timestamp();
+        let exp = iat + ACCESS_TTL_SECS;
+        let claims = Claims {
+            sub: user_id.to_string(),
+            sid: session_id.to_owned(),
+            cid: company_id,
+            role: role.to_owned(),
+            iat,
+            exp,
+            iss: ISSUER.to_owned(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.signing.0.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.signing.1).context("signing a token")?;
+        Ok((token, exp * 1000))
+    }
+
+    /// `Ok(None)` when the token names a key this node does not know yet.
+    pub fn verify(&self, token: &str) -> Result<Option<Claims>, ApiError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized("invalid_token"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(ApiError::Unauthorized("invalid_token"));
+        }
+        let kid = header.kid.ok_or(ApiError::Unauthorized("invalid_token"))?;
+        let keys = self.verifying.read().unwrap_or_else(|p| p.into_inner());
+        let Some(key) = keys.get(&kid) else { return Ok(None) };
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "sub"]);
+        validation.leeway = 5;
+        match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+            Ok(data) => Ok(Some(data.claims)),
+            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
+                Err(ApiError::Unauthorized("token_expired"))
+            }
+            Err(_) => Err(ApiError::Unauthorized("invalid_token")),
+        }
+    }
+
+    /// RFC 7517 key set of the active and recently retired keys.
+    pub fn jwks(&self) -> serde_json::Value {
+        let public = self.public.read().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<_> = public
+            .iter()
+            .map(|(kid, x)| {
+                serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig", "alg": "EdDSA"})
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+}
+
+/// (kid, encrypted private PKCS#8, base64url public key), oldest first.
+fn load_rows(c: &mut Db) -> ApiResult<Vec<(String, String, String)>> {
+    Ok(signing_keys::table
+        .filter(signing_keys::retired_at.is_null())
+        .order(signing_keys::created_at)
+        .select((signing_keys::kid, signing_keys::private_key, signing_keys::public_key))
+        .load(c)?)
+}
+
+fn insert_new_key(c: &mut Db, data_key: &DataKey) -> anyhow::Result<()> {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| anyhow!("generating a key"))?;
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow!("reading the new key"))?;
+    let public = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    let kid = crate::crypto::random_hex_id()[..16].to_owned();
+    diesel::insert_into(signing_keys::table)
+        .values((
+            signing_keys::kid.eq(&kid),
+            signing_keys::algorithm.eq("EdDSA"),
+            signing_keys::private_key.eq(data_key.encrypt(pkcs8.as_ref())),
+            signing_keys::public_key.eq(public),
+            signing_keys::created_at.eq(now()),
+        ))
+        .execute(c)?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Account operations shared by the messaging-family auth routes and (later) the ARC and Fynd
+//! families: sign-up, password login, refresh rotation, logout.
+
+use diesel::prelude::*;
+
+use super::{
+    password,
+    session::{self, NewSession, Principal, Refreshed},
+};
+use crate::{
+    crypto::token_hash,
+    db::schema::invites,
+    error::{ApiError, ApiResult},
+    state::AppState,
+    types::{Email, Phone, Role, now},
+    users::{model::UserRow, store},
+};
+
+pub struct Signup {
+    pub email: Email,
+    pub password: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub phone: Phone,
+    pub company_name: Option<String>,
+    pub invite_token: Option<String>,
+}
+
+/// Tokens handed to a client after a login or a refresh.
+pub struct Issued {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Access-token expiry, epoch milliseconds (ARC's TokenResponse `expires`).
+    pub expires: i64,
+}
+
+/// Where a request came from, for sessions and the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// CONTRACT §3 `POST /auth/signup`: with an invite the user joins the inviting company with the
+/// invited role; without one (when open sign-up is on) a new company is created with the user
+/// as its admin. Staff e-mails are unique across companies because staff log in by e-mail.
+pub async fn signup(st: &AppState, s: Signup, origin: &Origin) -> ApiResult<UserRow> {
+    password::check_new(&s.password, Some(&s.email))?;
+    if s.invite_token.is_none() && !st.config.open_signup {
+        return Err(ApiError::Unprocessable { code: "signup_closed", message: "sign-up requires an invitation".into() });
+    }
+    let pw = s.password.clone();
+    let hash = actix_web::web::block(move || password::hash(&pw)).await??;
+    let ip = origin.ip.clone();
+    st.db
+        .write(move |c| {
+            if store::email_in_use_by_staff(c, &s.email)? {
+                return Err(ApiError::conflict("email_taken", "an account with this e-mail already exists"));
+            }
+            let (company_id, role) = match &s.invite_token {
+                Some(token) => claim_invite(c, token, &s.email)?,
+                None => {
+                    let name = s
+                        .company_name
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("{} {}", s.first_name, s.last_name).trim().to_owned());
+                    (store::insert_company(c, &name)?, Role::Admin)
+                }
+            };
+            let user = store::create_person(
+                c,
+                company_id,
+                role,
+                s.first_name.trim(),
+                s.last_name.trim(),
+                Some(&hash),
+                Some(&s.email),
+                Some(&s.phone),
+                false,
+            )?;
+            store::audit(c, Some(company_id), Some(user.id), "signup", &ip, serde_json::json!({"role": role.as_str()}))?;
+            Ok(user)
+        })
+        .await
+}
+
+/// Marks an invite used (single use, atomic) and returns its company and role.
+fn claim_invite(c: &mut crate::db::Db, token: &str, email: &Email) -> ApiResult<(i64, Role)> {
+    let invalid = || ApiError::unprocessable("invalid_invite", "the invitation is unknown, used or expired");
+    let t = now();
+    let row: Option<(i64, i64, String, String)> = invites::table
+        .filter(invites::token_hash.eq(token_hash(token)))
+        .filter(invites::used_at.is_null())
+        .filter(invites::expires_at.gt(t))
+        .select((invites::id, invites::company_id, invites::role, invites::email))
+        .first(c)
+        .optional()?;
+    let (id, company_id, role, invited_email) = row.ok_or_else(invalid)?;
+    if invited_email != email.as_str() {
+        return Err(ApiError::unprocessable("invite_email_mismatch", "the invitation was sent to another e-mail address"));
+    }
+    let claimed = diesel::update(invites::table.find(id).filter(invites::used_at.is_null()))
+        .set(invites::used_at.eq(t))
+        .execute(c)?;
+    if claimed == 0 {
+        return Err(invalid());
+    }
+    Ok((company_id, Role::parse(&role).unwrap_or(Role::Agent)))
+}
+
+/// Password login for staff. Unknown e-mail, wrong password and an inactive account all give
+/// exactly the same 401 `invalid_credentials`, after the same amount of hashing work.
+pub async fn login(st: &AppState, email: Email, password: String, origin: &Origin) -> ApiResult<(UserRow, Issued)> {
+    let lookup = email.clone();
+    let user = st.db.run(move |c| store::find_staff_by_email(c, &lookup)).await?;
+    let checked = user.clone();
+    let ok = actix_web::web::block(move || match checked.as_ref().and_then(|u| u.password_hash.as_deref()) {
+        Some(stored) => password::verify(stored, &password),
+        None => {
+            password::verify_dummy(&password);
+            false
+        }
+    })
+    .await?;
+    let ip = origin.ip.clone();
+    let user = match user {
+        Some(u) if ok && u.is_active() => u,
+        other => {
+            let (company, user_id) = other.map(|u| (Some(u.company_id), Some(u.id))).unwrap_or_default();
+            st.db
+                .write(move |c| store::audit(c, company, user_id, "login_failed", &ip, serde_json::json!({})))
+                .await?;
+            return Err(ApiError::Unauthorized("invalid_credentials"));
+        }
+    };
+    let issued = start_session(st, &user, "api", None, origin).await?;
+    Ok((user, issued))
+}
+
+/// Opens a session for `user` and issues its first token pair.
+pub async fn start_session(
+    st: &AppState,
+    user: &UserRow,
+    kind: &'static str,
+    client_id: Option<String>,
+    origin: &Origin,
+) -> ApiResult<Issued> {
+    let (user_id, company_id) = (user.id, user.company_id);
+    let origin = origin.clone();
+    let (session_id, refresh_token) = st
+        .db
+        .write(move |c| {
+            let created = session::create(
+                c,
+                &NewSession {
+                    user_id,
+                    company_id,
+                    kind,
+                    client_id: client_id.as_deref(),
+                    application_id: None,
+                    ip: &origin.ip,
+                    user_agent: &origin.user_agent,
+                    ttl: session::SESSION_TTL,
+                },
+            )?;
+            store::audit(c, Some(company_id), Some(user_id), "login", &origin.ip, serde_json::json!({"kind": kind}))?;
+            Ok(created)
+        })
+        .await?;
+    let (access_token, expires) = st.keys.sign(user.id, user.company_id, &user.role, &session_id)?;
+    Ok(Issued { access_token, refresh_token, expires })
+}
+
+/// Rotates a refresh token. A reused token revokes its session and answers 401.
+pub async fn refresh(st: &AppState, token: String, origin: &Origin) -> ApiResult<Issued> {
+    let ip = origin.ip.clone();
+    let outcome = st.db.write(move |c| session::rotate(c, &token)).await?;
+    match outcome {
+        Refreshed::Rotated { principal, refresh_token } => {
+            let (access_token, expires) =
+                st.keys.sign(principal.user_id, principal.company_id, principal.role.as_str(), &principal.session_id)?;
+            Ok(Issued { access_token, refresh_token, expires })
+        }
+        Refreshed::Reused { principal } => {
+            st.sessions.forget(&principal.session_id);
+            st.db
+                .write(move |c| {
+                    store::audit(
+                        c,
+                        Some(principal.company_id),
+                        Some(principal.user_id),
+                        "refresh_token_reuse",
+                        &ip,
+                        serde_json::json!({"session": principal.session_id}),
+                    )
+                })
+                .await?;
+            Err(ApiError::Unauthorized("token_reused"))
+        }
+    }
+}
+
+/// Ends the caller's session: its access and refresh tokens stop working.
+pub async fn logout(st: &AppState, p: &Principal, origin: &Origin) -> ApiResult<()> {
+    let (sid, user_id, company_id, ip) = (p.session_id.clone(), p.user_id, p.company_id, origin.ip.clone());
+    st.db
+        .write(move |c| {
+            session::revoke(c, &sid, "logout")?;
+            store::audit(c, Some(company_id), Some(user_id), "logout", &ip, serde_json::json!({}))
+        })
+        .await?;
+    st.sessions.forget(&p.session_id);
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! Sessions and refresh tokens (SCHEMA "Sessions and credentials"). A refresh token is opaque,
+//! stored as its SHA-256, and single use: claiming it is one `UPDATE … WHERE used_at IS NULL`,
+//! so two concurrent refreshes cannot both win, and presenting a used token again revokes the
+//! whole session (reuse detection, CONTRACT §5).
+
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::{
+    crypto::{random_hex_id, random_token, token_hash},
+    db::{
+        Db, Pool,
+        schema::{refresh_tokens, sessions, users},
+    },
+    error::{ApiError, ApiResult},
+    types::{Role, now},
+};
+
+/// API sessions live 30 days from their last refresh.
+pub const SESSION_TTL: chrono::Duration = chrono::Duration::days(30);
+/// How long a node may keep answering from its cache after a session is revoked elsewhere
+/// (CONTRACT §2: "within 2 seconds").
+pub const CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// Who is calling: resolved once per request by the middleware (STYLE "Auth and tenancy").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: i64,
+    pub company_id: i64,
+    pub role: Role,
+    pub session_id: String,
+}
+
+pub struct NewSession<'a> {
+    pub user_id: i64,
+    pub company_id: i64,
+    pub kind: &'a str,
+    pub client_id: Option<&'a str>,
+    pub application_id: Option<i64>,
+    pub ip: &'a str,
+    pub user_agent: &'a str,
+    pub ttl: chrono::Duration,
+}
+
+/// Creates a session and its first refresh token; returns (session id, refresh token).
+pub fn create(c: &mut Db, s: &NewSession<'_>) -> ApiResult<(String, String)> {
+    let id = random_hex_id();
+    let t = now();
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(&id),
+            sessions::user_id.eq(s.user_id),
+            sessions::company_id.eq(s.company_id),
+            sessions::kind.eq(s.kind),
+            sessions::client_id.eq(s.client_id),
+            sessions::application_id.eq(s.application_id),
+            sessions::ip.eq(s.ip),
+            sessions::user_agent.eq(truncate(s.user_agent, 512)),
+            sessions::created_at.eq(t),
+            sessions::last_seen_at.eq(t),
+            sessions::expires_at.eq(t + s.ttl),
+        ))
+        .execute(c)?;
+    let token = insert_refresh(c, &id, None, t + s.ttl)?;
+    Ok((id, token))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn insert_refresh(c: &mut Db, session_id: &str, parent: Option<&str>, expires_at: NaiveDateTime) -> ApiResult<String> {
+    let token = random_token();
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::token_hash.eq(token_hash(&token)),
+            refresh_tokens::session_id.eq(session_id),
+            refresh_tokens::parent_hash.eq(parent),
+            refresh_tokens::created_at.eq(now()),
+            refresh_tokens::expires_at.eq(expires_at),
+        ))
+        .execute(c)?;
+    Ok(token)
+}
+
+/// What a refresh token was good for.
+pub enum Refreshed {
+    /// A new refresh token for this live session.
+    Rotated { principal: Principal, refresh_token: String },
+    /// The token had already been used: the session is now revoked.
+    Reused { principal: Principal },
+}
+
+/// Claims a refresh token and rotates it. Errors with 401 `invalid_token` when the token is
+/// unknown, expired, or its session is revoked or its user inactive.
+pub fn rotate(c: &mut Db, token: &str) -> ApiResult<Refreshed> {
+    let hash = token_hash(token);
+    let t = now();
+    let claimed = diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::token_hash.eq(&hash))
+            .filter(refresh_tokens::used_at.is_null())
+            .filter(refresh_tokens::expires_at.gt(t)),
+    )
+    .set(refresh_tokens::used_at.eq(t))
+    .execute(c)?;
+    let session_id: Option<String> = refresh_tokens::table
+        .find(&hash)
+        .select(refresh_tokens::session_id)
+        .first(c)
+        .optional()?;
+    let Some(session_id) = session_id else { return Err(ApiError::Unauthorized("invalid_token")) };
+    let principal = lookup(c, &session_id)?.ok_or(ApiError::Unauthorized("invalid_token"))?;
+    if claimed == 0 {
+        let used: Option<NaiveDateTime> =
+            refresh_tokens::table.find(&hash).select(refresh_tokens::used_at).first(c)?;
+        if used.is_some() {
+            revoke(c, &session_id, "refresh_token_reuse")?;
+            return Ok(Refreshed::Reused { principal });
+        }
+        return Err(ApiError::Unauthorized("invalid_token"));
+    }
+    let expires = t + SESSION_TTL;
+    diesel::update(sessions::table.find(&session_id))
+        .set((sessions::last_seen_at.eq(t), sessions::expires_at.eq(expires)))
+        .execute(c)?;
+    let refresh_token = insert_refresh(c, &session_id, Some(&hash), expires)?;
+    Ok(Refreshed::Rotated { principal, refresh_token })
+}
+
+/// The principal of a live session (not revoked, not expired, user active), else `None`.
+pub fn lookup(c: &mut Db, session_id: &str) -> ApiResult<Option<Principal>> {
+    let row: Option<(i64, i64, String, String, Option<NaiveDateTime>)> = sessions::table
+        .inner_join(users::table)
+        .filter(sessions::id.eq(session_id))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::expires_at.gt(now()))
+        .select((users::id, users::company_id, users::role, users::status, users::deleted_at))
+        .first(c)
+        .optional()?;
+    Ok(row.and_then(|(user_id, company_id, role, status, deleted_at)| {
+        (status == "active" && deleted_at.is_none()).then(|| Principal {
+            user_id,
+            company_id,
+            role: Role::parse(&role).unwrap_or(Role::Customer),
+            session_id: session_id.to_owned(),
+        })
+    }))
+}
+
+pub fn revoke(c: &mut Db, session_id: &str, reason: &str) -> ApiResult<()> {
+    diesel::update(sessions::table.find(session_id).filter(sessions::revoked_at.is_null()))
+        .set((sessions::revoked_at.eq(now()), sessions::revoke_reason.eq(reason)))
+        .execute(c)?;
+    Ok(())
+}
+
+/// Revokes every live session of a user (password change or reset, deactivation, block),
+/// except `keep` when given. Returns the revoked session ids.
+pub fn revoke_all(c: &mut Db, user_id: i64, keep: Option<&str>, reason: &str) -> ApiResult<Vec<String>> {
+    let ids: Vec<String> = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::id.ne(keep.unwrap_or("")))
+        .select(sessions::id)
+        .load(c)?;
+    diesel::update(sessions::table.filter(sessions::id.eq_any(&ids)))
+        .set((sessions::revoked_at.eq(now()), sessions::revoke_reason.eq(reason)))
+        .execute(c)?;
+    Ok(ids)
+}
+
+/// Per-node cache of session lookups: at most [`CACHE_TTL`] stale, so a revocation anywhere
+/// takes effect everywhere within 2 s; a revocation on this node takes effect at once.
+#[derive(Clone)]
+pub struct SessionCache {
+    cache: moka::sync::Cache<String, Option<Principal>>,
+}
+
+impl Default for SessionCache {
+    fn default() -> Self {
+        Self { cache: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(CACHE_TTL).build() }
+    }
+}
+
+impl SessionCache {
+    pub async fn principal(&self, db: &Pool, session_id: &str) -> ApiResult<Option<Principal>> {
+        if let Some(hit) = self.cache.get(session_id) {
+            return Ok(hit);
+        }
+        let sid = session_id.to_owned();
+        let found = db.run(move |c| lookup(c, &sid)).await?;
+        self.cache.insert(session_id.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    pub fn forget(&self, session_id: &str) {
+        self.cache.invalidate(session_id);
+    }
+}

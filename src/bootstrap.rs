@@ -1,0 +1,80 @@
+//! First start (CONTRACT §1): on an empty database, create the company "Default", its admin
+//! and a sandbox channel, once. The `instance` row (a single-row table) makes this happen
+//! exactly once even when several nodes start together on one PostgreSQL.
+
+use diesel::prelude::*;
+use secrecy::ExposeSecret;
+
+use crate::{
+    auth::password,
+    config::Config,
+    crypto::{DataKey, random_password, random_token},
+    db::{Db, Pool, schema::{channels, instance}},
+    error::{ApiError, is_unique_violation},
+    types::{Email, Role, now},
+    users::store,
+};
+
+/// What the first start created; printed once by `confab serve`.
+#[derive(Debug, Clone)]
+pub struct Bootstrapped {
+    pub admin_email: String,
+    /// Only when generated (not when `CONFAB_ADMIN_PASSWORD` was set).
+    pub generated_password: Option<String>,
+    pub console_url: String,
+}
+
+pub fn run(db: &Pool, config: &Config, data_key: &DataKey) -> anyhow::Result<Option<Bootstrapped>> {
+    let done = db.write_blocking(|c| Ok(instance::table.count().get_result::<i64>(c)? > 0))?;
+    if done {
+        return Ok(None);
+    }
+    let email = Email::try_from(config.admin_email.clone()).map_err(|e| anyhow::anyhow!("CONFAB_ADMIN_EMAIL {e}"))?;
+    let (password_text, generated) = match &config.admin_password {
+        Some(p) => (p.expose_secret().to_owned(), false),
+        None => {
+            let p = random_password();
+            (p.clone(), true)
+        }
+    };
+    let hash = password::hash(&password_text)?;
+    let result = db.write_blocking(|c| {
+        diesel::insert_into(instance::table)
+            .values((instance::id.eq(1_i64), instance::bootstrapped_at.eq(now())))
+            .execute(c)?;
+        let company_id = store::insert_company(c, "Default")?;
+        let admin = store::create_person(c, company_id, Role::Admin, "Admin", "", Some(&hash), Some(&email), None, true)?;
+        insert_sandbox_channel(c, company_id, data_key)?;
+        store::audit(c, Some(company_id), Some(admin.id), "bootstrap", "", serde_json::json!({}))?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => Ok(Some(Bootstrapped {
+            admin_email: email.as_str().to_owned(),
+            generated_password: generated.then_some(password_text),
+            console_url: config.console_url(),
+        })),
+        // Another node bootstrapped between our check and our insert.
+        Err(ApiError::Internal(e)) if e.downcast_ref::<diesel::result::Error>().is_some_and(is_unique_violation) => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("first-start bootstrap: {e:?}")),
+    }
+}
+
+/// The sandbox channel needs no external account (CONTRACT §1), only a webhook secret.
+pub fn insert_sandbox_channel(c: &mut Db, company_id: i64, data_key: &DataKey) -> Result<i64, ApiError> {
+    let secrets = serde_json::json!({ "webhookSecret": random_token() });
+    let t = now();
+    Ok(diesel::insert_into(channels::table)
+        .values((
+            channels::company_id.eq(company_id),
+            channels::provider.eq("sandbox"),
+            channels::phone_e164.eq("+15550100000"),
+            channels::display_name.eq("Sandbox"),
+            channels::secrets.eq(data_key.encrypt(secrets.to_string().as_bytes())),
+            channels::is_default.eq(true),
+            channels::created_at.eq(t),
+            channels::updated_at.eq(t),
+        ))
+        .returning(channels::id)
+        .get_result(c)?)
+}

@@ -1,0 +1,191 @@
+//! Storage: one diesel `MultiConnection` over PostgreSQL and SQLite behind one r2d2 pool.
+//! The backend is chosen from the URL scheme, never by trying to connect (SQLite accepts any
+//! string as a file name). Queries are written once; the few that differ live in [`dialect`].
+
+pub mod dialect;
+pub mod schema;
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use actix_web::web;
+use anyhow::{Context, anyhow};
+use diesel::{
+    connection::SimpleConnection,
+    pg::PgConnection,
+    r2d2::{self, ManageConnection, R2D2Connection},
+    sqlite::SqliteConnection,
+    Connection,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::error::ApiResult;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+#[derive(diesel::MultiConnection)]
+pub enum Db {
+    Pg(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Db {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Pg(_) => Backend::Postgres,
+            Db::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+}
+
+/// Connects by scheme and prepares each SQLite connection: WAL so readers never block the
+/// writer, a busy timeout, foreign keys, and `synchronous=FULL` so an acknowledged message
+/// survives power loss (ARCHITECTURE "Storage").
+#[derive(Debug, Clone)]
+pub struct Manager {
+    backend: Backend,
+    url: String,
+}
+
+impl Manager {
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self { backend: Backend::Postgres, url: url.to_owned() })
+        } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            Ok(Self { backend: Backend::Sqlite, url: path.to_owned() })
+        } else {
+            Err(anyhow!("unsupported database URL: expected sqlite://path or postgres://…"))
+        }
+    }
+}
+
+impl ManageConnection for Manager {
+    type Connection = Db;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<Db, r2d2::Error> {
+        match self.backend {
+            Backend::Postgres => PgConnection::establish(&self.url).map(Db::Pg).map_err(r2d2::Error::ConnectionError),
+            Backend::Sqlite => {
+                let mut c = SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
+                c.batch_execute(
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(Db::Sqlite(c))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut Db) -> Result<(), r2d2::Error> {
+        conn.ping().map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut Db) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// The pool plus, on SQLite, the single-writer lock: SQLite allows one writer at a time, and a
+/// deferred transaction that upgrades from read to write can fail with SQLITE_BUSY at once
+/// instead of waiting. Taking the lock before `BEGIN` serialises writers in this process.
+#[derive(Clone)]
+pub struct Pool {
+    pool: r2d2::Pool<Manager>,
+    backend: Backend,
+    write_lock: Arc<Mutex<()>>,
+}
+
+impl Pool {
+    pub fn connect(url: &str, size: u32) -> anyhow::Result<Self> {
+        let manager = Manager::new(url)?;
+        let backend = manager.backend;
+        if backend == Backend::Sqlite
+            && let Some(dir) = Path::new(&manager.url).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let pool = r2d2::Pool::builder()
+            .max_size(size)
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)
+            .context("connecting to the database")?;
+        Ok(Self { pool, backend, write_lock: Arc::new(Mutex::new(())) })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs the embedded migrations of this backend.
+    pub fn migrate(&self) -> anyhow::Result<()> {
+        let mut conn = self.pool.get()?;
+        let migrations = match self.backend {
+            Backend::Postgres => PG_MIGRATIONS,
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+        };
+        conn.run_pending_migrations(migrations).map_err(|e| anyhow!("running migrations: {e}"))?;
+        Ok(())
+    }
+
+    /// Runs `f` on the blocking pool with a pooled connection (reads, or single statements).
+    pub async fn run<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut Db) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        web::block(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await?
+    }
+
+    /// Runs `f` in one write transaction on the blocking pool; commits when it returns `Ok`.
+    pub async fn write<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut Db) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let this = self.clone();
+        web::block(move || this.write_blocking(f)).await?
+    }
+
+    /// [`Pool::write`] for code already on a blocking thread (start-up, CLI).
+    pub fn write_blocking<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut Db) -> ApiResult<T>,
+    {
+        let mut conn = self.pool.get()?;
+        let _guard = match self.backend {
+            Backend::Sqlite => Some(self.write_lock.lock().unwrap_or_else(|p| p.into_inner())),
+            Backend::Postgres => None,
+        };
+        (*conn).transaction(f)
+    }
+
+    /// Readiness probe: a connection can be had within `timeout` and answers.
+    pub async fn ping(&self, timeout: Duration) -> anyhow::Result<()> {
+        let pool = self.pool.clone();
+        web::block(move || -> anyhow::Result<()> {
+            let mut conn = pool.get_timeout(timeout)?;
+            conn.ping()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+    }
+}

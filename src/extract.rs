@@ -1,0 +1,108 @@
+//! Request extractors shared by every family.
+
+use std::{future::Future, pin::Pin};
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web::Bytes};
+use serde::de::DeserializeOwned;
+
+use crate::{auth::service::Origin, error::ApiError};
+
+/// A JSON body whose errors name the offending field: `{"fields":{"email":"must be an e-mail
+/// address"}}` for a value that fails its parser, 400 `invalid_json` for bad syntax, 413 past
+/// the body limit (the app's `PayloadConfig`, 1 MiB by default) — CONTRACT §2.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|ct| {
+                let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                essence == "application/json" || essence.ends_with("+json")
+            })
+            .unwrap_or(true);
+        let bytes = Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !json_type {
+                return Err(ApiError::UnsupportedMediaType("expected Content-Type: application/json".into()));
+            }
+            let bytes = bytes.await.map_err(|e| {
+                if e.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::bad_request("invalid_body", e.to_string())
+                }
+            })?;
+            parse(&bytes).map(Json)
+        })
+    }
+}
+
+/// Deserialises JSON, reporting data errors against the path of the field that failed.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data if path != "." => ApiError::field(&path, clean_message(&inner)),
+            _ => ApiError::bad_request("invalid_json", inner.to_string()),
+        }
+    })
+}
+
+/// serde_json appends " at line L column C" to data errors; the field name says it better.
+fn clean_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+impl FromRequest for Origin {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    /// The peer address, not `X-Forwarded-For`: a client can forge that header, and rate limits
+    /// and the audit log key on this value.
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(Origin {
+            ip: req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        email: crate::types::Email,
+        n: u32,
+    }
+
+    #[test]
+    fn data_errors_name_the_field_and_syntax_errors_do_not() {
+        let e = parse::<Body>(br#"{"email":"nope","n":1}"#).unwrap_err();
+        assert_eq!(e.body().fields.unwrap()["email"], "must be an e-mail address");
+        let e = parse::<Body>(br#"{"email":"a@b.c","n":"x"}"#).unwrap_err();
+        assert!(e.body().fields.unwrap().contains_key("n"));
+        let e = parse::<Body>(br#"{"email":"#).unwrap_err();
+        assert_eq!(e.status_and_code().1, "invalid_json");
+    }
+}

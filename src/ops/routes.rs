@@ -1,0 +1,78 @@
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, get, http::header, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{
+    error::{ApiError, ApiResult, ErrorBody},
+    state::AppState,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(root).service(healthz).service(readyz).service(metrics_text).service(openapi_json);
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(root, healthz, readyz, metrics_text, openapi_json), components(schemas(RootView, StatusView)))]
+pub struct Api;
+
+#[derive(Serialize, ToSchema)]
+pub struct RootView {
+    name: &'static str,
+    version: &'static str,
+    openapi: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatusView {
+    status: &'static str,
+}
+
+/// CONTRACT §3 `GET /`: API information, or the console for a browser.
+#[utoipa::path(tag = "ops", responses((status = 200, body = RootView), (status = 303, description = "to /console/ for Accept: text/html")))]
+#[get("/")]
+async fn root(req: HttpRequest) -> HttpResponse {
+    let wants_html = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        return HttpResponse::SeeOther().insert_header((header::LOCATION, "/console/")).finish();
+    }
+    HttpResponse::Ok().json(RootView { name: "confab", version: env!("CARGO_PKG_VERSION"), openapi: "/openapi.json" })
+}
+
+/// The process is alive.
+#[utoipa::path(tag = "ops", responses((status = 200, body = StatusView)))]
+#[get("/healthz")]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(StatusView { status: "ok" })
+}
+
+/// The database (and, when configured, the broker and media store) answer; else 503 naming
+/// the failing part.
+#[utoipa::path(tag = "ops", responses((status = 200, body = StatusView), (status = 503, body = ErrorBody)))]
+#[get("/readyz")]
+async fn readyz(st: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    if let Err(e) = st.db.ping(Duration::from_secs(2)).await {
+        tracing::warn!(error = %e, "readiness: database unreachable");
+        return Err(ApiError::Unavailable("database".into()));
+    }
+    Ok(HttpResponse::Ok().json(StatusView { status: "ready" }))
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(tag = "ops", responses((status = 200, content_type = "text/plain", body = String)))]
+#[get("/metrics")]
+async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(st.metrics.render())
+}
+
+/// This document.
+#[utoipa::path(tag = "ops", responses((status = 200, body = Object)))]
+#[get("/openapi.json")]
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(super::openapi::document())
+}

@@ -1,0 +1,21 @@
+//! Everything a handler, actor or worker needs, built once by `lib::build`.
+
+use std::sync::Arc;
+
+use crate::{
+    auth::{jwt::Keys, session::SessionCache},
+    config::Config,
+    crypto::DataKey,
+    db::Pool,
+    ops::metrics::Metrics,
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Pool,
+    pub data_key: Arc<DataKey>,
+    pub keys: Arc<Keys>,
+    pub sessions: SessionCache,
+    pub metrics: Metrics,
+}

@@ -1,0 +1,60 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::{db::schema::users, types::Role};
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = users)]
+pub struct UserRow {
+    pub id: i64,
+    pub company_id: i64,
+    pub application_id: Option<i64>,
+    pub role: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub username: Option<String>,
+    pub gender: Option<String>,
+    pub dob: Option<String>,
+    pub password_hash: Option<String>,
+    pub status: String,
+    pub external_id: Option<String>,
+    pub meta: String,
+    pub attributes: String,
+    pub profile_pic_url: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub deleted_at: Option<NaiveDateTime>,
+}
+
+impl UserRow {
+    pub fn role(&self) -> Role {
+        Role::parse(&self.role).unwrap_or(Role::Customer)
+    }
+
+    /// Only active users may log in or act (blocked, archived, deleted and deactivated may not).
+    pub fn is_active(&self) -> bool {
+        self.status == "active" && self.deleted_at.is_none()
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub company_id: i64,
+    pub application_id: Option<i64>,
+    pub role: &'a str,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub status: &'a str,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// A user with the primary e-mail and phone, as most views need them.
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub user: UserRow,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}

@@ -1,0 +1,183 @@
+//! Diesel queries for companies and users. Company data is always looked up with its
+//! company id (CONTRACT §2 tenancy).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::model::{NewUser, Person, UserRow};
+use crate::{
+    db::{Db, schema::*},
+    error::ApiResult,
+    types::{Email, Phone, Role, now},
+};
+
+pub fn insert_company(c: &mut Db, name: &str) -> ApiResult<i64> {
+    Ok(diesel::insert_into(companies::table)
+        .values((companies::name.eq(name), companies::created_at.eq(now())))
+        .returning(companies::id)
+        .get_result(c)?)
+}
+
+pub fn find_company_by_name(c: &mut Db, name: &str) -> ApiResult<Option<i64>> {
+    Ok(companies::table.filter(companies::name.eq(name)).select(companies::id).first(c).optional()?)
+}
+
+pub fn company_exists(c: &mut Db, id: i64) -> ApiResult<bool> {
+    Ok(diesel::select(diesel::dsl::exists(companies::table.find(id))).get_result(c)?)
+}
+
+pub fn insert_user(c: &mut Db, new: &NewUser<'_>) -> ApiResult<UserRow> {
+    Ok(diesel::insert_into(users::table).values(new).returning(users::all_columns).get_result(c)?)
+}
+
+/// Creates a user with its primary e-mail and phone (both optional, both unverified unless
+/// `verified`).
+#[allow(clippy::too_many_arguments)]
+pub fn create_person(
+    c: &mut Db,
+    company_id: i64,
+    role: Role,
+    first_name: &str,
+    last_name: &str,
+    password_hash: Option<&str>,
+    email: Option<&Email>,
+    phone: Option<&Phone>,
+    verified: bool,
+) -> ApiResult<UserRow> {
+    let t = now();
+    let user = insert_user(
+        c,
+        &NewUser {
+            company_id,
+            application_id: None,
+            role: role.as_str(),
+            first_name,
+            last_name,
+            password_hash,
+            status: "active",
+            created_at: t,
+            updated_at: t,
+        },
+    )?;
+    if let Some(email) = email {
+        add_email(c, user.id, company_id, email, true, verified)?;
+    }
+    if let Some(phone) = phone {
+        add_phone(c, user.id, company_id, phone, true, verified)?;
+    }
+    Ok(user)
+}
+
+pub fn add_email(c: &mut Db, user_id: i64, company_id: i64, email: &Email, primary: bool, verified: bool) -> ApiResult<()> {
+    diesel::insert_into(user_emails::table)
+        .values((
+            user_emails::user_id.eq(user_id),
+            user_emails::company_id.eq(company_id),
+            user_emails::email.eq(email.as_str()),
+            user_emails::is_primary.eq(primary),
+            user_emails::verified.eq(verified),
+            user_emails::active.eq(true),
+            user_emails::created_at.eq(now()),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+pub fn add_phone(c: &mut Db, user_id: i64, company_id: i64, phone: &Phone, primary: bool, verified: bool) -> ApiResult<()> {
+    diesel::insert_into(user_phones::table)
+        .values((
+            user_phones::user_id.eq(user_id),
+            user_phones::company_id.eq(company_id),
+            user_phones::e164.eq(phone.as_str()),
+            user_phones::country_code.eq(i32::from(phone.country_code())),
+            user_phones::is_primary.eq(primary),
+            user_phones::verified.eq(verified),
+            user_phones::active.eq(true),
+            user_phones::created_at.eq(now()),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+/// Staff (admins and agents) log in with e-mail alone, so a staff e-mail is unique across
+/// companies; this finds that one account, whatever its status.
+pub fn find_staff_by_email(c: &mut Db, email: &Email) -> ApiResult<Option<UserRow>> {
+    Ok(users::table
+        .inner_join(user_emails::table.on(user_emails::user_id.eq(users::id)))
+        .filter(user_emails::email.eq(email.as_str()))
+        .filter(user_emails::active.eq(true))
+        .filter(users::role.eq_any([Role::Admin.as_str(), Role::Agent.as_str()]))
+        .select(UserRow::as_select())
+        .first(c)
+        .optional()?)
+}
+
+pub fn email_in_use_by_staff(c: &mut Db, email: &Email) -> ApiResult<bool> {
+    Ok(find_staff_by_email(c, email)?.is_some())
+}
+
+pub fn get(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<UserRow> {
+    Ok(users::table
+        .filter(users::company_id.eq(company_id))
+        .find(user_id)
+        .select(UserRow::as_select())
+        .first(c)?)
+}
+
+pub fn primary_email(c: &mut Db, user_id: i64) -> ApiResult<Option<String>> {
+    Ok(user_emails::table
+        .filter(user_emails::user_id.eq(user_id).and(user_emails::active.eq(true)))
+        .order((user_emails::is_primary.desc(), user_emails::id))
+        .select(user_emails::email)
+        .first(c)
+        .optional()?)
+}
+
+pub fn primary_phone(c: &mut Db, user_id: i64) -> ApiResult<Option<String>> {
+    Ok(user_phones::table
+        .filter(user_phones::user_id.eq(user_id).and(user_phones::active.eq(true)))
+        .order((user_phones::is_primary.desc(), user_phones::id))
+        .select(user_phones::e164)
+        .first(c)
+        .optional()?)
+}
+
+pub fn person(c: &mut Db, user: UserRow) -> ApiResult<Person> {
+    let email = primary_email(c, user.id)?;
+    let phone = primary_phone(c, user.id)?;
+    Ok(Person { user, email, phone })
+}
+
+pub fn set_password_hash(c: &mut Db, user_id: i64, hash: &str) -> ApiResult<()> {
+    diesel::update(users::table.find(user_id))
+        .set((users::password_hash.eq(hash), users::updated_at.eq(now())))
+        .execute(c)?;
+    Ok(())
+}
+
+pub fn application_ids(c: &mut Db, company_id: i64) -> ApiResult<Vec<i64>> {
+    Ok(applications::table
+        .filter(applications::company_id.eq(company_id))
+        .order(applications::id)
+        .select(applications::id)
+        .load(c)?)
+}
+
+pub fn audit(c: &mut Db, company_id: Option<i64>, user_id: Option<i64>, kind: &str, ip: &str, detail: serde_json::Value) -> ApiResult<()> {
+    diesel::insert_into(audit_log::table)
+        .values((
+            audit_log::company_id.eq(company_id),
+            audit_log::user_id.eq(user_id),
+            audit_log::kind.eq(kind),
+            audit_log::ip.eq(ip),
+            audit_log::detail.eq(detail.to_string()),
+            audit_log::at.eq(now()),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+pub fn touch(c: &mut Db, user_id: i64, at: NaiveDateTime) -> ApiResult<()> {
+    diesel::update(users::table.find(user_id)).set(users::updated_at.eq(at)).execute(c)?;
+    Ok(())
+}
