@@ -9,7 +9,10 @@ use crate::{
     auth::password,
     config::Config,
     crypto::{DataKey, random_password, random_token},
-    db::{Db, Pool, schema::{channels, instance}},
+    db::{
+        Db, Pool,
+        schema::{channels, instance},
+    },
     error::{ApiError, is_unique_violation},
     types::{Email, Role, now},
     users::store,
@@ -43,7 +46,8 @@ pub fn run(db: &Pool, config: &Config, data_key: &DataKey) -> anyhow::Result<Opt
             .values((instance::id.eq(1_i64), instance::bootstrapped_at.eq(now())))
             .execute(c)?;
         let company_id = store::insert_company(c, "Default")?;
-        let admin = store::create_person(c, company_id, Role::Admin, "Admin", "", Some(&hash), Some(&email), None, true)?;
+        let admin =
+            store::create_person(c, company_id, Role::Admin, "Admin", "", Some(&hash), Some(&email), None, true)?;
         insert_sandbox_channel(c, company_id, data_key)?;
         store::audit(c, Some(company_id), Some(admin.id), "bootstrap", "", serde_json::json!({}))?;
         Ok(())
@@ -55,7 +59,9 @@ pub fn run(db: &Pool, config: &Config, data_key: &DataKey) -> anyhow::Result<Opt
             console_url: config.console_url(),
         })),
         // Another node bootstrapped between our check and our insert.
-        Err(ApiError::Internal(e)) if e.downcast_ref::<diesel::result::Error>().is_some_and(is_unique_violation) => Ok(None),
+        Err(ApiError::Internal(e)) if e.downcast_ref::<diesel::result::Error>().is_some_and(is_unique_violation) => {
+            Ok(None)
+        }
         Err(e) => Err(anyhow::anyhow!("first-start bootstrap: {e:?}")),
     }
 }

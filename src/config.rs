@@ -152,15 +152,11 @@ impl Cli {
 
 impl Config {
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("confab.db").display()))
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("confab.db").display()))
     }
 
     pub fn media_url(&self) -> String {
-        self.media_url
-            .clone()
-            .unwrap_or_else(|| format!("file://{}", self.data_dir.join("media").display()))
+        self.media_url.clone().unwrap_or_else(|| format!("file://{}", self.data_dir.join("media").display()))
     }
 
     pub fn console_url(&self) -> String {
@@ -188,7 +184,8 @@ mod tests {
     fn file_fills_only_what_flags_and_env_leave_unset() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("confab.toml");
-        std::fs::write(&file, "bind = \"0.0.0.0:9000\"\npublic_url = \"https://chat.example\"\nopen_signup = false\n").unwrap();
+        std::fs::write(&file, "bind = \"0.0.0.0:9000\"\npublic_url = \"https://chat.example\"\nopen_signup = false\n")
+            .unwrap();
         let cli = Cli::load_from(vec![
             "confab".into(),
             format!("--config={}", file.display()).into(),

@@ -45,9 +45,8 @@ impl DataKey {
             }
         };
         let bytes = STANDARD.decode(&encoded).context("CONFAB_SECRET_KEY must be base64")?;
-        let raw: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| anyhow!("CONFAB_SECRET_KEY must be 32 bytes (base64 of 32 random bytes)"))?;
+        let raw: [u8; 32] =
+            bytes.try_into().map_err(|_| anyhow!("CONFAB_SECRET_KEY must be 32 bytes (base64 of 32 random bytes)"))?;
         Ok(Self::from_bytes(raw))
     }
 

@@ -174,8 +174,10 @@ fn code_for_status(status: StatusCode) -> &'static str {
 pub async fn unify(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
-) -> Result<actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>, actix_web::Error>
-{
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
     use actix_web::dev::ServiceResponse;
     use futures_util::FutureExt;
 
@@ -195,7 +197,9 @@ pub async fn unify(
             Ok(ServiceResponse::new(http_req, api.error_response()).map_into_right_body())
         }
         Ok(Err(e)) if e.as_error::<ApiError>().is_some() => Err(e),
-        Ok(Err(e)) => Err(ApiError::Http { status: e.as_response_error().status_code(), message: e.to_string() }.into()),
+        Ok(Err(e)) => {
+            Err(ApiError::Http { status: e.as_response_error().status_code(), message: e.to_string() }.into())
+        }
         Err(_) => {
             tracing::error!(%path, "handler panicked");
             Err(ApiError::Internal(anyhow::anyhow!("handler panicked")).into())
@@ -205,10 +209,7 @@ pub async fn unify(
 
 /// True when a diesel error is a unique-key violation (used to turn races into 409s).
 pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
-    matches!(
-        e,
-        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
-    )
+    matches!(e, diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _))
 }
 
 /// Extractor error handlers: actix's own JSON, query, path and payload failures get the

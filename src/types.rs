@@ -104,9 +104,13 @@ impl TryFrom<String> for Phone {
         // Provider payloads (WhatsApp `wa_id`, Twilio `whatsapp:+…`) carry numbers without the
         // plus or with a scheme; both mean an international number.
         let trimmed = trimmed.strip_prefix("whatsapp:").unwrap_or(trimmed);
-        let with_plus =
-            if trimmed.starts_with('+') { trimmed.to_owned() } else { format!("+{}", trimmed.trim_start_matches("00")) };
-        let parsed = phonenumber::parse(None, &with_plus).map_err(|_| FieldError("must be a phone number in international format".into()))?;
+        let with_plus = if trimmed.starts_with('+') {
+            trimmed.to_owned()
+        } else {
+            format!("+{}", trimmed.trim_start_matches("00"))
+        };
+        let parsed = phonenumber::parse(None, &with_plus)
+            .map_err(|_| FieldError("must be a phone number in international format".into()))?;
         if !phonenumber::is_valid(&parsed) {
             return Err(FieldError("is not a valid phone number".into()));
         }

@@ -24,7 +24,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(signup, login, token_refresh, logout, me, jwks),
-    components(schemas(SignupBody, SignupView, LoginBody, LoginView, LoginUserView, TokenView, RefreshBody, MeView, LogoutView))
+    components(schemas(
+        SignupBody,
+        SignupView,
+        LoginBody,
+        LoginView,
+        LoginUserView,
+        TokenView,
+        RefreshBody,
+        MeView,
+        LogoutView
+    ))
 )]
 pub struct Api;
 

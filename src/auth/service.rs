@@ -47,7 +47,10 @@ pub struct Origin {
 pub async fn signup(st: &AppState, s: Signup, origin: &Origin) -> ApiResult<UserRow> {
     password::check_new(&s.password, Some(&s.email))?;
     if s.invite_token.is_none() && !st.config.open_signup {
-        return Err(ApiError::Unprocessable { code: "signup_closed", message: "sign-up requires an invitation".into() });
+        return Err(ApiError::Unprocessable {
+            code: "signup_closed",
+            message: "sign-up requires an invitation".into(),
+        });
     }
     let pw = s.password.clone();
     let hash = actix_web::web::block(move || password::hash(&pw)).await??;
@@ -81,7 +84,14 @@ pub async fn signup(st: &AppState, s: Signup, origin: &Origin) -> ApiResult<User
                 Some(&s.phone),
                 false,
             )?;
-            store::audit(c, Some(company_id), Some(user.id), "signup", &ip, serde_json::json!({"role": role.as_str()}))?;
+            store::audit(
+                c,
+                Some(company_id),
+                Some(user.id),
+                "signup",
+                &ip,
+                serde_json::json!({"role": role.as_str()}),
+            )?;
             Ok(user)
         })
         .await
@@ -100,7 +110,10 @@ fn claim_invite(c: &mut crate::db::Db, token: &str, email: &Email) -> ApiResult<
         .optional()?;
     let (id, company_id, role, invited_email) = row.ok_or_else(invalid)?;
     if invited_email != email.as_str() {
-        return Err(ApiError::unprocessable("invite_email_mismatch", "the invitation was sent to another e-mail address"));
+        return Err(ApiError::unprocessable(
+            "invite_email_mismatch",
+            "the invitation was sent to another e-mail address",
+        ));
     }
     let claimed = diesel::update(invites::table.find(id).filter(invites::used_at.is_null()))
         .set(invites::used_at.eq(t))
@@ -130,9 +143,7 @@ pub async fn login(st: &AppState, email: Email, password: String, origin: &Origi
         Some(u) if ok && u.is_active() => u,
         other => {
             let (company, user_id) = other.map(|u| (Some(u.company_id), Some(u.id))).unwrap_or_default();
-            st.db
-                .write(move |c| store::audit(c, company, user_id, "login_failed", &ip, serde_json::json!({})))
-                .await?;
+            st.db.write(move |c| store::audit(c, company, user_id, "login_failed", &ip, serde_json::json!({}))).await?;
             return Err(ApiError::Unauthorized("invalid_credentials"));
         }
     };
@@ -180,8 +191,12 @@ pub async fn refresh(st: &AppState, token: String, origin: &Origin) -> ApiResult
     let outcome = st.db.write(move |c| session::rotate(c, &token)).await?;
     match outcome {
         Refreshed::Rotated { principal, refresh_token } => {
-            let (access_token, expires) =
-                st.keys.sign(principal.user_id, principal.company_id, principal.role.as_str(), &principal.session_id)?;
+            let (access_token, expires) = st.keys.sign(
+                principal.user_id,
+                principal.company_id,
+                principal.role.as_str(),
+                &principal.session_id,
+            )?;
             Ok(Issued { access_token, refresh_token, expires })
         }
         Refreshed::Reused { principal } => {

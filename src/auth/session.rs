@@ -109,16 +109,12 @@ pub fn rotate(c: &mut Db, token: &str) -> ApiResult<Refreshed> {
     )
     .set(refresh_tokens::used_at.eq(t))
     .execute(c)?;
-    let session_id: Option<String> = refresh_tokens::table
-        .find(&hash)
-        .select(refresh_tokens::session_id)
-        .first(c)
-        .optional()?;
+    let session_id: Option<String> =
+        refresh_tokens::table.find(&hash).select(refresh_tokens::session_id).first(c).optional()?;
     let Some(session_id) = session_id else { return Err(ApiError::Unauthorized("invalid_token")) };
     let principal = lookup(c, &session_id)?.ok_or(ApiError::Unauthorized("invalid_token"))?;
     if claimed == 0 {
-        let used: Option<NaiveDateTime> =
-            refresh_tokens::table.find(&hash).select(refresh_tokens::used_at).first(c)?;
+        let used: Option<NaiveDateTime> = refresh_tokens::table.find(&hash).select(refresh_tokens::used_at).first(c)?;
         if used.is_some() {
             revoke(c, &session_id, "refresh_token_reuse")?;
             return Ok(Refreshed::Reused { principal });

@@ -14,11 +14,11 @@ use std::{
 use actix_web::web;
 use anyhow::{Context, anyhow};
 use diesel::{
+    Connection,
     connection::SimpleConnection,
     pg::PgConnection,
     r2d2::{self, ManageConnection, R2D2Connection},
     sqlite::SqliteConnection,
-    Connection,
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 

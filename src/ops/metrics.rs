@@ -45,7 +45,10 @@ impl Metrics {
 
 /// Counts and times every request by route pattern; unknown paths share the label
 /// `unmatched`, so probing random URLs cannot blow up the series count.
-pub async fn track(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let metrics = req.app_data::<Data<AppState>>().map(|st| st.metrics.clone());
     let method = req.method().to_string();

@@ -33,11 +33,8 @@ pub struct StatusView {
 #[utoipa::path(tag = "ops", responses((status = 200, body = RootView), (status = 303, description = "to /console/ for Accept: text/html")))]
 #[get("/")]
 async fn root(req: HttpRequest) -> HttpResponse {
-    let wants_html = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"));
+    let wants_html =
+        req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
     if wants_html {
         return HttpResponse::SeeOther().insert_header((header::LOCATION, "/console/")).finish();
     }

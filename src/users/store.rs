@@ -68,7 +68,14 @@ pub fn create_person(
     Ok(user)
 }
 
-pub fn add_email(c: &mut Db, user_id: i64, company_id: i64, email: &Email, primary: bool, verified: bool) -> ApiResult<()> {
+pub fn add_email(
+    c: &mut Db,
+    user_id: i64,
+    company_id: i64,
+    email: &Email,
+    primary: bool,
+    verified: bool,
+) -> ApiResult<()> {
     diesel::insert_into(user_emails::table)
         .values((
             user_emails::user_id.eq(user_id),
@@ -83,7 +90,14 @@ pub fn add_email(c: &mut Db, user_id: i64, company_id: i64, email: &Email, prima
     Ok(())
 }
 
-pub fn add_phone(c: &mut Db, user_id: i64, company_id: i64, phone: &Phone, primary: bool, verified: bool) -> ApiResult<()> {
+pub fn add_phone(
+    c: &mut Db,
+    user_id: i64,
+    company_id: i64,
+    phone: &Phone,
+    primary: bool,
+    verified: bool,
+) -> ApiResult<()> {
     diesel::insert_into(user_phones::table)
         .values((
             user_phones::user_id.eq(user_id),
@@ -117,11 +131,7 @@ pub fn email_in_use_by_staff(c: &mut Db, email: &Email) -> ApiResult<bool> {
 }
 
 pub fn get(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<UserRow> {
-    Ok(users::table
-        .filter(users::company_id.eq(company_id))
-        .find(user_id)
-        .select(UserRow::as_select())
-        .first(c)?)
+    Ok(users::table.filter(users::company_id.eq(company_id)).find(user_id).select(UserRow::as_select()).first(c)?)
 }
 
 pub fn primary_email(c: &mut Db, user_id: i64) -> ApiResult<Option<String>> {
@@ -163,7 +173,14 @@ pub fn application_ids(c: &mut Db, company_id: i64) -> ApiResult<Vec<i64>> {
         .load(c)?)
 }
 
-pub fn audit(c: &mut Db, company_id: Option<i64>, user_id: Option<i64>, kind: &str, ip: &str, detail: serde_json::Value) -> ApiResult<()> {
+pub fn audit(
+    c: &mut Db,
+    company_id: Option<i64>,
+    user_id: Option<i64>,
+    kind: &str,
+    ip: &str,
+    detail: serde_json::Value,
+) -> ApiResult<()> {
     diesel::insert_into(audit_log::table)
         .values((
             audit_log::company_id.eq(company_id),

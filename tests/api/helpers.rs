@@ -1,0 +1,298 @@
+//! Test harness: the real server (`confab::build`) on 127.0.0.1:0 in its own thread and actix
+//! system, on a fresh SQLite file, or on a fresh PostgreSQL schema when
+//! `CONFAB_TEST_DATABASE_URL` is set. Tests talk HTTP (and WebSocket) to it.
+
+#![allow(dead_code)]
+
+use std::{path::PathBuf, sync::mpsc, time::Duration};
+
+use actix_web::{dev::ServerHandle, web};
+use confab::{bootstrap::Bootstrapped, config::Config, state::AppState};
+use diesel::{Connection, RunQueryDsl, pg::PgConnection};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs the same scenario on SQLite and, when `CONFAB_TEST_DATABASE_URL` is set, PostgreSQL:
+/// `both_backends!(name, |app| async move { … });` defines `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $scenario:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[actix_web::test]
+            async fn sqlite() {
+                let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await.unwrap();
+                ($scenario)(app).await;
+            }
+
+            #[actix_web::test]
+            async fn postgres() {
+                match $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await {
+                    Some(app) => ($scenario)(app).await,
+                    None => eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set"),
+                }
+            }
+        }
+    };
+}
+
+pub fn pg_base_url() -> Option<String> {
+    std::env::var("CONFAB_TEST_DATABASE_URL").ok().filter(|s| !s.is_empty())
+}
+
+pub fn redis_url() -> Option<String> {
+    std::env::var("CONFAB_TEST_REDIS_URL").ok().filter(|s| !s.is_empty())
+}
+
+fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", confab::crypto::random_hex_id())
+}
+
+fn with_param(url: &str, param: &str) -> String {
+    if url.contains('?') { format!("{url}&{param}") } else { format!("{url}?{param}") }
+}
+
+/// A PostgreSQL schema (or whole database) that exists for one test and is dropped after.
+pub struct PgScope {
+    base: String,
+    drop_sql: String,
+    pub url: String,
+}
+
+impl PgScope {
+    pub fn schema() -> Option<Self> {
+        let base = pg_base_url()?;
+        let name = unique_name("t");
+        let mut c = PgConnection::establish(&base).expect("connect to CONFAB_TEST_DATABASE_URL");
+        diesel::sql_query(format!("CREATE SCHEMA {name}")).execute(&mut c).unwrap();
+        let url = with_param(&base, &format!("options=-csearch_path%3D{name}"));
+        Some(Self { base, drop_sql: format!("DROP SCHEMA IF EXISTS {name} CASCADE"), url })
+    }
+
+    pub fn database() -> Option<Self> {
+        let base = pg_base_url()?;
+        let name = unique_name("confab_t");
+        let mut c = PgConnection::establish(&base).expect("connect to CONFAB_TEST_DATABASE_URL");
+        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut c).unwrap();
+        let (head, query) = base.split_once('?').map(|(h, q)| (h, Some(q))).unwrap_or((&base, None));
+        let root = head.rsplit_once('/').map(|(r, _)| r).unwrap_or(head);
+        let mut url = format!("{root}/{name}");
+        if let Some(q) = query {
+            url = format!("{url}?{q}");
+        }
+        Some(Self { base, drop_sql: format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), url })
+    }
+
+    /// Drops now (the readiness test pulls the database out from under a running server).
+    pub fn drop_now(&self) {
+        let mut c = PgConnection::establish(&self.base).unwrap();
+        diesel::sql_query(&self.drop_sql).execute(&mut c).unwrap();
+    }
+}
+
+impl Drop for PgScope {
+    fn drop(&mut self) {
+        if let Ok(mut c) = PgConnection::establish(&self.base) {
+            let _ = diesel::sql_query(&self.drop_sql).execute(&mut c);
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub state: web::Data<AppState>,
+    pub bootstrap: Option<Bootstrapped>,
+    pub admin_email: String,
+    pub admin_password: String,
+    pub backend: Backend,
+    pub config: Config,
+    handle: ServerHandle,
+    pub dir: std::sync::Arc<TempDir>,
+    pub pg: Option<std::sync::Arc<PgScope>>,
+}
+
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(std::sync::Arc::new(PgScope::schema()?)),
+        };
+        let url = match &pg {
+            Some(scope) => scope.url.clone(),
+            None => format!("sqlite://{}", dir.path().join("confab.db").display()),
+        };
+        let mut config = Config::for_tests(dir.path().to_path_buf(), url);
+        config.admin_password = Some(ADMIN_PASSWORD.to_owned().into());
+        config.auth_rate_per_minute = 0;
+        tweak(&mut config);
+        Some(Self::start(backend, config, dir, pg).await)
+    }
+
+    /// Starts a server on an existing configuration (a second node, or a restart).
+    pub async fn start(
+        backend: Backend,
+        config: Config,
+        dir: std::sync::Arc<TempDir>,
+        pg: Option<std::sync::Arc<PgScope>>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let cfg = config.clone();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                match confab::build(cfg).await {
+                    Ok(server) => {
+                        let info = (server.port, server.state.clone(), server.bootstrap.clone(), server.handle());
+                        tx.send(Ok(info)).unwrap();
+                        let _ = server.run().await;
+                    }
+                    Err(e) => tx.send(Err(format!("{e:?}"))).unwrap(),
+                }
+            })
+        });
+        let (port, state, bootstrap, handle) = web::block(move || rx.recv_timeout(Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .expect("server thread answered")
+            .expect("server started");
+        let addr = format!("http://127.0.0.1:{port}");
+        Self {
+            addr,
+            port,
+            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            state,
+            bootstrap,
+            admin_email: config.admin_email.clone(),
+            admin_password: ADMIN_PASSWORD.to_owned(),
+            backend,
+            config,
+            handle,
+            dir,
+            pg,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        into_json(req.send().await.unwrap()).await
+    }
+
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> (u16, Value) {
+        let mut req = self.client.request(method, self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        into_json(req.send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        self.send_json(reqwest::Method::POST, path, token, body).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        self.send_json(reqwest::Method::PUT, path, token, body).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        self.send_json(reqwest::Method::PATCH, path, token, body).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.delete(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        into_json(req.send().await.unwrap()).await
+    }
+
+    /// Logs in with the messaging-family form; returns the whole login body.
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        let (status, body) = self.post("/auth/login", None, &json!({"email": email, "password": password})).await;
+        assert_eq!(status, 200, "login {email}: {body}");
+        body
+    }
+
+    /// The bootstrap admin's access token.
+    pub async fn admin_token(&self) -> String {
+        self.login(&self.admin_email.clone(), ADMIN_PASSWORD).await["accessToken"].as_str().unwrap().to_owned()
+    }
+
+    /// Signs up a fresh company; returns (admin access token, login body).
+    pub async fn new_company(&self, name: &str) -> (String, Value) {
+        let email = format!("{}@{}.test", confab::crypto::random_hex_id(), name.to_lowercase().replace(' ', "-"));
+        let (status, body) = self
+            .post(
+                "/auth/signup",
+                None,
+                &json!({"email": email, "password": "password-123", "firstName": "Ada", "lastName": name,
+                        "phone": "+14155550100", "companyName": name}),
+            )
+            .await;
+        assert_eq!(status, 201, "signup: {body}");
+        let login = self.login(&email, "password-123").await;
+        (login["accessToken"].as_str().unwrap().to_owned(), login)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // The stop command is sent synchronously; the server's own thread finishes the rest.
+        drop(self.handle.stop(false));
+    }
+}
+
+pub async fn into_json(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    (status, body)
+}
+
+/// Asserts the unified error body of CONTRACT §2 with the given status and code.
+pub fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "status; body: {body}");
+    assert_eq!(body["statusCode"], want_status, "statusCode in {body}");
+    assert_eq!(body["code"], want_code, "code in {body}");
+    assert!(body["error"].is_string() && body["message"].is_string(), "error/message in {body}");
+}
