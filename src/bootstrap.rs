@@ -74,7 +74,7 @@ pub fn insert_sandbox_channel(c: &mut Db, company_id: i64, data_key: &DataKey) -
         .values((
             channels::company_id.eq(company_id),
             channels::provider.eq("sandbox"),
-            channels::phone_e164.eq("+15550100000"),
+            channels::phone_e164.eq("+14155550100"),
             channels::display_name.eq("Sandbox"),
             channels::secrets.eq(data_key.encrypt(secrets.to_string().as_bytes())),
             channels::is_default.eq(true),

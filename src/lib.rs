@@ -8,7 +8,10 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod messaging;
 pub mod ops;
+pub mod providers;
+pub mod realtime;
 pub mod state;
 pub mod types;
 pub mod users;
@@ -27,6 +30,7 @@ use crate::{
     db::Pool,
     error::ApiError,
     ops::metrics::Metrics,
+    realtime::broker::Broker,
     state::AppState,
 };
 
@@ -72,7 +76,10 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         keys: Arc::new(keys),
         sessions: SessionCache::default(),
         metrics: Metrics::new()?,
+        broker: Broker::default(),
+        outbox_wake: Arc::new(tokio::sync::Notify::new()),
     });
+    actix_web::rt::spawn(providers::outbox::run(state.get_ref().clone()));
 
     let listener = TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
     let port = listener.local_addr()?.port();
@@ -92,6 +99,9 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .wrap(TracingLogger::default())
             .configure(ops::routes::configure)
             .configure(auth::routes::configure)
+            .configure(messaging::routes::configure)
+            .configure(messaging::admin::configure)
+            .configure(providers::webhooks::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
     })
     .listen(listener)?

@@ -8,6 +8,7 @@ use crate::{
     crypto::DataKey,
     db::Pool,
     ops::metrics::Metrics,
+    realtime::broker::Broker,
 };
 
 #[derive(Clone)]
@@ -18,4 +19,7 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     pub sessions: SessionCache,
     pub metrics: Metrics,
+    pub broker: Broker,
+    /// Wakes the delivery worker after a commit that queued outbox jobs.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
 }

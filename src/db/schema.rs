@@ -322,6 +322,7 @@ diesel::table! {
         client_id -> Nullable<Text>,
         sender_id -> Nullable<BigInt>,
         error_code -> Nullable<Text>,
+        seq -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
     }

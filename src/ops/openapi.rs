@@ -31,5 +31,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = Root::openapi();
     doc.merge(crate::ops::routes::Api::openapi());
     doc.merge(crate::auth::routes::Api::openapi());
+    doc.merge(crate::messaging::routes::Api::openapi());
+    doc.merge(crate::messaging::admin::Api::openapi());
+    doc.merge(crate::providers::webhooks::Api::openapi());
     doc
 }

@@ -296,3 +296,164 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str
     assert_eq!(body["code"], want_code, "code in {body}");
     assert!(body["error"].is_string() && body["message"].is_string(), "error/message in {body}");
 }
+
+/// A company with a sandbox channel whose webhook secret the test knows, an admin and an agent.
+pub struct Company {
+    pub admin: String,
+    pub agent: String,
+    pub agent_id: i64,
+    pub company_id: i64,
+    pub channel_id: i64,
+    pub secret: String,
+}
+
+impl TestApp {
+    /// The bootstrap company ("Default") with its sandbox channel, plus an invited agent.
+    pub async fn default_company(&self) -> Company {
+        let admin = self.admin_token().await;
+        self.company_with(admin).await
+    }
+
+    /// A fresh company (signed up), with a sandbox channel and an invited agent.
+    pub async fn other_company(&self, name: &str) -> Company {
+        let (admin, _) = self.new_company(name).await;
+        let (status, ch) = self
+            .post(
+                "/channel",
+                Some(&admin),
+                &json!({"provider": "sandbox", "phoneNumber": "+14155550123", "displayName": "Sandbox",
+                        "webhookSecret": "placeholder-secret"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{ch}");
+        self.company_with(admin).await
+    }
+
+    async fn company_with(&self, admin: String) -> Company {
+        let (status, me) = self.get("/auth/me", Some(&admin)).await;
+        assert_eq!(status, 200);
+        let (_, channels) = self.get("/channel", Some(&admin)).await;
+        let ch = channels.as_array().unwrap().iter().find(|c| c["provider"] == "sandbox").unwrap().clone();
+        let secret = format!("secret-{}", confab::crypto::random_hex_id());
+        let (status, body) = self
+            .put(
+                &format!("/channel/{}", ch["channelId"]),
+                Some(&admin),
+                &json!({"provider": "sandbox", "phoneNumber": ch["phoneNumber"], "displayName": ch["displayName"],
+                        "webhookSecret": secret}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let email = format!("agent-{}@example.test", confab::crypto::random_hex_id());
+        let (status, invite) =
+            self.post("/agent/invite", Some(&admin), &json!({"email": email, "role": "agent"})).await;
+        assert_eq!(status, 201, "{invite}");
+        let (status, signup) = self
+            .post(
+                "/auth/signup",
+                None,
+                &json!({"email": email, "password": "agent-password", "firstName": "Grace", "lastName": "Hopper",
+                        "phone": "+14155550199", "inviteToken": invite["inviteToken"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{signup}");
+        let agent = self.login(&email, "agent-password").await["accessToken"].as_str().unwrap().to_owned();
+        Company {
+            admin,
+            agent,
+            agent_id: signup["userId"].as_i64().unwrap(),
+            company_id: me["companyId"].as_i64().unwrap(),
+            channel_id: ch["channelId"].as_i64().unwrap(),
+            secret,
+        }
+    }
+
+    /// Posts a signed sandbox webhook (CONTRACT §6) and returns the response.
+    pub async fn sandbox_webhook(&self, co: &Company, body: &Value) -> (u16, Value) {
+        use hmac::Mac;
+        let raw = serde_json::to_vec(body).unwrap();
+        let mut mac = <hmac::SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(co.secret.as_bytes()).unwrap();
+        mac.update(&raw);
+        let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let res = self
+            .client
+            .post(self.url("/webhooks/sandbox"))
+            .header("Content-Type", "application/json")
+            .header("X-Confab-Signature", sig)
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        into_json(res).await
+    }
+
+    /// A customer writes in through the sandbox; returns the conversation id.
+    pub async fn customer_says(&self, co: &Company, from: &str, text: &str) -> i64 {
+        let id = format!("sb-{}", confab::crypto::random_hex_id());
+        let (status, body) = self
+            .sandbox_webhook(
+                co,
+                &json!({"channelId": co.channel_id, "messages": [{"id": id, "from": from, "name": "Ada Lovelace", "text": text}]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (_, list) = self.get("/conversation/conversation-page-list?limit=100", Some(&co.agent)).await;
+        let digits: String = from.chars().filter(char::is_ascii_digit).collect();
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["user"]["phone"].as_str().unwrap_or("").ends_with(&digits))
+            .unwrap_or_else(|| panic!("conversation for {from} in {list}"))["conversationId"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// A token for a customer (the storefront family mints these); for role checks.
+    pub async fn customer_token(&self, company_id: i64, user_id: i64) -> String {
+        let st = self.state.clone();
+        let sid = st
+            .db
+            .write(move |c| {
+                confab::auth::session::create(
+                    c,
+                    &confab::auth::session::NewSession {
+                        user_id,
+                        company_id,
+                        kind: "api",
+                        client_id: None,
+                        application_id: None,
+                        ip: "",
+                        user_agent: "",
+                        ttl: chrono::Duration::hours(1),
+                    },
+                )
+            })
+            .await
+            .unwrap()
+            .0;
+        self.state.keys.sign(user_id, company_id, "customer", &sid).unwrap().0
+    }
+
+    /// Waits (bounded) until `check` passes on the message list of a conversation.
+    pub async fn wait_for_message_status(
+        &self,
+        token: &str,
+        conversation_id: i64,
+        message_id: &str,
+        status: &str,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, page) =
+                self.get(&format!("/message/message-page-list/{conversation_id}?limit=100"), Some(token)).await;
+            if let Some(m) = page["data"].as_array().unwrap().iter().find(|m| m["messageId"] == message_id)
+                && m["status"] == status
+            {
+                return m.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "message {message_id} never reached {status}: {page}");
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

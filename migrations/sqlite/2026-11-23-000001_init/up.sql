@@ -296,6 +296,8 @@ CREATE TABLE messages (
     client_id TEXT,
     sender_id BIGINT REFERENCES users(id),
     error_code TEXT,
+    -- seq of the message.created event (the `ack` of a replayed send names it)
+    seq BIGINT NOT NULL DEFAULT 0,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL
 );

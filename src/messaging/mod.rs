@@ -1,0 +1,8 @@
+//! Conversations, messages, contacts, templates, channels and agents (CONTRACT §3).
+
+pub mod admin;
+pub mod contacts;
+pub mod model;
+pub mod routes;
+pub mod service;
+pub mod store;

@@ -1,0 +1,413 @@
+//! Messaging domain types and wire views (CONTRACT §3, seed 004). No I/O here.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{
+    db::schema::{attachments, channels, conversations, messages, templates},
+    types::rfc3339,
+};
+
+/// WhatsApp's customer-service window: free text only within 24 h of the customer's last
+/// message; templates are always allowed (CONTRACT §3 `POST /message`).
+pub const WINDOW: chrono::Duration = chrono::Duration::hours(24);
+/// WhatsApp's text limit.
+pub const MAX_TEXT_CHARS: usize = 4096;
+
+/// Delivery status; `status_rank` makes it forward-only (CONTRACT §3: never backwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Pending,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::Sent => "SENT",
+            Status::Delivered => "DELIVERED",
+            Status::Read => "READ",
+            Status::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "PENDING" | "QUEUED" | "ACCEPTED" => Some(Status::Pending),
+            "SENT" => Some(Status::Sent),
+            "DELIVERED" => Some(Status::Delivered),
+            "READ" => Some(Status::Read),
+            "FAILED" | "UNDELIVERED" => Some(Status::Failed),
+            _ => None,
+        }
+    }
+
+    pub fn rank(self) -> i32 {
+        match self {
+            Status::Pending => 0,
+            Status::Sent => 1,
+            Status::Delivered => 2,
+            Status::Read => 3,
+            Status::Failed => 4,
+        }
+    }
+
+    /// Whether a message at `current` may move to `self`. Statuses only move forward; a
+    /// failure is accepted only before the message was delivered (a provider's late
+    /// "failed" after "read" is noise).
+    pub fn advances(self, current: Status) -> bool {
+        match self {
+            Status::Failed => current.rank() <= Status::Sent.rank(),
+            _ => current != Status::Failed && self.rank() > current.rank(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Sent => "SENT",
+            Direction::Received => "RECEIVED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationStatus {
+    Open,
+    Pending,
+    Resolved,
+    Snoozed,
+}
+
+impl ConversationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Pending => "pending",
+            Self::Resolved => "resolved",
+            Self::Snoozed => "snoozed",
+        }
+    }
+}
+
+/// Attachment kinds of the seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum MediaKind {
+    Image,
+    Audio,
+    Video,
+    Document,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Image => "IMAGE",
+            Self::Audio => "AUDIO",
+            Self::Video => "VIDEO",
+            Self::Document => "DOCUMENT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "IMAGE" | "STICKER" => Some(Self::Image),
+            "AUDIO" | "VOICE" => Some(Self::Audio),
+            "VIDEO" => Some(Self::Video),
+            "DOCUMENT" | "FILE" => Some(Self::Document),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = conversations)]
+pub struct ConversationRow {
+    pub id: i64,
+    pub company_id: i64,
+    pub channel_id: i64,
+    pub customer_id: i64,
+    pub status: String,
+    pub assignee_id: Option<i64>,
+    pub labels: String,
+    pub last_seq: i64,
+    pub message_count: i64,
+    pub unread_count: i64,
+    pub last_read_seq: i64,
+    pub last_message_id: Option<String>,
+    pub last_update_time: NaiveDateTime,
+    pub last_free_message_time: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+}
+
+impl ConversationRow {
+    /// Seconds left in the 24-hour window at `now` (0 when closed or never opened).
+    pub fn window_seconds_left(&self, now: NaiveDateTime) -> i64 {
+        self.last_free_message_time.map(|t| (t + WINDOW - now).num_seconds().max(0)).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = messages)]
+pub struct MessageRow {
+    pub pk: i64,
+    pub id: String,
+    pub conversation_id: i64,
+    pub company_id: i64,
+    pub channel_id: i64,
+    pub direction: String,
+    pub kind: String,
+    pub content: Option<String>,
+    pub template_id: Option<i64>,
+    pub params: String,
+    pub status: String,
+    pub status_rank: i32,
+    pub provider_message_id: Option<String>,
+    pub client_id: Option<String>,
+    pub sender_id: Option<i64>,
+    pub error_code: Option<String>,
+    pub seq: i64,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = attachments)]
+pub struct AttachmentRow {
+    pub id: i64,
+    pub company_id: i64,
+    pub message_id: Option<String>,
+    pub ord: Option<i32>,
+    pub kind: String,
+    pub filename: String,
+    pub filesize: i64,
+    pub content_type: String,
+    pub sha256: Option<String>,
+    pub storage_key: Option<String>,
+    pub state: String,
+    pub provider_media_id: Option<String>,
+    pub uploaded_by: Option<i64>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = templates)]
+pub struct TemplateRow {
+    pub id: i64,
+    pub company_id: i64,
+    pub name: String,
+    pub language: String,
+    pub category: String,
+    pub content: String,
+    pub param_count: i32,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = channels)]
+pub struct ChannelRow {
+    pub id: i64,
+    pub company_id: i64,
+    pub provider: String,
+    pub phone_e164: String,
+    pub phone_number_id: Option<String>,
+    pub display_name: String,
+    pub api_base_url: Option<String>,
+    pub secrets: String,
+    pub is_default: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub deleted_at: Option<NaiveDateTime>,
+}
+
+/// Counts the `{{n}}` placeholders of a template: the highest n, which must equal the number
+/// of `params` a send supplies.
+pub fn placeholder_count(content: &str) -> usize {
+    let mut max = 0;
+    let mut rest = content;
+    while let Some(start) = rest.find("{{") {
+        rest = &rest[start + 2..];
+        if let Some(end) = rest.find("}}") {
+            if let Ok(n) = rest[..end].trim().parse::<usize>() {
+                max = max.max(n);
+            }
+            rest = &rest[end + 2..];
+        } else {
+            break;
+        }
+    }
+    max
+}
+
+/// Replaces `{{1}}`…`{{n}}` with the params in one pass (a param that itself contains
+/// `{{2}}` stays as written).
+pub fn render_template(content: &str, params: &[String]) -> String {
+    let mut out = String::with_capacity(content.len());
+    let mut rest = content;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}").and_then(|end| Some((end, after[..end].trim().parse::<usize>().ok()?))) {
+            Some((end, n)) if n >= 1 && n <= params.len() => {
+                out.push_str(&params[n - 1]);
+                rest = &after[end + 2..];
+            }
+            _ => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+// ---- wire views (camelCase, seed 004) ----
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentView {
+    pub attachment_id: i64,
+    pub order: Option<i32>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub filename: String,
+    pub filesize: i64,
+    /// `ready`, or `pending` while inbound provider media is being fetched.
+    pub state: String,
+}
+
+impl From<&AttachmentRow> for AttachmentView {
+    fn from(a: &AttachmentRow) -> Self {
+        Self {
+            attachment_id: a.id,
+            order: a.ord,
+            kind: a.kind.clone(),
+            filename: a.filename.clone(),
+            filesize: a.filesize,
+            state: a.state.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    pub message_id: String,
+    pub conversation_id: i64,
+    /// `SENT` (agent to customer) or `RECEIVED`.
+    pub direction: String,
+    pub content: Option<String>,
+    pub datetime: String,
+    pub status: String,
+    pub attachments: Vec<AttachmentView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+}
+
+impl MessageView {
+    pub fn new(m: &MessageRow, attachments: &[AttachmentRow]) -> Self {
+        Self {
+            message_id: m.id.clone(),
+            conversation_id: m.conversation_id,
+            direction: m.direction.clone(),
+            content: m.content.clone(),
+            datetime: rfc3339(m.created_at),
+            status: m.status.clone(),
+            attachments: attachments.iter().map(AttachmentView::from).collect(),
+            sender_id: m.sender_id,
+            template_id: m.template_id,
+            client_id: m.client_id.clone(),
+            error_code: m.error_code.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactView {
+    pub user_id: i64,
+    pub first_name: String,
+    pub last_name: String,
+    pub phone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationView {
+    pub conversation_id: i64,
+    pub company_id: i64,
+    pub user_id: i64,
+    pub channel_id: i64,
+    pub last_update_time: Option<String>,
+    pub last_free_message_time: Option<String>,
+    pub user: ContactView,
+    pub status: String,
+    pub assignee_id: Option<i64>,
+    pub labels: Vec<String>,
+    pub unread_count: i64,
+    /// The conversation's latest event sequence number (resume point for `subscribe`).
+    pub last_seq: i64,
+    pub last_message: Option<MessageView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub total_count: i64,
+    pub page: i64,
+    pub limit: i64,
+    pub data: Vec<T>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_only_move_forward() {
+        use Status::*;
+        assert!(Sent.advances(Pending));
+        assert!(Read.advances(Sent));
+        assert!(!Delivered.advances(Read), "a late delivered keeps READ");
+        assert!(!Sent.advances(Sent), "idempotent");
+        assert!(Failed.advances(Sent));
+        assert!(!Failed.advances(Read));
+        assert!(!Delivered.advances(Failed));
+    }
+
+    #[test]
+    fn templates_count_and_render_placeholders() {
+        let t = "Your {{1}} order of {{2}} ships on {{3}}. {{1}}!";
+        assert_eq!(placeholder_count(t), 3);
+        assert_eq!(placeholder_count("no params"), 0);
+        let p = ["big".to_owned(), "shoes".to_owned(), "Monday".to_owned()];
+        assert_eq!(render_template(t, &p), "Your big order of shoes ships on Monday. big!");
+        assert_eq!(render_template("{{1}} {{2}}", &["{{2}}".to_owned(), "x".to_owned()]), "{{2}} x");
+    }
+}

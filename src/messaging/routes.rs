@@ -1,0 +1,541 @@
+//! Messaging routes (CONTRACT §3, seed 004 ConnectMe): conversations, messages, search,
+//! contacts and profiles. Wire types only; every rule lives in `service`.
+
+use actix_web::{HttpResponse, get, patch, post, put, web};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    model::*,
+    service::{self, Content, ConversationPatch, SendRequest, Target},
+    store,
+};
+use crate::{
+    auth::extract::Agent,
+    db::dialect,
+    error::{ApiError, ApiResult, ErrorBody},
+    extract::Json,
+    state::AppState,
+    types::{Phone, now, rfc3339},
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(conversation_page_list)
+        .service(chat_time_report)
+        .service(patch_conversation)
+        .service(message_page_list)
+        .service(post_message)
+        .service(new_chat)
+        .service(message_search)
+        .service(contacts)
+        .service(contact_search)
+        .service(put_contact)
+        .service(get_profile)
+        .service(put_profile);
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        conversation_page_list,
+        chat_time_report,
+        patch_conversation,
+        message_page_list,
+        post_message,
+        new_chat,
+        message_search,
+        contacts,
+        contact_search,
+        put_contact,
+        get_profile,
+        put_profile
+    ),
+    components(schemas(
+        ConversationView,
+        MessageView,
+        AttachmentView,
+        ContactView,
+        SendBody,
+        NewChatBody,
+        NewChatView,
+        PatchConversationBody,
+        ChatTimeView,
+        ContactBody,
+        ProfileBody,
+        ProfileUpdatedView,
+        MessageType,
+        ConversationStatus
+    ))
+)]
+pub struct Api;
+
+/// An id given as a JSON number or a numeric string (old ConnectMe clients send both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(value_type = i64)]
+pub struct FlexId(pub i64);
+
+impl<'de> Deserialize<'de> for FlexId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("must be an integer id"))? {
+            Raw::N(n) => Ok(FlexId(n)),
+            Raw::S(s) => s.trim().parse().map(FlexId).map_err(|_| serde::de::Error::custom("must be an integer id")),
+        }
+    }
+}
+
+/// CONTRACT §2 paging: `page` ≥ 1 (default 1), `limit` 1–100 (default 20), else 400.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct PageQuery {
+    pub page: Option<i64>,
+    pub limit: Option<i64>,
+    /// Keyset paging for messages: the page of messages older than this `messageId`.
+    pub before: Option<String>,
+}
+
+impl PageQuery {
+    pub fn bounds(&self) -> ApiResult<(i64, i64)> {
+        let page = self.page.unwrap_or(1);
+        let limit = self.limit.unwrap_or(20);
+        if page < 1 {
+            return Err(ApiError::bad_request("invalid_page", "page must be 1 or more"));
+        }
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 100"));
+        }
+        Ok((page, limit))
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationQuery {
+    pub page: Option<i64>,
+    pub limit: Option<i64>,
+    pub status: Option<ConversationStatus>,
+    /// An agent id, or `none` for unassigned conversations.
+    pub assignee_id: Option<String>,
+    pub unread: Option<bool>,
+    /// Customer name or phone digits.
+    pub q: Option<String>,
+    /// Keyset paging: conversations updated before this RFC 3339 time.
+    pub before_update: Option<String>,
+}
+
+/// The company's conversations, newest `lastUpdateTime` first (CONTRACT §3).
+#[utoipa::path(tag = "conversations", params(ConversationQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<ConversationView>), (status = 400, body = ErrorBody)))]
+#[get("/conversation/conversation-page-list")]
+async fn conversation_page_list(
+    agent: Agent,
+    st: web::Data<AppState>,
+    q: web::Query<ConversationQuery>,
+) -> ApiResult<HttpResponse> {
+    let (page, limit) = PageQuery { page: q.page, limit: q.limit, before: None }.bounds()?;
+    let (assignee_id, unassigned) = match q.assignee_id.as_deref() {
+        None => (None, false),
+        Some("none") | Some("unassigned") => (None, true),
+        Some(s) => (
+            Some(
+                s.parse::<i64>()
+                    .map_err(|_| ApiError::bad_request("invalid_query", "assigneeId must be an id or `none`"))?,
+            ),
+            false,
+        ),
+    };
+    let before_update = match q.before_update.as_deref() {
+        None => None,
+        Some(s) => Some(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|_| ApiError::bad_request("invalid_query", "beforeUpdate must be an RFC 3339 time"))?
+                .naive_utc(),
+        ),
+    };
+    let filter = store::ConversationFilter {
+        status: q.status.map(|s| s.as_str().to_owned()),
+        assignee_id,
+        unassigned,
+        unread: q.unread.unwrap_or(false),
+        q: q.q.clone(),
+        before_update,
+    };
+    let offset = if before_update.is_some() { 0 } else { (page - 1) * limit };
+    let company_id = agent.company_id;
+    let (data, total_count) = st
+        .db
+        .run(move |c| {
+            let (rows, total) = store::conversations_page(c, company_id, &filter, offset, limit)?;
+            Ok((service::conversation_views(c, &rows)?, total))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatTimeView {
+    pub last_free_message_time: Option<String>,
+    pub compared_time: String,
+    /// Whole seconds left in the 24-hour window (0 when closed).
+    pub duration: i64,
+}
+
+/// The 24-hour window of a conversation (CONTRACT §3).
+#[utoipa::path(tag = "conversations", security(("bearer" = [])),
+    responses((status = 200, body = ChatTimeView), (status = 404, body = ErrorBody)))]
+#[get("/conversation/chat-time-report/{conversationId}")]
+async fn chat_time_report(agent: Agent, st: web::Data<AppState>, id: web::Path<i64>) -> ApiResult<HttpResponse> {
+    let (company_id, id) = (agent.company_id, id.into_inner());
+    let conv = st.db.run(move |c| store::conversation(c, company_id, id)).await?;
+    let t = now();
+    Ok(HttpResponse::Ok().json(ChatTimeView {
+        last_free_message_time: conv.last_free_message_time.map(rfc3339),
+        compared_time: rfc3339(t),
+        duration: conv.window_seconds_left(t),
+    }))
+}
+
+fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchConversationBody {
+    pub status: Option<ConversationStatus>,
+    /// An agent id, or null to unassign.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub assignee_id: Option<Option<FlexId>>,
+    pub labels: Option<Vec<String>>,
+}
+
+/// Status, assignee and labels; emits `conversation.updated` (CONTRACT §3).
+#[utoipa::path(tag = "conversations", request_body = PatchConversationBody, security(("bearer" = [])),
+    responses((status = 200, body = ConversationView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[patch("/conversation/{conversationId}")]
+async fn patch_conversation(
+    agent: Agent,
+    st: web::Data<AppState>,
+    id: web::Path<i64>,
+    Json(b): Json<PatchConversationBody>,
+) -> ApiResult<HttpResponse> {
+    if b.labels.as_ref().is_some_and(|l| l.len() > 50 || l.iter().any(|s| s.chars().count() > 64)) {
+        return Err(ApiError::field("labels", "at most 50 labels of at most 64 characters"));
+    }
+    let patch =
+        ConversationPatch { status: b.status, assignee_id: b.assignee_id.map(|a| a.map(|id| id.0)), labels: b.labels };
+    Ok(HttpResponse::Ok().json(service::update_conversation(&st, &agent, id.into_inner(), patch).await?))
+}
+
+/// A conversation's messages, newest first; `before=<messageId>` pages by keyset and stays as
+/// fast at any depth. `totalCount` is the conversation's maintained counter.
+#[utoipa::path(tag = "messages", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<MessageView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[get("/message/message-page-list/{conversationId}")]
+async fn message_page_list(
+    agent: Agent,
+    st: web::Data<AppState>,
+    id: web::Path<i64>,
+    q: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let (page, limit) = q.bounds()?;
+    let (company_id, id, before) = (agent.company_id, id.into_inner(), q.before.clone());
+    let (total_count, data) = st
+        .db
+        .run(move |c| {
+            let conv = store::conversation(c, company_id, id)?;
+            let before_pk = match before {
+                Some(mid) => {
+                    let m = store::message(c, company_id, &mid).map_err(|_| {
+                        ApiError::bad_request("invalid_query", "before must be a messageId of this conversation")
+                    })?;
+                    if m.conversation_id != conv.id {
+                        return Err(ApiError::bad_request(
+                            "invalid_query",
+                            "before must be a messageId of this conversation",
+                        ));
+                    }
+                    Some(m.pk)
+                }
+                None => None,
+            };
+            let rows = store::messages_page(c, conv.id, before_pk, (page - 1) * limit, limit)?;
+            Ok((conv.message_count, store::message_views(c, &rows)?))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageType {
+    Text,
+    Template,
+    Image,
+    Audio,
+    Video,
+    Document,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendBody {
+    /// A customer's user id: their conversation on the default channel (opened if needed).
+    pub to: Option<FlexId>,
+    pub conversation_id: Option<FlexId>,
+    pub text: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<MessageType>,
+    pub attachment_id: Option<FlexId>,
+    pub template_id: Option<FlexId>,
+    pub params: Option<Vec<String>>,
+    /// Makes a retry safe: the same agent sending the same clientId gets the same message.
+    pub client_id: Option<String>,
+}
+
+impl SendBody {
+    fn into_request(self) -> ApiResult<SendRequest> {
+        let target = match (self.conversation_id, self.to) {
+            (Some(id), _) => Target::Conversation(id.0),
+            (None, Some(to)) => Target::Customer { user_id: to.0, channel_id: None },
+            (None, None) => return Err(ApiError::field("conversationId", "give conversationId or to")),
+        };
+        let kind = self.kind.unwrap_or(match (self.template_id, self.attachment_id) {
+            (Some(_), _) => MessageType::Template,
+            (None, Some(_)) => MessageType::Image,
+            _ => MessageType::Text,
+        });
+        let content = match kind {
+            MessageType::Text => Content::Text(self.text.ok_or_else(|| ApiError::field("text", "is required"))?),
+            MessageType::Template => Content::Template {
+                template_id: self.template_id.ok_or_else(|| ApiError::field("templateId", "is required"))?.0,
+                params: self.params.unwrap_or_default(),
+            },
+            MessageType::Image | MessageType::Audio | MessageType::Video | MessageType::Document => Content::Media {
+                attachment_ids: vec![
+                    self.attachment_id.ok_or_else(|| ApiError::field("attachmentId", "is required"))?.0,
+                ],
+                caption: self.text.filter(|t| !t.trim().is_empty()),
+            },
+        };
+        if self.client_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 128) {
+            return Err(ApiError::field("clientId", "must be 1 to 128 characters"));
+        }
+        Ok(SendRequest { target, content, client_id: self.client_id })
+    }
+}
+
+/// Sends a message (CONTRACT §3): 201 with the new message (`PENDING`), or 200 with the
+/// earlier one when this agent already sent this `clientId`. Free text and media need the
+/// 24-hour window (else 422 `window_closed`); templates are always allowed.
+#[utoipa::path(tag = "messages", request_body = SendBody, security(("bearer" = [])),
+    responses((status = 201, body = MessageView), (status = 200, body = MessageView, description = "clientId replay"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[post("/message")]
+async fn post_message(agent: Agent, st: web::Data<AppState>, Json(b): Json<SendBody>) -> ApiResult<HttpResponse> {
+    let sent = service::send(&st, &agent, b.into_request()?).await?;
+    let mut res = if sent.created { HttpResponse::Created() } else { HttpResponse::Ok() };
+    Ok(res.json(sent.message))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewChatBody {
+    #[schema(value_type = String)]
+    pub phone: Phone,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub channel_id: Option<FlexId>,
+    pub template_id: FlexId,
+    pub params: Option<Vec<String>>,
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewChatView {
+    pub conversation: ConversationView,
+    pub message: MessageView,
+}
+
+/// Starts a chat with a phone number by sending a template (CONTRACT §3).
+#[utoipa::path(tag = "messages", request_body = NewChatBody, security(("bearer" = [])),
+    responses((status = 201, body = NewChatView), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[post("/message/new-chat")]
+async fn new_chat(agent: Agent, st: web::Data<AppState>, Json(b): Json<NewChatBody>) -> ApiResult<HttpResponse> {
+    let (conversation, sent) = service::new_chat(
+        &st,
+        &agent,
+        b.phone,
+        b.first_name.unwrap_or_default(),
+        b.last_name.unwrap_or_default(),
+        b.channel_id.map(|c| c.0),
+        b.template_id.0,
+        b.params.unwrap_or_default(),
+        b.client_id,
+    )
+    .await?;
+    let mut res = if sent.created { HttpResponse::Created() } else { HttpResponse::Ok() };
+    Ok(res.json(NewChatView { conversation, message: sent.message }))
+}
+
+/// Full-text search over the company's messages, newest first (CONTRACT §3).
+#[utoipa::path(tag = "messages", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<MessageView>), (status = 400, body = ErrorBody)))]
+#[get("/message/message-search/{term}")]
+async fn message_search(
+    agent: Agent,
+    st: web::Data<AppState>,
+    term: web::Path<String>,
+    q: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let (page, limit) = q.bounds()?;
+    let term = term.into_inner();
+    if term.trim().is_empty() || term.len() > 256 {
+        return Err(ApiError::bad_request("invalid_term", "the search term must be 1 to 256 characters"));
+    }
+    let company_id = agent.company_id;
+    let (total_count, data) = st
+        .db
+        .run(move |c| {
+            let (pks, total) = dialect::search_messages(c, company_id, &term, (page - 1) * limit, limit)?;
+            let rows = store::messages_by_pks(c, company_id, &pks)?;
+            Ok((total, store::message_views(c, &rows)?))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
+}
+
+/// The company's customers (CONTRACT §3).
+#[utoipa::path(tag = "contacts", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<ContactView>), (status = 400, body = ErrorBody)))]
+#[get("/contact")]
+async fn contacts(agent: Agent, st: web::Data<AppState>, q: web::Query<PageQuery>) -> ApiResult<HttpResponse> {
+    let (page, limit) = q.bounds()?;
+    let company_id = agent.company_id;
+    let (total_count, data) =
+        st.db.run(move |c| super::contacts::page(c, company_id, None, (page - 1) * limit, limit)).await?;
+    Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
+}
+
+/// Customers whose phone contains the digits given (CONTRACT §3).
+#[utoipa::path(tag = "contacts", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<ContactView>), (status = 400, body = ErrorBody)))]
+#[get("/contact/search/{phone}")]
+async fn contact_search(
+    agent: Agent,
+    st: web::Data<AppState>,
+    phone: web::Path<String>,
+    q: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let (page, limit) = q.bounds()?;
+    let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+    if digits.is_empty() {
+        return Err(ApiError::bad_request("invalid_phone", "give some digits of the phone number"));
+    }
+    let company_id = agent.company_id;
+    let (total_count, data) =
+        st.db.run(move |c| super::contacts::page(c, company_id, Some(&digits), (page - 1) * limit, limit)).await?;
+    Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactBody {
+    pub user_id: FlexId,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub phone: Option<Phone>,
+    #[schema(value_type = Option<String>)]
+    pub email: Option<crate::types::Email>,
+}
+
+/// Updates a customer (CONTRACT §3).
+#[utoipa::path(tag = "contacts", request_body = ContactBody, security(("bearer" = [])),
+    responses((status = 200, body = ContactView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[put("/contact")]
+async fn put_contact(agent: Agent, st: web::Data<AppState>, Json(b): Json<ContactBody>) -> ApiResult<HttpResponse> {
+    let company_id = agent.company_id;
+    let view = st
+        .db
+        .write(move |c| {
+            super::contacts::update(c, company_id, b.user_id.0, b.first_name, b.last_name, b.phone, b.email)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileView {
+    pub user_id: i64,
+    pub first_name: String,
+    pub last_name: String,
+    pub phone: Option<String>,
+}
+
+/// A contact's profile (CONTRACT §3).
+#[utoipa::path(tag = "contacts", security(("bearer" = [])),
+    responses((status = 200, body = ProfileView), (status = 404, body = ErrorBody)))]
+#[get("/profile/{profileId}")]
+async fn get_profile(agent: Agent, st: web::Data<AppState>, id: web::Path<i64>) -> ApiResult<HttpResponse> {
+    let (company_id, id) = (agent.company_id, id.into_inner());
+    let v = st
+        .db
+        .run(move |c| {
+            let u = store::customer(c, company_id, id)?;
+            store::contact_view(c, u)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(ProfileView {
+        user_id: v.user_id,
+        first_name: v.first_name,
+        last_name: v.last_name,
+        phone: v.phone,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileBody {
+    pub user_id: FlexId,
+    pub first_name: String,
+    pub last_name: String,
+    #[schema(value_type = String)]
+    pub phone: Phone,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfileUpdatedView {
+    pub status: bool,
+    pub message: &'static str,
+}
+
+/// Updates a contact's profile; answers with the seed's exact wording for old clients.
+#[utoipa::path(tag = "contacts", request_body = ProfileBody, security(("bearer" = [])),
+    responses((status = 200, body = ProfileUpdatedView), (status = 404, body = ErrorBody)))]
+#[put("/profile")]
+async fn put_profile(agent: Agent, st: web::Data<AppState>, Json(b): Json<ProfileBody>) -> ApiResult<HttpResponse> {
+    let company_id = agent.company_id;
+    st.db
+        .write(move |c| {
+            super::contacts::update(
+                c,
+                company_id,
+                b.user_id.0,
+                Some(b.first_name),
+                Some(b.last_name),
+                Some(b.phone),
+                None,
+            )
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(ProfileUpdatedView { status: true, message: "Profile Update sucessfully" }))
+}

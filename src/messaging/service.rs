@@ -1,0 +1,639 @@
+//! The messaging operations every entry point shares: REST routes, the WebSocket `send`, and
+//! provider webhooks call these and nothing else (STYLE "one feature, five files"). Each write
+//! an agent can see appends an event with the conversation's next `seq` in the same
+//! transaction; events are published only after commit (CONTRACT §4).
+
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+
+use super::{model::*, store};
+use crate::{
+    auth::session::Principal,
+    db::{
+        Db,
+        schema::{conversations, messages, user_emails, user_phones, users},
+    },
+    error::{ApiError, ApiResult, is_unique_violation},
+    realtime::event::{CONVERSATION_CREATED, CONVERSATION_UPDATED, Event, MESSAGE_CREATED, MESSAGE_UPDATED},
+    state::AppState,
+    types::{Phone, now, rfc3339},
+};
+
+/// Where a send goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Conversation(i64),
+    /// A customer: their conversation on the given channel or the company's default one,
+    /// opened if needed (CONTRACT §3 `to`, `new-chat`).
+    Customer {
+        user_id: i64,
+        channel_id: Option<i64>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum Content {
+    Text(String),
+    Template {
+        template_id: i64,
+        params: Vec<String>,
+    },
+    /// Uploaded attachments (CONTRACT §7) with an optional caption; the kind is the first
+    /// attachment's.
+    Media {
+        attachment_ids: Vec<i64>,
+        caption: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub target: Target,
+    pub content: Content,
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub message: MessageView,
+    /// False when `clientId` named a message this agent already sent (no second send).
+    pub created: bool,
+    pub seq: i64,
+}
+
+fn publish(st: &AppState, events: Vec<Event>) {
+    st.broker.publish(events);
+}
+
+/// CONTRACT §3 `POST /message` and §4 `send`: role and tenancy (the caller is staff of the
+/// conversation's company), the 24-hour window for free text and media, template rendering
+/// with its params checked, and idempotency by (sender, `clientId`). One transaction writes
+/// the message, its `message.created` event and the delivery job (outbox); the event is
+/// published after commit and the delivery worker woken.
+#[tracing::instrument(skip(st, req), fields(company = agent.company_id, agent = agent.user_id))]
+pub async fn send(st: &AppState, agent: &Principal, req: SendRequest) -> ApiResult<Sent> {
+    validate(&req.content)?;
+    let (company_id, sender_id) = (agent.company_id, agent.user_id);
+    let attempt = {
+        let req = req.clone();
+        st.db.write(move |c| send_tx(c, company_id, sender_id, &req)).await
+    };
+    let (sent, events) = match attempt {
+        Ok(done) => done,
+        // Two sends with one clientId raced: the unique key let one in; answer with it.
+        Err(ApiError::Internal(e)) if req.client_id.is_some() && e.downcast_ref().is_some_and(is_unique_violation) => {
+            let client_id = req.client_id.clone().unwrap_or_default();
+            st.db
+                .run(move |c| {
+                    let m = store::message_by_client_id(c, sender_id, &client_id)?.ok_or(ApiError::NotFound)?;
+                    Ok((Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq }, Vec::new()))
+                })
+                .await?
+        }
+        Err(e) => return Err(e),
+    };
+    if sent.created {
+        publish(st, events);
+        st.outbox_wake.notify_one();
+    }
+    Ok(sent)
+}
+
+fn validate(content: &Content) -> ApiResult<()> {
+    let check_text = |field: &str, t: &str| {
+        if t.chars().count() > MAX_TEXT_CHARS {
+            return Err(ApiError::unprocessable(
+                "text_too_long",
+                format!("{field} is longer than {MAX_TEXT_CHARS} characters"),
+            ));
+        }
+        Ok(())
+    };
+    match content {
+        Content::Text(t) if t.trim().is_empty() => Err(ApiError::field("text", "must not be empty")),
+        Content::Text(t) => check_text("text", t),
+        Content::Media { attachment_ids, .. } if attachment_ids.is_empty() => {
+            Err(ApiError::field("attachmentId", "a media message needs an attachment"))
+        }
+        Content::Media { caption: Some(c), .. } => check_text("text", c),
+        _ => Ok(()),
+    }
+}
+
+fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> ApiResult<(Sent, Vec<Event>)> {
+    if let Some(client_id) = &req.client_id
+        && let Some(m) = store::message_by_client_id(c, sender_id, client_id)?
+    {
+        return Ok((Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq }, Vec::new()));
+    }
+    let (conv, opened) = match req.target {
+        Target::Conversation(id) => (store::conversation(c, company_id, id)?, false),
+        Target::Customer { user_id, channel_id } => {
+            store::customer(c, company_id, user_id)?;
+            let channel = match channel_id {
+                Some(id) => {
+                    store::channel(c, company_id, id).map_err(|_| ApiError::field("channelId", "no such channel"))?
+                }
+                None => store::default_channel(c, company_id)?,
+            };
+            store::find_or_create_conversation(c, company_id, channel.id, user_id)?
+        }
+    };
+    let t = now();
+    let window_open = conv.window_seconds_left(t) > 0;
+    let closed = || ApiError::unprocessable("window_closed", "the 24-hour window is closed: send a template");
+    let (kind, content, template_id, params, attachment_ids) = match &req.content {
+        Content::Text(text) => {
+            if !window_open {
+                return Err(closed());
+            }
+            ("text".to_owned(), Some(text.clone()), None, Vec::new(), Vec::new())
+        }
+        Content::Template { template_id, params } => {
+            let tpl = store::template(c, company_id, *template_id)
+                .map_err(|_| ApiError::field("templateId", "no such template"))?;
+            if params.len() != tpl.param_count as usize {
+                return Err(ApiError::unprocessable(
+                    "template_params",
+                    format!("the template takes {} params, {} given", tpl.param_count, params.len()),
+                ));
+            }
+            (
+                "template".to_owned(),
+                Some(render_template(&tpl.content, params)),
+                Some(tpl.id),
+                params.clone(),
+                Vec::new(),
+            )
+        }
+        Content::Media { attachment_ids, caption } => {
+            if !window_open {
+                return Err(closed());
+            }
+            let first = store::attachment(c, company_id, attachment_ids[0])
+                .map_err(|_| ApiError::field("attachmentId", "no such uploaded attachment"))?;
+            (first.kind.to_ascii_lowercase(), caption.clone(), None, Vec::new(), attachment_ids.clone())
+        }
+    };
+    let row = store::insert_message(
+        c,
+        &store::NewMessage {
+            conversation: &conv,
+            direction: Direction::Sent,
+            kind: &kind,
+            content: content.as_deref(),
+            template_id,
+            params: &params,
+            status: Status::Pending,
+            provider_message_id: None,
+            client_id: req.client_id.as_deref(),
+            sender_id: Some(sender_id),
+            created_at: t,
+        },
+    )?;
+    for (i, id) in attachment_ids.iter().enumerate() {
+        store::attach(c, company_id, *id, &row.id, i as i32)?;
+    }
+    let mut events = Vec::new();
+    if opened {
+        events.push(conversation_event(c, &conv, CONVERSATION_CREATED)?);
+    }
+    let (row, event) = record_message_created(c, &conv, row, false)?;
+    events.push(event);
+    store::enqueue(c, "send", &row.id, company_id, Some(conv.channel_id))?;
+    Ok((Sent { message: store::message_view(c, &row)?, created: true, seq: row.seq }, events))
+}
+
+/// Bumps the conversation's counters for a new message and appends `message.created`.
+fn record_message_created(
+    c: &mut Db,
+    conv: &ConversationRow,
+    row: MessageRow,
+    inbound: bool,
+) -> ApiResult<(MessageRow, Event)> {
+    let view = store::message_view(c, &row)?;
+    let event =
+        store::append_event(c, conv, MESSAGE_CREATED, serde_json::to_value(&view).map_err(anyhow::Error::from)?)?;
+    let seq = event.seq.unwrap_or_default();
+    diesel::update(messages::table.filter(messages::pk.eq(row.pk))).set(messages::seq.eq(seq)).execute(c)?;
+    let t = now();
+    let target = conversations::table.find(conv.id);
+    if inbound {
+        // A customer message reopens a resolved conversation and opens the 24-hour window.
+        let lfmt = conv.last_free_message_time.map_or(row.created_at, |old| old.max(row.created_at));
+        diesel::update(target)
+            .set((
+                conversations::message_count.eq(conversations::message_count + 1),
+                conversations::unread_count.eq(conversations::unread_count + 1),
+                conversations::last_update_time.eq(t),
+                conversations::last_message_id.eq(&row.id),
+                conversations::last_free_message_time.eq(lfmt),
+                conversations::status.eq("open"),
+            ))
+            .execute(c)?;
+    } else {
+        diesel::update(target)
+            .set((
+                conversations::message_count.eq(conversations::message_count + 1),
+                conversations::last_update_time.eq(t),
+                conversations::last_message_id.eq(&row.id),
+            ))
+            .execute(c)?;
+    }
+    Ok((MessageRow { seq, ..row }, event))
+}
+
+/// A non-persisted inbox event carrying the conversation view.
+fn conversation_event(c: &mut Db, conv: &ConversationRow, kind: &str) -> ApiResult<Event> {
+    let fresh = store::conversation(c, conv.company_id, conv.id)?;
+    let view = conversation_views(c, &[fresh])?.remove(0);
+    Ok(Event {
+        company_id: conv.company_id,
+        conversation_id: conv.id,
+        seq: None,
+        event: kind.to_owned(),
+        data: serde_json::to_value(view).map_err(anyhow::Error::from)?,
+    })
+}
+
+/// A customer message from a provider, already verified and parsed (CONTRACT §6).
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub provider_message_id: String,
+    pub from: Phone,
+    pub name: Option<String>,
+    pub text: Option<String>,
+    pub media: Vec<InboundMedia>,
+    pub timestamp: chrono::NaiveDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboundMedia {
+    pub kind: MediaKind,
+    pub provider_media_id: String,
+    pub filename: String,
+    pub content_type: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusUpdate {
+    pub provider_message_id: String,
+    pub status: Status,
+    pub error_code: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    pub created: usize,
+    pub duplicates: usize,
+    pub statuses_applied: usize,
+    pub statuses_kept: usize,
+}
+
+/// CONTRACT §6 inbound: one transaction for a whole webhook delivery. Each message finds or
+/// creates its customer (by E.164) and conversation, is stored unless its provider id is
+/// already known (retries are harmless), refreshes `lastFreeMessageTime` and emits
+/// `message.created`; media arrive as pending attachments with a `media_fetch` job. Statuses go
+/// through the same forward-only path as [`apply_status`].
+#[tracing::instrument(skip_all, fields(channel = channel.id, messages = messages.len(), statuses = statuses.len()))]
+pub async fn ingest(
+    st: &AppState,
+    channel: &ChannelRow,
+    messages: Vec<InboundMessage>,
+    statuses: Vec<StatusUpdate>,
+) -> ApiResult<Ingested> {
+    let channel = channel.clone();
+    let (outcome, events) = st
+        .db
+        .write(move |c| {
+            let mut outcome = Ingested::default();
+            let mut events = Vec::new();
+            for m in &messages {
+                if store::message_by_provider_id(c, channel.id, &m.provider_message_id)?.is_some() {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                events.extend(ingest_one(c, &channel, m)?);
+                outcome.created += 1;
+            }
+            for s in &statuses {
+                match apply_status_tx(c, &channel, s)? {
+                    Some(e) => {
+                        outcome.statuses_applied += 1;
+                        events.extend(e);
+                    }
+                    None => outcome.statuses_kept += 1,
+                }
+            }
+            Ok((outcome, events))
+        })
+        .await?;
+    publish(st, events);
+    if outcome.created > 0 {
+        st.outbox_wake.notify_one();
+    }
+    Ok(outcome)
+}
+
+fn ingest_one(c: &mut Db, channel: &ChannelRow, m: &InboundMessage) -> ApiResult<Vec<Event>> {
+    let (first, last) = split_name(m.name.as_deref().unwrap_or(""));
+    let (customer_id, _) = store::find_or_create_customer(c, channel.company_id, &m.from, &first, &last)?;
+    let (conv, opened) = store::find_or_create_conversation(c, channel.company_id, channel.id, customer_id)?;
+    let kind = m.media.first().map(|a| a.kind.as_str().to_ascii_lowercase()).unwrap_or_else(|| "text".into());
+    let row = store::insert_message(
+        c,
+        &store::NewMessage {
+            conversation: &conv,
+            direction: Direction::Received,
+            kind: &kind,
+            content: m.text.as_deref(),
+            template_id: None,
+            params: &[],
+            status: Status::Delivered,
+            provider_message_id: Some(&m.provider_message_id),
+            client_id: None,
+            sender_id: Some(customer_id),
+            created_at: m.timestamp,
+        },
+    )?;
+    for (i, media) in m.media.iter().enumerate() {
+        let id: i64 = diesel::insert_into(crate::db::schema::attachments::table)
+            .values((
+                crate::db::schema::attachments::company_id.eq(channel.company_id),
+                crate::db::schema::attachments::message_id.eq(&row.id),
+                crate::db::schema::attachments::ord.eq(i as i32),
+                crate::db::schema::attachments::kind.eq(media.kind.as_str()),
+                crate::db::schema::attachments::filename.eq(&media.filename),
+                crate::db::schema::attachments::content_type.eq(&media.content_type),
+                crate::db::schema::attachments::state.eq("pending"),
+                crate::db::schema::attachments::provider_media_id.eq(&media.provider_media_id),
+                crate::db::schema::attachments::created_at.eq(now()),
+            ))
+            .returning(crate::db::schema::attachments::id)
+            .get_result(c)?;
+        store::enqueue(c, "media_fetch", &id.to_string(), channel.company_id, Some(channel.id))?;
+    }
+    let mut events = Vec::new();
+    if opened {
+        events.push(conversation_event(c, &conv, CONVERSATION_CREATED)?);
+    }
+    events.push(record_message_created(c, &conv, row, true)?.1);
+    Ok(events)
+}
+
+fn split_name(name: &str) -> (String, String) {
+    let name = name.trim();
+    match name.split_once(' ') {
+        Some((first, last)) => (first.to_owned(), last.trim().to_owned()),
+        None => (name.to_owned(), String::new()),
+    }
+}
+
+/// CONTRACT §6 statuses: forward only and idempotent per (message, status); a status for a
+/// message not known yet is kept and applied when the message's provider id is recorded.
+pub async fn apply_status(st: &AppState, channel: &ChannelRow, update: StatusUpdate) -> ApiResult<bool> {
+    let channel = channel.clone();
+    let events = st.db.write(move |c| apply_status_tx(c, &channel, &update)).await?;
+    let applied = events.is_some();
+    publish(st, events.unwrap_or_default());
+    Ok(applied)
+}
+
+/// `None` when kept for later (message unknown); `Some(events)` (possibly empty when the
+/// status did not move the message forward) otherwise.
+fn apply_status_tx(c: &mut Db, channel: &ChannelRow, s: &StatusUpdate) -> ApiResult<Option<Vec<Event>>> {
+    match store::message_by_provider_id(c, channel.id, &s.provider_message_id)? {
+        None => {
+            store::keep_pending_status(c, channel.id, &s.provider_message_id, s.status, s.error_code.as_deref())?;
+            Ok(None)
+        }
+        Some(m) => Ok(Some(advance(c, &m, s.status, s.error_code.as_deref())?.into_iter().collect())),
+    }
+}
+
+fn advance(c: &mut Db, m: &MessageRow, to: Status, error_code: Option<&str>) -> ApiResult<Option<Event>> {
+    let Some(moved) = store::advance_status(c, m, to, error_code)? else { return Ok(None) };
+    let conv = store::conversation(c, moved.company_id, moved.conversation_id)?;
+    let view = store::message_view(c, &moved)?;
+    Ok(Some(store::append_event(c, &conv, MESSAGE_UPDATED, serde_json::to_value(view).map_err(anyhow::Error::from)?)?))
+}
+
+/// The delivery worker's success: records the provider's id, moves the message to `SENT`, then
+/// applies any statuses that arrived before this id was known.
+pub fn record_sent_tx(c: &mut Db, message_id: &str, provider_id: &str) -> ApiResult<Vec<Event>> {
+    let m = store::message_by_id(c, message_id)?;
+    diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
+        .set(messages::provider_message_id.eq(provider_id))
+        .execute(c)?;
+    let m = store::message_by_id(c, message_id)?;
+    let mut events: Vec<Event> = advance(c, &m, Status::Sent, None)?.into_iter().collect();
+    for (status, code) in store::take_pending_statuses(c, m.channel_id, provider_id)? {
+        if let Some(s) = Status::parse(&status) {
+            let current = store::message_by_id(c, message_id)?;
+            events.extend(advance(c, &current, s, code.as_deref())?);
+        }
+    }
+    Ok(events)
+}
+
+/// The delivery worker's permanent failure: `FAILED` with the provider's error code.
+pub fn record_failed_tx(c: &mut Db, message_id: &str, error_code: &str) -> ApiResult<Vec<Event>> {
+    let m = store::message_by_id(c, message_id)?;
+    Ok(advance(c, &m, Status::Failed, Some(error_code))?.into_iter().collect())
+}
+
+/// A status reported by a provider for a message we know by id (sandbox deliveries).
+pub fn record_status_tx(c: &mut Db, message_id: &str, status: Status) -> ApiResult<Vec<Event>> {
+    let m = store::message_by_id(c, message_id)?;
+    Ok(advance(c, &m, status, None)?.into_iter().collect())
+}
+
+pub fn publish_events(st: &AppState, events: Vec<Event>) {
+    publish(st, events);
+}
+
+/// What an agent may change on a conversation (CONTRACT §3 `PATCH /conversation/{id}`).
+#[derive(Debug, Clone, Default)]
+pub struct ConversationPatch {
+    pub status: Option<ConversationStatus>,
+    /// `Some(None)` unassigns.
+    pub assignee_id: Option<Option<i64>>,
+    pub labels: Option<Vec<String>>,
+}
+
+/// Applies a patch and emits `conversation.updated` (only when something changed).
+pub async fn update_conversation(
+    st: &AppState,
+    agent: &Principal,
+    id: i64,
+    patch: ConversationPatch,
+) -> ApiResult<ConversationView> {
+    let company_id = agent.company_id;
+    let (view, events) = st
+        .db
+        .write(move |c| {
+            let conv = store::conversation(c, company_id, id)?;
+            if let Some(Some(assignee)) = patch.assignee_id {
+                let staff = crate::users::store::get(c, company_id, assignee)
+                    .map_err(|_| ApiError::field("assigneeId", "no such agent in this company"))?;
+                if !staff.role().is_staff() || !staff.is_active() {
+                    return Err(ApiError::field("assigneeId", "no such agent in this company"));
+                }
+            }
+            let status = patch.status.map(ConversationStatus::as_str).unwrap_or(&conv.status).to_owned();
+            let assignee = patch.assignee_id.unwrap_or(conv.assignee_id);
+            let labels = match &patch.labels {
+                Some(l) => {
+                    let mut l: Vec<String> = l.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+                    l.sort();
+                    l.dedup();
+                    serde_json::to_string(&l).map_err(anyhow::Error::from)?
+                }
+                None => conv.labels.clone(),
+            };
+            let changed = status != conv.status || assignee != conv.assignee_id || labels != conv.labels;
+            if !changed {
+                return Ok((conversation_views(c, &[conv])?.remove(0), Vec::new()));
+            }
+            diesel::update(conversations::table.find(conv.id))
+                .set((
+                    conversations::status.eq(&status),
+                    conversations::assignee_id.eq(assignee),
+                    conversations::labels.eq(&labels),
+                    conversations::last_update_time.eq(now()),
+                ))
+                .execute(c)?;
+            conversation_updated(c, company_id, conv.id)
+        })
+        .await?;
+    publish(st, events);
+    Ok(view)
+}
+
+/// Re-reads the conversation, appends `conversation.updated` with its view, and returns both.
+fn conversation_updated(c: &mut Db, company_id: i64, id: i64) -> ApiResult<(ConversationView, Vec<Event>)> {
+    let conv = store::conversation(c, company_id, id)?;
+    let view = conversation_views(c, std::slice::from_ref(&conv))?.remove(0);
+    let event =
+        store::append_event(c, &conv, CONVERSATION_UPDATED, serde_json::to_value(&view).map_err(anyhow::Error::from)?)?;
+    let view = ConversationView { last_seq: event.seq.unwrap_or(view.last_seq), ..view };
+    Ok((view, vec![event]))
+}
+
+/// CONTRACT §4 `read`: the agent has seen everything up to `seq`; clears the unread count and
+/// emits `conversation.updated` when it changed.
+pub async fn mark_read(st: &AppState, agent: &Principal, id: i64, seq: i64) -> ApiResult<ConversationView> {
+    let company_id = agent.company_id;
+    let (view, events) = st
+        .db
+        .write(move |c| {
+            let conv = store::conversation(c, company_id, id)?;
+            let upto = seq.clamp(0, conv.last_seq);
+            if conv.unread_count == 0 && upto <= conv.last_read_seq {
+                return Ok((conversation_views(c, &[conv])?.remove(0), Vec::new()));
+            }
+            diesel::update(conversations::table.find(conv.id))
+                .set((conversations::unread_count.eq(0), conversations::last_read_seq.eq(upto.max(conv.last_read_seq))))
+                .execute(c)?;
+            conversation_updated(c, company_id, conv.id)
+        })
+        .await?;
+    publish(st, events);
+    Ok(view)
+}
+
+/// Views for conversation rows, with customers and last messages loaded in batches.
+pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec<ConversationView>> {
+    let customer_ids: Vec<i64> = rows.iter().map(|r| r.customer_id).collect();
+    let people: HashMap<i64, (String, String)> = users::table
+        .filter(users::id.eq_any(&customer_ids))
+        .select((users::id, users::first_name, users::last_name))
+        .load::<(i64, String, String)>(c)?
+        .into_iter()
+        .map(|(id, f, l)| (id, (f, l)))
+        .collect();
+    let mut phones: HashMap<i64, String> = HashMap::new();
+    for (uid, e164) in user_phones::table
+        .filter(user_phones::user_id.eq_any(&customer_ids).and(user_phones::active.eq(true)))
+        .order((user_phones::is_primary.asc(), user_phones::id.desc()))
+        .select((user_phones::user_id, user_phones::e164))
+        .load::<(i64, String)>(c)?
+    {
+        phones.insert(uid, e164);
+    }
+    let mut emails: HashMap<i64, String> = HashMap::new();
+    for (uid, email) in user_emails::table
+        .filter(user_emails::user_id.eq_any(&customer_ids).and(user_emails::active.eq(true)))
+        .order((user_emails::is_primary.asc(), user_emails::id.desc()))
+        .select((user_emails::user_id, user_emails::email))
+        .load::<(i64, String)>(c)?
+    {
+        emails.insert(uid, email);
+    }
+    let last_ids: Vec<String> = rows.iter().filter_map(|r| r.last_message_id.clone()).collect();
+    let last_rows: Vec<MessageRow> =
+        messages::table.filter(messages::id.eq_any(&last_ids)).select(MessageRow::as_select()).load(c)?;
+    let last_views: HashMap<String, MessageView> =
+        store::message_views(c, &last_rows)?.into_iter().map(|v| (v.message_id.clone(), v)).collect();
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (first_name, last_name) = people.get(&r.customer_id).cloned().unwrap_or_default();
+            ConversationView {
+                conversation_id: r.id,
+                company_id: r.company_id,
+                user_id: r.customer_id,
+                channel_id: r.channel_id,
+                last_update_time: Some(rfc3339(r.last_update_time)),
+                last_free_message_time: r.last_free_message_time.map(rfc3339),
+                user: ContactView {
+                    user_id: r.customer_id,
+                    first_name,
+                    last_name,
+                    phone: phones.get(&r.customer_id).cloned(),
+                    email: emails.get(&r.customer_id).cloned(),
+                },
+                status: r.status.clone(),
+                assignee_id: r.assignee_id,
+                labels: serde_json::from_str(&r.labels).unwrap_or_default(),
+                unread_count: r.unread_count,
+                last_seq: r.last_seq,
+                last_message: r.last_message_id.as_ref().and_then(|id| last_views.get(id).cloned()),
+            }
+        })
+        .collect())
+}
+
+/// CONTRACT §3 `POST /message/new-chat`: finds or creates the customer by phone, opens the
+/// conversation on the given (or default) channel and sends the template.
+#[allow(clippy::too_many_arguments)]
+pub async fn new_chat(
+    st: &AppState,
+    agent: &Principal,
+    phone: Phone,
+    first_name: String,
+    last_name: String,
+    channel_id: Option<i64>,
+    template_id: i64,
+    params: Vec<String>,
+    client_id: Option<String>,
+) -> ApiResult<(ConversationView, Sent)> {
+    let company_id = agent.company_id;
+    let user_id = st
+        .db
+        .write(move |c| Ok(store::find_or_create_customer(c, company_id, &phone, &first_name, &last_name)?.0))
+        .await?;
+    let target = Target::Customer { user_id, channel_id };
+    let sent =
+        send(st, agent, SendRequest { target, content: Content::Template { template_id, params }, client_id }).await?;
+    let conversation_id = sent.message.conversation_id;
+    let view = st
+        .db
+        .run(move |c| {
+            let conv = store::conversation(c, company_id, conversation_id)?;
+            Ok(conversation_views(c, &[conv])?.remove(0))
+        })
+        .await?;
+    Ok((view, sent))
+}

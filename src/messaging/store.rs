@@ -1,0 +1,527 @@
+//! Diesel queries for channels, conversations, messages, events, templates, attachments and the
+//! outbox. Every query on company data filters by company (CONTRACT §2 tenancy).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::model::*;
+use crate::{
+    db::{Db, schema::*},
+    error::{ApiError, ApiResult},
+    realtime::event::Event,
+    types::now,
+};
+
+// ---- channels ----
+
+pub fn channel(c: &mut Db, company_id: i64, id: i64) -> ApiResult<ChannelRow> {
+    Ok(channels::table
+        .filter(channels::company_id.eq(company_id).and(channels::deleted_at.is_null()))
+        .find(id)
+        .select(ChannelRow::as_select())
+        .first(c)?)
+}
+
+pub fn channel_by_id(c: &mut Db, id: i64) -> ApiResult<ChannelRow> {
+    Ok(channels::table.filter(channels::deleted_at.is_null()).find(id).select(ChannelRow::as_select()).first(c)?)
+}
+
+pub fn channels(c: &mut Db, company_id: i64) -> ApiResult<Vec<ChannelRow>> {
+    Ok(channels::table
+        .filter(channels::company_id.eq(company_id).and(channels::deleted_at.is_null()))
+        .order(channels::id)
+        .select(ChannelRow::as_select())
+        .load(c)?)
+}
+
+/// The company's default channel: the one marked default, else its oldest.
+pub fn default_channel(c: &mut Db, company_id: i64) -> ApiResult<ChannelRow> {
+    channels::table
+        .filter(channels::company_id.eq(company_id).and(channels::deleted_at.is_null()))
+        .order((channels::is_default.desc(), channels::id))
+        .select(ChannelRow::as_select())
+        .first(c)
+        .optional()?
+        .ok_or_else(|| ApiError::unprocessable("no_channel", "the company has no channel to send on"))
+}
+
+// ---- customers ----
+
+/// The customer with this E.164 phone in the company, created (with the given name) when
+/// missing. One person per company and phone (CONTRACT §9 "one identity").
+pub fn find_or_create_customer(
+    c: &mut Db,
+    company_id: i64,
+    phone: &crate::types::Phone,
+    first_name: &str,
+    last_name: &str,
+) -> ApiResult<(i64, bool)> {
+    let existing: Option<i64> = user_phones::table
+        .filter(user_phones::company_id.eq(company_id))
+        .filter(user_phones::e164.eq(phone.as_str()))
+        .filter(user_phones::active.eq(true))
+        .select(user_phones::user_id)
+        .first(c)
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok((id, false));
+    }
+    let user = crate::users::store::create_person(
+        c,
+        company_id,
+        crate::types::Role::Customer,
+        first_name,
+        last_name,
+        None,
+        None,
+        Some(phone),
+        false,
+    )?;
+    Ok((user.id, true))
+}
+
+pub fn customer(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<crate::users::model::UserRow> {
+    let u = crate::users::store::get(c, company_id, user_id)?;
+    if u.role != "customer" {
+        return Err(ApiError::NotFound);
+    }
+    Ok(u)
+}
+
+pub fn contact_view(c: &mut Db, user: crate::users::model::UserRow) -> ApiResult<ContactView> {
+    let p = crate::users::store::person(c, user)?;
+    Ok(ContactView {
+        user_id: p.user.id,
+        first_name: p.user.first_name,
+        last_name: p.user.last_name,
+        phone: p.phone,
+        email: p.email,
+    })
+}
+
+// ---- conversations ----
+
+pub fn conversation(c: &mut Db, company_id: i64, id: i64) -> ApiResult<ConversationRow> {
+    Ok(conversations::table
+        .filter(conversations::company_id.eq(company_id))
+        .find(id)
+        .select(ConversationRow::as_select())
+        .first(c)?)
+}
+
+/// The conversation of (channel, customer), created when missing; `true` when created.
+pub fn find_or_create_conversation(
+    c: &mut Db,
+    company_id: i64,
+    channel_id: i64,
+    customer_id: i64,
+) -> ApiResult<(ConversationRow, bool)> {
+    let found = conversations::table
+        .filter(conversations::channel_id.eq(channel_id).and(conversations::customer_id.eq(customer_id)))
+        .select(ConversationRow::as_select())
+        .first(c)
+        .optional()?;
+    if let Some(conv) = found {
+        return Ok((conv, false));
+    }
+    let t = now();
+    let id: i64 = diesel::insert_into(conversations::table)
+        .values((
+            conversations::company_id.eq(company_id),
+            conversations::channel_id.eq(channel_id),
+            conversations::customer_id.eq(customer_id),
+            conversations::status.eq("open"),
+            conversations::labels.eq("[]"),
+            conversations::last_update_time.eq(t),
+            conversations::created_at.eq(t),
+        ))
+        .returning(conversations::id)
+        .get_result(c)?;
+    Ok((conversation(c, company_id, id)?, true))
+}
+
+/// Appends a persisted event to a conversation: takes the next `seq` (the row lock of this
+/// UPDATE serialises concurrent writers on PostgreSQL; SQLite has one writer) and inserts the
+/// event row in the caller's transaction. Gap-free because a rolled-back transaction rolls
+/// back its increment too (CONTRACT §4, SCHEMA `events`).
+pub fn append_event(c: &mut Db, conv: &ConversationRow, kind: &str, data: serde_json::Value) -> ApiResult<Event> {
+    let seq: i64 = diesel::update(conversations::table.find(conv.id))
+        .set(conversations::last_seq.eq(conversations::last_seq + 1))
+        .returning(conversations::last_seq)
+        .get_result(c)?;
+    diesel::insert_into(events::table)
+        .values((
+            events::conversation_id.eq(conv.id),
+            events::seq.eq(seq),
+            events::company_id.eq(conv.company_id),
+            events::kind.eq(kind),
+            events::payload.eq(data.to_string()),
+            events::created_at.eq(now()),
+        ))
+        .execute(c)?;
+    Ok(Event { company_id: conv.company_id, conversation_id: conv.id, seq: Some(seq), event: kind.to_owned(), data })
+}
+
+/// Events of a conversation after `after_seq`, oldest first (resume, CONTRACT §4).
+pub fn events_after(c: &mut Db, conversation_id: i64, after_seq: i64, limit: i64) -> ApiResult<Vec<Event>> {
+    let rows: Vec<(i64, i64, String, String)> = events::table
+        .filter(events::conversation_id.eq(conversation_id).and(events::seq.gt(after_seq)))
+        .order(events::seq)
+        .limit(limit)
+        .select((events::company_id, events::seq, events::kind, events::payload))
+        .load(c)?;
+    Ok(rows
+        .into_iter()
+        .map(|(company_id, seq, kind, payload)| Event {
+            company_id,
+            conversation_id,
+            seq: Some(seq),
+            event: kind,
+            data: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+        })
+        .collect())
+}
+
+/// Creation time of the first event after `after_seq` (retention check).
+pub fn first_event_time_after(c: &mut Db, conversation_id: i64, after_seq: i64) -> ApiResult<Option<NaiveDateTime>> {
+    Ok(events::table
+        .filter(events::conversation_id.eq(conversation_id).and(events::seq.gt(after_seq)))
+        .order(events::seq)
+        .select(events::created_at)
+        .first(c)
+        .optional()?)
+}
+
+pub struct ConversationFilter {
+    pub status: Option<String>,
+    pub assignee_id: Option<i64>,
+    pub unassigned: bool,
+    pub unread: bool,
+    pub q: Option<String>,
+    pub before_update: Option<NaiveDateTime>,
+}
+
+/// A page of the company's conversations, newest `last_update_time` first, and the total.
+pub fn conversations_page(
+    c: &mut Db,
+    company_id: i64,
+    f: &ConversationFilter,
+    offset: i64,
+    limit: i64,
+) -> ApiResult<(Vec<ConversationRow>, i64)> {
+    let build = || {
+        let mut q = conversations::table.filter(conversations::company_id.eq(company_id)).into_boxed();
+        if let Some(s) = &f.status {
+            q = q.filter(conversations::status.eq(s.clone()));
+        }
+        if let Some(a) = f.assignee_id {
+            q = q.filter(conversations::assignee_id.eq(a));
+        }
+        if f.unassigned {
+            q = q.filter(conversations::assignee_id.is_null());
+        }
+        if f.unread {
+            q = q.filter(conversations::unread_count.gt(0));
+        }
+        if let Some(text) = f.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            let pattern = format!("%{}%", text.to_lowercase().replace(['%', '_'], ""));
+            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+            let by_name = users::table
+                .filter(users::company_id.eq(company_id))
+                .filter(
+                    diesel::dsl::sql::<diesel::sql_types::Bool>("lower(first_name || ' ' || last_name) LIKE ")
+                        .bind::<diesel::sql_types::Text, _>(pattern),
+                )
+                .select(users::id);
+            if digits.is_empty() {
+                q = q.filter(conversations::customer_id.eq_any(by_name));
+            } else {
+                let by_phone = user_phones::table
+                    .filter(user_phones::company_id.eq(company_id))
+                    .filter(user_phones::e164.like(format!("%{digits}%")))
+                    .select(user_phones::user_id);
+                q = q
+                    .filter(conversations::customer_id.eq_any(by_name).or(conversations::customer_id.eq_any(by_phone)));
+            }
+        }
+        q
+    };
+    let total: i64 = build().count().get_result(c)?;
+    let mut page = build();
+    if let Some(t) = f.before_update {
+        page = page.filter(conversations::last_update_time.lt(t));
+    }
+    let rows = page
+        .order((conversations::last_update_time.desc(), conversations::id.desc()))
+        .offset(offset)
+        .limit(limit)
+        .select(ConversationRow::as_select())
+        .load(c)?;
+    Ok((rows, total))
+}
+
+// ---- messages ----
+
+pub struct NewMessage<'a> {
+    pub conversation: &'a ConversationRow,
+    pub direction: Direction,
+    pub kind: &'a str,
+    pub content: Option<&'a str>,
+    pub template_id: Option<i64>,
+    pub params: &'a [String],
+    pub status: Status,
+    pub provider_message_id: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub sender_id: Option<i64>,
+    pub created_at: NaiveDateTime,
+}
+
+/// A new message id: a UUIDv7 as 32 lowercase hex characters (CONTRACT §2).
+pub fn new_message_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+pub fn insert_message(c: &mut Db, m: &NewMessage<'_>) -> ApiResult<MessageRow> {
+    let id = new_message_id();
+    let t = now();
+    diesel::insert_into(messages::table)
+        .values((
+            messages::id.eq(&id),
+            messages::conversation_id.eq(m.conversation.id),
+            messages::company_id.eq(m.conversation.company_id),
+            messages::channel_id.eq(m.conversation.channel_id),
+            messages::direction.eq(m.direction.as_str()),
+            messages::kind.eq(m.kind),
+            messages::content.eq(m.content),
+            messages::template_id.eq(m.template_id),
+            messages::params.eq(serde_json::to_string(m.params).unwrap_or_else(|_| "[]".into())),
+            messages::status.eq(m.status.as_str()),
+            messages::status_rank.eq(m.status.rank()),
+            messages::provider_message_id.eq(m.provider_message_id),
+            messages::client_id.eq(m.client_id),
+            messages::sender_id.eq(m.sender_id),
+            messages::created_at.eq(m.created_at),
+            messages::updated_at.eq(t),
+        ))
+        .execute(c)?;
+    message_by_id(c, &id)
+}
+
+pub fn message_by_id(c: &mut Db, id: &str) -> ApiResult<MessageRow> {
+    Ok(messages::table.filter(messages::id.eq(id)).select(MessageRow::as_select()).first(c)?)
+}
+
+pub fn message(c: &mut Db, company_id: i64, id: &str) -> ApiResult<MessageRow> {
+    Ok(messages::table
+        .filter(messages::id.eq(id).and(messages::company_id.eq(company_id)))
+        .select(MessageRow::as_select())
+        .first(c)?)
+}
+
+pub fn message_by_client_id(c: &mut Db, sender_id: i64, client_id: &str) -> ApiResult<Option<MessageRow>> {
+    Ok(messages::table
+        .filter(messages::sender_id.eq(sender_id).and(messages::client_id.eq(client_id)))
+        .select(MessageRow::as_select())
+        .first(c)
+        .optional()?)
+}
+
+pub fn message_by_provider_id(c: &mut Db, channel_id: i64, provider_id: &str) -> ApiResult<Option<MessageRow>> {
+    Ok(messages::table
+        .filter(messages::channel_id.eq(channel_id).and(messages::provider_message_id.eq(provider_id)))
+        .select(MessageRow::as_select())
+        .first(c)
+        .optional()?)
+}
+
+/// Newest first; either by offset or, with `before_pk`, by keyset (no OFFSET scan).
+pub fn messages_page(
+    c: &mut Db,
+    conversation_id: i64,
+    before_pk: Option<i64>,
+    offset: i64,
+    limit: i64,
+) -> ApiResult<Vec<MessageRow>> {
+    let mut q = messages::table.filter(messages::conversation_id.eq(conversation_id)).into_boxed();
+    if let Some(pk) = before_pk {
+        q = q.filter(messages::pk.lt(pk));
+    } else {
+        q = q.offset(offset);
+    }
+    Ok(q.order(messages::pk.desc()).limit(limit).select(MessageRow::as_select()).load(c)?)
+}
+
+pub fn messages_by_pks(c: &mut Db, company_id: i64, pks: &[i64]) -> ApiResult<Vec<MessageRow>> {
+    Ok(messages::table
+        .filter(messages::company_id.eq(company_id).and(messages::pk.eq_any(pks)))
+        .order(messages::pk.desc())
+        .select(MessageRow::as_select())
+        .load(c)?)
+}
+
+pub fn attachments_of(c: &mut Db, message_ids: &[String]) -> ApiResult<Vec<AttachmentRow>> {
+    if message_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(attachments::table
+        .filter(attachments::message_id.eq_any(message_ids))
+        .order((attachments::ord, attachments::id))
+        .select(AttachmentRow::as_select())
+        .load(c)?)
+}
+
+/// Views of messages with their attachments, in the given order.
+pub fn message_views(c: &mut Db, rows: &[MessageRow]) -> ApiResult<Vec<MessageView>> {
+    let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
+    let atts = attachments_of(c, &ids)?;
+    Ok(rows
+        .iter()
+        .map(|m| {
+            let mine: Vec<AttachmentRow> =
+                atts.iter().filter(|a| a.message_id.as_deref() == Some(&m.id)).cloned().collect();
+            MessageView::new(m, &mine)
+        })
+        .collect())
+}
+
+pub fn message_view(c: &mut Db, row: &MessageRow) -> ApiResult<MessageView> {
+    Ok(message_views(c, std::slice::from_ref(row))?.remove(0))
+}
+
+/// Moves a message's status forward (never backwards); `None` when it did not move.
+pub fn advance_status(
+    c: &mut Db,
+    m: &MessageRow,
+    to: Status,
+    error_code: Option<&str>,
+) -> ApiResult<Option<MessageRow>> {
+    let current = Status::parse(&m.status).unwrap_or(Status::Pending);
+    if !to.advances(current) {
+        return Ok(None);
+    }
+    // The rank guard in SQL keeps two concurrent updates from moving it backwards.
+    let moved =
+        diesel::update(messages::table.filter(messages::pk.eq(m.pk).and(messages::status_rank.eq(m.status_rank))))
+            .set((
+                messages::status.eq(to.as_str()),
+                messages::status_rank.eq(to.rank()),
+                messages::error_code.eq(error_code.or(m.error_code.as_deref())),
+                messages::updated_at.eq(now()),
+            ))
+            .execute(c)?;
+    if moved == 0 {
+        return Ok(None);
+    }
+    Ok(Some(message_by_id(c, &m.id)?))
+}
+
+// ---- attachments ----
+
+/// Attaches an uploaded attachment of the company to a message (once).
+pub fn attach(c: &mut Db, company_id: i64, attachment_id: i64, message_id: &str, ord: i32) -> ApiResult<()> {
+    let n = diesel::update(
+        attachments::table
+            .filter(attachments::id.eq(attachment_id))
+            .filter(attachments::company_id.eq(company_id))
+            .filter(attachments::message_id.is_null())
+            .filter(attachments::state.eq("ready")),
+    )
+    .set((attachments::message_id.eq(message_id), attachments::ord.eq(ord)))
+    .execute(c)?;
+    if n == 0 {
+        return Err(ApiError::field("attachmentId", "no such uploaded attachment, or it is already used"));
+    }
+    Ok(())
+}
+
+pub fn attachment(c: &mut Db, company_id: i64, id: i64) -> ApiResult<AttachmentRow> {
+    Ok(attachments::table
+        .filter(attachments::company_id.eq(company_id))
+        .find(id)
+        .select(AttachmentRow::as_select())
+        .first(c)?)
+}
+
+// ---- templates ----
+
+pub fn template(c: &mut Db, company_id: i64, id: i64) -> ApiResult<TemplateRow> {
+    Ok(templates::table
+        .filter(templates::company_id.eq(company_id))
+        .find(id)
+        .select(TemplateRow::as_select())
+        .first(c)?)
+}
+
+pub fn templates(c: &mut Db, company_id: i64) -> ApiResult<Vec<TemplateRow>> {
+    Ok(templates::table
+        .filter(templates::company_id.eq(company_id))
+        .order(templates::id)
+        .select(TemplateRow::as_select())
+        .load(c)?)
+}
+
+// ---- outbox ----
+
+/// Queues a job in the caller's transaction (the outbox pattern, CONTRACT §6).
+pub fn enqueue(c: &mut Db, kind: &str, ref_id: &str, company_id: i64, channel_id: Option<i64>) -> ApiResult<()> {
+    let t = now();
+    diesel::insert_into(outbox::table)
+        .values((
+            outbox::kind.eq(kind),
+            outbox::ref_id.eq(ref_id),
+            outbox::company_id.eq(company_id),
+            outbox::channel_id.eq(channel_id),
+            outbox::next_attempt_at.eq(t),
+            outbox::created_at.eq(t),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+/// Statuses that arrived before their message, taken (deleted) for applying.
+pub fn take_pending_statuses(
+    c: &mut Db,
+    channel_id: i64,
+    provider_id: &str,
+) -> ApiResult<Vec<(String, Option<String>)>> {
+    let rows: Vec<(String, Option<String>)> = pending_statuses::table
+        .filter(pending_statuses::channel_id.eq(channel_id).and(pending_statuses::provider_message_id.eq(provider_id)))
+        .select((pending_statuses::status, pending_statuses::error_code))
+        .load(c)?;
+    if !rows.is_empty() {
+        diesel::delete(
+            pending_statuses::table
+                .filter(pending_statuses::channel_id.eq(channel_id))
+                .filter(pending_statuses::provider_message_id.eq(provider_id)),
+        )
+        .execute(c)?;
+    }
+    Ok(rows)
+}
+
+pub fn keep_pending_status(
+    c: &mut Db,
+    channel_id: i64,
+    provider_id: &str,
+    status: Status,
+    error_code: Option<&str>,
+) -> ApiResult<()> {
+    let exists: i64 = pending_statuses::table
+        .filter(pending_statuses::channel_id.eq(channel_id))
+        .filter(pending_statuses::provider_message_id.eq(provider_id))
+        .filter(pending_statuses::status.eq(status.as_str()))
+        .count()
+        .get_result(c)?;
+    if exists == 0 {
+        diesel::insert_into(pending_statuses::table)
+            .values((
+                pending_statuses::channel_id.eq(channel_id),
+                pending_statuses::provider_message_id.eq(provider_id),
+                pending_statuses::status.eq(status.as_str()),
+                pending_statuses::error_code.eq(error_code),
+                pending_statuses::at.eq(now()),
+            ))
+            .execute(c)?;
+    }
+    Ok(())
+}
