@@ -106,6 +106,9 @@ pub struct Config {
     /// Largest JSON body accepted outside media upload, in bytes.
     #[arg(long, env = "CONFAB_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
+    /// Frames queued per WebSocket before a client that does not read is closed with 1013.
+    #[arg(long, env = "CONFAB_WS_QUEUE_FRAMES", default_value_t = 1024, global = true)]
+    pub ws_queue_frames: usize,
     /// Optional configuration file (TOML, keys as the flag names: `database_url = "…"`).
     #[arg(long, env = "CONFAB_CONFIG", default_value = "confab.toml", global = true)]
     pub config: PathBuf,

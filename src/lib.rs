@@ -18,6 +18,7 @@ pub mod users;
 
 use std::{net::TcpListener, sync::Arc};
 
+use actix::Actor;
 use actix_web::{App, HttpServer, dev::ServerHandle, middleware::from_fn, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
@@ -48,9 +49,16 @@ impl Server {
         self.server.handle()
     }
 
-    /// Serves until stopped. SIGTERM and SIGINT drain: stop accepting, finish in-flight
-    /// requests (up to 30 s), then return.
+    /// Serves until stopped. SIGTERM and SIGINT drain (CONTRACT §1): stop accepting, close
+    /// WebSockets with 1001, finish in-flight requests (up to 30 s), then return.
     pub async fn run(self) -> std::io::Result<()> {
+        let (handle, hub) = (self.server.handle(), self.state.hub.clone());
+        actix_web::rt::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: closing WebSockets, draining requests");
+            let _ = hub.send(realtime::hub::Shutdown).await;
+            handle.stop(true).await;
+        });
         self.server.await
     }
 }
@@ -69,15 +77,41 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     })
     .await??;
 
+    let broker = match &config.redis_url {
+        Some(url) => Broker::with_redis(url).await.context("connecting to Redis")?,
+        None => Broker::local(),
+    };
+    let metrics = Metrics::new()?;
+    let hub = realtime::hub::Hub::new(metrics.clone()).start();
+    let tickets = realtime::tickets::Tickets::new(&broker);
+    let mut events = broker.subscribe();
+    let hub_feed = hub.clone();
+    actix_web::rt::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(bus) => {
+                    if hub_feed.send(bus).await.is_err() {
+                        break;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "hub lagged behind the broker; subscribers heal from the database");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
     let state = web::Data::new(AppState {
         config: config.clone(),
         db,
         data_key: Arc::new(data_key),
         keys: Arc::new(keys),
         sessions: SessionCache::default(),
-        metrics: Metrics::new()?,
-        broker: Broker::default(),
+        metrics,
+        broker,
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
+        hub,
+        tickets,
     });
     actix_web::rt::spawn(providers::outbox::run(state.get_ref().clone()));
 
@@ -102,14 +136,38 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .configure(messaging::routes::configure)
             .configure(messaging::admin::configure)
             .configure(providers::webhooks::configure)
+            .configure(realtime::routes::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
     })
     .listen(listener)?
+    .disable_signals()
     .shutdown_timeout(30);
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
     Ok(Server { port, state, bootstrap, server: server.run() })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Logging to stdout: `CONFAB_LOG` filter, text or JSON lines.

@@ -8,7 +8,7 @@ use crate::{
     crypto::DataKey,
     db::Pool,
     ops::metrics::Metrics,
-    realtime::broker::Broker,
+    realtime::{broker::Broker, hub::Hub, tickets::Tickets},
 };
 
 #[derive(Clone)]
@@ -22,4 +22,6 @@ pub struct AppState {
     pub broker: Broker,
     /// Wakes the delivery worker after a commit that queued outbox jobs.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    pub hub: actix::Addr<Hub>,
+    pub tickets: Tickets,
 }

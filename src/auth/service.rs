@@ -201,6 +201,7 @@ pub async fn refresh(st: &AppState, token: String, origin: &Origin) -> ApiResult
         }
         Refreshed::Reused { principal } => {
             st.sessions.forget(&principal.session_id);
+            st.broker.revoked(vec![principal.session_id.clone()]);
             st.db
                 .write(move |c| {
                     store::audit(
@@ -228,5 +229,6 @@ pub async fn logout(st: &AppState, p: &Principal, origin: &Origin) -> ApiResult<
         })
         .await?;
     st.sessions.forget(&p.session_id);
+    st.broker.revoked(vec![p.session_id.clone()]);
     Ok(())
 }

@@ -25,7 +25,7 @@ pub const SESSION_TTL: chrono::Duration = chrono::Duration::days(30);
 pub const CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// Who is calling: resolved once per request by the middleware (STYLE "Auth and tenancy").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Principal {
     pub user_id: i64,
     pub company_id: i64,

@@ -700,8 +700,9 @@ async fn patch_agent(
             Ok((agent_view(c, u)?, revoked))
         })
         .await?;
-    for sid in revoked {
-        st.sessions.forget(&sid);
+    for sid in &revoked {
+        st.sessions.forget(sid);
     }
+    st.broker.revoked(revoked);
     Ok(HttpResponse::Ok().json(view))
 }

@@ -254,6 +254,7 @@ fn conversation_event(c: &mut Db, conv: &ConversationRow, kind: &str) -> ApiResu
         seq: None,
         event: kind.to_owned(),
         data: serde_json::to_value(view).map_err(anyhow::Error::from)?,
+        origin: None,
     })
 }
 

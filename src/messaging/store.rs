@@ -159,7 +159,14 @@ pub fn append_event(c: &mut Db, conv: &ConversationRow, kind: &str, data: serde_
             events::created_at.eq(now()),
         ))
         .execute(c)?;
-    Ok(Event { company_id: conv.company_id, conversation_id: conv.id, seq: Some(seq), event: kind.to_owned(), data })
+    Ok(Event {
+        company_id: conv.company_id,
+        conversation_id: conv.id,
+        seq: Some(seq),
+        event: kind.to_owned(),
+        data,
+        origin: None,
+    })
 }
 
 /// Events of a conversation after `after_seq`, oldest first (resume, CONTRACT §4).
@@ -178,6 +185,7 @@ pub fn events_after(c: &mut Db, conversation_id: i64, after_seq: i64, limit: i64
             seq: Some(seq),
             event: kind,
             data: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+            origin: None,
         })
         .collect())
 }

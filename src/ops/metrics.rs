@@ -10,7 +10,7 @@ use actix_web::{
     middleware::Next,
     web::Data,
 };
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::state::AppState;
 
@@ -19,6 +19,10 @@ pub struct Metrics {
     pub registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_latency: HistogramVec,
+    pub ws_open: IntGauge,
+    pub ws_subscriptions: IntGauge,
+    pub ws_events_out: IntCounter,
+    pub ws_slow_closes: IntCounter,
 }
 
 impl Metrics {
@@ -33,9 +37,17 @@ impl Metrics {
                 .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             &["route", "method"],
         )?;
+        let ws_open = IntGauge::new("ws_open_connections", "Open WebSocket connections")?;
+        let ws_subscriptions = IntGauge::new("ws_subscriptions", "Conversation subscriptions on this node")?;
+        let ws_events_out = IntCounter::new("ws_events_fanned_out_total", "Event frames handed to WebSocket queues")?;
+        let ws_slow_closes = IntCounter::new("ws_slow_consumer_closes_total", "Connections closed with 1013")?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_latency.clone()))?;
-        Ok(Self { registry, http_requests, http_latency })
+        registry.register(Box::new(ws_open.clone()))?;
+        registry.register(Box::new(ws_subscriptions.clone()))?;
+        registry.register(Box::new(ws_events_out.clone()))?;
+        registry.register(Box::new(ws_slow_closes.clone()))?;
+        Ok(Self { registry, http_requests, http_latency, ws_open, ws_subscriptions, ws_events_out, ws_slow_closes })
     }
 
     pub fn render(&self) -> String {

@@ -1,37 +1,179 @@
-//! The node's event broker. Services publish committed events here; subscribers (the hub of
-//! this node) receive every event of every company. In-process by default. Ordering and gaps
-//! never depend on the broker: they come from the database `seq` (ARCHITECTURE "Several nodes").
+//! The node's broker: services publish committed events here, the hub receives them. In
+//! process by default; with `CONFAB_REDIS_URL` every message also goes through Redis pub/sub
+//! to the other nodes (CONTRACT §8). A node delivers its own messages locally at once and
+//! ignores their echo from Redis. Ordering and gaps never depend on the broker: they come from
+//! the database `seq` (ARCHITECTURE "Several nodes").
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
-use tokio::sync::broadcast;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
 
-use super::event::Event;
+use super::{
+    event::{Event, PRESENCE},
+    hub::Bus,
+};
+use crate::auth::session::Principal;
 
-/// Events buffered for a slow subscriber before it lags (and recovers from the database).
+/// Messages buffered for a slow hub before it lags (and its subscribers heal from the database).
 const CAPACITY: usize = 65_536;
+const CHANNEL: &str = "confab:bus";
 
 #[derive(Clone)]
 pub struct Broker {
-    tx: broadcast::Sender<Arc<Event>>,
+    tx: broadcast::Sender<Bus>,
+    node: u64,
+    redis: Option<Redis>,
+    presence: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+#[derive(Clone)]
+struct Redis {
+    publish: mpsc::UnboundedSender<String>,
+    conn: redis::aio::ConnectionManager,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    node: u64,
+    bus: Bus,
 }
 
 impl Default for Broker {
     fn default() -> Self {
-        Self { tx: broadcast::channel(CAPACITY).0 }
+        Self::local()
     }
 }
 
 impl Broker {
-    /// Hands committed events to every subscriber of this node. Never blocks.
-    pub fn publish(&self, events: impl IntoIterator<Item = Event>) {
-        for e in events {
-            // No subscriber yet is fine: events are durable, clients resume by `seq`.
-            let _ = self.tx.send(Arc::new(e));
+    pub fn local() -> Self {
+        Self {
+            tx: broadcast::channel(CAPACITY).0,
+            node: u64::from_le_bytes(crate::crypto::random_bytes::<8>()),
+            redis: None,
+            presence: Default::default(),
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    /// Connects to Redis: one task publishes in order, one forwards other nodes' messages.
+    pub async fn with_redis(url: &str) -> anyhow::Result<Self> {
+        let mut broker = Self::local();
+        let client = redis::Client::open(url)?;
+        let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(CHANNEL).await?;
+        let (publish, mut queue) = mpsc::unbounded_channel::<String>();
+        let mut out = conn.clone();
+        actix_web::rt::spawn(async move {
+            while let Some(payload) = queue.recv().await {
+                let sent: redis::RedisResult<()> =
+                    redis::cmd("PUBLISH").arg(CHANNEL).arg(payload).query_async(&mut out).await;
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "publishing to Redis; other nodes catch up on resume");
+                }
+            }
+        });
+        let (tx, node) = (broker.tx.clone(), broker.node);
+        actix_web::rt::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            while let Some(msg) = messages.next().await {
+                let Ok(payload) = msg.get_payload::<String>() else { continue };
+                match serde_json::from_str::<Envelope>(&payload) {
+                    Ok(env) if env.node != node => {
+                        let _ = tx.send(env.bus);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "undecodable bus message"),
+                }
+            }
+            tracing::error!("Redis subscription ended; live events from other nodes stop until restart");
+        });
+        broker.redis = Some(Redis { publish, conn });
+        Ok(broker)
+    }
+
+    pub fn redis(&self) -> Option<redis::aio::ConnectionManager> {
+        self.redis.as_ref().map(|r| r.conn.clone())
+    }
+
+    /// Hands committed events to this node's hub and the other nodes. Never blocks.
+    pub fn publish(&self, events: impl IntoIterator<Item = Event>) {
+        for e in events {
+            self.publish_bus(Bus::Event(e));
+        }
+    }
+
+    pub fn publish_bus(&self, bus: Bus) {
+        if let Some(r) = &self.redis
+            && let Ok(payload) = serde_json::to_string(&Envelope { node: self.node, bus: bus.clone() })
+        {
+            let _ = r.publish.send(payload);
+        }
+        // No subscriber yet is fine: events are durable, clients resume by `seq`.
+        let _ = self.tx.send(bus);
+    }
+
+    /// Sessions revoked: their sockets close with 4001 on every node.
+    pub fn revoked(&self, session_ids: Vec<String>) {
+        if !session_ids.is_empty() {
+            self.publish_bus(Bus::Revoked(session_ids));
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Bus> {
         self.tx.subscribe()
+    }
+
+    /// An agent's connection opened or closed: `presence` goes to the company's inbox
+    /// subscribers when the agent's first connection opens or last one closes (counted in
+    /// Redis across nodes when configured).
+    pub fn presence(&self, p: &Principal, online: bool) {
+        let event = move |online: bool| {
+            Bus::Event(Event {
+                company_id: p.company_id,
+                conversation_id: 0,
+                seq: None,
+                event: PRESENCE.into(),
+                data: serde_json::json!({"userId": p.user_id, "online": online}),
+                origin: None,
+            })
+        };
+        match &self.redis {
+            None => {
+                let transition = {
+                    let mut counts = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+                    let n = counts.entry(p.user_id).or_default();
+                    if online {
+                        *n += 1;
+                        *n == 1
+                    } else {
+                        *n = n.saturating_sub(1);
+                        let last = *n == 0;
+                        if last {
+                            counts.remove(&p.user_id);
+                        }
+                        last
+                    }
+                };
+                if transition {
+                    self.publish_bus(event(online));
+                }
+            }
+            Some(r) => {
+                let (mut conn, this, bus) = (r.conn.clone(), self.clone(), event(online));
+                let key = format!("confab:presence:{}", p.user_id);
+                actix_web::rt::spawn(async move {
+                    let cmd = if online { "INCR" } else { "DECR" };
+                    let n: redis::RedisResult<i64> = redis::cmd(cmd).arg(&key).query_async(&mut conn).await;
+                    if matches!(n, Ok(n) if (online && n == 1) || (!online && n <= 0)) {
+                        this.publish_bus(bus);
+                    }
+                });
+            }
+        }
     }
 }

@@ -12,9 +12,14 @@ pub struct Event {
     pub seq: Option<i64>,
     pub event: String,
     pub data: serde_json::Value,
+    /// The connection that caused a transient event (typing), which does not get it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<u64>,
 }
 
 pub const MESSAGE_CREATED: &str = "message.created";
 pub const MESSAGE_UPDATED: &str = "message.updated";
 pub const CONVERSATION_UPDATED: &str = "conversation.updated";
 pub const CONVERSATION_CREATED: &str = "conversation.created";
+pub const TYPING: &str = "typing";
+pub const PRESENCE: &str = "presence";

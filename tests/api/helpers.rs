@@ -175,7 +175,12 @@ impl TestApp {
         Self {
             addr,
             port,
-            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            // Idle connections are dropped before the server's 5 s keep-alive would close them under us.
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_idle_timeout(Duration::from_secs(2))
+                .build()
+                .unwrap(),
             state,
             bootstrap,
             admin_email: config.admin_email.clone(),

@@ -1,0 +1,99 @@
+//! `POST /ws/ticket` and `GET /ws` (CONTRACT §4).
+
+use std::time::Instant;
+
+use actix::{Actor, AsyncContext};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    kill::Kill,
+    session::{MAX_FRAME, WsSession, writer},
+    tickets,
+};
+use crate::{
+    auth::extract::{Agent, bearer_token, resolve},
+    error::{ApiError, ApiResult, ErrorBody},
+    state::AppState,
+    types::{now, rfc3339},
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(ticket).service(ws);
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(ticket, ws), components(schemas(TicketView)))]
+pub struct Api;
+
+#[derive(Serialize, ToSchema)]
+pub struct TicketView {
+    /// Single use, valid 30 s: `GET /ws?ticket=…`.
+    pub ticket: String,
+    pub expires: String,
+}
+
+/// A WebSocket ticket for browsers, which cannot set headers on the upgrade.
+#[utoipa::path(tag = "realtime", security(("bearer" = [])),
+    responses((status = 200, body = TicketView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[post("/ws/ticket")]
+async fn ticket(agent: Agent, st: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let ticket = st.tickets.issue(&agent).await?;
+    let expires = now() + chrono::Duration::from_std(tickets::TTL).unwrap_or_default();
+    Ok(HttpResponse::Ok().json(TicketView { ticket, expires: rfc3339(expires) }))
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    ticket: Option<String>,
+}
+
+/// The real-time API: upgrade with `Authorization: Bearer` or `?ticket=`; agents and admins
+/// only. Frames and guarantees: CONTRACT §4 and the README.
+#[utoipa::path(tag = "realtime", params(("ticket" = Option<String>, Query, description = "from POST /ws/ticket")),
+    responses((status = 101, description = "switching protocols"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[get("/ws")]
+async fn ws(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    q: web::Query<WsQuery>,
+    body: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let principal = match (&q.ticket, bearer_token(&req)) {
+        (Some(t), _) => {
+            let p = st.tickets.take(t).await?.ok_or(ApiError::Unauthorized("invalid_ticket"))?;
+            // The session may have ended since the ticket was minted.
+            st.sessions.principal(&st.db, &p.session_id).await?.ok_or(ApiError::Unauthorized("session_revoked"))?
+        }
+        (None, Some(token)) => resolve(&st, token).await?,
+        (None, None) => return Err(ApiError::Unauthorized("unauthorized")),
+    };
+    if !principal.role.is_staff() {
+        return Err(ApiError::Forbidden);
+    }
+    let (res, session, stream) =
+        actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request("not_websocket", e.to_string()))?;
+    let stream = stream.max_frame_size(MAX_FRAME);
+    let (tx, rx) = tokio::sync::mpsc::channel(st.config.ws_queue_frames.max(1));
+    let kill = Kill::default();
+    let state = st.get_ref().clone();
+    actix_web::rt::spawn(writer(state.clone(), session.clone(), rx, kill.clone(), principal.company_id));
+    let key = u64::from_le_bytes(crate::crypto::random_bytes::<8>());
+    let hub = st.hub.clone();
+    WsSession::create(move |ctx| {
+        ctx.add_stream(stream);
+        WsSession {
+            st: state,
+            principal,
+            key,
+            out: tx,
+            hub,
+            session,
+            kill,
+            last_seen: Instant::now(),
+            subscriptions: Default::default(),
+        }
+    });
+    Ok(res)
+}
