@@ -26,6 +26,12 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Fill the Default company's sandbox channel with demo contacts, conversations and
+    /// messages (run it once, then `confab serve`).
+    Demo {
+        #[arg(long, default_value_t = 300)]
+        conversations: usize,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]

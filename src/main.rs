@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Demo { conversations } => demo(&cli.config, conversations),
         Command::User(UserCommand::Create { email, role, company, password, first_name, last_name }) => {
             create_user(&cli.config, email, &role, &company, password, &first_name, &last_name)
         }
@@ -39,6 +40,31 @@ async fn serve(config: confab::config::Config) -> anyhow::Result<()> {
     tracing::info!(%bind, port = server.port, "confab listening");
     server.run().await?;
     tracing::info!("confab stopped");
+    Ok(())
+}
+
+/// Bootstraps the database if needed (printing the admin's credentials as `serve` would), then
+/// fills the Default company with demo data.
+fn demo(config: &confab::config::Config, conversations: usize) -> anyhow::Result<()> {
+    let db = Pool::connect(&config.database_url(), 2)?;
+    db.migrate()?;
+    let data_key = confab::crypto::DataKey::load(config.secret_key.as_ref(), &config.data_dir)?;
+    if let Some(b) = confab::bootstrap::run(&db, config, &data_key)? {
+        println!("confab: first start — created company \"Default\" and its admin");
+        println!("  admin e-mail:    {}", b.admin_email);
+        if let Some(p) = &b.generated_password {
+            println!("  admin password:  {p}   (shown once)");
+        }
+    }
+    let company_id = db
+        .write_blocking(|c| store::find_company_by_name(c, "Default"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .context("no company named Default")?;
+    let filled = db
+        .write_blocking(|c| confab::messaging::demo::fill(c, company_id, conversations))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    println!("demo: {} conversations, {} messages in company \"Default\"", filled.conversations, filled.messages);
+    println!("      now run `confab serve` and open {}", config.console_url());
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod contacts;
+pub mod demo;
 pub mod model;
 pub mod routes;
 pub mod service;

@@ -206,7 +206,7 @@ fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> Ap
 }
 
 /// Bumps the conversation's counters for a new message and appends `message.created`.
-fn record_message_created(
+pub(crate) fn record_message_created(
     c: &mut Db,
     conv: &ConversationRow,
     row: MessageRow,

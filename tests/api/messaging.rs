@@ -413,3 +413,26 @@ both_backends!(channels_keep_secrets_write_only_and_agents_can_be_deactivated, |
     let (status, body) = app.get("/auth/me", Some(&co.agent)).await;
     assert_error(status, &body, 401, "session_revoked");
 });
+
+both_backends!(demo_data_is_consistent, |app: TestApp| async move {
+    let st = app.state.clone();
+    let filled = st.db.write(|c| confab::messaging::demo::fill(c, 1, 12)).await.unwrap();
+    assert_eq!(filled.conversations, 12);
+    let admin = app.admin_token().await;
+    let (_, list) = app.get("/conversation/conversation-page-list?limit=100", Some(&admin)).await;
+    assert_eq!(list["totalCount"], 12);
+    let mut closed = 0;
+    for conv in list["data"].as_array().unwrap() {
+        let id = conv["conversationId"].as_i64().unwrap();
+        let (_, page) = app.get(&format!("/message/message-page-list/{id}?limit=100"), Some(&admin)).await;
+        assert_eq!(page["totalCount"].as_i64().unwrap(), page["data"].as_array().unwrap().len() as i64);
+        assert_eq!(conv["lastSeq"], page["totalCount"], "one message.created event per message");
+        let (_, report) = app.get(&format!("/conversation/chat-time-report/{id}"), Some(&admin)).await;
+        if report["duration"] == 0 {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 4, "every third conversation is outside the 24-hour window");
+    let (_, templates) = app.get("/template", Some(&admin)).await;
+    assert_eq!(templates.as_array().unwrap().len(), 3);
+});
