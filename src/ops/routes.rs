@@ -57,6 +57,14 @@ async fn readyz(st: web::Data<AppState>) -> ApiResult<HttpResponse> {
         tracing::warn!(error = %e, "readiness: database unreachable");
         return Err(ApiError::Unavailable("database".into()));
     }
+    if let Some(mut redis) = st.broker.redis() {
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut redis);
+        if !matches!(tokio::time::timeout(Duration::from_secs(2), ping).await, Ok(Ok(_))) {
+            tracing::warn!("readiness: Redis unreachable");
+            return Err(ApiError::Unavailable("broker (Redis)".into()));
+        }
+    }
     Ok(HttpResponse::Ok().json(StatusView { status: "ready" }))
 }
 

@@ -403,6 +403,7 @@ async fn two_nodes_share_events_and_tickets_through_redis() {
     let a = TestApp::spawn_with(Backend::Postgres, |c| c.redis_url = Some(redis.clone())).await.unwrap();
     let b = TestApp::start(Backend::Postgres, a.config.clone(), a.dir.clone(), a.pg.clone()).await;
     assert!(b.bootstrap.is_none());
+    assert_eq!(a.get("/readyz", None).await.0, 200, "database and Redis reachable");
     let co = a.default_company().await;
     let conv = a.customer_says(&co, "+14155550169", "hello").await;
     let mut ws = Ws::connect(&a, &co.agent).await;
@@ -422,4 +423,63 @@ async fn two_nodes_share_events_and_tickets_through_redis() {
     let (_, ticket) = a.post("/ws/ticket", Some(&co.agent), &json!({})).await;
     let url = b.ws_url(&format!("/ws?ticket={}", ticket["ticket"].as_str().unwrap()));
     tokio_tungstenite::connect_async(url).await.expect("a ticket minted on A works on B");
+}
+
+/// CONTRACT §1: SIGTERM drains — WebSockets close with 1001 and the process exits 0.
+#[actix_web::test]
+async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+        .env("CONFAB_DATA_DIR", dir.path())
+        .env("CONFAB_BIND", format!("127.0.0.1:{port}"))
+        .env("CONFAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("CONFAB_LOG", "warn")
+        .env_remove("CONFAB_DATABASE_URL")
+        .env_remove("CONFAB_REDIS_URL")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let login: Value = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"email": "admin@localhost", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut req = format!("ws://127.0.0.1:{port}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {}", login["accessToken"].as_str().unwrap()).parse().unwrap());
+    let (inner, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = Ws { inner };
+    ws.send(json!({"type": "ping"})).await;
+    ws.until("pong").await;
+    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    assert_eq!(ws.ended().await, Ended::Close(1001));
+    let status = web_wait(&mut child).await;
+    assert!(status.success(), "exit status {status}");
+}
+
+async fn web_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not exit after SIGTERM");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
 }
