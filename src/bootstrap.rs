@@ -13,7 +13,7 @@ use crate::{
         Db, Pool,
         schema::{channels, instance},
     },
-    error::{ApiError, is_unique_violation},
+    error::ApiError,
     types::{Email, Role, now},
     users::store,
 };
@@ -59,9 +59,7 @@ pub fn run(db: &Pool, config: &Config, data_key: &DataKey) -> anyhow::Result<Opt
             console_url: config.console_url(),
         })),
         // Another node bootstrapped between our check and our insert.
-        Err(ApiError::Internal(e)) if e.downcast_ref::<diesel::result::Error>().is_some_and(is_unique_violation) => {
-            Ok(None)
-        }
+        Err(e) if e.is_unique_violation() => Ok(None),
         Err(e) => Err(anyhow::anyhow!("first-start bootstrap: {e:?}")),
     }
 }

@@ -73,6 +73,16 @@ impl ApiError {
         Self::Invalid(BTreeMap::from([(name.to_owned(), message.into())]))
     }
 
+    /// True when this is a database unique-key violation (a race or a duplicate).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Internal(e) if e.downcast_ref::<diesel::result::Error>().is_some_and(is_unique_violation))
+    }
+
+    /// Turns a unique-key violation into a 409 with this code (realworld's `on_constraint`).
+    pub fn on_unique(self, code: &'static str, message: &str) -> Self {
+        if self.is_unique_violation() { Self::conflict(code, message) } else { self }
+    }
+
     /// The status and `code` clients switch on: the one table of the contract.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {

@@ -14,7 +14,7 @@ use crate::{
     auth::extract::{Admin, Agent},
     crypto::{random_token, token_hash},
     db::schema::{channels, invites, templates, users},
-    error::{ApiError, ApiResult, ErrorBody, is_unique_violation},
+    error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
     state::AppState,
     types::{Email, Phone, Role, now, rfc3339},
@@ -164,15 +164,6 @@ async fn list_templates(agent: Agent, st: web::Data<AppState>) -> ApiResult<Http
     Ok(HttpResponse::Ok().json(rows.into_iter().map(TemplateView::from).collect::<Vec<_>>()))
 }
 
-fn template_taken(e: ApiError) -> ApiError {
-    match &e {
-        ApiError::Internal(inner) if inner.downcast_ref().is_some_and(is_unique_violation) => {
-            ApiError::conflict("template_exists", "a template with this name and language exists")
-        }
-        _ => e,
-    }
-}
-
 #[utoipa::path(tag = "templates", request_body = TemplateBody, security(("bearer" = [])),
     responses((status = 201, body = TemplateView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/template")]
@@ -203,7 +194,7 @@ async fn create_template(
             store::template(c, company_id, id)
         })
         .await
-        .map_err(template_taken)?;
+        .map_err(|e| e.on_unique("template_exists", "a template with this name and language exists"))?;
     Ok(HttpResponse::Created().json(TemplateView::from(row)))
 }
 
@@ -235,7 +226,7 @@ async fn update_template(
             store::template(c, company_id, id)
         })
         .await
-        .map_err(template_taken)?;
+        .map_err(|e| e.on_unique("template_exists", "a template with this name and language exists"))?;
     Ok(HttpResponse::Ok().json(TemplateView::from(row)))
 }
 
@@ -365,15 +356,6 @@ impl ChannelBody {
     }
 }
 
-fn channel_taken(e: ApiError) -> ApiError {
-    match &e {
-        ApiError::Internal(inner) if inner.downcast_ref().is_some_and(is_unique_violation) => {
-            ApiError::conflict("channel_exists", "a channel with this provider and phoneNumberId exists")
-        }
-        _ => e,
-    }
-}
-
 #[utoipa::path(tag = "channels", security(("bearer" = [])), responses((status = 200, body = [ChannelView])))]
 #[get("/channel")]
 async fn list_channels(admin: Admin, st: web::Data<AppState>) -> ApiResult<HttpResponse> {
@@ -428,7 +410,7 @@ async fn create_channel(admin: Admin, st: web::Data<AppState>, Json(b): Json<Cha
             store::channel(c, company_id, id)
         })
         .await
-        .map_err(channel_taken)?;
+        .map_err(|e| e.on_unique("channel_exists", "a channel with this provider and phoneNumberId exists"))?;
     Ok(HttpResponse::Created().json(ChannelView::new(row, &st)))
 }
 
@@ -489,7 +471,7 @@ async fn update_channel(
             store::channel(c, company_id, id)
         })
         .await
-        .map_err(channel_taken)?;
+        .map_err(|e| e.on_unique("channel_exists", "a channel with this provider and phoneNumberId exists"))?;
     Ok(HttpResponse::Ok().json(ChannelView::new(row, &st)))
 }
 

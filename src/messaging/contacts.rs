@@ -8,7 +8,7 @@ use crate::{
         Db,
         schema::{user_emails, user_phones, users},
     },
-    error::{ApiError, ApiResult, is_unique_violation},
+    error::ApiResult,
     types::{Email, Phone, now},
 };
 
@@ -68,57 +68,23 @@ pub fn update(
             ))
             .execute(c)?;
     }
-    let taken = |e: diesel::result::Error, field: &str| -> ApiError {
-        if is_unique_violation(&e) {
-            ApiError::conflict("contact_exists", format!("another contact has this {field}"))
-        } else {
-            e.into()
-        }
-    };
-    if let Some(phone) = phone {
-        let current = crate::users::store::primary_phone(c, user.id)?;
-        if current.as_deref() != Some(phone.as_str()) {
-            diesel::update(
-                user_phones::table.filter(user_phones::user_id.eq(user.id).and(user_phones::active.eq(true))),
-            )
+    if let Some(phone) = phone
+        && crate::users::store::primary_phone(c, user.id)?.as_deref() != Some(phone.as_str())
+    {
+        diesel::update(user_phones::table.filter(user_phones::user_id.eq(user.id).and(user_phones::active.eq(true))))
             .set(user_phones::active.eq(false))
             .execute(c)?;
-            diesel::insert_into(user_phones::table)
-                .values((
-                    user_phones::user_id.eq(user.id),
-                    user_phones::company_id.eq(company_id),
-                    user_phones::e164.eq(phone.as_str()),
-                    user_phones::country_code.eq(i32::from(phone.country_code())),
-                    user_phones::is_primary.eq(true),
-                    user_phones::verified.eq(false),
-                    user_phones::active.eq(true),
-                    user_phones::created_at.eq(now()),
-                ))
-                .execute(c)
-                .map_err(|e| taken(e, "phone"))?;
-        }
+        crate::users::store::add_phone(c, user.id, company_id, &phone, true, false)
+            .map_err(|e| e.on_unique("contact_exists", "another contact has this phone"))?;
     }
-    if let Some(email) = email {
-        let current = crate::users::store::primary_email(c, user.id)?;
-        if current.as_deref() != Some(email.as_str()) {
-            diesel::update(
-                user_emails::table.filter(user_emails::user_id.eq(user.id).and(user_emails::active.eq(true))),
-            )
+    if let Some(email) = email
+        && crate::users::store::primary_email(c, user.id)?.as_deref() != Some(email.as_str())
+    {
+        diesel::update(user_emails::table.filter(user_emails::user_id.eq(user.id).and(user_emails::active.eq(true))))
             .set(user_emails::active.eq(false))
             .execute(c)?;
-            diesel::insert_into(user_emails::table)
-                .values((
-                    user_emails::user_id.eq(user.id),
-                    user_emails::company_id.eq(company_id),
-                    user_emails::email.eq(email.as_str()),
-                    user_emails::is_primary.eq(true),
-                    user_emails::verified.eq(false),
-                    user_emails::active.eq(true),
-                    user_emails::created_at.eq(now()),
-                ))
-                .execute(c)
-                .map_err(|e| taken(e, "e-mail"))?;
-        }
+        crate::users::store::add_email(c, user.id, company_id, &email, true, false)
+            .map_err(|e| e.on_unique("contact_exists", "another contact has this e-mail"))?;
     }
     let user = store::customer(c, company_id, user_id)?;
     store::contact_view(c, user)

@@ -14,7 +14,7 @@ use crate::{
         Db,
         schema::{conversations, messages, user_emails, user_phones, users},
     },
-    error::{ApiError, ApiResult, is_unique_violation},
+    error::{ApiError, ApiResult},
     realtime::event::{CONVERSATION_CREATED, CONVERSATION_UPDATED, Event, MESSAGE_CREATED, MESSAGE_UPDATED},
     state::AppState,
     types::{Phone, now, rfc3339},
@@ -82,7 +82,7 @@ pub async fn send(st: &AppState, agent: &Principal, req: SendRequest) -> ApiResu
     let (sent, events) = match attempt {
         Ok(done) => done,
         // Two sends with one clientId raced: the unique key let one in; answer with it.
-        Err(ApiError::Internal(e)) if req.client_id.is_some() && e.downcast_ref().is_some_and(is_unique_violation) => {
+        Err(e) if req.client_id.is_some() && e.is_unique_violation() => {
             let client_id = req.client_id.clone().unwrap_or_default();
             st.db
                 .run(move |c| {

@@ -335,6 +335,16 @@ both_backends!(conversation_patch_contacts_and_profile, |app: TestApp| async mov
     assert_eq!(updated["lastName"], "King");
     assert_eq!(updated["email"], "ada@example.com");
 
+    app.customer_says(&co, "+14155550156", "another customer").await;
+    let (_, found) = app.get("/contact/search/5550156", Some(&co.agent)).await;
+    let other_id = found["data"][0]["userId"].as_i64().unwrap();
+    let (status, body) =
+        app.put("/contact", Some(&co.agent), &json!({"userId": other_id, "email": "ada@example.com"})).await;
+    assert_error(status, &body, 409, "contact_exists");
+    let (status, body) =
+        app.put("/contact", Some(&co.agent), &json!({"userId": other_id, "phone": "+14155550155"})).await;
+    assert_error(status, &body, 409, "contact_exists");
+
     let (status, ok) = app
         .put("/profile", Some(&co.agent), &json!({"userId": user_id.to_string(), "firstName": "madhawa", "lastName": "samarawicrama", "phone": "+94717936775"}))
         .await;
