@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod fynd;
 pub mod ops;
 pub mod state;
 pub mod types;
@@ -92,6 +93,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .wrap(TracingLogger::default())
             .configure(ops::routes::configure)
             .configure(auth::routes::configure)
+            .configure(fynd::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
     })
     .listen(listener)?

@@ -1,0 +1,27 @@
+//! Fynd user management (CONTRACT §9): the admin `/application` routes, the platform user API
+//! and the storefront user API, over `users/` and the shared sessions table.
+
+pub mod applications;
+pub mod config;
+pub mod extract;
+pub mod limit;
+pub mod platform;
+pub mod service;
+pub mod store;
+pub mod storefront;
+pub mod views;
+
+use actix_web::web;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(applications::configure).configure(platform::configure).configure(storefront::configure);
+}
+
+/// The OpenAPI of every Fynd route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut doc = applications::Api::openapi();
+    doc.merge(platform::Api::openapi());
+    doc.merge(storefront::Api::openapi());
+    doc
+}
