@@ -51,7 +51,13 @@ pub fn run(db: &Pool, config: &Config, data_key: &DataKey) -> anyhow::Result<Opt
         insert_sandbox_channel(c, company_id, data_key)?;
         // CONTRACT §9: the Default company's first Fynd application. Its token is not shown
         // at start; an admin issues one with `POST /application/{id}/token`.
-        crate::users::application::insert(c, company_id, "Default", &public_host(config), &token_hash(&random_token()))?;
+        crate::users::application::insert(
+            c,
+            company_id,
+            "Default",
+            &public_host(config),
+            &token_hash(&random_token()),
+        )?;
         store::audit(c, Some(company_id), Some(admin.id), "bootstrap", "", serde_json::json!({}))?;
         Ok(())
     });

@@ -57,7 +57,12 @@ async fn list_applications(st: web::Data<AppState>, admin: Admin) -> ApiResult<H
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 #[post("/application")]
-async fn create_application(st: web::Data<AppState>, admin: Admin, origin: Origin, Json(b): Json<ApplicationBody>) -> ApiResult<HttpResponse> {
+async fn create_application(
+    st: web::Data<AppState>,
+    admin: Admin,
+    origin: Origin,
+    Json(b): Json<ApplicationBody>,
+) -> ApiResult<HttpResponse> {
     let name = b.name.trim().to_owned();
     let domain = b.domain.trim().to_ascii_lowercase();
     if name.is_empty() || name.len() > 200 {
@@ -73,7 +78,14 @@ async fn create_application(st: web::Data<AppState>, admin: Admin, origin: Origi
         .db
         .write(move |c| {
             let app = application::insert(c, company_id, &name, &domain, &hash)?;
-            store::audit(c, Some(company_id), Some(user_id), "application_created", &origin.ip, serde_json::json!({"applicationId": app.id}))?;
+            store::audit(
+                c,
+                Some(company_id),
+                Some(user_id),
+                "application_created",
+                &origin.ip,
+                serde_json::json!({"applicationId": app.id}),
+            )?;
             Ok(app)
         })
         .await?;
@@ -85,15 +97,28 @@ async fn create_application(st: web::Data<AppState>, admin: Admin, origin: Origi
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 #[post("/application/{id}/token")]
-async fn rotate_token(st: web::Data<AppState>, admin: Admin, origin: Origin, path: web::Path<String>) -> ApiResult<HttpResponse> {
-    let id: i64 = path.trim().parse().map_err(|_| ApiError::bad_request("invalid_path", "application id must be a number"))?;
+async fn rotate_token(
+    st: web::Data<AppState>,
+    admin: Admin,
+    origin: Origin,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id: i64 =
+        path.trim().parse().map_err(|_| ApiError::bad_request("invalid_path", "application id must be a number"))?;
     let token = random_token();
     let hash = token_hash(&token);
     let (company_id, user_id) = (admin.company_id, admin.user_id);
     st.db
         .write(move |c| {
             application::set_token_hash(c, company_id, id, &hash)?;
-            store::audit(c, Some(company_id), Some(user_id), "application_token_rotated", &origin.ip, serde_json::json!({"applicationId": id}))
+            store::audit(
+                c,
+                Some(company_id),
+                Some(user_id),
+                "application_token_rotated",
+                &origin.ip,
+                serde_json::json!({"applicationId": id}),
+            )
         })
         .await?;
     Ok(HttpResponse::Ok().json(ApplicationTokenView { application_id: id, token }))

@@ -70,7 +70,9 @@ fn merge(base: &mut Value, patch: &Value) {
 
 fn strip_nulls(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip_nulls(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip_nulls(v))).collect())
+        }
         Value::Array(a) => Value::Array(a.iter().filter(|v| !v.is_null()).map(strip_nulls).collect()),
         other => other.clone(),
     }
@@ -119,7 +121,8 @@ pub fn apply_update(app: &ApplicationRow, body: &Value, updated_at: &str) -> Api
     };
     let mut current = Value::Object(stored(app));
     let version = current.get("__v").and_then(Value::as_i64).unwrap_or(0);
-    let patch: Map<String, Value> = patch.iter().filter(|(k, _)| !MANAGED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let patch: Map<String, Value> =
+        patch.iter().filter(|(k, _)| !MANAGED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
     merge(&mut current, &Value::Object(patch));
     let mut check = defaults(app);
     merge(&mut check, &current);
@@ -235,7 +238,12 @@ mod tests {
         assert_eq!(doc["_id"], "7");
         assert_eq!(doc["session_config"]["duration"], 30);
         assert_eq!(doc["name"], "Shop");
-        let stored = apply_update(&a, &json!({"login": {"otp": false}, "_id": "x", "display": null}), "2026-01-01T00:00:00.000Z").unwrap();
+        let stored = apply_update(
+            &a,
+            &json!({"login": {"otp": false}, "_id": "x", "display": null}),
+            "2026-01-01T00:00:00.000Z",
+        )
+        .unwrap();
         let b = app(&stored);
         let doc = effective(&b);
         assert_eq!(doc["login"], json!({"password": true, "otp": false}));

@@ -37,7 +37,8 @@ pub struct AppClient {
 fn app_credentials(req: &HttpRequest) -> ApiResult<(i64, String)> {
     let invalid = || ApiError::Unauthorized("invalid_application_token");
     let bearer = bearer_token(req).ok_or(ApiError::Unauthorized("application_token_required"))?;
-    let decoded = STANDARD.decode(bearer.trim_end_matches('=')).or_else(|_| STANDARD.decode(bearer)).map_err(|_| invalid())?;
+    let decoded =
+        STANDARD.decode(bearer.trim_end_matches('=')).or_else(|_| STANDARD.decode(bearer)).map_err(|_| invalid())?;
     let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
     let (id, token) = decoded.split_once(':').ok_or_else(invalid)?;
     Ok((id.trim().parse().map_err(|_| invalid())?, token.to_owned()))

@@ -49,7 +49,12 @@ pub struct CustomerListView {
     responses((status = 200, body = CustomerListView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 #[get("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/list")]
-async fn get_customers(admin: Admin, st: web::Data<AppState>, path: AppPath, q: web::Query<CustomersQuery>) -> ApiResult<HttpResponse> {
+async fn get_customers(
+    admin: Admin,
+    st: web::Data<AppState>,
+    path: AppPath,
+    q: web::Query<CustomersQuery>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let (page, size) = paging(q.page_no, q.page_size)?;
     let text = q.q.clone();
@@ -78,7 +83,12 @@ pub struct UserSearchView {
 #[utoipa::path(tag = "fynd-platform", params(("company_id" = String, Path), ("application_id" = String, Path), SearchQuery),
     responses((status = 200, body = UserSearchView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[get("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/search")]
-async fn search_users(admin: Admin, st: web::Data<AppState>, path: AppPath, q: web::Query<SearchQuery>) -> ApiResult<HttpResponse> {
+async fn search_users(
+    admin: Admin,
+    st: web::Data<AppState>,
+    path: AppPath,
+    q: web::Query<SearchQuery>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let text = q.q.clone();
     let users = st
@@ -141,7 +151,14 @@ fn meta(v: Option<Value>) -> ApiResult<Option<Value>> {
     request_body = CreateUserBody, responses((status = 200, body = UserEnvelope), (status = 400, body = ErrorBody),
     (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 #[post("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers")]
-async fn create_user(admin: Admin, st: web::Data<AppState>, origin: Origin, path: AppPath, q: web::Query<CreateQuery>, Json(b): Json<CreateUserBody>) -> ApiResult<HttpResponse> {
+async fn create_user(
+    admin: Admin,
+    st: web::Data<AppState>,
+    origin: Origin,
+    path: AppPath,
+    q: web::Query<CreateQuery>,
+    Json(b): Json<CreateUserBody>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let phone = phone_from_parts(code_text(&b.country_code).as_deref(), &b.phone_number, "phone_number")?;
     let email = b.email.as_deref().filter(|e| !e.trim().is_empty()).map(|e| views::email(e, "email")).transpose()?;
@@ -163,7 +180,14 @@ async fn create_user(admin: Admin, st: web::Data<AppState>, origin: Origin, path
         .db
         .write(move |c| {
             let user = service::create_or_adopt(c, &app, &n)?;
-            store::audit(c, Some(app.company_id), Some(admin_id), "fynd_user_created", &origin.ip, json!({"user": user.id}))?;
+            store::audit(
+                c,
+                Some(app.company_id),
+                Some(admin_id),
+                "fynd_user_created",
+                &origin.ip,
+                json!({"user": user.id}),
+            )?;
             let user = customer::get(c, app.company_id, app.id, user.id)?;
             service::view(c, user, app.id)
         })
@@ -210,7 +234,12 @@ pub struct UpdateUserBody {
     request_body = UpdateUserBody, responses((status = 200, body = UserEnvelope), (status = 400, body = ErrorBody),
     (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 #[put("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/{user_id}")]
-async fn update_user(admin: Admin, st: web::Data<AppState>, path: AppItemPath, Json(b): Json<UpdateUserBody>) -> ApiResult<HttpResponse> {
+async fn update_user(
+    admin: Admin,
+    st: web::Data<AppState>,
+    path: AppItemPath,
+    Json(b): Json<UpdateUserBody>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let user_id = parse_id(&path.2)?;
     let phones = b
@@ -220,7 +249,11 @@ async fn update_user(admin: Admin, st: web::Data<AppState>, path: AppItemPath, J
                 .enumerate()
                 .filter(|(_, p)| p.active.unwrap_or(true))
                 .map(|(i, p)| {
-                    let value = phone_from_parts(code_text(&p.country_code).as_deref(), &p.phone, &format!("phone_numbers[{i}].phone"))?;
+                    let value = phone_from_parts(
+                        code_text(&p.country_code).as_deref(),
+                        &p.phone,
+                        &format!("phone_numbers[{i}].phone"),
+                    )?;
                     Ok(Contact { value, primary: p.primary.unwrap_or(false), verified: p.verified.unwrap_or(false) })
                 })
                 .collect::<ApiResult<Vec<_>>>()
@@ -282,7 +315,13 @@ pub struct SuccessView {
     request_body = ArchiveBody, responses((status = 200, body = SuccessView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 #[put("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/archive")]
-async fn archive_user(admin: Admin, st: web::Data<AppState>, origin: Origin, path: AppPath, Json(b): Json<ArchiveBody>) -> ApiResult<HttpResponse> {
+async fn archive_user(
+    admin: Admin,
+    st: web::Data<AppState>,
+    origin: Origin,
+    path: AppPath,
+    Json(b): Json<ArchiveBody>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     service::set_state(&st, &app, vec![b.user_id.id()?], "archived", String::new(), origin.ip).await?;
     Ok(HttpResponse::Ok().json(SuccessView { success: true }))
@@ -301,7 +340,13 @@ pub struct BlockBody {
     request_body = BlockBody, responses((status = 200, body = SuccessView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 #[put("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/activation")]
-async fn block_or_unblock(admin: Admin, st: web::Data<AppState>, origin: Origin, path: AppPath, Json(b): Json<BlockBody>) -> ApiResult<HttpResponse> {
+async fn block_or_unblock(
+    admin: Admin,
+    st: web::Data<AppState>,
+    origin: Origin,
+    path: AppPath,
+    Json(b): Json<BlockBody>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     if b.user_id.is_empty() {
         return Err(ApiError::field("user_id", "must name at least one user"));
@@ -324,7 +369,13 @@ pub struct UndeleteBody {
     request_body = UndeleteBody, responses((status = 200, body = SuccessView), (status = 404, body = ErrorBody),
     (status = 422, body = ErrorBody)), security(("bearer" = [])))]
 #[put("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/undelete")]
-async fn undelete_user(admin: Admin, st: web::Data<AppState>, origin: Origin, path: AppPath, Json(b): Json<UndeleteBody>) -> ApiResult<HttpResponse> {
+async fn undelete_user(
+    admin: Admin,
+    st: web::Data<AppState>,
+    origin: Origin,
+    path: AppPath,
+    Json(b): Json<UndeleteBody>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let reason = format!("{} {}", b.reason_id.unwrap_or_default(), b.reason.unwrap_or_default()).trim().to_owned();
     service::undelete(&st, &app, b.user_id.id()?, reason, origin.ip).await?;
@@ -354,12 +405,20 @@ pub struct CreateSessionView {
     request_body = SessionBody, responses((status = 200, body = CreateSessionView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 #[post("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/session")]
-async fn create_session(admin: Admin, st: web::Data<AppState>, origin: Origin, path: AppPath, Json(b): Json<SessionBody>) -> ApiResult<HttpResponse> {
+async fn create_session(
+    admin: Admin,
+    st: web::Data<AppState>,
+    origin: Origin,
+    path: AppPath,
+    Json(b): Json<SessionBody>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let settings = config::Settings::of(&app)?;
     let user_id = b.user_id.id()?;
     let max_age = match b.max_age {
-        Some(s) if s <= 0 || s > 366 * 86_400 => return Err(ApiError::field("max_age", "must be 1 to 31622400 seconds")),
+        Some(s) if s <= 0 || s > 366 * 86_400 => {
+            return Err(ApiError::field("max_age", "must be 1 to 31622400 seconds"));
+        }
         Some(s) => s,
         None => settings.session_ttl().num_seconds(),
     };
@@ -369,7 +428,9 @@ async fn create_session(admin: Admin, st: web::Data<AppState>, origin: Origin, p
     if !user.is_active() {
         return Err(ApiError::unprocessable("user_inactive", "the user is blocked, archived or deleted"));
     }
-    let (_, value) = service::start_session(&st, &app, &user, &origin, Some(domain.clone()), chrono::Duration::seconds(max_age)).await?;
+    let (_, value) =
+        service::start_session(&st, &app, &user, &origin, Some(domain.clone()), chrono::Duration::seconds(max_age))
+            .await?;
     Ok(HttpResponse::Ok().json(CreateSessionView {
         domain,
         max_age,
@@ -404,7 +465,12 @@ pub struct SessionListView {
 #[utoipa::path(tag = "fynd-platform", params(("company_id" = String, Path), ("application_id" = String, Path), SessionsQuery),
     responses((status = 200, body = SessionListView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[get("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/sessions")]
-async fn get_active_sessions(admin: Admin, st: web::Data<AppState>, path: AppPath, q: web::Query<SessionsQuery>) -> ApiResult<HttpResponse> {
+async fn get_active_sessions(
+    admin: Admin,
+    st: web::Data<AppState>,
+    path: AppPath,
+    q: web::Query<SessionsQuery>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let user_id = parse_id(&q.id)?;
     let rows = st
@@ -416,7 +482,13 @@ async fn get_active_sessions(admin: Admin, st: web::Data<AppState>, path: AppPat
         .await?;
     let items = rows
         .into_iter()
-        .map(|s| SessionInfoView { session_id: s.id, user_agent: s.user_agent, ip: s.ip, domain: s.domain, expire_in: rfc3339(s.expires_at) })
+        .map(|s| SessionInfoView {
+            session_id: s.id,
+            user_agent: s.user_agent,
+            ip: s.ip,
+            domain: s.domain,
+            expire_in: rfc3339(s.expires_at),
+        })
         .collect();
     Ok(HttpResponse::Ok().json(SessionListView { items }))
 }
@@ -438,7 +510,13 @@ pub struct SessionDeleteView {
 #[utoipa::path(tag = "fynd-platform", params(("company_id" = String, Path), ("application_id" = String, Path), DeleteSessionQuery),
     responses((status = 200, body = SessionDeleteView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[delete("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/session")]
-async fn delete_session(admin: Admin, st: web::Data<AppState>, origin: Origin, path: AppPath, q: web::Query<DeleteSessionQuery>) -> ApiResult<HttpResponse> {
+async fn delete_session(
+    admin: Admin,
+    st: web::Data<AppState>,
+    origin: Origin,
+    path: AppPath,
+    q: web::Query<DeleteSessionQuery>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let user_id = parse_id(&q.id)?;
     let (sid, reason) = (q.session_id.clone(), q.reason.clone());
@@ -450,7 +528,14 @@ async fn delete_session(admin: Admin, st: web::Data<AppState>, origin: Origin, p
                 return Err(ApiError::NotFound);
             }
             state.sessions.forget(&sid);
-            store::audit(c, Some(app.company_id), Some(user_id), "session_revoked", &origin.ip, json!({"reason": reason}))
+            store::audit(
+                c,
+                Some(app.company_id),
+                Some(user_id),
+                "session_revoked",
+                &origin.ip,
+                json!({"reason": reason}),
+            )
         })
         .await?;
     Ok(HttpResponse::Ok().json(SessionDeleteView { user_id: user_id.to_string(), session_id: q.session_id.clone() }))
@@ -472,7 +557,13 @@ pub struct SessionsDeleteView {
 #[utoipa::path(tag = "fynd-platform", params(("company_id" = String, Path), ("application_id" = String, Path), DeleteSessionsQuery),
     responses((status = 200, body = SessionsDeleteView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[delete("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/sessions")]
-async fn delete_active_sessions(admin: Admin, st: web::Data<AppState>, origin: Origin, path: AppPath, q: web::Query<DeleteSessionsQuery>) -> ApiResult<HttpResponse> {
+async fn delete_active_sessions(
+    admin: Admin,
+    st: web::Data<AppState>,
+    origin: Origin,
+    path: AppPath,
+    q: web::Query<DeleteSessionsQuery>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let user_id = parse_id(&q.id)?;
     let reason = q.reason.clone();
@@ -482,7 +573,14 @@ async fn delete_active_sessions(admin: Admin, st: web::Data<AppState>, origin: O
         .write(move |c| {
             customer::get(c, app.company_id, app.id, user_id)?;
             let ids = service::revoke_everything(&state, c, user_id, &reason)?;
-            store::audit(c, Some(app.company_id), Some(user_id), "sessions_revoked", &origin.ip, json!({"reason": reason}))?;
+            store::audit(
+                c,
+                Some(app.company_id),
+                Some(user_id),
+                "sessions_revoked",
+                &origin.ip,
+                json!({"reason": reason}),
+            )?;
             Ok(ids)
         })
         .await?;
@@ -507,7 +605,13 @@ async fn get_platform_config(admin: Admin, st: web::Data<AppState>, path: AppPat
     responses((status = 200, description = "PlatformSchema", body = Object), (status = 400, body = ErrorBody),
     (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[post("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/platform/config")]
-async fn update_platform_config(admin: Admin, st: web::Data<AppState>, origin: Origin, path: AppPath, Json(body): Json<Value>) -> ApiResult<HttpResponse> {
+async fn update_platform_config(
+    admin: Admin,
+    st: web::Data<AppState>,
+    origin: Origin,
+    path: AppPath,
+    Json(body): Json<Value>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let admin_id = admin.user_id;
     let app = st
@@ -516,7 +620,14 @@ async fn update_platform_config(admin: Admin, st: web::Data<AppState>, origin: O
             let app = application::get(c, app.company_id, app.id)?;
             let stored = config::apply_update(&app, &body, &rfc3339(now()))?;
             application::set_platform_config(c, app.company_id, app.id, &stored)?;
-            store::audit(c, Some(app.company_id), Some(admin_id), "platform_config_updated", &origin.ip, json!({"application": app.id}))?;
+            store::audit(
+                c,
+                Some(app.company_id),
+                Some(admin_id),
+                "platform_config_updated",
+                &origin.ip,
+                json!({"application": app.id}),
+            )?;
             application::get(c, app.company_id, app.id)
         })
         .await?;
@@ -557,7 +668,12 @@ fn non_empty(v: &str, field: &str) -> ApiResult<String> {
     request_body = CreateGroupBody, responses((status = 200, body = GroupView), (status = 400, body = ErrorBody),
     (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[post("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/user_group")]
-async fn create_user_group(admin: Admin, st: web::Data<AppState>, path: AppPath, Json(b): Json<CreateGroupBody>) -> ApiResult<HttpResponse> {
+async fn create_user_group(
+    admin: Admin,
+    st: web::Data<AppState>,
+    path: AppPath,
+    Json(b): Json<CreateGroupBody>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     if b.conditions.as_ref().is_some_and(|c| !c.is_empty()) {
         return Err(ApiError::field("conditions", "conditional groups are not supported"));
@@ -602,13 +718,22 @@ pub struct GroupListView {
     responses((status = 200, body = GroupListView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 #[get("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/user_group")]
-async fn get_user_groups(admin: Admin, st: web::Data<AppState>, path: AppPath, q: web::Query<GroupsQuery>) -> ApiResult<HttpResponse> {
+async fn get_user_groups(
+    admin: Admin,
+    st: web::Data<AppState>,
+    path: AppPath,
+    q: web::Query<GroupsQuery>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let (page, size) = paging(q.page_no, q.page_size)?;
     let q = q.into_inner();
     let filter = GroupFilter { name: q.name, kind: q.kind, status: q.status, uid: q.group_uid };
-    let (rows, total) = st.db.run(move |c| group::list(c, app.company_id, app.id, &filter, size, (page - 1) * size)).await?;
-    Ok(HttpResponse::Ok().json(GroupListView { items: rows.into_iter().map(GroupView::from).collect(), page: PageView::new(page, size, total) }))
+    let (rows, total) =
+        st.db.run(move |c| group::list(c, app.company_id, app.id, &filter, size, (page - 1) * size)).await?;
+    Ok(HttpResponse::Ok().json(GroupListView {
+        items: rows.into_iter().map(GroupView::from).collect(),
+        page: PageView::new(page, size, total),
+    }))
 }
 
 /// `getUserGroupById` (the group's `_id` or `uid`, the same number).
@@ -635,7 +760,12 @@ pub struct UpdateGroupBody {
     request_body = UpdateGroupBody, responses((status = 200, body = GroupView), (status = 400, body = ErrorBody),
     (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[put("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/user_group/{group_id}")]
-async fn update_user_group(admin: Admin, st: web::Data<AppState>, path: AppItemPath, Json(b): Json<UpdateGroupBody>) -> ApiResult<HttpResponse> {
+async fn update_user_group(
+    admin: Admin,
+    st: web::Data<AppState>,
+    path: AppItemPath,
+    Json(b): Json<UpdateGroupBody>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let id = parse_id(&path.2)?;
     let change = GroupChange {
@@ -688,7 +818,12 @@ pub struct PatchGroupBody {
     request_body = PatchGroupBody, responses((status = 200, body = GroupView), (status = 400, body = ErrorBody),
     (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[patch("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/user_group/{group_id}")]
-async fn update_user_group_partially(admin: Admin, st: web::Data<AppState>, path: AppItemPath, Json(b): Json<PatchGroupBody>) -> ApiResult<HttpResponse> {
+async fn update_user_group_partially(
+    admin: Admin,
+    st: web::Data<AppState>,
+    path: AppItemPath,
+    Json(b): Json<PatchGroupBody>,
+) -> ApiResult<HttpResponse> {
     let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let id = parse_id(&path.2)?;
     let change = GroupChange {
@@ -785,13 +920,56 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(get_customers, search_users, create_user, update_user, archive_user, block_or_unblock, undelete_user,
-        create_session, get_active_sessions, delete_session, delete_active_sessions, get_platform_config,
-        update_platform_config, create_user_group, get_user_groups, get_user_group, update_user_group,
-        update_user_group_partially, delete_user_group),
-    components(schemas(CustomerListView, UserView, PageView, UserSearchView, CreateUserBody, UserEnvelope, UpdateUserBody,
-        PhoneBody, EmailBody, ArchiveBody, SuccessView, BlockBody, UndeleteBody, SessionBody, CreateSessionView,
-        SessionInfoView, SessionListView, SessionDeleteView, SessionsDeleteView, CreateGroupBody, GroupListView, GroupView,
-        UpdateGroupBody, UserDataBody, MemberAction, PatchGroupBody, DeleteGroupView, IdParam))
+    paths(
+        get_customers,
+        search_users,
+        create_user,
+        update_user,
+        archive_user,
+        block_or_unblock,
+        undelete_user,
+        create_session,
+        get_active_sessions,
+        delete_session,
+        delete_active_sessions,
+        get_platform_config,
+        update_platform_config,
+        create_user_group,
+        get_user_groups,
+        get_user_group,
+        update_user_group,
+        update_user_group_partially,
+        delete_user_group
+    ),
+    components(schemas(
+        CustomerListView,
+        UserView,
+        PageView,
+        UserSearchView,
+        CreateUserBody,
+        UserEnvelope,
+        UpdateUserBody,
+        PhoneBody,
+        EmailBody,
+        ArchiveBody,
+        SuccessView,
+        BlockBody,
+        UndeleteBody,
+        SessionBody,
+        CreateSessionView,
+        SessionInfoView,
+        SessionListView,
+        SessionDeleteView,
+        SessionsDeleteView,
+        CreateGroupBody,
+        GroupListView,
+        GroupView,
+        UpdateGroupBody,
+        UserDataBody,
+        MemberAction,
+        PatchGroupBody,
+        DeleteGroupView,
+        IdParam
+    ))
 )]
 pub struct Api;

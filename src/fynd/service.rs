@@ -23,7 +23,12 @@ use crate::{
 
 /// Platform routes name a company and an application: the company must be the admin's and
 /// the application one of its own, else 404 exactly like a missing one (CONTRACT §2 tenancy).
-pub async fn platform_app(st: &AppState, admin_company: i64, company_id: &str, application_id: &str) -> ApiResult<ApplicationRow> {
+pub async fn platform_app(
+    st: &AppState,
+    admin_company: i64,
+    company_id: &str,
+    application_id: &str,
+) -> ApiResult<ApplicationRow> {
     let company_id: i64 = company_id.trim().parse().map_err(|_| ApiError::NotFound)?;
     let application_id: i64 = application_id.trim().parse().map_err(|_| ApiError::NotFound)?;
     if company_id != admin_company {
@@ -156,7 +161,14 @@ pub fn revoke_everything(st: &AppState, c: &mut Db, user_id: i64, reason: &str) 
 }
 
 /// Sets an account state, revoking sessions when the user may no longer log in.
-pub async fn set_state(st: &AppState, app: &ApplicationRow, user_ids: Vec<i64>, to: &'static str, reason: String, ip: String) -> ApiResult<()> {
+pub async fn set_state(
+    st: &AppState,
+    app: &ApplicationRow,
+    user_ids: Vec<i64>,
+    to: &'static str,
+    reason: String,
+    ip: String,
+) -> ApiResult<()> {
     let (company_id, app_id) = (app.company_id, app.id);
     let state = st.clone();
     st.db
@@ -185,7 +197,14 @@ pub async fn set_state(st: &AppState, app: &ApplicationRow, user_ids: Vec<i64>, 
                 if to != "active" {
                     revoke_everything(&state, c, user.id, to)?;
                 }
-                store::audit(c, Some(company_id), Some(user.id), &format!("fynd_user_{to}"), &ip, serde_json::json!({"reason": reason}))?;
+                store::audit(
+                    c,
+                    Some(company_id),
+                    Some(user.id),
+                    &format!("fynd_user_{to}"),
+                    &ip,
+                    serde_json::json!({"reason": reason}),
+                )?;
             }
             Ok(())
         })
@@ -204,10 +223,20 @@ pub async fn undelete(st: &AppState, app: &ApplicationRow, user_id: i64, reason:
                 .deleted_at
                 .is_some_and(|at| now() - at <= chrono::Duration::days(i64::from(settings.delete_account_day)));
             if user.status != "deleted" || !within {
-                return Err(ApiError::unprocessable("not_deleted", "the user is not deleted or the grace period has elapsed"));
+                return Err(ApiError::unprocessable(
+                    "not_deleted",
+                    "the user is not deleted or the grace period has elapsed",
+                ));
             }
             customer::set_status(c, user.id, "active", None)?;
-            store::audit(c, Some(company_id), Some(user.id), "fynd_user_undeleted", &ip, serde_json::json!({"reason": reason}))
+            store::audit(
+                c,
+                Some(company_id),
+                Some(user.id),
+                "fynd_user_undeleted",
+                &ip,
+                serde_json::json!({"reason": reason}),
+            )
         })
         .await
 }
@@ -226,7 +255,14 @@ pub async fn start_session(
         .db
         .write(move |c| {
             let row = sessions::create(c, &user_c, app_id, &origin_c, domain.as_deref(), ttl)?;
-            store::audit(c, Some(user_c.company_id), Some(user_c.id), "login", &origin_c.ip, serde_json::json!({"kind": sessions::KIND, "application": app_id}))?;
+            store::audit(
+                c,
+                Some(user_c.company_id),
+                Some(user_c.id),
+                "login",
+                &origin_c.ip,
+                serde_json::json!({"kind": sessions::KIND, "application": app_id}),
+            )?;
             Ok(row)
         })
         .await?;
@@ -259,9 +295,18 @@ pub fn find_customer(c: &mut Db, app: &ApplicationRow, id: &Identifier) -> ApiRe
 
 /// Storefront password login. Unknown identifier, wrong password and a blocked, archived or
 /// deleted account all answer the same 401 `invalid_credentials`, after the same hashing work.
-pub async fn password_login(st: &AppState, client: &AppClient, username: &str, password: String, origin: &Origin) -> ApiResult<(UserRow, SessionRow, String)> {
+pub async fn password_login(
+    st: &AppState,
+    client: &AppClient,
+    username: &str,
+    password: String,
+    origin: &Origin,
+) -> ApiResult<(UserRow, SessionRow, String)> {
     if !client.settings.login.password {
-        return Err(ApiError::Denied { code: "password_login_disabled", message: "password login is disabled for this application".into() });
+        return Err(ApiError::Denied {
+            code: "password_login_disabled",
+            message: "password login is disabled for this application".into(),
+        });
     }
     let id = identifier(username, "username")?;
     let app = client.app.clone();
@@ -279,7 +324,18 @@ pub async fn password_login(st: &AppState, client: &AppClient, username: &str, p
         Some(u) if ok && u.is_active() => u,
         other => {
             let (company, uid, ip) = (client.app.company_id, other.map(|u| u.id), origin.ip.clone());
-            st.db.write(move |c| store::audit(c, Some(company), uid, "login_failed", &ip, serde_json::json!({"kind": sessions::KIND}))).await?;
+            st.db
+                .write(move |c| {
+                    store::audit(
+                        c,
+                        Some(company),
+                        uid,
+                        "login_failed",
+                        &ip,
+                        serde_json::json!({"kind": sessions::KIND}),
+                    )
+                })
+                .await?;
             return Err(ApiError::Unauthorized("invalid_credentials"));
         }
     };

@@ -71,7 +71,12 @@ pub fn create(
 
 /// A live storefront session of this application and the user behind it: not revoked, not
 /// expired, and the user still active (blocked, archived and deleted users are logged out).
-pub fn live(c: &mut Db, session_id: &str, company_id: i64, application_id: i64) -> ApiResult<Option<(SessionRow, UserRow)>> {
+pub fn live(
+    c: &mut Db,
+    session_id: &str,
+    company_id: i64,
+    application_id: i64,
+) -> ApiResult<Option<(SessionRow, UserRow)>> {
     let row: Option<(SessionRow, UserRow)> = sessions::table
         .inner_join(users::table)
         .filter(sessions::id.eq(session_id))

@@ -62,7 +62,12 @@ pub struct LoginSuccessView {
 #[utoipa::path(tag = "fynd-storefront", request_body = PasswordLoginBody, responses((status = 200, body = LoginSuccessView),
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 #[post("/service/application/user/authentication/v1.0/login/password")]
-async fn login_with_password(client: AppClient, st: web::Data<AppState>, origin: Origin, Json(b): Json<PasswordLoginBody>) -> ApiResult<HttpResponse> {
+async fn login_with_password(
+    client: AppClient,
+    st: web::Data<AppState>,
+    origin: Origin,
+    Json(b): Json<PasswordLoginBody>,
+) -> ApiResult<HttpResponse> {
     let (user, row, value) = service::password_login(&st, &client, &b.username, b.password, &origin).await?;
     let app_id = client.app.id;
     let user = st.db.run(move |c| service::view(c, user, app_id)).await?;
@@ -111,9 +116,17 @@ pub struct RegisterFormView {
 #[utoipa::path(tag = "fynd-storefront", request_body = FormRegisterBody, responses((status = 200, body = RegisterFormView),
     (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/service/application/user/authentication/v1.0/register/form")]
-async fn register_with_form(client: AppClient, st: web::Data<AppState>, origin: Origin, Json(b): Json<FormRegisterBody>) -> ApiResult<HttpResponse> {
+async fn register_with_form(
+    client: AppClient,
+    st: web::Data<AppState>,
+    origin: Origin,
+    Json(b): Json<FormRegisterBody>,
+) -> ApiResult<HttpResponse> {
     if !client.settings.register {
-        return Err(ApiError::Denied { code: "registration_disabled", message: "registration is disabled for this application".into() });
+        return Err(ApiError::Denied {
+            code: "registration_disabled",
+            message: "registration is disabled for this application".into(),
+        });
     }
     let email = b.email.as_deref().filter(|e| !e.trim().is_empty()).map(|e| views::email(e, "email")).transpose()?;
     let phone = b
@@ -150,7 +163,14 @@ async fn register_with_form(client: AppClient, st: web::Data<AppState>, origin: 
         .db
         .write(move |c| {
             let user = service::create_or_adopt(c, &app, &n)?;
-            store::audit(c, Some(app.company_id), Some(user.id), "signup", &ip, serde_json::json!({"kind": "fynd", "application": app.id}))?;
+            store::audit(
+                c,
+                Some(app.company_id),
+                Some(user.id),
+                "signup",
+                &ip,
+                serde_json::json!({"kind": "fynd", "application": app.id}),
+            )?;
             Ok(user)
         })
         .await?;
@@ -162,7 +182,9 @@ async fn register_with_form(client: AppClient, st: web::Data<AppState>, origin: 
         verify_email_otp: false,
         verify_mobile_otp: false,
         email: email.map(String::from),
-        mobile: phone.as_ref().map(|p| p.as_str().trim_start_matches('+')[p.country_code().to_string().len()..].to_owned()),
+        mobile: phone
+            .as_ref()
+            .map(|p| p.as_str().trim_start_matches('+')[p.country_code().to_string().len()..].to_owned()),
         country_code: phone.as_ref().map(|p| p.country_code().to_string()),
         message: "registered".into(),
     }))
@@ -208,7 +230,14 @@ async fn logout(s: StoreSession, st: web::Data<AppState>, origin: Origin) -> Api
     st.db
         .write(move |c| {
             session::revoke(c, &sid, "logout")?;
-            store::audit(c, Some(company_id), Some(user_id), "logout", &origin.ip, serde_json::json!({"kind": sessions::KIND}))
+            store::audit(
+                c,
+                Some(company_id),
+                Some(user_id),
+                "logout",
+                &origin.ip,
+                serde_json::json!({"kind": sessions::KIND}),
+            )
         })
         .await?;
     Ok(HttpResponse::Ok().cookie(removal_cookie(&st.config)).json(LogoutView { logout: true }))
@@ -230,7 +259,12 @@ pub struct UserExistsView {
 #[utoipa::path(tag = "fynd-storefront", params(UserExistsQuery), responses((status = 200, body = UserExistsView),
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[get("/service/application/user/authentication/v1.0/user-exists")]
-async fn user_exists(client: AppClient, st: web::Data<AppState>, origin: Origin, q: web::Query<UserExistsQuery>) -> ApiResult<HttpResponse> {
+async fn user_exists(
+    client: AppClient,
+    st: web::Data<AppState>,
+    origin: Origin,
+    q: web::Query<UserExistsQuery>,
+) -> ApiResult<HttpResponse> {
     super::limit::check(&st, "user_exists", &origin.ip)?;
     let ident = service::identifier(&q.q, "q")?;
     let app = client.app.clone();
@@ -267,7 +301,12 @@ pub struct MessageView {
 #[utoipa::path(tag = "fynd-storefront", request_body = UpdatePasswordBody, responses((status = 200, body = MessageView),
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 #[post("/service/application/user/authentication/v1.0/password")]
-async fn update_password(s: StoreSession, st: web::Data<AppState>, origin: Origin, Json(b): Json<UpdatePasswordBody>) -> ApiResult<HttpResponse> {
+async fn update_password(
+    s: StoreSession,
+    st: web::Data<AppState>,
+    origin: Origin,
+    Json(b): Json<UpdatePasswordBody>,
+) -> ApiResult<HttpResponse> {
     let uid = s.user.id;
     let primary = st.db.run(move |c| store::primary_email(c, uid)).await?;
     let email = primary.and_then(|e| crate::types::Email::try_from(e).ok());
@@ -291,7 +330,14 @@ async fn update_password(s: StoreSession, st: web::Data<AppState>, origin: Origi
             for id in session::revoke_all(c, user_id, Some(&keep), "password_change")? {
                 state.sessions.forget(&id);
             }
-            store::audit(c, Some(company_id), Some(user_id), "password_changed", &origin.ip, serde_json::json!({"kind": "fynd"}))
+            store::audit(
+                c,
+                Some(company_id),
+                Some(user_id),
+                "password_changed",
+                &origin.ip,
+                serde_json::json!({"kind": "fynd"}),
+            )
         })
         .await?;
     Ok(ok(&s).json(MessageView { message: "success".into() }))
@@ -336,7 +382,11 @@ pub struct ProfileEditView {
 #[utoipa::path(tag = "fynd-storefront", request_body = EditProfileBody, responses((status = 200, body = ProfileEditView),
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/service/application/user/profile/v1.0/detail")]
-async fn update_profile(s: StoreSession, st: web::Data<AppState>, Json(b): Json<EditProfileBody>) -> ApiResult<HttpResponse> {
+async fn update_profile(
+    s: StoreSession,
+    st: web::Data<AppState>,
+    Json(b): Json<EditProfileBody>,
+) -> ApiResult<HttpResponse> {
     let email = b.email.as_deref().filter(|e| !e.trim().is_empty()).map(|e| views::email(e, "email")).transpose()?;
     let phone = b
         .mobile
@@ -359,10 +409,18 @@ async fn update_profile(s: StoreSession, st: web::Data<AppState>, Json(b): Json<
             let user = customer::update_profile(c, user_id, &change)?;
             let current = customer::load(c, user.clone())?;
             if let Some(e) = email {
-                customer::add_email(c, &user, &Contact { value: e, primary: current.emails.is_empty(), verified: false })?;
+                customer::add_email(
+                    c,
+                    &user,
+                    &Contact { value: e, primary: current.emails.is_empty(), verified: false },
+                )?;
             }
             if let Some(p) = phone {
-                customer::add_phone(c, &user, &Contact { value: p, primary: current.phones.is_empty(), verified: false })?;
+                customer::add_phone(
+                    c,
+                    &user,
+                    &Contact { value: p, primary: current.phones.is_empty(), verified: false },
+                )?;
             }
             service::view(c, user, app_id)
         })
@@ -397,7 +455,11 @@ pub struct MobileAddedView {
 #[utoipa::path(tag = "fynd-storefront", request_body = MobileBody, responses((status = 200, body = MobileAddedView),
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[put("/service/application/user/profile/v1.0/mobile")]
-async fn add_mobile_number(s: StoreSession, st: web::Data<AppState>, Json(b): Json<MobileBody>) -> ApiResult<HttpResponse> {
+async fn add_mobile_number(
+    s: StoreSession,
+    st: web::Data<AppState>,
+    Json(b): Json<MobileBody>,
+) -> ApiResult<HttpResponse> {
     let phone = phone_from_parts(b.country_code.as_deref(), &b.phone, "phone")?;
     let (user, app_id) = (s.user.clone(), s.client.app.id);
     let view = st
@@ -424,7 +486,11 @@ pub struct DeleteMobileQuery {
 #[utoipa::path(tag = "fynd-storefront", params(DeleteMobileQuery), responses((status = 200, body = LoginSuccessView),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 #[delete("/service/application/user/profile/v1.0/mobile")]
-async fn delete_mobile_number(s: StoreSession, st: web::Data<AppState>, q: web::Query<DeleteMobileQuery>) -> ApiResult<HttpResponse> {
+async fn delete_mobile_number(
+    s: StoreSession,
+    st: web::Data<AppState>,
+    q: web::Query<DeleteMobileQuery>,
+) -> ApiResult<HttpResponse> {
     let phone = phone_from_parts(q.country_code.as_deref(), &q.phone, "phone")?;
     let (user, app_id) = (s.user.clone(), s.client.app.id);
     let view = st
@@ -441,7 +507,11 @@ async fn delete_mobile_number(s: StoreSession, st: web::Data<AppState>, q: web::
 #[utoipa::path(tag = "fynd-storefront", request_body = MobileBody, responses((status = 200, body = LoginSuccessView),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[post("/service/application/user/profile/v1.0/mobile/primary")]
-async fn set_mobile_number_as_primary(s: StoreSession, st: web::Data<AppState>, Json(b): Json<MobileBody>) -> ApiResult<HttpResponse> {
+async fn set_mobile_number_as_primary(
+    s: StoreSession,
+    st: web::Data<AppState>,
+    Json(b): Json<MobileBody>,
+) -> ApiResult<HttpResponse> {
     let phone = phone_from_parts(b.country_code.as_deref(), &b.phone, "phone")?;
     let (user, app_id) = (s.user.clone(), s.client.app.id);
     let view = st
@@ -496,7 +566,11 @@ pub struct DeleteEmailQuery {
 #[utoipa::path(tag = "fynd-storefront", params(DeleteEmailQuery), responses((status = 200, body = LoginSuccessView),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 #[delete("/service/application/user/profile/v1.0/email")]
-async fn delete_email(s: StoreSession, st: web::Data<AppState>, q: web::Query<DeleteEmailQuery>) -> ApiResult<HttpResponse> {
+async fn delete_email(
+    s: StoreSession,
+    st: web::Data<AppState>,
+    q: web::Query<DeleteEmailQuery>,
+) -> ApiResult<HttpResponse> {
     let email = views::email(&q.email, "email")?;
     let (user, app_id) = (s.user.clone(), s.client.app.id);
     let view = st
@@ -513,7 +587,11 @@ async fn delete_email(s: StoreSession, st: web::Data<AppState>, q: web::Query<De
 #[utoipa::path(tag = "fynd-storefront", request_body = EmailBody, responses((status = 200, body = LoginSuccessView),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[post("/service/application/user/profile/v1.0/email/primary")]
-async fn set_email_as_primary(s: StoreSession, st: web::Data<AppState>, Json(b): Json<EmailBody>) -> ApiResult<HttpResponse> {
+async fn set_email_as_primary(
+    s: StoreSession,
+    st: web::Data<AppState>,
+    Json(b): Json<EmailBody>,
+) -> ApiResult<HttpResponse> {
     let email = views::email(&b.email, "email")?;
     let (user, app_id) = (s.user.clone(), s.client.app.id);
     let view = st
@@ -561,7 +639,11 @@ async fn get_user_attributes(s: StoreSession, q: web::Query<AttributesQuery>) ->
 #[utoipa::path(tag = "fynd-storefront", request_body = AttributesView, responses((status = 200, body = AttributesView),
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 #[patch("/service/application/user/profile/v1.0/user-attributes")]
-async fn update_user_attributes(s: StoreSession, st: web::Data<AppState>, Json(b): Json<AttributesView>) -> ApiResult<HttpResponse> {
+async fn update_user_attributes(
+    s: StoreSession,
+    st: web::Data<AppState>,
+    Json(b): Json<AttributesView>,
+) -> ApiResult<HttpResponse> {
     let (user_id, company_id) = (s.user.id, s.user.company_id);
     let patch = b.attributes;
     let merged = st
@@ -576,7 +658,8 @@ async fn update_user_attributes(s: StoreSession, st: web::Data<AppState>, Json(b
                     all.insert(k, v);
                 }
             }
-            let change = ProfileChange { attributes: Some(Value::Object(all.clone()).to_string()), ..Default::default() };
+            let change =
+                ProfileChange { attributes: Some(Value::Object(all.clone()).to_string()), ..Default::default() };
             customer::update_profile(c, user_id, &change)?;
             Ok(all)
         })
@@ -615,13 +698,47 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(login_with_password, register_with_form, get_logged_in_user, get_list_of_active_sessions, logout, user_exists,
-        has_password, update_password, update_profile, add_mobile_number, delete_mobile_number,
-        set_mobile_number_as_primary, add_email, delete_email, set_email_as_primary, get_user_attributes,
-        update_user_attributes, get_platform_config),
-    components(schemas(PasswordLoginBody, LoginSuccessView, RegisterPhoneBody, FormRegisterBody, RegisterFormView,
-        UserObjectView, SessionListSuccessView, LogoutView, UserExistsView, HasPasswordView, UpdatePasswordBody,
-        MessageView, ProfileMobileBody, EditProfileBody, ProfileEditView, MobileBody, MobileAddedView, EmailBody,
-        EmailAddedView, AttributesView))
+    paths(
+        login_with_password,
+        register_with_form,
+        get_logged_in_user,
+        get_list_of_active_sessions,
+        logout,
+        user_exists,
+        has_password,
+        update_password,
+        update_profile,
+        add_mobile_number,
+        delete_mobile_number,
+        set_mobile_number_as_primary,
+        add_email,
+        delete_email,
+        set_email_as_primary,
+        get_user_attributes,
+        update_user_attributes,
+        get_platform_config
+    ),
+    components(schemas(
+        PasswordLoginBody,
+        LoginSuccessView,
+        RegisterPhoneBody,
+        FormRegisterBody,
+        RegisterFormView,
+        UserObjectView,
+        SessionListSuccessView,
+        LogoutView,
+        UserExistsView,
+        HasPasswordView,
+        UpdatePasswordBody,
+        MessageView,
+        ProfileMobileBody,
+        EditProfileBody,
+        ProfileEditView,
+        MobileBody,
+        MobileAddedView,
+        EmailBody,
+        EmailAddedView,
+        AttributesView
+    ))
 )]
 pub struct Api;

@@ -76,7 +76,10 @@ impl UserView {
             application_id: u.application_id.unwrap_or(application_id).to_string(),
             first_name: u.first_name,
             last_name: u.last_name,
-            meta: serde_json::from_str::<Value>(&u.meta).ok().filter(Value::is_object).unwrap_or_else(|| Value::Object(Default::default())),
+            meta: serde_json::from_str::<Value>(&u.meta)
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| Value::Object(Default::default())),
             phone_numbers: c
                 .phones
                 .iter()

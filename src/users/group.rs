@@ -127,8 +127,8 @@ pub fn update(c: &mut Db, id: i64, change: &GroupChange) -> ApiResult<GroupRow> 
 }
 
 pub fn add_member(c: &mut Db, group_id: i64, user_id: i64) -> ApiResult<()> {
-    let exists: bool = diesel::select(diesel::dsl::exists(user_group_members::table.find((group_id, user_id))))
-        .get_result(c)?;
+    let exists: bool =
+        diesel::select(diesel::dsl::exists(user_group_members::table.find((group_id, user_id)))).get_result(c)?;
     if !exists {
         diesel::insert_into(user_group_members::table)
             .values((

@@ -3,4 +3,6 @@
 mod helpers;
 
 mod accounts;
+mod fynd_app;
+mod fynd_platform;
 mod ops;
