@@ -5,16 +5,22 @@ pub mod applications;
 pub mod config;
 pub mod extract;
 pub mod limit;
+pub mod notify;
+pub mod otp;
 pub mod platform;
 pub mod service;
 pub mod store;
 pub mod storefront;
+pub mod storefront_otp;
 pub mod views;
 
 use actix_web::web;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(applications::configure).configure(platform::configure).configure(storefront::configure);
+    cfg.configure(applications::configure)
+        .configure(platform::configure)
+        .configure(storefront::configure)
+        .configure(storefront_otp::configure);
 }
 
 /// The OpenAPI of every Fynd route.
@@ -23,5 +29,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = applications::Api::openapi();
     doc.merge(platform::Api::openapi());
     doc.merge(storefront::Api::openapi());
+    doc.merge(storefront_otp::Api::openapi());
     doc
 }

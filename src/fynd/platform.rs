@@ -165,7 +165,8 @@ async fn create_user(
     let n = NewCustomer {
         phone: Some(phone),
         email,
-        verified: q.verified.unwrap_or(false),
+        phone_verified: q.verified.unwrap_or(false),
+        email_verified: q.verified.unwrap_or(false),
         first_name: b.first_name,
         last_name: b.last_name,
         gender: b.gender,

@@ -42,7 +42,8 @@ pub async fn platform_app(
 pub struct NewCustomer {
     pub phone: Option<Phone>,
     pub email: Option<Email>,
-    pub verified: bool,
+    pub phone_verified: bool,
+    pub email_verified: bool,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub gender: Option<String>,
@@ -137,11 +138,11 @@ pub fn create_or_adopt(c: &mut Db, app: &ApplicationRow, n: &NewCustomer) -> Api
     };
     if let Some(p) = &n.phone {
         let primary = customer::load(c, user.clone())?.phones.is_empty();
-        customer::add_phone(c, &user, &Contact { value: p.clone(), primary, verified: n.verified })?;
+        customer::add_phone(c, &user, &Contact { value: p.clone(), primary, verified: n.phone_verified })?;
     }
     if let Some(e) = &n.email {
         let primary = customer::load(c, user.clone())?.emails.is_empty();
-        customer::add_email(c, &user, &Contact { value: e.clone(), primary, verified: n.verified })?;
+        customer::add_email(c, &user, &Contact { value: e.clone(), primary, verified: n.email_verified })?;
     }
     Ok(user)
 }

@@ -112,7 +112,8 @@ pub struct RegisterFormView {
 /// `registerWithForm`: creates the customer with a password and logs it in (cookie). The
 /// platform config's `register` switch and `register_required_fields` apply; a WhatsApp
 /// contact with the same phone becomes this account (one identity); an existing storefront
-/// account is 409 `user_exists`. E-mail and phone stay unverified (no OTP step here).
+/// account is 409 `user_exists`. A contact is verified when `register_token` (from a verified
+/// OTP) vouches for it, else it stays unverified.
 #[utoipa::path(tag = "fynd-storefront", request_body = FormRegisterBody, responses((status = 200, body = RegisterFormView),
     (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/service/application/user/authentication/v1.0/register/form")]
@@ -147,10 +148,14 @@ async fn register_with_form(
     password::check_new(&b.password, email.as_ref())?;
     let pw = b.password.clone();
     let hash = web::block(move || password::hash(&pw)).await??;
+    // A register_token from a verified OTP marks that contact verified (auth.md §2.4).
+    let vouched =
+        b.register_token.as_deref().and_then(|t| super::otp::verified_destination(&st.data_key, client.app.id, t));
     let n = NewCustomer {
         phone: phone.clone(),
         email: email.clone(),
-        verified: false,
+        phone_verified: vouched.is_some() && vouched.as_deref() == phone.as_ref().map(|p| p.as_str()),
+        email_verified: vouched.is_some() && vouched.as_deref() == email.as_ref().map(|e| e.as_str()),
         first_name: b.first_name.map(|s| s.trim().to_owned()),
         last_name: b.last_name.map(|s| s.trim().to_owned()),
         gender: b.gender,

@@ -361,3 +361,29 @@ pub fn update_profile(c: &mut Db, user_id: i64, change: &ProfileChange) -> ApiRe
         .returning(users::all_columns)
         .get_result(c)?)
 }
+
+/// Marks a user's phone verified (after an OTP to it).
+pub fn mark_phone_verified(c: &mut Db, user_id: i64, e164: &str) -> ApiResult<()> {
+    diesel::update(
+        user_phones::table
+            .filter(user_phones::user_id.eq(user_id))
+            .filter(user_phones::e164.eq(e164))
+            .filter(user_phones::active.eq(true)),
+    )
+    .set(user_phones::verified.eq(true))
+    .execute(c)?;
+    Ok(())
+}
+
+/// Marks a user's e-mail verified (after an OTP to it).
+pub fn mark_email_verified(c: &mut Db, user_id: i64, email: &str) -> ApiResult<()> {
+    diesel::update(
+        user_emails::table
+            .filter(user_emails::user_id.eq(user_id))
+            .filter(user_emails::email.eq(email))
+            .filter(user_emails::active.eq(true)),
+    )
+    .set(user_emails::verified.eq(true))
+    .execute(c)?;
+    Ok(())
+}

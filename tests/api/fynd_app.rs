@@ -380,3 +380,399 @@ both_backends!(profile_contacts_and_attributes, |app: TestApp| async move {
         call(Method::PATCH, format!("{PROFILE}/user-attributes"), Some(json!({"attributes": [1]}))).await;
     assert_error(status, &body, 400, "validation_failed");
 });
+
+/// The newest code sent to `to` (a phone in E.164 or an e-mail), read from the outbox files.
+fn code_for(app: &TestApp, kind: &str, to: &str) -> Option<String> {
+    let dir = app.data_dir().join("outbox").join(kind);
+    let mut files: Vec<_> = std::fs::read_dir(&dir).ok()?.filter_map(Result::ok).map(|e| e.path()).collect();
+    files.sort();
+    files.iter().rev().filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')).find_map(|p| {
+        let text = std::fs::read_to_string(p).ok()?;
+        if !text.contains(&format!("To: {to}")) {
+            return None;
+        }
+        let body = text.split_once("\n\n").or_else(|| text.split_once("\r\n\r\n"))?.1;
+        body.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).map(str::to_owned)
+    })
+}
+
+both_backends!(otp_registration_login_and_attempt_limit, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    let (app_id, token) = create_app(&app, &admin, "shop").await;
+    let bearer = app_bearer(app_id, &token);
+
+    let (status, sent, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/login/otp?platform={app_id}"),
+        &bearer,
+        None,
+        Some(&json!({"country_code": "91", "mobile": "9812345678", "android_hash": "FA+9qCX9VSu"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["success"], true);
+    assert_eq!(sent["mobile"], "9812345678");
+    assert_eq!(sent["country_code"], "91");
+    assert_eq!(sent["resend_timer"], 30);
+    assert_eq!(sent["user_exists"], false);
+    let request_id = sent["request_id"].as_str().unwrap().to_owned();
+    let code = code_for(&app, "sms", "+919812345678").expect("the SMS is in the outbox");
+    let sms = std::fs::read_dir(app.data_dir().join("outbox/sms")).unwrap().count();
+    assert_eq!(sms, 1);
+    // The resend window (30 s) applies per number.
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/mobile/send"),
+        &bearer,
+        None,
+        Some(&json!({"country_code": "91", "mobile": "9812345678"})),
+    )
+    .await;
+    assert_error(status, &body, 429, "rate_limited");
+
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/mobile/verify"),
+        &bearer,
+        None,
+        Some(&json!({"request_id": request_id, "otp": wrong})),
+    )
+    .await;
+    assert_error(status, &body, 400, "invalid_otp");
+    let (status, verified, set_cookie) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/mobile/verify"),
+        &bearer,
+        None,
+        Some(&json!({"request_id": request_id, "otp": code})),
+    )
+    .await;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["user_exists"], false);
+    assert!(verified.get("user").is_none(), "{verified}");
+    assert!(set_cookie.is_none());
+    let register_token = verified["register_token"].as_str().unwrap().to_owned();
+    // Single use.
+    let (status, _, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/mobile/verify"),
+        &bearer,
+        None,
+        Some(&json!({"request_id": request_id, "otp": code})),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let (status, body, set_cookie) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/register/form"),
+        &bearer,
+        None,
+        Some(&json!({"first_name": "Otp", "email": "otp@shop.test", "password": "password-123",
+                     "phone": {"country_code": "91", "mobile": "9812345678"}, "register_token": register_token})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let cookie = cookie_value(&set_cookie.unwrap());
+    let (_, me, _) = storefront(&app, Method::GET, &format!("{AUTH}/session"), &bearer, Some(&cookie), None).await;
+    assert_eq!(me["user"]["phone_numbers"][0]["verified"], true, "the register_token vouched for the phone: {me}");
+    assert_eq!(me["user"]["emails"][0]["verified"], false);
+
+    // E-mail OTP logs the existing account in and verifies the address.
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/email/send"),
+        &bearer,
+        None,
+        Some(&json!({"email": "otp@shop.test", "action": "send"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"success": true}));
+    let code = code_for(&app, "mail", "otp@shop.test").expect("the mail is in the outbox");
+    let (status, body, set_cookie) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/email/verify"),
+        &bearer,
+        None,
+        Some(&json!({"email": "otp@shop.test", "otp": code, "action": "verify"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_exists"], true);
+    assert_eq!(body["user"]["_id"], me["user"]["_id"]);
+    assert_eq!(body["user"]["emails"][0]["verified"], true);
+    assert!(set_cookie.unwrap().starts_with("f.session=s%3A"));
+
+    // Five wrong attempts exhaust a challenge: the right code no longer works.
+    let (_, sent, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/mobile/send"),
+        &bearer,
+        None,
+        Some(&json!({"country_code": "91", "mobile": "9812340000"})),
+    )
+    .await;
+    let rid = sent["request_id"].as_str().unwrap().to_owned();
+    let code = code_for(&app, "sms", "+919812340000").unwrap();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        let (status, _, _) = storefront(
+            &app,
+            Method::POST,
+            &format!("{AUTH}/otp/mobile/verify"),
+            &bearer,
+            None,
+            Some(&json!({"request_id": rid, "otp": wrong})),
+        )
+        .await;
+        assert_eq!(status, 400);
+    }
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/mobile/verify"),
+        &bearer,
+        None,
+        Some(&json!({"request_id": rid, "otp": code})),
+    )
+    .await;
+    assert_error(status, &body, 400, "invalid_otp");
+
+    // Codes are stored hashed.
+    let codes = app
+        .state
+        .db
+        .run(|c| {
+            use diesel::prelude::*;
+            Ok(confab::db::schema::otp_challenges::table
+                .select(confab::db::schema::otp_challenges::code_hash)
+                .load::<String>(c)?)
+        })
+        .await
+        .unwrap();
+    assert!(codes.iter().all(|h| h.len() == 64 && h != &code));
+
+    // OTP login can be switched off.
+    let company = company_of(&app, &admin).await;
+    app.post(&platform(company, app_id, "/platform/config"), Some(&admin), &json!({"login": {"otp": false}})).await;
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/login/otp"),
+        &bearer,
+        None,
+        Some(&json!({"country_code": "91", "mobile": "9812349999"})),
+    )
+    .await;
+    assert_error(status, &body, 403, "otp_login_disabled");
+});
+
+both_backends!(forgot_password_by_mobile_and_email_otp, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    let (app_id, token) = create_app(&app, &admin, "shop").await;
+    let bearer = app_bearer(app_id, &token);
+    let cookie = register(&app, &bearer, "f@shop.test", "9811111111", "password-123").await;
+
+    let (status, sent, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/forgot/mobile/send"),
+        &bearer,
+        None,
+        Some(&json!({"country_code": "91", "mobile": "9811111111", "action": "send"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    assert!(sent.get("user_exists").is_none());
+    let code = code_for(&app, "sms", "+919811111111").unwrap();
+    let (status, verified, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/forgot/mobile/verify"),
+        &bearer,
+        None,
+        Some(&json!({"request_id": sent["request_id"], "otp": code})),
+    )
+    .await;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["success"], true);
+    let forgot = verified["forgot_token"].as_str().unwrap().to_owned();
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/login/password/forgot"),
+        &bearer,
+        None,
+        Some(&json!({"code": forgot, "password": "password-789"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"success": true}));
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/login/password/forgot"),
+        &bearer,
+        None,
+        Some(&json!({"code": forgot, "password": "password-000"})),
+    )
+    .await;
+    assert_error(status, &body, 400, "invalid_code");
+    let (status, _, _) = storefront(&app, Method::GET, &format!("{AUTH}/session"), &bearer, Some(&cookie), None).await;
+    assert_eq!(status, 401, "a reset ends every session");
+    assert_eq!(login(&app, &bearer, "f@shop.test", "password-123").await.0, 401);
+    assert_eq!(login(&app, &bearer, "f@shop.test", "password-789").await.0, 200);
+
+    // By e-mail.
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/forgot/email/send"),
+        &bearer,
+        None,
+        Some(&json!({"email": "f@shop.test"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let code = code_for(&app, "mail", "f@shop.test").unwrap();
+    let (status, verified, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/forgot/email/verify"),
+        &bearer,
+        None,
+        Some(&json!({"email": "f@shop.test", "otp": code})),
+    )
+    .await;
+    assert_eq!(status, 200, "{verified}");
+    let (status, _, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/login/password/forgot"),
+        &bearer,
+        None,
+        Some(&json!({"code": verified["forgot_token"], "password": "password-abc"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(login(&app, &bearer, "f@shop.test", "password-abc").await.0, 200);
+
+    // Unknown accounts get the same answer and no message.
+    let (status, sent, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/forgot/mobile/send"),
+        &bearer,
+        None,
+        Some(&json!({"country_code": "91", "mobile": "9822222222"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    assert!(sent["request_id"].is_string());
+    assert!(code_for(&app, "sms", "+919822222222").is_none());
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/forgot/email/send"),
+        &bearer,
+        None,
+        Some(&json!({"email": "ghost@shop.test"})),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"success": true})));
+    assert!(code_for(&app, "mail", "ghost@shop.test").is_none());
+});
+
+both_backends!(delete_account_by_otp_then_undelete, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    let company = company_of(&app, &admin).await;
+    let (app_id, token) = create_app(&app, &admin, "shop").await;
+    let bearer = app_bearer(app_id, &token);
+    app.post(&platform(company, app_id, "/platform/config"), Some(&admin),
+        &json!({"delete_account_reasons": [{"reason_text": "Not using it", "reason_id": "r1", "show_text_area": false}]})).await;
+    let cookie = register(&app, &bearer, "d@shop.test", "9833333333", "password-123").await;
+    let (_, me, _) = storefront(&app, Method::GET, &format!("{AUTH}/session"), &bearer, Some(&cookie), None).await;
+    let id = me["user"]["_id"].as_str().unwrap().to_owned();
+
+    let (_, sent, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/otp/mobile/send"),
+        &bearer,
+        None,
+        Some(&json!({"country_code": "91", "mobile": "9833333333", "action": "delete"})),
+    )
+    .await;
+    let rid = sent["request_id"].as_str().unwrap().to_owned();
+    let code = code_for(&app, "sms", "+919833333333").unwrap();
+    let delete = format!("{AUTH}/delete");
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &delete,
+        &bearer,
+        Some(&cookie),
+        Some(&json!({"user_id": id, "reason_id": "nope", "reason": "x", "request_id": rid, "otp": code})),
+    )
+    .await;
+    assert_error(status, &body, 400, "validation_failed");
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &delete,
+        &bearer,
+        Some(&cookie),
+        Some(&json!({"user_id": "12345", "reason_id": "r1", "request_id": rid, "otp": code})),
+    )
+    .await;
+    assert_error(status, &body, 403, "forbidden");
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &delete,
+        &bearer,
+        None,
+        Some(&json!({"user_id": id, "reason_id": "r1", "request_id": rid, "otp": code})),
+    )
+    .await;
+    assert_error(status, &body, 401, "unauthenticated");
+    let (status, body, set_cookie) = storefront(
+        &app,
+        Method::POST,
+        &delete,
+        &bearer,
+        Some(&cookie),
+        Some(&json!({"user_id": id, "reason_id": "r1", "reason": "Not using it", "request_id": rid, "otp": code})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"success": true}));
+    assert!(set_cookie.unwrap().contains("Max-Age=0"));
+    let (status, _, _) = storefront(&app, Method::GET, &format!("{AUTH}/session"), &bearer, Some(&cookie), None).await;
+    assert_eq!(status, 401);
+    assert_eq!(login(&app, &bearer, "d@shop.test", "password-123").await.0, 401);
+    let (_, list) = app.get(&platform(company, app_id, "/customers/list"), Some(&admin)).await;
+    assert_eq!(list["items"][0]["status"], "deleted");
+    assert!(list["items"][0]["deleted_on"].is_string(), "{list}");
+
+    let (status, body) = app
+        .put(
+            &platform(company, app_id, "/customers/undelete"),
+            Some(&admin),
+            &json!({"user_id": id, "reason": "asked", "reason_id": "1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(login(&app, &bearer, "d@shop.test", "password-123").await.0, 200);
+});
