@@ -11,6 +11,7 @@ pub mod platform;
 pub mod service;
 pub mod store;
 pub mod storefront;
+pub mod storefront_links;
 pub mod storefront_otp;
 pub mod views;
 
@@ -20,7 +21,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(applications::configure)
         .configure(platform::configure)
         .configure(storefront::configure)
-        .configure(storefront_otp::configure);
+        .configure(storefront_otp::configure)
+        .configure(storefront_links::configure);
 }
 
 /// The OpenAPI of every Fynd route.
@@ -30,5 +32,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(platform::Api::openapi());
     doc.merge(storefront::Api::openapi());
     doc.merge(storefront_otp::Api::openapi());
+    doc.merge(storefront_links::Api::openapi());
     doc
 }

@@ -161,9 +161,17 @@ pub fn check(
     Ok(Checked::Accepted(Verified { request_id: request_id.to_owned(), user_id, destination }))
 }
 
-/// A single-use opaque token stored like a code (purpose `forgot_token`), for the
-/// forgot-password step after a verified OTP.
-pub fn issue_token(c: &mut Db, key: &DataKey, company_id: i64, user_id: i64, purpose: &str) -> ApiResult<String> {
+/// A single-use opaque token stored like a code: the `forgot_token` after a verified OTP, and
+/// the codes of e-mailed or texted links (password reset, contact verification). The
+/// `destination` is the contact the token is about.
+pub fn issue_token(
+    c: &mut Db,
+    key: &DataKey,
+    company_id: i64,
+    user_id: i64,
+    purpose: &str,
+    destination: &str,
+) -> ApiResult<String> {
     let token = random_token();
     let t = now();
     let request_id = random_hex_id();
@@ -173,7 +181,7 @@ pub fn issue_token(c: &mut Db, key: &DataKey, company_id: i64, user_id: i64, pur
             otp_challenges::company_id.eq(company_id),
             otp_challenges::user_id.eq(user_id),
             otp_challenges::channel.eq("token"),
-            otp_challenges::destination.eq(user_id.to_string()),
+            otp_challenges::destination.eq(destination),
             otp_challenges::purpose.eq(purpose),
             otp_challenges::code_hash.eq(key.sign(format!("token:{token}").as_bytes())),
             otp_challenges::attempts.eq(0),
@@ -185,27 +193,49 @@ pub fn issue_token(c: &mut Db, key: &DataKey, company_id: i64, user_id: i64, pur
     Ok(format!("{request_id}.{token}"))
 }
 
-/// Consumes a token from [`issue_token`]; returns its user.
-pub fn consume_token(c: &mut Db, key: &DataKey, company_id: i64, token: &str, purpose: &str) -> ApiResult<Option<i64>> {
+/// A live token from [`issue_token`]: its user and destination, without using it up.
+pub fn peek_token(
+    c: &mut Db,
+    key: &DataKey,
+    company_id: i64,
+    token: &str,
+    purpose: &str,
+) -> ApiResult<Option<(String, i64, String)>> {
     let Some((request_id, secret)) = token.split_once('.') else { return Ok(None) };
-    let t = now();
-    let row: Option<(String, Option<i64>)> = otp_challenges::table
+    let row: Option<(String, Option<i64>, String)> = otp_challenges::table
         .filter(otp_challenges::request_id.eq(request_id))
         .filter(otp_challenges::company_id.eq(company_id))
         .filter(otp_challenges::purpose.eq(purpose))
         .filter(otp_challenges::consumed_at.is_null())
-        .filter(otp_challenges::expires_at.gt(t))
-        .select((otp_challenges::code_hash, otp_challenges::user_id))
+        .filter(otp_challenges::expires_at.gt(now()))
+        .select((otp_challenges::code_hash, otp_challenges::user_id, otp_challenges::destination))
         .first(c)
         .optional()?;
-    let Some((stored, user_id)) = row else { return Ok(None) };
-    if !constant_time_eq(stored.as_bytes(), key.sign(format!("token:{secret}").as_bytes()).as_bytes()) {
+    Ok(row.and_then(|(stored, user_id, destination)| {
+        let ours = constant_time_eq(stored.as_bytes(), key.sign(format!("token:{secret}").as_bytes()).as_bytes());
+        match (ours, user_id) {
+            (true, Some(user_id)) => Some((request_id.to_owned(), user_id, destination)),
+            _ => None,
+        }
+    }))
+}
+
+/// Uses up a token from [`issue_token`] (single use, atomic); returns its user and destination.
+pub fn consume_token(
+    c: &mut Db,
+    key: &DataKey,
+    company_id: i64,
+    token: &str,
+    purpose: &str,
+) -> ApiResult<Option<(i64, String)>> {
+    let Some((request_id, user_id, destination)) = peek_token(c, key, company_id, token, purpose)? else {
         return Ok(None);
-    }
-    let consumed = diesel::update(otp_challenges::table.find(request_id).filter(otp_challenges::consumed_at.is_null()))
-        .set(otp_challenges::consumed_at.eq(t))
-        .execute(c)?;
-    Ok(if consumed == 1 { user_id } else { None })
+    };
+    let consumed =
+        diesel::update(otp_challenges::table.find(&request_id).filter(otp_challenges::consumed_at.is_null()))
+            .set(otp_challenges::consumed_at.eq(now()))
+            .execute(c)?;
+    Ok((consumed == 1).then_some((user_id, destination)))
 }
 
 /// A `register_token`: proof, signed with the data key, that `destination` (a phone or an

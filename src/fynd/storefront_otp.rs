@@ -377,7 +377,8 @@ async fn forgot_token(st: &AppState, client: &AppClient, verified: otp::Verified
         return Err(ApiError::bad_request("invalid_otp", "the code is wrong, used or expired"));
     };
     let (key, company_id) = (st.data_key.clone(), client.app.company_id);
-    let token = st.db.write(move |c| otp::issue_token(c, &key, company_id, user_id, FORGOT_TOKEN)).await?;
+    let dest = verified.destination.clone();
+    let token = st.db.write(move |c| otp::issue_token(c, &key, company_id, user_id, FORGOT_TOKEN, &dest)).await?;
     Ok(HttpResponse::Ok().json(VerifyForgotView { success: true, forgot_token: token }))
 }
 
@@ -473,7 +474,7 @@ async fn reset_forgot_password(
     st.db
         .write(move |c| {
             let invalid = || ApiError::bad_request("invalid_code", "the reset code is wrong, used or expired");
-            let user_id = otp::consume_token(c, &key, company_id, &b.code, FORGOT_TOKEN)?.ok_or_else(invalid)?;
+            let (user_id, _) = otp::consume_token(c, &key, company_id, &b.code, FORGOT_TOKEN)?.ok_or_else(invalid)?;
             let user = customer::get(c, company_id, app_id, user_id).map_err(|_| invalid())?;
             let email = store::primary_email(c, user.id)?.and_then(|e| Email::try_from(e).ok());
             password::check_new(&new_password, email.as_ref())?;

@@ -776,3 +776,184 @@ both_backends!(delete_account_by_otp_then_undelete, |app: TestApp| async move {
     assert_eq!(status, 200, "{body}");
     assert_eq!(login(&app, &bearer, "d@shop.test", "password-123").await.0, 200);
 });
+
+/// The `code` of the newest link sent to `to`, read from the outbox files.
+fn link_code_for(app: &TestApp, kind: &str, to: &str) -> Option<String> {
+    let dir = app.data_dir().join("outbox").join(kind);
+    let mut files: Vec<_> = std::fs::read_dir(&dir).ok()?.filter_map(Result::ok).map(|e| e.path()).collect();
+    files.sort();
+    files.iter().rev().find_map(|p| {
+        let text = std::fs::read_to_string(p).ok()?;
+        if !text.contains(&format!("To: {to}")) {
+            return None;
+        }
+        let (_, rest) = text.split_once("code=")?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    })
+}
+
+both_backends!(password_reset_and_verification_links, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    let (app_id, token) = create_app(&app, &admin, "shop").await;
+    let bearer = app_bearer(app_id, &token);
+    let cookie = register(&app, &bearer, "l@shop.test", "9844444444", "password-123").await;
+
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/login/password/reset"),
+        &bearer,
+        None,
+        Some(&json!({"email": "l@shop.test"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"status": "sent"}));
+    let code = link_code_for(&app, "mail", "l@shop.test").expect("a reset link was mailed");
+    let mail = std::fs::read_dir(app.data_dir().join("outbox/mail")).unwrap().next().unwrap().unwrap().path();
+    assert!(std::fs::read_to_string(mail).unwrap().contains("http://shop.test/auth/reset-password?code="));
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/login/password/reset/token"),
+        &bearer,
+        None,
+        Some(&json!({"code": code})),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"status": "success"})));
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/login/password/reset/token"),
+        &bearer,
+        None,
+        Some(&json!({"code": "nope.nope"})),
+    )
+    .await;
+    assert_error(status, &body, 400, "invalid_code");
+    let (status, body, set_cookie) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/login/password/reset/forgot"),
+        &bearer,
+        None,
+        Some(&json!({"code": code, "password": "password-new"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["emails"][0]["email"], "l@shop.test");
+    let fresh = cookie_value(&set_cookie.unwrap());
+    let (status, _, _) = storefront(&app, Method::GET, &format!("{AUTH}/session"), &bearer, Some(&fresh), None).await;
+    assert_eq!(status, 200, "reset and logged in");
+    let (status, _, _) = storefront(&app, Method::GET, &format!("{AUTH}/session"), &bearer, Some(&cookie), None).await;
+    assert_eq!(status, 401, "older sessions end");
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/login/password/reset/forgot"),
+        &bearer,
+        None,
+        Some(&json!({"code": code, "password": "password-again"})),
+    )
+    .await;
+    assert_error(status, &body, 400, "invalid_code");
+    assert_eq!(login(&app, &bearer, "l@shop.test", "password-new").await.0, 200);
+
+    // By text message, and silence for unknown accounts.
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/login/password/mobile/reset"),
+        &bearer,
+        None,
+        Some(&json!({"country_code": "91", "mobile": "9844444444"})),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"status": "sent"})));
+    assert!(link_code_for(&app, "sms", "+919844444444").is_some());
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{AUTH}/login/password/reset"),
+        &bearer,
+        None,
+        Some(&json!({"email": "ghost@shop.test"})),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"status": "sent"})));
+    assert!(link_code_for(&app, "mail", "ghost@shop.test").is_none());
+
+    // Verification links mark the contact verified.
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{PROFILE}/email/link/send"),
+        &bearer,
+        Some(&fresh),
+        Some(&json!({"email": "l@shop.test"})),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"verify_email_link": true})));
+    let code = link_code_for(&app, "mail", "l@shop.test").unwrap();
+    let (status, body, _) =
+        storefront(&app, Method::POST, &format!("{AUTH}/verify/email"), &bearer, None, Some(&json!({"code": code})))
+            .await;
+    assert_eq!((status, body), (200, json!({"message": "verified"})));
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{PROFILE}/mobile/link/send"),
+        &bearer,
+        Some(&fresh),
+        Some(&json!({"country_code": "91", "phone": "9844444444", "active": true, "primary": true, "verified": false})),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"verify_mobile_link": true})));
+    let code = link_code_for(&app, "sms", "+919844444444").unwrap();
+    let (status, body, _) =
+        storefront(&app, Method::POST, &format!("{AUTH}/verify/mobile"), &bearer, None, Some(&json!({"code": code})))
+            .await;
+    assert_eq!((status, body), (200, json!({"message": "verified"})));
+    let (status, body, _) =
+        storefront(&app, Method::POST, &format!("{AUTH}/verify/mobile"), &bearer, None, Some(&json!({"code": code})))
+            .await;
+    assert_error(status, &body, 400, "invalid_code");
+    let (_, me, _) = storefront(&app, Method::GET, &format!("{AUTH}/session"), &bearer, Some(&fresh), None).await;
+    assert_eq!(me["user"]["emails"][0]["verified"], true);
+    assert_eq!(me["user"]["phone_numbers"][0]["verified"], true);
+    let (status, body, _) = storefront(
+        &app,
+        Method::POST,
+        &format!("{PROFILE}/email/link/send"),
+        &bearer,
+        Some(&fresh),
+        Some(&json!({"email": "someone@else.test"})),
+    )
+    .await;
+    assert_error(status, &body, 404, "not_found");
+});
+
+both_backends!(every_fynd_route_is_in_the_openapi_document, |app: TestApp| async move {
+    let (status, doc) = app.get("/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let p = "/service/platform/user/v1.0/company/{company_id}/application/{application_id}";
+    for path in [
+        "/application".to_owned(),
+        "/application/{id}/token".to_owned(),
+        format!("{p}/customers/list"),
+        format!("{p}/customers/{{user_id}}"),
+        format!("{p}/customers/activation"),
+        format!("{p}/platform/config"),
+        format!("{p}/user_group/{{group_id}}"),
+        format!("{AUTH}/login/password"),
+        format!("{AUTH}/login/otp"),
+        format!("{AUTH}/otp/forgot/email/verify"),
+        format!("{AUTH}/login/password/reset/forgot"),
+        format!("{AUTH}/delete"),
+        format!("{PROFILE}/user-attributes"),
+        "/service/application/user/platform/v1.0/config".to_owned(),
+    ] {
+        assert!(doc["paths"][&path].is_object(), "{path} missing from /openapi.json");
+    }
+});
