@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 use crate::{
     auth::password,
     config::Config,
-    crypto::{DataKey, random_password, random_token},
+    crypto::{DataKey, random_password, random_token, token_hash},
     db::{
         Db, Pool,
         schema::{channels, instance},
@@ -49,6 +49,15 @@ pub fn run(db: &Pool, config: &Config, data_key: &DataKey) -> anyhow::Result<Opt
         let admin =
             store::create_person(c, company_id, Role::Admin, "Admin", "", Some(&hash), Some(&email), None, true)?;
         insert_sandbox_channel(c, company_id, data_key)?;
+        // CONTRACT §9: the Default company's first Fynd application. Its token is not shown
+        // at start; an admin issues one with `POST /application/{id}/token`.
+        crate::users::application::insert(
+            c,
+            company_id,
+            "Default",
+            &public_host(config),
+            &token_hash(&random_token()),
+        )?;
         store::audit(c, Some(company_id), Some(admin.id), "bootstrap", "", serde_json::json!({}))?;
         Ok(())
     });
@@ -81,4 +90,13 @@ pub fn insert_sandbox_channel(c: &mut Db, company_id: i64, data_key: &DataKey) -
         ))
         .returning(channels::id)
         .get_result(c)?)
+}
+
+/// The host of `CONFAB_PUBLIC_URL` (the Default application's domain).
+fn public_host(config: &Config) -> String {
+    let rest = config.public_url.split_once("://").map_or(config.public_url.as_str(), |(_, r)| r);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = if host.starts_with('[') { host } else { host.split(':').next().unwrap_or(host) };
+    if host.is_empty() { "localhost".to_owned() } else { host.to_ascii_lowercase() }
 }

@@ -21,6 +21,9 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("forbidden")]
     Forbidden,
+    /// Forbidden for a reason clients switch on (a disabled login method, CONTRACT §9).
+    #[error("{message}")]
+    Denied { code: &'static str, message: String },
     /// Missing, or belonging to another company: both look the same (CONTRACT §2 tenancy).
     #[error("not found")]
     NotFound,
@@ -90,6 +93,7 @@ impl ApiError {
             Self::Invalid(_) => (StatusCode::BAD_REQUEST, "validation_failed"),
             Self::Unauthorized(code) => (StatusCode::UNAUTHORIZED, code),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Denied { code, .. } => (StatusCode::FORBIDDEN, code),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod fynd;
 pub mod messaging;
 pub mod ops;
 pub mod providers;
@@ -137,6 +138,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .configure(messaging::admin::configure)
             .configure(providers::webhooks::configure)
             .configure(realtime::routes::configure)
+            .configure(fynd::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
     })
     .listen(listener)?

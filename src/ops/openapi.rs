@@ -35,5 +35,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::messaging::admin::Api::openapi());
     doc.merge(crate::providers::webhooks::Api::openapi());
     doc.merge(crate::realtime::routes::Api::openapi());
+    doc.merge(crate::fynd::openapi());
     doc
 }

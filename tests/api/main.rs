@@ -3,6 +3,8 @@
 mod helpers;
 
 mod accounts;
+mod fynd_app;
+mod fynd_platform;
 mod messaging;
 mod ops;
 mod realtime;

@@ -1,0 +1,37 @@
+//! Fynd user management (CONTRACT §9): the admin `/application` routes, the platform user API
+//! and the storefront user API, over `users/` and the shared sessions table.
+
+pub mod applications;
+pub mod config;
+pub mod extract;
+pub mod limit;
+pub mod notify;
+pub mod otp;
+pub mod platform;
+pub mod service;
+pub mod store;
+pub mod storefront;
+pub mod storefront_links;
+pub mod storefront_otp;
+pub mod views;
+
+use actix_web::web;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(applications::configure)
+        .configure(platform::configure)
+        .configure(storefront::configure)
+        .configure(storefront_otp::configure)
+        .configure(storefront_links::configure);
+}
+
+/// The OpenAPI of every Fynd route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut doc = applications::Api::openapi();
+    doc.merge(platform::Api::openapi());
+    doc.merge(storefront::Api::openapi());
+    doc.merge(storefront_otp::Api::openapi());
+    doc.merge(storefront_links::Api::openapi());
+    doc
+}

@@ -1,0 +1,288 @@
+//! One-time codes of the storefront (auth.md §2.4): 6 digits, valid 5 minutes, stored as an
+//! HMAC with the data key (never in clear), at most 5 attempts counted atomically before the
+//! comparison, a resend throttle per destination, single use (CONTRACT §5 OTP rules). Rows of
+//! the shared `otp_challenges` table; `purpose` keeps the flows apart.
+
+use chrono::Duration;
+use diesel::prelude::*;
+
+use crate::{
+    crypto::{DataKey, constant_time_eq, random_bytes, random_hex_id, random_token},
+    db::{Db, schema::otp_challenges},
+    error::{ApiError, ApiResult},
+    types::now,
+};
+
+pub const TTL: Duration = Duration::minutes(5);
+/// Seconds before the same destination may get another code (`resend_timer`).
+pub const RESEND_SECS: i64 = 30;
+pub const MAX_ATTEMPTS: i32 = 5;
+/// Forgot-password tokens (the `forgot_token` of `VerifyForgotOtpSuccess`) live 15 minutes.
+pub const FORGOT_TTL: Duration = Duration::minutes(15);
+
+fn code_mac(key: &DataKey, request_id: &str, code: &str) -> String {
+    key.sign(format!("otp:{request_id}:{code}").as_bytes())
+}
+
+fn six_digits() -> String {
+    let n = u32::from_be_bytes(random_bytes::<4>()) % 1_000_000;
+    format!("{n:06}")
+}
+
+pub struct Issued {
+    pub request_id: String,
+    pub code: String,
+}
+
+pub struct Challenge<'a> {
+    pub company_id: i64,
+    pub user_id: Option<i64>,
+    pub channel: &'a str,
+    pub destination: &'a str,
+    pub purpose: &'a str,
+}
+
+/// Issues a code. A second code for the same destination and purpose within the resend
+/// window is 429 with `Retry-After`; a new code invalidates the older ones.
+pub fn issue(c: &mut Db, key: &DataKey, ch: &Challenge<'_>) -> ApiResult<Issued> {
+    let t = now();
+    let pending = || {
+        otp_challenges::table
+            .filter(otp_challenges::company_id.eq(ch.company_id))
+            .filter(otp_challenges::destination.eq(ch.destination))
+            .filter(otp_challenges::purpose.eq(ch.purpose))
+            .filter(otp_challenges::consumed_at.is_null())
+    };
+    let blocked_until: Option<chrono::NaiveDateTime> = pending()
+        .filter(otp_challenges::resend_after.gt(t))
+        .select(otp_challenges::resend_after)
+        .first(c)
+        .optional()?;
+    if let Some(until) = blocked_until {
+        return Err(ApiError::TooManyRequests { retry_after_secs: (until - t).num_seconds().max(1) as u64 });
+    }
+    diesel::update(pending()).set(otp_challenges::consumed_at.eq(t)).execute(c)?;
+    let request_id = random_hex_id();
+    let code = six_digits();
+    diesel::insert_into(otp_challenges::table)
+        .values((
+            otp_challenges::request_id.eq(&request_id),
+            otp_challenges::company_id.eq(ch.company_id),
+            otp_challenges::user_id.eq(ch.user_id),
+            otp_challenges::channel.eq(ch.channel),
+            otp_challenges::destination.eq(ch.destination),
+            otp_challenges::purpose.eq(ch.purpose),
+            otp_challenges::code_hash.eq(code_mac(key, &request_id, &code)),
+            otp_challenges::attempts.eq(0),
+            otp_challenges::expires_at.eq(t + TTL),
+            otp_challenges::resend_after.eq(t + Duration::seconds(RESEND_SECS)),
+            otp_challenges::created_at.eq(t),
+        ))
+        .execute(c)?;
+    Ok(Issued { request_id, code })
+}
+
+/// A code that was accepted.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub request_id: String,
+    pub user_id: Option<i64>,
+    pub destination: String,
+}
+
+/// The outcome of a check; a wrong code must still commit its attempt, so it is not an `Err`.
+pub enum Checked {
+    Accepted(Verified),
+    Rejected,
+}
+
+impl Checked {
+    pub fn accepted(self) -> ApiResult<Verified> {
+        match self {
+            Checked::Accepted(v) => Ok(v),
+            Checked::Rejected => Err(ApiError::bad_request("invalid_otp", "the code is wrong, used or expired")),
+        }
+    }
+}
+
+/// The newest live challenge for a destination (routes that name an e-mail, not a request id).
+pub fn latest_request(c: &mut Db, company_id: i64, destination: &str, purposes: &[&str]) -> ApiResult<Option<String>> {
+    Ok(otp_challenges::table
+        .filter(otp_challenges::company_id.eq(company_id))
+        .filter(otp_challenges::destination.eq(destination))
+        .filter(otp_challenges::purpose.eq_any(purposes))
+        .filter(otp_challenges::consumed_at.is_null())
+        .filter(otp_challenges::expires_at.gt(now()))
+        .order(otp_challenges::created_at.desc())
+        .select(otp_challenges::request_id)
+        .first(c)
+        .optional()?)
+}
+
+/// Checks a code: the attempt is counted first (`attempts < 5` in the same UPDATE, so
+/// concurrent guesses cannot exceed the limit), then compared in constant time, then the
+/// challenge is consumed (single use, atomic).
+pub fn check(
+    c: &mut Db,
+    key: &DataKey,
+    company_id: i64,
+    request_id: &str,
+    purposes: &[&str],
+    code: &str,
+) -> ApiResult<Checked> {
+    let t = now();
+    let counted = diesel::update(
+        otp_challenges::table
+            .filter(otp_challenges::request_id.eq(request_id))
+            .filter(otp_challenges::company_id.eq(company_id))
+            .filter(otp_challenges::purpose.eq_any(purposes))
+            .filter(otp_challenges::consumed_at.is_null())
+            .filter(otp_challenges::expires_at.gt(t))
+            .filter(otp_challenges::attempts.lt(MAX_ATTEMPTS)),
+    )
+    .set(otp_challenges::attempts.eq(otp_challenges::attempts + 1))
+    .execute(c)?;
+    if counted == 0 {
+        return Ok(Checked::Rejected);
+    }
+    let (stored, user_id, destination): (String, Option<i64>, String) = otp_challenges::table
+        .find(request_id)
+        .select((otp_challenges::code_hash, otp_challenges::user_id, otp_challenges::destination))
+        .first(c)?;
+    if !constant_time_eq(stored.as_bytes(), code_mac(key, request_id, code.trim()).as_bytes()) {
+        return Ok(Checked::Rejected);
+    }
+    let consumed = diesel::update(otp_challenges::table.find(request_id).filter(otp_challenges::consumed_at.is_null()))
+        .set(otp_challenges::consumed_at.eq(t))
+        .execute(c)?;
+    if consumed == 0 {
+        return Ok(Checked::Rejected);
+    }
+    Ok(Checked::Accepted(Verified { request_id: request_id.to_owned(), user_id, destination }))
+}
+
+/// A single-use opaque token stored like a code: the `forgot_token` after a verified OTP, and
+/// the codes of e-mailed or texted links (password reset, contact verification). The
+/// `destination` is the contact the token is about.
+pub fn issue_token(
+    c: &mut Db,
+    key: &DataKey,
+    company_id: i64,
+    user_id: i64,
+    purpose: &str,
+    destination: &str,
+) -> ApiResult<String> {
+    let token = random_token();
+    let t = now();
+    let request_id = random_hex_id();
+    diesel::insert_into(otp_challenges::table)
+        .values((
+            otp_challenges::request_id.eq(&request_id),
+            otp_challenges::company_id.eq(company_id),
+            otp_challenges::user_id.eq(user_id),
+            otp_challenges::channel.eq("token"),
+            otp_challenges::destination.eq(destination),
+            otp_challenges::purpose.eq(purpose),
+            otp_challenges::code_hash.eq(key.sign(format!("token:{token}").as_bytes())),
+            otp_challenges::attempts.eq(0),
+            otp_challenges::expires_at.eq(t + FORGOT_TTL),
+            otp_challenges::resend_after.eq(t),
+            otp_challenges::created_at.eq(t),
+        ))
+        .execute(c)?;
+    Ok(format!("{request_id}.{token}"))
+}
+
+/// A live token from [`issue_token`]: its user and destination, without using it up.
+pub fn peek_token(
+    c: &mut Db,
+    key: &DataKey,
+    company_id: i64,
+    token: &str,
+    purpose: &str,
+) -> ApiResult<Option<(String, i64, String)>> {
+    let Some((request_id, secret)) = token.split_once('.') else { return Ok(None) };
+    let row: Option<(String, Option<i64>, String)> = otp_challenges::table
+        .filter(otp_challenges::request_id.eq(request_id))
+        .filter(otp_challenges::company_id.eq(company_id))
+        .filter(otp_challenges::purpose.eq(purpose))
+        .filter(otp_challenges::consumed_at.is_null())
+        .filter(otp_challenges::expires_at.gt(now()))
+        .select((otp_challenges::code_hash, otp_challenges::user_id, otp_challenges::destination))
+        .first(c)
+        .optional()?;
+    Ok(row.and_then(|(stored, user_id, destination)| {
+        let ours = constant_time_eq(stored.as_bytes(), key.sign(format!("token:{secret}").as_bytes()).as_bytes());
+        match (ours, user_id) {
+            (true, Some(user_id)) => Some((request_id.to_owned(), user_id, destination)),
+            _ => None,
+        }
+    }))
+}
+
+/// Uses up a token from [`issue_token`] (single use, atomic); returns its user and destination.
+pub fn consume_token(
+    c: &mut Db,
+    key: &DataKey,
+    company_id: i64,
+    token: &str,
+    purpose: &str,
+) -> ApiResult<Option<(i64, String)>> {
+    let Some((request_id, user_id, destination)) = peek_token(c, key, company_id, token, purpose)? else {
+        return Ok(None);
+    };
+    let consumed =
+        diesel::update(otp_challenges::table.find(&request_id).filter(otp_challenges::consumed_at.is_null()))
+            .set(otp_challenges::consumed_at.eq(now()))
+            .execute(c)?;
+    Ok((consumed == 1).then_some((user_id, destination)))
+}
+
+/// A `register_token`: proof, signed with the data key, that `destination` (a phone or an
+/// e-mail) was verified by OTP for this application, valid 30 minutes. Registration with it
+/// marks that contact verified.
+pub fn register_token(key: &DataKey, application_id: i64, destination: &str) -> String {
+    let expires = (now() + Duration::minutes(30)).and_utc().timestamp();
+    let payload = format!("{application_id}|{destination}|{expires}");
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &payload);
+    format!("{encoded}.{}", key.sign(format!("register:{payload}").as_bytes()))
+}
+
+/// The destination a `register_token` vouches for, when it is ours, for this application and
+/// not expired.
+pub fn verified_destination(key: &DataKey, application_id: i64, token: &str) -> Option<String> {
+    let (encoded, sig) = token.split_once('.')?;
+    let payload = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, encoded).ok()?;
+    let payload = String::from_utf8(payload).ok()?;
+    if !constant_time_eq(key.sign(format!("register:{payload}").as_bytes()).as_bytes(), sig.as_bytes()) {
+        return None;
+    }
+    let mut parts = payload.splitn(3, '|');
+    let (app, dest, exp) = (parts.next()?, parts.next()?, parts.next()?);
+    let live = exp.parse::<i64>().ok()? > now().and_utc().timestamp();
+    (app == application_id.to_string() && live).then(|| dest.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_six_digits() {
+        for _ in 0..100 {
+            let c = six_digits();
+            assert_eq!(c.len(), 6);
+            assert!(c.chars().all(|d| d.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn register_tokens_are_bound_to_application_and_key() {
+        let key = DataKey::from_bytes([9; 32]);
+        let t = register_token(&key, 5, "+919876543210");
+        assert_eq!(verified_destination(&key, 5, &t).as_deref(), Some("+919876543210"));
+        assert_eq!(verified_destination(&key, 6, &t), None);
+        assert_eq!(verified_destination(&DataKey::from_bytes([1; 32]), 5, &t), None);
+        assert_eq!(verified_destination(&key, 5, &t.replace('.', "x.")), None);
+    }
+}
