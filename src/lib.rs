@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod db;
 pub mod error;
@@ -102,6 +103,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .configure(messaging::routes::configure)
             .configure(messaging::admin::configure)
             .configure(providers::webhooks::configure)
+            .configure(console::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
     })
     .listen(listener)?
