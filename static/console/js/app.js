@@ -216,19 +216,20 @@ function schedulePoll(delay) {
 }
 
 async function poll() {
-  if (!live || live.mode === 'live' || live.mode === 'connecting' || live.mode === 'offline') {
-    if (live?.mode === 'offline') schedulePoll();
-    return;
-  }
+  const active = live && live.mode === 'polling';
   try {
-    await inbox.poll();
-    if (thread.id != null) await thread.loadLatest(false);
-    if ($('#conn').dataset.mode === 'offline') modeChanged(live.mode);
-    flushToRest();
+    if (active) {
+      await inbox.poll();
+      if (thread.id != null) await thread.loadLatest(false);
+      if ($('#conn').dataset.mode === 'offline') modeChanged(live.mode);
+      flushToRest();
+    }
   } catch (e) {
     if (e.offline) modeChanged('offline');
+  } finally {
+    // Keep ticking in every mode: polling starts by itself when the socket gives up.
+    if (live) schedulePoll();
   }
-  schedulePoll();
 }
 
 // ---- shell ----

@@ -262,7 +262,7 @@ export class Inbox {
     const m = c.lastMessage;
     let preview = '';
     if (m) {
-      const body = m.content || (m.attachments?.length ? `📎 ${m.attachments[0].filename || m.attachments[0].type.toLowerCase()}` : '');
+      const body = m.content || (m.attachments?.length ? `[${m.attachments[0].type.toLowerCase()}] ${m.attachments[0].filename || ''}` : '');
       preview = m.direction === 'SENT' ? `You: ${body}` : body;
     }
     const name = personName(c.user);

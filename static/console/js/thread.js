@@ -2,11 +2,11 @@
 // 24-hour window, and the conversation's status, assignee and labels.
 
 import { get, patch, post, blob, upload } from './api.js';
-import { $, h, personName, clock, dayLabel, sameDay, hms, fileSize, toast, debounce } from './dom.js';
+import { $, h, icon, personName, clock, dayLabel, sameDay, hms, fileSize, toast, debounce } from './dom.js';
 
 const PAGE = 30;
 const STATUS_RANK = { PENDING: 0, SENT: 1, DELIVERED: 2, READ: 3, FAILED: 4 };
-const TICKS = { PENDING: '🕓', SENT: '✓', DELIVERED: '✓✓', READ: '✓✓', FAILED: '!' };
+const TICKS = { SENT: '✓', DELIVERED: '✓✓', READ: '✓✓', FAILED: '!' };
 const STATUS_WORDS = { PENDING: 'Pending', SENT: 'Sent', DELIVERED: 'Delivered', READ: 'Read', FAILED: 'Failed' };
 // Provider error codes an agent can act on (CONTRACT §6; providers.md).
 const REASONS = {
@@ -309,7 +309,8 @@ export class Thread {
     let meta;
     if (out) {
       const word = localState === 'queued' ? 'Queued (offline)' : localState === 'error' ? 'Not sent' : STATUS_WORDS[status];
-      meta = h('span', { class: `tick tick-${localState || status.toLowerCase()}`, title: word, 'aria-label': word }, localState === 'queued' ? '⏳' : localState === 'error' ? '!' : TICKS[status]);
+      const mark = localState === 'error' ? '!' : localState || status === 'PENDING' ? icon('clock') : TICKS[status];
+      meta = h('span', { class: `tick tick-${localState || status.toLowerCase()}`, title: word, 'aria-label': word }, mark);
     }
     const failure =
       out && status === 'FAILED'
@@ -337,10 +338,10 @@ export class Thread {
 
   attachment(a) {
     if (a.local) {
-      return h('div', { class: 'att att-doc' }, `📎 ${a.filename} (${fileSize(a.filesize)})`);
+      return h('div', { class: 'att att-doc' }, icon('clip'), ` ${a.filename} (${fileSize(a.filesize)})`);
     }
     const label = `${a.filename || a.type.toLowerCase()} (${fileSize(a.filesize)})`;
-    if (a.state === 'pending') return h('div', { class: 'att att-doc muted' }, `⏳ ${label} — downloading from the provider…`);
+    if (a.state === 'pending') return h('div', { class: 'att att-doc muted' }, icon('clock'), ` ${label} — downloading from the provider…`);
     const src = `/media/${a.attachmentId}`;
     if (a.type === 'IMAGE') {
       const img = h('img', { class: 'thumb', alt: a.filename || 'image', loading: 'lazy', width: '240', height: '160' });
@@ -359,7 +360,7 @@ export class Thread {
       this.media(src, (url) => (player.src = url), box, label);
       return box;
     }
-    const link = h('a', { class: 'att att-doc', href: '#', download: a.filename || 'document' }, `📄 ${label}`);
+    const link = h('a', { class: 'att att-doc', href: '#', download: a.filename || 'document' }, icon('doc'), ` ${label}`);
     link.addEventListener('click', (e) => {
       if (link.dataset.ready) return;
       e.preventDefault();
@@ -381,7 +382,7 @@ export class Thread {
         use(url);
       })
       .catch((e) => {
-        box.replaceWith(h('div', { class: 'att att-doc muted' }, `📎 ${label} — ${e.status === 404 ? 'not available on this server' : `could not load (${e.message})`}`));
+        box.replaceWith(h('div', { class: 'att att-doc muted' }, icon('clip'), ` ${label} — ${e.status === 404 ? 'not available on this server' : `could not load (${e.message})`}`));
       });
   }
 
@@ -432,8 +433,10 @@ export class Thread {
     const input = h('textarea', {
       id: 'composer-input',
       rows: '1',
-      placeholder: 'Type a message — Enter to send, Shift+Enter for a new line',
+      placeholder: 'Type a message…',
+      title: 'Enter sends; Shift+Enter starts a new line',
       'aria-label': 'Message',
+      'aria-describedby': 'composer-hint',
       maxlength: '4096',
     });
     input.addEventListener('keydown', (e) => {
@@ -452,11 +455,12 @@ export class Thread {
     file.addEventListener('change', () => file.files[0] && this.sendFile(file.files[0], input).finally(() => (file.value = '')));
     this.progress = h('progress', { class: 'upload', max: '1', value: '0', hidden: true, 'aria-label': 'Upload progress' });
     this.composer.replaceChildren(
+      h('span', { id: 'composer-hint', class: 'visually-hidden' }, 'Enter sends; Shift+Enter starts a new line'),
       this.progress,
       h(
         'div',
         { class: 'compose-row' },
-        h('label', { class: 'ghost icon', for: 'composer-file', title: 'Attach a file' }, h('span', { 'aria-hidden': 'true' }, '📎'), h('span', { class: 'visually-hidden' }, 'Attach')),
+        h('label', { class: 'ghost icon', for: 'composer-file', title: 'Attach a file' }, icon('clip'), h('span', { class: 'visually-hidden' }, 'Attach')),
         input,
         h('button', { type: 'button', class: 'ghost', onclick: () => this.switchMode('template') }, 'Template'),
         h('button', { type: 'button', class: 'primary', onclick: () => this.sendText(input) }, 'Send'),
