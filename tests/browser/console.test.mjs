@@ -283,10 +283,12 @@ test('server stops and comes back: queued sends and missed messages appear exact
   await app.spawn();
   await app.customerSays(ADA, 'Ada Lovelace', 'missed one');
   await app.customerSays(ADA, 'Ada Lovelace', 'missed two');
+  const reloads = [];
+  const onRequest = (r) => /message-page-list/.test(r.url()) && reloads.push(r.url());
+  page.on('request', onRequest);
   release();
   await page.locator('.msg.out[data-status="DELIVERED"]', { hasText: 'while the server was down' }).waitFor({ timeout: 30000 });
   await bubble(page, 'missed two').waitFor({ timeout: 30000 });
-  await page.locator('#conn').getAttribute('data-mode');
   app.restarting = false;
   await page.unroute('**/ws/ticket');
   // let any duplicate replay arrive before counting
@@ -296,6 +298,12 @@ test('server stops and comes back: queued sends and missed messages appear exact
   }
   const msgs = await app.ok('GET', `/message/message-page-list/${(await adaId())}?limit=100`, { token: grace.token });
   assert.equal(msgs.data.filter((m) => m.content === 'Sent while the server was down.').length, 1, 'sent exactly once');
+  page.off('request', onRequest);
+  if (wsSupported) {
+    // With /ws the missed events came by `subscribe{afterSeq}` replay, not by a REST reload.
+    assert.deepEqual(reloads, [], 'no REST reload of the thread after reconnect');
+    assert.equal(await page.locator('#conn').getAttribute('data-mode'), 'live');
+  }
 });
 
 async function adaId() {

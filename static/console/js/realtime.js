@@ -4,8 +4,10 @@
 //   connecting  opening a socket (first time or after a drop)
 //   live        socket open: every subscription resumed, queued sends flushed
 //   offline     socket down; retrying with backoff; sends wait in the queue
-//   polling     the server has no /ws (POST /ws/ticket answers 404) or the socket keeps failing:
-//               the app refreshes over REST instead, and this client probes /ws again now and then
+//   polling     the server has no /ws (POST /ws/ticket answers 404), or tickets work but the
+//               socket keeps failing to open (a proxy without WebSocket upgrades): the app
+//               refreshes over REST instead, and this client tries /ws again with backoff.
+//               A server that cannot be reached at all is `offline`, not polling.
 //
 // Exactly once: each conversation keeps the highest seq below which every event was seen
 // (`contig`) plus the seqs seen above it. A repeated seq is dropped; a reconnect resubscribes
@@ -48,7 +50,8 @@ export class Live extends EventTarget {
     this.subs = new Set(); // conversation ids subscribed
     this.seqs = new Map(); // conversation id → SeqTracker
     this.outbox = new Map(); // clientId → send frame, until ack or error
-    this.failures = 0;
+    this.failures = 0; // attempts since the last open socket
+    this.socketFailures = 0; // sockets that closed before opening although a ticket was issued
     this.timer = null;
     this.pinger = null;
     this.lastRx = 0;
@@ -121,13 +124,21 @@ export class Live extends EventTarget {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(`${scheme}//${location.host}/ws?ticket=${encodeURIComponent(ticket.ticket)}`);
     this.ws = ws;
-    ws.onopen = () => this.opened();
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      this.opened();
+    };
     ws.onmessage = (m) => this.received(m.data);
-    ws.onclose = (ev) => this.closed(ev);
+    ws.onclose = (ev) => {
+      if (!opened) this.socketFailures += 1;
+      this.closed(ev);
+    };
   }
 
   opened() {
     this.failures = 0;
+    this.socketFailures = 0;
     this.lastRx = Date.now();
     this.frame({ type: 'subscribe_inbox' });
     for (const id of this.subs) this.frame(this.subscribeFrame(id));
@@ -156,7 +167,7 @@ export class Live extends EventTarget {
 
   retry() {
     this.failures += 1;
-    const polling = this.failures >= FAILURES_BEFORE_POLLING;
+    const polling = this.socketFailures >= FAILURES_BEFORE_POLLING;
     this.setMode(polling ? 'polling' : 'offline');
     const backoff = Math.min(MAX_BACKOFF_MS, 500 * 2 ** (this.failures - 1));
     this.timer = setTimeout(() => this.connect(), backoff * (0.75 + Math.random() / 2));
