@@ -2,7 +2,7 @@
 // 24-hour window, and the conversation's status, assignee and labels.
 
 import { get, patch, post, blob, upload } from './api.js';
-import { $, h, icon, personName, clock, dayLabel, sameDay, hms, fileSize, toast, debounce } from './dom.js';
+import { $, h, icon, personName, clock, dayLabel, sameDay, hms, fileSize, toast } from './dom.js';
 
 const PAGE = 30;
 const STATUS_RANK = { PENDING: 0, SENT: 1, DELIVERED: 2, READ: 3, FAILED: 4 };
@@ -34,6 +34,7 @@ export class Thread {
     this.root = $('#thread');
     this.id = null;
     this.templates = null;
+    this.readSent = new Map(); // conversation id → last seq sent in a read mark
   }
 
   // ---- lifecycle ----
@@ -416,15 +417,17 @@ export class Thread {
     this.typingEl.textContent = names.length ? `${names.join(', ')} ${names.length > 1 ? 'are' : 'is'} typing…` : '';
   }
 
-  markRead = debounce(() => {
-    if (this.id == null || document.hidden || !this.live.open) return;
-    const seq = this.live.seenSeq(this.id);
-    const view = this.inbox.convs.get(this.id);
-    if (seq > 0 && (view?.unreadCount > 0 || seq > (this.readSent || 0))) {
-      this.readSent = seq;
-      this.live.read(this.id, seq);
+  /** CONTRACT §4 `read` with the seq seen so far, at once (an agent who glances at a
+   * conversation has read it), at most once per seq and conversation. */
+  markRead() {
+    const id = this.id;
+    if (id == null || document.hidden || !this.live.open) return;
+    const seq = this.live.seenSeq(id);
+    if (seq > 0 && seq > (this.readSent.get(id) ?? 0)) {
+      this.readSent.set(id, seq);
+      this.live.read(id, seq);
     }
-  }, 400);
+  }
 
   // ---- composer ----
 
