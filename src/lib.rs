@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod db;
 pub mod error;
@@ -139,6 +140,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .configure(providers::webhooks::configure)
             .configure(realtime::routes::configure)
             .configure(fynd::configure)
+            .configure(console::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
     })
     .listen(listener)?

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod accounts;
+mod console;
 mod fynd_app;
 mod fynd_platform;
 mod messaging;

@@ -1,0 +1,162 @@
+// REST client. Tokens live only in memory (never in storage): a reload means a new login.
+// The access token is refreshed a minute before it expires (POST /auth/token-refresh, which
+// rotates the refresh token) and once more on a 401; if that fails the session is over.
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.message || (status ? `HTTP ${status}` : 'network error'));
+    this.status = status;
+    this.code = body?.code || (status ? `http_${status}` : 'network');
+    this.fields = body?.fields;
+    this.retryAfter = body?.retryAfter;
+  }
+  get offline() {
+    return this.status === 0;
+  }
+}
+
+const REQUEST_TIMEOUT_MS = 20_000;
+
+let session = null; // {accessToken, refreshToken, expires, user}
+let refreshTimer = null;
+let refreshing = null;
+const ended = new Set();
+
+export const currentUser = () => session?.user ?? null;
+export const accessToken = () => session?.accessToken ?? null;
+export const onSessionEnd = (fn) => ended.add(fn);
+
+async function raw(method, path, body, token) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let res;
+  try {
+    res = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+  } catch {
+    throw new ApiError(0, null);
+  }
+  const text = await res.text();
+  let json = null;
+  if (text) {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = { message: text };
+    }
+  }
+  if (!res.ok) {
+    const err = new ApiError(res.status, json);
+    const ra = Number(res.headers.get('Retry-After'));
+    if (ra) err.retryAfter = ra;
+    throw err;
+  }
+  return json;
+}
+
+function adopt(tokens, user) {
+  session = {
+    accessToken: tokens.accessToken,
+    refreshToken: tokens.refreshToken,
+    expires: Number(tokens.expires) || Date.now() + 15 * 60 * 1000,
+    user: user ?? session?.user,
+  };
+  clearTimeout(refreshTimer);
+  const wait = Math.max(5_000, session.expires - Date.now() - 60_000);
+  refreshTimer = setTimeout(() => refresh().catch(() => {}), wait);
+}
+
+export async function login(email, password) {
+  const res = await raw('POST', '/auth/login', { email, password });
+  adopt(res, res.user);
+  return res.user;
+}
+
+/** Single flight: concurrent 401s share one refresh. */
+export function refresh() {
+  if (!session) return Promise.reject(new ApiError(401, { code: 'unauthorized' }));
+  if (!refreshing) {
+    const rt = session.refreshToken;
+    refreshing = raw('POST', '/auth/token-refresh', { refreshToken: rt })
+      .then((t) => adopt(t))
+      .catch((e) => {
+        if (!e.offline) end('expired');
+        throw e;
+      })
+      .finally(() => {
+        refreshing = null;
+      });
+  }
+  return refreshing;
+}
+
+function end(reason) {
+  if (!session) return;
+  session = null;
+  clearTimeout(refreshTimer);
+  for (const fn of ended) fn(reason);
+}
+
+export async function logout() {
+  const token = accessToken();
+  try {
+    if (token) await raw('POST', '/logout', undefined, token);
+  } finally {
+    end('logout');
+  }
+}
+
+/** Revoked elsewhere (e.g. the WebSocket was closed with 4001). */
+export const sessionRevoked = () => end('revoked');
+
+export async function api(method, path, body) {
+  if (!session) throw new ApiError(401, { code: 'unauthorized', message: 'not logged in' });
+  try {
+    return await raw(method, path, body, session.accessToken);
+  } catch (e) {
+    if (e.status !== 401 || !session) throw e;
+    await refresh();
+    return raw(method, path, body, session.accessToken);
+  }
+}
+
+export const get = (path) => api('GET', path);
+export const post = (path, body) => api('POST', path, body ?? {});
+export const patch = (path, body) => api('PATCH', path, body);
+
+/** GET with the bearer, as a Blob (media for <img>/<audio>/<video>, which cannot send headers). */
+export async function blob(path) {
+  const go = () =>
+    fetch(path, { headers: { Authorization: `Bearer ${session?.accessToken}` } }).catch(() => {
+      throw new ApiError(0, null);
+    });
+  let res = await go();
+  if (res.status === 401 && session) {
+    await refresh();
+    res = await go();
+  }
+  if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
+  return res.blob();
+}
+
+/** POST /media/save (multipart `file`) with upload progress (0..1). */
+export function upload(file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', '/media/save');
+    xhr.setRequestHeader('Authorization', `Bearer ${session?.accessToken}`);
+    xhr.responseType = 'json';
+    xhr.upload.onprogress = (e) => e.lengthComputable && onProgress?.(e.loaded / e.total);
+    xhr.onload = () =>
+      xhr.status >= 200 && xhr.status < 300 ? resolve(xhr.response) : reject(new ApiError(xhr.status, xhr.response));
+    xhr.onerror = () => reject(new ApiError(0, null));
+    const form = new FormData();
+    form.append('file', file, file.name);
+    xhr.send(form);
+  });
+}

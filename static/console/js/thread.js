@@ -1,0 +1,612 @@
+// One open conversation: the message thread, the composer (text, attachments, templates), the
+// 24-hour window, and the conversation's status, assignee and labels.
+
+import { get, patch, post, blob, upload } from './api.js';
+import { $, h, icon, personName, clock, dayLabel, sameDay, hms, fileSize, toast } from './dom.js';
+
+const PAGE = 30;
+const STATUS_RANK = { PENDING: 0, SENT: 1, DELIVERED: 2, READ: 3, FAILED: 4 };
+const TICKS = { SENT: '✓', DELIVERED: '✓✓', READ: '✓✓', FAILED: '!' };
+const STATUS_WORDS = { PENDING: 'Pending', SENT: 'Sent', DELIVERED: 'Delivered', READ: 'Read', FAILED: 'Failed' };
+// Provider error codes an agent can act on (CONTRACT §6; providers.md).
+const REASONS = {
+  131047: 'the 24-hour window had closed: send a template',
+  131026: 'the number cannot receive this message',
+  131051: 'unsupported message type',
+  131053: 'the media could not be uploaded',
+  131048: 'rate limited by WhatsApp (spam limit)',
+  131056: 'too many messages to this number',
+  63016: 'the 24-hour window had closed: send a template',
+  21211: 'invalid phone number',
+  21610: 'the customer unsubscribed (STOP)',
+};
+
+const forward = (next, cur) =>
+  next === 'FAILED' ? STATUS_RANK[cur] <= STATUS_RANK.SENT : cur !== 'FAILED' && STATUS_RANK[next] > STATUS_RANK[cur];
+
+export class Thread {
+  constructor({ live, inbox, me, agents, canListAgents }) {
+    this.live = live;
+    this.inbox = inbox;
+    this.me = me;
+    this.agents = agents; // Map id → name
+    this.canListAgents = canListAgents;
+    this.root = $('#thread');
+    this.id = null;
+    this.templates = null;
+    this.readSent = new Map(); // conversation id → last seq sent in a read mark
+  }
+
+  // ---- lifecycle ----
+
+  async open(id) {
+    if (this.id === id) return;
+    this.close();
+    this.id = id;
+    this.msgs = new Map(); // key (messageId, or clientId while local) → message
+    this.els = new Map(); // key → element
+    this.pendingByClient = new Map(); // clientId → key of the local message
+    this.oldestId = null;
+    this.noMore = false;
+    this.typers = new Map();
+    this.mode = 'text';
+    const view = this.inbox.convs.get(id);
+    this.build(view);
+    // Subscribe before the REST load: events after the view's lastSeq arrive on the socket,
+    // older ones are in the page; a message in both is the same key and shows once.
+    this.live.subscribe(id, view?.lastSeq);
+    await Promise.all([this.loadLatest(true), this.loadWindow()]);
+  }
+
+  close() {
+    if (this.id == null) return;
+    this.typingOff();
+    this.live.unsubscribe(this.id);
+    clearInterval(this.windowTimer);
+    for (const t of this.typers?.values() || []) clearTimeout(t.timer);
+    for (const url of this.urls || []) URL.revokeObjectURL(url);
+    this.urls = [];
+    this.observer?.disconnect();
+    this.id = null;
+    this.root.replaceChildren();
+  }
+
+  // ---- layout ----
+
+  build(view) {
+    const name = view ? personName(view.user) : `Conversation ${this.id}`;
+    this.header = h('header', { class: 'thread-head' });
+    this.list = h('div', { class: 'messages', role: 'log', 'aria-label': `Messages with ${name}`, 'aria-live': 'polite', tabindex: '0' });
+    this.top = h('div', { class: 'top-sentinel', 'aria-hidden': 'true' });
+    this.scroller = h('div', { class: 'scroller' }, this.top, this.list);
+    this.typingEl = h('p', { class: 'typing', 'aria-live': 'polite' });
+    this.composer = h('div', { class: 'composer' });
+    this.root.replaceChildren(this.header, this.scroller, this.typingEl, this.composer);
+    this.root.hidden = false;
+    $('#thread-empty').hidden = true;
+    this.renderHeader(view);
+    this.renderComposer();
+    this.observer = new IntersectionObserver((en) => en.some((e) => e.isIntersecting) && this.loadOlder(), { root: this.scroller });
+  }
+
+  renderHeader(view) {
+    if (!view) view = this.inbox.convs.get(this.id);
+    const back = h('button', { type: 'button', class: 'ghost back', 'aria-label': 'Back to conversations', onclick: () => document.dispatchEvent(new CustomEvent('console:back')) }, '←');
+    if (!view) {
+      this.header.replaceChildren(back, h('h2', {}, `Conversation ${this.id}`));
+      return;
+    }
+    const status = h(
+      'select',
+      { id: 'conv-status', 'aria-label': 'Conversation status', onchange: (e) => this.patch({ status: e.target.value }) },
+      ['open', 'pending', 'resolved', 'snoozed'].map((s) => h('option', { value: s, selected: s === view.status }, s[0].toUpperCase() + s.slice(1))),
+    );
+    const options = [h('option', { value: '' }, 'Unassigned'), h('option', { value: String(this.me.userId) }, `Me (${personName(this.me)})`)];
+    for (const [aid, aname] of this.agents) if (aid !== this.me.userId) options.push(h('option', { value: String(aid) }, aname));
+    if (view.assigneeId != null && view.assigneeId !== this.me.userId && !this.agents.has(view.assigneeId))
+      options.push(h('option', { value: String(view.assigneeId) }, `Agent #${view.assigneeId}`));
+    const assign = h('select', { id: 'conv-assignee', 'aria-label': 'Assignee', onchange: (e) => this.patch({ assigneeId: e.target.value ? Number(e.target.value) : null }) }, options);
+    assign.value = view.assigneeId == null ? '' : String(view.assigneeId);
+    const labelInput = h('input', {
+      id: 'label-input',
+      type: 'text',
+      placeholder: 'Add label',
+      'aria-label': 'Add a label',
+      maxlength: '64',
+      onkeydown: (e) => {
+        if (e.key !== 'Enter' || !e.target.value.trim()) return;
+        e.preventDefault();
+        this.patch({ labels: [...(view.labels || []), e.target.value.trim()] });
+      },
+    });
+    const labels = h(
+      'ul',
+      { class: 'labels', 'aria-label': 'Labels' },
+      (view.labels || []).map((l) =>
+        h('li', { class: 'chip label' }, l, h('button', { type: 'button', class: 'chip-x', 'aria-label': `Remove label ${l}`, onclick: () => this.patch({ labels: view.labels.filter((x) => x !== l) }) }, '×')),
+      ),
+      h('li', {}, labelInput),
+    );
+    this.windowEl = this.windowEl || h('span', { class: 'window', role: 'timer', 'aria-live': 'off' });
+    this.header.replaceChildren(
+      back,
+      h('div', { class: 'who' }, h('h2', {}, personName(view.user)), h('span', { class: 'muted phone' }, view.user?.phone || '')),
+      this.windowEl,
+      h('div', { class: 'controls' }, status, assign),
+      labels,
+    );
+  }
+
+  async patch(body) {
+    try {
+      const view = await patch(`/conversation/${this.id}`, body);
+      this.inbox.upsert(view);
+      this.conversationUpdated(view);
+      if (body.labels) $('#label-input')?.focus();
+    } catch (e) {
+      toast(`Could not update the conversation: ${e.message}`, 'error');
+      this.renderHeader();
+    }
+  }
+
+  conversationUpdated(view) {
+    if (view.conversationId !== this.id) return;
+    const focused = document.activeElement?.id;
+    this.renderHeader(this.inbox.convs.get(this.id) || view);
+    if (focused && this.header.querySelector(`#${focused}`)) this.header.querySelector(`#${focused}`).focus();
+  }
+
+  // ---- loading ----
+
+  async loadLatest(first) {
+    const id = this.id;
+    const page = await get(`/message/message-page-list/${id}?limit=${PAGE}`).catch((e) => {
+      if (first) this.list.replaceChildren(h('p', { class: 'form-error' }, `Could not load messages: ${e.message}`));
+      throw e;
+    });
+    if (id !== this.id) return;
+    for (const m of page.data) this.upsert(m, { quiet: true });
+    if (first) {
+      this.noMore = page.data.length < PAGE;
+      this.oldestId = page.data.length ? page.data[page.data.length - 1].messageId : null;
+    }
+    this.render({ stick: first ? 'bottom' : 'auto' });
+    if (first) this.observer.observe(this.top);
+    this.markRead();
+  }
+
+  async loadOlder() {
+    if (this.noMore || this.loadingOlder || !this.oldestId) return;
+    const id = this.id;
+    this.loadingOlder = true;
+    try {
+      const page = await get(`/message/message-page-list/${id}?limit=${PAGE}&before=${this.oldestId}`);
+      if (id !== this.id) return;
+      for (const m of page.data) this.upsert(m, { quiet: true });
+      this.noMore = page.data.length < PAGE;
+      if (page.data.length) this.oldestId = page.data[page.data.length - 1].messageId;
+      this.render({ stick: 'keep' });
+    } catch (e) {
+      toast(`Could not load older messages: ${e.message}`, 'error');
+    } finally {
+      this.loadingOlder = false;
+    }
+  }
+
+  async loadWindow() {
+    const id = this.id;
+    try {
+      const r = await get(`/conversation/chat-time-report/${id}`);
+      if (id !== this.id) return;
+      this.windowEnds = Date.now() + r.duration * 1000;
+    } catch {
+      this.windowEnds = null;
+    }
+    clearInterval(this.windowTimer);
+    this.tickWindow();
+    this.windowTimer = setInterval(() => this.tickWindow(), 1000);
+  }
+
+  tickWindow() {
+    const left = this.windowEnds == null ? null : Math.round((this.windowEnds - Date.now()) / 1000);
+    const open = left != null && left > 0;
+    if (this.windowEl) {
+      this.windowEl.dataset.open = String(open);
+      this.windowEl.textContent = left == null ? '' : open ? `Window closes in ${hms(left)}` : '24-hour window closed';
+      this.windowEl.title = 'WhatsApp allows free text for 24 hours after the customer’s last message; after that only templates.';
+    }
+    const want = open ? 'text' : 'template';
+    if (left != null && this.windowOpen !== open) {
+      this.windowOpen = open;
+      if (this.mode !== want) {
+        this.mode = want;
+        this.renderComposer();
+      }
+    }
+  }
+
+  // ---- messages ----
+
+  keyOf(m) {
+    return m.messageId || `c:${m.clientId}`;
+  }
+
+  /** A message from the server (REST page, event, or a send's answer). */
+  upsert(m, { quiet = false } = {}) {
+    if (m.conversationId !== this.id) return;
+    if (m.clientId && this.pendingByClient.has(m.clientId)) {
+      const localKey = this.pendingByClient.get(m.clientId);
+      this.pendingByClient.delete(m.clientId);
+      this.msgs.delete(localKey);
+      this.els.delete(localKey);
+    }
+    const prev = this.msgs.get(m.messageId);
+    if (prev) {
+      const status = forward(m.status, prev.status) ? m.status : prev.status;
+      m = { ...prev, ...m, status, errorCode: m.errorCode ?? prev.errorCode };
+      if (m.status === prev.status && m.attachments?.length === prev.attachments?.length && (m.attachments || []).every((a, i) => a.state === prev.attachments[i].state)) {
+        this.msgs.set(m.messageId, m);
+        return;
+      }
+    }
+    this.msgs.set(m.messageId, m);
+    this.els.delete(m.messageId);
+    if (!quiet) this.render({ stick: 'auto' });
+  }
+
+  addLocal(local) {
+    const key = `c:${local.clientId}`;
+    this.pendingByClient.set(local.clientId, key);
+    this.msgs.set(key, local);
+    this.render({ stick: 'bottom' });
+    return key;
+  }
+
+  updateLocal(clientId, change) {
+    const key = this.pendingByClient.get(clientId);
+    const m = key && this.msgs.get(key);
+    if (!m) return;
+    Object.assign(m, change);
+    this.els.delete(key);
+    this.render({ stick: 'auto' });
+  }
+
+  sorted() {
+    const all = [...this.msgs.entries()];
+    const server = all.filter(([, m]) => m.messageId && !m.local).sort((a, b) => (a[1].messageId < b[1].messageId ? -1 : 1));
+    const local = all.filter(([, m]) => m.local).sort((a, b) => a[1].createdAt - b[1].createdAt);
+    return [...server, ...local];
+  }
+
+  render({ stick }) {
+    const s = this.scroller;
+    const nearBottom = s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+    const fromBottom = s.scrollHeight - s.scrollTop;
+    const nodes = [];
+    let day = null;
+    if (this.noMore && this.msgs.size) nodes.push(h('p', { class: 'start' }, 'Start of the conversation'));
+    for (const [key, m] of this.sorted()) {
+      const d = new Date(m.datetime);
+      if (!day || !sameDay(day, d)) {
+        day = d;
+        nodes.push(h('div', { class: 'day', role: 'separator' }, h('span', {}, dayLabel(d))));
+      }
+      let el = this.els.get(key);
+      if (!el) {
+        el = this.bubble(m);
+        this.els.set(key, el);
+      }
+      nodes.push(el);
+    }
+    this.list.replaceChildren(...nodes);
+    if (stick === 'bottom' || (stick === 'auto' && nearBottom)) s.scrollTop = s.scrollHeight;
+    else if (stick === 'keep') s.scrollTop = s.scrollHeight - fromBottom;
+  }
+
+  bubble(m) {
+    const out = m.direction === 'SENT';
+    const status = m.status || 'PENDING';
+    const localState = m.local; // 'sending' | 'queued' | 'error'
+    let meta;
+    if (out) {
+      const word = localState === 'queued' ? 'Queued (offline)' : localState === 'error' ? 'Not sent' : STATUS_WORDS[status];
+      const mark = localState === 'error' ? '!' : localState || status === 'PENDING' ? icon('clock') : TICKS[status];
+      meta = h('span', { class: `tick tick-${localState || status.toLowerCase()}`, title: word, 'aria-label': word }, mark);
+    }
+    const failure =
+      out && status === 'FAILED'
+        ? h('p', { class: 'fail' }, `Failed${m.errorCode ? `: ${REASONS[m.errorCode] || `provider error ${m.errorCode}`}` : ''}`)
+        : localState === 'error'
+          ? h('p', { class: 'fail' }, `Not sent: ${m.error}`, ' ', h('button', { type: 'button', class: 'link', onclick: () => this.retry(m) }, 'Retry'))
+          : null;
+    return h(
+      'article',
+      {
+        class: `msg ${out ? 'out' : 'in'}`,
+        dataset: { status: localState ? `local-${localState}` : status, messageId: m.messageId || '', clientId: m.clientId || '' },
+        'aria-label': `${out ? 'You' : 'Customer'} at ${clock(m.datetime)}${out ? `, ${localState || STATUS_WORDS[status]}` : ''}`,
+      },
+      h(
+        'div',
+        { class: 'bubble' },
+        (m.attachments || []).map((a) => this.attachment(a)),
+        m.content ? h('p', { class: 'text' }, m.content) : null,
+        h('span', { class: 'meta' }, m.templateId ? h('span', { class: 'tpl' }, 'template') : null, h('time', { datetime: m.datetime }, clock(m.datetime)), meta),
+        failure,
+      ),
+    );
+  }
+
+  attachment(a) {
+    if (a.local) {
+      return h('div', { class: 'att att-doc' }, icon('clip'), ` ${a.filename} (${fileSize(a.filesize)})`);
+    }
+    const label = `${a.filename || a.type.toLowerCase()} (${fileSize(a.filesize)})`;
+    if (a.state === 'pending') return h('div', { class: 'att att-doc muted' }, icon('clock'), ` ${label} — downloading from the provider…`);
+    const src = `/media/${a.attachmentId}`;
+    if (a.type === 'IMAGE') {
+      const img = h('img', { class: 'thumb', alt: a.filename || 'image', loading: 'lazy', width: '240', height: '160' });
+      const box = h('a', { class: 'att att-img', href: '#', 'aria-label': `Open image ${label}` }, img);
+      this.media(src, (url) => {
+        img.src = url;
+        box.href = url;
+        box.target = '_blank';
+        img.removeAttribute('height');
+      }, box, label);
+      return box;
+    }
+    if (a.type === 'AUDIO' || a.type === 'VIDEO') {
+      const player = h(a.type === 'AUDIO' ? 'audio' : 'video', { controls: true, preload: 'none', 'aria-label': label });
+      const box = h('div', { class: `att att-${a.type.toLowerCase()}` }, player, h('span', { class: 'muted' }, label));
+      this.media(src, (url) => (player.src = url), box, label);
+      return box;
+    }
+    const link = h('a', { class: 'att att-doc', href: '#', download: a.filename || 'document' }, icon('doc'), ` ${label}`);
+    link.addEventListener('click', (e) => {
+      if (link.dataset.ready) return;
+      e.preventDefault();
+      this.media(src, (url) => {
+        link.href = url;
+        link.dataset.ready = '1';
+        link.click();
+      }, link, label);
+    }, { once: false });
+    return link;
+  }
+
+  /** GET /media/{id} with the bearer into a blob URL; a server without media says so. */
+  media(src, use, box, label) {
+    blob(src)
+      .then((b) => {
+        const url = URL.createObjectURL(b);
+        (this.urls ||= []).push(url);
+        use(url);
+      })
+      .catch((e) => {
+        box.replaceWith(h('div', { class: 'att att-doc muted' }, icon('clip'), ` ${label} — ${e.status === 404 ? 'not available on this server' : `could not load (${e.message})`}`));
+      });
+  }
+
+  // ---- live events ----
+
+  event(f) {
+    if (f.conversationId !== this.id) return;
+    if (f.event === 'message.created' || f.event === 'message.updated') {
+      this.upsert(f.data);
+      if (f.event === 'message.created' && f.data.direction === 'RECEIVED') {
+        this.typingFrom(f.data.senderId, false);
+        this.loadWindow();
+      }
+      this.markRead();
+    } else if (f.event === 'typing') {
+      const d = f.data || {};
+      if (d.userId !== this.me.userId) this.typingFrom(d.userId, d.on !== false, d);
+    }
+  }
+
+  typingFrom(userId, on, d = {}) {
+    const key = userId ?? 'someone';
+    clearTimeout(this.typers.get(key)?.timer);
+    if (on) {
+      const name = this.agents.get(userId) || [d.firstName, d.lastName].filter(Boolean).join(' ') || d.name || (userId ? `Agent #${userId}` : 'Someone');
+      this.typers.set(key, { name, timer: setTimeout(() => this.typingFrom(userId, false), 8000) });
+    } else {
+      this.typers.delete(key);
+    }
+    const names = [...this.typers.values()].map((t) => t.name);
+    this.typingEl.textContent = names.length ? `${names.join(', ')} ${names.length > 1 ? 'are' : 'is'} typing…` : '';
+  }
+
+  /** CONTRACT §4 `read` with the seq seen so far, at once (an agent who glances at a
+   * conversation has read it), at most once per seq and conversation. */
+  markRead() {
+    const id = this.id;
+    if (id == null || document.hidden || !this.live.open) return;
+    const seq = this.live.seenSeq(id);
+    if (seq > 0 && seq > (this.readSent.get(id) ?? 0)) {
+      this.readSent.set(id, seq);
+      this.live.read(id, seq);
+    }
+  }
+
+  // ---- composer ----
+
+  renderComposer() {
+    if (this.mode === 'template') return this.renderTemplatePicker();
+    const input = h('textarea', {
+      id: 'composer-input',
+      rows: '1',
+      placeholder: 'Type a message…',
+      title: 'Enter sends; Shift+Enter starts a new line',
+      'aria-label': 'Message',
+      'aria-describedby': 'composer-hint',
+      maxlength: '4096',
+    });
+    input.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        this.sendText(input);
+      }
+    });
+    input.addEventListener('input', () => {
+      input.style.height = 'auto';
+      input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
+      this.typingOn();
+    });
+    input.addEventListener('blur', () => this.typingOff());
+    const file = h('input', { type: 'file', id: 'composer-file', class: 'visually-hidden', accept: 'image/*,audio/*,video/*,application/pdf,.doc,.docx,.xls,.xlsx,.ppt,.pptx', 'aria-label': 'Attach a file' });
+    file.addEventListener('change', () => file.files[0] && this.sendFile(file.files[0], input).finally(() => (file.value = '')));
+    this.progress = h('progress', { class: 'upload', max: '1', value: '0', hidden: true, 'aria-label': 'Upload progress' });
+    this.composer.replaceChildren(
+      h('span', { id: 'composer-hint', class: 'visually-hidden' }, 'Enter sends; Shift+Enter starts a new line'),
+      this.progress,
+      h(
+        'div',
+        { class: 'compose-row' },
+        h('label', { class: 'ghost icon', for: 'composer-file', title: 'Attach a file' }, icon('clip'), h('span', { class: 'visually-hidden' }, 'Attach')),
+        input,
+        h('button', { type: 'button', class: 'ghost', onclick: () => this.switchMode('template') }, 'Template'),
+        h('button', { type: 'button', class: 'primary', onclick: () => this.sendText(input) }, 'Send'),
+      ),
+    );
+  }
+
+  switchMode(mode) {
+    this.mode = mode;
+    this.renderComposer();
+    (mode === 'template' ? $('#template-select') : $('#composer-input'))?.focus();
+  }
+
+  async renderTemplatePicker() {
+    const closed = this.windowOpen === false;
+    const head = h(
+      'p',
+      { class: 'tpl-note' },
+      closed ? 'The 24-hour window is closed: only an approved template can be sent.' : 'Send an approved template.',
+      closed ? null : h('button', { type: 'button', class: 'link', onclick: () => this.switchMode('text') }, 'Back to free text'),
+    );
+    const select = h('select', { id: 'template-select', 'aria-label': 'Template' }, h('option', { value: '' }, 'Loading templates…'));
+    const fields = h('div', { class: 'tpl-fields' });
+    const preview = h('p', { class: 'tpl-preview', 'aria-live': 'polite' });
+    const send = h('button', { type: 'button', class: 'primary', id: 'template-send', disabled: true }, 'Send template');
+    this.composer.replaceChildren(h('div', { class: 'template-picker', role: 'group', 'aria-label': 'Template picker' }, head, h('div', { class: 'compose-row' }, h('label', { for: 'template-select' }, 'Template'), select, send), fields, preview));
+    try {
+      this.templates ||= await get('/template');
+    } catch (e) {
+      select.replaceChildren(h('option', { value: '' }, `Could not load templates: ${e.message}`));
+      return;
+    }
+    if (this.mode !== 'template') return;
+    select.replaceChildren(
+      h('option', { value: '' }, this.templates.length ? 'Choose a template…' : 'No templates: an admin creates them'),
+      ...this.templates.map((t) => h('option', { value: String(t.templateId) }, `${t.name} (${t.language}, ${String(t.category).toLowerCase()})`)),
+    );
+    const inputs = [];
+    const update = () => {
+      const t = this.templates.find((x) => String(x.templateId) === select.value);
+      preview.textContent = t ? renderTemplate(t.content, inputs.map((i) => i.value)) : '';
+      send.disabled = !t || inputs.some((i) => !i.value.trim());
+    };
+    select.addEventListener('change', () => {
+      const t = this.templates.find((x) => String(x.templateId) === select.value);
+      inputs.length = 0;
+      const n = t ? placeholderCount(t.content) : 0;
+      fields.replaceChildren(
+        ...Array.from({ length: n }, (_, i) => {
+          const input = h('input', { type: 'text', id: `tpl-param-${i + 1}`, required: true, 'aria-label': `Parameter {{${i + 1}}}` });
+          input.addEventListener('input', update);
+          input.addEventListener('keydown', (e) => e.key === 'Enter' && !send.disabled && send.click());
+          inputs.push(input);
+          return h('label', { class: 'tpl-param', for: `tpl-param-${i + 1}` }, `{{${i + 1}}}`, input);
+        }),
+      );
+      update();
+    });
+    send.addEventListener('click', () => {
+      const t = this.templates.find((x) => String(x.templateId) === select.value);
+      if (!t) return;
+      const params = inputs.map((i) => i.value.trim());
+      this.dispatch({ templateId: t.templateId, params, preview: renderTemplate(t.content, params) });
+      select.value = '';
+      fields.replaceChildren();
+      update();
+    });
+  }
+
+  sendText(input) {
+    const text = input.value.trim();
+    if (!text) return;
+    input.value = '';
+    input.style.height = 'auto';
+    this.typingOff();
+    this.dispatch({ text });
+  }
+
+  async sendFile(file, input) {
+    this.progress.hidden = false;
+    this.progress.value = 0;
+    try {
+      const saved = await upload(file, (p) => (this.progress.value = p));
+      const caption = input.value.trim();
+      input.value = '';
+      this.dispatch({ text: caption || null, attachment: { ...saved, filename: saved.name || file.name, filesize: saved.size ?? file.size } });
+    } catch (e) {
+      toast(e.status === 404 ? 'Attachments are not available on this server yet' : `Upload failed: ${e.message}`, 'error');
+    } finally {
+      this.progress.hidden = true;
+    }
+  }
+
+  /** Optimistic send: the bubble shows at once with its clientId, then is replaced by the
+   * server's message (ack / message.created / REST answer carry the same clientId). */
+  dispatch({ text, templateId, params, preview, attachment }) {
+    const clientId = crypto.randomUUID();
+    const local = {
+      local: this.live.mode === 'live' || this.live.mode === 'polling' ? 'sending' : 'queued',
+      clientId,
+      conversationId: this.id,
+      direction: 'SENT',
+      content: templateId ? preview : text,
+      datetime: new Date().toISOString(),
+      createdAt: performance.now(),
+      status: 'PENDING',
+      templateId,
+      attachments: attachment ? [{ local: true, filename: attachment.filename, filesize: attachment.filesize }] : [],
+      request: { text, templateId, params, attachment },
+    };
+    this.addLocal(local);
+    document.dispatchEvent(new CustomEvent('console:send', { detail: local }));
+  }
+
+  retry(m) {
+    document.dispatchEvent(new CustomEvent('console:send', { detail: m }));
+    this.updateLocal(m.clientId, { local: 'sending', error: null });
+  }
+
+  typingOn() {
+    if (!this.live.open || this.id == null) return;
+    const now = Date.now();
+    if (!this.typingSince || now - this.typingSince > 3000) {
+      this.typingSince = now;
+      this.live.typing(this.id, true);
+    }
+    clearTimeout(this.typingTimer);
+    this.typingTimer = setTimeout(() => this.typingOff(), 4000);
+  }
+
+  typingOff() {
+    clearTimeout(this.typingTimer);
+    if (this.typingSince && this.id != null) this.live.typing(this.id, false);
+    this.typingSince = 0;
+  }
+}
+
+export function placeholderCount(content) {
+  let max = 0;
+  for (const m of content.matchAll(/\{\{\s*(\d+)\s*\}\}/g)) max = Math.max(max, Number(m[1]));
+  return max;
+}
+
+export function renderTemplate(content, params) {
+  return content.replace(/\{\{\s*(\d+)\s*\}\}/g, (all, n) => (params[n - 1] ? params[n - 1] : all));
+}
