@@ -55,7 +55,9 @@ async function onLogin(e) {
     err.textContent =
       ex.code === 'invalid_credentials'
         ? 'Wrong e-mail or password.'
-        : ex.status === 429
+        : ex.code === 'mfa_required'
+          ? 'This account uses an authenticator app (TOTP), and this console cannot ask for the code yet. Sign in with an account without TOTP.'
+          : ex.status === 429
           ? `Too many attempts; try again in ${ex.retryAfter || 60} seconds.`
           : ex.message;
     err.hidden = false;
