@@ -111,8 +111,8 @@ pub struct RegisterFormView {
 
 /// `registerWithForm`: creates the customer with a password and logs it in (cookie). The
 /// platform config's `register` switch and `register_required_fields` apply; a WhatsApp
-/// contact with the same phone becomes this account (one identity); an existing storefront
-/// account is 409 `user_exists`. A contact is verified when `register_token` (from a verified
+/// contact with the same phone becomes this account (one identity) when `register_token`
+/// proves the phone; otherwise an existing account is 409 `user_exists`. A contact is verified when `register_token` (from a verified
 /// OTP) vouches for it, else it stays unverified.
 #[utoipa::path(tag = "fynd-storefront", request_body = FormRegisterBody, responses((status = 200, body = RegisterFormView),
     (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
