@@ -68,6 +68,7 @@ async fn login_with_password(
     origin: Origin,
     Json(b): Json<PasswordLoginBody>,
 ) -> ApiResult<HttpResponse> {
+    super::limit::check(&st, "auth", &origin.ip)?;
     let (user, row, value) = service::password_login(&st, &client, &b.username, b.password, &origin).await?;
     let app_id = client.app.id;
     let user = st.db.run(move |c| service::view(c, user, app_id)).await?;
@@ -123,6 +124,7 @@ async fn register_with_form(
     origin: Origin,
     Json(b): Json<FormRegisterBody>,
 ) -> ApiResult<HttpResponse> {
+    super::limit::check(&st, "auth", &origin.ip)?;
     if !client.settings.register {
         return Err(ApiError::Denied {
             code: "registration_disabled",

@@ -1056,3 +1056,26 @@ both_backends!(session_policy_follows_session_config, |app: TestApp| async move 
     let expires = chrono::DateTime::parse_from_rfc3339(&newest).unwrap();
     assert!(expires > chrono::Utc::now() + chrono::Duration::hours(23), "extended from now: {newest}");
 });
+
+#[actix_web::test]
+async fn storefront_login_is_rate_limited_per_ip() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |cfg| cfg.auth_rate_per_minute = 3).await.unwrap();
+    let admin = app.admin_token().await;
+    let (app_id, token) = create_app(&app, &admin, "shop").await;
+    let bearer = app_bearer(app_id, &token);
+    for _ in 0..3 {
+        assert_eq!(login(&app, &bearer, "who@shop.test", "password-123").await.0, 401);
+    }
+    let res = app
+        .client
+        .post(app.url(&format!("{AUTH}/login/password")))
+        .header("Authorization", format!("Bearer {bearer}"))
+        .json(&json!({"username": "who@shop.test", "password": "password-123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().get("retry-after").is_some());
+    let (status, body) = into_json(res).await;
+    assert_error(status, &body, 429, "rate_limited");
+}
