@@ -121,6 +121,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     let port = listener.local_addr()?.port();
     let app_state = state.clone();
     let max_body = config.max_body_bytes;
+    let cors_config = config.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
@@ -133,6 +134,10 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .wrap(from_fn(error::unify))
             .wrap(from_fn(ops::metrics::track))
             .wrap(TracingLogger::default())
+            .wrap(actix_web::middleware::Condition::new(
+                fynd::cors::enabled(&cors_config),
+                fynd::cors::middleware(&cors_config),
+            ))
             .configure(ops::routes::configure)
             .configure(auth::routes::configure)
             .configure(messaging::routes::configure)

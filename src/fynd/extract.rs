@@ -73,9 +73,14 @@ impl FromRequest for AppClient {
     }
 }
 
+/// HMAC of the session id, domain-separated from the data key's other signatures.
+fn signature(key: &DataKey, session_id: &str) -> String {
+    key.sign(format!("f.session:{session_id}").as_bytes())
+}
+
 /// The signed cookie value for a session id.
 pub fn cookie_value(key: &DataKey, session_id: &str) -> String {
-    format!("s%3A{session_id}.{}", key.sign(session_id.as_bytes()))
+    format!("s%3A{session_id}.{}", signature(key, session_id))
 }
 
 /// The session id in a cookie value, when its signature is ours. Accepts the value raw or
@@ -83,7 +88,7 @@ pub fn cookie_value(key: &DataKey, session_id: &str) -> String {
 pub fn session_id(key: &DataKey, value: &str) -> Option<String> {
     let v = value.strip_prefix("s%3A").or_else(|| value.strip_prefix("s%3a")).or_else(|| value.strip_prefix("s:"))?;
     let (sid, sig) = v.split_once('.')?;
-    constant_time_eq(key.sign(sid.as_bytes()).as_bytes(), sig.as_bytes()).then(|| sid.to_owned())
+    constant_time_eq(signature(key, sid).as_bytes(), sig.as_bytes()).then(|| sid.to_owned())
 }
 
 fn https(config: &Config) -> bool {

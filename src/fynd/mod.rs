@@ -3,6 +3,7 @@
 
 pub mod applications;
 pub mod config;
+pub mod cors;
 pub mod extract;
 pub mod limit;
 pub mod notify;

@@ -175,6 +175,7 @@ async fn create_user(
         external_id: b.external_id,
         meta: meta(b.meta)?,
         password_hash: None,
+        trusted: true,
     };
     let admin_id = admin.user_id;
     let user = st

@@ -52,6 +52,9 @@ pub struct NewCustomer {
     pub external_id: Option<String>,
     pub meta: Option<serde_json::Value>,
     pub password_hash: Option<String>,
+    /// The caller may adopt an existing contact without proof (a company admin); a storefront
+    /// may only adopt the contact whose phone or e-mail it proved by OTP.
+    pub trusted: bool,
 }
 
 fn exists() -> ApiError {
@@ -60,8 +63,8 @@ fn exists() -> ApiError {
 
 /// Creates a customer of the application, or adopts the company's existing contact with the
 /// same phone or e-mail (a WhatsApp contact that never registered: no password, no
-/// application). One person is one row per company (CONTRACT §9 "one identity"); an existing
-/// storefront account is 409 `user_exists`.
+/// application) when the caller is trusted or proved that phone or e-mail. One person is one
+/// row per company (CONTRACT §9 "one identity"); anything else is 409 `user_exists`.
 pub fn create_or_adopt(c: &mut Db, app: &ApplicationRow, n: &NewCustomer) -> ApiResult<UserRow> {
     let by_phone = match &n.phone {
         Some(p) => customer::find_by_phone(c, app.company_id, p.as_str())?,
@@ -71,6 +74,7 @@ pub fn create_or_adopt(c: &mut Db, app: &ApplicationRow, n: &NewCustomer) -> Api
         Some(e) => customer::find_by_email(c, app.company_id, e.as_str())?,
         None => None,
     };
+    let proven = n.trusted || (by_phone.is_some() && n.phone_verified) || (by_email.is_some() && n.email_verified);
     let existing = match (by_phone, by_email) {
         (Some(a), Some(b)) if a.id != b.id => return Err(exists()),
         (Some(a), _) => Some(a),
@@ -83,7 +87,9 @@ pub fn create_or_adopt(c: &mut Db, app: &ApplicationRow, n: &NewCustomer) -> Api
                 && u.password_hash.is_none()
                 && u.is_active()
                 && u.application_id.is_none_or(|a| a == app.id);
-            if !adoptable || (u.application_id == Some(app.id) && n.password_hash.is_none()) {
+            // Claiming someone's WhatsApp contact by typing its number would be an account
+            // takeover: without an admin, the matching contact must have been proven by OTP.
+            if !adoptable || !proven || (u.application_id == Some(app.id) && n.password_hash.is_none()) {
                 return Err(exists());
             }
             let keep = |current: &str, new: &Option<String>| {

@@ -68,6 +68,7 @@ async fn login_with_password(
     origin: Origin,
     Json(b): Json<PasswordLoginBody>,
 ) -> ApiResult<HttpResponse> {
+    super::limit::check(&st, "auth", &origin.ip)?;
     let (user, row, value) = service::password_login(&st, &client, &b.username, b.password, &origin).await?;
     let app_id = client.app.id;
     let user = st.db.run(move |c| service::view(c, user, app_id)).await?;
@@ -111,8 +112,8 @@ pub struct RegisterFormView {
 
 /// `registerWithForm`: creates the customer with a password and logs it in (cookie). The
 /// platform config's `register` switch and `register_required_fields` apply; a WhatsApp
-/// contact with the same phone becomes this account (one identity); an existing storefront
-/// account is 409 `user_exists`. A contact is verified when `register_token` (from a verified
+/// contact with the same phone becomes this account (one identity) when `register_token`
+/// proves the phone; otherwise an existing account is 409 `user_exists`. A contact is verified when `register_token` (from a verified
 /// OTP) vouches for it, else it stays unverified.
 #[utoipa::path(tag = "fynd-storefront", request_body = FormRegisterBody, responses((status = 200, body = RegisterFormView),
     (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -123,6 +124,7 @@ async fn register_with_form(
     origin: Origin,
     Json(b): Json<FormRegisterBody>,
 ) -> ApiResult<HttpResponse> {
+    super::limit::check(&st, "auth", &origin.ip)?;
     if !client.settings.register {
         return Err(ApiError::Denied {
             code: "registration_disabled",

@@ -148,7 +148,7 @@ pub fn find_by_email(c: &mut Db, company_id: i64, email: &str) -> ApiResult<Opti
 }
 
 pub fn load(c: &mut Db, user: UserRow) -> ApiResult<Customer> {
-    Ok(load_many(c, vec![user])?.pop().expect("one in, one out"))
+    load_many(c, vec![user])?.pop().ok_or(ApiError::NotFound)
 }
 
 /// Attaches active e-mails and phones to each user, two queries for the whole page.

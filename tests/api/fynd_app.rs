@@ -957,3 +957,125 @@ both_backends!(every_fynd_route_is_in_the_openapi_document, |app: TestApp| async
         assert!(doc["paths"][&path].is_object(), "{path} missing from /openapi.json");
     }
 });
+
+#[actix_web::test]
+async fn cors_lets_configured_storefront_origins_call_with_credentials() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |cfg| {
+        cfg.cors_origins = Some("https://shop.example, https://b.example".into())
+    })
+    .await
+    .unwrap();
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(Method::OPTIONS, app.url(&format!("{AUTH}/login/password")))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization,content-type,x-fp-sdk-version,x-fp-date,x-fp-signature,x-currency-code",
+            )
+            .send()
+    };
+    let res = preflight("https://shop.example").await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["access-control-allow-origin"], "https://shop.example");
+    assert_eq!(res.headers()["access-control-allow-credentials"], "true");
+    let allowed = res.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("x-fp-signature") && allowed.contains("x-currency-code"), "{allowed}");
+    let res = preflight("https://evil.example").await.unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    // A simple request from an allowed origin gets the header too, errors included.
+    let res = app
+        .client
+        .get(app.url("/service/application/user/platform/v1.0/config"))
+        .header("Origin", "https://b.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["access-control-allow-origin"], "https://b.example");
+}
+
+both_backends!(session_policy_follows_session_config, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    let company = company_of(&app, &admin).await;
+    let (app_id, token) = create_app(&app, &admin, "shop").await;
+    let bearer = app_bearer(app_id, &token);
+    let (status, _) = app
+        .post(
+            &platform(company, app_id, "/platform/config"),
+            Some(&admin),
+            &json!({"session_config": {"duration": 2, "type": "Hours", "is_rolling": false}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    register(&app, &bearer, "t@shop.test", "9855555555", "password-123").await;
+    let (_, _, set_cookie) = login(&app, &bearer, "t@shop.test", "password-123").await;
+    let set_cookie = set_cookie.unwrap();
+    assert!(set_cookie.contains("Max-Age=7200"), "{set_cookie}");
+    let cookie = cookie_value(&set_cookie);
+    // Fixed expiry: use does not refresh the cookie.
+    let (status, _, refreshed) =
+        storefront(&app, Method::GET, &format!("{AUTH}/session"), &bearer, Some(&cookie), None).await;
+    assert_eq!(status, 200);
+    assert!(refreshed.is_none());
+
+    // Rolling: a session used after a while is extended and its cookie re-sent.
+    app.post(
+        &platform(company, app_id, "/platform/config"),
+        Some(&admin),
+        &json!({"session_config": {"duration": 1, "type": "Days", "is_rolling": true}}),
+    )
+    .await;
+    let (_, _, set_cookie) = login(&app, &bearer, "t@shop.test", "password-123").await;
+    let cookie = cookie_value(&set_cookie.unwrap());
+    let (_, me, _) = storefront(&app, Method::GET, &format!("{AUTH}/session"), &bearer, Some(&cookie), None).await;
+    let user_id: i64 = me["user"]["_id"].as_str().unwrap().parse().unwrap();
+    let before = confab::types::now() - chrono::Duration::hours(20);
+    app.state
+        .db
+        .write(move |c| {
+            use confab::db::schema::sessions;
+            use diesel::prelude::*;
+            diesel::update(sessions::table.filter(sessions::user_id.eq(user_id)))
+                .set((sessions::last_seen_at.eq(before), sessions::expires_at.eq(before + chrono::Duration::days(1))))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (status, _, refreshed) =
+        storefront(&app, Method::GET, &format!("{AUTH}/session"), &bearer, Some(&cookie), None).await;
+    assert_eq!(status, 200);
+    let refreshed = refreshed.expect("a rolling session re-sends its cookie");
+    assert!(refreshed.contains("Max-Age=86400"), "{refreshed}");
+    let (_, list) =
+        app.get(&(platform(company, app_id, "/customers/sessions") + &format!("?id={user_id}")), Some(&admin)).await;
+    let newest =
+        list["items"].as_array().unwrap().iter().filter_map(|i| i["expire_in"].as_str()).max().unwrap().to_owned();
+    let expires = chrono::DateTime::parse_from_rfc3339(&newest).unwrap();
+    assert!(expires > chrono::Utc::now() + chrono::Duration::hours(23), "extended from now: {newest}");
+});
+
+#[actix_web::test]
+async fn storefront_login_is_rate_limited_per_ip() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |cfg| cfg.auth_rate_per_minute = 3).await.unwrap();
+    let admin = app.admin_token().await;
+    let (app_id, token) = create_app(&app, &admin, "shop").await;
+    let bearer = app_bearer(app_id, &token);
+    for _ in 0..3 {
+        assert_eq!(login(&app, &bearer, "who@shop.test", "password-123").await.0, 401);
+    }
+    let res = app
+        .client
+        .post(app.url(&format!("{AUTH}/login/password")))
+        .header("Authorization", format!("Bearer {bearer}"))
+        .json(&json!({"username": "who@shop.test", "password": "password-123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().get("retry-after").is_some());
+    let (status, body) = into_json(res).await;
+    assert_error(status, &body, 429, "rate_limited");
+}

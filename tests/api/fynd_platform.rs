@@ -758,19 +758,70 @@ both_backends!(whatsapp_contact_and_storefront_user_are_one_identity, |app: Test
     // The contact shows in the platform list before it ever registers.
     let (_, list) = app.get(&(platform(company, app_id, "/customers/list") + "?q=8888877777"), Some(&admin)).await;
     assert_eq!(list["items"][0]["_id"], contact.id.to_string(), "{list}");
-    let cookie = register(&app, &bearer, "wa@shop.test", "8888877777", "password-123").await;
-    let (_, me, _) = storefront(
+    // Typing the number is not enough to claim the contact...
+    let (status, body, _) = storefront(&app, Method::POST, "/service/application/user/authentication/v1.0/register/form", &bearer, None,
+        Some(&json!({"email": "wa@shop.test", "password": "password-123", "phone": {"country_code": "91", "mobile": "8888877777"}}))).await;
+    assert_error(status, &body, 409, "user_exists");
+    // ...proving it by OTP is: the contact logs in as itself.
+    let (status, sent, _) = storefront(
         &app,
-        Method::GET,
-        "/service/application/user/authentication/v1.0/session",
+        Method::POST,
+        "/service/application/user/authentication/v1.0/login/otp",
         &bearer,
-        Some(&cookie),
         None,
+        Some(&json!({"country_code": "91", "mobile": "8888877777"})),
     )
     .await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["user_exists"], true);
+    let sms = std::fs::read_dir(app.data_dir().join("outbox/sms")).unwrap().next().unwrap().unwrap().path();
+    let text = std::fs::read_to_string(sms).unwrap();
+    let code = text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).unwrap().to_owned();
+    let (status, me, _) = storefront(
+        &app,
+        Method::POST,
+        "/service/application/user/authentication/v1.0/otp/mobile/verify",
+        &bearer,
+        None,
+        Some(&json!({"request_id": sent["request_id"], "otp": code})),
+    )
+    .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["user_exists"], true);
     assert_eq!(me["user"]["_id"], contact.id.to_string(), "the same user row: {me}");
-    assert_eq!(me["user"]["first_name"], "Wa", "existing names are kept");
-    assert_eq!(me["user"]["emails"][0]["email"], "wa@shop.test");
+    assert_eq!(me["user"]["first_name"], "Wa");
+    assert_eq!(me["user"]["application_id"], app_id.to_string());
+    assert_eq!(me["user"]["phone_numbers"][0]["verified"], true);
+    // An admin may adopt a contact by its phone without proof.
+    let other = app
+        .state
+        .db
+        .write(move |c| {
+            let phone: confab::types::Phone = "+918888866666".parse().unwrap();
+            confab::users::store::create_person(
+                c,
+                company,
+                confab::types::Role::Customer,
+                "",
+                "",
+                None,
+                None,
+                Some(&phone),
+                false,
+            )
+        })
+        .await
+        .unwrap();
+    let (status, adopted) = app
+        .post(
+            &platform(company, app_id, "/customers"),
+            Some(&admin),
+            &json!({"phone_number": "+918888866666", "first_name": "Named", "email": "named@shop.test"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{adopted}");
+    assert_eq!(adopted["user"]["_id"], other.id.to_string());
+    assert_eq!(adopted["user"]["first_name"], "Named");
     let (_, list) = app.get(&platform(company, app_id, "/customers/list"), Some(&admin)).await;
-    assert_eq!(list["page"]["item_total"], 1);
+    assert_eq!(list["page"]["item_total"], 2);
 });
