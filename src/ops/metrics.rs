@@ -10,7 +10,7 @@ use actix_web::{
     middleware::Next,
     web::Data,
 };
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::state::AppState;
 
@@ -19,6 +19,14 @@ pub struct Metrics {
     pub registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_latency: HistogramVec,
+    /// Provider webhooks by provider and verification result (`passed`, `failed`, `ignored`).
+    pub webhook_verifications: IntCounterVec,
+    /// Delivery jobs not yet done.
+    pub outbox_depth: IntGauge,
+    /// Delivery attempts by provider and outcome (`sent`, `transient`, `permanent`).
+    pub outbox_attempts: IntCounterVec,
+    /// Messages marked `FAILED` by the delivery worker, by provider.
+    pub outbox_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -33,9 +41,34 @@ impl Metrics {
                 .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             &["route", "method"],
         )?;
+        let webhook_verifications = IntCounterVec::new(
+            Opts::new("webhook_verifications_total", "Provider webhooks by provider and signature verification result"),
+            &["provider", "result"],
+        )?;
+        let outbox_depth = IntGauge::new("outbox_depth", "Delivery jobs waiting or in flight")?;
+        let outbox_attempts = IntCounterVec::new(
+            Opts::new("outbox_attempts_total", "Delivery attempts by provider and outcome"),
+            &["provider", "outcome"],
+        )?;
+        let outbox_failures = IntCounterVec::new(
+            Opts::new("outbox_failures_total", "Messages the delivery worker marked FAILED, by provider"),
+            &["provider"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_latency.clone()))?;
-        Ok(Self { registry, http_requests, http_latency })
+        registry.register(Box::new(webhook_verifications.clone()))?;
+        registry.register(Box::new(outbox_depth.clone()))?;
+        registry.register(Box::new(outbox_attempts.clone()))?;
+        registry.register(Box::new(outbox_failures.clone()))?;
+        Ok(Self {
+            registry,
+            http_requests,
+            http_latency,
+            webhook_verifications,
+            outbox_depth,
+            outbox_attempts,
+            outbox_failures,
+        })
     }
 
     pub fn render(&self) -> String {
