@@ -221,7 +221,7 @@ async fn record_ignored(st: &AppState, provider: &'static str, items: Vec<(Strin
     st.db
         .write(move |c| {
             for (reason, key) in items {
-                let key: String = format!("ignored:{reason}:{key}").chars().take(500).collect();
+                let key: String = format!("ignored:{reason}:{key}").chars().filter(|c| *c != '\0').take(500).collect();
                 let seen: i64 = webhook_receipts::table
                     .filter(webhook_receipts::provider.eq(provider).and(webhook_receipts::key.eq(&key)))
                     .count()
@@ -246,6 +246,26 @@ async fn record_ignored(st: &AppState, provider: &'static str, items: Vec<(Strin
         })
         .await?;
     Ok(n)
+}
+
+/// NUL characters cannot be stored in PostgreSQL text; no provider means them.
+fn scrub(mut messages: Vec<InboundMessage>) -> Vec<InboundMessage> {
+    let clean = |s: &mut String| {
+        if s.contains('\0') {
+            *s = s.replace('\0', "");
+        }
+    };
+    for m in &mut messages {
+        clean(&mut m.provider_message_id);
+        m.text.iter_mut().for_each(clean);
+        m.name.iter_mut().for_each(clean);
+        for media in &mut m.media {
+            clean(&mut media.provider_media_id);
+            clean(&mut media.filename);
+            clean(&mut media.content_type);
+        }
+    }
+    messages
 }
 
 // ---- WhatsApp Cloud API ----
@@ -340,7 +360,11 @@ async fn whatsapp_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> Api
     // a failure answers 500 so Meta retries (ingest is idempotent, the retry repairs it).
     for (ch, messages, statuses) in per_channel {
         view.statuses += statuses.len();
-        let outcome = service::ingest(st, &ch, messages, statuses).await?;
+        let statuses = statuses
+            .into_iter()
+            .map(|s| StatusUpdate { provider_message_id: s.provider_message_id.replace('\0', ""), ..s })
+            .collect();
+        let outcome = service::ingest(st, &ch, scrub(messages), statuses).await?;
         view.received += outcome.created;
         view.duplicates += outcome.duplicates;
     }
@@ -400,7 +424,7 @@ async fn twilio_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiRe
     };
     match twilio::parse(&params) {
         twilio::Parsed::Message(m) => {
-            service::ingest(st, ch, vec![m], Vec::new()).await?;
+            service::ingest(st, ch, scrub(vec![m]), Vec::new()).await?;
         }
         twilio::Parsed::Status(s) => {
             service::ingest(st, ch, Vec::new(), vec![s]).await?;

@@ -5,3 +5,4 @@ mod helpers;
 mod accounts;
 mod messaging;
 mod ops;
+mod webhooks;
