@@ -56,9 +56,17 @@ pub enum OutboundBody {
     Text(String),
     /// A pre-approved template: name and language from the `templates` table, the positional
     /// body parameters, and the text as rendered by confab (for providers without templates).
-    Template { name: String, language: String, params: Vec<String>, rendered: String },
+    Template {
+        name: String,
+        language: String,
+        params: Vec<String>,
+        rendered: String,
+    },
     /// Media by link: the caption goes with the first item.
-    Media { items: Vec<OutboundMedia>, caption: Option<String> },
+    Media {
+        items: Vec<OutboundMedia>,
+        caption: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -123,8 +123,7 @@ pub async fn claim(st: &AppState, owner: &str) -> ApiResult<Vec<Job>> {
 /// Media go by link to `CONFAB_PUBLIC_URL/media/{attachmentId}`: signed media links belong to
 /// the media module, which is not on this branch yet.
 fn outbound(c: &mut Db, m: &MessageRow, public_url: &str) -> ApiResult<Result<Outbound, SendError>> {
-    let customer_id: i64 =
-        conversations::table.find(m.conversation_id).select(conversations::customer_id).first(c)?;
+    let customer_id: i64 = conversations::table.find(m.conversation_id).select(conversations::customer_id).first(c)?;
     let phone: Option<String> = user_phones::table
         .filter(user_phones::user_id.eq(customer_id).and(user_phones::active.eq(true)))
         .order((user_phones::is_primary.desc(), user_phones::id.desc()))
@@ -139,7 +138,10 @@ fn outbound(c: &mut Db, m: &MessageRow, public_url: &str) -> ApiResult<Result<Ou
         "text" => OutboundBody::Text(text),
         "template" => {
             let Some(tpl) = m.template_id.map(|id| store::template(c, m.company_id, id)).transpose()? else {
-                return Ok(Err(SendError::Permanent { code: "no_template".into(), message: "template missing".into() }));
+                return Ok(Err(SendError::Permanent {
+                    code: "no_template".into(),
+                    message: "template missing".into(),
+                }));
             };
             OutboundBody::Template {
                 name: tpl.name,

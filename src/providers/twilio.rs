@@ -9,7 +9,9 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Mac, SimpleHmac};
 use sha1::Sha1;
 
-use super::{Accepted, FetchedMedia, Outbound, OutboundBody, SendError, is_transient_status, read_media, transport_error};
+use super::{
+    Accepted, FetchedMedia, Outbound, OutboundBody, SendError, is_transient_status, read_media, transport_error,
+};
 use crate::{
     crypto::constant_time_eq,
     messaging::{
@@ -163,7 +165,10 @@ pub enum Parsed {
     Message(InboundMessage),
     Status(StatusUpdate),
     /// Recorded and logged, not acted on.
-    Ignored { reason: String, key: String },
+    Ignored {
+        reason: String,
+        key: String,
+    },
 }
 
 pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -224,20 +229,27 @@ pub fn parse(params: &[(String, String)]) -> Parsed {
             Some(InboundMedia {
                 kind,
                 provider_media_id: url.to_owned(),
-                filename: format!("{}-{i}.{ext}", top.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "")),
+                filename: format!(
+                    "{}-{i}.{ext}",
+                    top.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "")
+                ),
                 content_type: content_type.to_owned(),
             })
         })
         .collect();
-    let text = param(params, "Body").map(str::to_owned).or_else(|| param(params, "ButtonText").map(str::to_owned)).or_else(
-        || match (param(params, "Latitude"), param(params, "Longitude")) {
+    let text = param(params, "Body")
+        .map(str::to_owned)
+        .or_else(|| param(params, "ButtonText").map(str::to_owned))
+        .or_else(|| match (param(params, "Latitude"), param(params, "Longitude")) {
             (Some(lat), Some(lon)) => {
                 let label = param(params, "Label").or_else(|| param(params, "Address")).map(|l| format!(": {l}"));
-                Some(format!("📍 Location{} ({lat}, {lon}) https://maps.google.com/?q={lat},{lon}", label.unwrap_or_default()))
+                Some(format!(
+                    "📍 Location{} ({lat}, {lon}) https://maps.google.com/?q={lat},{lon}",
+                    label.unwrap_or_default()
+                ))
             }
             _ => None,
-        },
-    );
+        });
     if text.is_none() && media.is_empty() {
         return Parsed::Ignored { reason: "message without body or media".into(), key: sid.to_owned() };
     }
@@ -273,7 +285,13 @@ mod tests {
         assert!(verify(Some("RSOYDt4T1cUTdK1PDd93/VVr8B8="), "12345", url, &params));
         assert!(!verify(Some("RSOYDt4T1cUTdK1PDd93/VVr8B8="), "54321", url, &params));
         assert!(!verify(None, "12345", url, &params));
-        let multi = pairs(&[("Sid", "CA123"), ("SidAccount", "AC123"), ("Digits", "5678"), ("Digits", "1234"), ("Digits", "1234")]);
+        let multi = pairs(&[
+            ("Sid", "CA123"),
+            ("SidAccount", "AC123"),
+            ("Digits", "5678"),
+            ("Digits", "1234"),
+            ("Digits", "1234"),
+        ]);
         assert_eq!(signature("12345", url, &multi), "IK+Dwps556ElfBT0I3Rgjkr1wJU=");
     }
 
@@ -302,7 +320,10 @@ mod tests {
         ]);
         assert_eq!(our_number(&inbound).unwrap().as_str(), "+14155238886");
         let Parsed::Message(m) = parse(&inbound) else { panic!("a message") };
-        assert_eq!((m.from.as_str(), m.text.as_deref(), m.name.as_deref()), ("+14155550123", Some("hello"), Some("Ada")));
+        assert_eq!(
+            (m.from.as_str(), m.text.as_deref(), m.name.as_deref()),
+            ("+14155550123", Some("hello"), Some("Ada"))
+        );
         assert_eq!(m.media[0].kind, MediaKind::Image);
         let status = pairs(&[
             ("MessageSid", "SM2"),

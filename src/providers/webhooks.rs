@@ -316,7 +316,8 @@ async fn whatsapp_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> Api
     let mut verified = Vec::new();
     for ch in channels {
         let Ok(secret) = channel_secret(st, &ch.secrets, "appSecret") else { continue };
-        let ok = *by_secret.entry(secret).or_insert_with_key(|s| verify_sha256_signature(Some(sig), s.as_bytes(), body));
+        let ok =
+            *by_secret.entry(secret).or_insert_with_key(|s| verify_sha256_signature(Some(sig), s.as_bytes(), body));
         if ok {
             verified.push(ch);
         }

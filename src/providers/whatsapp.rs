@@ -4,7 +4,9 @@
 use chrono::NaiveDateTime;
 use serde_json::{Value, json};
 
-use super::{Accepted, FetchedMedia, Outbound, OutboundBody, SendError, is_transient_status, read_media, transport_error};
+use super::{
+    Accepted, FetchedMedia, Outbound, OutboundBody, SendError, is_transient_status, read_media, transport_error,
+};
 use crate::{
     messaging::{
         model::{MediaKind, Status},
@@ -36,10 +38,8 @@ impl Client {
             let id = self.post_message(&body).await?;
             first.get_or_insert(id);
         }
-        let provider_id = first.ok_or_else(|| SendError::Permanent {
-            code: "empty_message".into(),
-            message: "nothing to send".into(),
-        })?;
+        let provider_id = first
+            .ok_or_else(|| SendError::Permanent { code: "empty_message".into(), message: "nothing to send".into() })?;
         Ok(Accepted { provider_id, then: Vec::new() })
     }
 
@@ -70,7 +70,10 @@ impl Client {
     /// (providers.md §2.5).
     pub async fn fetch_media(&self, media_id: &str) -> Result<FetchedMedia, SendError> {
         if media_id.is_empty() || !media_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(SendError::Permanent { code: "bad_media_id".into(), message: "not a WhatsApp media id".into() });
+            return Err(SendError::Permanent {
+                code: "bad_media_id".into(),
+                message: "not a WhatsApp media id".into(),
+            });
         }
         let url = format!("{}/{media_id}", self.base);
         let res = self.http.get(url).bearer_auth(&self.access_token).send().await.map_err(transport_error)?;
@@ -171,8 +174,10 @@ pub fn parse(body: &[u8]) -> Result<Vec<Change>, Unreadable> {
         for change in entry.get("changes").and_then(Value::as_array).into_iter().flatten() {
             let field = str_at(change, &["field"]).unwrap_or("");
             let value = change.get("value").unwrap_or(&Value::Null);
-            let mut parsed =
-                Change { phone_number_id: str_at(value, &["metadata", "phone_number_id"]).unwrap_or("").to_owned(), ..Default::default() };
+            let mut parsed = Change {
+                phone_number_id: str_at(value, &["metadata", "phone_number_id"]).unwrap_or("").to_owned(),
+                ..Default::default()
+            };
             if field != "messages" {
                 parsed.ignored.push(("field".into(), if field.is_empty() { "(none)".into() } else { field.into() }));
                 out.push(parsed);
@@ -239,14 +244,7 @@ fn inbound(m: &Value, contacts: Option<&Vec<Value>>) -> Result<InboundMessage, S
         .and_then(|c| str_at(c, &["profile", "name"]))
         .map(str::to_owned);
     let (text, media) = content(kind, m)?;
-    Ok(InboundMessage {
-        provider_message_id: id.to_owned(),
-        from: phone,
-        name,
-        text,
-        media,
-        timestamp: timestamp(m),
-    })
+    Ok(InboundMessage { provider_message_id: id.to_owned(), from: phone, name, text, media, timestamp: timestamp(m) })
 }
 
 /// Text and media of a message by type. Types without a first-class representation
@@ -352,7 +350,8 @@ mod tests {
     #[test]
     fn every_reference_type_parses() {
         let base = |kind: &str, part: Value| {
-            let mut m = json!({"from": "14155550123", "id": format!("wamid.{kind}"), "timestamp": "1749416383", "type": kind});
+            let mut m =
+                json!({"from": "14155550123", "id": format!("wamid.{kind}"), "timestamp": "1749416383", "type": kind});
             m[kind] = part;
             m
         };
@@ -381,10 +380,13 @@ mod tests {
         let loc = one(base("location", json!({"latitude": 12.25089, "longitude": 43.90539, "name": "Cafe"})));
         assert!(loc.text.unwrap().contains("12.25089, 43.90539"));
         let mut contacts = json!({"from": "14155550123", "id": "wamid.c", "timestamp": "1", "type": "contacts"});
-        contacts["contacts"] = json!([{"name": {"formatted_name": "Chandler Bing"}, "phones": [{"phone": "+1 555-555-5555"}]}]);
+        contacts["contacts"] =
+            json!([{"name": {"formatted_name": "Chandler Bing"}, "phones": [{"phone": "+1 555-555-5555"}]}]);
         assert_eq!(one(contacts).text.as_deref(), Some("👤 Contact: Chandler Bing (+1 555-555-5555)"));
-        let button =
-            one(base("interactive", json!({"type": "button_reply", "button_reply": {"id": "yes", "title": "Yes please"}})));
+        let button = one(base(
+            "interactive",
+            json!({"type": "button_reply", "button_reply": {"id": "yes", "title": "Yes please"}}),
+        ));
         assert_eq!(button.text.as_deref(), Some("Yes please"));
         let list = one(base("interactive", json!({"type": "list_reply", "list_reply": {"id": "a", "title": "Row A"}})));
         assert_eq!(list.text.as_deref(), Some("Row A"));
@@ -406,10 +408,18 @@ mod tests {
         let changes = parse(&body).unwrap();
         assert_eq!(changes[0].messages.len(), 1);
         assert_eq!(changes[0].ignored.len(), 2);
-        assert!(parse(b"{\"entry\":[{\"changes\":[{\"field\":\"account_update\",\"value\":{}}]}]}").unwrap()[0].ignored.len() == 1);
+        assert!(
+            parse(b"{\"entry\":[{\"changes\":[{\"field\":\"account_update\",\"value\":{}}]}]}").unwrap()[0]
+                .ignored
+                .len()
+                == 1
+        );
         assert!(parse(b"not json").is_err());
         assert!(parse(b"{\"entry\":7}").is_err());
-        assert!(parse(b"{\"entry\":[7,{\"changes\":[null,{\"value\":{\"messages\":[1,\"x\"]},\"field\":\"messages\"}]}]}").is_ok());
+        assert!(
+            parse(b"{\"entry\":[7,{\"changes\":[null,{\"value\":{\"messages\":[1,\"x\"]},\"field\":\"messages\"}]}]}")
+                .is_ok()
+        );
     }
 
     #[test]

@@ -312,7 +312,8 @@ async fn metric(app: &TestApp, needle: &str) -> f64 {
 /// A customer writes in on the WhatsApp channel (opening the window); returns the conversation.
 async fn wa_customer_says(app: &TestApp, co: &Company, channel_id: i64, text: &str) -> i64 {
     let id = format!("wamid.in-{}", confab::crypto::random_hex_id());
-    let (status, body) = wa_post(app, APP_SECRET, &serde_json::to_vec(&wa_text(PNID, "14155550123", &id, text)).unwrap()).await;
+    let (status, body) =
+        wa_post(app, APP_SECRET, &serde_json::to_vec(&wa_text(PNID, "14155550123", &id, text)).unwrap()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["received"], 1, "{body}");
     conversation_of(app, co, channel_id).await
@@ -355,7 +356,8 @@ both_backends!(signed_bodies_with_emoji_and_accents_are_verified_over_raw_bytes,
     // providers.md §2.2 worked example: the signature over the exact bytes is accepted.
     let reference = br#"{"object":"whatsapp_business_account","entry":[]}"#;
     let sig = "sha256=c236c758c9b2bd40b388a550eeca09eaca72384dd0aa5e7c31d19cddac5bba46";
-    let (status, body) = post_raw(&app, "/webhooks/whatsapp", &[("X-Hub-Signature-256", sig.into())], reference.to_vec()).await;
+    let (status, body) =
+        post_raw(&app, "/webhooks/whatsapp", &[("X-Hub-Signature-256", sig.into())], reference.to_vec()).await;
     assert_eq!(status, 200, "{body}");
 
     // Raw UTF-8 (not \u-escaped), odd spacing: re-serialising would change the bytes.
@@ -396,8 +398,13 @@ both_backends!(bad_or_missing_signatures_are_401_and_store_nothing, |app: TestAp
             assert_error(status, &res, 401, "invalid_signature");
         }
     }
-    let (status, res) =
-        post_raw(&app, "/webhooks/twilio", &[("X-Twilio-Signature", "bogus".into())], b"MessageSid=SM1&Body=x".to_vec()).await;
+    let (status, res) = post_raw(
+        &app,
+        "/webhooks/twilio",
+        &[("X-Twilio-Signature", "bogus".into())],
+        b"MessageSid=SM1&Body=x".to_vec(),
+    )
+    .await;
     assert_error(status, &res, 401, "invalid_signature");
     assert_eq!(counts(&app).await, before, "nothing stored");
     assert!(metric(&app, "confab_webhook_verifications_total{provider=\"whatsapp\",result=\"failed\"}").await >= 10.0);
@@ -453,7 +460,8 @@ both_backends!(every_inbound_type_is_stored_media_pending, |app: TestApp| async 
         v
     };
     let mut contacts = json!({"from": "14155550123", "id": "wamid.t8", "timestamp": t, "type": "contacts"});
-    contacts["contacts"] = json!([{"name": {"formatted_name": "Chandler Bing"}, "phones": [{"phone": "+1 555-555-5555"}]}]);
+    contacts["contacts"] =
+        json!([{"name": {"formatted_name": "Chandler Bing"}, "phones": [{"phone": "+1 555-555-5555"}]}]);
     let body = envelope(
         PNID,
         json!({"contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "14155550123"}], "messages": [
@@ -478,7 +486,9 @@ both_backends!(every_inbound_type_is_stored_media_pending, |app: TestApp| async 
     let data = page["data"].as_array().unwrap();
     assert_eq!(data.len(), 11);
     let contents: Vec<&str> = data.iter().filter_map(|m| m["content"].as_str()).collect();
-    for want in ["hello", "look", "Yes", "Stop", "Reacted 👍 to a message", "👤 Contact: Chandler Bing (+1 555-555-5555)"] {
+    for want in
+        ["hello", "look", "Yes", "Stop", "Reacted 👍 to a message", "👤 Contact: Chandler Bing (+1 555-555-5555)"]
+    {
         assert!(contents.contains(&want), "{want} in {contents:?}");
     }
     assert!(contents.iter().any(|c| c.contains("12.25089")));
@@ -502,8 +512,11 @@ both_backends!(inbound_media_is_fetched_from_the_provider, |app: TestApp| async 
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     mock.fix(
         "/65463453",
-        Reply::Json(200, json!({"messaging_product": "whatsapp", "url": format!("{}/download/65463453", mock.base),
-                               "mime_type": "image/jpeg", "sha256": "x", "file_size": "4", "id": "65463453"})),
+        Reply::Json(
+            200,
+            json!({"messaging_product": "whatsapp", "url": format!("{}/download/65463453", mock.base),
+                               "mime_type": "image/jpeg", "sha256": "x", "file_size": "4", "id": "65463453"}),
+        ),
     );
     mock.fix("/download/65463453", Reply::Bytes("image/jpeg", vec![0xff, 0xd8, 0xff, 0xe0]));
     let st = app.state.clone();
@@ -529,7 +542,8 @@ fast_both!(outbound_text_reaches_the_cloud_api_and_statuses_only_move_forward, |
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     let conv = wa_customer_says(&app, &co, channel, "hi").await;
 
-    let (status, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "Hello 👋"})).await;
+    let (status, sent) =
+        app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "Hello 👋"})).await;
     assert_eq!(status, 201, "{sent}");
     let mid = sent["messageId"].as_str().unwrap().to_owned();
     app.wait_for_message_status(&co.agent, conv, &mid, "SENT").await;
@@ -581,7 +595,8 @@ fast_both!(status_before_its_message_is_applied_when_the_id_is_recorded, |app: T
     let conv = wa_customer_says(&app, &co, channel, "hi").await;
     // Meta reports "delivered" for a wamid before the send call has returned it to us.
     let (status, res) =
-        wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_statuses(PNID, &[("wamid.early", "delivered")])).unwrap()).await;
+        wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_statuses(PNID, &[("wamid.early", "delivered")])).unwrap())
+            .await;
     assert_eq!(status, 200, "{res}");
     mock.script([Reply::Json(200, json!({"messaging_product": "whatsapp", "messages": [{"id": "wamid.early"}]}))]);
     let (_, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "x"})).await;
@@ -644,7 +659,11 @@ fast_both!(templates_go_out_as_template_messages, |app: TestApp| async move {
     assert_eq!(status, 201, "{tpl}");
     let tid = tpl["templateId"].as_i64().or_else(|| tpl["id"].as_i64()).unwrap();
     let (status, sent) = app
-        .post("/message", Some(&co.agent), &json!({"conversationId": conv, "templateId": tid, "params": ["Ann", "#42"]}))
+        .post(
+            "/message",
+            Some(&co.agent),
+            &json!({"conversationId": conv, "templateId": tid, "params": ["Ann", "#42"]}),
+        )
         .await;
     assert_eq!(status, 201, "{sent}");
     app.wait_for_message_status(&co.agent, conv, sent["messageId"].as_str().unwrap(), "SENT").await;
@@ -704,7 +723,10 @@ fn test_signer_matches_the_twilio_reference_vector() {
         ("From", "+14158675309"),
         ("To", "+18005551212"),
     ];
-    assert_eq!(twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", &params), "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+    assert_eq!(
+        twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", &params),
+        "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+    );
 }
 
 fast_both!(twilio_inbound_status_and_outbound, |app: TestApp| async move {
@@ -728,9 +750,21 @@ fast_both!(twilio_inbound_status_and_outbound, |app: TestApp| async move {
         ("ApiVersion", "2010-04-01"),
     ];
     let before = counts(&app).await;
-    let (status, res) = twilio_post(&app, "/webhooks/twilio", &inbound, twilio_signature("wrong", &format!("{public}/webhooks/twilio"), &inbound)).await;
+    let (status, res) = twilio_post(
+        &app,
+        "/webhooks/twilio",
+        &inbound,
+        twilio_signature("wrong", &format!("{public}/webhooks/twilio"), &inbound),
+    )
+    .await;
     assert_error(status, &res, 401, "invalid_signature");
-    let (status, res) = twilio_post(&app, "/webhooks/twilio", &inbound, twilio_signature(TWILIO_TOKEN, "http://elsewhere/webhooks/twilio", &inbound)).await;
+    let (status, res) = twilio_post(
+        &app,
+        "/webhooks/twilio",
+        &inbound,
+        twilio_signature(TWILIO_TOKEN, "http://elsewhere/webhooks/twilio", &inbound),
+    )
+    .await;
     assert_error(status, &res, 401, "invalid_signature");
     assert_eq!(counts(&app).await, before);
 
@@ -924,10 +958,8 @@ fn mutate(v: &mut Value, rng: &mut impl rand::Rng) {
     }
 }
 
-#[actix_web::test]
-async fn fuzzed_signed_bodies_never_cause_a_500() {
+both_backends!(fuzzed_signed_bodies_never_cause_a_500, |app: TestApp| async move {
     use rand::{Rng, SeedableRng};
-    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
     let co = app.default_company().await;
     let mock = Mock::start().await;
     whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
@@ -938,12 +970,15 @@ async fn fuzzed_signed_bodies_never_cause_a_500() {
     let samples: Vec<Value> = vec![
         wa_text(PNID, "14155550123", "wamid.f", "fuzz"),
         wa_statuses(PNID, &[("wamid.f", "read"), ("wamid.g", "failed")]),
-        envelope(PNID, json!({"messages": [
-            {"from": "14155550123", "id": "wamid.i", "timestamp": t, "type": "image", "image": {"id": "1", "mime_type": "image/png"}},
-            {"from": "14155550123", "id": "wamid.l", "timestamp": t, "type": "location", "location": {"latitude": 1.0, "longitude": 2.0}},
-            {"from": "14155550123", "id": "wamid.c", "timestamp": t, "type": "contacts", "contacts": [{"name": {"formatted_name": "A"}}]},
-            {"from": "14155550123", "id": "wamid.r", "timestamp": t, "type": "interactive", "interactive": {"type": "list_reply", "list_reply": {"title": "t"}}}
-        ]})),
+        envelope(
+            PNID,
+            json!({"messages": [
+                {"from": "14155550123", "id": "wamid.i", "timestamp": t, "type": "image", "image": {"id": "1", "mime_type": "image/png"}},
+                {"from": "14155550123", "id": "wamid.l", "timestamp": t, "type": "location", "location": {"latitude": 1.0, "longitude": 2.0}},
+                {"from": "14155550123", "id": "wamid.c", "timestamp": t, "type": "contacts", "contacts": [{"name": {"formatted_name": "A"}}]},
+                {"from": "14155550123", "id": "wamid.r", "timestamp": t, "type": "interactive", "interactive": {"type": "list_reply", "list_reply": {"title": "t"}}}
+            ]}),
+        ),
     ];
     for i in 0..1000 {
         let mut sample = samples[i % samples.len()].clone();
@@ -964,10 +999,34 @@ async fn fuzzed_signed_bodies_never_cause_a_500() {
     }
     let public = app.config.public_url.trim_end_matches('/').to_owned();
     for i in 0..200 {
-        let keys = ["MessageSid", "From", "To", "Body", "NumMedia", "MediaUrl0", "MediaContentType0", "MessageStatus",
-            "AccountSid", "Latitude", "Longitude", "ErrorCode"];
-        let values = ["SM1", "whatsapp:+14155550123", "whatsapp:+14155238886", "", "\u{0}", "7", "99999999999", "delivered",
-            TWILIO_SID, "💥", "received", "http://127.0.0.1:1/x"];
+        let keys = [
+            "MessageSid",
+            "From",
+            "To",
+            "Body",
+            "NumMedia",
+            "MediaUrl0",
+            "MediaContentType0",
+            "MessageStatus",
+            "AccountSid",
+            "Latitude",
+            "Longitude",
+            "ErrorCode",
+        ];
+        let values = [
+            "SM1",
+            "whatsapp:+14155550123",
+            "whatsapp:+14155238886",
+            "",
+            "\u{0}",
+            "7",
+            "99999999999",
+            "delivered",
+            TWILIO_SID,
+            "💥",
+            "received",
+            "http://127.0.0.1:1/x",
+        ];
         let params: Vec<(&str, &str)> = (0..rng.gen_range(0..12))
             .map(|_| (keys[rng.gen_range(0..keys.len())], values[rng.gen_range(0..values.len())]))
             .collect();
@@ -977,4 +1036,4 @@ async fn fuzzed_signed_bodies_never_cause_a_500() {
     }
     let (status, _) = app.get("/healthz", None).await;
     assert_eq!(status, 200);
-}
+});
