@@ -813,6 +813,53 @@ fast_both!(twilio_inbound_status_and_outbound, |app: TestApp| async move {
     app.wait_for_message_status(&co.agent, conv, &mid, "READ").await;
 });
 
+/// Several nodes are a PostgreSQL deployment (CONTRACT §8): two servers on one database, each
+/// with its delivery worker, share 20 jobs; the provider sees each message once.
+#[actix_web::test]
+async fn two_nodes_never_send_one_job_twice() {
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, fast).await else {
+        eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let conv = wa_customer_says(&app, &co, channel, "hi").await;
+    let second = TestApp::start(app.backend, app.config.clone(), app.dir.clone(), app.pg.clone()).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let node = if i % 2 == 0 { &app } else { &second };
+        let (status, sent) =
+            node.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": format!("n{i}")})).await;
+        assert_eq!(status, 201, "{sent}");
+        ids.push(sent["messageId"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        app.wait_for_message_status(&co.agent, conv, id, "SENT").await;
+    }
+    let mut texts: Vec<String> =
+        mock.seen().iter().map(|s| s.json()["text"]["body"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(texts.len(), 20, "each job sent exactly once");
+    texts.sort();
+    texts.dedup();
+    assert_eq!(texts.len(), 20);
+}
+
+both_backends!(twilio_media_is_fetched_with_basic_auth, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = twilio_channel(&app, &co, &mock).await;
+    mock.fix("/media/ME1", Reply::Bytes("audio/ogg", b"OggS".to_vec()));
+    let st = app.state.clone();
+    let row = st.db.run(move |c| confab::messaging::store::channel_by_id(c, channel)).await.unwrap();
+    let http = confab::providers::http_client(&st.config);
+    let provider = confab::providers::Provider::for_channel(&st, &row, &http).unwrap();
+    let media = provider.fetch_media(&format!("{}/media/ME1", mock.base)).await.unwrap();
+    assert_eq!((media.content_type.as_str(), &media.bytes[..]), ("audio/ogg", &b"OggS"[..]));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{TWILIO_SID}:{TWILIO_TOKEN}"));
+    assert_eq!(mock.seen()[0].authorization.as_deref(), Some(format!("Basic {basic}").as_str()));
+});
+
 // ---- crash safety ----
 
 // The real binary claims a job, is SIGKILLed while the provider call is in flight, and a
