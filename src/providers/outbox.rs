@@ -172,7 +172,7 @@ fn outbound(c: &mut Db, m: &MessageRow, public_url: &str) -> ApiResult<Result<Ou
 async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, job: &Job) -> ApiResult<()> {
     let message_id = job.ref_id.clone();
     let public_url = st.config.public_url.clone();
-    let (channel, out) = st
+    let loaded = st
         .db
         .run(move |c| {
             let m = store::message_by_id(c, &message_id)?;
@@ -180,7 +180,27 @@ async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, job: &Job) 
             let out = outbound(c, &m, &public_url)?;
             Ok((ch, out))
         })
-        .await?;
+        .await;
+    let (channel, out) = match loaded {
+        Ok(found) => found,
+        // The channel was deleted (or the message is gone): nothing can ever send it.
+        Err(ApiError::NotFound) => {
+            let (job_id, owner, message_id) = (job.id, owner.to_owned(), job.ref_id.clone());
+            let events = st
+                .db
+                .write(move |c| {
+                    finish(c, job_id, &owner, Some("the message or its channel no longer exists"))?;
+                    match store::message_by_id(c, &message_id) {
+                        Ok(_) => service::record_failed_tx(c, &message_id, "channel_gone"),
+                        Err(_) => Ok(Vec::new()),
+                    }
+                })
+                .await?;
+            service::publish_events(st, events);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let provider = Provider::for_channel(st, &channel, http);
     let name = provider.as_ref().map(Provider::name).unwrap_or("unknown");
     let outcome = match (&provider, out) {

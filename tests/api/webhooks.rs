@@ -644,6 +644,21 @@ fast_both!(transient_errors_are_retried_and_permanent_ones_fail, |app: TestApp| 
     assert!(metric(&app, "confab_outbox_attempts_total{outcome=\"transient\",provider=\"whatsapp\"}").await >= 2.0);
 });
 
+fast_both!(a_deleted_channel_fails_its_pending_jobs, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let conv = wa_customer_says(&app, &co, channel, "hi").await;
+    mock.script((0..50).map(|_| Reply::Json(503, json!({}))));
+    let (_, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "orphan"})).await;
+    let mid = sent["messageId"].as_str().unwrap().to_owned();
+    mock.wait_for_requests(1).await;
+    let (status, _) = app.delete(&format!("/channel/{channel}"), Some(&co.admin)).await;
+    assert_eq!(status, 204);
+    let failed = app.wait_for_message_status(&co.agent, conv, &mid, "FAILED").await;
+    assert_eq!(failed["errorCode"], "channel_gone");
+});
+
 fast_both!(templates_go_out_as_template_messages, |app: TestApp| async move {
     let co = app.default_company().await;
     let mock = Mock::start().await;
