@@ -659,6 +659,51 @@ fast_both!(a_deleted_channel_fails_its_pending_jobs, |app: TestApp| async move {
     assert_eq!(failed["errorCode"], "channel_gone");
 });
 
+fast_both!(media_go_out_by_link, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let conv = wa_customer_says(&app, &co, channel, "send me the invoice").await;
+    // An uploaded attachment (the upload route belongs to the media module).
+    let company_id = co.company_id;
+    let attachment_id: i64 = app
+        .state
+        .db
+        .write(move |c| {
+            use confab::db::schema::attachments;
+            Ok(diesel::insert_into(attachments::table)
+                .values((
+                    attachments::company_id.eq(company_id),
+                    attachments::kind.eq("DOCUMENT"),
+                    attachments::filename.eq("invoice.pdf"),
+                    attachments::filesize.eq(4_i64),
+                    attachments::content_type.eq("application/pdf"),
+                    attachments::state.eq("ready"),
+                    attachments::created_at.eq(chrono::Utc::now().naive_utc()),
+                ))
+                .returning(attachments::id)
+                .get_result(c)?)
+        })
+        .await
+        .unwrap();
+    let (status, sent) = app
+        .post(
+            "/message",
+            Some(&co.agent),
+            &json!({"conversationId": conv, "attachmentId": attachment_id, "text": "here"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    app.wait_for_message_status(&co.agent, conv, sent["messageId"].as_str().unwrap(), "SENT").await;
+    let body = mock.wait_for_requests(1).await[0].json();
+    assert_eq!(body["type"], "document");
+    let public = app.config.public_url.trim_end_matches('/');
+    assert_eq!(
+        body["document"],
+        json!({"link": format!("{public}/media/{attachment_id}"), "caption": "here", "filename": "invoice.pdf"})
+    );
+});
+
 fast_both!(templates_go_out_as_template_messages, |app: TestApp| async move {
     let co = app.default_company().await;
     let mock = Mock::start().await;
