@@ -115,6 +115,17 @@ pub struct Config {
     /// Frames queued per WebSocket before a client that does not read is closed with 1013.
     #[arg(long, env = "CONFAB_WS_QUEUE_FRAMES", default_value_t = 1024, global = true)]
     pub ws_queue_frames: usize,
+    /// Base of the delivery worker's exponential backoff, in milliseconds (attempt n waits
+    /// base·2ⁿ, capped at 10 minutes, ±25 % jitter).
+    #[arg(long, env = "CONFAB_OUTBOX_BACKOFF_MS", default_value_t = 1000, global = true)]
+    pub outbox_backoff_ms: u64,
+    /// How long a claimed delivery job stays leased to its node; a job claimed by a node that
+    /// died is taken again after this. Keep it above the provider timeout.
+    #[arg(long, env = "CONFAB_OUTBOX_LEASE_SECS", default_value_t = 60, global = true)]
+    pub outbox_lease_secs: u64,
+    /// Timeout of each call to a provider's API (send, media download), in seconds.
+    #[arg(long, env = "CONFAB_PROVIDER_TIMEOUT_SECS", default_value_t = 15, global = true)]
+    pub provider_timeout_secs: u64,
     /// Optional configuration file (TOML, keys as the flag names: `database_url = "…"`).
     #[arg(long, env = "CONFAB_CONFIG", default_value = "confab.toml", global = true)]
     pub config: PathBuf,

@@ -67,3 +67,44 @@ pub fn search_messages(c: &mut Db, company_id: i64, term: &str, offset: i64, lim
         }
     }
 }
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// Ids of due, unleased outbox jobs of a kind, oldest due first (the claim's candidates). On
+/// PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, so concurrent claimers on other
+/// nodes skip them instead of waiting; SQLite has one writer, so a plain SELECT is enough.
+pub fn due_outbox_ids(c: &mut Db, kind: &str, t: chrono::NaiveDateTime, limit: i64) -> ApiResult<Vec<i64>> {
+    use diesel::sql_types::Timestamp;
+    match c {
+        Db::Sqlite(conn) => {
+            use diesel::prelude::*;
+
+            use super::schema::outbox;
+            Ok(outbox::table
+                .filter(outbox::done_at.is_null())
+                .filter(outbox::kind.eq(kind))
+                .filter(outbox::next_attempt_at.le(t))
+                .filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t)))
+                .order(outbox::next_attempt_at)
+                .limit(limit)
+                .select(outbox::id)
+                .load(conn)?)
+        }
+        Db::Pg(conn) => {
+            let rows: Vec<Id> = diesel::sql_query(
+                "SELECT id FROM outbox WHERE done_at IS NULL AND kind = $1 AND next_attempt_at <= $2 \
+                 AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at LIMIT $3 \
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind::<Text, _>(kind)
+            .bind::<Timestamp, _>(t)
+            .bind::<BigInt, _>(limit)
+            .load(conn)?;
+            Ok(rows.into_iter().map(|r| r.id).collect())
+        }
+    }
+}

@@ -23,6 +23,14 @@ pub struct Metrics {
     pub ws_subscriptions: IntGauge,
     pub ws_events_out: IntCounter,
     pub ws_slow_closes: IntCounter,
+    /// Provider webhooks by provider and verification result (`passed`, `failed`, `ignored`).
+    pub webhook_verifications: IntCounterVec,
+    /// Delivery jobs not yet done.
+    pub outbox_depth: IntGauge,
+    /// Delivery attempts by provider and outcome (`sent`, `transient`, `permanent`).
+    pub outbox_attempts: IntCounterVec,
+    /// Messages marked `FAILED` by the delivery worker, by provider.
+    pub outbox_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -41,13 +49,42 @@ impl Metrics {
         let ws_subscriptions = IntGauge::new("ws_subscriptions", "Conversation subscriptions on this node")?;
         let ws_events_out = IntCounter::new("ws_events_fanned_out_total", "Event frames handed to WebSocket queues")?;
         let ws_slow_closes = IntCounter::new("ws_slow_consumer_closes_total", "Connections closed with 1013")?;
+        let webhook_verifications = IntCounterVec::new(
+            Opts::new("webhook_verifications_total", "Provider webhooks by provider and signature verification result"),
+            &["provider", "result"],
+        )?;
+        let outbox_depth = IntGauge::new("outbox_depth", "Delivery jobs waiting or in flight")?;
+        let outbox_attempts = IntCounterVec::new(
+            Opts::new("outbox_attempts_total", "Delivery attempts by provider and outcome"),
+            &["provider", "outcome"],
+        )?;
+        let outbox_failures = IntCounterVec::new(
+            Opts::new("outbox_failures_total", "Messages the delivery worker marked FAILED, by provider"),
+            &["provider"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_latency.clone()))?;
         registry.register(Box::new(ws_open.clone()))?;
         registry.register(Box::new(ws_subscriptions.clone()))?;
         registry.register(Box::new(ws_events_out.clone()))?;
         registry.register(Box::new(ws_slow_closes.clone()))?;
-        Ok(Self { registry, http_requests, http_latency, ws_open, ws_subscriptions, ws_events_out, ws_slow_closes })
+        registry.register(Box::new(webhook_verifications.clone()))?;
+        registry.register(Box::new(outbox_depth.clone()))?;
+        registry.register(Box::new(outbox_attempts.clone()))?;
+        registry.register(Box::new(outbox_failures.clone()))?;
+        Ok(Self {
+            registry,
+            http_requests,
+            http_latency,
+            ws_open,
+            ws_subscriptions,
+            ws_events_out,
+            ws_slow_closes,
+            webhook_verifications,
+            outbox_depth,
+            outbox_attempts,
+            outbox_failures,
+        })
     }
 
     pub fn render(&self) -> String {

@@ -7,16 +7,21 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 
-use super::{Accepted, SendError, sandbox};
+use super::{Accepted, Outbound, OutboundBody, OutboundMedia, Provider, SendError};
 use crate::{
-    db::{Db, schema::outbox},
-    error::ApiResult,
-    messaging::{service, store},
+    db::{
+        Db, dialect,
+        schema::{conversations, outbox, user_phones},
+    },
+    error::{ApiError, ApiResult},
+    messaging::{
+        model::{MediaKind, MessageRow},
+        service, store,
+    },
     state::AppState,
     types::now,
 };
 
-const LEASE: chrono::Duration = chrono::Duration::seconds(60);
 const POLL: Duration = Duration::from_secs(2);
 const BATCH: i64 = 32;
 pub const MAX_ATTEMPTS: i32 = 8;
@@ -31,11 +36,12 @@ pub struct Job {
 /// Runs until the process stops.
 pub async fn run(st: AppState) {
     let owner = crate::crypto::random_hex_id();
+    let http = super::http_client(&st.config);
     loop {
         match claim(&st, &owner).await {
             Ok(jobs) if !jobs.is_empty() => {
                 for job in jobs {
-                    if let Err(e) = deliver(&st, &job).await {
+                    if let Err(e) = deliver(&st, &http, &owner, &job).await {
                         tracing::warn!(job = job.id, error = ?e, "delivery attempt failed; retried after the lease");
                     }
                 }
@@ -44,17 +50,50 @@ pub async fn run(st: AppState) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = ?e, "claiming outbox jobs"),
         }
-        let _ = tokio::time::timeout(POLL, st.outbox_wake.notified()).await;
+        let wait = match next_due(&st).await {
+            Ok(Some(at)) => (at - now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(5), POLL),
+            Ok(None) => POLL,
+            Err(e) => {
+                tracing::warn!(error = ?e, "reading the outbox");
+                POLL
+            }
+        };
+        let _ = tokio::time::timeout(wait, st.outbox_wake.notified()).await;
     }
 }
 
+/// Updates the depth gauge and tells when the next unleased `send` job is due.
+async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>> {
+    let (depth, next) = st
+        .db
+        .run(|c| {
+            let open = || outbox::table.filter(outbox::done_at.is_null());
+            let depth: i64 = open().count().get_result(c)?;
+            let next: Option<chrono::NaiveDateTime> = open()
+                .filter(outbox::kind.eq("send"))
+                .filter(outbox::lease_until.is_null())
+                .select(diesel::dsl::min(outbox::next_attempt_at))
+                .first(c)?;
+            Ok((depth, next))
+        })
+        .await?;
+    st.metrics.outbox_depth.set(depth);
+    Ok(next)
+}
+
 /// Claims due `send` jobs: an UPDATE that re-checks the lease, so concurrent claimers on other
-/// nodes cannot both win a row.
+/// nodes cannot both win a row (on PostgreSQL the candidates are also locked with
+/// `FOR UPDATE SKIP LOCKED`, so claimers do not queue behind each other).
 pub async fn claim(st: &AppState, owner: &str) -> ApiResult<Vec<Job>> {
     let owner = owner.to_owned();
+    let lease = chrono::Duration::seconds(st.config.outbox_lease_secs.max(1) as i64);
     st.db
         .write(move |c| {
             let t = now();
+            let ids = dialect::due_outbox_ids(c, "send", t, BATCH)?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
             let due = || {
                 outbox::table
                     .filter(outbox::done_at.is_null())
@@ -62,14 +101,10 @@ pub async fn claim(st: &AppState, owner: &str) -> ApiResult<Vec<Job>> {
                     .filter(outbox::next_attempt_at.le(t))
                     .filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t)))
             };
-            let ids: Vec<i64> = due().order(outbox::next_attempt_at).limit(BATCH).select(outbox::id).load(c)?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
             diesel::update(due().filter(outbox::id.eq_any(&ids)))
                 .set((
                     outbox::lease_owner.eq(&owner),
-                    outbox::lease_until.eq(t + LEASE),
+                    outbox::lease_until.eq(t + lease),
                     outbox::attempts.eq(outbox::attempts + 1),
                 ))
                 .execute(c)?;
@@ -82,31 +117,107 @@ pub async fn claim(st: &AppState, owner: &str) -> ApiResult<Vec<Job>> {
         .await
 }
 
-async fn deliver(st: &AppState, job: &Job) -> ApiResult<()> {
+/// The provider-neutral description of a stored outbound message: the customer's number, the
+/// text, the template (name, language, params) or the attachments as links.
+///
+/// Media go by link to `CONFAB_PUBLIC_URL/media/{attachmentId}`: signed media links belong to
+/// the media module, which is not on this branch yet.
+fn outbound(c: &mut Db, m: &MessageRow, public_url: &str) -> ApiResult<Result<Outbound, SendError>> {
+    let customer_id: i64 = conversations::table.find(m.conversation_id).select(conversations::customer_id).first(c)?;
+    let phone: Option<String> = user_phones::table
+        .filter(user_phones::user_id.eq(customer_id).and(user_phones::active.eq(true)))
+        .order((user_phones::is_primary.desc(), user_phones::id.desc()))
+        .select(user_phones::e164)
+        .first(c)
+        .optional()?;
+    let Some(to) = phone else {
+        return Ok(Err(SendError::Permanent { code: "no_phone".into(), message: "the customer has no phone".into() }));
+    };
+    let text = m.content.clone().unwrap_or_default();
+    let body = match m.kind.as_str() {
+        "text" => OutboundBody::Text(text),
+        "template" => {
+            let Some(tpl) = m.template_id.map(|id| store::template(c, m.company_id, id)).transpose()? else {
+                return Ok(Err(SendError::Permanent {
+                    code: "no_template".into(),
+                    message: "template missing".into(),
+                }));
+            };
+            OutboundBody::Template {
+                name: tpl.name,
+                language: tpl.language,
+                params: serde_json::from_str(&m.params).unwrap_or_default(),
+                rendered: text,
+            }
+        }
+        _ => {
+            let base = public_url.trim_end_matches('/');
+            let items: Vec<OutboundMedia> = store::attachments_of(c, std::slice::from_ref(&m.id))?
+                .into_iter()
+                .map(|a| OutboundMedia {
+                    kind: MediaKind::parse(&a.kind).unwrap_or(MediaKind::Document),
+                    url: format!("{base}/media/{}", a.id),
+                    filename: a.filename,
+                })
+                .collect();
+            if items.is_empty() {
+                return Ok(Err(SendError::Permanent { code: "no_media".into(), message: "no attachment".into() }));
+            }
+            OutboundBody::Media { items, caption: m.content.clone().filter(|c| !c.is_empty()) }
+        }
+    };
+    Ok(Ok(Outbound { message_id: m.id.clone(), to, body }))
+}
+
+async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, job: &Job) -> ApiResult<()> {
     let message_id = job.ref_id.clone();
-    let (message, channel) = st
+    let public_url = st.config.public_url.clone();
+    let loaded = st
         .db
         .run(move |c| {
             let m = store::message_by_id(c, &message_id)?;
             let ch = store::channel_by_id(c, m.channel_id)?;
-            Ok((m, ch))
+            let out = outbound(c, &m, &public_url)?;
+            Ok((ch, out))
         })
-        .await?;
-    let outcome = match channel.provider.as_str() {
-        "sandbox" => sandbox::send(&message),
-        other => {
-            Err(SendError::Permanent { code: "unsupported_provider".into(), message: format!("provider {other}") })
-        }
-    };
-    let (job_id, attempts, message_id) = (job.id, job.attempts, job.ref_id.clone());
-    match outcome {
-        Ok(Accepted { provider_id, then }) => {
+        .await;
+    let (channel, out) = match loaded {
+        Ok(found) => found,
+        // The channel was deleted (or the message is gone): nothing can ever send it.
+        Err(ApiError::NotFound) => {
+            let (job_id, owner, message_id) = (job.id, owner.to_owned(), job.ref_id.clone());
             let events = st
                 .db
                 .write(move |c| {
-                    let events = service::record_sent_tx(c, &message_id, &provider_id)?;
-                    finish(c, job_id, None)?;
-                    Ok(events)
+                    finish(c, job_id, &owner, Some("the message or its channel no longer exists"))?;
+                    match store::message_by_id(c, &message_id) {
+                        Ok(_) => service::record_failed_tx(c, &message_id, "channel_gone"),
+                        Err(_) => Ok(Vec::new()),
+                    }
+                })
+                .await?;
+            service::publish_events(st, events);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let provider = Provider::for_channel(st, &channel, http);
+    let name = provider.as_ref().map(Provider::name).unwrap_or("unknown");
+    let outcome = match (&provider, out) {
+        (Ok(p), Ok(out)) => p.send(&out).await,
+        (Err(e), _) => Err(SendError::Permanent { code: "channel_misconfigured".into(), message: e.to_string() }),
+        (_, Err(e)) => Err(e),
+    };
+    let (job_id, attempts, message_id, owner) = (job.id, job.attempts, job.ref_id.clone(), owner.to_owned());
+    let m = &st.metrics;
+    match outcome {
+        Ok(Accepted { provider_id, then }) => {
+            m.outbox_attempts.with_label_values(&[name, "sent"]).inc();
+            let events = st
+                .db
+                .write(move |c| {
+                    finish(c, job_id, &owner, None)?;
+                    service::record_sent_tx(c, &message_id, &provider_id)
                 })
                 .await?;
             service::publish_events(st, events);
@@ -119,55 +230,66 @@ async fn deliver(st: &AppState, job: &Job) -> ApiResult<()> {
         }
         Err(SendError::Permanent { code, message }) => {
             tracing::info!(job = job_id, %code, %message, "delivery failed permanently");
+            m.outbox_attempts.with_label_values(&[name, "permanent"]).inc();
+            m.outbox_failures.with_label_values(&[name]).inc();
             let events = st
                 .db
                 .write(move |c| {
-                    let events = service::record_failed_tx(c, &message_id, &code)?;
-                    finish(c, job_id, Some(&message))?;
-                    Ok(events)
+                    finish(c, job_id, &owner, Some(&message))?;
+                    service::record_failed_tx(c, &message_id, &code)
                 })
                 .await?;
             service::publish_events(st, events);
         }
         Err(SendError::Transient(reason)) if attempts >= MAX_ATTEMPTS => {
+            m.outbox_attempts.with_label_values(&[name, "transient"]).inc();
+            m.outbox_failures.with_label_values(&[name]).inc();
             let events = st
                 .db
                 .write(move |c| {
-                    let events = service::record_failed_tx(c, &message_id, "retries_exhausted")?;
-                    finish(c, job_id, Some(&reason))?;
-                    Ok(events)
+                    finish(c, job_id, &owner, Some(&reason))?;
+                    service::record_failed_tx(c, &message_id, "retries_exhausted")
                 })
                 .await?;
             service::publish_events(st, events);
         }
         Err(SendError::Transient(reason)) => {
-            let delay = backoff(attempts);
-            st.db.write(move |c| retry_later(c, job_id, delay, &reason)).await?;
+            tracing::info!(job = job_id, attempts, %reason, "delivery failed; retrying");
+            m.outbox_attempts.with_label_values(&[name, "transient"]).inc();
+            let delay = backoff(st.config.outbox_backoff_ms, attempts);
+            st.db.write(move |c| retry_later(c, job_id, &owner, delay, &reason)).await?;
         }
     }
     Ok(())
 }
 
-/// Exponential backoff with jitter: 2^attempts seconds (capped at 10 minutes), ±25 %.
-pub fn backoff(attempts: i32) -> chrono::Duration {
-    let base = 2_i64.saturating_pow(attempts.clamp(0, 20) as u32).min(600) * 1000;
+/// Exponential backoff with jitter: base·2^attempts (capped at 10 minutes), ±25 %.
+pub fn backoff(base_ms: u64, attempts: i32) -> chrono::Duration {
+    let base = (base_ms.max(1) as i64).saturating_mul(2_i64.saturating_pow(attempts.clamp(0, 20) as u32)).min(600_000);
     let jitter = (crate::crypto::random_bytes::<2>()[0] as i64 * base / 2 / 255) - base / 4;
     chrono::Duration::milliseconds(base + jitter)
 }
 
-fn finish(c: &mut Db, job_id: i64, error: Option<&str>) -> ApiResult<()> {
-    diesel::update(outbox::table.find(job_id))
-        .set((
-            outbox::done_at.eq(now()),
-            outbox::lease_until.eq(None::<chrono::NaiveDateTime>),
-            outbox::last_error.eq(error),
-        ))
-        .execute(c)?;
+/// Marks the job done, only if this worker still holds its lease (else the transaction rolls
+/// back: the node that took the job over records the outcome).
+fn finish(c: &mut Db, job_id: i64, owner: &str, error: Option<&str>) -> ApiResult<()> {
+    let n = diesel::update(
+        outbox::table.find(job_id).filter(outbox::lease_owner.eq(owner)).filter(outbox::done_at.is_null()),
+    )
+    .set((
+        outbox::done_at.eq(now()),
+        outbox::lease_until.eq(None::<chrono::NaiveDateTime>),
+        outbox::last_error.eq(error),
+    ))
+    .execute(c)?;
+    if n == 0 {
+        return Err(ApiError::conflict("lease_lost", "the job's lease passed to another worker"));
+    }
     Ok(())
 }
 
-fn retry_later(c: &mut Db, job_id: i64, delay: chrono::Duration, reason: &str) -> ApiResult<()> {
-    diesel::update(outbox::table.find(job_id))
+fn retry_later(c: &mut Db, job_id: i64, owner: &str, delay: chrono::Duration, reason: &str) -> ApiResult<()> {
+    diesel::update(outbox::table.find(job_id).filter(outbox::lease_owner.eq(owner)))
         .set((
             outbox::next_attempt_at.eq(now() + delay),
             outbox::lease_owner.eq(None::<String>),
@@ -176,4 +298,19 @@ fn retry_later(c: &mut Db, job_id: i64, delay: chrono::Duration, reason: &str) -
         ))
         .execute(c)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_within_jitter() {
+        for attempt in 1..6 {
+            let want = 100 * 2_i64.pow(attempt as u32);
+            let got = backoff(100, attempt).num_milliseconds();
+            assert!(got >= want * 3 / 4 && got <= want * 5 / 4, "attempt {attempt}: {got} vs {want}");
+        }
+        assert!(backoff(1000, 40).num_milliseconds() <= 750_000);
+    }
 }

@@ -3,8 +3,8 @@
 //! status path a real provider's callbacks take (issue "Messaging API" §4).
 
 use super::{Accepted, SendError};
-use crate::messaging::model::{MessageRow, Status};
+use crate::messaging::model::Status;
 
-pub fn send(message: &MessageRow) -> Result<Accepted, SendError> {
-    Ok(Accepted { provider_id: format!("sandbox-{}", message.id), then: vec![Status::Delivered] })
+pub fn send(message_id: &str) -> Result<Accepted, SendError> {
+    Ok(Accepted { provider_id: format!("sandbox-{message_id}"), then: vec![Status::Delivered] })
 }

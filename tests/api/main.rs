@@ -9,3 +9,4 @@ mod fynd_platform;
 mod messaging;
 mod ops;
 mod realtime;
+mod webhooks;

@@ -1,0 +1,1146 @@
+//! Provider webhooks and outbound delivery (CONTRACT §6, providers.md) against local mock
+//! servers that speak the WhatsApp Cloud API and Twilio wire formats.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::Engine;
+use diesel::prelude::*;
+use hmac::Mac;
+use serde_json::{Value, json};
+
+use crate::{both_backends, helpers::*};
+
+/// `both_backends!` with a fast delivery backoff (10 ms base), so retries need no long waits.
+macro_rules! fast_both {
+    ($name:ident, $scenario:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[actix_web::test]
+            async fn sqlite() {
+                let app = TestApp::spawn_with(Backend::Sqlite, fast).await.unwrap();
+                ($scenario)(app).await;
+            }
+
+            #[actix_web::test]
+            async fn postgres() {
+                match TestApp::spawn_with(Backend::Postgres, fast).await {
+                    Some(app) => ($scenario)(app).await,
+                    None => eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set"),
+                }
+            }
+        }
+    };
+}
+
+fn fast(cfg: &mut confab::config::Config) {
+    cfg.outbox_backoff_ms = 10;
+}
+
+// ---- the mock provider ----
+
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    fn form(&self) -> Vec<(String, String)> {
+        serde_urlencoded::from_bytes(&self.body).unwrap()
+    }
+}
+
+enum Reply {
+    Json(u16, Value),
+    Bytes(&'static str, Vec<u8>),
+    /// Never answers (the caller is killed or times out).
+    Hang,
+}
+
+#[derive(Default)]
+struct MockState {
+    seen: Vec<Seen>,
+    script: VecDeque<Reply>,
+    /// Fixed answers by path (media lookups and downloads).
+    fixed: Vec<(String, Reply)>,
+    counter: u64,
+}
+
+#[derive(Clone, Default)]
+struct Mock {
+    base: String,
+    state: Arc<Mutex<MockState>>,
+}
+
+impl Mock {
+    /// A provider API on 127.0.0.1:0. Unscripted requests get a WhatsApp-style success with a
+    /// fresh `wamid.mock-N` (or a Twilio `SMmockN` on Twilio paths).
+    async fn start() -> Mock {
+        let mut mock = Mock::default();
+        let state = mock.state.clone();
+        let server = HttpServer::new(move || {
+            App::new().app_data(web::Data::new(state.clone())).default_service(web::to(answer))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let addr = server.addrs()[0];
+        actix_web::rt::spawn(server.run());
+        mock.base = format!("http://{addr}");
+        mock
+    }
+
+    fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.lock().unwrap().script.extend(replies);
+    }
+
+    fn fix(&self, path: &str, reply: Reply) {
+        self.state.lock().unwrap().fixed.push((path.to_owned(), reply));
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    async fn wait_for_requests(&self, n: usize) -> Vec<Seen> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let seen = self.seen();
+            if seen.len() >= n {
+                return seen;
+            }
+            assert!(std::time::Instant::now() < deadline, "mock got {} of {n} requests", seen.len());
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<Mutex<MockState>>>) -> HttpResponse {
+    let reply = {
+        let mut s = state.lock().unwrap();
+        let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        s.seen.push(Seen {
+            method: req.method().to_string(),
+            path: req.path().to_owned(),
+            authorization: header("Authorization"),
+            content_type: header("Content-Type"),
+            body: body.to_vec(),
+        });
+        s.counter += 1;
+        let n = s.counter;
+        if let Some(i) = s.fixed.iter().position(|(p, _)| p == req.path()) {
+            match &s.fixed[i].1 {
+                Reply::Json(code, v) => Reply::Json(*code, v.clone()),
+                Reply::Bytes(ct, b) => Reply::Bytes(ct, b.clone()),
+                Reply::Hang => Reply::Hang,
+            }
+        } else if let Some(r) = s.script.pop_front() {
+            r
+        } else if req.path().contains("/Accounts/") {
+            Reply::Json(201, json!({"sid": format!("SMmock{n}"), "status": "queued"}))
+        } else {
+            Reply::Json(
+                200,
+                json!({"messaging_product": "whatsapp", "contacts": [{"input": "x", "wa_id": "x"}],
+                       "messages": [{"id": format!("wamid.mock-{n}"), "message_status": "accepted"}]}),
+            )
+        }
+    };
+    match reply {
+        Reply::Json(code, v) => HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).json(v),
+        Reply::Bytes(ct, b) => HttpResponse::Ok().content_type(ct).body(b),
+        Reply::Hang => {
+            actix_web::rt::time::sleep(Duration::from_secs(3600)).await;
+            HttpResponse::Ok().finish()
+        }
+    }
+}
+
+fn meta_error(code: i64, message: &str) -> Value {
+    json!({"error": {"message": message, "type": "OAuthException", "code": code, "error_data": {"details": message}, "fbtrace_id": "Axyz"}})
+}
+
+// ---- WhatsApp helpers ----
+
+const PNID: &str = "106540352242922";
+const APP_SECRET: &str = "app_secret";
+const ACCESS_TOKEN: &str = "EAAG-test-access-token";
+const VERIFY_TOKEN: &str = "verify-me-123";
+
+/// A WhatsApp channel in the default company pointing at the mock.
+async fn whatsapp_channel(app: &TestApp, co: &Company, mock: &Mock, pnid: &str, app_secret: &str) -> i64 {
+    let (status, ch) = app
+        .post(
+            "/channel",
+            Some(&co.admin),
+            &json!({"provider": "whatsapp", "phoneNumber": "+14155550100", "phoneNumberId": pnid,
+                    "displayName": "WhatsApp", "apiBaseUrl": mock.base, "accessToken": ACCESS_TOKEN,
+                    "appSecret": app_secret, "verifyToken": VERIFY_TOKEN}),
+        )
+        .await;
+    assert_eq!(status, 201, "{ch}");
+    ch["channelId"].as_i64().unwrap()
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = <hmac::SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn post_raw(app: &TestApp, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value) {
+    let mut req = app.client.post(app.url(path)).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    into_json(req.send().await.unwrap()).await
+}
+
+/// Posts a WhatsApp webhook body signed with `secret` (raw bytes, as given).
+async fn wa_post(app: &TestApp, secret: &str, body: &[u8]) -> (u16, Value) {
+    let headers = [("Content-Type", "application/json".to_owned()), ("X-Hub-Signature-256", sign(secret, body))];
+    post_raw(app, "/webhooks/whatsapp", &headers, body.to_vec()).await
+}
+
+fn unix_now() -> String {
+    chrono::Utc::now().timestamp().to_string()
+}
+
+fn envelope(pnid: &str, value: Value) -> Value {
+    let mut value = value;
+    value["messaging_product"] = json!("whatsapp");
+    value["metadata"] = json!({"display_phone_number": "14155550100", "phone_number_id": pnid});
+    json!({"object": "whatsapp_business_account",
+           "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}]})
+}
+
+fn wa_text(pnid: &str, from: &str, id: &str, text: &str) -> Value {
+    envelope(
+        pnid,
+        json!({"contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": from}],
+               "messages": [{"from": from, "id": id, "timestamp": unix_now(), "type": "text", "text": {"body": text}}]}),
+    )
+}
+
+fn wa_statuses(pnid: &str, statuses: &[(&str, &str)]) -> Value {
+    let list: Vec<Value> = statuses
+        .iter()
+        .map(|(id, st)| {
+            let mut s = json!({"id": id, "status": st, "timestamp": unix_now(), "recipient_id": "14155550123"});
+            if *st == "failed" {
+                s["errors"] = json!([{"code": 131026, "title": "Message undeliverable"}]);
+            }
+            s
+        })
+        .collect();
+    envelope(pnid, json!({"statuses": list}))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Counts {
+    messages: i64,
+    conversations: i64,
+    users: i64,
+    receipts: i64,
+    outbox: i64,
+}
+
+async fn counts(app: &TestApp) -> Counts {
+    use confab::db::schema::*;
+    app.state
+        .db
+        .run(|c| {
+            Ok(Counts {
+                messages: messages::table.count().get_result(c)?,
+                conversations: conversations::table.count().get_result(c)?,
+                users: users::table.count().get_result(c)?,
+                receipts: webhook_receipts::table.count().get_result(c)?,
+                outbox: outbox::table.count().get_result(c)?,
+            })
+        })
+        .await
+        .unwrap()
+}
+
+/// (id, status, provider id, error code) of the messages of a channel, oldest first.
+async fn channel_messages(app: &TestApp, channel_id: i64) -> Vec<(String, String, Option<String>, Option<String>)> {
+    use confab::db::schema::messages;
+    app.state
+        .db
+        .run(move |c| {
+            Ok(messages::table
+                .filter(messages::channel_id.eq(channel_id))
+                .order(messages::pk)
+                .select((messages::id, messages::status, messages::provider_message_id, messages::error_code))
+                .load(c)?)
+        })
+        .await
+        .unwrap()
+}
+
+async fn conversation_of(app: &TestApp, co: &Company, channel_id: i64) -> i64 {
+    let (_, list) = app.get("/conversation/conversation-page-list?limit=100", Some(&co.agent)).await;
+    list["data"].as_array().unwrap().iter().find(|c| c["channelId"] == channel_id).expect("conversation")
+        ["conversationId"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn metric(app: &TestApp, needle: &str) -> f64 {
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(needle))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A customer writes in on the WhatsApp channel (opening the window); returns the conversation.
+async fn wa_customer_says(app: &TestApp, co: &Company, channel_id: i64, text: &str) -> i64 {
+    let id = format!("wamid.in-{}", confab::crypto::random_hex_id());
+    let (status, body) =
+        wa_post(app, APP_SECRET, &serde_json::to_vec(&wa_text(PNID, "14155550123", &id, text)).unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["received"], 1, "{body}");
+    conversation_of(app, co, channel_id).await
+}
+
+// ---- handshake and signatures ----
+
+both_backends!(meta_handshake_answers_the_challenge_only_for_a_known_token, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let res = app
+        .client
+        .get(app.url(&format!(
+            "/webhooks/whatsapp?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={VERIFY_TOKEN}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(res.text().await.unwrap(), "1158201444", "the raw challenge, not JSON");
+
+    for query in [
+        "hub.mode=subscribe&hub.challenge=1&hub.verify_token=wrong",
+        "hub.mode=unsubscribe&hub.challenge=1&hub.verify_token=verify-me-123",
+        "hub.mode=subscribe&hub.challenge=1",
+        "",
+    ] {
+        let (status, body) = app.get(&format!("/webhooks/whatsapp?{query}"), None).await;
+        assert_error(status, &body, 403, "forbidden");
+    }
+});
+
+both_backends!(signed_bodies_with_emoji_and_accents_are_verified_over_raw_bytes, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+
+    // providers.md §2.2 worked example: the signature over the exact bytes is accepted.
+    let reference = br#"{"object":"whatsapp_business_account","entry":[]}"#;
+    let sig = "sha256=c236c758c9b2bd40b388a550eeca09eaca72384dd0aa5e7c31d19cddac5bba46";
+    let (status, body) =
+        post_raw(&app, "/webhooks/whatsapp", &[("X-Hub-Signature-256", sig.into())], reference.to_vec()).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Raw UTF-8 (not \u-escaped), odd spacing: re-serialising would change the bytes.
+    let text = "Olá, ¿qué tal? Ça va 😀🎉 — äöå";
+    let raw = format!(
+        "{{ \"object\":\"whatsapp_business_account\",  \"entry\":[{{\"id\":\"1\",\"changes\":[{{\"field\":\"messages\",\"value\":{{\"messaging_product\":\"whatsapp\",\"metadata\":{{\"display_phone_number\":\"14155550100\",\"phone_number_id\":\"{PNID}\"}},\"contacts\":[{{\"profile\":{{\"name\":\"José Ñúñez\"}},\"wa_id\":\"14155550123\"}}],\"messages\":[{{\"from\":\"14155550123\",\"id\":\"wamid.accents\",\"timestamp\":\"{}\",\"type\":\"text\",\"text\":{{\"body\":\"{text}\"}}}}]}}}}]}}]}}",
+        unix_now()
+    );
+    let (status, body) = wa_post(&app, APP_SECRET, raw.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["received"], 1);
+    let conv = conversation_of(&app, &co, channel).await;
+    let (_, page) = app.get(&format!("/message/message-page-list/{conv}"), Some(&co.agent)).await;
+    assert_eq!(page["data"][0]["content"], text);
+    let (_, list) = app.get("/conversation/conversation-page-list", Some(&co.agent)).await;
+    let item = list["data"].as_array().unwrap().iter().find(|c| c["conversationId"] == conv).unwrap().clone();
+    assert_eq!(item["user"]["firstName"], "José");
+    assert_eq!(item["user"]["phone"], "+14155550123");
+    assert!(metric(&app, "confab_webhook_verifications_total{provider=\"whatsapp\",result=\"passed\"}").await >= 2.0);
+});
+
+both_backends!(bad_or_missing_signatures_are_401_and_store_nothing, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let before = counts(&app).await;
+    let body = serde_json::to_vec(&wa_text(PNID, "14155550123", "wamid.forged", "forged")).unwrap();
+    let cases: Vec<Vec<(&str, String)>> = vec![
+        vec![],
+        vec![("X-Hub-Signature-256", sign("wrong-secret", &body))],
+        vec![("X-Hub-Signature-256", sign(APP_SECRET, b"another body"))],
+        vec![("X-Hub-Signature-256", "sha256=zz".into())],
+        vec![("X-Hub-Signature-256", sign(APP_SECRET, &body).replace("sha256=", "sha1="))],
+    ];
+    for headers in &cases {
+        for path in ["/webhooks/whatsapp", "/message/messagein", "/message/status"] {
+            let (status, res) = post_raw(&app, path, headers, body.clone()).await;
+            assert_error(status, &res, 401, "invalid_signature");
+        }
+    }
+    let (status, res) = post_raw(
+        &app,
+        "/webhooks/twilio",
+        &[("X-Twilio-Signature", "bogus".into())],
+        b"MessageSid=SM1&Body=x".to_vec(),
+    )
+    .await;
+    assert_error(status, &res, 401, "invalid_signature");
+    assert_eq!(counts(&app).await, before, "nothing stored");
+    assert!(metric(&app, "confab_webhook_verifications_total{provider=\"whatsapp\",result=\"failed\"}").await >= 10.0);
+});
+
+// ---- idempotency, routing, ordering ----
+
+both_backends!(duplicates_unknown_numbers_and_unsupported_types, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let body = serde_json::to_vec(&wa_text(PNID, "14155550123", "wamid.dup", "only once")).unwrap();
+    for i in 0..3 {
+        let (status, res) = wa_post(&app, APP_SECRET, &body).await;
+        assert_eq!(status, 200, "{res}");
+        assert_eq!(res["received"], if i == 0 { 1 } else { 0 });
+    }
+    // The alias route takes the same delivery and recognises it too.
+    let headers = [("X-Hub-Signature-256", sign(APP_SECRET, &body))];
+    let (status, res) = post_raw(&app, "/message/messagein", &headers, body.clone()).await;
+    assert_eq!((status, res["duplicates"].clone()), (200, json!(1)), "{res}");
+    assert_eq!(channel_messages(&app, channel).await.len(), 1);
+
+    let before = counts(&app).await;
+    let unknown = serde_json::to_vec(&wa_text("999999", "14155550123", "wamid.elsewhere", "hi")).unwrap();
+    let (status, res) = wa_post(&app, APP_SECRET, &unknown).await;
+    assert_eq!((status, res["ignored"].clone()), (200, json!(1)), "{res}");
+    let unsupported = serde_json::to_vec(&envelope(
+        PNID,
+        json!({"messages": [{"from": "14155550123", "id": "wamid.unsup", "timestamp": unix_now(), "type": "unsupported",
+                              "errors": [{"code": 131051, "title": "Message type unknown"}]}]}),
+    ))
+    .unwrap();
+    let (status, res) = wa_post(&app, APP_SECRET, &unsupported).await;
+    assert_eq!((status, res["ignored"].clone()), (200, json!(1)), "{res}");
+    let after = counts(&app).await;
+    assert_eq!(after.messages, before.messages, "nothing else stored");
+    assert_eq!(after.receipts, before.receipts + 2, "both recorded");
+
+    // A second app (other secret) cannot post into this channel.
+    let (status, res) = wa_post(&app, "another-app", &unknown).await;
+    assert_error(status, &res, 401, "invalid_signature");
+});
+
+both_backends!(every_inbound_type_is_stored_media_pending, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let t = unix_now();
+    let m = |id: &str, kind: &str, part: Value| {
+        let mut v = json!({"from": "14155550123", "id": id, "timestamp": t, "type": kind});
+        v[kind] = part;
+        v
+    };
+    let mut contacts = json!({"from": "14155550123", "id": "wamid.t8", "timestamp": t, "type": "contacts"});
+    contacts["contacts"] =
+        json!([{"name": {"formatted_name": "Chandler Bing"}, "phones": [{"phone": "+1 555-555-5555"}]}]);
+    let body = envelope(
+        PNID,
+        json!({"contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "14155550123"}], "messages": [
+            m("wamid.t1", "text", json!({"body": "hello"})),
+            m("wamid.t2", "image", json!({"mime_type": "image/jpeg", "sha256": "x", "id": "111", "caption": "look"})),
+            m("wamid.t3", "audio", json!({"mime_type": "audio/ogg; codecs=opus", "id": "222", "voice": true})),
+            m("wamid.t4", "video", json!({"mime_type": "video/mp4", "id": "333"})),
+            m("wamid.t5", "document", json!({"mime_type": "application/pdf", "id": "444", "filename": "invoice.pdf"})),
+            m("wamid.t6", "sticker", json!({"mime_type": "image/webp", "id": "555"})),
+            m("wamid.t7", "location", json!({"latitude": 12.25089, "longitude": 43.90539})),
+            contacts,
+            m("wamid.t9", "interactive", json!({"type": "button_reply", "button_reply": {"id": "y", "title": "Yes"}})),
+            m("wamid.t10", "button", json!({"payload": "p", "text": "Stop"})),
+            m("wamid.t11", "reaction", json!({"message_id": "wamid.t1", "emoji": "👍"})),
+        ]}),
+    );
+    let (status, res) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["received"], 11, "{res}");
+    let conv = conversation_of(&app, &co, channel).await;
+    let (_, page) = app.get(&format!("/message/message-page-list/{conv}?limit=50"), Some(&co.agent)).await;
+    let data = page["data"].as_array().unwrap();
+    assert_eq!(data.len(), 11);
+    let contents: Vec<&str> = data.iter().filter_map(|m| m["content"].as_str()).collect();
+    for want in
+        ["hello", "look", "Yes", "Stop", "Reacted 👍 to a message", "👤 Contact: Chandler Bing (+1 555-555-5555)"]
+    {
+        assert!(contents.contains(&want), "{want} in {contents:?}");
+    }
+    assert!(contents.iter().any(|c| c.contains("12.25089")));
+    let with_media = data.iter().filter(|m| !m["attachments"].as_array().unwrap().is_empty()).count();
+    assert_eq!(with_media, 5, "image, audio, video, document, sticker");
+    let media_jobs: i64 = app
+        .state
+        .db
+        .run(|c| {
+            use confab::db::schema::outbox;
+            Ok(outbox::table.filter(outbox::kind.eq("media_fetch")).count().get_result(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(media_jobs, 5);
+});
+
+both_backends!(inbound_media_is_fetched_from_the_provider, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    mock.fix(
+        "/65463453",
+        Reply::Json(
+            200,
+            json!({"messaging_product": "whatsapp", "url": format!("{}/download/65463453", mock.base),
+                               "mime_type": "image/jpeg", "sha256": "x", "file_size": "4", "id": "65463453"}),
+        ),
+    );
+    mock.fix("/download/65463453", Reply::Bytes("image/jpeg", vec![0xff, 0xd8, 0xff, 0xe0]));
+    let st = app.state.clone();
+    let row = st.db.run(move |c| confab::messaging::store::channel_by_id(c, channel)).await.unwrap();
+    let http = confab::providers::http_client(&st.config);
+    let provider = confab::providers::Provider::for_channel(&st, &row, &http).unwrap();
+    let media = provider.fetch_media("65463453").await.unwrap();
+    assert_eq!(media.content_type, "image/jpeg");
+    assert_eq!(&media.bytes[..], &[0xff, 0xd8, 0xff, 0xe0]);
+    let seen = mock.seen();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        assert_eq!(s.authorization.as_deref(), Some(format!("Bearer {ACCESS_TOKEN}").as_str()), "{s:?}");
+    }
+    assert!(provider.fetch_media("../etc/passwd").await.is_err());
+});
+
+// ---- outbound ----
+
+fast_both!(outbound_text_reaches_the_cloud_api_and_statuses_only_move_forward, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let conv = wa_customer_says(&app, &co, channel, "hi").await;
+
+    let (status, sent) =
+        app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "Hello 👋"})).await;
+    assert_eq!(status, 201, "{sent}");
+    let mid = sent["messageId"].as_str().unwrap().to_owned();
+    app.wait_for_message_status(&co.agent, conv, &mid, "SENT").await;
+    let req = &mock.wait_for_requests(1).await[0];
+    assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", &*format!("/{PNID}/messages")));
+    assert_eq!(req.authorization.as_deref(), Some(format!("Bearer {ACCESS_TOKEN}").as_str()));
+    assert!(req.content_type.as_deref().unwrap().starts_with("application/json"));
+    let body = req.json();
+    assert_eq!(body["messaging_product"], "whatsapp");
+    assert_eq!(body["to"], "14155550123");
+    assert_eq!(body["type"], "text");
+    assert_eq!(body["text"]["body"], "Hello 👋");
+    let rows = channel_messages(&app, channel).await;
+    let row = rows.iter().find(|r| r.0 == mid).unwrap();
+    assert!(row.2.as_deref().unwrap().starts_with("wamid.mock-"), "{row:?}");
+
+    // Statuses in every order end at the furthest state; a late "delivered" after "read"
+    // keeps READ.
+    let orders: [[&str; 3]; 6] = [
+        ["sent", "delivered", "read"],
+        ["sent", "read", "delivered"],
+        ["delivered", "sent", "read"],
+        ["delivered", "read", "sent"],
+        ["read", "sent", "delivered"],
+        ["read", "delivered", "sent"],
+    ];
+    for order in orders {
+        let (_, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "x"})).await;
+        let mid = sent["messageId"].as_str().unwrap().to_owned();
+        app.wait_for_message_status(&co.agent, conv, &mid, "SENT").await;
+        let wamid = channel_messages(&app, channel).await.into_iter().find(|r| r.0 == mid).unwrap().2.unwrap();
+        for s in order {
+            let (status, res) =
+                wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_statuses(PNID, &[(&wamid, s)])).unwrap()).await;
+            assert_eq!(status, 200, "{res}");
+        }
+        // The whole sequence again in one delivery (duplicates are harmless).
+        let all: Vec<(&str, &str)> = order.iter().map(|s| (wamid.as_str(), *s)).collect();
+        wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_statuses(PNID, &all)).unwrap()).await;
+        let got = channel_messages(&app, channel).await.into_iter().find(|r| r.0 == mid).unwrap();
+        assert_eq!(got.1, "READ", "order {order:?}");
+    }
+});
+
+fast_both!(status_before_its_message_is_applied_when_the_id_is_recorded, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let conv = wa_customer_says(&app, &co, channel, "hi").await;
+    // Meta reports "delivered" for a wamid before the send call has returned it to us.
+    let (status, res) =
+        wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_statuses(PNID, &[("wamid.early", "delivered")])).unwrap())
+            .await;
+    assert_eq!(status, 200, "{res}");
+    mock.script([Reply::Json(200, json!({"messaging_product": "whatsapp", "messages": [{"id": "wamid.early"}]}))]);
+    let (_, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "x"})).await;
+    let mid = sent["messageId"].as_str().unwrap();
+    app.wait_for_message_status(&co.agent, conv, mid, "DELIVERED").await;
+});
+
+fast_both!(transient_errors_are_retried_and_permanent_ones_fail, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let conv = wa_customer_says(&app, &co, channel, "hi").await;
+
+    mock.script([
+        Reply::Json(500, meta_error(2, "Service temporarily unavailable")),
+        Reply::Json(503, json!({})),
+        Reply::Json(200, json!({"messaging_product": "whatsapp", "messages": [{"id": "wamid.third-time"}]})),
+    ]);
+    let (_, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "retry me"})).await;
+    let mid = sent["messageId"].as_str().unwrap().to_owned();
+    app.wait_for_message_status(&co.agent, conv, &mid, "SENT").await;
+    assert_eq!(mock.seen().len(), 3, "two failures, then success");
+    let row = channel_messages(&app, channel).await.into_iter().find(|r| r.0 == mid).unwrap();
+    assert_eq!(row.2.as_deref(), Some("wamid.third-time"));
+    let attempts: i32 = {
+        let mid = mid.clone();
+        app.state
+            .db
+            .run(move |c| {
+                use confab::db::schema::outbox;
+                Ok(outbox::table.filter(outbox::ref_id.eq(mid)).select(outbox::attempts).first(c)?)
+            })
+            .await
+            .unwrap()
+    };
+    assert_eq!(attempts, 3);
+
+    mock.script([Reply::Json(400, meta_error(131047, "Re-engagement message"))]);
+    let (_, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "too late"})).await;
+    let mid = sent["messageId"].as_str().unwrap().to_owned();
+    let failed = app.wait_for_message_status(&co.agent, conv, &mid, "FAILED").await;
+    assert_eq!(failed["errorCode"], "131047");
+    assert_eq!(mock.seen().len(), 4, "a permanent error is not retried");
+    assert!(metric(&app, "confab_outbox_failures_total{provider=\"whatsapp\"}").await >= 1.0);
+    assert!(metric(&app, "confab_outbox_attempts_total{outcome=\"transient\",provider=\"whatsapp\"}").await >= 2.0);
+});
+
+fast_both!(a_deleted_channel_fails_its_pending_jobs, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let conv = wa_customer_says(&app, &co, channel, "hi").await;
+    mock.script((0..50).map(|_| Reply::Json(503, json!({}))));
+    let (_, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "orphan"})).await;
+    let mid = sent["messageId"].as_str().unwrap().to_owned();
+    mock.wait_for_requests(1).await;
+    let (status, _) = app.delete(&format!("/channel/{channel}"), Some(&co.admin)).await;
+    assert_eq!(status, 204);
+    let failed = app.wait_for_message_status(&co.agent, conv, &mid, "FAILED").await;
+    assert_eq!(failed["errorCode"], "channel_gone");
+});
+
+fast_both!(media_go_out_by_link, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let conv = wa_customer_says(&app, &co, channel, "send me the invoice").await;
+    // An uploaded attachment (the upload route belongs to the media module).
+    let company_id = co.company_id;
+    let attachment_id: i64 = app
+        .state
+        .db
+        .write(move |c| {
+            use confab::db::schema::attachments;
+            Ok(diesel::insert_into(attachments::table)
+                .values((
+                    attachments::company_id.eq(company_id),
+                    attachments::kind.eq("DOCUMENT"),
+                    attachments::filename.eq("invoice.pdf"),
+                    attachments::filesize.eq(4_i64),
+                    attachments::content_type.eq("application/pdf"),
+                    attachments::state.eq("ready"),
+                    attachments::created_at.eq(chrono::Utc::now().naive_utc()),
+                ))
+                .returning(attachments::id)
+                .get_result(c)?)
+        })
+        .await
+        .unwrap();
+    let (status, sent) = app
+        .post(
+            "/message",
+            Some(&co.agent),
+            &json!({"conversationId": conv, "attachmentId": attachment_id, "text": "here"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    app.wait_for_message_status(&co.agent, conv, sent["messageId"].as_str().unwrap(), "SENT").await;
+    let body = mock.wait_for_requests(1).await[0].json();
+    assert_eq!(body["type"], "document");
+    let public = app.config.public_url.trim_end_matches('/');
+    assert_eq!(
+        body["document"],
+        json!({"link": format!("{public}/media/{attachment_id}"), "caption": "here", "filename": "invoice.pdf"})
+    );
+});
+
+fast_both!(templates_go_out_as_template_messages, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let conv = wa_customer_says(&app, &co, channel, "hi").await;
+    let (status, tpl) = app
+        .post(
+            "/template",
+            Some(&co.admin),
+            &json!({"name": "order_update", "content": "Hi {{1}}, your order {{2}} shipped", "language": "en_US", "category": "utility"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{tpl}");
+    let tid = tpl["templateId"].as_i64().or_else(|| tpl["id"].as_i64()).unwrap();
+    let (status, sent) = app
+        .post(
+            "/message",
+            Some(&co.agent),
+            &json!({"conversationId": conv, "templateId": tid, "params": ["Ann", "#42"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    app.wait_for_message_status(&co.agent, conv, sent["messageId"].as_str().unwrap(), "SENT").await;
+    let body = mock.wait_for_requests(1).await[0].json();
+    assert_eq!(body["type"], "template");
+    assert_eq!(body["template"]["name"], "order_update");
+    assert_eq!(body["template"]["language"]["code"], "en_US");
+    assert_eq!(
+        body["template"]["components"],
+        json!([{"type": "body", "parameters": [{"type": "text", "text": "Ann"}, {"type": "text", "text": "#42"}]}])
+    );
+});
+
+// ---- Twilio ----
+
+const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TWILIO_TOKEN: &str = "twilio-auth-token";
+const TWILIO_NUMBER: &str = "+14155238886";
+
+async fn twilio_channel(app: &TestApp, co: &Company, mock: &Mock) -> i64 {
+    let (status, ch) = app
+        .post(
+            "/channel",
+            Some(&co.admin),
+            &json!({"provider": "twilio", "phoneNumber": TWILIO_NUMBER, "displayName": "Twilio",
+                    "apiBaseUrl": mock.base, "accountSid": TWILIO_SID, "authToken": TWILIO_TOKEN}),
+        )
+        .await;
+    assert_eq!(status, 201, "{ch}");
+    ch["channelId"].as_i64().unwrap()
+}
+
+/// X-Twilio-Signature as twilio-python's `RequestValidator.compute_signature` computes it:
+/// the URL, then for each sorted name each of its sorted values, HMAC-SHA1, base64.
+fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    let mut sorted: Vec<(&str, &str)> = params.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let data: String = std::iter::once(url.to_owned()).chain(sorted.iter().map(|(k, v)| format!("{k}{v}"))).collect();
+    let mut mac = <hmac::SimpleHmac<sha1::Sha1> as Mac>::new_from_slice(token.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+async fn twilio_post(app: &TestApp, path: &str, params: &[(&str, &str)], sig: String) -> (u16, Value) {
+    let body = serde_urlencoded::to_string(params).unwrap();
+    let headers = [("Content-Type", "application/x-www-form-urlencoded".to_owned()), ("X-Twilio-Signature", sig)];
+    post_raw(app, path, &headers, body.into_bytes()).await
+}
+
+#[test]
+fn test_signer_matches_the_twilio_reference_vector() {
+    let params = [
+        ("CallSid", "CA1234567890ABCDE"),
+        ("Caller", "+14158675309"),
+        ("Digits", "1234"),
+        ("From", "+14158675309"),
+        ("To", "+18005551212"),
+    ];
+    assert_eq!(
+        twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", &params),
+        "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+    );
+}
+
+fast_both!(twilio_inbound_status_and_outbound, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = twilio_channel(&app, &co, &mock).await;
+    let public = app.config.public_url.trim_end_matches('/').to_owned();
+    let inbound = [
+        ("SmsMessageSid", "SM11"),
+        ("NumMedia", "0"),
+        ("ProfileName", "Ada Lovelace"),
+        ("SmsSid", "SM11"),
+        ("WaId", "14155550123"),
+        ("SmsStatus", "received"),
+        ("Body", "Hola, ¿tienen envíos? 🚚"),
+        ("To", "whatsapp:+14155238886"),
+        ("NumSegments", "1"),
+        ("MessageSid", "SM11"),
+        ("AccountSid", TWILIO_SID),
+        ("From", "whatsapp:+14155550123"),
+        ("ApiVersion", "2010-04-01"),
+    ];
+    let before = counts(&app).await;
+    let (status, res) = twilio_post(
+        &app,
+        "/webhooks/twilio",
+        &inbound,
+        twilio_signature("wrong", &format!("{public}/webhooks/twilio"), &inbound),
+    )
+    .await;
+    assert_error(status, &res, 401, "invalid_signature");
+    let (status, res) = twilio_post(
+        &app,
+        "/webhooks/twilio",
+        &inbound,
+        twilio_signature(TWILIO_TOKEN, "http://elsewhere/webhooks/twilio", &inbound),
+    )
+    .await;
+    assert_error(status, &res, 401, "invalid_signature");
+    assert_eq!(counts(&app).await, before);
+
+    let sig = twilio_signature(TWILIO_TOKEN, &format!("{public}/webhooks/twilio"), &inbound);
+    for _ in 0..2 {
+        let (status, res) = twilio_post(&app, "/webhooks/twilio", &inbound, sig.clone()).await;
+        assert_eq!(status, 200, "{res}");
+    }
+    // The alias signs its own URL.
+    let alias_sig = twilio_signature(TWILIO_TOKEN, &format!("{public}/message/messagein"), &inbound);
+    let (status, res) = twilio_post(&app, "/message/messagein", &inbound, alias_sig).await;
+    assert_eq!(status, 200, "{res}");
+    let rows = channel_messages(&app, channel).await;
+    assert_eq!(rows.len(), 1, "one message for three deliveries");
+    let conv = conversation_of(&app, &co, channel).await;
+    let (_, page) = app.get(&format!("/message/message-page-list/{conv}"), Some(&co.agent)).await;
+    assert_eq!(page["data"][0]["content"], "Hola, ¿tienen envíos? 🚚");
+
+    // Outbound through the Messages API, then its status callbacks.
+    let (_, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "Sí ✅"})).await;
+    let mid = sent["messageId"].as_str().unwrap().to_owned();
+    app.wait_for_message_status(&co.agent, conv, &mid, "SENT").await;
+    let req = &mock.wait_for_requests(1).await[0];
+    assert_eq!(req.path, format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{TWILIO_SID}:{TWILIO_TOKEN}"));
+    assert_eq!(req.authorization.as_deref(), Some(format!("Basic {basic}").as_str()));
+    let form = req.form();
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("To"), Some("whatsapp:+14155550123"));
+    assert_eq!(get("From"), Some("whatsapp:+14155238886"));
+    assert_eq!(get("Body"), Some("Sí ✅"));
+    let sid = channel_messages(&app, channel).await.into_iter().find(|r| r.0 == mid).unwrap().2.unwrap();
+    assert!(sid.starts_with("SMmock"));
+    for status_name in ["read", "delivered"] {
+        let cb = [
+            ("MessageSid", sid.as_str()),
+            ("MessageStatus", status_name),
+            ("AccountSid", TWILIO_SID),
+            ("From", "whatsapp:+14155238886"),
+            ("To", "whatsapp:+14155550123"),
+        ];
+        let sig = twilio_signature(TWILIO_TOKEN, &format!("{public}/webhooks/twilio"), &cb);
+        let (status, res) = twilio_post(&app, "/webhooks/twilio", &cb, sig).await;
+        assert_eq!(status, 200, "{res}");
+    }
+    app.wait_for_message_status(&co.agent, conv, &mid, "READ").await;
+});
+
+/// Several nodes are a PostgreSQL deployment (CONTRACT §8): two servers on one database, each
+/// with its delivery worker, share 20 jobs; the provider sees each message once.
+#[actix_web::test]
+async fn two_nodes_never_send_one_job_twice() {
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, fast).await else {
+        eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let conv = wa_customer_says(&app, &co, channel, "hi").await;
+    let second = TestApp::start(app.backend, app.config.clone(), app.dir.clone(), app.pg.clone()).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let node = if i % 2 == 0 { &app } else { &second };
+        let (status, sent) =
+            node.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": format!("n{i}")})).await;
+        assert_eq!(status, 201, "{sent}");
+        ids.push(sent["messageId"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        app.wait_for_message_status(&co.agent, conv, id, "SENT").await;
+    }
+    let mut texts: Vec<String> =
+        mock.seen().iter().map(|s| s.json()["text"]["body"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(texts.len(), 20, "each job sent exactly once");
+    texts.sort();
+    texts.dedup();
+    assert_eq!(texts.len(), 20);
+}
+
+both_backends!(twilio_media_is_fetched_with_basic_auth, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = twilio_channel(&app, &co, &mock).await;
+    mock.fix("/media/ME1", Reply::Bytes("audio/ogg", b"OggS".to_vec()));
+    let st = app.state.clone();
+    let row = st.db.run(move |c| confab::messaging::store::channel_by_id(c, channel)).await.unwrap();
+    let http = confab::providers::http_client(&st.config);
+    let provider = confab::providers::Provider::for_channel(&st, &row, &http).unwrap();
+    let media = provider.fetch_media(&format!("{}/media/ME1", mock.base)).await.unwrap();
+    assert_eq!((media.content_type.as_str(), &media.bytes[..]), ("audio/ogg", &b"OggS"[..]));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{TWILIO_SID}:{TWILIO_TOKEN}"));
+    assert_eq!(mock.seen()[0].authorization.as_deref(), Some(format!("Basic {basic}").as_str()));
+});
+
+// ---- crash safety ----
+
+// The real binary claims a job, is SIGKILLed while the provider call is in flight, and a
+// restarted process completes the job exactly once after the lease expires.
+both_backends!(a_job_claimed_by_a_killed_process_completes_once_after_restart, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let conv = wa_customer_says(&app, &co, channel, "hi").await;
+    // This in-process node stops (its worker with it); the message is written directly.
+    app.stop().await;
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    let principal = confab::auth::session::Principal {
+        user_id: co.agent_id,
+        company_id: co.company_id,
+        role: confab::types::Role::Agent,
+        session_id: String::new(),
+    };
+    let sent = confab::messaging::service::send(
+        &app.state,
+        &principal,
+        confab::messaging::service::SendRequest {
+            target: confab::messaging::service::Target::Conversation(conv),
+            content: confab::messaging::service::Content::Text("survive a crash".into()),
+            client_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let mid = sent.message.message_id.clone();
+    mock.script([Reply::Hang]);
+
+    let db_url = app.config.database_url();
+    let data_dir = app.data_dir();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+            .env("CONFAB_DATABASE_URL", &db_url)
+            .env("CONFAB_DATA_DIR", &data_dir)
+            .env("CONFAB_BIND", "127.0.0.1:0")
+            .env("CONFAB_OUTBOX_LEASE_SECS", "2")
+            .env("CONFAB_OUTBOX_BACKOFF_MS", "10")
+            .env("CONFAB_CONFIG", "/nonexistent/confab.toml")
+            .env("CONFAB_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start confab")
+    };
+    let mut first = spawn();
+    mock.wait_for_requests(1).await;
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let job = {
+        let mid = mid.clone();
+        move |app: &TestApp| {
+            let mid = mid.clone();
+            let db = app.state.db.clone();
+            async move {
+                db.run(move |c| {
+                    use confab::db::schema::outbox;
+                    Ok(outbox::table
+                        .filter(outbox::ref_id.eq(mid).and(outbox::kind.eq("send")))
+                        .select((outbox::attempts, outbox::lease_owner.is_not_null(), outbox::done_at.is_not_null()))
+                        .first::<(i32, bool, bool)>(c)?)
+                })
+                .await
+                .unwrap()
+            }
+        }
+    };
+    assert_eq!(job(&app).await, (1, true, false), "claimed, in flight, not done");
+
+    let mut second = spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = channel_messages(&app, channel).await;
+        let row = rows.iter().find(|r| r.0 == mid).unwrap();
+        if row.1 == "SENT" {
+            assert!(row.2.as_deref().unwrap().starts_with("wamid.mock-"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never sent after restart: {row:?}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give the restarted node time to misbehave (another lease period), then check.
+    actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let (attempts, _, done) = job(&app).await;
+    assert!(done);
+    assert_eq!(attempts, 2, "claimed once by each process");
+    assert_eq!(mock.seen().len(), 2, "the killed attempt and the one that completed; no third send");
+    let sent_events: i64 = {
+        let db = app.state.db.clone();
+        db.run(move |c| {
+            use confab::db::schema::events;
+            Ok(events::table
+                .filter(events::conversation_id.eq(conv).and(events::kind.eq("message.updated")))
+                .count()
+                .get_result(c)?)
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(sent_events, 1, "SENT recorded once");
+});
+
+// ---- fuzz ----
+
+fn mutate(v: &mut Value, rng: &mut impl rand::Rng) {
+    let junk = |rng: &mut dyn rand::RngCore| -> Value {
+        match rng.next_u32() % 8 {
+            0 => Value::Null,
+            1 => json!(rng.next_u64()),
+            2 => json!(-1.5e300),
+            3 => json!("\u{0}\u{7f}💥ünï"),
+            4 => json!([]),
+            5 => json!({}),
+            6 => json!(true),
+            _ => json!("x".repeat((rng.next_u32() % 5000) as usize)),
+        }
+    };
+    match v {
+        Value::Object(map) => {
+            for (_, child) in map.iter_mut() {
+                if rng.gen_ratio(1, 6) {
+                    *child = junk(rng);
+                } else {
+                    mutate(child, rng);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for child in items.iter_mut() {
+                if rng.gen_ratio(1, 6) {
+                    *child = junk(rng);
+                } else {
+                    mutate(child, rng);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+both_backends!(fuzzed_signed_bodies_never_cause_a_500, |app: TestApp| async move {
+    use rand::{Rng, SeedableRng};
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    twilio_channel(&app, &co, &mock).await;
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let t = unix_now();
+    let samples: Vec<Value> = vec![
+        wa_text(PNID, "14155550123", "wamid.f", "fuzz"),
+        wa_statuses(PNID, &[("wamid.f", "read"), ("wamid.g", "failed")]),
+        envelope(
+            PNID,
+            json!({"messages": [
+                {"from": "14155550123", "id": "wamid.i", "timestamp": t, "type": "image", "image": {"id": "1", "mime_type": "image/png"}},
+                {"from": "14155550123", "id": "wamid.l", "timestamp": t, "type": "location", "location": {"latitude": 1.0, "longitude": 2.0}},
+                {"from": "14155550123", "id": "wamid.c", "timestamp": t, "type": "contacts", "contacts": [{"name": {"formatted_name": "A"}}]},
+                {"from": "14155550123", "id": "wamid.r", "timestamp": t, "type": "interactive", "interactive": {"type": "list_reply", "list_reply": {"title": "t"}}}
+            ]}),
+        ),
+    ];
+    for i in 0..1000 {
+        let mut sample = samples[i % samples.len()].clone();
+        let body: Vec<u8> = match i % 4 {
+            0 => {
+                let raw = serde_json::to_vec(&sample).unwrap();
+                let cut = rng.gen_range(0..raw.len());
+                raw[..cut].to_vec()
+            }
+            1 => (0..rng.gen_range(0..512)).map(|_| rng.r#gen::<u8>()).collect(),
+            _ => {
+                mutate(&mut sample, &mut rng);
+                serde_json::to_vec(&sample).unwrap()
+            }
+        };
+        let (status, res) = wa_post(&app, APP_SECRET, &body).await;
+        assert!(status == 200 || status == 400, "seed {seed} case {i}: {status} {res}");
+    }
+    let public = app.config.public_url.trim_end_matches('/').to_owned();
+    for i in 0..200 {
+        let keys = [
+            "MessageSid",
+            "From",
+            "To",
+            "Body",
+            "NumMedia",
+            "MediaUrl0",
+            "MediaContentType0",
+            "MessageStatus",
+            "AccountSid",
+            "Latitude",
+            "Longitude",
+            "ErrorCode",
+        ];
+        let values = [
+            "SM1",
+            "whatsapp:+14155550123",
+            "whatsapp:+14155238886",
+            "",
+            "\u{0}",
+            "7",
+            "99999999999",
+            "delivered",
+            TWILIO_SID,
+            "💥",
+            "received",
+            "http://127.0.0.1:1/x",
+        ];
+        let params: Vec<(&str, &str)> = (0..rng.gen_range(0..12))
+            .map(|_| (keys[rng.gen_range(0..keys.len())], values[rng.gen_range(0..values.len())]))
+            .collect();
+        let sig = twilio_signature(TWILIO_TOKEN, &format!("{public}/webhooks/twilio"), &params);
+        let (status, res) = twilio_post(&app, "/webhooks/twilio", &params, sig).await;
+        assert!(status == 200 || status == 400 || status == 401, "seed {seed} twilio case {i}: {status} {res}");
+    }
+    let (status, _) = app.get("/healthz", None).await;
+    assert_eq!(status, 200);
+});
