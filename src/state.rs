@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::{
-    auth::{jwt::Keys, session::SessionCache},
+    auth::{jwt::Keys, ratelimit::AuthLimiter, session::SessionCache},
     config::Config,
     crypto::DataKey,
     db::Pool,
@@ -17,5 +17,8 @@ pub struct AppState {
     pub data_key: Arc<DataKey>,
     pub keys: Arc<Keys>,
     pub sessions: SessionCache,
+    pub auth_limiter: Arc<AuthLimiter>,
+    pub mail: crate::notify::EmailSender,
+    pub sms: crate::notify::SmsSender,
     pub metrics: Metrics,
 }

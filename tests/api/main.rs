@@ -3,4 +3,6 @@
 mod helpers;
 
 mod accounts;
+mod arc;
+mod arc_mfa;
 mod ops;
