@@ -38,9 +38,7 @@ impl EmailSender {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let transport = match &config.smtp_url {
             Some(url) => MailTransport::Smtp(
-                AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
-                    .context("CONFAB_SMTP_URL")?
-                    .build(),
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret()).context("CONFAB_SMTP_URL")?.build(),
             ),
             None => MailTransport::Files(config.data_dir.join("outbox").join("mail")),
         };
@@ -70,9 +68,9 @@ impl EmailSender {
 fn sender_address(public_url: &str) -> Mailbox {
     let host = public_url.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
     let domain = if host.contains('.') && host.parse::<std::net::IpAddr>().is_err() { host } else { "localhost" };
-    format!("confab <no-reply@{domain}>").parse().unwrap_or_else(|_| {
-        "confab <no-reply@localhost>".parse().expect("a valid fixed address")
-    })
+    format!("confab <no-reply@{domain}>")
+        .parse()
+        .unwrap_or_else(|_| "confab <no-reply@localhost>".parse().expect("a valid fixed address"))
 }
 
 /// Sends text messages (see the module docs).
@@ -94,11 +92,7 @@ impl SmsSender {
 
 async fn write_outbox(dir: &Path, ext: &str, contents: &[u8]) -> anyhow::Result<()> {
     tokio::fs::create_dir_all(dir).await.with_context(|| format!("creating {}", dir.display()))?;
-    let name = format!(
-        "{}-{}.{ext}",
-        chrono::Utc::now().timestamp_millis(),
-        &crate::crypto::random_hex_id()[..8]
-    );
+    let name = format!("{}-{}.{ext}", chrono::Utc::now().timestamp_millis(), &crate::crypto::random_hex_id()[..8]);
     let path = dir.join(name);
     tokio::fs::write(&path, contents).await.with_context(|| format!("writing {}", path.display()))
 }

@@ -148,7 +148,7 @@ pub struct TokenBody {
 }
 
 enum Exchange {
-    Issued { user: UserRow, client: ClientRow, session_id: String, refresh_token: String },
+    Issued { user: Box<UserRow>, access_ttl: i64, session_id: String, refresh_token: String },
     Reused { session_id: Option<String> },
     MfaRequired,
     Invalid,
@@ -165,9 +165,9 @@ async fn token(st: web::Data<AppState>, origin: Origin, Json(b): Json<TokenBody>
     let o = origin.clone();
     let outcome = st.db.write(move |c| exchange(c, &hash, &b.client_id, b.code_verifier.as_deref(), &o)).await?;
     match outcome {
-        Exchange::Issued { user, client, session_id, refresh_token } => {
+        Exchange::Issued { user, access_ttl, session_id, refresh_token } => {
             let (access_token, expires) =
-                st.keys.sign_for(user.id, user.company_id, &user.role, &session_id, client.access_token_ttl)?;
+                st.keys.sign_for(user.id, user.company_id, &user.role, &session_id, access_ttl)?;
             Ok(HttpResponse::Ok().json(TokenView::from(Issued { access_token, refresh_token, expires })))
         }
         Exchange::Reused { session_id } => {
@@ -207,7 +207,14 @@ fn exchange(c: &mut Db, hash: &str, client_id: &str, verifier: Option<&str>, ori
         if let Some(sid) = &issued {
             session::revoke(c, sid, "auth_code_reuse")?;
         }
-        store::audit(c, company, Some(user_id), "auth_code_reuse", &origin.ip, serde_json::json!({"client": code_client}))?;
+        store::audit(
+            c,
+            company,
+            Some(user_id),
+            "auth_code_reuse",
+            &origin.ip,
+            serde_json::json!({"client": code_client}),
+        )?;
         return Ok(Exchange::Reused { session_id: issued });
     }
     if expires_at <= t || !constant_time_eq(code_client.as_bytes(), client_id.as_bytes()) {
@@ -231,7 +238,7 @@ fn exchange(c: &mut Db, hash: &str, client_id: &str, verifier: Option<&str>, ori
     };
     let (session_id, refresh_token) = open_session(c, &user, &client, origin)?;
     diesel::update(auth_codes::table.find(hash)).set(auth_codes::issued_session_id.eq(&session_id)).execute(c)?;
-    Ok(Exchange::Issued { user, client, session_id, refresh_token })
+    Ok(Exchange::Issued { user: Box::new(user), access_ttl: client.access_token_ttl, session_id, refresh_token })
 }
 
 fn open_session(c: &mut Db, user: &UserRow, client: &ClientRow, origin: &Origin) -> ApiResult<(String, String)> {
@@ -445,7 +452,14 @@ async fn audit(st: web::Data<AppState>, admin: Admin, q: web::Query<AuditQuery>)
                 .order(audit_log::id.desc())
                 .offset((page - 1).saturating_mul(limit))
                 .limit(limit)
-                .select((audit_log::id, audit_log::kind, audit_log::user_id, audit_log::ip, audit_log::detail, audit_log::at))
+                .select((
+                    audit_log::id,
+                    audit_log::kind,
+                    audit_log::user_id,
+                    audit_log::ip,
+                    audit_log::detail,
+                    audit_log::at,
+                ))
                 .load(c)?;
             Ok((total, rows))
         })

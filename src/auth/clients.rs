@@ -335,8 +335,7 @@ async fn update(
         return Err(ApiError::field("clientSecret", "a public client has no secret"));
     }
     let access = ttl("accessTokenExpiration", b.access_token_expiration, current.access_token_ttl, DEFAULT_ACCESS_TTL)?;
-    let refresh =
-        ttl("refreshTokenExpiration", b.refresh_token_expiration, current.refresh_token_ttl, 365 * 86_400)?;
+    let refresh = ttl("refreshTokenExpiration", b.refresh_token_expiration, current.refresh_token_ttl, 365 * 86_400)?;
     let code = ttl("authCodeExpiration", b.auth_code_expiration, current.auth_code_ttl, MAX_CODE_TTL)?;
     let redirect_urls = match b.redirect_url.as_deref() {
         Some(r) => redirects(Some(r))?,

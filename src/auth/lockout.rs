@@ -23,6 +23,10 @@ pub const ACCOUNT_LIMIT: i32 = 5;
 pub const IP_LIMIT: i32 = 50;
 pub const FIRST_LOCK_SECS: i64 = 60;
 pub const MAX_LOCK_SECS: i64 = 3600;
+/// Failures older than this no longer count (a typo a day does not add up to a lock).
+pub const FORGET_FAILURES_AFTER_SECS: i64 = 3600;
+/// A key with no activity for this long starts again from the 1-minute lock.
+pub const FORGET_LOCKS_AFTER_SECS: i64 = 86_400;
 
 /// The counters one login attempt touches.
 #[derive(Debug, Clone)]
@@ -47,6 +51,23 @@ pub fn reserve(c: &mut Db, keys: &Keys) -> ApiResult<bool> {
 
 fn reserve_one(c: &mut Db, key: &str, limit: i32) -> ApiResult<bool> {
     let t = now();
+    let unlocked = login_failures::locked_until.is_null().or(login_failures::locked_until.le(t));
+    diesel::update(
+        login_failures::table
+            .filter(login_failures::key.eq(key))
+            .filter(login_failures::updated_at.lt(t - Duration::seconds(FORGET_LOCKS_AFTER_SECS)))
+            .filter(unlocked),
+    )
+    .set((login_failures::count.eq(0), login_failures::lock_count.eq(0)))
+    .execute(c)?;
+    diesel::update(
+        login_failures::table
+            .filter(login_failures::key.eq(key))
+            .filter(login_failures::updated_at.lt(t - Duration::seconds(FORGET_FAILURES_AFTER_SECS)))
+            .filter(unlocked),
+    )
+    .set(login_failures::count.eq(0))
+    .execute(c)?;
     let claim = |c: &mut Db| -> QueryResult<usize> {
         diesel::update(
             login_failures::table

@@ -163,7 +163,14 @@ async fn send_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpSend
                 ))
                 .execute(c)?;
             if let Some(u) = &user {
-                store::audit(c, Some(u.company_id), Some(u.id), "otp_sent", &ip, serde_json::json!({"channel": channel}))?;
+                store::audit(
+                    c,
+                    Some(u.company_id),
+                    Some(u.id),
+                    "otp_sent",
+                    &ip,
+                    serde_json::json!({"channel": channel}),
+                )?;
             }
             Ok(user)
         })
@@ -282,7 +289,14 @@ async fn verify_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpVe
             else {
                 return Ok(Verdict::Invalid);
             };
-            store::audit(c, Some(user.company_id), Some(user.id), "otp_verified", &ip, serde_json::json!({"step": kind}))?;
+            store::audit(
+                c,
+                Some(user.company_id),
+                Some(user.id),
+                "otp_verified",
+                &ip,
+                serde_json::json!({"step": kind}),
+            )?;
             if kind == "login" && totp::enabled(c, user.id)? {
                 return Ok(Verdict::Mfa { code: start_mfa(c, &client, &user)? });
             }

@@ -46,7 +46,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(forget_password, verify_reset_link, reset_password, signup_create_token, signup_verify_token, signup_create_user),
+    paths(
+        forget_password,
+        verify_reset_link,
+        reset_password,
+        signup_create_token,
+        signup_verify_token,
+        signup_create_user
+    ),
     components(schemas(ForgetBody, ResetBody, SignupTokenBody, SignupTokenView, CreateUserBody, CreatedUserView))
 )]
 pub struct Api;
@@ -142,7 +149,11 @@ pub struct ForgetBody {
 #[utoipa::path(tag = "auth", request_body = ForgetBody, responses(
     (status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 #[post("/auth/forget-password")]
-async fn forget_password(st: web::Data<AppState>, origin: Origin, Json(b): Json<ForgetBody>) -> ApiResult<HttpResponse> {
+async fn forget_password(
+    st: web::Data<AppState>,
+    origin: Origin,
+    Json(b): Json<ForgetBody>,
+) -> ApiResult<HttpResponse> {
     let client = clients::authenticate(&st, &b.client_id, b.client_secret.as_deref()).await?;
     let Ok(email) = Email::try_from(b.username.trim().to_owned()) else {
         return Ok(HttpResponse::NoContent().finish());
@@ -157,13 +168,27 @@ async fn forget_password(st: web::Data<AppState>, origin: Origin, Json(b): Json<
             let Some(user) = user else { return Ok(None) };
             let token = store_token(c, Some(company_id), Some(user.id), email.as_str(), &purpose, RESET_TTL_SECS)?;
             if token.is_some() {
-                store::audit(c, Some(company_id), Some(user.id), "password_reset_requested", &ip, serde_json::json!({}))?;
+                store::audit(
+                    c,
+                    Some(company_id),
+                    Some(user.id),
+                    "password_reset_requested",
+                    &ip,
+                    serde_json::json!({}),
+                )?;
             }
             Ok(token)
         })
         .await?;
     if let Some(token) = token {
-        send_link(&st, dest, "Reset your password", "Someone asked to reset your confab password. If it was you, open:", "/reset-password", token);
+        send_link(
+            &st,
+            dest,
+            "Reset your password",
+            "Someone asked to reset your confab password. If it was you, open:",
+            "/reset-password",
+            token,
+        );
     }
     Ok(HttpResponse::NoContent().finish())
 }

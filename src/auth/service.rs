@@ -164,20 +164,29 @@ pub async fn check_credentials(
         })
         .await?;
     let stored = if allowed { user.as_ref().and_then(|u| u.password_hash.clone()) } else { None };
-    let matched = actix_web::web::block(move || match stored {
-        Some(hash) => password::verify(&hash, &password),
-        None => {
-            password::verify_dummy(&password);
-            false
+    // A matching legacy (bcrypt) hash is replaced by an argon2id one.
+    let (matched, rehashed) = actix_web::web::block(move || -> anyhow::Result<(bool, Option<String>)> {
+        match stored {
+            Some(hash) if password::verify(&hash, &password) => {
+                Ok((true, if password::needs_rehash(&hash) { Some(password::hash(&password)?) } else { None }))
+            }
+            Some(_) => Ok((false, None)),
+            None => {
+                password::verify_dummy(&password);
+                Ok((false, None))
+            }
         }
     })
-    .await?;
+    .await??;
     let ok = matched && user.as_ref().is_some_and(|u| u.is_active() && company.is_none_or(|c| c == u.company_id));
     let ip = origin.ip.clone();
     let who = user.as_ref().map(|u| (u.company_id, u.id));
     st.db
         .write(move |c| {
             let locked = allowed && lockout::settle(c, &keys, ok)?;
+            if let (true, Some(hash), Some((_, user_id))) = (ok, &rehashed, who) {
+                store::set_password_hash(c, user_id, hash)?;
+            }
             let (company_id, user_id) = who.map(|(c, u)| (Some(c), Some(u))).unwrap_or_default();
             if locked {
                 store::audit(c, company_id, user_id, "account_locked", &ip, serde_json::json!({}))?;

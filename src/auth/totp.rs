@@ -279,7 +279,14 @@ async fn regenerate(
             if !check_code(c, &state, user_id, &b.otp, false)? {
                 return Ok(None);
             }
-            store::audit(c, Some(company_id), Some(user_id), "recovery_codes_regenerated", &origin.ip, serde_json::json!({}))?;
+            store::audit(
+                c,
+                Some(company_id),
+                Some(user_id),
+                "recovery_codes_regenerated",
+                &origin.ip,
+                serde_json::json!({}),
+            )?;
             Ok(Some(new_recovery_codes(c, user_id)?))
         })
         .await?;

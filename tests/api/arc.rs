@@ -135,8 +135,7 @@ both_backends!(code_flow_single_use_and_reuse_revokes, |app: TestApp| async move
     // A code is bound to its client.
     let (other_client, _) = new_client(&app, &admin, json!({})).await;
     let (_, body) = code_for(&app, &client, &secret, json!({})).await;
-    let (status, body) =
-        app.post("/auth/token", None, &json!({"code": body["code"], "clientId": other_client})).await;
+    let (status, body) = app.post("/auth/token", None, &json!({"code": body["code"], "clientId": other_client})).await;
     assert_error(status, &body, 401, "invalid_grant");
 
     // Unknown codes, wrong client secrets, unknown clients.
@@ -189,7 +188,11 @@ both_backends!(code_flow_with_pkce_and_public_clients, |app: TestApp| async move
 
     let (_, body) = code_for(&app, &client, &secret, json!({"code_challenge": challenge})).await;
     let (status, body) = app
-        .post("/auth/token", None, &json!({"code": body["code"], "clientId": client, "code_verifier": "wrong-verifier"}))
+        .post(
+            "/auth/token",
+            None,
+            &json!({"code": body["code"], "clientId": client, "code_verifier": "wrong-verifier"}),
+        )
         .await;
     assert_error(status, &body, 401, "invalid_grant");
     let (_, body) = code_for(&app, &client, &secret, json!({"code_challenge": challenge})).await;
@@ -419,9 +422,25 @@ both_backends!(parallel_wrong_passwords_never_exceed_the_limit, |app: TestApp| a
     assert_eq!(wrong_login(&app, ADMIN_PASSWORD).await.0, 401, "locked");
 });
 
-#[actix_web::test]
-async fn auth_routes_are_rate_limited_per_ip() {
-    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.auth_rate_per_minute = 3).await.unwrap();
+mod auth_routes_are_rate_limited_per_ip {
+    use super::*;
+
+    #[actix_web::test]
+    async fn sqlite() {
+        rate_limit_scenario(Backend::Sqlite).await;
+    }
+
+    #[actix_web::test]
+    async fn postgres() {
+        rate_limit_scenario(Backend::Postgres).await;
+    }
+}
+
+async fn rate_limit_scenario(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.auth_rate_per_minute = 3).await else {
+        eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set");
+        return;
+    };
     for _ in 0..3 {
         assert_eq!(wrong_login(&app, "wrong-password").await.0, 401);
     }
@@ -440,3 +459,32 @@ async fn auth_routes_are_rate_limited_per_ip() {
     // Other routes are not limited.
     assert_eq!(app.get("/healthz", None).await.0, 200);
 }
+
+both_backends!(imported_bcrypt_password_is_rehashed_on_login, |app: TestApp| async move {
+    let legacy = bcrypt::hash("arc-era-password", 4).unwrap();
+    let email = app.admin_email.clone();
+    let set = legacy.clone();
+    app.state
+        .db
+        .write(move |c| {
+            use confab::db::schema::users::dsl::*;
+            diesel::update(users.filter(role.eq("admin"))).set(password_hash.eq(Some(set))).execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (status, body) = wrong_login(&app, "not-the-password").await;
+    assert_error(status, &body, 401, "invalid_credentials");
+    app.login(&email, "arc-era-password").await;
+    let stored: Vec<Option<String>> = app
+        .state
+        .db
+        .run(|c| {
+            use confab::db::schema::users::dsl::*;
+            Ok(users.filter(role.eq("admin")).select(password_hash).load(c)?)
+        })
+        .await
+        .unwrap();
+    assert!(stored.iter().all(|h| h.as_deref().unwrap().starts_with("$argon2id$")), "{stored:?}");
+    app.login(&email, "arc-era-password").await;
+});

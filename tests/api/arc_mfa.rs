@@ -12,7 +12,8 @@ use crate::{arc::new_client, both_backends, helpers::*};
 /// Outbox files (mail or sms) whose text mentions `to`, oldest first.
 fn outbox(app: &TestApp, kind: &str, to: &str) -> Vec<String> {
     let dir = app.data_dir().join("outbox").join(kind);
-    let mut names: Vec<_> = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let mut names: Vec<_> =
+        std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     names.sort();
     names.into_iter().filter_map(|p| std::fs::read_to_string(p).ok()).filter(|t| t.contains(to)).collect()
 }
@@ -130,8 +131,9 @@ both_backends!(otp_by_email_limits_and_single_use, |app: TestApp| async move {
 both_backends!(otp_by_sms, |app: TestApp| async move {
     let (admin, login) = app.new_company("Texting").await;
     let (client, secret) = new_client(&app, &admin, json!({})).await;
-    let (status, _) =
-        app.post("/auth/send-otp", None, &json!({"client_id": client, "client_secret": secret, "key": "+1 415 555 0100"})).await;
+    let (status, _) = app
+        .post("/auth/send-otp", None, &json!({"client_id": client, "client_secret": secret, "key": "+1 415 555 0100"}))
+        .await;
     assert_eq!(status, 200);
     let code = code_in(&nth_message(&app, "sms", "+14155550100", 0).await);
     let (status, body) = app.post("/auth/verify-otp", None, &json!({"key": "+14155550100", "otp": code})).await;
@@ -197,7 +199,8 @@ both_backends!(totp_enrolment_mfa_login_and_recovery_codes, |app: TestApp| async
     assert_eq!(into_json(res).await, (200, json!({"isGenerated": true})));
     let (status, body) = app.post("/auth/login-token", None, &creds).await;
     assert_error(status, &body, 401, "mfa_required");
-    let (status, body) = app.post("/auth/login", None, &json!({"email": app.admin_email, "password": ADMIN_PASSWORD})).await;
+    let (status, body) =
+        app.post("/auth/login", None, &json!({"email": app.admin_email, "password": ADMIN_PASSWORD})).await;
     assert_error(status, &body, 401, "mfa_required");
 
     // The step used to confirm is never accepted again; the next one is.
@@ -239,10 +242,11 @@ both_backends!(totp_enrolment_mfa_login_and_recovery_codes, |app: TestApp| async
     assert!(!sealed.contains(qr["secret"].as_str().unwrap()));
     assert!(hashes.iter().all(|h| !recovery.contains(h)));
 
-    let kinds: Vec<Value> = app.get("/auth/audit?kind=mfa_enabled", Some(tokens["accessToken"].as_str().unwrap())).await.1["data"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let kinds: Vec<Value> =
+        app.get("/auth/audit?kind=mfa_enabled", Some(tokens["accessToken"].as_str().unwrap())).await.1["data"]
+            .as_array()
+            .unwrap()
+            .clone();
     assert_eq!(kinds.len(), 1);
 });
 
@@ -250,11 +254,19 @@ both_backends!(forget_and_reset_password, |app: TestApp| async move {
     let admin = app.admin_token().await;
     let (client, secret) = new_client(&app, &admin, json!({})).await;
     let (status, known) = app
-        .post("/auth/forget-password", None, &json!({"username": app.admin_email, "client_id": client, "client_secret": secret}))
+        .post(
+            "/auth/forget-password",
+            None,
+            &json!({"username": app.admin_email, "client_id": client, "client_secret": secret}),
+        )
         .await;
     assert_eq!(status, 204);
     let (status, unknown) = app
-        .post("/auth/forget-password", None, &json!({"username": "nobody@example.com", "client_id": client, "client_secret": secret}))
+        .post(
+            "/auth/forget-password",
+            None,
+            &json!({"username": "nobody@example.com", "client_id": client, "client_secret": secret}),
+        )
         .await;
     assert_eq!((status, &unknown), (204, &known), "same answer for unknown accounts");
     let token = token_in(&nth_message(&app, "mail", &app.admin_email, 0).await);
@@ -264,7 +276,8 @@ both_backends!(forget_and_reset_password, |app: TestApp| async move {
     let (status, body) = app.get("/auth/verify-reset-password-link?token=nope", None).await;
     assert_error(status, &body, 401, "invalid_token");
 
-    let reset = |password: &str| json!({"token": token, "password": password, "client_id": client, "client_secret": secret});
+    let reset =
+        |password: &str| json!({"token": token, "password": password, "client_id": client, "client_secret": secret});
     let (status, body) = app.patch("/auth/reset-password", None, &reset("short")).await;
     assert_error(status, &body, 400, "validation_failed");
     let (status, _) = app.patch("/auth/reset-password", None, &reset("brand-new-password")).await;
@@ -279,7 +292,8 @@ both_backends!(forget_and_reset_password, |app: TestApp| async move {
 });
 
 both_backends!(signup_token_flow, |app: TestApp| async move {
-    let (status, _) = app.post("/auth/sign-up/create-token", None, &json!({"email": "New.Person@Example.com", "data": {}})).await;
+    let (status, _) =
+        app.post("/auth/sign-up/create-token", None, &json!({"email": "New.Person@Example.com", "data": {}})).await;
     assert_eq!(status, 204);
     let token = token_in(&nth_message(&app, "mail", "new.person@example.com", 0).await);
     let (status, view) = app.get("/auth/sign-up/verify-token", Some(&token)).await;
@@ -288,7 +302,11 @@ both_backends!(signup_token_flow, |app: TestApp| async move {
     assert_error(status, &body, 401, "invalid_token");
 
     let (status, body) = app
-        .post("/auth/sign-up/create-user", Some(&token), &json!({"email": "other@example.com", "password": "password-123"}))
+        .post(
+            "/auth/sign-up/create-user",
+            Some(&token),
+            &json!({"email": "other@example.com", "password": "password-123"}),
+        )
         .await;
     assert_error(status, &body, 400, "validation_failed");
     let user = json!({"email": "new.person@example.com", "password": "password-123", "firstName": "New",
