@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use totp_rs::{Algorithm, Secret, TOTP};
 use utoipa::ToSchema;
 
-use super::{extract::AuthUser, otp, service::Origin};
+use super::{extract::AuthUser, lockout, otp, service::Origin};
 use crate::{
     crypto::{constant_time_eq, random_bytes, token_hash},
     db::{
@@ -89,6 +89,19 @@ fn check_code(c: &mut Db, st: &AppState, user_id: i64, code: &str, pending: bool
     .set(totp_secrets::last_step.eq(step))
     .execute(c)?;
     Ok(moved == 1)
+}
+
+/// [`check_code`] for the bearer routes, under brute-force protection: five wrong codes lock
+/// the user's authenticator routes like a password ([`lockout`]), so a stolen access token
+/// cannot guess its way to new recovery codes.
+fn guarded_check(c: &mut Db, st: &AppState, user_id: i64, code: &str, pending: bool, ip: &str) -> ApiResult<bool> {
+    let keys = lockout::Keys::new(&format!("totp:{user_id}"), ip);
+    if !lockout::reserve(c, &keys)? {
+        return Ok(false);
+    }
+    let ok = check_code(c, st, user_id, code, pending)?;
+    lockout::settle(c, &keys, ok)?;
+    Ok(ok)
 }
 
 /// The second step of a login: an authenticator code, or one unused recovery code.
@@ -250,7 +263,7 @@ async fn confirm(
     let codes = st
         .db
         .write(move |c| {
-            if !check_code(c, &state, user_id, &b.otp, true)? {
+            if !guarded_check(c, &state, user_id, &b.otp, true, &origin.ip)? {
                 return Ok(None);
             }
             diesel::update(totp_secrets::table.find(user_id)).set(totp_secrets::confirmed_at.eq(now())).execute(c)?;
@@ -276,7 +289,7 @@ async fn regenerate(
     let codes = st
         .db
         .write(move |c| {
-            if !check_code(c, &state, user_id, &b.otp, false)? {
+            if !guarded_check(c, &state, user_id, &b.otp, false, &origin.ip)? {
                 return Ok(None);
             }
             store::audit(

@@ -242,6 +242,42 @@ both_backends!(totp_enrolment_mfa_login_and_recovery_codes, |app: TestApp| async
     assert!(!sealed.contains(qr["secret"].as_str().unwrap()));
     assert!(hashes.iter().all(|h| !recovery.contains(h)));
 
+    // Guessing codes to regenerate recovery codes locks like a password would.
+    let access = tokens["accessToken"].as_str().unwrap();
+    let wrong = if totp.generate((step + 2) * 30) == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        let (status, body) = app.post("/auth/totp/recovery-codes", Some(access), &json!({"otp": wrong})).await;
+        assert_error(status, &body, 401, "invalid_otp");
+    }
+    let (status, _) =
+        app.post("/auth/totp/recovery-codes", Some(access), &json!({"otp": totp.generate((step + 2) * 30)})).await;
+    assert_eq!(status, 401, "locked");
+    app.state
+        .db
+        .write(|c| {
+            use confab::db::schema::login_failures::dsl::*;
+            diesel::update(login_failures)
+                .set(locked_until.eq(confab::types::now() - chrono::Duration::seconds(1)))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    // Steps up to step + 1 are spent: step + 2 is accepted once the clock is past step + 1.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while step_now() < step + 1 {
+        assert!(std::time::Instant::now() < deadline, "clock did not advance");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, fresh) =
+        app.post("/auth/totp/recovery-codes", Some(access), &json!({"otp": totp.generate((step + 2) * 30)})).await;
+    assert_eq!(status, 200, "{fresh}");
+    assert_eq!(fresh["recoveryCodes"].as_array().unwrap().len(), 10);
+    // The old recovery codes are gone.
+    app.post("/auth/login", None, &creds).await;
+    let (status, _) = app.post("/auth/verify-otp", None, &mfa(recovery[2].clone())).await;
+    assert_eq!(status, 401);
+
     let kinds: Vec<Value> =
         app.get("/auth/audit?kind=mfa_enabled", Some(tokens["accessToken"].as_str().unwrap())).await.1["data"]
             .as_array()
