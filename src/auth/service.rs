@@ -243,12 +243,13 @@ pub async fn refresh(st: &AppState, token: String, origin: &Origin) -> ApiResult
     let ip = origin.ip.clone();
     let outcome = st.db.write(move |c| session::rotate(c, &token)).await?;
     match outcome {
-        Refreshed::Rotated { principal, refresh_token } => {
-            let (access_token, expires) = st.keys.sign(
+        Refreshed::Rotated { principal, refresh_token, access_ttl } => {
+            let (access_token, expires) = st.keys.sign_for(
                 principal.user_id,
                 principal.company_id,
                 principal.role.as_str(),
                 &principal.session_id,
+                access_ttl,
             )?;
             Ok(Issued { access_token, refresh_token, expires })
         }

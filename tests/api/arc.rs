@@ -253,6 +253,13 @@ both_backends!(login_token_change_password_and_keycloak_logout, |app: TestApp| a
     assert_eq!(status, 200, "{first}");
     let expires = first["expires"].as_i64().unwrap() - chrono::Utc::now().timestamp_millis();
     assert!(expires <= 121_000 && expires > 100_000, "client's access lifetime: {expires}");
+    // Refreshing keeps the client's lifetime.
+    let (status, refreshed) =
+        app.post("/auth/token-refresh", None, &json!({"refreshToken": first["refreshToken"]})).await;
+    assert_eq!(status, 200, "{refreshed}");
+    let expires = refreshed["expires"].as_i64().unwrap() - chrono::Utc::now().timestamp_millis();
+    assert!(expires <= 121_000 && expires > 100_000, "client's access lifetime after refresh: {expires}");
+    let first = json!({"accessToken": refreshed["accessToken"], "refreshToken": refreshed["refreshToken"]});
     let (_, second) = app.post("/auth/login-token", None, &creds).await;
     let (a1, a2) = (first["accessToken"].as_str().unwrap(), second["accessToken"].as_str().unwrap());
 
