@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod fynd;
 pub mod messaging;
+pub mod notify;
 pub mod ops;
 pub mod providers;
 pub mod realtime;
@@ -109,6 +110,9 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         data_key: Arc::new(data_key),
         keys: Arc::new(keys),
         sessions: SessionCache::default(),
+        auth_limiter: Arc::new(auth::ratelimit::AuthLimiter::new(config.auth_rate_per_minute)),
+        mail: notify::EmailSender::from_config(&config)?,
+        sms: notify::SmsSender::from_config(&config),
         metrics,
         broker,
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
@@ -131,6 +135,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .app_data(web::PathConfig::default().error_handler(error::handlers::path))
             .app_data(web::FormConfig::default().limit(max_body).error_handler(error::handlers::form))
             .wrap(from_fn(auth::extract::authenticate))
+            .wrap(from_fn(auth::ratelimit::limit))
             .wrap(from_fn(error::unify))
             .wrap(from_fn(ops::metrics::track))
             .wrap(TracingLogger::default())
@@ -146,6 +151,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .configure(realtime::routes::configure)
             .configure(fynd::configure)
             .configure(console::configure)
+            .configure(auth::arc::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
     })
     .listen(listener)?

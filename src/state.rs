@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::{
-    auth::{jwt::Keys, session::SessionCache},
+    auth::{jwt::Keys, ratelimit::AuthLimiter, session::SessionCache},
     config::Config,
     crypto::DataKey,
     db::Pool,
@@ -18,6 +18,9 @@ pub struct AppState {
     pub data_key: Arc<DataKey>,
     pub keys: Arc<Keys>,
     pub sessions: SessionCache,
+    pub auth_limiter: Arc<AuthLimiter>,
+    pub mail: crate::notify::EmailSender,
+    pub sms: crate::notify::SmsSender,
     pub metrics: Metrics,
     pub broker: Broker,
     /// Wakes the delivery worker after a commit that queued outbox jobs.

@@ -69,7 +69,8 @@ pub async fn authenticate(
     next.call(req).await
 }
 
-fn principal(req: &HttpRequest) -> ApiResult<Principal> {
+/// The caller resolved by the middleware, or the 401 to answer with.
+pub fn principal(req: &HttpRequest) -> ApiResult<Principal> {
     match req.extensions().get::<Authn>() {
         Some(Authn(Ok(p))) => Ok(p.clone()),
         Some(Authn(Err(code))) => Err(ApiError::Unauthorized(code)),

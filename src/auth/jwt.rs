@@ -87,8 +87,21 @@ impl Keys {
     }
 
     pub fn sign(&self, user_id: i64, company_id: i64, role: &str, session_id: &str) -> ApiResult<(String, i64)> {
+        self.sign_for(user_id, company_id, role, session_id, ACCESS_TTL_SECS)
+    }
+
+    /// [`Keys::sign`] with a lifetime of `ttl_secs` (an auth client's `accessTokenExpiration`,
+    /// at most [`ACCESS_TTL_SECS`]).
+    pub fn sign_for(
+        &self,
+        user_id: i64,
+        company_id: i64,
+        role: &str,
+        session_id: &str,
+        ttl_secs: i64,
+    ) -> ApiResult<(String, i64)> {
         let iat = now().and_utc().timestamp();
-        let exp = iat + ACCESS_TTL_SECS;
+        let exp = iat + ttl_secs.clamp(1, ACCESS_TTL_SECS);
         let claims = Claims {
             sub: user_id.to_string(),
             sid: session_id.to_owned(),

@@ -19,11 +19,25 @@ pub fn hash(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
 }
 
-/// Verifies against a stored PHC string. A malformed hash never matches.
+/// Verifies against a stored PHC string, or a bcrypt hash imported from ARC (`$2a$`, `$2b$`,
+/// `$2y$`; see [`needs_rehash`]). A malformed hash never matches.
 pub fn verify(stored: &str, password: &str) -> bool {
+    if is_bcrypt(stored) {
+        return bcrypt::verify(password, stored).unwrap_or(false);
+    }
     PasswordHash::new(stored)
         .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
         .unwrap_or(false)
+}
+
+fn is_bcrypt(stored: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"].iter().any(|p| stored.starts_with(p))
+}
+
+/// Whether a verified hash should be replaced by an argon2id one (CONTRACT §5: ARC's bcrypt
+/// hashes verify and are rehashed on login).
+pub fn needs_rehash(stored: &str) -> bool {
+    !stored.starts_with("$argon2id$")
 }
 
 /// Burns the same work as a real verification, so an unknown account answers in about the same
@@ -59,6 +73,17 @@ mod tests {
         assert!(verify(&h, "correct horse"));
         assert!(!verify(&h, "wrong horse"));
         assert!(!verify("not a hash", "correct horse"));
+    }
+
+    #[test]
+    fn imported_bcrypt_hashes_verify_and_need_a_rehash() {
+        // bcrypt("correct horse", cost 4), as ARC's user_credentials would hold it.
+        let stored =
+            bcrypt::hash_with_salt("correct horse", 4, [7u8; 16]).unwrap().format_for_version(bcrypt::Version::TwoA);
+        assert!(verify(&stored, "correct horse"));
+        assert!(!verify(&stored, "wrong horse"));
+        assert!(needs_rehash(&stored));
+        assert!(!needs_rehash(&hash("x").unwrap()));
     }
 
     #[test]

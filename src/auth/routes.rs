@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     error::{ApiResult, ErrorBody},
-    extract::Json,
+    extract::{Json, parse},
     state::AppState,
     types::{Email, Phone},
     users::store,
@@ -28,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         SignupBody,
         SignupView,
         LoginBody,
+        LoginRequest,
         LoginView,
         LoginUserView,
         TokenView,
@@ -77,7 +78,7 @@ async fn signup(st: web::Data<AppState>, origin: Origin, Json(b): Json<SignupBod
             password: b.password,
             first_name: b.first_name,
             last_name: b.last_name,
-            phone: b.phone,
+            phone: Some(b.phone),
             company_name: b.company_name,
             invite_token: b.invite_token,
         },
@@ -98,6 +99,14 @@ pub struct LoginBody {
     #[schema(value_type = String, format = "email")]
     pub email: Email,
     pub password: String,
+}
+
+/// The two bodies `POST /auth/login` accepts, told apart by `client_id`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginRequest {
+    Arc(super::arc::ArcLoginBody),
+    Messaging(LoginBody),
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -139,10 +148,22 @@ impl From<Issued> for TokenView {
 
 /// CONTRACT §3 login of the messaging family. A wrong password, an unknown e-mail and an
 /// inactive account all answer the same 401 `invalid_credentials`.
-#[utoipa::path(tag = "auth", request_body = LoginBody, responses(
-    (status = 200, body = LoginView), (status = 401, body = ErrorBody)))]
+///
+/// A body with `client_id` is instead ARC's code-flow login (CONTRACT §5): `{client_id,
+/// client_secret, username, password}` → `{code}` for `POST /auth/token`.
+#[utoipa::path(tag = "auth", request_body = LoginRequest, responses(
+    (status = 200, body = LoginView), (status = 200, body = super::arc::CodeView), (status = 401, body = ErrorBody)))]
 #[post("/auth/login")]
-async fn login(st: web::Data<AppState>, origin: Origin, Json(b): Json<LoginBody>) -> ApiResult<HttpResponse> {
+async fn login(
+    st: web::Data<AppState>,
+    origin: Origin,
+    Json(body): Json<serde_json::Value>,
+) -> ApiResult<HttpResponse> {
+    let bytes = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
+    if body.get("client_id").is_some() {
+        return super::arc::code_login(&st, &origin, parse(&bytes)?).await;
+    }
+    let b: LoginBody = parse(&bytes)?;
     let (user, issued) = service::login(&st, b.email, b.password, &origin).await?;
     let person = st.db.run(move |c| store::person(c, user)).await?;
     Ok(HttpResponse::Ok().json(LoginView {

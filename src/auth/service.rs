@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use super::{
-    password,
+    lockout, password,
     session::{self, NewSession, Principal, Refreshed},
 };
 use crate::{
@@ -21,7 +21,7 @@ pub struct Signup {
     pub password: String,
     pub first_name: String,
     pub last_name: String,
-    pub phone: Phone,
+    pub phone: Option<Phone>,
     pub company_name: Option<String>,
     pub invite_token: Option<String>,
 }
@@ -81,7 +81,7 @@ pub async fn signup(st: &AppState, s: Signup, origin: &Origin) -> ApiResult<User
                 s.last_name.trim(),
                 Some(&hash),
                 Some(&s.email),
-                Some(&s.phone),
+                s.phone.as_ref(),
                 false,
             )?;
             store::audit(
@@ -124,31 +124,84 @@ fn claim_invite(c: &mut crate::db::Db, token: &str, email: &Email) -> ApiResult<
     Ok((company_id, Role::parse(&role).unwrap_or(Role::Agent)))
 }
 
-/// Password login for staff. Unknown e-mail, wrong password and an inactive account all give
-/// exactly the same 401 `invalid_credentials`, after the same amount of hashing work.
+/// Password login for staff. Unknown e-mail, wrong password, an inactive account and a locked
+/// account all give exactly the same 401 `invalid_credentials`, after the same amount of
+/// hashing work.
 pub async fn login(st: &AppState, email: Email, password: String, origin: &Origin) -> ApiResult<(UserRow, Issued)> {
-    let lookup = email.clone();
-    let user = st.db.run(move |c| store::find_staff_by_email(c, &lookup)).await?;
-    let checked = user.clone();
-    let ok = actix_web::web::block(move || match checked.as_ref().and_then(|u| u.password_hash.as_deref()) {
-        Some(stored) => password::verify(stored, &password),
-        None => {
-            password::verify_dummy(&password);
-            false
-        }
-    })
-    .await?;
-    let ip = origin.ip.clone();
-    let user = match user {
-        Some(u) if ok && u.is_active() => u,
-        other => {
-            let (company, user_id) = other.map(|u| (Some(u.company_id), Some(u.id))).unwrap_or_default();
-            st.db.write(move |c| store::audit(c, company, user_id, "login_failed", &ip, serde_json::json!({}))).await?;
-            return Err(ApiError::Unauthorized("invalid_credentials"));
-        }
-    };
+    let user = check_credentials(st, email.as_str(), password, origin, None).await?;
+    let user_id = user.id;
+    // This login has no second step: users with an authenticator use the ARC code flow.
+    if st.db.run(move |c| super::totp::enabled(c, user_id)).await? {
+        return Err(ApiError::Unauthorized("mfa_required"));
+    }
     let issued = start_session(st, &user, "api", None, origin).await?;
     Ok((user, issued))
+}
+
+/// Checks a staff login name (e-mail) and password under brute-force protection
+/// ([`lockout`]): an attempt slot is reserved before the password is checked, a locked
+/// account is never checked, and every failure (unknown, wrong, inactive, locked, or — with
+/// `company` — another company's user) is the same 401 `invalid_credentials`.
+pub async fn check_credentials(
+    st: &AppState,
+    login: &str,
+    password: String,
+    origin: &Origin,
+    company: Option<i64>,
+) -> ApiResult<UserRow> {
+    let keys = lockout::Keys::new(login, &origin.ip);
+    let email = Email::try_from(login.trim().to_owned()).ok();
+    let reserve_keys = keys.clone();
+    let (allowed, user) = st
+        .db
+        .write(move |c| {
+            let allowed = lockout::reserve(c, &reserve_keys)?;
+            let user = match &email {
+                Some(e) => store::find_staff_by_email(c, e)?,
+                None => None,
+            };
+            Ok((allowed, user))
+        })
+        .await?;
+    let stored = if allowed { user.as_ref().and_then(|u| u.password_hash.clone()) } else { None };
+    // A matching legacy (bcrypt) hash is replaced by an argon2id one.
+    let (matched, rehashed) = actix_web::web::block(move || -> anyhow::Result<(bool, Option<String>)> {
+        match stored {
+            Some(hash) if password::verify(&hash, &password) => {
+                Ok((true, if password::needs_rehash(&hash) { Some(password::hash(&password)?) } else { None }))
+            }
+            Some(_) => Ok((false, None)),
+            None => {
+                password::verify_dummy(&password);
+                Ok((false, None))
+            }
+        }
+    })
+    .await??;
+    let ok = matched && user.as_ref().is_some_and(|u| u.is_active() && company.is_none_or(|c| c == u.company_id));
+    let ip = origin.ip.clone();
+    let who = user.as_ref().map(|u| (u.company_id, u.id));
+    st.db
+        .write(move |c| {
+            let locked = allowed && lockout::settle(c, &keys, ok)?;
+            if let (true, Some(hash), Some((_, user_id))) = (ok, &rehashed, who) {
+                store::set_password_hash(c, user_id, hash)?;
+            }
+            let (company_id, user_id) = who.map(|(c, u)| (Some(c), Some(u))).unwrap_or_default();
+            if locked {
+                store::audit(c, company_id, user_id, "account_locked", &ip, serde_json::json!({}))?;
+            }
+            if !ok {
+                let kind = if allowed { "login_failed" } else { "login_locked" };
+                store::audit(c, company_id, user_id, kind, &ip, serde_json::json!({}))?;
+            }
+            Ok(())
+        })
+        .await?;
+    match user {
+        Some(u) if ok => Ok(u),
+        _ => Err(ApiError::Unauthorized("invalid_credentials")),
+    }
 }
 
 /// Opens a session for `user` and issues its first token pair.
@@ -190,12 +243,13 @@ pub async fn refresh(st: &AppState, token: String, origin: &Origin) -> ApiResult
     let ip = origin.ip.clone();
     let outcome = st.db.write(move |c| session::rotate(c, &token)).await?;
     match outcome {
-        Refreshed::Rotated { principal, refresh_token } => {
-            let (access_token, expires) = st.keys.sign(
+        Refreshed::Rotated { principal, refresh_token, access_ttl } => {
+            let (access_token, expires) = st.keys.sign_for(
                 principal.user_id,
                 principal.company_id,
                 principal.role.as_str(),
                 &principal.session_id,
+                access_ttl,
             )?;
             Ok(Issued { access_token, refresh_token, expires })
         }

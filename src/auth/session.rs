@@ -12,7 +12,7 @@ use crate::{
     crypto::{random_hex_id, random_token, token_hash},
     db::{
         Db, Pool,
-        schema::{refresh_tokens, sessions, users},
+        schema::{auth_clients, refresh_tokens, sessions, users},
     },
     error::{ApiError, ApiResult},
     types::{Role, now},
@@ -91,7 +91,9 @@ fn insert_refresh(c: &mut Db, session_id: &str, parent: Option<&str>, expires_at
 /// What a refresh token was good for.
 pub enum Refreshed {
     /// A new refresh token for this live session.
-    Rotated { principal: Principal, refresh_token: String },
+    /// `access_ttl`: seconds the new access token lives (an auth client's own lifetime for
+    /// sessions opened through the ARC code flow).
+    Rotated { principal: Principal, refresh_token: String, access_ttl: i64 },
     /// The token had already been used: the session is now revoked.
     Reused { principal: Principal },
 }
@@ -121,12 +123,25 @@ pub fn rotate(c: &mut Db, token: &str) -> ApiResult<Refreshed> {
         }
         return Err(ApiError::Unauthorized("invalid_token"));
     }
-    let expires = t + SESSION_TTL;
+    // Sessions opened through an auth client live by that client's lifetimes.
+    let client: Option<String> = sessions::table.find(&session_id).select(sessions::client_id).first(c)?;
+    let lifetimes: Option<(i64, i64)> = match client {
+        Some(client_id) => auth_clients::table
+            .filter(auth_clients::client_id.eq(client_id))
+            .select((auth_clients::refresh_token_ttl, auth_clients::access_token_ttl))
+            .first(c)
+            .optional()?,
+        None => None,
+    };
+    let (session_ttl, access_ttl) = lifetimes
+        .map(|(refresh, access)| (chrono::Duration::seconds(refresh), access))
+        .unwrap_or((SESSION_TTL, super::jwt::ACCESS_TTL_SECS));
+    let expires = t + session_ttl;
     diesel::update(sessions::table.find(&session_id))
         .set((sessions::last_seen_at.eq(t), sessions::expires_at.eq(expires)))
         .execute(c)?;
     let refresh_token = insert_refresh(c, &session_id, Some(&hash), expires)?;
-    Ok(Refreshed::Rotated { principal, refresh_token })
+    Ok(Refreshed::Rotated { principal, refresh_token, access_ttl })
 }
 
 /// The principal of a live session (not revoked, not expired, user active), else `None`.

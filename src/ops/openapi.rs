@@ -36,5 +36,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::providers::webhooks::Api::openapi());
     doc.merge(crate::realtime::routes::Api::openapi());
     doc.merge(crate::fynd::openapi());
+    doc.merge(crate::auth::arc_openapi());
     doc
 }

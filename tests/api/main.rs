@@ -3,6 +3,8 @@
 mod helpers;
 
 mod accounts;
+mod arc;
+mod arc_mfa;
 mod console;
 mod fynd_app;
 mod fynd_platform;

@@ -373,6 +373,15 @@ async fn slow_consumer_is_closed_with_1013_and_others_get_everything() {
     slow.send(json!({"type": "subscribe", "conversationId": conv})).await;
     let mut fast = Ws::connect(&app, &co.admin).await;
     let (_, start) = fast.subscribe(conv, None).await;
+    // The reading client reads all along, as a real one does.
+    let (frames_tx, mut frames) = tokio::sync::mpsc::unbounded_channel();
+    actix_web::rt::spawn(async move {
+        while let Some(f) = fast.next_within(Duration::from_secs(60)).await {
+            if frames_tx.send(f).is_err() {
+                break;
+            }
+        }
+    });
     let text = "y".repeat(4000);
     let mut sent = 0;
     let mut closed = false;
@@ -387,8 +396,19 @@ async fn slow_consumer_is_closed_with_1013_and_others_get_everything() {
         }
     }
     assert!(closed, "the non-reading client was never closed after {sent} messages");
-    let end = db_last_seq(&app, conv).await;
-    let got = fast.events_until(conv, end).await;
+    // Let the sandbox finish delivering, then the reader must have every event.
+    let mut end = db_last_seq(&app, conv).await;
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while got.last().and_then(|e: &Value| e["seq"].as_i64()) != Some(end) {
+        assert!(std::time::Instant::now() < deadline, "reader stuck at {:?} of {end}", got.last());
+        match tokio::time::timeout(Duration::from_millis(500), frames.recv()).await {
+            Ok(Some(f)) if f["type"] == "event" && f["seq"].is_i64() => got.push(f),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the reading client was disconnected"),
+            Err(_) => end = db_last_seq(&app, conv).await,
+        }
+    }
     assert_eq!(seqs(&got), (start + 1..=end).collect::<Vec<_>>(), "the reading client got everything");
     assert_eq!(slow.ended().await, Ended::Close(1013));
 }
