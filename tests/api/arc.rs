@@ -495,3 +495,33 @@ both_backends!(imported_bcrypt_password_is_rehashed_on_login, |app: TestApp| asy
     assert!(stored.iter().all(|h| h.as_deref().unwrap().starts_with("$argon2id$")), "{stored:?}");
     app.login(&email, "arc-era-password").await;
 });
+
+both_backends!(arc_routes_are_in_the_openapi_document, |app: TestApp| async move {
+    let (status, doc) = app.get("/openapi.json", None).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/auth/login",
+        "/auth/token",
+        "/auth/login-token",
+        "/auth/token-refresh",
+        "/auth/change-password",
+        "/auth/send-otp",
+        "/auth/verify-otp",
+        "/auth/create-qr-code",
+        "/auth/check-qr-code",
+        "/auth/totp/confirm",
+        "/auth/forget-password",
+        "/auth/verify-reset-password-link",
+        "/auth/reset-password",
+        "/auth/sign-up/create-token",
+        "/auth/sign-up/verify-token",
+        "/auth/sign-up/create-user",
+        "/auth/audit",
+        "/auth-clients",
+        "/auth-clients/{id}",
+        "/keycloak/logout",
+        "/logout",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from /openapi.json");
+    }
+});
