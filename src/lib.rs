@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod media;
 pub mod ops;
 pub mod state;
 pub mod types;
@@ -64,15 +65,20 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         Ok((db, data_key, keys, bootstrap))
     })
     .await??;
+    let media_url = config.media_url();
+    let media = web::block(move || media::MediaStore::open(&media_url)).await??;
 
     let state = web::Data::new(AppState {
         config: config.clone(),
         db,
         data_key: Arc::new(data_key),
         keys: Arc::new(keys),
+        media,
         sessions: SessionCache::default(),
         metrics: Metrics::new()?,
     });
+
+    media::service::spawn_housekeeping(state.clone());
 
     let listener = TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
     let port = listener.local_addr()?.port();
@@ -92,6 +98,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .wrap(TracingLogger::default())
             .configure(ops::routes::configure)
             .configure(auth::routes::configure)
+            .configure(media::routes::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
     })
     .listen(listener)?

@@ -7,6 +7,7 @@ use crate::{
     config::Config,
     crypto::DataKey,
     db::Pool,
+    media::MediaStore,
     ops::metrics::Metrics,
 };
 
@@ -16,6 +17,7 @@ pub struct AppState {
     pub db: Pool,
     pub data_key: Arc<DataKey>,
     pub keys: Arc<Keys>,
+    pub media: MediaStore,
     pub sessions: SessionCache,
     pub metrics: Metrics,
 }

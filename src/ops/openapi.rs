@@ -31,5 +31,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = Root::openapi();
     doc.merge(crate::ops::routes::Api::openapi());
     doc.merge(crate::auth::routes::Api::openapi());
+    doc.merge(crate::media::routes::Api::openapi());
     doc
 }

@@ -57,6 +57,10 @@ async fn readyz(st: web::Data<AppState>) -> ApiResult<HttpResponse> {
         tracing::warn!(error = %e, "readiness: database unreachable");
         return Err(ApiError::Unavailable("database".into()));
     }
+    if let Err(e) = st.media.ping(Duration::from_secs(2)).await {
+        tracing::warn!(error = %e, "readiness: media store unreachable");
+        return Err(ApiError::Unavailable("media store".into()));
+    }
     Ok(HttpResponse::Ok().json(StatusView { status: "ready" }))
 }
 

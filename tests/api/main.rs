@@ -3,4 +3,5 @@
 mod helpers;
 
 mod accounts;
+mod media;
 mod ops;
