@@ -73,11 +73,7 @@ pub fn get_for_signed_link(c: &mut Db, id: i64) -> ApiResult<AttachmentRow> {
 
 /// Attachments never attached to a message and created before `cutoff`, oldest first:
 /// `(id, storage_key)`.
-pub fn list_unattached_before(
-    c: &mut Db,
-    cutoff: NaiveDateTime,
-    limit: i64,
-) -> ApiResult<Vec<(i64, Option<String>)>> {
+pub fn list_unattached_before(c: &mut Db, cutoff: NaiveDateTime, limit: i64) -> ApiResult<Vec<(i64, Option<String>)>> {
     Ok(attachments::table
         .filter(attachments::message_id.is_null())
         .filter(attachments::created_at.lt(cutoff))

@@ -156,7 +156,8 @@ pub fn sniff(head: &[u8], filename: &str) -> Result<&'static AllowedType, Reject
     let Some(t) = allowed(mime) else { return Err(Rejection::NotAllowed(mime.to_owned())) };
     if let Some(ext) = ext
         && !t.extensions.contains(&ext.as_str())
-        && (ALLOWED.iter().any(|a| a.extensions.contains(&ext.as_str())) || mime_guess::from_ext(&ext).first().is_some())
+        && (ALLOWED.iter().any(|a| a.extensions.contains(&ext.as_str()))
+            || mime_guess::from_ext(&ext).first().is_some())
     {
         return Err(Rejection::Mismatch { ext, mime: t.mime });
     }

@@ -40,9 +40,8 @@ const OTHER_FIELD_LIMIT: usize = 16 * 1024;
 const DISCARD_LIMIT: usize = 32 * 1024 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/media/save").route(web::post().to(save))).service(
-        web::resource("/media/{attachmentId}").route(web::get().to(download)).route(web::head().to(download)),
-    );
+    cfg.service(web::resource("/media/save").route(web::post().to(save)))
+        .service(web::resource("/media/{attachmentId}").route(web::get().to(download)).route(web::head().to(download)));
 }
 
 #[derive(utoipa::OpenApi)]
@@ -74,7 +73,8 @@ pub struct SavedView {
 
 impl SavedView {
     fn from_row(row: AttachmentRow) -> ApiResult<Self> {
-        let kind = MediaKind::parse(&row.kind).ok_or_else(|| anyhow::anyhow!("attachment {} kind {}", row.id, row.kind))?;
+        let kind =
+            MediaKind::parse(&row.kind).ok_or_else(|| anyhow::anyhow!("attachment {} kind {}", row.id, row.kind))?;
         Ok(Self { name: row.filename, size: row.filesize, document_type: kind, attachment_id: row.id })
     }
 }
@@ -225,7 +225,10 @@ async fn download(
         None => false,
     };
     if not_modified {
-        return Ok(HttpResponse::NotModified().insert_header((ETAG, etag.to_string())).insert_header((CACHE_CONTROL, "private")).finish());
+        return Ok(HttpResponse::NotModified()
+            .insert_header((ETAG, etag.to_string()))
+            .insert_header((CACHE_CONTROL, "private"))
+            .finish());
     }
 
     // RFC 9110 §13.1.5: a Range applies only if If-Range (when sent) names this version; we
@@ -257,8 +260,11 @@ async fn download(
         }
         None => HttpResponse::Ok(),
     };
-    let content_type =
-        if row.content_type == "text/plain" { "text/plain; charset=utf-8".to_owned() } else { row.content_type.clone() };
+    let content_type = if row.content_type == "text/plain" {
+        "text/plain; charset=utf-8".to_owned()
+    } else {
+        row.content_type.clone()
+    };
     let kind = MediaKind::parse(&row.kind).unwrap_or(MediaKind::Document);
     res.insert_header((header::CONTENT_TYPE, content_type))
         .insert_header((ETAG, etag.to_string()))
@@ -273,8 +279,10 @@ async fn download(
 /// `inline` or `attachment` with the name twice: an ASCII fallback (`filename`) and the
 /// exact UTF-8 name (`filename*`, RFC 6266).
 fn content_disposition(kind: MediaKind, filename: &str) -> ContentDisposition {
-    let ascii: String =
-        filename.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
+    let ascii: String = filename
+        .chars()
+        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .collect();
     ContentDisposition {
         disposition: if kind.inline() { DispositionType::Inline } else { DispositionType::Attachment },
         parameters: vec![

@@ -370,7 +370,10 @@ async fn access_rules(app: &TestApp) {
 
     let tampered_sig = {
         let (head, sig) = link.rsplit_once("sig=").unwrap();
-        let flipped = if sig.starts_with('0') { format!("1{}", &sig[1..]) } else { format!("0{}", &sig[1..]) };
+        let flipped = match sig.strip_prefix('0') {
+            Some(rest) => format!("1{rest}"),
+            None => format!("0{}", &sig[1..]),
+        };
         format!("{head}sig={flipped}")
     };
     let (status, body) = app.get(&tampered_sig, None).await;
@@ -517,6 +520,7 @@ async fn open_multipart_uploads(url: &url::Url) -> usize {
         .text()
         .await
         .unwrap();
+    assert!(text.contains("ListMultipartUploadsResult"), "{text}");
     text.matches("<Upload>").count()
 }
 
