@@ -330,6 +330,11 @@ async fn ranges_and_etags(app: &TestApp) {
     assert_eq!(res.status(), 200);
     assert_eq!(res.bytes().await.unwrap().len(), len);
 
+    let res = app.client.head(app.url(&path)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-length"], len.to_string().as_str());
+    assert_eq!(res.headers()["etag"], etag.as_str());
+
     let res = download(app, &path, Some(&token), &[("If-None-Match", &etag)]).await;
     assert_eq!(res.status(), 304);
     assert_eq!(res.headers()["etag"], etag.as_str());
