@@ -33,8 +33,8 @@ use crate::{
 /// while it streams.
 pub const UPLOAD_BODY_LIMIT: u64 = 100 * 1024 * 1024 + 64 * 1024;
 
-/// Bytes accepted in a form field other than `file` (they are read and ignored).
-const OTHER_FIELD_LIMIT: usize = 16 * 1024;
+/// Bytes accepted in all form fields other than `file` together (they are read and ignored).
+const OTHER_FIELDS_LIMIT: usize = 16 * 1024;
 
 /// How much of a refused upload's remaining body is read and dropped before answering.
 const DISCARD_LIMIT: usize = 32 * 1024 * 1024;
@@ -94,12 +94,13 @@ async fn save(a: Agent, req: HttpRequest, st: web::Data<AppState>, mut form: Mul
     if declared.is_some_and(|n| n > UPLOAD_BODY_LIMIT) {
         return Err(ApiError::PayloadTooLarge);
     }
+    // Other fields are read and ignored, but not without bound (a chunked body has no length).
+    let mut other_bytes = 0;
     while let Some(mut field) = form.try_next().await.map_err(multipart_error)? {
         if field.name() != Some("file") {
-            let mut seen = 0;
             while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
-                seen += chunk.len();
-                if seen > OTHER_FIELD_LIMIT {
+                other_bytes += chunk.len();
+                if other_bytes > OTHER_FIELDS_LIMIT {
                     return Err(ApiError::PayloadTooLarge);
                 }
             }
