@@ -12,6 +12,7 @@ pub mod extract;
 pub mod fynd;
 pub mod messaging;
 pub mod notify;
+pub mod media;
 pub mod ops;
 pub mod providers;
 pub mod realtime;
@@ -79,6 +80,8 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         Ok((db, data_key, keys, bootstrap))
     })
     .await??;
+    let media_url = config.media_url();
+    let media = web::block(move || media::MediaStore::open(&media_url)).await??;
 
     let broker = match &config.redis_url {
         Some(url) => Broker::with_redis(url).await.context("connecting to Redis")?,
@@ -109,6 +112,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         db,
         data_key: Arc::new(data_key),
         keys: Arc::new(keys),
+        media,
         sessions: SessionCache::default(),
         auth_limiter: Arc::new(auth::ratelimit::AuthLimiter::new(config.auth_rate_per_minute)),
         mail: notify::EmailSender::from_config(&config)?,
@@ -120,6 +124,8 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         tickets,
     });
     actix_web::rt::spawn(providers::outbox::run(state.get_ref().clone()));
+
+    media::service::spawn_housekeeping(state.clone());
 
     let listener = TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
     let port = listener.local_addr()?.port();
@@ -152,6 +158,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .configure(fynd::configure)
             .configure(console::configure)
             .configure(auth::arc::configure)
+            .configure(media::routes::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
     })
     .listen(listener)?

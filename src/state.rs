@@ -7,6 +7,7 @@ use crate::{
     config::Config,
     crypto::DataKey,
     db::Pool,
+    media::MediaStore,
     ops::metrics::Metrics,
     realtime::{broker::Broker, hub::Hub, tickets::Tickets},
 };
@@ -17,6 +18,7 @@ pub struct AppState {
     pub db: Pool,
     pub data_key: Arc<DataKey>,
     pub keys: Arc<Keys>,
+    pub media: MediaStore,
     pub sessions: SessionCache,
     pub auth_limiter: Arc<AuthLimiter>,
     pub mail: crate::notify::EmailSender,

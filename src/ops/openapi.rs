@@ -37,5 +37,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::realtime::routes::Api::openapi());
     doc.merge(crate::fynd::openapi());
     doc.merge(crate::auth::arc_openapi());
+    doc.merge(crate::media::routes::Api::openapi());
     doc
 }

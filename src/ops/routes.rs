@@ -65,6 +65,10 @@ async fn readyz(st: web::Data<AppState>) -> ApiResult<HttpResponse> {
             return Err(ApiError::Unavailable("broker (Redis)".into()));
         }
     }
+    if let Err(e) = st.media.ping(Duration::from_secs(2)).await {
+        tracing::warn!(error = %e, "readiness: media store unreachable");
+        return Err(ApiError::Unavailable("media store".into()));
+    }
     Ok(HttpResponse::Ok().json(StatusView { status: "ready" }))
 }
 

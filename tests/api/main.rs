@@ -9,6 +9,7 @@ mod console;
 mod fynd_app;
 mod fynd_platform;
 mod messaging;
+mod media;
 mod ops;
 mod realtime;
 mod webhooks;
