@@ -134,16 +134,7 @@ impl Confab {
         .start()?;
         let http = http_client();
         proc.wait_ready(&http, Duration::from_secs(120)).await?;
-        Ok(Self {
-            base: proc.base_url(),
-            proc,
-            http,
-            backend: o.backend,
-            db_url,
-            sqlite_path,
-            _pg: pg,
-            _dir: dir,
-        })
+        Ok(Self { base: proc.base_url(), proc, http, backend: o.backend, db_url, sqlite_path, _pg: pg, _dir: dir })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -154,7 +145,13 @@ impl Confab {
         format!("ws://127.0.0.1:{}/ws", self.proc.port)
     }
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -162,13 +159,20 @@ impl Confab {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let res = req.send().await.with_context(|| format!("{path}"))?;
+        let res = req.send().await.with_context(|| path.to_owned())?;
         let status = res.status().as_u16();
         let text = res.text().await?;
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
     }
 
-    async fn expect(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<&Value>, want: u16) -> anyhow::Result<Value> {
+    async fn expect(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        want: u16,
+    ) -> anyhow::Result<Value> {
         let (status, value) = self.call(method, path, token, body).await?;
         if status != want {
             bail!("{path}: expected {want}, got {status}: {value}");
@@ -177,7 +181,15 @@ impl Confab {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
-        let body = self.expect(reqwest::Method::POST, "/auth/login", None, Some(&json!({"email": email, "password": password})), 200).await?;
+        let body = self
+            .expect(
+                reqwest::Method::POST,
+                "/auth/login",
+                None,
+                Some(&json!({"email": email, "password": password})),
+                200,
+            )
+            .await?;
         body["accessToken"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("login without accessToken: {body}"))
     }
 
@@ -205,7 +217,13 @@ impl Confab {
         for i in 0..agents {
             let email = format!("agent{i}-{}@bench.test", &::confab::crypto::random_hex_id()[..8]);
             let invite = self
-                .expect(reqwest::Method::POST, "/agent/invite", Some(&admin), Some(&json!({"email": email, "role": "agent"})), 201)
+                .expect(
+                    reqwest::Method::POST,
+                    "/agent/invite",
+                    Some(&admin),
+                    Some(&json!({"email": email, "role": "agent"})),
+                    201,
+                )
                 .await?;
             self.expect(
                 reqwest::Method::POST,
@@ -246,7 +264,13 @@ impl Confab {
         let agent = s.agent_tokens.first().unwrap_or(&s.admin);
         for page in 1..=n.div_ceil(100).max(1) as i64 + 1 {
             let list = self
-                .expect(reqwest::Method::GET, &format!("/conversation/conversation-page-list?page={page}&limit=100"), Some(agent), None, 200)
+                .expect(
+                    reqwest::Method::GET,
+                    &format!("/conversation/conversation-page-list?page={page}&limit=100"),
+                    Some(agent),
+                    None,
+                    200,
+                )
                 .await?;
             let data = list["data"].as_array().cloned().unwrap_or_default();
             if data.is_empty() {
@@ -258,7 +282,9 @@ impl Confab {
                 }
             }
         }
-        (0..n).map(|i| by_phone.get(&phone(i)).copied().ok_or_else(|| anyhow!("no conversation for {}", phone(i)))).collect()
+        (0..n)
+            .map(|i| by_phone.get(&phone(i)).copied().ok_or_else(|| anyhow!("no conversation for {}", phone(i))))
+            .collect()
     }
 
     /// Posts a signed sandbox webhook; returns the status and body.

@@ -28,7 +28,12 @@ pub struct Table {
 
 impl Table {
     pub fn new(title: impl Into<String>, headers: &[&str]) -> Self {
-        Self { title: title.into(), headers: headers.iter().map(|h| (*h).to_owned()).collect(), rows: Vec::new(), notes: Vec::new() }
+        Self {
+            title: title.into(),
+            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -42,10 +47,22 @@ impl Table {
     pub fn print(&self) {
         println!("\n### {}\n", self.title);
         let widths: Vec<usize> = (0..self.headers.len())
-            .map(|i| self.rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).chain([self.headers[i].chars().count()]).max().unwrap_or(3).max(3))
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                    .chain([self.headers[i].chars().count()])
+                    .max()
+                    .unwrap_or(3)
+                    .max(3)
+            })
             .collect();
         let line = |cells: &[String]| {
-            let padded: Vec<String> = widths.iter().enumerate().map(|(i, w)| format!("{:<w$}", cells.get(i).map_or("", String::as_str))).collect();
+            let padded: Vec<String> = widths
+                .iter()
+                .enumerate()
+                .map(|(i, w)| format!("{:<w$}", cells.get(i).map_or("", String::as_str)))
+                .collect();
             println!("| {} |", padded.join(" | "));
         };
         line(&self.headers);

@@ -13,7 +13,9 @@ use std::{
 };
 
 use anyhow::{Context, anyhow, bail};
-use diesel::{Connection, QueryableByName, RunQueryDsl, connection::SimpleConnection, pg::PgConnection, sqlite::SqliteConnection};
+use diesel::{
+    Connection, QueryableByName, RunQueryDsl, connection::SimpleConnection, pg::PgConnection, sqlite::SqliteConnection,
+};
 use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 
@@ -245,7 +247,13 @@ impl FanOutParams {
         }
     }
 
-    fn with(mut self, agents: Option<usize>, conversations: Option<usize>, rate: Option<u64>, seconds: Option<u64>) -> Self {
+    fn with(
+        mut self,
+        agents: Option<usize>,
+        conversations: Option<usize>,
+        rate: Option<u64>,
+        seconds: Option<u64>,
+    ) -> Self {
         self.agents = agents.unwrap_or(self.agents);
         self.conversations = conversations.unwrap_or(self.conversations).clamp(1, self.agents.max(1));
         self.rate = rate.unwrap_or(self.rate).max(1);
@@ -267,7 +275,12 @@ impl Publisher {
             Publisher::Confab { http, url, secret, channel_id, run } => {
                 let body = confab::webhook_body(*channel_id, &format!("{run}-{k}"), &phone(idx), text);
                 let sig = confab::sign(secret, &body);
-                http.post(url).header("Content-Type", "application/json").header("X-Confab-Signature", sig).body(body).send().await
+                http.post(url)
+                    .header("Content-Type", "application/json")
+                    .header("X-Confab-Signature", sig)
+                    .body(body)
+                    .send()
+                    .await
             }
             Publisher::Peer { http, url } => {
                 http.post(url).json(&serde_json::json!({"conversationId": conversation_id, "text": text})).send().await
@@ -336,8 +349,14 @@ async fn fan_out_one(
         let permit = sem.clone().acquire_owned().await?;
         let idx = (k as usize) % conversations.len();
         let text = wsload::timed_text((sched - base).as_micros() as u64, k);
-        let (publisher, conv, subs, expected, sent, failed) =
-            (publisher.clone(), conversations[idx], subscribers.clone(), expected.clone(), sent.clone(), failed.clone());
+        let (publisher, conv, subs, expected, sent, failed) = (
+            publisher.clone(),
+            conversations[idx],
+            subscribers.clone(),
+            expected.clone(),
+            sent.clone(),
+            failed.clone(),
+        );
         tokio::spawn(async move {
             if publisher.send(idx, conv, k, &text).await {
                 sent.fetch_add(1, Ordering::Relaxed);
@@ -388,7 +407,7 @@ async fn fan_out(ctx: &mut Ctx, p: FanOutParams) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     {
         let c = ctx.confab(Backend::Sqlite).await?;
-        let agents = p.agents.clamp(1, 8);
+        let agents = p.agents.clamp(1, 4);
         let s = c.setup(agents).await?;
         let conversations = c.customers(&s, p.conversations).await?;
         let target = Target { proto: Proto::Json, url: c.ws_url(), tokens: s.agent_tokens.clone() };
@@ -399,7 +418,11 @@ async fn fan_out(ctx: &mut Ctx, p: FanOutParams) -> anyhow::Result<()> {
             channel_id: s.channel_id,
             run: format!("fan-{}", &::confab::crypto::random_hex_id()[..8]),
         };
-        eprintln!("fan-out: confab pid {} runs with an open-file limit of {}", c.proc.pid, server::nofile_of(c.proc.pid));
+        eprintln!(
+            "fan-out: confab pid {} runs with an open-file limit of {}",
+            c.proc.pid,
+            server::nofile_of(c.proc.pid)
+        );
         rows.push(fan_out_one("confab", &c.proc, target, publisher, &conversations, p).await?);
     }
     for peer in ctx.peers.clone() {
@@ -442,7 +465,11 @@ async fn fan_out(ctx: &mut Ctx, p: FanOutParams) -> anyhow::Result<()> {
                 r.server, r.delivered, r.expected, r.failed, r.closed
             ));
         }
-        let name = if r.server == "confab" { "confab (durable: SQLite FULL, webhook + signature)".to_owned() } else { format!("{} (no persistence)", r.server) };
+        let name = if r.server == "confab" {
+            "confab (durable: SQLite FULL, webhook + signature)".to_owned()
+        } else {
+            format!("{} (no persistence)", r.server)
+        };
         t.row(vec![
             name,
             format!("{}{}", r.sent, if r.failed > 0 { format!(" (+{} failed)", r.failed) } else { String::new() }),
@@ -480,7 +507,13 @@ impl IdleParams {
     }
 }
 
-async fn idle_one(label: &str, proc: &Proc, target: Target, conversations: &[i64], n: usize) -> anyhow::Result<(u64, u64, u64)> {
+async fn idle_one(
+    label: &str,
+    proc: &Proc,
+    target: Target,
+    conversations: &[i64],
+    n: usize,
+) -> anyhow::Result<(u64, u64, u64)> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss0 = proc.rss_bytes();
     eprintln!("idle: {label}: {n} connections");
@@ -488,8 +521,10 @@ async fn idle_one(label: &str, proc: &Proc, target: Target, conversations: &[i64
     let connected = clients.len() as u64;
     let delivered = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let readers: Vec<_> =
-        clients.into_iter().map(|(_, ws)| wsload::spawn_reader(ws, target.proto, Instant::now(), delivered.clone(), stop_rx.clone())).collect();
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|(_, ws)| wsload::spawn_reader(ws, target.proto, Instant::now(), delivered.clone(), stop_rx.clone()))
+        .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss1 = proc.rss_bytes();
     let _ = stop_tx.send(true);
@@ -567,7 +602,17 @@ struct IdRow {
 async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::Result<()> {
     let mut t = Table::new(
         format!("ingest: signed sandbox webhooks (one message each), closed loop, {} s per point", p.seconds),
-        &["backend", "senders", "acknowledged", "errors", "durable msgs/s", "p50 ms", "p99 ms", "server CPU ms/msg", "all acked in DB after kill -9"],
+        &[
+            "backend",
+            "senders",
+            "acknowledged",
+            "errors",
+            "durable msgs/s",
+            "p50 ms",
+            "p99 ms",
+            "server CPU ms/msg",
+            "all acked in DB after kill -9",
+        ],
     );
     for b in backends {
         let backend = match b.as_str() {
@@ -609,7 +654,9 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
                         let body = confab::webhook_body(s_ref.channel_id, &id, &from, "ingest benchmark message");
                         let t = Instant::now();
                         match c_ref.webhook(s_ref, body).await {
-                            Ok((200, text)) if serde_json::from_str::<Value>(&text).is_ok_and(|v| v["received"] == 1) => {
+                            Ok((200, text))
+                                if serde_json::from_str::<Value>(&text).is_ok_and(|v| v["received"] == 1) =>
+                            {
                                 lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                                 acked.push(id);
                             }
@@ -646,9 +693,22 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
         };
         for (senders, acked, errors, rate, p50, p99, cpu_ms) in points {
             if errors > 0 {
-                ctx.fail(format!("ingest {} with {senders} senders: {errors} webhooks not acknowledged", backend.name()));
+                ctx.fail(format!(
+                    "ingest {} with {senders} senders: {errors} webhooks not acknowledged",
+                    backend.name()
+                ));
             }
-            t.row(vec![backend.name().into(), senders.to_string(), acked.to_string(), errors.to_string(), f0(rate), f2(p50), f2(p99), f2(cpu_ms), verdict.clone()]);
+            t.row(vec![
+                backend.name().into(),
+                senders.to_string(),
+                acked.to_string(),
+                errors.to_string(),
+                f0(rate),
+                f2(p50),
+                f2(p99),
+                f2(cpu_ms),
+                verdict.clone(),
+            ]);
         }
     }
     t.note("Acknowledged = HTTP 200 with received=1. After the last point the server is killed with SIGKILL and the database is read directly.");
@@ -658,7 +718,9 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
 
 /// Provider ids of the benchmark's messages in the database, and the number of duplicates.
 async fn verify_ingest(c: &Confab, channel_id: i64) -> anyhow::Result<(HashSet<String>, i64)> {
-    let sql = format!("SELECT provider_message_id AS id FROM messages WHERE channel_id = {channel_id} AND provider_message_id LIKE 'in%'");
+    let sql = format!(
+        "SELECT provider_message_id AS id FROM messages WHERE channel_id = {channel_id} AND provider_message_id LIKE 'in%'"
+    );
     let (backend, url, path) = (c.backend, c.db_url.clone(), c.sqlite_path.clone());
     let rows: Vec<IdRow> = blocking(move || {
         Ok(match backend {
@@ -705,8 +767,10 @@ struct PkRow {
 fn generate_messages(path: &Path, conversation_id: i64, n: u64) -> anyhow::Result<()> {
     let mut conn = SqliteConnection::establish(&path.display().to_string())?;
     conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
-    let template: PkRow =
-        diesel::sql_query(format!("SELECT pk FROM messages WHERE conversation_id = {conversation_id} ORDER BY pk LIMIT 1")).get_result(&mut conn)?;
+    let template: PkRow = diesel::sql_query(format!(
+        "SELECT pk FROM messages WHERE conversation_id = {conversation_id} ORDER BY pk LIMIT 1"
+    ))
+    .get_result(&mut conn)?;
     let batch = 50_000u64;
     let mut done = 0u64;
     while done < n {
@@ -773,28 +837,47 @@ async fn paging(ctx: &mut Ctx, p: PagingParams) -> anyhow::Result<()> {
     let deepest = (total / limit).clamp(1, 10_000);
     let pages: Vec<u64> = [1, 100, 10_000].into_iter().filter(|&pg| pg < deepest).chain([deepest]).collect();
     let mut t = Table::new(
-        format!("paging: one conversation with {total} messages (SQLite), limit {limit}, median of {} requests", p.repeats),
-        &["page", "offset (?page=) p50 ms", "offset p99 ms", "keyset (?before=) p50 ms", "keyset p99 ms", "same first message"],
+        format!(
+            "paging: one conversation with {total} messages (SQLite), limit {limit}, median of {} requests",
+            p.repeats
+        ),
+        &[
+            "page",
+            "offset (?page=) p50 ms",
+            "offset p99 ms",
+            "keyset (?before=) p50 ms",
+            "keyset p99 ms",
+            "same first message",
+        ],
     );
     let mut firsts = (f64::NAN, f64::NAN);
     let mut lasts = (f64::NAN, f64::NAN);
     for &page in &pages {
         let (mut off, body) =
-            timed_get(&c, &token, &format!("/message/message-page-list/{conv}?page={page}&limit={limit}"), p.repeats).await?;
+            timed_get(&c, &token, &format!("/message/message-page-list/{conv}?page={page}&limit={limit}"), p.repeats)
+                .await?;
         let first_offset = body["data"][0]["messageId"].as_str().unwrap_or("").to_owned();
         let (mut key, first_keyset) = if page == 1 {
-            let (l, b) = timed_get(&c, &token, &format!("/message/message-page-list/{conv}?limit={limit}"), p.repeats).await?;
+            let (l, b) =
+                timed_get(&c, &token, &format!("/message/message-page-list/{conv}?limit={limit}"), p.repeats).await?;
             (l, b["data"][0]["messageId"].as_str().unwrap_or("").to_owned())
         } else {
             let (path, idx) = (path.clone(), (page - 1) * limit - 1);
             let before = blocking(move || message_id_at(&path, conv, idx)).await?;
-            let (l, b) =
-                timed_get(&c, &token, &format!("/message/message-page-list/{conv}?limit={limit}&before={before}"), p.repeats).await?;
+            let (l, b) = timed_get(
+                &c,
+                &token,
+                &format!("/message/message-page-list/{conv}?limit={limit}&before={before}"),
+                p.repeats,
+            )
+            .await?;
             (l, b["data"][0]["messageId"].as_str().unwrap_or("").to_owned())
         };
         let same = !first_offset.is_empty() && first_offset == first_keyset;
         if !same {
-            ctx.fail(format!("paging: page {page} by offset starts with {first_offset:?}, by keyset with {first_keyset:?}"));
+            ctx.fail(format!(
+                "paging: page {page} by offset starts with {first_offset:?}, by keyset with {first_keyset:?}"
+            ));
         }
         let (o50, o99, _) = summary_ms(&mut off);
         let (k50, k99, _) = summary_ms(&mut key);
@@ -802,7 +885,14 @@ async fn paging(ctx: &mut Ctx, p: PagingParams) -> anyhow::Result<()> {
             firsts = (o50, k50);
         }
         lasts = (o50, k50);
-        t.row(vec![page.to_string(), f2(o50), f2(o99), f2(k50), f2(k99), if same { "yes".into() } else { "NO".into() }]);
+        t.row(vec![
+            page.to_string(),
+            f2(o50),
+            f2(o99),
+            f2(k50),
+            f2(k99),
+            if same { "yes".into() } else { "NO".into() },
+        ]);
     }
     t.row(vec![
         format!("ratio page {deepest} ÷ page 1"),
@@ -812,7 +902,10 @@ async fn paging(ctx: &mut Ctx, p: PagingParams) -> anyhow::Result<()> {
         String::new(),
         String::new(),
     ]);
-    t.note(format!("{} messages generated with SQL INSERT … SELECT in batches of 50,000 in {:.1} s.", p.messages, gen_secs));
+    t.note(format!(
+        "{} messages generated with SQL INSERT … SELECT in batches of 50,000 in {:.1} s.",
+        p.messages, gen_secs
+    ));
     t.print();
     Ok(())
 }
@@ -890,9 +983,11 @@ async fn auth(ctx: &mut Ctx, seconds: u64) -> anyhow::Result<()> {
     let email = s.agent_emails[0].clone();
     let cost = blocking(move || {
         let mut conn = SqliteConnection::establish(&path.display().to_string())?;
-        let row: HashRow = diesel::sql_query("SELECT password_hash FROM users WHERE id = (SELECT user_id FROM user_emails WHERE email = ?)")
-            .bind::<diesel::sql_types::Text, _>(email)
-            .get_result(&mut conn)?;
+        let row: HashRow = diesel::sql_query(
+            "SELECT password_hash FROM users WHERE id = (SELECT user_id FROM user_emails WHERE email = ?)",
+        )
+        .bind::<diesel::sql_types::Text, _>(email)
+        .get_result(&mut conn)?;
         // "$argon2id$v=19$m=19456,t=2,p=1$salt$hash" -> "argon2id v=19 m=19456,t=2,p=1"
         Ok(row.password_hash.split('$').filter(|p| !p.is_empty()).take(3).collect::<Vec<_>>().join(" "))
     })
@@ -910,7 +1005,16 @@ async fn auth(ctx: &mut Ctx, seconds: u64) -> anyhow::Result<()> {
         }
         let (p50, p99, _) = summary_ms(&mut p.lat);
         let cpu_us = 1e6 * p.cpu / p.ok.max(1) as f64;
-        t.row(vec![name.into(), conc.to_string(), p.ok.to_string(), p.errors.to_string(), f0(p.ok as f64 / p.wall), f2(p50), f2(p99), f0(cpu_us)]);
+        t.row(vec![
+            name.into(),
+            conc.to_string(),
+            p.ok.to_string(),
+            p.errors.to_string(),
+            f0(p.ok as f64 / p.wall),
+            f2(p50),
+            f2(p99),
+            f0(cpu_us),
+        ]);
         cpu_us
     };
     for conc in [1usize, 4] {

@@ -97,7 +97,11 @@ pub fn rss_bytes(pid: u32) -> u64 {
 pub fn nofile_of(pid: u32) -> String {
     fs::read_to_string(format!("/proc/{pid}/limits"))
         .ok()
-        .and_then(|l| l.lines().find(|l| l.starts_with("Max open files")).map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_owned()))
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_owned())
+        })
         .unwrap_or_else(|| "?".into())
 }
 
@@ -115,7 +119,8 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(prefix: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), confab::crypto::random_hex_id()));
+        let dir =
+            std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), confab::crypto::random_hex_id()));
         fs::create_dir_all(&dir)?;
         Ok(Self(dir))
     }

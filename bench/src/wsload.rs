@@ -51,10 +51,7 @@ fn parse_marker(text: &str) -> Option<u64> {
 }
 
 fn ws_config() -> WebSocketConfig {
-    let mut c = WebSocketConfig::default();
-    c.write_buffer_size = 4096;
-    c.max_message_size = Some(1 << 20);
-    c
+    WebSocketConfig { write_buffer_size: 4096, max_message_size: Some(1 << 20), ..Default::default() }
 }
 
 async fn recv_text(ws: &mut Ws, timeout: Duration) -> anyhow::Result<String> {
@@ -111,8 +108,10 @@ pub async fn connect(target: &Target, i: usize, conversation_id: i64) -> anyhow:
                     break;
                 }
             }
-            ws.send(Message::Text(format!(r#"42["subscribe",{{"type":"subscribe","conversationId":{conversation_id}}}]"#)))
-                .await?;
+            ws.send(Message::Text(format!(
+                r#"42["subscribe",{{"type":"subscribe","conversationId":{conversation_id}}}]"#
+            )))
+            .await?;
             loop {
                 let text = recv_text(&mut ws, t).await?;
                 if text == "2" {
@@ -128,7 +127,13 @@ pub async fn connect(target: &Target, i: usize, conversation_id: i64) -> anyhow:
 
 /// Connects `n` clients, client `i` subscribed to `conversations[i % len]`, at most
 /// `concurrency` handshakes at a time. Fails if any client fails.
-pub async fn connect_all(target: &Target, n: usize, conversations: &[i64], concurrency: usize, timeout: Duration) -> anyhow::Result<Vec<(usize, Ws)>> {
+pub async fn connect_all(
+    target: &Target,
+    n: usize,
+    conversations: &[i64],
+    concurrency: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(usize, Ws)>> {
     let work = stream::iter(0..n)
         .map(|i| {
             let target = target.clone();
@@ -137,7 +142,9 @@ pub async fn connect_all(target: &Target, n: usize, conversations: &[i64], concu
         })
         .buffer_unordered(concurrency.max(1))
         .collect::<Vec<_>>();
-    let results = tokio::time::timeout(timeout, work).await.map_err(|_| anyhow!("connecting {n} clients took over {timeout:?}"))?;
+    let results = tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| anyhow!("connecting {n} clients took over {timeout:?}"))?;
     results.into_iter().collect()
 }
 
