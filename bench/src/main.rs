@@ -19,10 +19,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(name = "confab-bench", about = "Load harness for confab and its Node peers (127.0.0.1 only)")]
 pub struct Cli {
-    /// The confab binary [default: `confab` next to this binary, rebuilt first when run through cargo]
+    /// The confab binary [default: `confab` next to this binary, built first when missing and run through cargo]
     #[arg(long, global = true)]
     pub confab: Option<PathBuf>,
-    /// Do not run `cargo build -p confab` before starting (when run through cargo).
+    /// Never run `cargo build -p confab`, even when the server binary is missing.
     #[arg(long, global = true)]
     pub no_build: bool,
     /// CPUs for the server under test (`taskset -c` list); "" disables pinning.

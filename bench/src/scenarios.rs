@@ -116,8 +116,8 @@ impl Peer {
     }
 }
 
-/// Resolves the confab binary: `--confab`, else `confab` next to this executable, rebuilt
-/// first with the same profile when launched through `cargo run`.
+/// Resolves the confab binary: `--confab`, else `confab` next to this executable, built first
+/// with the same profile when it is missing and the harness was launched through `cargo run`.
 fn confab_binary(cli: &Cli) -> anyhow::Result<PathBuf> {
     if let Some(p) = &cli.confab {
         return Ok(p.clone());
@@ -125,7 +125,9 @@ fn confab_binary(cli: &Cli) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;
     let bin = dir.join("confab");
-    if let (Ok(cargo), false) = (std::env::var("CARGO"), cli.no_build) {
+    // Only when missing: building `-p confab` alone and `-p confab -p confab-bench` together
+    // fingerprint the confab crate differently, so rebuilding every time would recompile it.
+    if let (Ok(cargo), false, false) = (std::env::var("CARGO"), cli.no_build, bin.exists()) {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut cmd = Command::new(cargo);
         cmd.current_dir(&workspace).args(["build", "-p", "confab", "--bin", "confab"]);
