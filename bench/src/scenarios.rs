@@ -125,8 +125,8 @@ fn confab_binary(cli: &Cli) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;
     let bin = dir.join("confab");
-    // Only when missing: building `-p confab` alone and `-p confab -p confab-bench` together
-    // fingerprint the confab crate differently, so rebuilding every time would recompile it.
+    // Only when missing: a build started under `cargo run` inherits cargo's environment and
+    // was seen to recompile the confab crate (and the next plain build to recompile it again).
     if let (Ok(cargo), false, false) = (std::env::var("CARGO"), cli.no_build, bin.exists()) {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut cmd = Command::new(cargo);
