@@ -10,6 +10,7 @@
 //! Outbound delivery gets provider-fetchable links from [`signed_url`].
 
 pub mod db;
+pub mod fetcher;
 pub mod model;
 pub mod routes;
 pub mod service;

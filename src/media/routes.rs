@@ -214,8 +214,9 @@ async fn download(
         db::PENDING => return Err(ApiError::conflict("media_pending", "the media is still being downloaded")),
         _ => return Err(ApiError::conflict("media_failed", "the media could not be downloaded from the provider")),
     }
+    // Metadata without bytes (imported history, `confab demo`): nothing to serve.
     let (Some(key), Some(sha256)) = (row.storage_key.as_deref(), row.sha256.as_deref()) else {
-        return Err(anyhow::anyhow!("ready attachment {} without object", row.id).into());
+        return Err(ApiError::NotFound);
     };
     let size = u64::try_from(row.filesize).map_err(anyhow::Error::new)?;
     let etag = EntityTag::new_strong(sha256.to_owned());

@@ -38,11 +38,20 @@ pub async fn run(st: AppState) {
     let owner = crate::crypto::random_hex_id();
     let http = super::http_client(&st.config);
     loop {
-        match claim(&st, &owner).await {
-            Ok(jobs) if !jobs.is_empty() => {
-                for job in jobs {
+        let claimed = match claim(&st, &owner, "send").await {
+            Ok(sends) => claim(&st, &owner, "media_fetch").await.map(|fetches| (sends, fetches)),
+            Err(e) => Err(e),
+        };
+        match claimed {
+            Ok((sends, fetches)) if !sends.is_empty() || !fetches.is_empty() => {
+                for job in sends {
                     if let Err(e) = deliver(&st, &http, &owner, &job).await {
                         tracing::warn!(job = job.id, error = ?e, "delivery attempt failed; retried after the lease");
+                    }
+                }
+                for job in fetches {
+                    if let Err(e) = crate::media::fetcher::fetch(&st, &http, &owner, &job).await {
+                        tracing::warn!(job = job.id, error = ?e, "media fetch failed; retried after the lease");
                     }
                 }
                 continue;
@@ -70,7 +79,7 @@ async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>> {
             let open = || outbox::table.filter(outbox::done_at.is_null());
             let depth: i64 = open().count().get_result(c)?;
             let next: Option<chrono::NaiveDateTime> = open()
-                .filter(outbox::kind.eq("send"))
+                .filter(outbox::kind.eq_any(["send", "media_fetch"]))
                 .filter(outbox::lease_until.is_null())
                 .select(diesel::dsl::min(outbox::next_attempt_at))
                 .first(c)?;
@@ -81,23 +90,23 @@ async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>> {
     Ok(next)
 }
 
-/// Claims due `send` jobs: an UPDATE that re-checks the lease, so concurrent claimers on other
+/// Claims due jobs of one kind (`send`, `media_fetch`): an UPDATE that re-checks the lease, so concurrent claimers on other
 /// nodes cannot both win a row (on PostgreSQL the candidates are also locked with
 /// `FOR UPDATE SKIP LOCKED`, so claimers do not queue behind each other).
-pub async fn claim(st: &AppState, owner: &str) -> ApiResult<Vec<Job>> {
+pub async fn claim(st: &AppState, owner: &str, kind: &'static str) -> ApiResult<Vec<Job>> {
     let owner = owner.to_owned();
     let lease = chrono::Duration::seconds(st.config.outbox_lease_secs.max(1) as i64);
     st.db
         .write(move |c| {
             let t = now();
-            let ids = dialect::due_outbox_ids(c, "send", t, BATCH)?;
+            let ids = dialect::due_outbox_ids(c, kind, t, BATCH)?;
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
             let due = || {
                 outbox::table
                     .filter(outbox::done_at.is_null())
-                    .filter(outbox::kind.eq("send"))
+                    .filter(outbox::kind.eq(kind))
                     .filter(outbox::next_attempt_at.le(t))
                     .filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t)))
             };
@@ -120,9 +129,9 @@ pub async fn claim(st: &AppState, owner: &str) -> ApiResult<Vec<Job>> {
 /// The provider-neutral description of a stored outbound message: the customer's number, the
 /// text, the template (name, language, params) or the attachments as links.
 ///
-/// Media go by link to `CONFAB_PUBLIC_URL/media/{attachmentId}`: signed media links belong to
-/// the media module, which is not on this branch yet.
-fn outbound(c: &mut Db, m: &MessageRow, public_url: &str) -> ApiResult<Result<Outbound, SendError>> {
+/// Media go by signed link (`media::signed_url`, valid an hour), which the provider fetches
+/// without credentials (CONTRACT §7).
+fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbound, SendError>> {
     let customer_id: i64 = conversations::table.find(m.conversation_id).select(conversations::customer_id).first(c)?;
     let phone: Option<String> = user_phones::table
         .filter(user_phones::user_id.eq(customer_id).and(user_phones::active.eq(true)))
@@ -151,12 +160,11 @@ fn outbound(c: &mut Db, m: &MessageRow, public_url: &str) -> ApiResult<Result<Ou
             }
         }
         _ => {
-            let base = public_url.trim_end_matches('/');
             let items: Vec<OutboundMedia> = store::attachments_of(c, std::slice::from_ref(&m.id))?
                 .into_iter()
                 .map(|a| OutboundMedia {
                     kind: MediaKind::parse(&a.kind).unwrap_or(MediaKind::Document),
-                    url: format!("{base}/media/{}", a.id),
+                    url: crate::media::signed_url(st, a.id, Duration::from_secs(3600)),
                     filename: a.filename,
                 })
                 .collect();
@@ -171,13 +179,13 @@ fn outbound(c: &mut Db, m: &MessageRow, public_url: &str) -> ApiResult<Result<Ou
 
 async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, job: &Job) -> ApiResult<()> {
     let message_id = job.ref_id.clone();
-    let public_url = st.config.public_url.clone();
+    let state = st.clone();
     let loaded = st
         .db
         .run(move |c| {
             let m = store::message_by_id(c, &message_id)?;
             let ch = store::channel_by_id(c, m.channel_id)?;
-            let out = outbound(c, &m, &public_url)?;
+            let out = outbound(c, &m, &state)?;
             Ok((ch, out))
         })
         .await;
@@ -272,7 +280,7 @@ pub fn backoff(base_ms: u64, attempts: i32) -> chrono::Duration {
 
 /// Marks the job done, only if this worker still holds its lease (else the transaction rolls
 /// back: the node that took the job over records the outcome).
-fn finish(c: &mut Db, job_id: i64, owner: &str, error: Option<&str>) -> ApiResult<()> {
+pub(crate) fn finish(c: &mut Db, job_id: i64, owner: &str, error: Option<&str>) -> ApiResult<()> {
     let n = diesel::update(
         outbox::table.find(job_id).filter(outbox::lease_owner.eq(owner)).filter(outbox::done_at.is_null()),
     )
@@ -288,7 +296,13 @@ fn finish(c: &mut Db, job_id: i64, owner: &str, error: Option<&str>) -> ApiResul
     Ok(())
 }
 
-fn retry_later(c: &mut Db, job_id: i64, owner: &str, delay: chrono::Duration, reason: &str) -> ApiResult<()> {
+pub(crate) fn retry_later(
+    c: &mut Db,
+    job_id: i64,
+    owner: &str,
+    delay: chrono::Duration,
+    reason: &str,
+) -> ApiResult<()> {
     diesel::update(outbox::table.find(job_id).filter(outbox::lease_owner.eq(owner)))
         .set((
             outbox::next_attempt_at.eq(now() + delay),

@@ -154,7 +154,7 @@ async fn upload_raw(app: &TestApp, token: Option<&str>, disposition: &str, bytes
     into_json(req.send().await.expect("the server answers (also when it refuses early)")).await
 }
 
-async fn upload(app: &TestApp, token: &str, filename: &str, bytes: &[u8]) -> (u16, Value) {
+pub async fn upload(app: &TestApp, token: &str, filename: &str, bytes: &[u8]) -> (u16, Value) {
     upload_field(app, Some(token), "file", filename, bytes).await
 }
 

@@ -664,28 +664,11 @@ fast_both!(media_go_out_by_link, |app: TestApp| async move {
     let mock = Mock::start().await;
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     let conv = wa_customer_says(&app, &co, channel, "send me the invoice").await;
-    // An uploaded attachment (the upload route belongs to the media module).
-    let company_id = co.company_id;
-    let attachment_id: i64 = app
-        .state
-        .db
-        .write(move |c| {
-            use confab::db::schema::attachments;
-            Ok(diesel::insert_into(attachments::table)
-                .values((
-                    attachments::company_id.eq(company_id),
-                    attachments::kind.eq("DOCUMENT"),
-                    attachments::filename.eq("invoice.pdf"),
-                    attachments::filesize.eq(4_i64),
-                    attachments::content_type.eq("application/pdf"),
-                    attachments::state.eq("ready"),
-                    attachments::created_at.eq(chrono::Utc::now().naive_utc()),
-                ))
-                .returning(attachments::id)
-                .get_result(c)?)
-        })
-        .await
-        .unwrap();
+    // An uploaded attachment: a real (minimal) PDF through `POST /media/save`.
+    let pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n";
+    let (status, saved) = crate::media::upload(&app, &co.agent, "invoice.pdf", pdf).await;
+    assert_eq!(status, 201, "{saved}");
+    let attachment_id = saved["attachmentId"].as_i64().unwrap();
     let (status, sent) = app
         .post(
             "/message",
@@ -698,10 +681,14 @@ fast_both!(media_go_out_by_link, |app: TestApp| async move {
     let body = mock.wait_for_requests(1).await[0].json();
     assert_eq!(body["type"], "document");
     let public = app.config.public_url.trim_end_matches('/');
-    assert_eq!(
-        body["document"],
-        json!({"link": format!("{public}/media/{attachment_id}"), "caption": "here", "filename": "invoice.pdf"})
-    );
+    assert_eq!(body["document"]["caption"], "here");
+    assert_eq!(body["document"]["filename"], "invoice.pdf");
+    // A signed link the provider can fetch without credentials (CONTRACT §7).
+    let link = body["document"]["link"].as_str().unwrap();
+    assert!(link.starts_with(&format!("{public}/media/{attachment_id}?exp=")), "{link}");
+    let path = link.strip_prefix(public).unwrap();
+    let res = app.client.get(app.url(path)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200, "the signed link works without auth");
 });
 
 fast_both!(templates_go_out_as_template_messages, |app: TestApp| async move {
@@ -1143,4 +1130,56 @@ both_backends!(fuzzed_signed_bodies_never_cause_a_500, |app: TestApp| async move
     }
     let (status, _) = app.get("/healthz", None).await;
     assert_eq!(status, 200);
+});
+
+// CONTRACT §6 inbound media: the message is stored at once with its attachment pending; the
+// media fetcher downloads it from the provider into the media store and emits message.updated.
+fast_both!(inbound_image_is_fetched_into_the_store_and_the_message_updated, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    // A real (tiny) PNG, so the store's sniffing accepts it.
+    let png: Vec<u8> = vec![
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52, 0, 0, 0, 1, 0, 0, 0, 1,
+        8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89,
+    ];
+    mock.fix(
+        "/998877",
+        Reply::Json(
+            200,
+            json!({"messaging_product": "whatsapp", "url": format!("{}/download/998877", mock.base),
+                                "mime_type": "image/png", "id": "998877"}),
+        ),
+    );
+    mock.fix("/download/998877", Reply::Bytes("image/png", png.clone()));
+    let body = envelope(
+        PNID,
+        json!({"contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "14155550177"}],
+               "messages": [{"from": "14155550177", "id": "wamid.img-1", "timestamp": unix_now(), "type": "image",
+                             "image": {"mime_type": "image/png", "sha256": "x", "id": "998877", "caption": "look"}}]}),
+    );
+    let (status, res) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(status, 200, "{res}");
+    let conv = conversation_of(&app, &co, channel).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let attachment = loop {
+        let (_, page) = app.get(&format!("/message/message-page-list/{conv}"), Some(&co.agent)).await;
+        let a = page["data"][0]["attachments"][0].clone();
+        if a["state"] == "ready" {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "attachment never became ready: {page}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(attachment["type"], "IMAGE");
+    assert_eq!(attachment["filesize"], png.len());
+    let res = app
+        .client
+        .get(app.url(&format!("/media/{}", attachment["attachmentId"])))
+        .bearer_auth(&co.agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.bytes().await.unwrap().to_vec(), png, "the provider's bytes, stored durably");
 });
