@@ -613,6 +613,7 @@ async fn invite_agent(admin: Admin, st: web::Data<AppState>, Json(b): Json<Invit
     let hash = token_hash(&token);
     let expires = now() + chrono::Duration::days(7);
     let (company_id, inviter) = (admin.company_id, admin.user_id);
+    let (email, role) = (b.email.as_str().to_owned(), Role::from(b.role).as_str());
     st.db
         .write(move |c| {
             if crate::users::store::email_in_use_by_staff(c, &b.email)? {
@@ -632,6 +633,15 @@ async fn invite_agent(admin: Admin, st: web::Data<AppState>, Json(b): Json<Invit
             Ok(())
         })
         .await?;
+    // CONTRACT §3: the invitation is also mailed (SMTP, or an .eml file in the outbox).
+    let link = format!("{}?invite={token}", st.config.console_url());
+    let body = format!(
+        "You have been invited to confab as {role}.\n\nSign up with this invitation (valid until {}):\n{link}\n\nInvitation token: {token}\n",
+        rfc3339(expires)
+    );
+    if let Err(e) = st.mail.send(&email, "Your confab invitation", &body).await {
+        tracing::warn!(error = %e, "mailing an invitation failed; the token was returned to the admin");
+    }
     Ok(HttpResponse::Created().json(InviteView { invite_token: token, expires: rfc3339(expires) }))
 }
 

@@ -297,6 +297,9 @@ export class Inbox {
 
   async searchMessages(term) {
     const box = $('#search-results');
+    // Only the newest search may fill the box: an older answer arriving late (after the
+    // box was cleared) is dropped.
+    const seq = (this.searchSeq = (this.searchSeq || 0) + 1);
     if (!term) {
       box.hidden = true;
       box.replaceChildren();
@@ -304,7 +307,7 @@ export class Inbox {
     }
     try {
       const page = await get(`/message/message-search/${encodeURIComponent(term)}?limit=20`);
-      if (term !== this.filter.q) return;
+      if (seq !== this.searchSeq || term !== this.filter.q) return;
       box.hidden = false;
       box.replaceChildren(
         h('h2', {}, `Messages matching “${term}” (${page.totalCount})`),
@@ -329,6 +332,7 @@ export class Inbox {
           : h('p', { class: 'muted' }, 'No messages found'),
       );
     } catch (e) {
+      if (seq !== this.searchSeq) return;
       box.hidden = false;
       box.replaceChildren(h('p', { class: 'form-error' }, `Search failed: ${e.message}`));
     }

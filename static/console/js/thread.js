@@ -463,6 +463,7 @@ export class Thread {
       h(
         'div',
         { class: 'compose-row' },
+        file,
         h('label', { class: 'ghost icon', for: 'composer-file', title: 'Attach a file' }, icon('clip'), h('span', { class: 'visually-hidden' }, 'Attach')),
         input,
         h('button', { type: 'button', class: 'ghost', onclick: () => this.switchMode('template') }, 'Template'),
