@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use crate::{
     db::schema::attachments,
     error::{ApiError, ApiResult},
-    messaging::{model::AttachmentRow, service, store},
+    messaging::{service, store},
     providers::{Provider, SendError, outbox},
     realtime::event::MESSAGE_UPDATED,
     state::AppState,
@@ -25,8 +25,7 @@ pub async fn fetch(st: &AppState, http: &reqwest::Client, owner: &str, job: &out
     let (attachment, channel) = st
         .db
         .run(move |c| {
-            let a: AttachmentRow =
-                attachments::table.find(attachment_id).select(AttachmentRow::as_select()).first(c)?;
+            let a = super::db::get_for_signed_link(c, attachment_id)?;
             let message = store::message_by_id(c, a.message_id.as_deref().unwrap_or_default())?;
             Ok((a, store::channel_by_id(c, message.channel_id)?))
         })

@@ -359,20 +359,25 @@ fn ingest_one(c: &mut Db, channel: &ChannelRow, m: &InboundMessage) -> ApiResult
         },
     )?;
     for (i, media) in m.media.iter().enumerate() {
-        let id: i64 = diesel::insert_into(crate::db::schema::attachments::table)
-            .values((
-                crate::db::schema::attachments::company_id.eq(channel.company_id),
-                crate::db::schema::attachments::message_id.eq(&row.id),
-                crate::db::schema::attachments::ord.eq(i as i32),
-                crate::db::schema::attachments::kind.eq(media.kind.as_str()),
-                crate::db::schema::attachments::filename.eq(&media.filename),
-                crate::db::schema::attachments::content_type.eq(&media.content_type),
-                crate::db::schema::attachments::state.eq("pending"),
-                crate::db::schema::attachments::provider_media_id.eq(&media.provider_media_id),
-                crate::db::schema::attachments::created_at.eq(now()),
-            ))
-            .returning(crate::db::schema::attachments::id)
-            .get_result(c)?;
+        let id = crate::media::db::insert(
+            c,
+            &crate::media::db::NewAttachment {
+                company_id: channel.company_id,
+                message_id: Some(&row.id),
+                ord: Some(i as i32),
+                kind: media.kind.as_str(),
+                filename: &media.filename,
+                filesize: 0,
+                content_type: &media.content_type,
+                sha256: None,
+                storage_key: None,
+                state: crate::media::db::PENDING,
+                provider_media_id: Some(&media.provider_media_id),
+                uploaded_by: None,
+                created_at: now(),
+            },
+        )?
+        .id;
         store::enqueue(c, "media_fetch", &id.to_string(), channel.company_id, Some(channel.id))?;
     }
     let mut events = Vec::new();
