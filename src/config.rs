@@ -126,6 +126,20 @@ pub struct Config {
     /// Timeout of each call to a provider's API (send, media download), in seconds.
     #[arg(long, env = "CONFAB_PROVIDER_TIMEOUT_SECS", default_value_t = 15, global = true)]
     pub provider_timeout_secs: u64,
+    /// Graph API base the storefront's Facebook login verifies tokens with.
+    #[arg(long, env = "CONFAB_FACEBOOK_GRAPH_URL", default_value = "https://graph.facebook.com", global = true)]
+    pub facebook_graph_url: String,
+    /// Google's token-info endpoint for the storefront's Google logins.
+    #[arg(
+        long,
+        env = "CONFAB_GOOGLE_TOKENINFO_URL",
+        default_value = "https://oauth2.googleapis.com/tokeninfo",
+        global = true
+    )]
+    pub google_tokeninfo_url: String,
+    /// Apple's signing keys (JWKS) for the storefront's Sign in with Apple.
+    #[arg(long, env = "CONFAB_APPLE_KEYS_URL", default_value = "https://appleid.apple.com/auth/keys", global = true)]
+    pub apple_keys_url: String,
     /// Optional configuration file (TOML, keys as the flag names: `database_url = "…"`).
     #[arg(long, env = "CONFAB_CONFIG", default_value = "confab.toml", global = true)]
     pub config: PathBuf,

@@ -18,30 +18,75 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let json_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|ct| {
-                let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-                essence == "application/json" || essence.ends_with("+json")
-            })
-            .unwrap_or(true);
+        let kind = body_kind(req);
         let bytes = Bytes::from_request(req, payload);
         Box::pin(async move {
-            if !json_type {
+            if kind != BodyKind::Json {
                 return Err(ApiError::UnsupportedMediaType("expected Content-Type: application/json".into()));
             }
-            let bytes = bytes.await.map_err(|e| {
-                if e.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge
-                } else {
-                    ApiError::bad_request("invalid_body", e.to_string())
-                }
-            })?;
-            parse(&bytes).map(Json)
+            parse(&body_bytes(bytes.await)?).map(Json)
         })
     }
+}
+
+/// A body sent either as JSON or as `application/x-www-form-urlencoded`: OAuth token
+/// endpoints and ARC's social-login routes take forms, and SDKs send either.
+#[derive(Debug)]
+pub struct JsonOrForm<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonOrForm<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let kind = body_kind(req);
+        let bytes = Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = body_bytes(bytes.await)?;
+            match kind {
+                BodyKind::Json => parse(&bytes).map(JsonOrForm),
+                BodyKind::Form => serde_urlencoded::from_bytes(&bytes)
+                    .map(JsonOrForm)
+                    .map_err(|e| ApiError::bad_request("invalid_form", e.to_string())),
+                BodyKind::Other => Err(ApiError::UnsupportedMediaType(
+                    "expected Content-Type: application/json or application/x-www-form-urlencoded".into(),
+                )),
+            }
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Form,
+    Other,
+}
+
+/// The body's media type; a request without `Content-Type` is read as JSON.
+fn body_kind(req: &HttpRequest) -> BodyKind {
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return BodyKind::Json;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        BodyKind::Json
+    } else if essence == "application/x-www-form-urlencoded" {
+        BodyKind::Form
+    } else {
+        BodyKind::Other
+    }
+}
+
+/// The buffered body, or 413 past the body limit and 400 for a broken payload.
+fn body_bytes(read: Result<Bytes, actix_web::Error>) -> Result<Bytes, ApiError> {
+    read.map_err(|e| {
+        if e.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::bad_request("invalid_body", e.to_string())
+        }
+    })
 }
 
 /// Deserialises JSON, reporting data errors against the path of the field that failed.

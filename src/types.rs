@@ -144,6 +144,9 @@ pub enum Role {
     Agent,
     Customer,
     Bot,
+    /// An auth client's own account (client-credentials tokens of the Fynd SDK): company-admin
+    /// API access, no password, not an agent.
+    Service,
 }
 
 impl Role {
@@ -153,6 +156,7 @@ impl Role {
             Role::Agent => "agent",
             Role::Customer => "customer",
             Role::Bot => "bot",
+            Role::Service => "service",
         }
     }
 
@@ -162,6 +166,7 @@ impl Role {
             "agent" => Some(Role::Agent),
             "customer" => Some(Role::Customer),
             "bot" => Some(Role::Bot),
+            "service" => Some(Role::Service),
             _ => None,
         }
     }

@@ -161,14 +161,27 @@ enum Exchange {
     (status = 200, body = TokenView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 #[post("/auth/token")]
 async fn token(st: web::Data<AppState>, origin: Origin, Json(b): Json<TokenBody>) -> ApiResult<HttpResponse> {
-    let hash = token_hash(&b.code);
+    let issued = redeem_code(&st, &origin, &b.code, b.client_id, b.code_verifier).await?;
+    Ok(HttpResponse::Ok().json(TokenView::from(issued)))
+}
+
+/// Exchanges a code issued to `client_id` (the one code path of `POST /auth/token`, the
+/// OAuth callbacks' SPA step and the Fynd SDK's `authorization_code` grant).
+pub async fn redeem_code(
+    st: &AppState,
+    origin: &Origin,
+    code: &str,
+    client_id: String,
+    verifier: Option<String>,
+) -> ApiResult<Issued> {
+    let hash = token_hash(code);
     let o = origin.clone();
-    let outcome = st.db.write(move |c| exchange(c, &hash, &b.client_id, b.code_verifier.as_deref(), &o)).await?;
+    let outcome = st.db.write(move |c| exchange(c, &hash, &client_id, verifier.as_deref(), &o)).await?;
     match outcome {
         Exchange::Issued { user, access_ttl, session_id, refresh_token } => {
             let (access_token, expires) =
                 st.keys.sign_for(user.id, user.company_id, &user.role, &session_id, access_ttl)?;
-            Ok(HttpResponse::Ok().json(TokenView::from(Issued { access_token, refresh_token, expires })))
+            Ok(Issued { access_token, refresh_token, expires })
         }
         Exchange::Reused { session_id } => {
             if let Some(sid) = session_id {

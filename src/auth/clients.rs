@@ -26,7 +26,12 @@ pub const MAX_CODE_TTL: i64 = 60;
 pub const GRANT_CODE: &str = "authorization_code";
 pub const GRANT_PASSWORD: &str = "password";
 pub const GRANT_OTP: &str = "otp";
-const GRANTS: [&str; 3] = [GRANT_CODE, GRANT_PASSWORD, GRANT_OTP];
+/// The Fynd SDK's platform OAuth (`…/oauth/token`): the client acts as its own service
+/// account with company-admin rights, so it is never granted by default.
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+/// What a client gets when it names no grants.
+const DEFAULT_GRANTS: [&str; 3] = [GRANT_CODE, GRANT_PASSWORD, GRANT_OTP];
+const GRANTS: [&str; 4] = [GRANT_CODE, GRANT_PASSWORD, GRANT_OTP, GRANT_CLIENT_CREDENTIALS];
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = auth_clients)]
@@ -123,8 +128,9 @@ pub struct ClientBody {
     pub auth_code_expiration: Option<i64>,
     /// `private` (default: has a secret) or `public` (no secret; PKCE required).
     pub client_type: Option<String>,
-    /// Allowed grants: `authorization_code`, `password` (`/auth/login-token`), `otp`.
-    /// Default: all three.
+    /// Allowed grants: `authorization_code`, `password` (`/auth/login-token`), `otp`, and
+    /// `client_credentials` (the Fynd SDK's platform OAuth: the client then acts as a service
+    /// account with company-admin rights). Default: the first three.
     pub grants: Option<Vec<String>>,
 }
 
@@ -197,7 +203,7 @@ fn redirects(value: Option<&str>) -> ApiResult<String> {
 }
 
 fn grants(value: Option<Vec<String>>) -> ApiResult<String> {
-    let names = value.unwrap_or_else(|| GRANTS.iter().map(|g| (*g).to_owned()).collect());
+    let names = value.unwrap_or_else(|| DEFAULT_GRANTS.iter().map(|g| (*g).to_owned()).collect());
     if let Some(bad) = names.iter().find(|g| !GRANTS.contains(&g.as_str())) {
         return Err(ApiError::field("grants", format!("unknown grant `{bad}`")));
     }
@@ -379,7 +385,8 @@ async fn update(
 #[delete("/auth-clients/{id}")]
 async fn remove(st: web::Data<AppState>, admin: Admin, id: web::Path<i64>) -> ApiResult<HttpResponse> {
     let (company_id, id) = (admin.company_id, id.into_inner());
-    st.db
+    let revoked = st
+        .db
         .write(move |c| {
             let row = load(c, company_id, id)?;
             diesel::delete(
@@ -388,8 +395,12 @@ async fn remove(st: web::Data<AppState>, admin: Admin, id: web::Path<i64>) -> Ap
             )
             .execute(c)?;
             diesel::delete(auth_clients::table.find(row.id)).execute(c)?;
-            Ok(())
+            super::session::revoke_client(c, &row.client_id, "auth_client_deleted")
         })
         .await?;
+    for sid in &revoked {
+        st.sessions.forget(sid);
+    }
+    st.broker.revoked(revoked);
     Ok(HttpResponse::NoContent().finish())
 }

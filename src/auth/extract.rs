@@ -33,6 +33,21 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
+/// A `scheme base64(id:secret)` credential (HTTP Basic, or Fynd's application bearer): the
+/// decoded pair, or `None` when the header is missing, of another scheme or malformed.
+pub fn credential_pair(req: &HttpRequest, scheme: &str) -> Option<(String, String)> {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (given, encoded) = value.split_once(' ')?;
+    if !given.eq_ignore_ascii_case(scheme) {
+        return None;
+    }
+    let encoded = encoded.trim();
+    let decoded = STANDARD.decode(encoded.trim_end_matches('=')).or_else(|_| STANDARD.decode(encoded)).ok()?;
+    let (id, secret) = String::from_utf8(decoded).ok()?.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned()))?;
+    Some((id, secret))
+}
+
 /// Verifies an access token and checks its session. Used by the middleware and by the
 /// WebSocket upgrade.
 pub async fn resolve(st: &AppState, token: &str) -> ApiResult<Principal> {
@@ -114,7 +129,8 @@ role_extractor!(
     Role::is_staff
 );
 role_extractor!(
-    /// Company admins: agents, channels, templates, applications, auth clients.
+    /// Company admins (and auth clients' service accounts): agents, channels, templates,
+    /// applications, auth clients, the Fynd platform API.
     Admin,
-    |r| r == Role::Admin
+    |r| matches!(r, Role::Admin | Role::Service)
 );

@@ -1,4 +1,4 @@
-//! Per-IP request limit on the auth routes (CONTRACT §5, `CONFAB_AUTH_RATE_PER_MINUTE`, 0 turns
+//! Per-IP request limit on the auth routes of both families (CONTRACT §5 and §9, `CONFAB_AUTH_RATE_PER_MINUTE`, 0 turns
 //! it off): a keyed GCRA limiter from `governor`, answering 429 with `Retry-After`. It is per
 //! node; the failure counters that stop password guessing ([`super::lockout`]) are shared
 //! through the database.
@@ -44,9 +44,18 @@ impl AuthLimiter {
     }
 }
 
-/// The routes the limit applies to: everything under `/auth/` and the logout routes.
+/// Storefront routes (under [`STOREFRONT_AUTH`]) that check a password, create an account or
+/// disclose whether one exists (auth.md §2.4).
+const STOREFRONT_LIMITED: [&str; 3] = ["login/password", "register/form", "user-exists"];
+const STOREFRONT_AUTH: &str = "/service/application/user/authentication/v1.0/";
+
+/// The routes the limit applies to: everything under `/auth/`, the logout routes and the
+/// storefront's [`STOREFRONT_LIMITED`] routes.
 pub fn is_auth_path(path: &str) -> bool {
-    path.starts_with("/auth/") || path == "/logout" || path == "/keycloak/logout"
+    path.starts_with("/auth/")
+        || path == "/logout"
+        || path == "/keycloak/logout"
+        || path.strip_prefix(STOREFRONT_AUTH).is_some_and(|rest| STOREFRONT_LIMITED.contains(&rest))
 }
 
 pub async fn limit(

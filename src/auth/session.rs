@@ -186,6 +186,32 @@ pub fn revoke_all(c: &mut Db, user_id: i64, keep: Option<&str>, reason: &str) ->
     Ok(ids)
 }
 
+/// Revokes every live session opened through the auth client `client_id` (the client was
+/// deleted). Returns the revoked session ids.
+pub fn revoke_client(c: &mut Db, client_id: &str, reason: &str) -> ApiResult<Vec<String>> {
+    let ids: Vec<String> = sessions::table
+        .filter(sessions::client_id.eq(client_id))
+        .filter(sessions::revoked_at.is_null())
+        .select(sessions::id)
+        .load(c)?;
+    diesel::update(sessions::table.filter(sessions::id.eq_any(&ids)))
+        .set((sessions::revoked_at.eq(now()), sessions::revoke_reason.eq(reason)))
+        .execute(c)?;
+    Ok(ids)
+}
+
+/// The auth client whose session a refresh token belongs to (`None` for an unknown token or
+/// a session opened without a client).
+pub fn client_of_refresh(c: &mut Db, token: &str) -> ApiResult<Option<String>> {
+    Ok(refresh_tokens::table
+        .inner_join(sessions::table)
+        .filter(refresh_tokens::token_hash.eq(token_hash(token)))
+        .select(sessions::client_id)
+        .first::<Option<String>>(c)
+        .optional()?
+        .flatten())
+}
+
 /// Per-node cache of session lookups: at most [`CACHE_TTL`] stale, so a revocation anywhere
 /// takes effect everywhere within 2 s; a revocation on this node takes effect at once.
 #[derive(Clone)]

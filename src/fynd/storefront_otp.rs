@@ -1,6 +1,7 @@
 //! Storefront OTP flows (auth.md §2.3/§2.4): login or registration by mobile or e-mail OTP,
 //! forgot password by OTP, and account deletion confirmed by OTP. Codes come from
-//! [`super::otp`] and are delivered through [`super::notify`] (outbox files).
+//! [`super::otp`] and are delivered through the shared notifier ([`crate::notify`]: SMTP when configured, else
+//! outbox files).
 
 use actix_web::{HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
@@ -8,7 +9,6 @@ use utoipa::ToSchema;
 
 use super::{
     extract::{AppClient, StoreSession, removal_cookie, session_cookie},
-    notify,
     otp::{self, Challenge},
     service::{self, Identifier},
     views::{self, UserView, phone_from_parts},
@@ -62,11 +62,9 @@ async fn send_code(
                     Some(h) => format!("{text}\n{}", h.trim()),
                     None => text,
                 };
-                notify::sms(&st.config.data_dir, &destination, &text).await?
+                st.sms.send(&destination, &text).await?
             }
-            Identifier::Email(_) => {
-                notify::mail(&st.config.data_dir, &destination, "Your verification code", &text).await?
-            }
+            Identifier::Email(_) => st.mail.send(&destination, "Your verification code", &text).await?,
         }
     }
     Ok(issued.request_id)

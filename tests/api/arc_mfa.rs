@@ -9,20 +9,16 @@ use totp_rs::{Algorithm, Secret, TOTP};
 
 use crate::{arc::new_client, both_backends, helpers::*};
 
-/// Outbox files (mail or sms) whose text mentions `to`, oldest first.
-fn outbox(app: &TestApp, kind: &str, to: &str) -> Vec<String> {
-    let dir = app.data_dir().join("outbox").join(kind);
-    let mut names: Vec<_> =
-        std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-    names.sort();
-    names.into_iter().filter_map(|p| std::fs::read_to_string(p).ok()).filter(|t| t.contains(to)).collect()
+/// Texts of the outbox messages (mail or sms) to `to`, oldest first.
+fn outbox_to(app: &TestApp, kind: &str, to: &str) -> Vec<String> {
+    outbox(app, kind).into_iter().filter(|m| m.to.contains(to)).map(|m| m.text).collect()
 }
 
 /// Waits (up to 10 s) for message number `n` (0-based) to `to`.
 async fn nth_message(app: &TestApp, kind: &str, to: &str, n: usize) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(m) = outbox(app, kind, to).get(n) {
+        if let Some(m) = outbox_to(app, kind, to).get(n) {
             return m.clone();
         }
         assert!(std::time::Instant::now() < deadline, "no {kind} #{n} to {to}");
@@ -113,7 +109,7 @@ both_backends!(otp_by_email_limits_and_single_use, |app: TestApp| async move {
     let (status, body) = app.post("/auth/send-otp", None, &nobody).await;
     assert_error(status, &body, 429, "rate_limited");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(outbox(&app, "mail", "nobody@example.com").is_empty());
+    assert!(outbox_to(&app, "mail", "nobody@example.com").is_empty());
 
     // The code is hashed at rest.
     let stored: Vec<String> = app
@@ -359,5 +355,5 @@ both_backends!(signup_token_flow, |app: TestApp| async move {
     let (status, _) = app.post("/auth/sign-up/create-token", None, &json!({"email": app.admin_email})).await;
     assert_eq!(status, 204);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(outbox(&app, "mail", &app.admin_email).is_empty());
+    assert!(outbox_to(&app, "mail", &app.admin_email).is_empty());
 });

@@ -462,3 +462,48 @@ impl TestApp {
         }
     }
 }
+
+/// A message the server wrote to its outbox (tests run without SMTP): the recipient and the
+/// text, mail bodies decoded from their transfer encoding (lettre picks 7bit, quoted-printable
+/// or base64 by content, so raw files must not be searched).
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+}
+
+/// Every outbox message of `kind` (`"mail"` or `"sms"`), oldest first.
+pub fn outbox(app: &TestApp, kind: &str) -> Vec<Sent> {
+    let dir = app.data_dir().join("outbox").join(kind);
+    let mut paths: Vec<_> =
+        std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    paths.retain(|p: &PathBuf| !p.file_name().unwrap().to_string_lossy().starts_with('.'));
+    paths.sort();
+    paths
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|raw| if kind == "mail" { parse_mail(&raw) } else { parse_sms(&raw) })
+        .collect()
+}
+
+fn parse_mail(raw: &[u8]) -> Sent {
+    use mailparse::MailHeaderMap;
+    let mail = mailparse::parse_mail(raw).expect("an RFC 5322 message");
+    Sent {
+        to: mail.headers.get_first_value("To").unwrap_or_default(),
+        subject: mail.headers.get_first_value("Subject").unwrap_or_default(),
+        text: mail.get_body().expect("a decodable body"),
+    }
+}
+
+fn parse_sms(raw: &[u8]) -> Sent {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    Sent { to: head.trim_start_matches("To: ").trim().to_owned(), subject: String::new(), text: body.to_owned() }
+}
+
+/// The newest outbox message of `kind` to `to`.
+pub fn last_sent(app: &TestApp, kind: &str, to: &str) -> Option<Sent> {
+    outbox(app, kind).into_iter().rev().find(|m| m.to.contains(to))
+}

@@ -417,12 +417,9 @@ both_backends!(channels_keep_secrets_write_only_and_agents_can_be_deactivated, |
     assert_eq!(agents.as_array().unwrap().len(), 2);
     // The invitation was also mailed (no SMTP configured: an .eml file in the outbox).
     let agent_email = agents.as_array().unwrap().iter().find(|a| a["userId"] == co.agent_id).unwrap()["email"].clone();
-    let mails: Vec<String> = std::fs::read_dir(app.data_dir().join("outbox/mail"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
+    let mails = outbox(&app, "mail");
     assert!(
-        mails.iter().any(|m| m.contains(agent_email.as_str().unwrap()) && m.contains("Invitation token")),
+        mails.iter().any(|m| m.to.contains(agent_email.as_str().unwrap()) && m.text.contains("Invitation token")),
         "no invitation mail among {} files",
         mails.len()
     );
