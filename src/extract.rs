@@ -18,14 +18,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let kind = body_kind(req);
-        let bytes = Bytes::from_request(req, payload);
-        Box::pin(async move {
-            if kind != BodyKind::Json {
-                return Err(ApiError::UnsupportedMediaType("expected Content-Type: application/json".into()));
-            }
-            parse(&body_bytes(bytes.await)?).map(Json)
-        })
+        let body = read_body(req, payload, false);
+        Box::pin(async move { body.await.map(Json) })
     }
 }
 
@@ -39,20 +33,46 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonOrForm<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let kind = body_kind(req);
-        let bytes = Bytes::from_request(req, payload);
-        Box::pin(async move {
-            let bytes = body_bytes(bytes.await)?;
-            match kind {
-                BodyKind::Json => parse(&bytes).map(JsonOrForm),
-                BodyKind::Form => serde_urlencoded::from_bytes(&bytes)
-                    .map(JsonOrForm)
-                    .map_err(|e| ApiError::bad_request("invalid_form", e.to_string())),
-                BodyKind::Other => Err(ApiError::UnsupportedMediaType(
-                    "expected Content-Type: application/json or application/x-www-form-urlencoded".into(),
-                )),
+        let body = read_body(req, payload, true);
+        Box::pin(async move { body.await.map(JsonOrForm) })
+    }
+}
+
+/// Reads and parses a JSON body (or a form one, when `forms` are accepted): 415 for another
+/// media type, 413 past the body limit, 400 for a broken payload.
+fn read_body<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    forms: bool,
+) -> impl Future<Output = Result<T, ApiError>> + 'static {
+    let kind = body_kind(req);
+    let bytes = Bytes::from_request(req, payload);
+    async move {
+        let kind = match kind {
+            BodyKind::Form if !forms => BodyKind::Other,
+            k => k,
+        };
+        if kind == BodyKind::Other {
+            let expected = if forms {
+                "expected Content-Type: application/json or application/x-www-form-urlencoded"
+            } else {
+                "expected Content-Type: application/json"
+            };
+            return Err(ApiError::UnsupportedMediaType(expected.into()));
+        }
+        let bytes = bytes.await.map_err(|e| {
+            if e.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::bad_request("invalid_body", e.to_string())
             }
-        })
+        })?;
+        match kind {
+            BodyKind::Form => {
+                serde_urlencoded::from_bytes(&bytes).map_err(|e| ApiError::bad_request("invalid_form", e.to_string()))
+            }
+            _ => parse(&bytes),
+        }
     }
 }
 
@@ -76,17 +96,6 @@ fn body_kind(req: &HttpRequest) -> BodyKind {
     } else {
         BodyKind::Other
     }
-}
-
-/// The buffered body, or 413 past the body limit and 400 for a broken payload.
-fn body_bytes(read: Result<Bytes, actix_web::Error>) -> Result<Bytes, ApiError> {
-    read.map_err(|e| {
-        if e.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::bad_request("invalid_body", e.to_string())
-        }
-    })
 }
 
 /// Deserialises JSON, reporting data errors against the path of the field that failed.

@@ -14,6 +14,7 @@ pub mod media;
 pub mod messaging;
 pub mod notify;
 pub mod ops;
+pub mod otp;
 pub mod providers;
 pub mod realtime;
 pub mod state;

@@ -2,10 +2,8 @@
 //! `POST /auth/verify-otp`), and the second step of a password login for users with an
 //! authenticator app (see [`super::totp`]).
 //!
-//! A challenge is a row of `otp_challenges`: 6 digits stored as an HMAC with the data key
-//! (a bare hash of a 6-digit number is reversed in a second), 5 minutes, at most 5 attempts
-//! (counted with one atomic `UPDATE … WHERE attempts < 5`), one new code per 30 s per address,
-//! consumed on success, and a new code retires the older ones. `purpose` records what the
+//! Codes come from the shared engine ([`crate::otp`]: 6 digits as an HMAC, 5 minutes, 5
+//! attempts counted atomically, one code per 30 s, single use). `purpose` records what the
 //! challenge is for: `login:<client_id>` (passwordless login at that client) or
 //! `mfa:<client_id>` (second step after a password login at that client).
 //!
@@ -13,7 +11,6 @@
 //! stored challenge that can never succeed; delivery happens after the answer.
 
 use actix_web::{HttpResponse, post, web};
-use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -25,7 +22,7 @@ use super::{
     totp,
 };
 use crate::{
-    crypto::{constant_time_eq, random_bytes, random_hex_id, random_token, token_hash},
+    crypto::{random_token, token_hash},
     db::{
         Db,
         schema::{otp_challenges, user_phones, users},
@@ -36,10 +33,6 @@ use crate::{
     types::{Email, Phone, Role, now},
     users::{model::UserRow, store},
 };
-
-pub const CODE_TTL_SECS: i64 = 5 * 60;
-pub const RESEND_AFTER_SECS: i64 = 30;
-pub const MAX_ATTEMPTS: i32 = 5;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(send_otp).service(verify_otp);
@@ -80,15 +73,6 @@ fn destination(key: &str) -> ApiResult<(&'static str, String)> {
     }
 }
 
-/// The HMAC a code is stored as, bound to its challenge.
-pub fn code_mac(st: &AppState, request_id: &str, code: &str) -> String {
-    st.data_key.sign(format!("otp:{request_id}:{code}").as_bytes())
-}
-
-fn six_digits() -> String {
-    format!("{:06}", u32::from_le_bytes(random_bytes::<4>()) % 1_000_000)
-}
-
 /// The active staff user of `company` with this e-mail or phone.
 fn user_at(c: &mut Db, company_id: i64, channel: &str, dest: &str) -> ApiResult<Option<UserRow>> {
     let user = if channel == "email" {
@@ -122,46 +106,20 @@ async fn send_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpSend
         return Err(ApiError::Unauthorized("unauthorized_client"));
     }
     let (channel, dest) = destination(&b.key)?;
-    let code = six_digits();
-    let request_id = random_hex_id();
-    let mac = code_mac(&st, &request_id, &code);
     let purpose = format!("login:{}", client.client_id);
-    let (company_id, d, ip) = (client.company_id, dest.clone(), origin.ip.clone());
-    let user = st
+    let (company_id, d, ip, key) = (client.company_id, dest.clone(), origin.ip.clone(), st.data_key.clone());
+    let (user, issued) = st
         .db
         .write(move |c| {
-            let t = now();
-            let last: Option<NaiveDateTime> = otp_challenges::table
-                .filter(otp_challenges::destination.eq(&d))
-                .filter(otp_challenges::purpose.eq(&purpose))
-                .filter(otp_challenges::consumed_at.is_null())
-                .order(otp_challenges::created_at.desc())
-                .select(otp_challenges::resend_after)
-                .first(c)
-                .optional()?;
-            if let Some(after) = last
-                && after > t
-            {
-                let secs = (after - t).num_seconds().max(1) as u64;
-                return Err(ApiError::TooManyRequests { retry_after_secs: secs });
-            }
-            retire(c, &d, &purpose)?;
             let user = user_at(c, company_id, channel, &d)?;
-            diesel::insert_into(otp_challenges::table)
-                .values((
-                    otp_challenges::request_id.eq(&request_id),
-                    otp_challenges::company_id.eq(company_id),
-                    otp_challenges::user_id.eq(user.as_ref().map(|u| u.id)),
-                    otp_challenges::channel.eq(channel),
-                    otp_challenges::destination.eq(&d),
-                    otp_challenges::purpose.eq(&purpose),
-                    otp_challenges::code_hash.eq(&mac),
-                    otp_challenges::attempts.eq(0),
-                    otp_challenges::expires_at.eq(t + Duration::seconds(CODE_TTL_SECS)),
-                    otp_challenges::resend_after.eq(t + Duration::seconds(RESEND_AFTER_SECS)),
-                    otp_challenges::created_at.eq(t),
-                ))
-                .execute(c)?;
+            let challenge = crate::otp::Challenge {
+                company_id,
+                user_id: user.as_ref().map(|u| u.id),
+                channel,
+                destination: &d,
+                purpose: &purpose,
+            };
+            let issued = crate::otp::issue(c, &key, &challenge)?;
             if let Some(u) = &user {
                 store::audit(
                     c,
@@ -172,37 +130,25 @@ async fn send_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpSend
                     serde_json::json!({"channel": channel}),
                 )?;
             }
-            Ok(user)
+            Ok((user, issued))
         })
         .await?;
     if user.is_some() {
-        deliver(&st, channel, dest, code);
+        deliver(&st, client.company_id, channel, dest, issued.code);
     }
     Ok(HttpResponse::Ok().json(SuccessView { success: true }))
 }
 
-/// Marks every open challenge of `dest` for `purpose` used (a new one replaces them).
-fn retire(c: &mut Db, dest: &str, purpose: &str) -> ApiResult<()> {
-    diesel::update(
-        otp_challenges::table
-            .filter(otp_challenges::destination.eq(dest))
-            .filter(otp_challenges::purpose.eq(purpose))
-            .filter(otp_challenges::consumed_at.is_null()),
-    )
-    .set(otp_challenges::consumed_at.eq(now()))
-    .execute(c)?;
-    Ok(())
-}
-
-/// Delivers in the background, so the answer's timing says nothing about the account.
-fn deliver(st: &AppState, channel: &'static str, dest: String, code: String) {
-    let (mail, sms) = (st.mail.clone(), st.sms.clone());
+/// Delivers in the background, so the answer's timing says nothing about the account. Texts
+/// go through the company's Twilio SMS channel when it has one ([`crate::providers::send_sms`]).
+fn deliver(st: &AppState, company_id: i64, channel: &'static str, dest: String, code: String) {
+    let st = st.clone();
     actix_web::rt::spawn(async move {
         let text = format!("Your confab sign-in code is {code}. It expires in 5 minutes.");
         let sent = if channel == "email" {
-            mail.send(&dest, "Your sign-in code", &text).await
+            st.mail.send(&dest, "Your sign-in code", &text).await.map_err(ApiError::from)
         } else {
-            sms.send(&dest, &text).await
+            crate::providers::send_sms(&st, company_id, &dest, &text).await
         };
         if let Err(e) = sent {
             tracing::warn!(error = ?e, channel, "one-time code not delivered");
@@ -212,7 +158,7 @@ fn deliver(st: &AppState, channel: &'static str, dest: String, code: String) {
 
 /// A challenge that may still be answered.
 #[derive(Debug, Clone, Queryable)]
-struct Challenge {
+struct Pending {
     request_id: String,
     user_id: Option<i64>,
     purpose: String,
@@ -239,7 +185,7 @@ async fn verify_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpVe
         .db
         .write(move |c| {
             let t = now();
-            let found: Option<Challenge> = otp_challenges::table
+            let found: Option<Pending> = otp_challenges::table
                 .filter(otp_challenges::destination.eq(&dest))
                 .filter(otp_challenges::consumed_at.is_null())
                 .filter(otp_challenges::expires_at.gt(t))
@@ -258,35 +204,22 @@ async fn verify_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpVe
             if b.client_id.as_deref().is_some_and(|id| id != client_id) {
                 return Ok(Verdict::Invalid);
             }
-            let counted = diesel::update(
-                otp_challenges::table
-                    .find(&ch.request_id)
-                    .filter(otp_challenges::attempts.lt(MAX_ATTEMPTS))
-                    .filter(otp_challenges::consumed_at.is_null()),
-            )
-            .set(otp_challenges::attempts.eq(otp_challenges::attempts + 1))
-            .execute(c)?;
-            let Some(user_id) = ch.user_id.filter(|_| counted == 1) else { return Ok(Verdict::Invalid) };
+            let counted = crate::otp::count_attempt(c, &ch.request_id)?;
+            let Some(user_id) = ch.user_id.filter(|_| counted) else { return Ok(Verdict::Invalid) };
             let ok = if kind == "mfa" {
                 totp::check_second_factor(c, &state, user_id, &b.otp)?
             } else {
-                let mac = code_mac(&state, &ch.request_id, b.otp.trim());
-                constant_time_eq(mac.as_bytes(), ch.code_hash.as_bytes())
+                crate::otp::code_matches(&state.data_key, &ch.request_id, &b.otp, &ch.code_hash)
             };
             let company: Option<i64> = users::table.find(user_id).select(users::company_id).first(c).optional()?;
             if !ok {
                 store::audit(c, company, Some(user_id), "otp_failed", &ip, serde_json::json!({"step": kind}))?;
                 return Ok(Verdict::Invalid);
             }
-            let consumed = diesel::update(
-                otp_challenges::table.find(&ch.request_id).filter(otp_challenges::consumed_at.is_null()),
-            )
-            .set(otp_challenges::consumed_at.eq(t))
-            .execute(c)?;
+            let consumed = crate::otp::consume(c, &ch.request_id)?;
             let Some(client) = clients::by_client_id(c, client_id)? else { return Ok(Verdict::Invalid) };
             let user: Option<UserRow> = users::table.find(user_id).select(UserRow::as_select()).first(c).optional()?;
-            let Some(user) = user.filter(|u| consumed == 1 && u.is_active() && u.company_id == client.company_id)
-            else {
+            let Some(user) = user.filter(|u| consumed && u.is_active() && u.company_id == client.company_id) else {
                 return Ok(Verdict::Invalid);
             };
             store::audit(
@@ -317,7 +250,7 @@ async fn verify_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpVe
 pub fn start_mfa(c: &mut Db, client: &ClientRow, user: &UserRow) -> ApiResult<String> {
     let dest = store::primary_email(c, user.id)?.ok_or(ApiError::Unauthorized("invalid_credentials"))?;
     let purpose = format!("mfa:{}", client.client_id);
-    retire(c, &dest, &purpose)?;
+    crate::otp::retire(c, user.company_id, &dest, &purpose)?;
     let code = random_token();
     let t = now();
     diesel::insert_into(otp_challenges::table)
@@ -330,7 +263,7 @@ pub fn start_mfa(c: &mut Db, client: &ClientRow, user: &UserRow) -> ApiResult<St
             otp_challenges::purpose.eq(&purpose),
             otp_challenges::code_hash.eq(""),
             otp_challenges::attempts.eq(0),
-            otp_challenges::expires_at.eq(t + Duration::seconds(CODE_TTL_SECS)),
+            otp_challenges::expires_at.eq(t + crate::otp::TTL),
             otp_challenges::resend_after.eq(t),
             otp_challenges::created_at.eq(t),
         ))

@@ -180,6 +180,10 @@ pub fn revoke_all(c: &mut Db, user_id: i64, keep: Option<&str>, reason: &str) ->
         .filter(sessions::id.ne(keep.unwrap_or("")))
         .select(sessions::id)
         .load(c)?;
+    revoke_ids(c, ids, reason)
+}
+
+fn revoke_ids(c: &mut Db, ids: Vec<String>, reason: &str) -> ApiResult<Vec<String>> {
     diesel::update(sessions::table.filter(sessions::id.eq_any(&ids)))
         .set((sessions::revoked_at.eq(now()), sessions::revoke_reason.eq(reason)))
         .execute(c)?;
@@ -194,10 +198,7 @@ pub fn revoke_client(c: &mut Db, client_id: &str, reason: &str) -> ApiResult<Vec
         .filter(sessions::revoked_at.is_null())
         .select(sessions::id)
         .load(c)?;
-    diesel::update(sessions::table.filter(sessions::id.eq_any(&ids)))
-        .set((sessions::revoked_at.eq(now()), sessions::revoke_reason.eq(reason)))
-        .execute(c)?;
-    Ok(ids)
+    revoke_ids(c, ids, reason)
 }
 
 /// The auth client whose session a refresh token belongs to (`None` for an unknown token or

@@ -6,7 +6,6 @@ pub mod config;
 pub mod cors;
 pub mod extract;
 pub mod oauth;
-pub mod otp;
 pub mod platform;
 pub mod service;
 pub mod social;

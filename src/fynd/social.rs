@@ -23,7 +23,7 @@
 //! `oauth_identities` under the provider key `fynd:<application id>:<provider>`. Blocked,
 //! archived and deleted accounts answer 401 `invalid_credentials`.
 
-use std::{sync::OnceLock, time::Duration};
+use std::sync::OnceLock;
 
 use actix_web::{HttpResponse, post, web};
 use diesel::prelude::*;
@@ -213,13 +213,7 @@ fn credentials(client: &AppClient, provider: &'static str) -> ApiResult<(String,
 
 fn http(st: &AppState) -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(st.config.provider_timeout_secs))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("a TLS backend")
-    })
+    CLIENT.get_or_init(|| crate::providers::http_client(&st.config))
 }
 
 fn rejected() -> ApiError {
@@ -231,16 +225,17 @@ fn rejected() -> ApiError {
 async fn provider_json(st: &AppState, url: &str, query: &[(&str, &str)]) -> ApiResult<Option<serde_json::Value>> {
     let res = http(st).get(url).query(query).send().await.map_err(|e| {
         tracing::warn!(error = %e.without_url(), "identity provider unreachable");
-        ApiError::Unavailable("identity provider unreachable".into())
+        ApiError::Unavailable("the identity provider".into())
     })?;
     let status = res.status();
     if status.is_client_error() {
         return Ok(None);
     }
     if !status.is_success() {
-        return Err(ApiError::Unavailable(format!("identity provider answered {status}")));
+        tracing::warn!(%status, "identity provider failed");
+        return Err(ApiError::Unavailable("the identity provider".into()));
     }
-    res.json().await.map(Some).map_err(|_| ApiError::Unavailable("identity provider sent malformed JSON".into()))
+    res.json().await.map(Some).map_err(|_| ApiError::Unavailable("the identity provider".into()))
 }
 
 async fn verify_facebook(st: &AppState, app_id: &str, secret: &str, token: &str) -> ApiResult<Verified> {
@@ -302,7 +297,8 @@ struct AppleClaims {
 async fn verify_apple(st: &AppState, bundle_id: &str, token: &str, user_identifier: &str) -> ApiResult<Verified> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| rejected())?;
     let keys = provider_json(st, &st.config.apple_keys_url, &[]).await?.ok_or_else(rejected)?;
-    let keys: JwkSet = serde_json::from_value(keys).map_err(|_| ApiError::Unavailable("malformed JWKS".into()))?;
+    let keys: JwkSet =
+        serde_json::from_value(keys).map_err(|_| ApiError::Unavailable("the identity provider".into()))?;
     let jwk = header.kid.as_deref().and_then(|kid| keys.find(kid)).ok_or_else(rejected)?;
     let key = DecodingKey::from_jwk(jwk).map_err(|_| rejected())?;
     let mut validation = Validation::new(header.alg);

@@ -188,7 +188,7 @@ async fn register_with_form(
     let hash = web::block(move || password::hash(&pw)).await??;
     // A register_token from a verified OTP marks that contact verified (auth.md §2.4).
     let vouched =
-        b.register_token.as_deref().and_then(|t| super::otp::verified_destination(&st.data_key, client.app.id, t));
+        b.register_token.as_deref().and_then(|t| crate::otp::verified_destination(&st.data_key, client.app.id, t));
     let n = NewCustomer {
         phone: phone.clone(),
         email: email.clone(),

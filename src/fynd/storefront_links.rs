@@ -1,7 +1,7 @@
 //! Storefront flows by link (auth.md §2.3/§2.4): password reset by e-mailed or texted link
 //! (`login/password/reset`, `…/mobile/reset`, `…/reset/token`, `…/reset/forgot`) and contact
 //! verification links (`profile/v1.0/{email,mobile}/link/send`, `verify/{email,mobile}`).
-//! The link carries a single-use code stored hashed ([`super::otp::issue_token`]).
+//! The link carries a single-use code stored hashed ([`crate::otp::issue_token`]).
 
 use actix_web::{HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,6 @@ use utoipa::ToSchema;
 
 use super::{
     extract::{AppClient, StoreSession, session_cookie},
-    otp,
     service::{self, Identifier},
     storefront::LoginSuccessView,
     views::{self, phone_from_parts},
@@ -18,6 +17,7 @@ use crate::{
     auth::{password, service::Origin},
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
+    otp,
     state::AppState,
     types::Email,
     users::{application::ApplicationRow, customer, store},
@@ -51,7 +51,7 @@ async fn send_link(
     let link = storefront_link(st, &client.app, page, &token);
     let text = format!("{what} for {}: {link}\nThe link works once, within 15 minutes.", client.settings.display);
     match to {
-        Identifier::Phone(_) => st.sms.send(&destination, &text).await?,
+        Identifier::Phone(_) => crate::providers::send_sms(st, client.app.company_id, &destination, &text).await?,
         Identifier::Email(_) => st.mail.send(&destination, what, &text).await?,
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! Storefront OTP flows (auth.md §2.3/§2.4): login or registration by mobile or e-mail OTP,
 //! forgot password by OTP, and account deletion confirmed by OTP. Codes come from
-//! [`super::otp`] and are delivered through the shared notifier ([`crate::notify`]: SMTP when configured, else
+//! [`crate::otp`] and are delivered through the shared notifier ([`crate::notify`]: SMTP when configured, else
 //! outbox files).
 
 use actix_web::{HttpResponse, post, web};
@@ -9,7 +9,6 @@ use utoipa::ToSchema;
 
 use super::{
     extract::{AppClient, StoreSession, removal_cookie, session_cookie},
-    otp::{self, Challenge},
     service::{self, Identifier},
     views::{self, UserView, phone_from_parts},
 };
@@ -17,6 +16,7 @@ use crate::{
     auth::{password, service::Origin},
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
+    otp::{self, Challenge},
     state::AppState,
     types::{Email, Phone, now},
     users::{customer, model::UserRow, store},
@@ -62,7 +62,7 @@ async fn send_code(
                     Some(h) => format!("{text}\n{}", h.trim()),
                     None => text,
                 };
-                st.sms.send(&destination, &text).await?
+                crate::providers::send_sms(st, client.app.company_id, &destination, &text).await?
             }
             Identifier::Email(_) => st.mail.send(&destination, "Your verification code", &text).await?,
         }

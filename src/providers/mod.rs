@@ -147,6 +147,36 @@ impl Provider {
     }
 }
 
+/// Sends a text message that is not part of a conversation (one-time codes, links) to a phone:
+/// through the company's Twilio SMS channel when it has one — a Twilio channel whose sender
+/// (`phoneNumberId`) is an SMS number or a Messaging Service, not a `whatsapp:` address; the
+/// default channel first — else into the SMS outbox files ([`crate::notify::SmsSender`]).
+/// No status callback is asked for: such texts have no message row to update.
+pub async fn send_sms(st: &AppState, company_id: i64, to: &str, body: &str) -> ApiResult<()> {
+    let channels = st.db.run(move |c| crate::messaging::store::channels(c, company_id)).await?;
+    let sms = channels
+        .iter()
+        .filter(|ch| ch.provider == "twilio")
+        .filter(|ch| {
+            ch.phone_number_id.as_deref().is_some_and(|from| !from.is_empty() && !from.starts_with("whatsapp:"))
+        })
+        .max_by_key(|ch| ch.is_default);
+    let Some(channel) = sms else { return Ok(st.sms.send(to, body).await?) };
+    let Provider::Twilio(mut client) = Provider::for_channel(st, channel, &http_client(&st.config))? else {
+        unreachable!("a twilio channel builds a Twilio client")
+    };
+    client.status_callback = None;
+    let out = Outbound {
+        message_id: crate::crypto::random_hex_id(),
+        to: to.to_owned(),
+        body: OutboundBody::Text(body.to_owned()),
+    };
+    client.send(&out).await.map(|_| ()).map_err(|e| {
+        tracing::warn!(channel = channel.id, error = ?e, "text message not sent");
+        ApiError::Unavailable("the SMS provider".into())
+    })
+}
+
 fn base_url(channel: &ChannelRow, default: &str) -> String {
     channel.api_base_url.as_deref().filter(|u| !u.is_empty()).unwrap_or(default).trim_end_matches('/').to_owned()
 }

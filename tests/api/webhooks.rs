@@ -743,6 +743,68 @@ async fn twilio_channel(app: &TestApp, co: &Company, mock: &Mock) -> i64 {
     ch["channelId"].as_i64().unwrap()
 }
 
+both_backends!(one_time_codes_go_out_through_the_company_twilio_sms_channel, |app: TestApp| async move {
+    use crate::fynd_platform::{app_bearer, create_app, storefront};
+    let co = app.default_company().await;
+    let mock = Mock::start().await;
+    // A Twilio channel whose sender is an SMS number (not `whatsapp:`) carries the codes.
+    let (status, ch) = app
+        .post(
+            "/channel",
+            Some(&co.admin),
+            &json!({"provider": "twilio", "phoneNumber": TWILIO_NUMBER, "phoneNumberId": TWILIO_NUMBER,
+                    "displayName": "SMS", "apiBaseUrl": mock.base, "accountSid": TWILIO_SID,
+                    "authToken": TWILIO_TOKEN}),
+        )
+        .await;
+    assert_eq!(status, 201, "{ch}");
+    let (app_id, token) = create_app(&app, &co.admin, "texting").await;
+    let bearer = app_bearer(app_id, &token);
+    let (status, sent, _) = storefront(
+        &app,
+        reqwest::Method::POST,
+        "/service/application/user/authentication/v1.0/login/otp",
+        &bearer,
+        None,
+        Some(&json!({"country_code": "91", "mobile": "9812300001"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    let seen = mock.wait_for_requests(1).await;
+    let text = seen.iter().find(|s| s.path.ends_with("/Messages.json")).expect("a Twilio send");
+    assert_eq!(text.path, format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"));
+    let form = text.form();
+    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(field("To").as_deref(), Some("+919812300001"));
+    assert_eq!(field("From").as_deref(), Some(TWILIO_NUMBER));
+    assert_eq!(field("StatusCallback"), None, "no message row waits for its status");
+    let body = field("Body").unwrap();
+    let code = body.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a code").to_owned();
+    assert!(outbox(&app, "sms").is_empty(), "nothing in the file outbox");
+    let (status, verified, _) = storefront(
+        &app,
+        reqwest::Method::POST,
+        "/service/application/user/authentication/v1.0/otp/mobile/verify",
+        &bearer,
+        None,
+        Some(&json!({"request_id": sent["request_id"], "otp": code})),
+    )
+    .await;
+    assert_eq!(status, 200, "{verified}");
+    // A provider failure is a clear 503, not a lost code reported as sent.
+    mock.script([Reply::Json(500, json!({"code": 20500, "message": "down"}))]);
+    let (status, body, _) = storefront(
+        &app,
+        reqwest::Method::POST,
+        "/service/application/user/authentication/v1.0/login/otp",
+        &bearer,
+        None,
+        Some(&json!({"country_code": "91", "mobile": "9812300002"})),
+    )
+    .await;
+    assert_error(status, &body, 503, "not_ready");
+});
+
 /// X-Twilio-Signature as twilio-python's `RequestValidator.compute_signature` computes it:
 /// the URL, then for each sorted name each of its sorted values, HMAC-SHA1, base64.
 fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {

@@ -1,7 +1,10 @@
-//! One-time codes of the storefront (auth.md §2.4): 6 digits, valid 5 minutes, stored as an
-//! HMAC with the data key (never in clear), at most 5 attempts counted atomically before the
-//! comparison, a resend throttle per destination, single use (CONTRACT §5 OTP rules). Rows of
-//! the shared `otp_challenges` table; `purpose` keeps the flows apart.
+//! One-time codes and single-use tokens: the one engine behind the ARC routes
+//! (`/auth/send-otp`, `/auth/verify-otp`, the MFA step) and the storefront's OTP and link flows
+//! (CONTRACT §5 OTP rules, auth.md §2.4). A code is 6 digits, valid 5 minutes, stored as an
+//! HMAC with the data key (a bare hash of 6 digits is reversed in a second), at most 5 attempts
+//! counted atomically before the comparison, one new code per destination and purpose every
+//! 30 s, single use, and a new code retires the older ones. Rows of `otp_challenges`;
+//! `purpose` keeps the flows apart.
 
 use chrono::Duration;
 use diesel::prelude::*;
@@ -61,7 +64,7 @@ pub fn issue(c: &mut Db, key: &DataKey, ch: &Challenge<'_>) -> ApiResult<Issued>
     if let Some(until) = blocked_until {
         return Err(ApiError::TooManyRequests { retry_after_secs: (until - t).num_seconds().max(1) as u64 });
     }
-    diesel::update(pending()).set(otp_challenges::consumed_at.eq(t)).execute(c)?;
+    retire(c, ch.company_id, ch.destination, ch.purpose)?;
     let request_id = random_hex_id();
     let code = six_digits();
     diesel::insert_into(otp_challenges::table)
@@ -130,35 +133,66 @@ pub fn check(
     purposes: &[&str],
     code: &str,
 ) -> ApiResult<Checked> {
-    let t = now();
-    let counted = diesel::update(
+    let live: bool = diesel::select(diesel::dsl::exists(
         otp_challenges::table
             .filter(otp_challenges::request_id.eq(request_id))
             .filter(otp_challenges::company_id.eq(company_id))
-            .filter(otp_challenges::purpose.eq_any(purposes))
-            .filter(otp_challenges::consumed_at.is_null())
-            .filter(otp_challenges::expires_at.gt(t))
-            .filter(otp_challenges::attempts.lt(MAX_ATTEMPTS)),
-    )
-    .set(otp_challenges::attempts.eq(otp_challenges::attempts + 1))
-    .execute(c)?;
-    if counted == 0 {
+            .filter(otp_challenges::purpose.eq_any(purposes)),
+    ))
+    .get_result(c)?;
+    if !live || !count_attempt(c, request_id)? {
         return Ok(Checked::Rejected);
     }
     let (stored, user_id, destination): (String, Option<i64>, String) = otp_challenges::table
         .find(request_id)
         .select((otp_challenges::code_hash, otp_challenges::user_id, otp_challenges::destination))
         .first(c)?;
-    if !constant_time_eq(stored.as_bytes(), code_mac(key, request_id, code.trim()).as_bytes()) {
-        return Ok(Checked::Rejected);
-    }
-    let consumed = diesel::update(otp_challenges::table.find(request_id).filter(otp_challenges::consumed_at.is_null()))
-        .set(otp_challenges::consumed_at.eq(t))
-        .execute(c)?;
-    if consumed == 0 {
+    if !code_matches(key, request_id, code, &stored) || !consume(c, request_id)? {
         return Ok(Checked::Rejected);
     }
     Ok(Checked::Accepted(Verified { request_id: request_id.to_owned(), user_id, destination }))
+}
+
+/// Counts one attempt at a live challenge (`attempts < 5` in the same UPDATE, so concurrent
+/// guesses cannot exceed the limit); `false` when it is used, expired or out of attempts.
+pub fn count_attempt(c: &mut Db, request_id: &str) -> ApiResult<bool> {
+    let counted = diesel::update(
+        otp_challenges::table
+            .find(request_id)
+            .filter(otp_challenges::consumed_at.is_null())
+            .filter(otp_challenges::expires_at.gt(now()))
+            .filter(otp_challenges::attempts.lt(MAX_ATTEMPTS)),
+    )
+    .set(otp_challenges::attempts.eq(otp_challenges::attempts + 1))
+    .execute(c)?;
+    Ok(counted == 1)
+}
+
+/// Whether `code` is the one stored for the challenge (constant-time).
+pub fn code_matches(key: &DataKey, request_id: &str, code: &str, stored: &str) -> bool {
+    constant_time_eq(stored.as_bytes(), code_mac(key, request_id, code.trim()).as_bytes())
+}
+
+/// Uses a challenge up (single use, atomic); `false` when it already was.
+pub fn consume(c: &mut Db, request_id: &str) -> ApiResult<bool> {
+    let consumed = diesel::update(otp_challenges::table.find(request_id).filter(otp_challenges::consumed_at.is_null()))
+        .set(otp_challenges::consumed_at.eq(now()))
+        .execute(c)?;
+    Ok(consumed == 1)
+}
+
+/// Marks every open challenge of `destination` for `purpose` used (a new one replaces them).
+pub fn retire(c: &mut Db, company_id: i64, destination: &str, purpose: &str) -> ApiResult<()> {
+    diesel::update(
+        otp_challenges::table
+            .filter(otp_challenges::company_id.eq(company_id))
+            .filter(otp_challenges::destination.eq(destination))
+            .filter(otp_challenges::purpose.eq(purpose))
+            .filter(otp_challenges::consumed_at.is_null()),
+    )
+    .set(otp_challenges::consumed_at.eq(now()))
+    .execute(c)?;
+    Ok(())
 }
 
 /// A single-use opaque token stored like a code: the `forgot_token` after a verified OTP, and
