@@ -108,6 +108,8 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             }
         }
     });
+    let auth_limiter =
+        Arc::new(auth::ratelimit::AuthLimiter::new(config.auth_rate_per_minute, broker.redis(), &data_key));
     let state = web::Data::new(AppState {
         config: config.clone(),
         db,
@@ -115,7 +117,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         keys: Arc::new(keys),
         media,
         sessions: SessionCache::default(),
-        auth_limiter: Arc::new(auth::ratelimit::AuthLimiter::new(config.auth_rate_per_minute)),
+        auth_limiter,
         mail: notify::EmailSender::from_config(&config)?,
         sms: notify::SmsSender::from_config(&config),
         metrics,

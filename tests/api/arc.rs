@@ -467,6 +467,40 @@ async fn rate_limit_scenario(backend: Backend) {
     assert_eq!(app.get("/healthz", None).await.0, 200);
 }
 
+/// CONTRACT §8: with Redis, the auth rate limit is one budget for all nodes of a deployment.
+#[actix_web::test]
+async fn rate_limit_is_shared_by_nodes_through_redis() {
+    let (Some(redis), Some(_)) = (redis_url(), pg_base_url()) else {
+        eprintln!("skipped: needs CONFAB_TEST_REDIS_URL and CONFAB_TEST_DATABASE_URL");
+        return;
+    };
+    let a = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.redis_url = Some(redis.clone());
+        c.auth_rate_per_minute = 3;
+    })
+    .await
+    .unwrap();
+    let b = TestApp::start(Backend::Postgres, a.config.clone(), a.dir.clone(), a.pg.clone()).await;
+    // The budget is per minute: do not straddle a minute boundary.
+    let into_minute = chrono::Utc::now().timestamp() % 60;
+    if into_minute > 50 {
+        actix_web::rt::time::sleep(std::time::Duration::from_secs((61 - into_minute) as u64)).await;
+    }
+    assert_eq!(wrong_login(&a, "wrong-password").await.0, 401);
+    assert_eq!(wrong_login(&b, "wrong-password").await.0, 401);
+    assert_eq!(wrong_login(&a, "wrong-password").await.0, 401);
+    let (status, body) = wrong_login(&b, "wrong-password").await;
+    assert_error(status, &body, 429, "rate_limited");
+    // Another deployment (its own data key) on the same Redis has its own budget.
+    let other = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.redis_url = Some(redis.clone());
+        c.auth_rate_per_minute = 3;
+    })
+    .await
+    .unwrap();
+    assert_eq!(wrong_login(&other, "wrong-password").await.0, 401);
+}
+
 both_backends!(imported_bcrypt_password_is_rehashed_on_login, |app: TestApp| async move {
     let legacy = bcrypt::hash("arc-era-password", 4).unwrap();
     let email = app.admin_email.clone();
