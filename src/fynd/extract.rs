@@ -15,7 +15,10 @@ use actix_web::{
 
 use super::{config::Settings, store};
 use crate::{
-    auth::extract::{bearer_token, credential_pair},
+    auth::{
+        extract::{Admin, bearer_token, credential_pair},
+        session::Principal,
+    },
     config::Config,
     crypto::{DataKey, constant_time_eq, token_hash},
     error::{ApiError, ApiResult},
@@ -38,6 +41,36 @@ fn app_credentials(req: &HttpRequest) -> ApiResult<(i64, String)> {
     bearer_token(req).ok_or(ApiError::Unauthorized("application_token_required"))?;
     let (id, token) = credential_pair(req, "bearer").ok_or_else(invalid)?;
     Ok((id.trim().parse().map_err(|_| invalid())?, token))
+}
+
+/// The application of a platform route (`…/company/{company_id}/application/{application_id}`,
+/// CONTRACT §9) and the admin calling it. Only an admin of that company gets it: another
+/// company's id, an unknown application or a malformed id is 404, as if it did not exist.
+#[derive(Debug, Clone)]
+pub struct PlatformApp {
+    pub app: ApplicationRow,
+    pub admin: Principal,
+}
+
+impl FromRequest for PlatformApp {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = ApiResult<Self>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let Admin(admin) = Admin::extract(&req).await?;
+            let id = |name: &str| -> ApiResult<i64> {
+                req.match_info().get(name).and_then(|v| v.trim().parse().ok()).ok_or(ApiError::NotFound)
+            };
+            let (company_id, application_id) = (id("company_id")?, id("application_id")?);
+            if company_id != admin.company_id {
+                return Err(ApiError::NotFound);
+            }
+            let app = state(&req)?.db.run(move |c| application::get(c, company_id, application_id)).await?;
+            Ok(Self { app, admin })
+        })
+    }
 }
 
 /// Checks an application credential: the token's hash must equal the stored one

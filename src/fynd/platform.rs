@@ -9,13 +9,13 @@ use utoipa::ToSchema;
 
 use super::{
     config,
-    extract::secure_cookies,
-    service::{self, NewCustomer, platform_app},
+    extract::{PlatformApp, secure_cookies},
+    service::{self, NewCustomer},
     store as sessions,
     views::{self, GroupView, IdParam, PageView, UserView, paging, parse_id, phone_from_parts, search_view},
 };
 use crate::{
-    auth::{extract::Admin, service::Origin},
+    auth::service::Origin,
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
     state::AppState,
@@ -28,7 +28,6 @@ use crate::{
     },
 };
 
-type AppPath = web::Path<(String, String)>;
 type AppItemPath = web::Path<(String, String, String)>;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -50,12 +49,10 @@ pub struct CustomerListView {
     security(("bearer" = [])))]
 #[get("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/list")]
 async fn get_customers(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
-    path: AppPath,
     q: web::Query<CustomersQuery>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let (page, size) = paging(q.page_no, q.page_size)?;
     let text = q.q.clone();
     let (items, total) = st
@@ -84,12 +81,10 @@ pub struct UserSearchView {
     responses((status = 200, body = UserSearchView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[get("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/search")]
 async fn search_users(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
-    path: AppPath,
     q: web::Query<SearchQuery>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let text = q.q.clone();
     let users = st
         .db
@@ -152,14 +147,12 @@ fn meta(v: Option<Value>) -> ApiResult<Option<Value>> {
     (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 #[post("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers")]
 async fn create_user(
-    admin: Admin,
+    PlatformApp { app, admin }: PlatformApp,
     st: web::Data<AppState>,
     origin: Origin,
-    path: AppPath,
     q: web::Query<CreateQuery>,
     Json(b): Json<CreateUserBody>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let phone = phone_from_parts(code_text(&b.country_code).as_deref(), &b.phone_number, "phone_number")?;
     let email = b.email.as_deref().filter(|e| !e.trim().is_empty()).map(|e| views::email(e, "email")).transpose()?;
     let n = NewCustomer {
@@ -237,12 +230,11 @@ pub struct UpdateUserBody {
     (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 #[put("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/{user_id}")]
 async fn update_user(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
     path: AppItemPath,
     Json(b): Json<UpdateUserBody>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let user_id = parse_id(&path.2)?;
     let phones = b
         .phone_numbers
@@ -318,13 +310,11 @@ pub struct SuccessView {
     security(("bearer" = [])))]
 #[put("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/archive")]
 async fn archive_user(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
     origin: Origin,
-    path: AppPath,
     Json(b): Json<ArchiveBody>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     service::set_state(&st, &app, vec![b.user_id.id()?], "archived", String::new(), origin.ip).await?;
     Ok(HttpResponse::Ok().json(SuccessView { success: true }))
 }
@@ -343,13 +333,11 @@ pub struct BlockBody {
     security(("bearer" = [])))]
 #[put("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/activation")]
 async fn block_or_unblock(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
     origin: Origin,
-    path: AppPath,
     Json(b): Json<BlockBody>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     if b.user_id.is_empty() {
         return Err(ApiError::field("user_id", "must name at least one user"));
     }
@@ -372,13 +360,11 @@ pub struct UndeleteBody {
     (status = 422, body = ErrorBody)), security(("bearer" = [])))]
 #[put("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/undelete")]
 async fn undelete_user(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
     origin: Origin,
-    path: AppPath,
     Json(b): Json<UndeleteBody>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let reason = format!("{} {}", b.reason_id.unwrap_or_default(), b.reason.unwrap_or_default()).trim().to_owned();
     service::undelete(&st, &app, b.user_id.id()?, reason, origin.ip).await?;
     Ok(HttpResponse::Ok().json(SuccessView { success: true }))
@@ -408,13 +394,11 @@ pub struct CreateSessionView {
     security(("bearer" = [])))]
 #[post("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/session")]
 async fn create_session(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
     origin: Origin,
-    path: AppPath,
     Json(b): Json<SessionBody>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let settings = config::Settings::of(&app)?;
     let user_id = b.user_id.id()?;
     let max_age = match b.max_age {
@@ -468,12 +452,10 @@ pub struct SessionListView {
     responses((status = 200, body = SessionListView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[get("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/sessions")]
 async fn get_active_sessions(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
-    path: AppPath,
     q: web::Query<SessionsQuery>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let user_id = parse_id(&q.id)?;
     let rows = st
         .db
@@ -513,13 +495,11 @@ pub struct SessionDeleteView {
     responses((status = 200, body = SessionDeleteView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[delete("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/session")]
 async fn delete_session(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
     origin: Origin,
-    path: AppPath,
     q: web::Query<DeleteSessionQuery>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let user_id = parse_id(&q.id)?;
     let (sid, reason) = (q.session_id.clone(), q.reason.clone());
     let state = st.clone();
@@ -560,13 +540,11 @@ pub struct SessionsDeleteView {
     responses((status = 200, body = SessionsDeleteView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[delete("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/sessions")]
 async fn delete_active_sessions(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
     origin: Origin,
-    path: AppPath,
     q: web::Query<DeleteSessionsQuery>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let user_id = parse_id(&q.id)?;
     let reason = q.reason.clone();
     let state = st.clone();
@@ -594,8 +572,7 @@ async fn delete_active_sessions(
     responses((status = 200, description = "PlatformSchema", body = Object), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 #[get("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/platform/config")]
-async fn get_platform_config(admin: Admin, st: web::Data<AppState>, path: AppPath) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
+async fn get_platform_config(PlatformApp { app, .. }: PlatformApp) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(config::public_view(&app)))
 }
 
@@ -608,13 +585,11 @@ async fn get_platform_config(admin: Admin, st: web::Data<AppState>, path: AppPat
     (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[post("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/platform/config")]
 async fn update_platform_config(
-    admin: Admin,
+    PlatformApp { app, admin }: PlatformApp,
     st: web::Data<AppState>,
     origin: Origin,
-    path: AppPath,
     Json(body): Json<Value>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let admin_id = admin.user_id;
     let app = st
         .db
@@ -671,12 +646,10 @@ fn non_empty(v: &str, field: &str) -> ApiResult<String> {
     (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[post("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/user_group")]
 async fn create_user_group(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
-    path: AppPath,
     Json(b): Json<CreateGroupBody>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     if b.conditions.as_ref().is_some_and(|c| !c.is_empty()) {
         return Err(ApiError::field("conditions", "conditional groups are not supported"));
     }
@@ -721,12 +694,10 @@ pub struct GroupListView {
     security(("bearer" = [])))]
 #[get("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/user_group")]
 async fn get_user_groups(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
-    path: AppPath,
     q: web::Query<GroupsQuery>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let (page, size) = paging(q.page_no, q.page_size)?;
     let q = q.into_inner();
     let filter = GroupFilter { name: q.name, kind: q.kind, status: q.status, uid: q.group_uid };
@@ -742,8 +713,11 @@ async fn get_user_groups(
 #[utoipa::path(tag = "fynd-platform", params(("company_id" = String, Path), ("application_id" = String, Path), ("group_id" = String, Path)),
     responses((status = 200, body = GroupView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[get("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/user_group/{group_id}")]
-async fn get_user_group(admin: Admin, st: web::Data<AppState>, path: AppItemPath) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
+async fn get_user_group(
+    PlatformApp { app, .. }: PlatformApp,
+    st: web::Data<AppState>,
+    path: AppItemPath,
+) -> ApiResult<HttpResponse> {
     let id = parse_id(&path.2)?;
     let row = st.db.run(move |c| group::get(c, app.company_id, app.id, id)).await?;
     Ok(HttpResponse::Ok().json(GroupView::from(row)))
@@ -763,12 +737,11 @@ pub struct UpdateGroupBody {
     (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[put("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/user_group/{group_id}")]
 async fn update_user_group(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
     path: AppItemPath,
     Json(b): Json<UpdateGroupBody>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let id = parse_id(&path.2)?;
     let change = GroupChange {
         name: b.name.as_deref().map(|n| non_empty(n, "name")).transpose()?,
@@ -821,12 +794,11 @@ pub struct PatchGroupBody {
     (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[patch("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/user_group/{group_id}")]
 async fn update_user_group_partially(
-    admin: Admin,
+    PlatformApp { app, .. }: PlatformApp,
     st: web::Data<AppState>,
     path: AppItemPath,
     Json(b): Json<PatchGroupBody>,
 ) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
     let id = parse_id(&path.2)?;
     let change = GroupChange {
         name: b.name.as_deref().map(|n| non_empty(n, "name")).transpose()?,
@@ -885,8 +857,11 @@ pub struct DeleteGroupView {
 #[utoipa::path(tag = "fynd-platform", params(("company_id" = String, Path), ("application_id" = String, Path), ("group_id" = String, Path)),
     responses((status = 200, body = DeleteGroupView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[delete("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/user_group/{group_id}")]
-async fn delete_user_group(admin: Admin, st: web::Data<AppState>, path: AppItemPath) -> ApiResult<HttpResponse> {
-    let app = platform_app(&st, admin.company_id, &path.0, &path.1).await?;
+async fn delete_user_group(
+    PlatformApp { app, .. }: PlatformApp,
+    st: web::Data<AppState>,
+    path: AppItemPath,
+) -> ApiResult<HttpResponse> {
     let id = parse_id(&path.2)?;
     st.db
         .write(move |c| {

@@ -14,28 +14,12 @@ use crate::{
     state::AppState,
     types::{Email, Phone, Role, now},
     users::{
-        application::{self, ApplicationRow},
+        application::ApplicationRow,
         customer::{self, Contact, ProfileChange},
         model::{NewUser, UserRow},
         store,
     },
 };
-
-/// Platform routes name a company and an application: the company must be the admin's and
-/// the application one of its own, else 404 exactly like a missing one (CONTRACT §2 tenancy).
-pub async fn platform_app(
-    st: &AppState,
-    admin_company: i64,
-    company_id: &str,
-    application_id: &str,
-) -> ApiResult<ApplicationRow> {
-    let company_id: i64 = company_id.trim().parse().map_err(|_| ApiError::NotFound)?;
-    let application_id: i64 = application_id.trim().parse().map_err(|_| ApiError::NotFound)?;
-    if company_id != admin_company {
-        return Err(ApiError::NotFound);
-    }
-    st.db.run(move |c| application::get(c, company_id, application_id)).await
-}
 
 /// What a new (or adopted) customer brings.
 #[derive(Debug, Clone, Default)]
