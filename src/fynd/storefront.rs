@@ -316,14 +316,15 @@ async fn user_exists(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HasPasswordView {
-    pub result: bool,
+    /// 1 when the user has a password, else 0 (the seed's integer).
+    pub result: u8,
 }
 
 /// `hasPassword`.
 #[utoipa::path(tag = "fynd-storefront", responses((status = 200, body = HasPasswordView), (status = 401, body = ErrorBody)))]
 #[get("/service/application/user/authentication/v1.0/has-password")]
 async fn has_password(s: StoreSession) -> ApiResult<HttpResponse> {
-    Ok(ok(&s).json(HasPasswordView { result: s.user.password_hash.is_some() }))
+    Ok(ok(&s).json(HasPasswordView { result: u8::from(s.user.password_hash.is_some()) }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
