@@ -10,6 +10,7 @@ mod fynd_app;
 mod fynd_platform;
 mod media;
 mod messaging;
+mod oidc;
 mod ops;
 mod realtime;
 mod webhooks;
