@@ -1183,3 +1183,43 @@ fast_both!(inbound_image_is_fetched_into_the_store_and_the_message_updated, |app
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(res.bytes().await.unwrap().to_vec(), png, "the provider's bytes, stored durably");
 });
+
+// ---- One-time codes by SMS through the company's Twilio channel ----
+
+fast_both!(otp_sms_goes_through_the_company_twilio_channel, |app: TestApp| async move {
+    let mock = Mock::start().await;
+    // A company without a Twilio channel keeps the SMS outbox.
+    let plain = app.other_company("Plain").await;
+    let co = app.other_company("Texting").await;
+    twilio_channel(&app, &co, &mock).await;
+    let (client, secret) = crate::arc::new_client(&app, &co.admin, json!({})).await;
+    let (status, body) = app
+        .post("/auth/send-otp", None, &json!({"client_id": client, "client_secret": secret, "key": "+14155550100"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = mock.wait_for_requests(1).await;
+    assert_eq!(seen[0].path, format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"));
+    let form: std::collections::HashMap<String, String> = seen[0].form().into_iter().collect();
+    assert_eq!(form["To"], "+14155550100", "an SMS, not WhatsApp: {form:?}");
+    assert_eq!(form["From"], TWILIO_NUMBER);
+    assert!(form["Body"].contains("code is "), "{form:?}");
+    assert!(!form.contains_key("StatusCallback"));
+    let code = form["Body"].split("code is ").nth(1).unwrap()[..6].to_owned();
+    let (status, body) = app.post("/auth/verify-otp", None, &json!({"key": "+14155550100", "otp": code})).await;
+    assert_eq!(status, 200, "the texted code works: {body}");
+    let outbox = app.data_dir().join("outbox").join("sms");
+    let files = || std::fs::read_dir(&outbox).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(files(), 0, "nothing in the SMS outbox");
+
+    let (client, secret) = crate::arc::new_client(&app, &plain.admin, json!({})).await;
+    let (status, _) = app
+        .post("/auth/send-otp", None, &json!({"client_id": client, "client_secret": secret, "key": "+14155550100"}))
+        .await;
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while files() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no SMS in the outbox");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(mock.seen().len(), 1, "not through the other company's Twilio");
+});
