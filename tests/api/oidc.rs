@@ -342,6 +342,49 @@ both_backends!(google_login_end_to_end, |app: TestApp| async move {
     assert!(res.headers()["location"].to_str().unwrap().starts_with(&mock.issuer()));
 });
 
+both_backends!(public_client_binds_the_confab_code_to_its_pkce_challenge, |app: TestApp| async move {
+    let mock = Mock::start().await;
+    let admin = app.admin_token().await;
+    let google = json!({"clientId": UPSTREAM_ID, "clientSecret": UPSTREAM_SECRET, "issuerUrl": mock.issuer()});
+    let (client, _) = new_client(&app, &admin, json!({"clientType": "public", "providers": {"google": google}})).await;
+    let (status, body) = app.post("/auth/google", None, &json!({"client_id": client})).await;
+    assert_error(status, &body, 400, "pkce_required");
+
+    let verifier = "a-verifier-of-the-spa-that-is-long-enough-0123456789";
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        // JSON body this time (ARC sends a form).
+        let res = app
+            .client
+            .post(app.url("/auth/google"))
+            .json(&json!({"client_id": client, "code_challenge": challenge, "code_challenge_method": "S256"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 302);
+        let location = res.headers()["location"].to_str().unwrap().to_owned();
+        let back = at_provider(&app, &location, &app.admin_email).await;
+        let (status, redirect, body) = callback(&app, "/auth/google-auth-redirect", &back).await;
+        assert_eq!(status, 302, "{body}");
+        codes.push(query(&redirect)["code"].clone());
+    }
+    let (status, body) = app
+        .post("/auth/token", None, &json!({"code": codes[0], "clientId": client, "code_verifier": "wrong-verifier"}))
+        .await;
+    assert_error(status, &body, 401, "invalid_grant");
+    let (status, tokens) =
+        app.post("/auth/token", None, &json!({"code": codes[1], "clientId": client, "code_verifier": verifier})).await;
+    assert_eq!(status, 200, "{tokens}");
+
+    // The routes are in the OpenAPI document.
+    let (_, doc) = app.get("/openapi.json", None).await;
+    for path in ["/auth/{provider}", "/auth/{provider}-auth-redirect", "/auth/saml"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    assert_eq!(doc["paths"]["/auth/{provider}"]["get"]["deprecated"], true);
+});
+
 both_backends!(google_login_rejections, |app: TestApp| async move {
     let mock = Mock::start().await;
     let admin = app.admin_token().await;
