@@ -9,11 +9,13 @@ use totp_rs::{Algorithm, Secret, TOTP};
 
 use crate::{arc::new_client, both_backends, helpers::*};
 
-/// Outbox files (mail or sms) whose text mentions `to`, oldest first.
+/// Outbox files (mail or sms) whose text mentions `to`, oldest first. Files being written
+/// (`.<name>.tmp`, renamed when complete) are not messages yet.
 fn outbox(app: &TestApp, kind: &str, to: &str) -> Vec<String> {
     let dir = app.data_dir().join("outbox").join(kind);
-    let mut names: Vec<_> =
-        std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).map(|e| e.path()).collect())
+        .unwrap_or_default();
     names.sort();
     names.into_iter().filter_map(|p| std::fs::read_to_string(p).ok()).filter(|t| t.contains(to)).collect()
 }
