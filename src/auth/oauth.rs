@@ -22,8 +22,9 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use chrono::Duration as ChronoDuration;
 use diesel::prelude::*;
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl,
-    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    TokenResponse,
     core::{CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreProviderMetadata},
 };
 use serde::{Deserialize, Serialize};
@@ -392,8 +393,8 @@ static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
         .unwrap_or_default()
 });
 
-/// Discovery documents and their JWKS, per issuer, for 5 minutes (key rotation at the
-/// provider is picked up within that time).
+/// Discovery documents and their JWKS, per issuer, for 5 minutes; an ID token whose signature
+/// does not verify makes the next check fetch them again (key rotation at the provider).
 static DISCOVERED: LazyLock<moka::sync::Cache<String, CoreProviderMetadata>> =
     LazyLock::new(|| moka::sync::Cache::builder().max_capacity(256).time_to_live(Duration::from_secs(300)).build());
 
@@ -438,8 +439,12 @@ impl Upstream {
         }
     }
 
+    fn issuer(&self) -> String {
+        self.cfg.issuer_url.as_deref().or(self.provider.default_issuer()).unwrap_or_default().to_owned()
+    }
+
     async fn oidc(&self) -> ApiResult<OidcClient> {
-        let issuer = self.cfg.issuer_url.as_deref().or(self.provider.default_issuer()).unwrap_or_default().to_owned();
+        let issuer = self.issuer();
         let meta = match DISCOVERED.get(&issuer) {
             Some(m) => m,
             None => {
@@ -536,8 +541,17 @@ impl Upstream {
             .map_err(|e| refuse("provider_error", &e))?;
         let id_token = token.id_token().ok_or_else(|| refuse("invalid_id_token", &"no id_token"))?;
         let nonce = Nonce::new(nonce.unwrap_or_default());
-        let claims =
-            id_token.claims(&client.id_token_verifier(), &nonce).map_err(|e| refuse("invalid_id_token", &e))?;
+        let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+            // The provider may have rotated its keys since its JWKS was cached: fetch it again
+            // and check once more.
+            Err(ClaimsVerificationError::SignatureVerification(_)) => {
+                DISCOVERED.invalidate(&self.issuer());
+                let fresh = self.oidc().await?;
+                id_token.claims(&fresh.id_token_verifier(), &nonce)
+            }
+            other => other,
+        }
+        .map_err(|e| refuse("invalid_id_token", &e))?;
         Ok(Identity {
             subject: claims.subject().to_string(),
             email: claims.email().map(|e| e.to_string()),

@@ -331,6 +331,16 @@ both_backends!(google_login_end_to_end, |app: TestApp| async move {
     assert_eq!(logins.len(), 1, "{logins:?}");
     assert_eq!(logins[0]["detail"]["provider"], "google");
 
+    // The provider rotates its key: the cached JWKS is fetched again.
+    let (key, jwk) = rsa_key();
+    {
+        let mut p = mock.0.lock().unwrap();
+        (p.key, p.jwk) = (key, jwk);
+    }
+    let (status, redirect, body) = round_trip(&app, &client, &secret, &app.admin_email).await;
+    assert_eq!(status, 302, "{body}");
+    assert!(redirect.contains("code="));
+
     // The deprecated GET start does the same.
     let res = app
         .client
