@@ -395,6 +395,31 @@ both_backends!(public_client_binds_the_confab_code_to_its_pkce_challenge, |app: 
     assert_eq!(doc["paths"]["/auth/{provider}"]["get"]["deprecated"], true);
 });
 
+both_backends!(mfa_user_gets_the_second_step_code, |app: TestApp| async move {
+    let mock = Mock::start().await;
+    let admin = app.admin_token().await;
+    let (client, secret) = client_with(&app, &admin, &mock, "google").await;
+    let (status, qr) = app.post("/auth/create-qr-code", Some(&admin), &json!({})).await;
+    assert_eq!(status, 200, "{qr}");
+    let totp = crate::arc_mfa::totp_for(qr["secret"].as_str().unwrap());
+    let now = chrono::Utc::now().timestamp() as u64;
+    let (status, confirmed) = app.post("/auth/totp/confirm", Some(&admin), &json!({"otp": totp.generate(now)})).await;
+    assert_eq!(status, 200, "{confirmed}");
+
+    let (status, redirect, body) = round_trip(&app, &client, &secret, &app.admin_email).await;
+    assert_eq!(status, 302, "{body}");
+    let q = query(&redirect);
+    assert_eq!(q["mfa"], "true", "{redirect}");
+    let (status, body) = app.post("/auth/token", None, &json!({"code": q["code"], "clientId": client})).await;
+    assert_error(status, &body, 401, "mfa_required");
+    let recovery = confirmed["recoveryCodes"][0].as_str().unwrap();
+    let (status, body) =
+        app.post("/auth/verify-otp", None, &json!({"key": app.admin_email, "otp": recovery, "clientId": client})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, tokens) = app.post("/auth/token", None, &json!({"code": body["code"], "clientId": client})).await;
+    assert_eq!(status, 200, "{tokens}");
+});
+
 both_backends!(google_login_rejections, |app: TestApp| async move {
     let mock = Mock::start().await;
     let admin = app.admin_token().await;
@@ -433,6 +458,23 @@ both_backends!(google_login_rejections, |app: TestApp| async move {
     assert_error(status, &body, 401, "no_account");
     let (status, _, body) = round_trip(&app, &client, &secret, "nobody@example.com").await;
     assert_error(status, &body, 401, "no_account");
+
+    // The provider account that logged in as the admin later carries an agent's e-mail: it
+    // does not become the agent (the subject stays linked to the admin).
+    assert_eq!(round_trip(&app, &client, &secret, &email).await.0, 302);
+    let co = app.default_company().await;
+    let (_, agent) = app.get("/auth/me", Some(&co.agent)).await;
+    mock.set_claims(json!({"sub": format!("sub-{email}"), "email": agent["email"]}));
+    let (status, _, body) = round_trip(&app, &client, &secret, &email).await;
+    assert_error(status, &body, 401, "identity_mismatch");
+    mock.set_claims(json!({}));
+    let agent_email = agent["email"].as_str().unwrap();
+    let (status, redirect, body) = round_trip(&app, &client, &secret, agent_email).await;
+    assert_eq!(status, 302, "the agent's own provider account works: {body}");
+    let code = query(&redirect)["code"].clone();
+    let (_, tokens) = app.post("/auth/token", None, &json!({"code": code, "clientId": client})).await;
+    let (_, me) = app.get("/auth/me", tokens["accessToken"].as_str()).await;
+    assert_eq!(me["email"], agent["email"]);
 
     // Unknown or tampered state, missing state, and a state used at another provider's callback.
     let (_, location, _) = start(&app, "/auth/google", &client, &secret).await;
