@@ -114,7 +114,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         keys: Arc::new(keys),
         media,
         sessions: SessionCache::default(),
-        auth_limiter: Arc::new(auth::ratelimit::AuthLimiter::new(config.auth_rate_per_minute, broker.redis())),
+        auth_limiter: Arc::new(auth::ratelimit::AuthLimiter::new(config.auth_rate_per_minute)),
         mail: notify::EmailSender::from_config(&config)?,
         sms: notify::SmsSender::from_config(&config),
         metrics,
