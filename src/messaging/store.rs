@@ -45,18 +45,6 @@ pub fn default_channel(c: &mut Db, company_id: i64) -> ApiResult<ChannelRow> {
         .ok_or_else(|| ApiError::unprocessable("no_channel", "the company has no channel to send on"))
 }
 
-/// The company's Twilio channel for plain SMS (one-time codes): the default one first, else
-/// the oldest.
-pub fn twilio_channel(c: &mut Db, company_id: i64) -> ApiResult<Option<ChannelRow>> {
-    Ok(channels::table
-        .filter(channels::company_id.eq(company_id).and(channels::deleted_at.is_null()))
-        .filter(channels::provider.eq("twilio"))
-        .order((channels::is_default.desc(), channels::id))
-        .select(ChannelRow::as_select())
-        .first(c)
-        .optional()?)
-}
-
 // ---- customers ----
 
 /// The customer with this E.164 phone in the company, created (with the given name) when

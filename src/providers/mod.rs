@@ -151,28 +151,6 @@ fn base_url(channel: &ChannelRow, default: &str) -> String {
     channel.api_base_url.as_deref().filter(|u| !u.is_empty()).unwrap_or(default).trim_end_matches('/').to_owned()
 }
 
-/// Sends a plain SMS (a one-time code) through the company's Twilio channel, from its number
-/// or Messaging Service (a `whatsapp:` sender is used as the bare number: this is SMS). No
-/// delivery statuses are asked for: the text is no conversation message. `Ok(false)` when the
-/// company has no Twilio channel.
-pub async fn send_sms(st: &AppState, company_id: i64, to: &str, text: &str) -> ApiResult<bool> {
-    let Some(channel) = st.db.run(move |c| crate::messaging::store::twilio_channel(c, company_id)).await? else {
-        return Ok(false);
-    };
-    let Provider::Twilio(mut client) = Provider::for_channel(st, &channel, &http_client(&st.config))? else {
-        return Ok(false);
-    };
-    client.from = client.from.trim_start_matches("whatsapp:").to_owned();
-    client.status_callback = None;
-    let out = Outbound {
-        message_id: crate::crypto::random_hex_id(),
-        to: to.to_owned(),
-        body: OutboundBody::Text(text.to_owned()),
-    };
-    client.send(&out).await.map_err(|e| ApiError::Internal(anyhow::anyhow!("Twilio SMS: {e:?}")))?;
-    Ok(true)
-}
-
 /// The HTTP client for provider calls, with the configured timeout.
 pub fn http_client(config: &Config) -> reqwest::Client {
     let timeout = Duration::from_secs(config.provider_timeout_secs.max(1));
