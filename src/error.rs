@@ -42,6 +42,12 @@ pub enum ApiError {
     Http { status: StatusCode, message: String },
     #[error("{0} is unavailable")]
     Unavailable(String),
+    /// An upstream service (an identity provider) failed or is unreachable.
+    #[error("{message}")]
+    BadGateway { code: &'static str, message: String },
+    /// A route of the contract that confab deliberately does not offer (SAML).
+    #[error("{message}")]
+    NotImplemented { code: &'static str, message: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -102,6 +108,8 @@ impl ApiError {
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Http { status, .. } => (*status, code_for_status(*status)),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Self::BadGateway { code, .. } => (StatusCode::BAD_GATEWAY, code),
+            Self::NotImplemented { code, .. } => (StatusCode::NOT_IMPLEMENTED, code),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

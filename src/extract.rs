@@ -45,13 +45,12 @@ fn read_body<T: DeserializeOwned + 'static>(
     payload: &mut Payload,
     forms: bool,
 ) -> impl Future<Output = Result<T, ApiError>> + 'static {
-    let kind = body_kind(req);
+    let kind = match body_kind(req) {
+        BodyKind::Form if !forms => BodyKind::Other,
+        k => k,
+    };
     let bytes = Bytes::from_request(req, payload);
     async move {
-        let kind = match kind {
-            BodyKind::Form if !forms => BodyKind::Other,
-            k => k,
-        };
         if kind == BodyKind::Other {
             let expected = if forms {
                 "expected Content-Type: application/json or application/x-www-form-urlencoded"
@@ -67,12 +66,26 @@ fn read_body<T: DeserializeOwned + 'static>(
                 ApiError::bad_request("invalid_body", e.to_string())
             }
         })?;
-        match kind {
-            BodyKind::Form => {
-                serde_urlencoded::from_bytes(&bytes).map_err(|e| ApiError::bad_request("invalid_form", e.to_string()))
-            }
-            _ => parse(&bytes),
+        parse_as(kind, &bytes)
+    }
+}
+
+/// Parses a buffered body as JSON or as a form, by the request's media type (415 otherwise).
+pub fn parse_json_or_form<T: DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) -> Result<T, ApiError> {
+    match body_kind(req) {
+        BodyKind::Other => Err(ApiError::UnsupportedMediaType(
+            "expected Content-Type: application/json or application/x-www-form-urlencoded".into(),
+        )),
+        kind => parse_as(kind, bytes),
+    }
+}
+
+fn parse_as<T: DeserializeOwned>(kind: BodyKind, bytes: &[u8]) -> Result<T, ApiError> {
+    match kind {
+        BodyKind::Form => {
+            serde_urlencoded::from_bytes(bytes).map_err(|e| ApiError::bad_request("invalid_form", e.to_string()))
         }
+        _ => parse(bytes),
     }
 }
 

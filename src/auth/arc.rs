@@ -40,6 +40,7 @@ use crate::{
 /// Every ARC route: this module's, the auth clients, OTP and authenticator apps.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(clients::configure)
+        .configure(super::oauth::configure)
         .configure(otp::configure)
         .configure(totp::configure)
         .configure(super::recovery::configure);
@@ -90,22 +91,19 @@ pub async fn code_login(st: &AppState, origin: &Origin, b: ArcLoginBody) -> ApiR
     }
     let challenge = pkce_challenge(&client, b.code_challenge, b.code_challenge_method.as_deref())?;
     let user = service::check_credentials(st, &b.username, b.password, origin, Some(client.company_id)).await?;
-    let (code, mfa) = st
-        .db
-        .write(move |c| {
-            if totp::enabled(c, user.id)? {
-                return Ok((otp::start_mfa(c, &client, &user)?, true));
-            }
-            Ok((insert_code(c, &client, user.id, challenge)?, false))
-        })
-        .await?;
+    let (code, mfa) = st.db.write(move |c| issue_code(c, &client, &user, challenge)).await?;
     if mfa {
         return Ok(HttpResponse::Ok().json(serde_json::json!({"code": code, "mfa": true})));
     }
     Ok(HttpResponse::Ok().json(CodeView { code }))
 }
 
-fn pkce_challenge(client: &ClientRow, challenge: Option<String>, method: Option<&str>) -> ApiResult<Option<String>> {
+/// The confab client's PKCE challenge (required for public clients, S256 only).
+pub fn pkce_challenge(
+    client: &ClientRow,
+    challenge: Option<String>,
+    method: Option<&str>,
+) -> ApiResult<Option<String>> {
     match (challenge, method) {
         (None, _) if client.is_public() => {
             Err(ApiError::bad_request("pkce_required", "a public client must send a PKCE code_challenge"))
@@ -117,6 +115,21 @@ fn pkce_challenge(client: &ClientRow, challenge: Option<String>, method: Option<
         }
         (Some(c), _) => Ok(Some(c)),
     }
+}
+
+/// The code for a user who has proved who they are (password, or an upstream identity
+/// provider in `oauth`): the second-step code `(code, true)` when the user has an
+/// authenticator app, else the code for `POST /auth/token`.
+pub fn issue_code(
+    c: &mut Db,
+    client: &ClientRow,
+    user: &UserRow,
+    challenge: Option<String>,
+) -> ApiResult<(String, bool)> {
+    if totp::enabled(c, user.id)? {
+        return Ok((otp::start_mfa(c, client, user)?, true));
+    }
+    Ok((insert_code(c, client, user.id, challenge)?, false))
 }
 
 /// Stores a new single-use code for `user_id` at `client` and returns it.

@@ -3,13 +3,19 @@
 //! secret is stored as an argon2id hash and shown once, when the client is created; a client
 //! created with `clientType: "public"` has no secret and must use PKCE.
 
+use std::collections::BTreeMap;
+
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{extract::Admin, password};
+use super::{
+    extract::Admin,
+    oauth::{self, Provider, ProviderConfig},
+    password,
+};
 use crate::{
     crypto::random_token,
     db::{Db, schema::auth_clients},
@@ -132,6 +138,10 @@ pub struct ClientBody {
     /// `client_credentials` (the Fynd SDK's platform OAuth: the client then acts as a service
     /// account with company-admin rights). Default: the first three.
     pub grants: Option<Vec<String>>,
+    /// Upstream identity providers for `/auth/google`, `/auth/oauth-apple`, … keyed by
+    /// `google`, `apple`, `azure`, `cognito`, `keycloak`, `facebook`, `instagram`.
+    #[schema(value_type = Option<BTreeMap<String, ProviderConfig>>)]
+    pub providers: Option<BTreeMap<String, Option<ProviderConfig>>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -144,6 +154,10 @@ pub struct ClientPatch {
     pub grants: Option<Vec<String>>,
     /// A new secret for a confidential client (shown once, in this answer).
     pub client_secret: Option<String>,
+    /// Providers to add or replace; `null` removes one. A provider sent without
+    /// `clientSecret` keeps its current secret.
+    #[schema(value_type = Option<BTreeMap<String, ProviderConfig>>)]
+    pub providers: Option<BTreeMap<String, Option<ProviderConfig>>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -160,6 +174,9 @@ pub struct ClientView {
     pub refresh_token_expiration: i64,
     pub auth_code_expiration: i64,
     pub grants: Vec<String>,
+    /// The upstream providers, without their secrets.
+    #[schema(value_type = BTreeMap<String, ProviderConfig>)]
+    pub providers: BTreeMap<Provider, ProviderConfig>,
     pub deleted: bool,
     pub created_on: String,
     pub modified_on: String,
@@ -177,6 +194,7 @@ impl ClientView {
             refresh_token_expiration: row.refresh_token_ttl,
             auth_code_expiration: row.auth_code_ttl,
             grants: serde_json::from_str(&row.grants).unwrap_or_default(),
+            providers: oauth::public_view(&row.oidc),
             deleted: false,
             created_on: rfc3339(row.created_at),
             modified_on: rfc3339(row.updated_at),
@@ -258,6 +276,7 @@ async fn create(st: web::Data<AppState>, admin: Admin, Json(b): Json<ClientBody>
     let code = ttl("authCodeExpiration", b.auth_code_expiration, MAX_CODE_TTL, MAX_CODE_TTL)?;
     let redirect_urls = redirects(b.redirect_url.as_deref())?;
     let grants = grants(b.grants)?;
+    let providers = oauth::merge("{}", b.providers.unwrap_or_default(), &st.data_key)?;
     let secret_hash = match &secret {
         Some(s) => Some(hash(s.clone()).await?),
         None => None,
@@ -278,7 +297,7 @@ async fn create(st: web::Data<AppState>, admin: Admin, Json(b): Json<ClientBody>
                         auth_clients::access_token_ttl.eq(access),
                         auth_clients::refresh_token_ttl.eq(refresh),
                         auth_clients::auth_code_ttl.eq(code),
-                        auth_clients::oidc.eq("{}"),
+                        auth_clients::oidc.eq(&providers),
                         auth_clients::created_at.eq(t),
                         auth_clients::updated_at.eq(t),
                     ))
@@ -351,6 +370,10 @@ async fn update(
         Some(g) => grants(Some(g))?,
         None => current.grants.clone(),
     };
+    let providers = match b.providers {
+        Some(p) => oauth::merge(&current.oidc, p, &st.data_key)?,
+        None => current.oidc.clone(),
+    };
     let secret = b.client_secret;
     if let Some(s) = &secret {
         check_secret(s)?;
@@ -370,6 +393,7 @@ async fn update(
                     auth_clients::access_token_ttl.eq(access),
                     auth_clients::refresh_token_ttl.eq(refresh),
                     auth_clients::auth_code_ttl.eq(code),
+                    auth_clients::oidc.eq(&providers),
                     auth_clients::updated_at.eq(now()),
                 ))
                 .execute(c)?;

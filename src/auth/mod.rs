@@ -6,6 +6,7 @@ pub mod clients;
 pub mod extract;
 pub mod jwt;
 pub mod lockout;
+pub mod oauth;
 pub mod otp;
 pub mod password;
 pub mod ratelimit;
@@ -21,6 +22,7 @@ pub fn arc_openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;
     let mut doc = arc::Api::openapi();
     doc.merge(clients::Api::openapi());
+    doc.merge(oauth::Api::openapi());
     doc.merge(otp::Api::openapi());
     doc.merge(totp::Api::openapi());
     doc.merge(recovery::Api::openapi());

@@ -231,6 +231,8 @@ diesel::table! {
         redirect_uri -> Nullable<Text>,
         expires_at -> Timestamp,
         created_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+        code_challenge -> Nullable<Text>,
     }
 }
 

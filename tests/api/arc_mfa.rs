@@ -139,7 +139,7 @@ both_backends!(otp_by_sms, |app: TestApp| async move {
     assert_eq!(me["userId"], login["user"]["userId"]);
 });
 
-fn totp_for(secret: &str) -> TOTP {
+pub fn totp_for(secret: &str) -> TOTP {
     let bytes = Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
     TOTP::new(Algorithm::SHA1, 6, 1, 30, bytes, Some("confab".into()), "x".into()).unwrap()
 }

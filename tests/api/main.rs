@@ -12,6 +12,7 @@ mod fynd_platform;
 mod fynd_social;
 mod media;
 mod messaging;
+mod oidc;
 mod ops;
 mod realtime;
 mod webhooks;
