@@ -151,7 +151,11 @@ function openConversation(id) {
   inbox.setOpen(id);
   document.body.classList.add('show-thread');
   thread.open(id).catch((e) => toast(`Could not open the conversation: ${e.message}`, 'error'));
-  setTimeout(() => $('#composer-input, #template-select')?.focus(), 50);
+  // To the composer, unless the agent has meanwhile gone to type elsewhere (the search box).
+  setTimeout(() => {
+    if (/^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName)) return;
+    $('#composer-input, #template-select')?.focus();
+  }, 50);
 }
 
 // ---- sending: WebSocket when live (or queued for it), REST when this server has no /ws ----
