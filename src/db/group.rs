@@ -1,12 +1,20 @@
-//! Group commit: concurrent writers hand their work to one committer, which runs everything
-//! queued in ONE transaction (one fsync on SQLite and PostgreSQL alike) and then answers every
-//! writer. Each item runs inside its own SAVEPOINT (a nested diesel transaction), so an item
-//! that fails is rolled back alone and answered with its own error; the others commit.
+//! Group commit: concurrent writers hand their work to a committer, which runs a batch of
+//! them in ONE transaction (one fsync) and then answers every writer. Each item runs inside its
+//! own SAVEPOINT (a nested diesel transaction), so an item that fails is rolled back alone and
+//! answered with its own error; the others commit.
 //!
-//! There is no committer task to start or stop: the first writer to find the queue idle
-//! becomes the leader and drains the queue on a blocking thread until it is empty. That thread
-//! runs to completion even when the request that started it goes away, so no queued item is
-//! left unanswered, and an item is acknowledged only after the commit that holds it.
+//! Batching policy per backend (measured, bench/README.md "Ingest"):
+//! - SQLite has one writer at a time, so writers queue anyway: there the first writer to find
+//!   the queue idle becomes the leader and drains the queue on a blocking thread, one
+//!   transaction per turn over everything queued (at most [`MAX_BATCH`]), until it is empty.
+//! - PostgreSQL already merges the WAL flushes of concurrent commits, while one batch applies
+//!   its items one statement round trip after another: serialising writers behind one batch
+//!   halved the throughput there. So on PostgreSQL every item is its own batch of one, on its
+//!   own connection, concurrently (the same path, savepoint included).
+//!
+//! The blocking thread runs to completion even when the request that started it goes away, so
+//! no queued item is left unanswered, and an item is acknowledged only after the commit that
+//! holds it.
 
 use std::{
     panic::AssertUnwindSafe,
@@ -19,7 +27,7 @@ use std::{
 use anyhow::anyhow;
 use diesel::Connection;
 
-use super::{Db, Pool};
+use super::{Backend, Db, Pool};
 use crate::error::{ApiError, ApiResult};
 
 /// The most items one transaction takes; the rest wait for the next one.
@@ -52,8 +60,9 @@ pub struct GroupStats {
 
 impl Pool {
     /// Runs `f` inside a shared write transaction (its own savepoint) and returns its result
-    /// once that transaction has committed. `on_commit` runs right after the commit, in commit
-    /// order and exactly once, even if the caller has gone away: publish events there.
+    /// once that transaction has committed. `on_commit` runs right after the commit, exactly
+    /// once, even if the caller has gone away (publish events there); on SQLite in the order
+    /// the writes were submitted.
     pub async fn write_grouped<T, F, C>(&self, f: F, on_commit: C) -> ApiResult<T>
     where
         F: FnOnce(&mut Db) -> ApiResult<T> + Send + 'static,
@@ -75,14 +84,22 @@ impl Pool {
                 let _ = tx.send(answer);
             })
         });
-        let lead = {
-            let mut q = self.committer.queue.lock().unwrap_or_else(|p| p.into_inner());
-            q.jobs.push(job);
-            !std::mem::replace(&mut q.leading, true)
-        };
-        if lead {
-            let this = self.clone();
-            actix_web::rt::task::spawn_blocking(move || this.drain());
+        match self.backend {
+            Backend::Sqlite => {
+                let lead = {
+                    let mut q = self.committer.queue.lock().unwrap_or_else(|p| p.into_inner());
+                    q.jobs.push(job);
+                    !std::mem::replace(&mut q.leading, true)
+                };
+                if lead {
+                    let this = self.clone();
+                    actix_web::rt::task::spawn_blocking(move || this.drain());
+                }
+            }
+            Backend::Postgres => {
+                let this = self.clone();
+                actix_web::rt::task::spawn_blocking(move || this.commit(vec![job]));
+            }
         }
         rx.await.map_err(|_| ApiError::Internal(anyhow!("the group commit holding this write panicked")))?
     }
@@ -94,7 +111,7 @@ impl Pool {
         }
     }
 
-    /// The leader's loop: one transaction per turn over everything queued, until none is.
+    /// The SQLite leader's loop: one transaction per turn over everything queued, until none is.
     fn drain(&self) {
         loop {
             let jobs = {
@@ -108,33 +125,38 @@ impl Pool {
                 let rest = q.jobs.split_off(take);
                 std::mem::replace(&mut q.jobs, rest)
             };
-            let n = jobs.len() as u64;
-            let mut answers: Vec<Completion> = Vec::with_capacity(jobs.len());
-            // A panicking item drops its own answer and those not yet applied (their callers
-            // get an error); the transaction is not committed.
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                self.write_blocking(|c| {
-                    for job in jobs {
-                        answers.push(job(c));
-                    }
-                    Ok(())
-                })
-            }));
-            let failed = match outcome {
-                Ok(Ok(())) => {
-                    self.committer.batches.fetch_add(1, Ordering::Relaxed);
-                    self.committer.items.fetch_add(n, Ordering::Relaxed);
-                    None
+            self.commit(jobs);
+        }
+    }
+
+    /// One transaction over `jobs`, then every answer, in order.
+    fn commit(&self, jobs: Vec<Job>) {
+        let n = jobs.len() as u64;
+        let mut answers: Vec<Completion> = Vec::with_capacity(jobs.len());
+        // A panicking item drops its own answer and those not yet applied (their callers get an
+        // error); the transaction is not committed.
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.write_blocking(|c| {
+                for job in jobs {
+                    answers.push(job(c));
                 }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, items = n, "group commit failed");
-                    Some(e.to_string())
-                }
-                Err(_) => Some("an item panicked".to_owned()),
-            };
-            for answer in answers {
-                answer(failed.as_deref());
+                Ok(())
+            })
+        }));
+        let failed = match outcome {
+            Ok(Ok(())) => {
+                self.committer.batches.fetch_add(1, Ordering::Relaxed);
+                self.committer.items.fetch_add(n, Ordering::Relaxed);
+                None
             }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, items = n, "group commit failed");
+                Some(e.to_string())
+            }
+            Err(_) => Some("an item panicked".to_owned()),
+        };
+        for answer in answers {
+            answer(failed.as_deref());
         }
     }
 }

@@ -298,7 +298,8 @@ pub struct Ingested {
 /// conversation, is stored unless its provider id is already known (retries are harmless),
 /// refreshes `lastFreeMessageTime` and emits `message.created`; media arrive as pending
 /// attachments with a `media_fetch` job. Statuses go through the same forward-only path as
-/// [`apply_status`]. Deliveries are applied and their events published in arrival order.
+/// [`apply_status`]. On SQLite, deliveries are applied and their events published in arrival
+/// order.
 #[tracing::instrument(skip_all, fields(channel = channel.id, messages = messages.len(), statuses = statuses.len()))]
 pub async fn ingest(
     st: &AppState,
@@ -332,12 +333,21 @@ fn ingest_tx(
     let mut outcome = Ingested::default();
     let mut events = Vec::new();
     for m in messages {
-        if store::message_by_provider_id(c, channel.id, &m.provider_message_id)?.is_some() {
+        let known = |c: &mut Db| store::message_by_provider_id(c, channel.id, &m.provider_message_id);
+        if known(c)?.is_some() {
             outcome.duplicates += 1;
             continue;
         }
-        events.extend(ingest_one(c, channel, m)?);
-        outcome.created += 1;
+        match c.transaction(|c| ingest_one(c, channel, m)) {
+            Ok(e) => {
+                events.extend(e);
+                outcome.created += 1;
+            }
+            // The same message came in at the same time on another connection (PostgreSQL runs
+            // deliveries concurrently) and committed first: a retry, not a failure.
+            Err(e) if e.is_unique_violation() && known(c)?.is_some() => outcome.duplicates += 1,
+            Err(e) => return Err(e),
+        }
     }
     for s in statuses {
         match apply_status_tx(c, channel, s)? {
