@@ -3,7 +3,10 @@
 //! string as a file name). Queries are written once; the few that differ live in [`dialect`].
 
 pub mod dialect;
+mod group;
 pub mod schema;
+
+pub use group::GroupStats;
 
 use std::{
     path::Path,
@@ -105,6 +108,7 @@ pub struct Pool {
     pool: r2d2::Pool<Manager>,
     backend: Backend,
     write_lock: Arc<Mutex<()>>,
+    committer: Arc<group::Committer>,
 }
 
 impl Pool {
@@ -122,7 +126,7 @@ impl Pool {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .context("connecting to the database")?;
-        Ok(Self { pool, backend, write_lock: Arc::new(Mutex::new(())) })
+        Ok(Self { pool, backend, write_lock: Arc::new(Mutex::new(())), committer: Default::default() })
     }
 
     pub fn backend(&self) -> Backend {

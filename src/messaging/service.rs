@@ -292,11 +292,14 @@ pub struct Ingested {
     pub statuses_kept: usize,
 }
 
-/// CONTRACT §6 inbound: one transaction for a whole webhook delivery. Each message finds or
-/// creates its customer (by E.164) and conversation, is stored unless its provider id is
-/// already known (retries are harmless), refreshes `lastFreeMessageTime` and emits
-/// `message.created`; media arrive as pending attachments with a `media_fetch` job. Statuses go
-/// through the same forward-only path as [`apply_status`].
+/// CONTRACT §6 inbound: a whole webhook delivery is applied atomically (its own savepoint in
+/// a group commit shared with concurrent deliveries, [`crate::db::Pool::write_grouped`]) and
+/// answered only after that commit. Each message finds or creates its customer (by E.164) and
+/// conversation, is stored unless its provider id is already known (retries are harmless),
+/// refreshes `lastFreeMessageTime` and emits `message.created`; media arrive as pending
+/// attachments with a `media_fetch` job. Statuses go through the same forward-only path as
+/// [`apply_status`]. On SQLite, deliveries are applied and their events published in arrival
+/// order.
 #[tracing::instrument(skip_all, fields(channel = channel.id, messages = messages.len(), statuses = statuses.len()))]
 pub async fn ingest(
     st: &AppState,
@@ -305,36 +308,57 @@ pub async fn ingest(
     statuses: Vec<StatusUpdate>,
 ) -> ApiResult<Ingested> {
     let channel = channel.clone();
-    let (outcome, events) = st
+    let (broker, wake) = (st.broker.clone(), st.outbox_wake.clone());
+    let (outcome, _) = st
         .db
-        .write(move |c| {
-            let mut outcome = Ingested::default();
-            let mut events = Vec::new();
-            for m in &messages {
-                if store::message_by_provider_id(c, channel.id, &m.provider_message_id)?.is_some() {
-                    outcome.duplicates += 1;
-                    continue;
+        .write_grouped(
+            move |c| ingest_tx(c, &channel, &messages, &statuses),
+            move |(outcome, events): &mut (Ingested, Vec<Event>)| {
+                broker.publish(std::mem::take(events));
+                if outcome.created > 0 {
+                    wake.notify_one();
                 }
-                events.extend(ingest_one(c, &channel, m)?);
+            },
+        )
+        .await?;
+    Ok(outcome)
+}
+
+fn ingest_tx(
+    c: &mut Db,
+    channel: &ChannelRow,
+    messages: &[InboundMessage],
+    statuses: &[StatusUpdate],
+) -> ApiResult<(Ingested, Vec<Event>)> {
+    let mut outcome = Ingested::default();
+    let mut events = Vec::new();
+    for m in messages {
+        let known = |c: &mut Db| store::message_by_provider_id(c, channel.id, &m.provider_message_id);
+        if known(c)?.is_some() {
+            outcome.duplicates += 1;
+            continue;
+        }
+        match c.transaction(|c| ingest_one(c, channel, m)) {
+            Ok(e) => {
+                events.extend(e);
                 outcome.created += 1;
             }
-            for s in &statuses {
-                match apply_status_tx(c, &channel, s)? {
-                    Some(e) => {
-                        outcome.statuses_applied += 1;
-                        events.extend(e);
-                    }
-                    None => outcome.statuses_kept += 1,
-                }
-            }
-            Ok((outcome, events))
-        })
-        .await?;
-    publish(st, events);
-    if outcome.created > 0 {
-        st.outbox_wake.notify_one();
+            // The same message came in at the same time on another connection (PostgreSQL runs
+            // deliveries concurrently) and committed first: a retry, not a failure.
+            Err(e) if e.is_unique_violation() && known(c)?.is_some() => outcome.duplicates += 1,
+            Err(e) => return Err(e),
+        }
     }
-    Ok(outcome)
+    for s in statuses {
+        match apply_status_tx(c, channel, s)? {
+            Some(e) => {
+                outcome.statuses_applied += 1;
+                events.extend(e);
+            }
+            None => outcome.statuses_kept += 1,
+        }
+    }
+    Ok((outcome, events))
 }
 
 fn ingest_one(c: &mut Db, channel: &ChannelRow, m: &InboundMessage) -> ApiResult<Vec<Event>> {

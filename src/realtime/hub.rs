@@ -10,6 +10,7 @@ use std::{
 };
 
 use actix::prelude::*;
+use bytestring::ByteString;
 use tokio::sync::mpsc;
 
 use super::{
@@ -32,9 +33,9 @@ pub enum Out {
         after: Option<i64>,
     },
     /// A live event of a subscribed conversation, with its frame serialised once.
-    Event(Arc<Event>, Arc<str>),
+    Event(Arc<Event>, ByteString),
     /// An inbox event (any conversation of the company).
-    Inbox(Arc<Event>, Arc<str>),
+    Inbox(Arc<Event>, ByteString),
     Unsubscribe(i64),
 }
 
@@ -117,7 +118,7 @@ pub struct Shutdown;
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Deliver(Arc<Event>, Arc<str>);
+struct Deliver(Arc<Event>, ByteString);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -189,7 +190,8 @@ impl Handler<Bus> for Hub {
     fn handle(&mut self, msg: Bus, _: &mut Self::Context) {
         match msg {
             Bus::Event(event) => {
-                let frame: Arc<str> = protocol::event_frame(&event).into();
+                // Serialised once; every subscriber's copy shares these bytes (no per-socket copy).
+                let frame = ByteString::from(protocol::event_frame(&event));
                 let event = Arc::new(event);
                 if (event.seq.is_some() || event.event == TYPING)
                     && let Some(room) = self.rooms.get(&event.conversation_id)

@@ -11,6 +11,7 @@ use std::{
 
 use actix::prelude::*;
 use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
+use bytestring::ByteString;
 use tokio::sync::mpsc;
 
 use super::{
@@ -250,7 +251,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
 /// Resume state of one subscribed conversation.
 enum Sub {
     /// Between `Begin` and the end of the replay: live events wait here.
-    Buffering(Vec<(Arc<Event>, Arc<str>)>),
+    Buffering(Vec<(Arc<Event>, ByteString)>),
     Live(i64),
 }
 
@@ -264,9 +265,12 @@ pub async fn writer(
     company_id: i64,
 ) {
     let mut subs: HashMap<i64, Sub> = HashMap::new();
+    // Registered once for the connection's life, not once per frame.
+    let killed = kill.fired();
+    tokio::pin!(killed);
     let code = loop {
         tokio::select! {
-            code = kill.fired() => break code,
+            code = &mut killed => break code,
             msg = rx.recv() => {
                 let Some(msg) = msg else { break kill.code().unwrap_or(kill::IDLE) };
                 if handle_out(&st, &mut session, &mut subs, msg, company_id).await.is_err() {
@@ -303,14 +307,17 @@ async fn handle_out(
             subs.remove(&conversation_id);
             Ok(())
         }
-        Out::Replay { conversation_id, after } => replay(st, session, subs, conversation_id, after, company_id).await,
+        // Rare and large futures are boxed so that every idle connection's writer task stays small.
+        Out::Replay { conversation_id, after } => {
+            Box::pin(replay(st, session, subs, conversation_id, after, company_id)).await
+        }
         Out::Event(event, frame) => live(st, session, subs, event, frame).await,
         Out::Inbox(event, frame) => {
             // A subscribed conversation gets its events through its room, in order, once.
             if event.seq.is_some() && subs.contains_key(&event.conversation_id) {
                 return Ok(());
             }
-            session.text(&*frame).await
+            session.text(frame).await
         }
     }
 }
@@ -394,7 +401,7 @@ async fn live(
     session: &mut actix_ws::Session,
     subs: &mut HashMap<i64, Sub>,
     event: Arc<Event>,
-    frame: Arc<str>,
+    frame: ByteString,
 ) -> Sent {
     let conversation_id = event.conversation_id;
     match subs.get_mut(&conversation_id) {
@@ -404,16 +411,16 @@ async fn live(
             Ok(())
         }
         Some(Sub::Live(last)) => {
-            let Some(seq) = event.seq else { return session.text(&*frame).await };
+            let Some(seq) = event.seq else { return session.text(frame).await };
             if seq <= *last {
                 return Ok(());
             }
             if seq == *last + 1 {
                 *last = seq;
-                return session.text(&*frame).await;
+                return session.text(frame).await;
             }
             let from = *last;
-            if let Some(filled) = send_from_db(st, session, conversation_id, from).await?
+            if let Some(filled) = Box::pin(send_from_db(st, session, conversation_id, from)).await?
                 && let Some(Sub::Live(last)) = subs.get_mut(&conversation_id)
             {
                 *last = filled.max(*last);

@@ -1245,3 +1245,178 @@ fast_both!(inbound_image_is_fetched_into_the_store_and_the_message_updated, |app
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(res.bytes().await.unwrap().to_vec(), png, "the provider's bytes, stored durably");
 });
+
+// ---- group commit ----
+
+/// (provider message id, seq) of the messages of a conversation, by seq.
+async fn conversation_messages(app: &TestApp, conversation_id: i64) -> Vec<(Option<String>, i64)> {
+    use confab::db::schema::messages;
+    app.state
+        .db
+        .run(move |c| {
+            Ok(messages::table
+                .filter(messages::conversation_id.eq(conversation_id))
+                .order(messages::seq)
+                .select((messages::provider_message_id, messages::seq))
+                .load(c)?)
+        })
+        .await
+        .unwrap()
+}
+
+async fn event_seqs(app: &TestApp, conversation_id: i64) -> Vec<i64> {
+    use confab::db::schema::events;
+    app.state
+        .db
+        .run(move |c| {
+            Ok(events::table
+                .filter(events::conversation_id.eq(conversation_id))
+                .order(events::seq)
+                .select(events::seq)
+                .load(c)?)
+        })
+        .await
+        .unwrap()
+}
+
+both_backends!(concurrent_webhooks_are_each_stored_and_published_once, |app: TestApp| async move {
+    use futures_util::future::join_all;
+    let co = app.default_company().await;
+    let phones = ["+14155550201", "+14155550202", "+14155550203", "+14155550204"];
+    let mut ws = crate::realtime::Ws::connect(&app, &co.agent).await;
+    let mut convs = Vec::new();
+    for phone in phones {
+        let conv = app.customer_says(&co, phone, "hello").await;
+        let (_, last) = ws.subscribe(conv, None).await;
+        convs.push((conv, last));
+    }
+    // 64 deliveries: 48 distinct provider ids, 16 of them sent twice; four customers.
+    let delivery = |i: usize| {
+        let id = format!("grp-{}", if i < 48 { i } else { (i - 48) * 3 });
+        let from = phones[if i < 48 { i } else { (i - 48) * 3 } % phones.len()];
+        json!({"channelId": co.channel_id, "messages": [{"id": id, "from": from, "text": format!("m {id}")}]})
+    };
+    let bodies: Vec<Value> = (0..64).map(delivery).collect();
+    let before = app.state.db.group_stats();
+    let answers = join_all(bodies.iter().map(|b| app.sandbox_webhook(&co, b))).await;
+    let after = app.state.db.group_stats();
+    eprintln!("group commit: {} items in {} transactions", after.items - before.items, after.batches - before.batches);
+    let (mut received, mut duplicates) = (0, 0);
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        received += body["received"].as_i64().unwrap();
+        duplicates += body["duplicates"].as_i64().unwrap();
+    }
+    assert_eq!((received, duplicates), (48, 16));
+    assert_eq!(after.items - before.items, 64, "every delivery went through the group commit");
+    for (k, (conv, last_before)) in convs.iter().enumerate() {
+        let stored = conversation_messages(&app, *conv).await;
+        let mut ids: Vec<String> =
+            stored.iter().filter_map(|(id, _)| id.clone()).filter(|id| id.starts_with("grp-")).collect();
+        ids.sort();
+        let mut want: Vec<String> = (0..48).filter(|i| i % phones.len() == k).map(|i| format!("grp-{i}")).collect();
+        want.sort();
+        assert_eq!(ids, want, "conversation {conv}: each acknowledged message exactly once");
+        let seqs = event_seqs(&app, *conv).await;
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gap-free seqs in {conv}");
+        let message_seqs: Vec<i64> = stored.iter().map(|(_, s)| *s).collect();
+        assert!(message_seqs.iter().all(|s| seqs.contains(s)), "message seqs are event seqs");
+        assert_eq!(*seqs.last().unwrap(), last_before + want.len() as i64);
+    }
+    // The subscriber gets every new event of its conversations once, in seq order per
+    // conversation, and nothing more.
+    let mut got: std::collections::HashMap<i64, Vec<i64>> = Default::default();
+    while got.values().map(Vec::len).sum::<usize>() < 48 {
+        let f = ws.next().await;
+        if f["type"] == "event" && f["event"] == "message.created" {
+            got.entry(f["conversationId"].as_i64().unwrap()).or_default().push(f["seq"].as_i64().unwrap());
+        }
+    }
+    for (conv, last_before) in &convs {
+        let seqs = &got[conv];
+        let want: Vec<i64> = (last_before + 1..=last_before + seqs.len() as i64).collect();
+        assert_eq!(seqs, &want, "events of {conv} once each and in order");
+    }
+    while let Some(f) = ws.next_within(Duration::from_millis(500)).await {
+        assert_ne!(f["type"], "event", "an event published twice: {f}");
+    }
+});
+
+both_backends!(a_failing_item_in_a_group_commit_does_not_lose_the_others, |app: TestApp| async move {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use confab::db::schema::webhook_receipts as r;
+    use futures_util::FutureExt;
+    let db = app.state.db.clone();
+    let insert = |c: &mut confab::db::Db, key: &str| -> confab::error::ApiResult<()> {
+        diesel::insert_into(r::table)
+            .values((r::provider.eq("test"), r::key.eq(key), r::received_at.eq(confab::types::now())))
+            .execute(c)?;
+        Ok(())
+    };
+    db.write(move |c| insert(c, "existing")).await.unwrap();
+    // A first write holds the committer until the others are queued, so on SQLite they share
+    // one transaction (on PostgreSQL each write is its own transaction, src/db/group.rs).
+    let (started_tx, started) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let plug_db = db.clone();
+    let plug = async move {
+        plug_db
+            .write_grouped(
+                move |c| {
+                    started_tx.send(()).unwrap();
+                    released.recv_timeout(Duration::from_secs(20)).unwrap();
+                    insert(c, "plug")
+                },
+                |_| {},
+            )
+            .await
+    };
+    let plug = actix_web::rt::spawn(plug);
+    web::block(move || started.recv_timeout(Duration::from_secs(20))).await.unwrap().unwrap();
+    let before = db.group_stats();
+    let published = Arc::new(AtomicUsize::new(0));
+    let mut writes = Vec::new();
+    for i in 1..=5 {
+        let published = published.clone();
+        let mut write = Box::pin(db.write_grouped(
+            move |c| {
+                insert(c, &format!("item-{i}"))?;
+                if i == 3 {
+                    insert(c, "existing")?; // a unique violation: this item fails
+                }
+                Ok(i)
+            },
+            move |_| {
+                published.fetch_add(1, Ordering::SeqCst);
+            },
+        ));
+        assert!((&mut write).now_or_never().is_none(), "queued behind the plug");
+        writes.push(write);
+    }
+    release.send(()).unwrap();
+    plug.await.unwrap().unwrap();
+    let mut outcomes = Vec::new();
+    for w in writes {
+        outcomes.push(w.await);
+    }
+    for (i, outcome) in (1..=5).zip(&outcomes) {
+        match (i, outcome) {
+            (3, Err(e)) => assert!(e.is_unique_violation(), "item 3: {e:?}"),
+            (3, Ok(_)) => panic!("item 3 must fail"),
+            (_, Ok(v)) => assert_eq!(*v, i),
+            (_, Err(e)) => panic!("item {i}: {e:?}"),
+        }
+    }
+    let after = db.group_stats();
+    let want = match app.backend {
+        Backend::Sqlite => (2, 6),   // the plug, then one batch of five
+        Backend::Postgres => (6, 6), // one transaction each
+    };
+    assert_eq!((after.batches - before.batches, after.items - before.items), want);
+    assert_eq!(published.load(Ordering::SeqCst), 4, "on_commit runs for the committed items only");
+    let mut keys: Vec<String> =
+        db.run(|c| Ok(r::table.filter(r::provider.eq("test")).select(r::key).load(c)?)).await.unwrap();
+    keys.sort();
+    assert_eq!(keys, ["existing", "item-1", "item-2", "item-4", "item-5", "plug"], "item 3 rolled back alone");
+});
