@@ -5,8 +5,9 @@
 //! AND not locked`, before the password is checked. Parallel attempts therefore cannot get
 //! more than [`ACCOUNT_LIMIT`] tries between locks, however they interleave. A failed attempt
 //! that used the last slot locks the key for 1 minute, doubling with each further lock up to 1
-//! hour; a success clears the key. A locked key answers exactly like a wrong password — the
-//! caller decides the answer, this module only says whether the password may be checked.
+//! hour; a success clears the account's key and gives the address its slot back. A locked key
+//! answers exactly like a wrong password — the caller decides the answer, this module only says
+//! whether the password may be checked.
 
 use chrono::Duration;
 use diesel::prelude::*;
@@ -109,6 +110,11 @@ fn reserve_one(c: &mut Db, key: &str, limit: i32) -> ApiResult<bool> {
 pub fn settle(c: &mut Db, keys: &Keys, success: bool) -> ApiResult<bool> {
     if success {
         diesel::delete(login_failures::table.filter(login_failures::key.eq(&keys.account))).execute(c)?;
+        // The address's slot was only reserved: a success gives it back, so many people behind
+        // one address (an office, a NAT) can log in all day; only failures add up there.
+        diesel::update(login_failures::table.find(&keys.ip).filter(login_failures::count.gt(0)))
+            .set(login_failures::count.eq(login_failures::count - 1))
+            .execute(c)?;
         return Ok(false);
     }
     let mut locked = false;

@@ -349,6 +349,46 @@ async fn wrong_login(app: &TestApp, password: &str) -> (u16, Value) {
     app.post("/auth/login", None, &json!({"email": app.admin_email, "password": password})).await
 }
 
+// Successes never use up an address: many people behind one NAT can keep logging in. The
+// address's counter is set just under its limit, then two good logins must both pass and leave
+// it where it was.
+both_backends!(successful_logins_do_not_use_up_the_address, |app: TestApp| async move {
+    let set = |n: i32| {
+        let db = app.state.db.clone();
+        async move {
+            db.write(move |c| {
+                use confab::db::schema::login_failures::dsl::*;
+                diesel::insert_into(login_failures)
+                    .values((
+                        key.eq("ip:127.0.0.1"),
+                        count.eq(n),
+                        lock_count.eq(0),
+                        updated_at.eq(confab::types::now()),
+                    ))
+                    .execute(c)?;
+                Ok(())
+            })
+            .await
+            .unwrap()
+        }
+    };
+    set(confab::auth::lockout::IP_LIMIT - 1).await;
+    for _ in 0..2 {
+        let (status, body) = wrong_login(&app, ADMIN_PASSWORD).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let left: i32 = app
+        .state
+        .db
+        .run(|c| {
+            use confab::db::schema::login_failures::dsl::*;
+            Ok(login_failures.filter(key.eq("ip:127.0.0.1")).select(count).first(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(left, confab::auth::lockout::IP_LIMIT - 1);
+});
+
 both_backends!(lockout_looks_like_a_wrong_password_and_backs_off, |app: TestApp| async move {
     let admin = app.admin_token().await;
     let (status, wrong) = wrong_login(&app, "wrong-password").await;
