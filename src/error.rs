@@ -155,6 +155,10 @@ impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
         match e {
             diesel::result::Error::NotFound => Self::NotFound,
+            // PostgreSQL refuses NUL in text (SQLSTATE 22021): a client's bad input, not a fault.
+            diesel::result::Error::DatabaseError(_, info) if info.message().contains("0x00") => {
+                Self::bad_request("invalid_text", "text must not contain NUL characters")
+            }
             other => Self::Internal(anyhow::Error::new(other).context("database")),
         }
     }

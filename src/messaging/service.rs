@@ -102,6 +102,9 @@ pub async fn send(st: &AppState, agent: &Principal, req: SendRequest) -> ApiResu
 
 fn validate(content: &Content) -> ApiResult<()> {
     let check_text = |field: &str, t: &str| {
+        if t.contains('\0') {
+            return Err(ApiError::field(field, "must not contain NUL characters"));
+        }
         if t.chars().count() > MAX_TEXT_CHARS {
             return Err(ApiError::unprocessable(
                 "text_too_long",

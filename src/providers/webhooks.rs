@@ -164,7 +164,7 @@ async fn sandbox_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiR
         })
         .collect::<ApiResult<Vec<_>>>()?;
     let n = statuses.len();
-    let outcome = service::ingest(st, &channel, messages, statuses).await?;
+    let outcome = service::ingest(st, &channel, scrub(messages), scrub_statuses(statuses)).await?;
     Ok(HttpResponse::Ok().json(WebhookView {
         received: outcome.created,
         duplicates: outcome.duplicates,
@@ -246,6 +246,13 @@ async fn record_ignored(st: &AppState, provider: &'static str, items: Vec<(Strin
         })
         .await?;
     Ok(n)
+}
+
+fn scrub_statuses(statuses: Vec<StatusUpdate>) -> Vec<StatusUpdate> {
+    statuses
+        .into_iter()
+        .map(|s| StatusUpdate { provider_message_id: s.provider_message_id.replace('\0', ""), ..s })
+        .collect()
 }
 
 /// NUL characters cannot be stored in PostgreSQL text; no provider means them.
@@ -361,10 +368,7 @@ async fn whatsapp_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> Api
     // a failure answers 500 so Meta retries (ingest is idempotent, the retry repairs it).
     for (ch, messages, statuses) in per_channel {
         view.statuses += statuses.len();
-        let statuses = statuses
-            .into_iter()
-            .map(|s| StatusUpdate { provider_message_id: s.provider_message_id.replace('\0', ""), ..s })
-            .collect();
+        let statuses = scrub_statuses(statuses);
         let outcome = service::ingest(st, &ch, scrub(messages), statuses).await?;
         view.received += outcome.created;
         view.duplicates += outcome.duplicates;

@@ -454,3 +454,20 @@ both_backends!(demo_data_is_consistent, |app: TestApp| async move {
     let (_, templates) = app.get("/template", Some(&admin)).await;
     assert_eq!(templates.as_array().unwrap().len(), 3);
 });
+
+// NUL characters: PostgreSQL cannot store them. A client's text with one is a field error on
+// both backends; a provider's is stored without it (never a 500, nothing lost).
+both_backends!(nul_characters_are_refused_from_clients_and_scrubbed_from_providers, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let conv = app.customer_says(&co, "+14155550177", "hi\u{0}there").await;
+    let (status, page) = app.get(&format!("/message/message-page-list/{conv}?limit=10"), Some(&co.agent)).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.to_string().contains("hithere"), "{page}");
+    let (status, body) =
+        app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "bad\u{0}text"})).await;
+    assert_error(status, &body, 400, "validation_failed");
+    assert!(body.to_string().contains("NUL"), "{body}");
+    let (status, body) =
+        app.patch(&format!("/conversation/{conv}"), Some(&co.agent), &json!({"labels": ["a\u{0}b"]})).await;
+    assert!(status == 400 || status == 200, "never a 500: {status} {body}");
+});
