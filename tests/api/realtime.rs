@@ -359,7 +359,10 @@ both_backends!(inbox_gets_company_events_and_presence, |app: TestApp| async move
 
 #[actix_web::test]
 async fn slow_consumer_is_closed_with_1013_and_others_get_everything() {
-    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.ws_queue_frames = 8).await.unwrap();
+    // 64 frames of slack: small enough that the non-reading client (2 KB receive window) is
+    // closed within the loop below, large enough that the reading client, whose reader task
+    // shares 2 cores with the rest of the suite, is never mistaken for a slow one.
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.ws_queue_frames = 64).await.unwrap();
     let co = app.default_company().await;
     let conv = app.customer_says(&co, "+14155550168", "hello").await;
     // A client with a tiny receive window that never reads.
