@@ -7,6 +7,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 import { ADMIN_EMAIL, ADMIN_PASSWORD, Confab } from '../browser/server.mjs';
 
@@ -36,6 +38,19 @@ function sessionCookie(headers) {
   const line = (Array.isArray(raw) ? raw : [raw]).find((c) => c && c.startsWith('f.session='));
   assert.ok(line, `a session cookie in ${JSON.stringify(raw)}`);
   return line.split(';')[0];
+}
+
+/** The newest 6-digit code texted to `e164`, read from the server's SMS outbox files. */
+function lastCode(e164) {
+  const dir = join(confab.dir, 'outbox', 'sms');
+  const texts = readdirSync(dir)
+    .filter((f) => !f.startsWith('.'))
+    .sort()
+    .map((f) => readFileSync(join(dir, f), 'utf8'))
+    .filter((t) => t.startsWith(`To: ${e164}`));
+  const match = texts.at(-1)?.match(/\b(\d{6})\b/);
+  assert.ok(match, `a code for ${e164}`);
+  return match[1];
 }
 
 function storefront() {
@@ -199,4 +214,51 @@ test('wrong credentials are refused', async () => {
     new ApplicationConfig({ applicationID: String(appId), applicationToken: 'wrong-token', domain: confab.base }),
   );
   await assert.rejects(wrongApp.user.getPlatformConfig());
+});
+
+test('platform client: end one session, end all sessions', async () => {
+  const user = platform.application(String(appId)).user;
+  const created = await user.createUser({ body: { phone_number: '+918652500022', first_name: 'Sess' } });
+  const id = created.user._id;
+  await user.createUserSession({ body: { user_id: id } });
+  await user.createUserSession({ body: { user_id: id } });
+  const { items } = await user.getActiveSessions({ id });
+  assert.equal(items.length, 2);
+  await user.deleteSession({ id, sessionId: items[0].session_id, reason: 'lost phone' });
+  assert.equal((await user.getActiveSessions({ id })).items.length, 1);
+  await user.deleteActiveSessions({ id, reason: 'password reset' });
+  assert.equal((await user.getActiveSessions({ id })).items.length, 0);
+  const group = await user.createUserGroup({ body: { name: 'Temp', description: 'temporary' } });
+  await user.updateUserGroupPartially({ groupId: group._id, body: { user_data: [{ user_id: id, action: 'add' }] } });
+  await user.updateUserGroupPartially({ groupId: group._id, body: { user_data: [{ user_id: id, action: 'remove' }] } });
+});
+
+test('application client: OTP login on mobile, profile, e-mails, attributes, password', async () => {
+  const { config, client } = storefront();
+  const sent = await client.user.loginWithOTP({ body: { country_code: '91', mobile: '9812300077' } });
+  assert.equal(sent.success, true);
+  assert.equal(typeof sent.request_id, 'string');
+  const [verified, headers] = await client.user.verifyMobileOTP(
+    { body: { request_id: sent.request_id, otp: lastCode('+919812300077') } },
+    { responseHeaders: true },
+  );
+  assert.equal(verified.user_exists, true);
+  assert.equal(verified.user.first_name, 'Riya');
+  config.setCookie(sessionCookie(headers));
+
+  const edited = await client.user.updateProfile({ body: { first_name: 'Riya', last_name: 'Shah-Mehta', gender: 'female' } });
+  assert.equal(edited.user.last_name, 'Shah-Mehta');
+  const added = await client.user.addEmail({ body: { email: 'riya.work@sdkshop.test' } });
+  assert.ok(added.user.emails.some((e) => e.email === 'riya.work@sdkshop.test'));
+  const removed = await client.user.deleteEmail({ active: true, primary: false, verified: false, email: 'riya.work@sdkshop.test' });
+  assert.ok(!removed.user.emails.some((e) => e.email === 'riya.work@sdkshop.test'));
+  await client.user.updateUserAttributes({ body: { attributes: { tier: 'gold' } } });
+  const attrs = await client.user.getUserAttributes({});
+  assert.equal(attrs.attributes.tier, 'gold');
+  await client.user.updatePassword({ body: { old_password: 'password-123', new_password: 'password-456' } });
+  const reset = await client.user.sendResetPasswordEmail({ body: { email: 'riya@sdkshop.test' } });
+  assert.equal(reset.status, 'sent');
+  const { client: fresh } = storefront();
+  const again = await fresh.user.loginWithEmailAndPassword({ body: { username: 'riya@sdkshop.test', password: 'password-456' } });
+  assert.equal(again.user.last_name, 'Shah-Mehta');
 });
