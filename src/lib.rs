@@ -125,6 +125,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
         hub,
         tickets,
+        webhook_channels: Default::default(),
     });
     actix_web::rt::spawn(providers::outbox::run(state.get_ref().clone()));
 

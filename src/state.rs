@@ -29,4 +29,6 @@ pub struct AppState {
     pub outbox_wake: Arc<tokio::sync::Notify>,
     pub hub: actix::Addr<Hub>,
     pub tickets: Tickets,
+    /// Each provider's live channels, for webhook verification.
+    pub webhook_channels: crate::providers::webhooks::WebhookChannels,
 }

@@ -84,7 +84,7 @@ fn user_at(c: &mut Db, company_id: i64, channel: &str, dest: &str) -> ApiResult<
         users::table
             .inner_join(user_phones::table.on(user_phones::user_id.eq(users::id)))
             .filter(user_phones::e164.eq(dest))
-            .filter(user_phones::active.eq(true))
+            .filter(user_phones::active)
             .filter(user_phones::company_id.eq(company_id))
             .filter(users::role.eq_any([Role::Admin.as_str(), Role::Agent.as_str()]))
             .select(UserRow::as_select())

@@ -411,6 +411,7 @@ async fn create_channel(admin: Admin, st: web::Data<AppState>, Json(b): Json<Cha
         })
         .await
         .map_err(|e| e.on_unique("channel_exists", "a channel with this provider and phoneNumberId exists"))?;
+    st.webhook_channels.invalidate();
     Ok(HttpResponse::Created().json(ChannelView::new(row, &st)))
 }
 
@@ -472,6 +473,7 @@ async fn update_channel(
         })
         .await
         .map_err(|e| e.on_unique("channel_exists", "a channel with this provider and phoneNumberId exists"))?;
+    st.webhook_channels.invalidate();
     Ok(HttpResponse::Ok().json(ChannelView::new(row, &st)))
 }
 
@@ -495,6 +497,7 @@ async fn delete_channel(admin: Admin, st: web::Data<AppState>, id: web::Path<i64
             Ok(())
         })
         .await?;
+    st.webhook_channels.invalidate();
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -29,7 +29,7 @@ pub fn page(
         if let Some(d) = digits {
             let matching = user_phones::table
                 .filter(user_phones::company_id.eq(company_id))
-                .filter(user_phones::active.eq(true))
+                .filter(user_phones::active)
                 .filter(user_phones::e164.like(format!("%{d}%")))
                 .select(user_phones::user_id);
             q = q.filter(users::id.eq_any(matching));
@@ -71,7 +71,7 @@ pub fn update(
     if let Some(phone) = phone
         && crate::users::store::primary_phone(c, user.id)?.as_deref() != Some(phone.as_str())
     {
-        diesel::update(user_phones::table.filter(user_phones::user_id.eq(user.id).and(user_phones::active.eq(true))))
+        diesel::update(user_phones::table.filter(user_phones::user_id.eq(user.id).and(user_phones::active)))
             .set(user_phones::active.eq(false))
             .execute(c)?;
         crate::users::store::add_phone(c, user.id, company_id, &phone, true, false)
@@ -80,7 +80,7 @@ pub fn update(
     if let Some(email) = email
         && crate::users::store::primary_email(c, user.id)?.as_deref() != Some(email.as_str())
     {
-        diesel::update(user_emails::table.filter(user_emails::user_id.eq(user.id).and(user_emails::active.eq(true))))
+        diesel::update(user_emails::table.filter(user_emails::user_id.eq(user.id).and(user_emails::active)))
             .set(user_emails::active.eq(false))
             .execute(c)?;
         crate::users::store::add_email(c, user.id, company_id, &email, true, false)

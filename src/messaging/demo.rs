@@ -7,7 +7,7 @@
 use chrono::Duration;
 use diesel::prelude::*;
 
-use super::{model::*, service, store};
+use super::{model::*, store};
 use crate::{
     db::{
         Db,
@@ -121,7 +121,7 @@ pub fn fill(c: &mut Db, company_id: i64, count: usize) -> ApiResult<Filled> {
             let conv_now = store::conversation(c, company_id, conv.id)?;
             let text = if inbound { INBOUND[(i + k) % 8] } else { OUTBOUND[(i + k) % 6] };
             let with_image = inbound && k == 2 && i % 5 == 0;
-            let row = store::insert_message(
+            store::create_message(
                 c,
                 &store::NewMessage {
                     conversation: &conv_now,
@@ -140,23 +140,26 @@ pub fn fill(c: &mut Db, company_id: i64, count: usize) -> ApiResult<Filled> {
                     sender_id: Some(customer_id).filter(|_| inbound),
                     created_at: at,
                 },
+                |c, row| {
+                    if !with_image {
+                        return Ok(0);
+                    }
+                    diesel::insert_into(attachments::table)
+                        .values((
+                            attachments::company_id.eq(company_id),
+                            attachments::message_id.eq(&row.id),
+                            attachments::ord.eq(0),
+                            attachments::kind.eq("IMAGE"),
+                            attachments::filename.eq("photo.jpg"),
+                            attachments::filesize.eq(289_516_i64),
+                            attachments::content_type.eq("image/jpeg"),
+                            attachments::state.eq("ready"),
+                            attachments::created_at.eq(at),
+                        ))
+                        .execute(c)?;
+                    Ok(1)
+                },
             )?;
-            if with_image {
-                diesel::insert_into(attachments::table)
-                    .values((
-                        attachments::company_id.eq(company_id),
-                        attachments::message_id.eq(&row.id),
-                        attachments::ord.eq(0),
-                        attachments::kind.eq("IMAGE"),
-                        attachments::filename.eq("photo.jpg"),
-                        attachments::filesize.eq(289_516_i64),
-                        attachments::content_type.eq("image/jpeg"),
-                        attachments::state.eq("ready"),
-                        attachments::created_at.eq(at),
-                    ))
-                    .execute(c)?;
-            }
-            service::record_message_created(c, &conv_now, row, inbound)?;
             messages += 1;
         }
     }

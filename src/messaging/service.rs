@@ -15,7 +15,7 @@ use crate::{
         schema::{conversations, messages, user_emails, user_phones, users},
     },
     error::{ApiError, ApiResult},
-    realtime::event::{CONVERSATION_CREATED, CONVERSATION_UPDATED, Event, MESSAGE_CREATED, MESSAGE_UPDATED},
+    realtime::event::{CONVERSATION_CREATED, CONVERSATION_UPDATED, Event, MESSAGE_UPDATED},
     state::AppState,
     types::{Phone, now, rfc3339},
 };
@@ -179,7 +179,11 @@ fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> Ap
             (first.kind.to_ascii_lowercase(), caption.clone(), None, Vec::new(), attachment_ids.clone())
         }
     };
-    let row = store::insert_message(
+    let mut events = Vec::new();
+    if opened {
+        events.push(conversation_event(c, &conv, CONVERSATION_CREATED)?);
+    }
+    let (row, message, event) = store::create_message(
         c,
         &store::NewMessage {
             conversation: &conv,
@@ -194,57 +198,16 @@ fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> Ap
             sender_id: Some(sender_id),
             created_at: t,
         },
+        |c, row| {
+            for (i, id) in attachment_ids.iter().enumerate() {
+                store::attach(c, company_id, *id, &row.id, i as i32)?;
+            }
+            Ok(attachment_ids.len())
+        },
     )?;
-    for (i, id) in attachment_ids.iter().enumerate() {
-        store::attach(c, company_id, *id, &row.id, i as i32)?;
-    }
-    let mut events = Vec::new();
-    if opened {
-        events.push(conversation_event(c, &conv, CONVERSATION_CREATED)?);
-    }
-    let (row, event) = record_message_created(c, &conv, row, false)?;
     events.push(event);
     store::enqueue(c, "send", &row.id, company_id, Some(conv.channel_id))?;
-    Ok((Sent { message: store::message_view(c, &row)?, created: true, seq: row.seq }, events))
-}
-
-/// Bumps the conversation's counters for a new message and appends `message.created`.
-pub(crate) fn record_message_created(
-    c: &mut Db,
-    conv: &ConversationRow,
-    row: MessageRow,
-    inbound: bool,
-) -> ApiResult<(MessageRow, Event)> {
-    let view = store::message_view(c, &row)?;
-    let event =
-        store::append_event(c, conv, MESSAGE_CREATED, serde_json::to_value(&view).map_err(anyhow::Error::from)?)?;
-    let seq = event.seq.unwrap_or_default();
-    diesel::update(messages::table.filter(messages::pk.eq(row.pk))).set(messages::seq.eq(seq)).execute(c)?;
-    let t = now();
-    let target = conversations::table.find(conv.id);
-    if inbound {
-        // A customer message reopens a resolved conversation and opens the 24-hour window.
-        let lfmt = conv.last_free_message_time.map_or(row.created_at, |old| old.max(row.created_at));
-        diesel::update(target)
-            .set((
-                conversations::message_count.eq(conversations::message_count + 1),
-                conversations::unread_count.eq(conversations::unread_count + 1),
-                conversations::last_update_time.eq(t),
-                conversations::last_message_id.eq(&row.id),
-                conversations::last_free_message_time.eq(lfmt),
-                conversations::status.eq("open"),
-            ))
-            .execute(c)?;
-    } else {
-        diesel::update(target)
-            .set((
-                conversations::message_count.eq(conversations::message_count + 1),
-                conversations::last_update_time.eq(t),
-                conversations::last_message_id.eq(&row.id),
-            ))
-            .execute(c)?;
-    }
-    Ok((MessageRow { seq, ..row }, event))
+    Ok((Sent { message, created: true, seq: row.seq }, events))
 }
 
 /// A non-persisted inbox event carrying the conversation view.
@@ -369,7 +332,11 @@ fn ingest_one(c: &mut Db, channel: &ChannelRow, m: &InboundMessage) -> ApiResult
     let (customer_id, _) = store::find_or_create_customer(c, channel.company_id, &m.from, &first, &last)?;
     let (conv, opened) = store::find_or_create_conversation(c, channel.company_id, channel.id, customer_id)?;
     let kind = m.media.first().map(|a| a.kind.as_str().to_ascii_lowercase()).unwrap_or_else(|| "text".into());
-    let row = store::insert_message(
+    let mut events = Vec::new();
+    if opened {
+        events.push(conversation_event(c, &conv, CONVERSATION_CREATED)?);
+    }
+    let (_, _, event) = store::create_message(
         c,
         &store::NewMessage {
             conversation: &conv,
@@ -384,34 +351,33 @@ fn ingest_one(c: &mut Db, channel: &ChannelRow, m: &InboundMessage) -> ApiResult
             sender_id: Some(customer_id),
             created_at: m.timestamp,
         },
+        |c, row| {
+            for (i, media) in m.media.iter().enumerate() {
+                let id = crate::media::db::insert(
+                    c,
+                    &crate::media::db::NewAttachment {
+                        company_id: channel.company_id,
+                        message_id: Some(&row.id),
+                        ord: Some(i as i32),
+                        kind: media.kind.as_str(),
+                        filename: &media.filename,
+                        filesize: 0,
+                        content_type: &media.content_type,
+                        sha256: None,
+                        storage_key: None,
+                        state: crate::media::db::PENDING,
+                        provider_media_id: Some(&media.provider_media_id),
+                        uploaded_by: None,
+                        created_at: now(),
+                    },
+                )?
+                .id;
+                store::enqueue(c, "media_fetch", &id.to_string(), channel.company_id, Some(channel.id))?;
+            }
+            Ok(m.media.len())
+        },
     )?;
-    for (i, media) in m.media.iter().enumerate() {
-        let id = crate::media::db::insert(
-            c,
-            &crate::media::db::NewAttachment {
-                company_id: channel.company_id,
-                message_id: Some(&row.id),
-                ord: Some(i as i32),
-                kind: media.kind.as_str(),
-                filename: &media.filename,
-                filesize: 0,
-                content_type: &media.content_type,
-                sha256: None,
-                storage_key: None,
-                state: crate::media::db::PENDING,
-                provider_media_id: Some(&media.provider_media_id),
-                uploaded_by: None,
-                created_at: now(),
-            },
-        )?
-        .id;
-        store::enqueue(c, "media_fetch", &id.to_string(), channel.company_id, Some(channel.id))?;
-    }
-    let mut events = Vec::new();
-    if opened {
-        events.push(conversation_event(c, &conv, CONVERSATION_CREATED)?);
-    }
-    events.push(record_message_created(c, &conv, row, true)?.1);
+    events.push(event);
     Ok(events)
 }
 
@@ -588,7 +554,7 @@ pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec
         .collect();
     let mut phones: HashMap<i64, String> = HashMap::new();
     for (uid, e164) in user_phones::table
-        .filter(user_phones::user_id.eq_any(&customer_ids).and(user_phones::active.eq(true)))
+        .filter(user_phones::user_id.eq_any(&customer_ids).and(user_phones::active))
         .order((user_phones::is_primary.asc(), user_phones::id.desc()))
         .select((user_phones::user_id, user_phones::e164))
         .load::<(i64, String)>(c)?
@@ -597,7 +563,7 @@ pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec
     }
     let mut emails: HashMap<i64, String> = HashMap::new();
     for (uid, email) in user_emails::table
-        .filter(user_emails::user_id.eq_any(&customer_ids).and(user_emails::active.eq(true)))
+        .filter(user_emails::user_id.eq_any(&customer_ids).and(user_emails::active))
         .order((user_emails::is_primary.asc(), user_emails::id.desc()))
         .select((user_emails::user_id, user_emails::email))
         .load::<(i64, String)>(c)?

@@ -8,7 +8,7 @@ use super::model::*;
 use crate::{
     db::{Db, schema::*},
     error::{ApiError, ApiResult},
-    realtime::event::Event,
+    realtime::event::{Event, MESSAGE_CREATED},
     types::now,
 };
 
@@ -56,13 +56,13 @@ pub fn find_or_create_customer(
     first_name: &str,
     last_name: &str,
 ) -> ApiResult<(i64, bool)> {
-    let existing: Option<i64> = user_phones::table
+    let existing: Option<i64> = crate::on_backend!(c, |c| user_phones::table
         .filter(user_phones::company_id.eq(company_id))
         .filter(user_phones::e164.eq(phone.as_str()))
-        .filter(user_phones::active.eq(true))
+        .filter(user_phones::active)
         .select(user_phones::user_id)
         .first(c)
-        .optional()?;
+        .optional())?;
     if let Some(id) = existing {
         return Ok((id, false));
     }
@@ -116,11 +116,11 @@ pub fn find_or_create_conversation(
     channel_id: i64,
     customer_id: i64,
 ) -> ApiResult<(ConversationRow, bool)> {
-    let found = conversations::table
+    let found = crate::on_backend!(c, |c| conversations::table
         .filter(conversations::channel_id.eq(channel_id).and(conversations::customer_id.eq(customer_id)))
         .select(ConversationRow::as_select())
         .first(c)
-        .optional()?;
+        .optional())?;
     if let Some(conv) = found {
         return Ok((conv, false));
     }
@@ -149,16 +149,20 @@ pub fn append_event(c: &mut Db, conv: &ConversationRow, kind: &str, data: serde_
         .set(conversations::last_seq.eq(conversations::last_seq + 1))
         .returning(conversations::last_seq)
         .get_result(c)?;
-    diesel::insert_into(events::table)
-        .values((
-            events::conversation_id.eq(conv.id),
-            events::seq.eq(seq),
-            events::company_id.eq(conv.company_id),
-            events::kind.eq(kind),
-            events::payload.eq(data.to_string()),
-            events::created_at.eq(now()),
-        ))
-        .execute(c)?;
+    insert_event(c, conv, seq, kind, data)
+}
+
+/// Inserts the event row of a `seq` the caller has just taken from the conversation.
+fn insert_event(c: &mut Db, conv: &ConversationRow, seq: i64, kind: &str, data: serde_json::Value) -> ApiResult<Event> {
+    let values = (
+        events::conversation_id.eq(conv.id),
+        events::seq.eq(seq),
+        events::company_id.eq(conv.company_id),
+        events::kind.eq(kind),
+        events::payload.eq(data.to_string()),
+        events::created_at.eq(now()),
+    );
+    crate::on_backend!(c, |c| diesel::insert_into(events::table).values(values).execute(c))?;
     Ok(Event {
         company_id: conv.company_id,
         conversation_id: conv.id,
@@ -289,30 +293,90 @@ pub fn new_message_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-pub fn insert_message(c: &mut Db, m: &NewMessage<'_>) -> ApiResult<MessageRow> {
+/// Stores a new message as its conversation's next event (CONTRACT §4), in four statements:
+/// one UPDATE takes the next `seq` and bumps the conversation's counters (a customer message
+/// also reopens the conversation and refreshes its 24-hour window), the message row is
+/// inserted with that seq, `attach` links its attachments (it returns how many), and
+/// `message.created` is appended with the message view. Returns the row, its view and the event.
+pub fn create_message(
+    c: &mut Db,
+    m: &NewMessage<'_>,
+    attach: impl FnOnce(&mut Db, &MessageRow) -> ApiResult<usize>,
+) -> ApiResult<(MessageRow, MessageView, Event)> {
+    let conv = m.conversation;
     let id = new_message_id();
     let t = now();
-    diesel::insert_into(messages::table)
-        .values((
-            messages::id.eq(&id),
-            messages::conversation_id.eq(m.conversation.id),
-            messages::company_id.eq(m.conversation.company_id),
-            messages::channel_id.eq(m.conversation.channel_id),
-            messages::direction.eq(m.direction.as_str()),
-            messages::kind.eq(m.kind),
-            messages::content.eq(m.content),
-            messages::template_id.eq(m.template_id),
-            messages::params.eq(serde_json::to_string(m.params).unwrap_or_else(|_| "[]".into())),
-            messages::status.eq(m.status.as_str()),
-            messages::status_rank.eq(m.status.rank()),
-            messages::provider_message_id.eq(m.provider_message_id),
-            messages::client_id.eq(m.client_id),
-            messages::sender_id.eq(m.sender_id),
-            messages::created_at.eq(m.created_at),
-            messages::updated_at.eq(t),
-        ))
-        .execute(c)?;
-    message_by_id(c, &id)
+    let target = conversations::table.find(conv.id);
+    let bump = (
+        conversations::last_seq.eq(conversations::last_seq + 1),
+        conversations::message_count.eq(conversations::message_count + 1),
+        conversations::last_update_time.eq(t),
+        conversations::last_message_id.eq(id.clone()),
+    );
+    let seq: i64 = if m.direction == Direction::Received {
+        let lfmt = conv.last_free_message_time.map_or(m.created_at, |old| old.max(m.created_at));
+        let reopen = (
+            bump,
+            conversations::unread_count.eq(conversations::unread_count + 1),
+            conversations::last_free_message_time.eq(lfmt),
+            conversations::status.eq("open"),
+        );
+        crate::on_backend!(c, |c| diesel::update(target).set(reopen).returning(conversations::last_seq).get_result(c))?
+    } else {
+        crate::on_backend!(c, |c| diesel::update(target).set(bump).returning(conversations::last_seq).get_result(c))?
+    };
+    let row = MessageRow {
+        pk: 0,
+        id,
+        conversation_id: conv.id,
+        company_id: conv.company_id,
+        channel_id: conv.channel_id,
+        direction: m.direction.as_str().to_owned(),
+        kind: m.kind.to_owned(),
+        content: m.content.map(str::to_owned),
+        template_id: m.template_id,
+        params: serde_json::to_string(m.params).unwrap_or_else(|_| "[]".into()),
+        status: m.status.as_str().to_owned(),
+        status_rank: m.status.rank(),
+        provider_message_id: m.provider_message_id.map(str::to_owned),
+        client_id: m.client_id.map(str::to_owned),
+        sender_id: m.sender_id,
+        error_code: None,
+        seq,
+        created_at: m.created_at,
+        updated_at: t,
+    };
+    let values = (
+        messages::id.eq(&row.id),
+        messages::conversation_id.eq(row.conversation_id),
+        messages::company_id.eq(row.company_id),
+        messages::channel_id.eq(row.channel_id),
+        messages::direction.eq(&row.direction),
+        messages::kind.eq(&row.kind),
+        messages::content.eq(&row.content),
+        messages::template_id.eq(row.template_id),
+        messages::params.eq(&row.params),
+        messages::status.eq(&row.status),
+        messages::status_rank.eq(row.status_rank),
+        messages::provider_message_id.eq(&row.provider_message_id),
+        messages::client_id.eq(&row.client_id),
+        messages::sender_id.eq(row.sender_id),
+        messages::seq.eq(seq),
+        messages::created_at.eq(row.created_at),
+        messages::updated_at.eq(t),
+    );
+    let pk: i64 = crate::on_backend!(c, |c| diesel::insert_into(messages::table)
+        .values(values)
+        .returning(messages::pk)
+        .get_result(c))?;
+    let row = MessageRow { pk, ..row };
+    let view = match attach(c, &row)? {
+        0 => MessageView::new(&row, &[]),
+        _ => message_view(c, &row)?,
+    };
+    let data = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
+    let event = insert_event(c, conv, seq, MESSAGE_CREATED, data)?;
+    Ok((row, view, event))
 }
 
 pub fn message_by_id(c: &mut Db, id: &str) -> ApiResult<MessageRow> {
@@ -335,11 +399,11 @@ pub fn message_by_client_id(c: &mut Db, sender_id: i64, client_id: &str) -> ApiR
 }
 
 pub fn message_by_provider_id(c: &mut Db, channel_id: i64, provider_id: &str) -> ApiResult<Option<MessageRow>> {
-    Ok(messages::table
+    Ok(crate::on_backend!(c, |c| messages::table
         .filter(messages::channel_id.eq(channel_id).and(messages::provider_message_id.eq(provider_id)))
         .select(MessageRow::as_select())
         .first(c)
-        .optional()?)
+        .optional())?)
 }
 
 /// Newest first; either by offset or, with `before_pk`, by keyset (no OFFSET scan).

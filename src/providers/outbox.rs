@@ -134,7 +134,7 @@ pub async fn claim(st: &AppState, owner: &str, kind: &'static str) -> ApiResult<
 fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbound, SendError>> {
     let customer_id: i64 = conversations::table.find(m.conversation_id).select(conversations::customer_id).first(c)?;
     let phone: Option<String> = user_phones::table
-        .filter(user_phones::user_id.eq(customer_id).and(user_phones::active.eq(true)))
+        .filter(user_phones::user_id.eq(customer_id).and(user_phones::active))
         .order((user_phones::is_primary.desc(), user_phones::id.desc()))
         .select(user_phones::e164)
         .first(c)

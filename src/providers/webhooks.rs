@@ -14,8 +14,14 @@
 //! channels of the form's `AccountSid`; the URL signed is `CONFAB_PUBLIC_URL` + path + query
 //! (with and without the default port); the delivery is routed by our number (`To` of an
 //! inbound message, `From` of a status callback) among the channels that verified it.
+//!
+//! The live channels of each provider are cached for [`CHANNELS_TTL`] ([`WebhookChannels`]):
+//! a delivery is verified without waiting on the database first. A channel created, changed or
+//! retired through the API takes effect at once on the node that took the change, and within
+//! the TTL on the other nodes of a cluster (a rotated secret is still accepted there for at
+//! most that long).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use diesel::prelude::*;
@@ -27,15 +33,11 @@ use utoipa::ToSchema;
 use super::{twilio, whatsapp};
 use crate::{
     crypto::constant_time_eq,
-    db::{
-        Db,
-        schema::{channels, webhook_receipts},
-    },
+    db::schema::{channels, webhook_receipts},
     error::{ApiError, ApiResult, ErrorBody, is_unique_violation},
     messaging::{
         model::{ChannelRow, Status},
         service::{self, InboundMessage, StatusUpdate},
-        store,
     },
     state::AppState,
     types::{Phone, now},
@@ -123,10 +125,9 @@ async fn sandbox_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiR
     let Ok(ChannelOnly { channel_id }) = serde_json::from_slice::<ChannelOnly>(body) else {
         return Err(rejected(st, "sandbox"));
     };
-    let channel = match st.db.run(move |c| store::channel_by_id(c, channel_id)).await {
-        Ok(ch) if ch.provider == "sandbox" => ch,
-        Ok(_) | Err(ApiError::NotFound) => return Err(rejected(st, "sandbox")),
-        Err(e) => return Err(e),
+    let sandboxes = st.webhook_channels.of(st, "sandbox").await?;
+    let Some(channel) = sandboxes.iter().find(|ch| ch.id == channel_id) else {
+        return Err(rejected(st, "sandbox"));
     };
     let secret = channel_secret(st, &channel.secrets, "webhookSecret")?;
     if !verify_sha256_signature(header(req, "X-Confab-Signature"), secret.as_bytes(), body) {
@@ -164,7 +165,7 @@ async fn sandbox_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiR
         })
         .collect::<ApiResult<Vec<_>>>()?;
     let n = statuses.len();
-    let outcome = service::ingest(st, &channel, scrub(messages), scrub_statuses(statuses)).await?;
+    let outcome = service::ingest(st, channel, scrub(messages), scrub_statuses(statuses)).await?;
     Ok(HttpResponse::Ok().json(WebhookView {
         received: outcome.created,
         duplicates: outcome.duplicates,
@@ -198,14 +199,44 @@ fn passed(st: &AppState, provider: &str) {
     st.metrics.webhook_verifications.with_label_values(&[provider, "passed"]).inc();
 }
 
-/// All live channels of a provider, in every company: webhooks arrive before we know whose
-/// they are.
-fn channels_of(c: &mut Db, provider: &str) -> ApiResult<Vec<ChannelRow>> {
-    Ok(channels::table
-        .filter(channels::provider.eq(provider).and(channels::deleted_at.is_null()))
-        .order(channels::id)
-        .select(ChannelRow::as_select())
-        .load(c)?)
+/// How long a node trusts its copy of a provider's channels (see the module comment).
+pub const CHANNELS_TTL: Duration = Duration::from_secs(2);
+
+/// All live channels of each provider, in every company (webhooks arrive before we know whose
+/// they are), cached for [`CHANNELS_TTL`].
+#[derive(Clone)]
+pub struct WebhookChannels(moka::sync::Cache<&'static str, Arc<Vec<ChannelRow>>>);
+
+impl Default for WebhookChannels {
+    fn default() -> Self {
+        Self(moka::sync::Cache::builder().time_to_live(CHANNELS_TTL).build())
+    }
+}
+
+impl WebhookChannels {
+    pub async fn of(&self, st: &AppState, provider: &'static str) -> ApiResult<Arc<Vec<ChannelRow>>> {
+        if let Some(cached) = self.0.get(provider) {
+            return Ok(cached);
+        }
+        let fresh = Arc::new(
+            st.db
+                .run(move |c| {
+                    Ok(channels::table
+                        .filter(channels::provider.eq(provider).and(channels::deleted_at.is_null()))
+                        .order(channels::id)
+                        .select(ChannelRow::as_select())
+                        .load(c)?)
+                })
+                .await?,
+        );
+        self.0.insert(provider, fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Forgets every cached list: called after any change to a channel.
+    pub fn invalidate(&self) {
+        self.0.invalidate_all();
+    }
 }
 
 /// Records items of a verified delivery that were not acted on (retries record nothing new)
@@ -291,9 +322,9 @@ async fn whatsapp_handshake(req: HttpRequest, st: web::Data<AppState>) -> ApiRes
     else {
         return Err(ApiError::Forbidden);
     };
-    let channels = st.db.run(|c| channels_of(c, "whatsapp")).await?;
+    let channels = st.webhook_channels.of(&st, "whatsapp").await?;
     let mut ok = false;
-    for ch in &channels {
+    for ch in channels.iter() {
         if let Ok(expected) = channel_secret(&st, &ch.secrets, "verifyToken") {
             ok |= constant_time_eq(expected.as_bytes(), token.as_bytes());
         }
@@ -318,10 +349,10 @@ async fn whatsapp_webhook(req: HttpRequest, st: web::Data<AppState>, body: web::
 
 async fn whatsapp_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiResult<HttpResponse> {
     let Some(sig) = header(req, "X-Hub-Signature-256") else { return Err(rejected(st, "whatsapp")) };
-    let channels = st.db.run(|c| channels_of(c, "whatsapp")).await?;
+    let channels = st.webhook_channels.of(st, "whatsapp").await?;
     let mut by_secret: HashMap<String, bool> = HashMap::new();
     let mut verified = Vec::new();
-    for ch in channels {
+    for ch in channels.iter().cloned() {
         let Ok(secret) = channel_secret(st, &ch.secrets, "appSecret") else { continue };
         let ok =
             *by_secret.entry(secret).or_insert_with_key(|s| verify_sha256_signature(Some(sig), s.as_bytes(), body));
@@ -396,9 +427,9 @@ async fn twilio_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiRe
         url = format!("{url}?{}", req.query_string());
     }
     let account = twilio::param(&params, "AccountSid").map(str::to_owned);
-    let channels = st.db.run(|c| channels_of(c, "twilio")).await?;
+    let channels = st.webhook_channels.of(st, "twilio").await?;
     let mut verified = Vec::new();
-    for ch in channels {
+    for ch in channels.iter().cloned() {
         let (Ok(sid), Ok(token)) =
             (channel_secret(st, &ch.secrets, "accountSid"), channel_secret(st, &ch.secrets, "authToken"))
         else {

@@ -82,14 +82,14 @@ fn search<'a>(company_id: i64, application_id: i64, q: Option<&str>) -> Boxed<'a
     let digits: String = q.chars().filter(char::is_ascii_digit).collect();
     let by_email = user_emails::table
         .filter(user_emails::company_id.eq(company_id))
-        .filter(user_emails::active.eq(true))
+        .filter(user_emails::active)
         .filter(user_emails::email.like(like.clone()))
         .select(user_emails::user_id);
     let by_name = lower(users::first_name).like(like.clone()).or(lower(users::last_name).like(like));
     if digits.len() >= 3 {
         let by_phone = user_phones::table
             .filter(user_phones::company_id.eq(company_id))
-            .filter(user_phones::active.eq(true))
+            .filter(user_phones::active)
             .filter(user_phones::e164.like(format!("%{digits}%")))
             .select(user_phones::user_id);
         query.filter(users::id.eq_any(by_email).or(by_name).or(users::id.eq_any(by_phone)))
@@ -129,7 +129,7 @@ pub fn find_by_phone(c: &mut Db, company_id: i64, phone: &str) -> ApiResult<Opti
         .inner_join(user_phones::table.on(user_phones::user_id.eq(users::id)))
         .filter(user_phones::company_id.eq(company_id))
         .filter(user_phones::e164.eq(phone))
-        .filter(user_phones::active.eq(true))
+        .filter(user_phones::active)
         .select(UserRow::as_select())
         .first(c)
         .optional()?)
@@ -141,7 +141,7 @@ pub fn find_by_email(c: &mut Db, company_id: i64, email: &str) -> ApiResult<Opti
         .inner_join(user_emails::table.on(user_emails::user_id.eq(users::id)))
         .filter(user_emails::company_id.eq(company_id))
         .filter(user_emails::email.eq(email))
-        .filter(user_emails::active.eq(true))
+        .filter(user_emails::active)
         .select(UserRow::as_select())
         .first(c)
         .optional()?)
@@ -156,13 +156,13 @@ pub fn load_many(c: &mut Db, users: Vec<UserRow>) -> ApiResult<Vec<Customer>> {
     let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
     let emails: Vec<EmailRow> = user_emails::table
         .filter(user_emails::user_id.eq_any(&ids))
-        .filter(user_emails::active.eq(true))
+        .filter(user_emails::active)
         .order((user_emails::is_primary.desc(), user_emails::id))
         .select(EmailRow::as_select())
         .load(c)?;
     let phones: Vec<PhoneRow> = user_phones::table
         .filter(user_phones::user_id.eq_any(&ids))
-        .filter(user_phones::active.eq(true))
+        .filter(user_phones::active)
         .order((user_phones::is_primary.desc(), user_phones::id))
         .select(PhoneRow::as_select())
         .load(c)?;
@@ -269,7 +269,7 @@ pub fn remove_email(c: &mut Db, user_id: i64, email: &str) -> ApiResult<()> {
     let row: EmailRow = user_emails::table
         .filter(user_emails::user_id.eq(user_id))
         .filter(user_emails::email.eq(email))
-        .filter(user_emails::active.eq(true))
+        .filter(user_emails::active)
         .select(EmailRow::as_select())
         .first(c)?;
     if row.is_primary {
@@ -283,7 +283,7 @@ pub fn remove_phone(c: &mut Db, user_id: i64, e164: &str) -> ApiResult<()> {
     let row: PhoneRow = user_phones::table
         .filter(user_phones::user_id.eq(user_id))
         .filter(user_phones::e164.eq(e164))
-        .filter(user_phones::active.eq(true))
+        .filter(user_phones::active)
         .select(PhoneRow::as_select())
         .first(c)?;
     if row.is_primary {
@@ -297,7 +297,7 @@ pub fn set_primary_email(c: &mut Db, user_id: i64, email: &str) -> ApiResult<()>
     let id: i64 = user_emails::table
         .filter(user_emails::user_id.eq(user_id))
         .filter(user_emails::email.eq(email))
-        .filter(user_emails::active.eq(true))
+        .filter(user_emails::active)
         .select(user_emails::id)
         .first(c)?;
     diesel::update(user_emails::table.filter(user_emails::user_id.eq(user_id)))
@@ -310,7 +310,7 @@ pub fn set_primary_phone(c: &mut Db, user_id: i64, e164: &str) -> ApiResult<()> 
     let id: i64 = user_phones::table
         .filter(user_phones::user_id.eq(user_id))
         .filter(user_phones::e164.eq(e164))
-        .filter(user_phones::active.eq(true))
+        .filter(user_phones::active)
         .select(user_phones::id)
         .first(c)?;
     diesel::update(user_phones::table.filter(user_phones::user_id.eq(user_id)))
@@ -368,7 +368,7 @@ pub fn mark_phone_verified(c: &mut Db, user_id: i64, e164: &str) -> ApiResult<()
         user_phones::table
             .filter(user_phones::user_id.eq(user_id))
             .filter(user_phones::e164.eq(e164))
-            .filter(user_phones::active.eq(true)),
+            .filter(user_phones::active),
     )
     .set(user_phones::verified.eq(true))
     .execute(c)?;
@@ -381,7 +381,7 @@ pub fn mark_email_verified(c: &mut Db, user_id: i64, email: &str) -> ApiResult<(
         user_emails::table
             .filter(user_emails::user_id.eq(user_id))
             .filter(user_emails::email.eq(email))
-            .filter(user_emails::active.eq(true)),
+            .filter(user_emails::active),
     )
     .set(user_emails::verified.eq(true))
     .execute(c)?;

@@ -119,7 +119,7 @@ pub fn find_staff_by_email(c: &mut Db, email: &Email) -> ApiResult<Option<UserRo
     Ok(users::table
         .inner_join(user_emails::table.on(user_emails::user_id.eq(users::id)))
         .filter(user_emails::email.eq(email.as_str()))
-        .filter(user_emails::active.eq(true))
+        .filter(user_emails::active)
         .filter(users::role.eq_any([Role::Admin.as_str(), Role::Agent.as_str()]))
         .select(UserRow::as_select())
         .first(c)
@@ -136,7 +136,7 @@ pub fn get(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<UserRow> {
 
 pub fn primary_email(c: &mut Db, user_id: i64) -> ApiResult<Option<String>> {
     Ok(user_emails::table
-        .filter(user_emails::user_id.eq(user_id).and(user_emails::active.eq(true)))
+        .filter(user_emails::user_id.eq(user_id).and(user_emails::active))
         .order((user_emails::is_primary.desc(), user_emails::id))
         .select(user_emails::email)
         .first(c)
@@ -145,7 +145,7 @@ pub fn primary_email(c: &mut Db, user_id: i64) -> ApiResult<Option<String>> {
 
 pub fn primary_phone(c: &mut Db, user_id: i64) -> ApiResult<Option<String>> {
     Ok(user_phones::table
-        .filter(user_phones::user_id.eq(user_id).and(user_phones::active.eq(true)))
+        .filter(user_phones::user_id.eq(user_id).and(user_phones::active))
         .order((user_phones::is_primary.desc(), user_phones::id))
         .select(user_phones::e164)
         .first(c)

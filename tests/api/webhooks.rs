@@ -1420,3 +1420,34 @@ both_backends!(a_failing_item_in_a_group_commit_does_not_lose_the_others, |app: 
     keys.sort();
     assert_eq!(keys, ["existing", "item-1", "item-2", "item-4", "item-5", "plug"], "item 3 rolled back alone");
 });
+
+// The channels webhooks are verified against are cached (providers::webhooks::WebhookChannels):
+// a change through the API must still take effect at once on the node that took it.
+both_backends!(a_rotated_secret_or_a_retired_channel_takes_effect_at_once, |app: TestApp| async move {
+    let mut co = app.default_company().await;
+    let say =
+        |id: &str| json!({"channelId": co.channel_id, "messages": [{"id": id, "from": "+14155550101", "text": "hi"}]});
+    let (status, body) = app.sandbox_webhook(&co, &say("rot-1")).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (_, ch) = app.get(&format!("/channel/{}", co.channel_id), Some(&co.admin)).await;
+    let (status, body) = app
+        .put(
+            &format!("/channel/{}", co.channel_id),
+            Some(&co.admin),
+            &json!({"provider": "sandbox", "phoneNumber": ch["phoneNumber"], "displayName": ch["displayName"],
+                    "webhookSecret": "rotated-secret"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.sandbox_webhook(&co, &say("rot-2")).await;
+    assert_eq!(status, 401, "the old secret is refused at once: {body}");
+    co.secret = "rotated-secret".into();
+    let (status, body) = app.sandbox_webhook(&co, &say("rot-3")).await;
+    assert_eq!((status, body["received"].as_i64()), (200, Some(1)), "{body}");
+
+    let (status, _) = app.delete(&format!("/channel/{}", co.channel_id), Some(&co.admin)).await;
+    assert_eq!(status, 204);
+    let (status, body) = app.sandbox_webhook(&co, &say("rot-4")).await;
+    assert_eq!(status, 401, "a retired channel takes no delivery: {body}");
+});
