@@ -275,13 +275,16 @@ pub async fn ingest(
 ) -> ApiResult<Ingested> {
     let channel = channel.clone();
     let (broker, wake) = (st.broker.clone(), st.outbox_wake.clone());
+    // Only media queue outbox jobs (`media_fetch`): waking the worker for text alone made it
+    // take the write lock for nothing after every commit.
+    let queues_jobs = messages.iter().any(|m| !m.media.is_empty());
     let (outcome, _) = st
         .db
         .write_grouped(
             move |c| ingest_tx(c, &channel, &messages, &statuses),
             move |(outcome, events): &mut (Ingested, Vec<Event>)| {
                 broker.publish(std::mem::take(events));
-                if outcome.created > 0 {
+                if outcome.created > 0 && queues_jobs {
                     wake.notify_one();
                 }
             },
