@@ -128,6 +128,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         webhook_channels: Default::default(),
     });
     actix_web::rt::spawn(providers::outbox::run(state.get_ref().clone()));
+    state.db.spawn_checkpointer();
 
     media::service::spawn_housekeeping(state.clone());
 

@@ -27,6 +27,9 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::error::ApiResult;
 
+/// How often the SQLite WAL is checkpointed in the background ([`Pool::spawn_checkpointer`]).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
@@ -96,9 +99,13 @@ impl ManageConnection for Manager {
             Backend::Postgres => PgConnection::establish(&self.url).map(Db::Pg).map_err(r2d2::Error::ConnectionError),
             Backend::Sqlite => {
                 let mut c = SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
+                // Checkpoints run in the background (`Pool::spawn_checkpointer`); the automatic
+                // one, which runs inside a commit and holds up every writer queued behind it, is
+                // only a backstop for a WAL that grows past 40 MB.
                 c.batch_execute(
                     "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-                     PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
+                     PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
+                     PRAGMA wal_autocheckpoint = 10000;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(Db::Sqlite(c))
@@ -194,6 +201,33 @@ impl Pool {
             Backend::Postgres => None,
         };
         (*conn).transaction(f)
+    }
+
+    /// SQLite: copies the WAL back into the database every [`CHECKPOINT_EVERY`], off the
+    /// commit path (a PASSIVE checkpoint waits for no one and blocks no writer). Left to SQLite's
+    /// automatic checkpoint, the commit that crossed 1,000 pages did it, and every delivery
+    /// queued behind that commit waited (bench/README.md, "Fan-out"). No-op on PostgreSQL.
+    pub fn spawn_checkpointer(&self) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        let pool = self.pool.clone();
+        actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let pool = pool.clone();
+                let done = web::block(move || -> anyhow::Result<()> {
+                    pool.get()?.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")?;
+                    Ok(())
+                })
+                .await;
+                if let Ok(Err(e)) = done {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        });
     }
 
     /// Readiness probe: a connection can be had within `timeout` and answers.
