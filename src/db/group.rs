@@ -1,7 +1,8 @@
 //! Group commit: concurrent writers hand their work to a committer, which runs a batch of
-//! them in ONE transaction (one fsync) and then answers every writer. Each item runs inside its
-//! own SAVEPOINT (a nested diesel transaction), so an item that fails is rolled back alone and
-//! answered with its own error; the others commit.
+//! them in ONE transaction (one fsync) and then answers every writer. Each item of a batch of
+//! several runs inside its own SAVEPOINT (a nested diesel transaction), so an item that fails is
+//! rolled back alone and answered with its own error; the others commit. An item alone in its
+//! batch is the transaction itself (two statements fewer).
 //!
 //! Batching policy per backend (measured, bench/README.md "Ingest"):
 //! - SQLite has one writer at a time, so writers queue anyway: there the first writer to find
@@ -35,8 +36,17 @@ const MAX_BATCH: usize = 256;
 
 /// Called after the batch ended: `None` when it committed, else why it did not.
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
-/// Applies one item inside the batch transaction and returns how to answer it.
-type Job = Box<dyn FnOnce(&mut Db) -> Completion + Send>;
+/// Applies one item inside the batch transaction and returns how to answer it and whether it
+/// applied. An item alone in its batch runs without a savepoint of its own (two statements
+/// fewer: most deliveries on PostgreSQL, and on SQLite whenever there is no queue); its failure
+/// then rolls the whole transaction back.
+type Job = Box<dyn FnOnce(&mut Db, Alone) -> (Completion, bool) + Send>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Alone {
+    Yes,
+    No,
+}
 
 #[derive(Default)]
 pub struct Committer {
@@ -59,7 +69,8 @@ pub struct GroupStats {
 }
 
 impl Pool {
-    /// Runs `f` inside a shared write transaction (its own savepoint) and returns its result
+    /// Runs `f` inside a shared write transaction (in its own savepoint when the transaction
+    /// holds other items) and returns its result
     /// once that transaction has committed. `on_commit` runs right after the commit, exactly
     /// once, even if the caller has gone away (publish events there); on SQLite in the order
     /// the writes were submitted.
@@ -70,9 +81,10 @@ impl Pool {
         T: Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |c: &mut Db| {
-            let applied = c.transaction(f);
-            Box::new(move |commit_failed: Option<&str>| {
+        let job: Job = Box::new(move |c: &mut Db, alone: Alone| {
+            let applied = if alone == Alone::Yes { f(c) } else { c.transaction(f) };
+            let ok = applied.is_ok();
+            let answer: Completion = Box::new(move |commit_failed: Option<&str>| {
                 let answer = match (applied, commit_failed) {
                     (Ok(mut value), None) => {
                         on_commit(&mut value);
@@ -82,7 +94,8 @@ impl Pool {
                     (Err(e), _) => Err(e),
                 };
                 let _ = tx.send(answer);
-            })
+            });
+            (answer, ok)
         });
         match self.backend {
             Backend::Sqlite => {
@@ -135,10 +148,18 @@ impl Pool {
         let mut answers: Vec<Completion> = Vec::with_capacity(jobs.len());
         // A panicking item drops its own answer and those not yet applied (their callers get an
         // error); the transaction is not committed.
+        let alone = if jobs.len() == 1 { Alone::Yes } else { Alone::No };
+        let mut alone_failed = false;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.write_blocking(|c| {
                 for job in jobs {
-                    answers.push(job(c));
+                    let (answer, ok) = job(c, alone);
+                    answers.push(answer);
+                    if !ok && alone == Alone::Yes {
+                        // Its own error answers it; the transaction must not keep its half.
+                        alone_failed = true;
+                        return Err(ApiError::Internal(anyhow!("the only item failed")));
+                    }
                 }
                 Ok(())
             })
@@ -149,6 +170,7 @@ impl Pool {
                 self.committer.items.fetch_add(n, Ordering::Relaxed);
                 None
             }
+            Ok(Err(_)) if alone_failed => Some("rolled back".to_owned()),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, items = n, "group commit failed");
                 Some(e.to_string())
