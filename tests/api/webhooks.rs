@@ -1410,7 +1410,7 @@ both_backends!(a_failing_item_in_a_group_commit_does_not_lose_the_others, |app: 
     }
     let after = db.group_stats();
     let want = match app.backend {
-        Backend::Sqlite => (2, 6),   // the plug, then one batch of five
+        Backend::Sqlite => (2, 6), // the plug, then one batch of five
         // One transaction each; item 3, alone in its batch, rolls its transaction back.
         Backend::Postgres => (5, 5),
     };
