@@ -11,7 +11,7 @@
 //!   audience (`aud` or `azp`) and be unexpired; its e-mail counts only when `email_verified`.
 //! - **Apple**: the `identity_token` is a JWT checked against Apple's JWKS (`iss`
 //!   `https://appleid.apple.com`, `aud` = `social_tokens.apple.app_id`, unexpired, `sub` =
-//!   `user_identifier`).
+//!   `user_identifier`). The key set is kept 5 minutes and fetched again for a key it lacks.
 //!
 //! The provider URLs are settings (`CONFAB_FACEBOOK_GRAPH_URL`, `CONFAB_GOOGLE_TOKENINFO_URL`,
 //! `CONFAB_APPLE_KEYS_URL`) so tests run against local mocks. The platform config's
@@ -23,7 +23,7 @@
 //! `oauth_identities` under the provider key `fynd:<application id>:<provider>`. Blocked,
 //! archived and deleted accounts answer 401 `invalid_credentials`.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use actix_web::{HttpResponse, post, web};
 use diesel::prelude::*;
@@ -294,12 +294,31 @@ struct AppleClaims {
     email_verified: Option<serde_json::Value>,
 }
 
+/// Apple's signing keys, per JWKS address, kept 5 minutes (as the OIDC logins keep theirs,
+/// `auth::oauth`), so a login does not wait on Apple each time.
+fn apple_keys() -> &'static moka::sync::Cache<String, Arc<JwkSet>> {
+    static KEYS: OnceLock<moka::sync::Cache<String, Arc<JwkSet>>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        moka::sync::Cache::builder().max_capacity(16).time_to_live(std::time::Duration::from_secs(300)).build()
+    })
+}
+
 async fn verify_apple(st: &AppState, bundle_id: &str, token: &str, user_identifier: &str) -> ApiResult<Verified> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| rejected())?;
-    let keys = provider_json(st, &st.config.apple_keys_url, &[]).await?.ok_or_else(rejected)?;
-    let keys: JwkSet =
-        serde_json::from_value(keys).map_err(|_| ApiError::Unavailable("the identity provider".into()))?;
-    let jwk = header.kid.as_deref().and_then(|kid| keys.find(kid)).ok_or_else(rejected)?;
+    let kid = header.kid.as_deref().ok_or_else(rejected)?;
+    let keys = match apple_keys().get(&st.config.apple_keys_url) {
+        Some(keys) if keys.find(kid).is_some() => keys,
+        // Not cached yet, or Apple has rotated its keys since: fetch the set again.
+        _ => {
+            let fetched = provider_json(st, &st.config.apple_keys_url, &[]).await?.ok_or_else(rejected)?;
+            let keys: Arc<JwkSet> = Arc::new(
+                serde_json::from_value(fetched).map_err(|_| ApiError::Unavailable("the identity provider".into()))?,
+            );
+            apple_keys().insert(st.config.apple_keys_url.clone(), keys.clone());
+            keys
+        }
+    };
+    let jwk = keys.find(kid).ok_or_else(rejected)?;
     let key = DecodingKey::from_jwk(jwk).map_err(|_| rejected())?;
     let mut validation = Validation::new(header.alg);
     validation.set_issuer(&["https://appleid.apple.com"]);

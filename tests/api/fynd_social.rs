@@ -2,7 +2,10 @@
 //! handed over by the platform API) and the social logins, verified against local mocks of
 //! Facebook's Graph API, Google's token-info endpoint and Apple's JWKS.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use aws_lc_rs::{
@@ -83,6 +86,8 @@ both_backends!(login_token_hands_over_a_platform_session_once, |app: TestApp| as
 /// The identity providers' mocks: what they accept is fixed by the constants above.
 struct Providers {
     base: String,
+    /// How many times Apple's key set was fetched.
+    apple_fetches: Arc<AtomicUsize>,
 }
 
 fn apple_jwk(public: &[u8]) -> Value {
@@ -123,8 +128,10 @@ async fn tokeninfo(q: web::Query<Vec<(String, String)>>) -> HttpResponse {
 impl Providers {
     async fn start(jwks: Value) -> Providers {
         let jwks = Arc::new(jwks);
+        let apple_fetches = Arc::new(AtomicUsize::new(0));
+        let fetches = apple_fetches.clone();
         let server = HttpServer::new(move || {
-            let jwks = jwks.clone();
+            let (jwks, fetches) = (jwks.clone(), fetches.clone());
             App::new()
                 .route("/graph/debug_token", web::get().to(graph_debug))
                 .route("/graph/me", web::get().to(graph_me))
@@ -132,6 +139,7 @@ impl Providers {
                 .route(
                     "/apple/keys",
                     web::get().to(move || {
+                        fetches.fetch_add(1, Ordering::SeqCst);
                         let jwks = jwks.clone();
                         async move { HttpResponse::Ok().json(&*jwks) }
                     }),
@@ -142,7 +150,7 @@ impl Providers {
         .unwrap();
         let addr = server.addrs()[0];
         actix_web::rt::spawn(server.run());
-        Providers { base: format!("http://{addr}") }
+        Providers { base: format!("http://{addr}"), apple_fetches }
     }
 }
 
@@ -255,6 +263,7 @@ async fn social_logins(backend: Backend) {
         let (status, answer, _) = post("apple-ios", body).await;
         assert_error(status, &answer, 401, "invalid_social_token");
     }
+    assert_eq!(providers.apple_fetches.load(Ordering::SeqCst), 1, "Apple's keys are fetched once, then kept");
 
     // A blocked account cannot log in socially either.
     let (status, body) = app
