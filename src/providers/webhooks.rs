@@ -21,7 +21,14 @@
 //! the TTL on the other nodes of a cluster (a rotated secret is still accepted there for at
 //! most that long).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use diesel::prelude::*;
@@ -205,19 +212,24 @@ pub const CHANNELS_TTL: Duration = Duration::from_secs(2);
 /// All live channels of each provider, in every company (webhooks arrive before we know whose
 /// they are), cached for [`CHANNELS_TTL`].
 #[derive(Clone)]
-pub struct WebhookChannels(moka::sync::Cache<&'static str, Arc<Vec<ChannelRow>>>);
+pub struct WebhookChannels {
+    lists: moka::sync::Cache<&'static str, Arc<Vec<ChannelRow>>>,
+    /// Bumped by every invalidation: a list read before a change is not cached after it.
+    generation: Arc<AtomicU64>,
+}
 
 impl Default for WebhookChannels {
     fn default() -> Self {
-        Self(moka::sync::Cache::builder().time_to_live(CHANNELS_TTL).build())
+        Self { lists: moka::sync::Cache::builder().time_to_live(CHANNELS_TTL).build(), generation: Default::default() }
     }
 }
 
 impl WebhookChannels {
     pub async fn of(&self, st: &AppState, provider: &'static str) -> ApiResult<Arc<Vec<ChannelRow>>> {
-        if let Some(cached) = self.0.get(provider) {
+        if let Some(cached) = self.lists.get(provider) {
             return Ok(cached);
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let fresh = Arc::new(
             st.db
                 .run(move |c| {
@@ -229,13 +241,16 @@ impl WebhookChannels {
                 })
                 .await?,
         );
-        self.0.insert(provider, fresh.clone());
+        if self.generation.load(Ordering::SeqCst) == generation {
+            self.lists.insert(provider, fresh.clone());
+        }
         Ok(fresh)
     }
 
     /// Forgets every cached list: called after any change to a channel.
     pub fn invalidate(&self) {
-        self.0.invalidate_all();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.lists.invalidate_all();
     }
 }
 

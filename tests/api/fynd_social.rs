@@ -156,8 +156,12 @@ impl Providers {
 
 /// An Apple identity token signed with `key`.
 fn apple_token(key_pkcs8: &[u8], claims: Value) -> String {
+    apple_token_kid(key_pkcs8, claims, "apple-1")
+}
+
+fn apple_token_kid(key_pkcs8: &[u8], claims: Value, kid: &str) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some("apple-1".into());
+    header.kid = Some(kid.into());
     jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ec_der(key_pkcs8)).unwrap()
 }
 
@@ -264,6 +268,11 @@ async fn social_logins(backend: Backend) {
         assert_error(status, &answer, 401, "invalid_social_token");
     }
     assert_eq!(providers.apple_fetches.load(Ordering::SeqCst), 1, "Apple's keys are fetched once, then kept");
+    // A key the kept set lacks (Apple may have rotated): the set is fetched again.
+    let unknown = apple_token_kid(pkcs8.as_ref(), claims(APPLE_BUNDLE, "apple-3003", now_secs() + 600), "apple-2");
+    let (status, answer, _) = post("apple-ios", apple(unknown, "apple-3003")).await;
+    assert_error(status, &answer, 401, "invalid_social_token");
+    assert_eq!(providers.apple_fetches.load(Ordering::SeqCst), 2, "an unknown key id fetches the set again");
 
     // A blocked account cannot log in socially either.
     let (status, body) = app
