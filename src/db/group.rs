@@ -40,13 +40,8 @@ type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 /// applied. An item alone in its batch runs without a savepoint of its own (two statements
 /// fewer: most deliveries on PostgreSQL, and on SQLite whenever there is no queue); its failure
 /// then rolls the whole transaction back.
-type Job = Box<dyn FnOnce(&mut Db, Alone) -> (Completion, bool) + Send>;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Alone {
-    Yes,
-    No,
-}
+/// The `bool` argument says whether the item is alone in its batch.
+type Job = Box<dyn FnOnce(&mut Db, bool) -> (Completion, bool) + Send>;
 
 #[derive(Default)]
 pub struct Committer {
@@ -81,8 +76,8 @@ impl Pool {
         T: Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |c: &mut Db, alone: Alone| {
-            let applied = if alone == Alone::Yes { f(c) } else { c.transaction(f) };
+        let job: Job = Box::new(move |c: &mut Db, alone: bool| {
+            let applied = if alone { f(c) } else { c.transaction(f) };
             let ok = applied.is_ok();
             let answer: Completion = Box::new(move |commit_failed: Option<&str>| {
                 let answer = match (applied, commit_failed) {
@@ -148,14 +143,14 @@ impl Pool {
         let mut answers: Vec<Completion> = Vec::with_capacity(jobs.len());
         // A panicking item drops its own answer and those not yet applied (their callers get an
         // error); the transaction is not committed.
-        let alone = if jobs.len() == 1 { Alone::Yes } else { Alone::No };
+        let alone = jobs.len() == 1;
         let mut alone_failed = false;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.write_blocking(|c| {
                 for job in jobs {
                     let (answer, ok) = job(c, alone);
                     answers.push(answer);
-                    if !ok && alone == Alone::Yes {
+                    if !ok && alone {
                         // Its own error answers it; the transaction must not keep its half.
                         alone_failed = true;
                         return Err(ApiError::Internal(anyhow!("the only item failed")));

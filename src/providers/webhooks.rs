@@ -367,12 +367,12 @@ async fn whatsapp_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> Api
     let channels = st.webhook_channels.of(st, "whatsapp").await?;
     let mut by_secret: HashMap<String, bool> = HashMap::new();
     let mut verified = Vec::new();
-    for ch in channels.iter().cloned() {
+    for ch in channels.iter() {
         let Ok(secret) = channel_secret(st, &ch.secrets, "appSecret") else { continue };
         let ok =
             *by_secret.entry(secret).or_insert_with_key(|s| verify_sha256_signature(Some(sig), s.as_bytes(), body));
         if ok {
-            verified.push(ch);
+            verified.push(ch.clone());
         }
     }
     if verified.is_empty() {
@@ -444,7 +444,7 @@ async fn twilio_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiRe
     let account = twilio::param(&params, "AccountSid").map(str::to_owned);
     let channels = st.webhook_channels.of(st, "twilio").await?;
     let mut verified = Vec::new();
-    for ch in channels.iter().cloned() {
+    for ch in channels.iter() {
         let (Ok(sid), Ok(token)) =
             (channel_secret(st, &ch.secrets, "accountSid"), channel_secret(st, &ch.secrets, "authToken"))
         else {
@@ -454,7 +454,7 @@ async fn twilio_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiRe
             continue;
         }
         if twilio::verify(Some(sig), &token, &url, &params) {
-            verified.push(ch);
+            verified.push(ch.clone());
         }
     }
     if verified.is_empty() {
