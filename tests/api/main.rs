@@ -15,4 +15,8 @@ mod messaging;
 mod oidc;
 mod ops;
 mod realtime;
+mod security_logins;
+mod security_media;
+mod security_ops;
+mod security_takeover;
 mod webhooks;
