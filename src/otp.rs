@@ -22,6 +22,11 @@ pub const RESEND_SECS: i64 = 30;
 pub const MAX_ATTEMPTS: i32 = 5;
 /// Forgot-password tokens (the `forgot_token` of `VerifyForgotOtpSuccess`) live 15 minutes.
 pub const FORGOT_TTL: Duration = Duration::minutes(15);
+/// Messages (codes and links) one destination may get from one company in an hour.
+pub const MAX_PER_HOUR: i64 = 10;
+/// The `channel`s of challenges that were sent to their destination; `token` (a
+/// `forgot_token` handed back in an answer) and `totp` (an MFA step) rows were not.
+pub const MESSAGE_CHANNELS: [&str; 2] = ["email", "sms"];
 
 fn code_mac(key: &DataKey, request_id: &str, code: &str) -> String {
     key.sign(format!("otp:{request_id}:{code}").as_bytes())
@@ -45,25 +50,55 @@ pub struct Challenge<'a> {
     pub purpose: &'a str,
 }
 
-/// Issues a code. A second code for the same destination and purpose within the resend
-/// window is 429 with `Retry-After`; a new code invalidates the older ones.
-pub fn issue(c: &mut Db, key: &DataKey, ch: &Challenge<'_>) -> ApiResult<Issued> {
+/// The per-recipient resend window (README "Account takeover and abuse"): a destination gets
+/// at most one message per purpose every [`RESEND_SECS`] while the last one is unused, and at
+/// most [`MAX_PER_HOUR`] messages (codes and links, every purpose) from one company in an
+/// hour. Unknown addresses are counted like known ones (their challenges are stored too), so
+/// the throttle says nothing about accounts. `Err` is 429 with `Retry-After`. The check and
+/// the insert that follows it are serialised per destination ([`crate::db::dialect::lock_key`])
+/// so concurrent requests cannot both pass.
+pub fn throttle(c: &mut Db, company_id: Option<i64>, destination: &str, purpose: &str) -> ApiResult<()> {
+    crate::db::dialect::lock_key(c, &format!("notify:{company_id:?}:{destination}"))?;
     let t = now();
-    let pending = || {
-        otp_challenges::table
-            .filter(otp_challenges::company_id.eq(ch.company_id))
-            .filter(otp_challenges::destination.eq(ch.destination))
-            .filter(otp_challenges::purpose.eq(ch.purpose))
-            .filter(otp_challenges::consumed_at.is_null())
+    let scoped = || {
+        let q = otp_challenges::table.filter(otp_challenges::destination.eq(destination)).into_boxed();
+        match company_id {
+            Some(id) => q.filter(otp_challenges::company_id.eq(id)),
+            None => q.filter(otp_challenges::company_id.is_null()),
+        }
     };
-    let blocked_until: Option<chrono::NaiveDateTime> = pending()
+    let blocked_until: Option<chrono::NaiveDateTime> = scoped()
+        .filter(otp_challenges::purpose.eq(purpose))
+        .filter(otp_challenges::consumed_at.is_null())
         .filter(otp_challenges::resend_after.gt(t))
         .select(otp_challenges::resend_after)
+        .order(otp_challenges::resend_after.desc())
         .first(c)
         .optional()?;
     if let Some(until) = blocked_until {
         return Err(ApiError::TooManyRequests { retry_after_secs: (until - t).num_seconds().max(1) as u64 });
     }
+    let hour_ago = t - Duration::hours(1);
+    let sent: Vec<chrono::NaiveDateTime> = scoped()
+        .filter(otp_challenges::channel.eq_any(MESSAGE_CHANNELS))
+        .filter(otp_challenges::created_at.gt(hour_ago))
+        .order(otp_challenges::created_at)
+        .select(otp_challenges::created_at)
+        .limit(MAX_PER_HOUR)
+        .load(c)?;
+    if sent.len() as i64 >= MAX_PER_HOUR {
+        let frees_at = sent[0] + Duration::hours(1);
+        return Err(ApiError::TooManyRequests { retry_after_secs: (frees_at - t).num_seconds().max(1) as u64 });
+    }
+    Ok(())
+}
+
+/// Issues a code. A second code for the same destination and purpose within the resend
+/// window, or one over the hourly cap, is 429 with `Retry-After` ([`throttle`]); a new code
+/// invalidates the older ones.
+pub fn issue(c: &mut Db, key: &DataKey, ch: &Challenge<'_>) -> ApiResult<Issued> {
+    let t = now();
+    throttle(c, Some(ch.company_id), ch.destination, ch.purpose)?;
     retire(c, ch.company_id, ch.destination, ch.purpose)?;
     let request_id = random_hex_id();
     let code = six_digits();
@@ -195,32 +230,30 @@ pub fn retire(c: &mut Db, company_id: i64, destination: &str, purpose: &str) -> 
     Ok(())
 }
 
-/// A single-use opaque token stored like a code: the `forgot_token` after a verified OTP, and
-/// the codes of e-mailed or texted links (password reset, contact verification). The
-/// `destination` is the contact the token is about.
-pub fn issue_token(
-    c: &mut Db,
-    key: &DataKey,
-    company_id: i64,
-    user_id: i64,
-    purpose: &str,
-    destination: &str,
-) -> ApiResult<String> {
+/// A single-use opaque token stored like a code: the `forgot_token` after a verified OTP
+/// (channel `token`: handed back in the answer), and the codes of e-mailed or texted links
+/// (password reset, contact verification; channel `email` or `sms`, under [`throttle`]). The
+/// `destination` is the contact the token is about; `user_id` must be set.
+pub fn issue_token(c: &mut Db, key: &DataKey, ch: &Challenge<'_>) -> ApiResult<String> {
+    let sent = MESSAGE_CHANNELS.contains(&ch.channel);
+    if sent {
+        throttle(c, Some(ch.company_id), ch.destination, ch.purpose)?;
+    }
     let token = random_token();
     let t = now();
     let request_id = random_hex_id();
     diesel::insert_into(otp_challenges::table)
         .values((
             otp_challenges::request_id.eq(&request_id),
-            otp_challenges::company_id.eq(company_id),
-            otp_challenges::user_id.eq(user_id),
-            otp_challenges::channel.eq("token"),
-            otp_challenges::destination.eq(destination),
-            otp_challenges::purpose.eq(purpose),
+            otp_challenges::company_id.eq(ch.company_id),
+            otp_challenges::user_id.eq(ch.user_id),
+            otp_challenges::channel.eq(ch.channel),
+            otp_challenges::destination.eq(ch.destination),
+            otp_challenges::purpose.eq(ch.purpose),
             otp_challenges::code_hash.eq(key.sign(format!("token:{token}").as_bytes())),
             otp_challenges::attempts.eq(0),
             otp_challenges::expires_at.eq(t + FORGOT_TTL),
-            otp_challenges::resend_after.eq(t),
+            otp_challenges::resend_after.eq(if sent { t + Duration::seconds(RESEND_SECS) } else { t }),
             otp_challenges::created_at.eq(t),
         ))
         .execute(c)?;

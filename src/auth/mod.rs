@@ -9,6 +9,7 @@ pub mod lockout;
 pub mod oauth;
 pub mod otp;
 pub mod password;
+pub mod proof;
 pub mod ratelimit;
 pub mod recovery;
 pub mod routes;

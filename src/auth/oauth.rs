@@ -33,6 +33,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     arc,
     clients::{self, ClientRow},
+    proof,
     service::Origin,
 };
 use crate::{
@@ -694,7 +695,7 @@ async fn callback(st: &AppState, provider: Provider, origin: &Origin, q: Callbac
     let id = claimed.client_id.clone();
     let client =
         st.db.run(move |c| clients::by_client_id(c, &id)).await?.ok_or(ApiError::Unauthorized("invalid_state"))?;
-    let outcome = login(st, provider, &client, &claimed, q.code, q.error).await;
+    let outcome = login(st, provider, &client, &claimed, q.code, q.error, &origin.ip).await;
     let (ip, company) = (origin.ip.clone(), client.company_id);
     let detail = serde_json::json!({"provider": provider.name(), "client": client.client_id});
     match outcome {
@@ -719,6 +720,8 @@ async fn callback(st: &AppState, provider: Provider, origin: &Origin, q: Callbac
 }
 
 type Failed = (Option<i64>, ApiError);
+/// The user, the confab code and whether it opens the MFA step; or who failed and why.
+type LoginOutcome = Result<(i64, String, bool), Failed>;
 
 /// Upstream login then the confab code, through [`arc::issue_code`] like a password login.
 async fn login(
@@ -728,7 +731,8 @@ async fn login(
     claimed: &Claimed,
     code: Option<String>,
     error: Option<String>,
-) -> Result<(i64, String, bool), Failed> {
+    ip: &str,
+) -> LoginOutcome {
     let fail = |e: ApiError| (None, e);
     if error.is_some() {
         return Err(fail(ApiError::Unauthorized("provider_error")));
@@ -740,20 +744,37 @@ async fn login(
         return Err(fail(ApiError::Unauthorized("email_not_verified")));
     }
     let email = who.email.and_then(|e| Email::try_from(e).ok()).ok_or(fail(ApiError::Unauthorized("no_account")))?;
-    let (cl, challenge) = (client.clone(), claimed.challenge.clone());
-    st.db
-        .write(move |c| -> ApiResult<Result<(i64, String, bool), Failed>> {
+    let (cl, challenge, ip) = (client.clone(), claimed.challenge.clone(), ip.to_owned());
+    let (outcome, revoked) = st
+        .db
+        .write(move |c| -> ApiResult<(LoginOutcome, Vec<String>)> {
             let user = store::find_staff_by_email(c, &email)?
                 .filter(|u: &UserRow| u.is_active() && u.company_id == cl.company_id);
-            let Some(user) = user else { return Ok(Err(fail(ApiError::Unauthorized("no_account")))) };
+            let Some(user) = user else { return Ok((Err(fail(ApiError::Unauthorized("no_account"))), Vec::new())) };
+            // The provider verified the e-mail; the account's record of it may not be
+            // (README "Account takeover and abuse"): an account nobody proved anything on is
+            // claimed, one proven otherwise is not opened by an e-mail it never verified.
+            let revoked = match proof::prove(c, user.id, proof::Contact::Email(email.as_str()))? {
+                proof::Proof::AlreadyVerified => Vec::new(),
+                proof::Proof::Claimed { revoked } => {
+                    let detail = serde_json::json!({"via": provider.name(), "contact": "email"});
+                    store::audit(c, Some(user.company_id), Some(user.id), "account_claimed", &ip, detail)?;
+                    revoked
+                }
+                proof::Proof::Unproven => {
+                    return Ok((Err((Some(user.id), ApiError::Unauthorized("email_not_verified"))), Vec::new()));
+                }
+            };
             if !link_identity(c, provider, &who.subject, user.id)? {
-                return Ok(Err((Some(user.id), ApiError::Unauthorized("identity_mismatch"))));
+                return Ok((Err((Some(user.id), ApiError::Unauthorized("identity_mismatch"))), revoked));
             }
             let (code, mfa) = arc::issue_code(c, &cl, &user, challenge)?;
-            Ok(Ok((user.id, code, mfa)))
+            Ok((Ok((user.id, code, mfa)), revoked))
         })
         .await
-        .map_err(fail)?
+        .map_err(fail)?;
+    proof::forget(st, revoked);
+    outcome
 }
 
 /// Remembers which provider account logged in as which user. The first login links; later

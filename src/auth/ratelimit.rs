@@ -1,5 +1,6 @@
 //! Per-IP request limit on the auth routes of both families (CONTRACT §5 and §9,
-//! `CONFAB_AUTH_RATE_PER_MINUTE`, 0 turns it off), answering 429 with `Retry-After`.
+//! `CONFAB_AUTH_RATE_PER_MINUTE`, 0 turns it off), answering 429 with `Retry-After`: every
+//! route that checks or hashes a secret or sends a mail or a text ([`is_auth_path`]).
 //!
 //! With Redis configured the limit is shared by every node (CONTRACT §8): a counter per IP and
 //! minute (`INCR` and `EXPIRE … NX` in one atomic pipeline), under a namespace derived from the
@@ -89,18 +90,41 @@ impl AuthLimiter {
     }
 }
 
-/// Storefront routes (under [`STOREFRONT_AUTH`]) that check a password, create an account or
-/// disclose whether one exists (auth.md §2.4).
-const STOREFRONT_LIMITED: [&str; 3] = ["login/password", "register/form", "user-exists"];
+/// Every route that checks or hashes a secret (a password, a client secret, a one-time code)
+/// or sends a mail or a text is under the limit (README "Account takeover and abuse" lists
+/// them): argon2 costs tens of milliseconds of a core, and mails and texts cost money and
+/// annoy their recipients. Routes under these prefixes…
+const LIMITED_PREFIXES: [&str; 4] = [
+    // ARC and messaging-family auth: logins, tokens, codes, resets, sign-up, OAuth starts.
+    "/auth/",
+    // Auth clients: creating one or setting its secret hashes it.
+    "/auth-clients",
+    // The Fynd SDK's panel OAuth: every call verifies a client secret.
+    "/service/panel/authentication/",
+    // The storefront's authentication routes (except [`STOREFRONT_UNLIMITED`]).
+    STOREFRONT_AUTH,
+];
+/// …and these exact paths.
+const LIMITED_PATHS: [&str; 5] = [
+    "/logout",
+    "/keycloak/logout",
+    // Mails an invitation.
+    "/agent/invite",
+    // Mail or text a verification link.
+    "/service/application/user/profile/v1.0/email/link/send",
+    "/service/application/user/profile/v1.0/mobile/link/send",
+];
 const STOREFRONT_AUTH: &str = "/service/application/user/authentication/v1.0/";
+/// Storefront authentication routes a signed-in page calls all the time and that check no
+/// secret and send nothing: the session cookie is an HMAC, not a password.
+const STOREFRONT_UNLIMITED: [&str; 4] = ["session", "sessions", "has-password", "logout"];
 
-/// The routes the limit applies to: everything under `/auth/`, the logout routes and the
-/// storefront's [`STOREFRONT_LIMITED`] routes.
+/// Whether the per-IP limit applies to `path` (see [`LIMITED_PREFIXES`] and [`LIMITED_PATHS`]).
 pub fn is_auth_path(path: &str) -> bool {
-    path.starts_with("/auth/")
-        || path == "/logout"
-        || path == "/keycloak/logout"
-        || path.strip_prefix(STOREFRONT_AUTH).is_some_and(|rest| STOREFRONT_LIMITED.contains(&rest))
+    if let Some(rest) = path.strip_prefix(STOREFRONT_AUTH) {
+        return !STOREFRONT_UNLIMITED.contains(&rest);
+    }
+    LIMITED_PATHS.contains(&path) || LIMITED_PREFIXES.iter().any(|p| path.starts_with(p))
 }
 
 pub async fn limit(
@@ -116,4 +140,43 @@ pub async fn limit(
         return Ok(req.into_response(res).map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_auth_path;
+
+    #[test]
+    fn secret_checking_and_message_sending_routes_are_limited() {
+        for path in [
+            "/auth/login",
+            "/auth/token",
+            "/auth/forget-password",
+            "/auth-clients",
+            "/auth-clients/3",
+            "/logout",
+            "/agent/invite",
+            "/service/panel/authentication/v1.0/company/1/oauth/token",
+            "/service/panel/authentication/v1.0/company/1/oauth/offline-token",
+            "/service/application/user/authentication/v1.0/login/password",
+            "/service/application/user/authentication/v1.0/login/otp",
+            "/service/application/user/authentication/v1.0/otp/forgot/mobile/send",
+            "/service/application/user/authentication/v1.0/login/password/reset",
+            "/service/application/user/authentication/v1.0/login/password/reset/forgot",
+            "/service/application/user/authentication/v1.0/password",
+            "/service/application/user/profile/v1.0/email/link/send",
+        ] {
+            assert!(is_auth_path(path), "{path} should be limited");
+        }
+        for path in [
+            "/service/application/user/authentication/v1.0/session",
+            "/service/application/user/authentication/v1.0/logout",
+            "/service/application/user/profile/v1.0/detail",
+            "/message",
+            "/agent",
+            "/authx",
+        ] {
+            assert!(!is_auth_path(path), "{path} should not be limited");
+        }
+    }
 }

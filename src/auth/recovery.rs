@@ -16,7 +16,7 @@ use super::{
     arc::SuccessView,
     clients,
     extract::bearer_token,
-    password,
+    password, proof,
     service::{self, Origin, Signup},
     session,
 };
@@ -33,7 +33,7 @@ use crate::{
 pub const RESET_TTL_SECS: i64 = 30 * 60;
 pub const SIGNUP_TTL_SECS: i64 = 30 * 60;
 /// A new link for the same address at most this often (extra requests are silently dropped).
-pub const RESEND_AFTER_SECS: i64 = 30;
+pub const RESEND_AFTER_SECS: i64 = crate::otp::RESEND_SECS;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(forget_password)
@@ -58,7 +58,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 )]
 pub struct Api;
 
-/// Stores a link token for `dest`; `None` when one was issued within [`RESEND_AFTER_SECS`].
+/// Stores a link token for `dest`; `None` within the per-recipient resend window
+/// ([`crate::otp::throttle`]: one link per address and purpose every [`RESEND_AFTER_SECS`],
+/// a capped number an hour). Extra requests are dropped silently: the answer is the same
+/// whether or not a mail goes out.
 fn store_token(
     c: &mut Db,
     company_id: Option<i64>,
@@ -67,18 +70,12 @@ fn store_token(
     purpose: &str,
     ttl: i64,
 ) -> ApiResult<Option<String>> {
-    let t = now();
-    let recent: bool = diesel::select(diesel::dsl::exists(
-        otp_challenges::table
-            .filter(otp_challenges::destination.eq(dest))
-            .filter(otp_challenges::purpose.eq(purpose))
-            .filter(otp_challenges::consumed_at.is_null())
-            .filter(otp_challenges::resend_after.gt(t)),
-    ))
-    .get_result(c)?;
-    if recent {
-        return Ok(None);
+    match crate::otp::throttle(c, company_id, dest, purpose) {
+        Ok(()) => {}
+        Err(ApiError::TooManyRequests { .. }) => return Ok(None),
+        Err(e) => return Err(e),
     }
+    let t = now();
     let token = random_token();
     diesel::insert_into(otp_challenges::table)
         .values((
@@ -144,8 +141,8 @@ pub struct ForgetBody {
     pub client_secret: Option<String>,
 }
 
-/// E-mails a reset link to the user of the client's company with this e-mail, if there is one.
-/// 204 either way.
+/// E-mails a reset link to the user of the client's company with this e-mail, if there is one
+/// and the address is verified. 204 either way.
 #[utoipa::path(tag = "auth", request_body = ForgetBody, responses(
     (status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 #[post("/auth/forget-password")]
@@ -166,6 +163,10 @@ async fn forget_password(
         .write(move |c| {
             let user = store::find_staff_by_email(c, &email)?.filter(|u| u.company_id == company_id && u.is_active());
             let Some(user) = user else { return Ok(None) };
+            // Reset links go only to verified addresses (README "Account takeover and abuse").
+            if !proof::is_verified(c, user.id, proof::Contact::Email(email.as_str()))? {
+                return Ok(None);
+            }
             let token = store_token(c, Some(company_id), Some(user.id), email.as_str(), &purpose, RESET_TTL_SECS)?;
             if token.is_some() {
                 store::audit(

@@ -224,14 +224,19 @@ pub struct UpdateUserBody {
     pub emails: Option<Vec<EmailBody>>,
 }
 
-/// `updateUser`.
+/// `updateUser`. A company admin (or an auth client's service account) may replace a
+/// customer's e-mails and phones, with the `verified` flags it sends, even for an account that
+/// signs in: unlike an agent at `PUT /contact`, it can already open a session for any customer
+/// (`createUserSession`), so refusing would protect nothing (README "Account takeover and
+/// abuse"). Each change of contacts is audited (`fynd_user_contacts_changed`).
 #[utoipa::path(tag = "fynd-platform", params(("company_id" = String, Path), ("application_id" = String, Path), ("user_id" = String, Path)),
     request_body = UpdateUserBody, responses((status = 200, body = UserEnvelope), (status = 400, body = ErrorBody),
     (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 #[put("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/{user_id}")]
 async fn update_user(
-    PlatformApp { app, .. }: PlatformApp,
+    PlatformApp { app, admin }: PlatformApp,
     st: web::Data<AppState>,
+    origin: Origin,
     path: AppItemPath,
     Json(b): Json<UpdateUserBody>,
 ) -> ApiResult<HttpResponse> {
@@ -286,6 +291,17 @@ async fn update_user(
             }
             if let Some(emails) = &emails {
                 customer::replace_emails(c, &user, emails)?;
+            }
+            if phones.is_some() || emails.is_some() {
+                let detail = json!({"user": user.id, "phone_numbers": phones.is_some(), "emails": emails.is_some()});
+                store::audit(
+                    c,
+                    Some(app.company_id),
+                    Some(admin.user_id),
+                    "fynd_user_contacts_changed",
+                    &origin.ip,
+                    detail,
+                )?;
             }
             service::view(c, user, app.id)
         })

@@ -8,7 +8,7 @@ use super::{
     views::{UserView, user_view},
 };
 use crate::{
-    auth::{service::Origin, session},
+    auth::{proof, service::Origin, session},
     db::Db,
     error::{ApiError, ApiResult},
     state::AppState,
@@ -262,9 +262,19 @@ pub async fn start_session(
 }
 
 /// Storefront identifiers: an e-mail, or a phone in international form.
+#[derive(Debug, Clone)]
 pub enum Identifier {
     Email(Email),
     Phone(Phone),
+}
+
+impl Identifier {
+    pub fn contact(&self) -> proof::Contact<'_> {
+        match self {
+            Identifier::Email(e) => proof::Contact::Email(e.as_str()),
+            Identifier::Phone(p) => proof::Contact::Phone(p.as_str()),
+        }
+    }
 }
 
 pub fn identifier(text: &str, field: &str) -> ApiResult<Identifier> {

@@ -19,7 +19,10 @@
 //!
 //! The account: the identity already linked to a customer of this application, else the
 //! customer holding the provider's verified e-mail, else a new customer (when registration is
-//! on) with that e-mail verified and the provider's names. The link is kept in
+//! on) with that e-mail verified and the provider's names. A customer whose own record of the
+//! e-mail is unverified is handled by [`crate::auth::proof`]: claimed (its password and
+//! sessions dropped) when nothing else was ever proven on it, else the e-mail is released to
+//! a new account. The link is kept in
 //! `oauth_identities` under the provider key `fynd:<application id>:<provider>`. Blocked,
 //! archived and deleted accounts answer 401 `invalid_credentials`.
 
@@ -39,7 +42,10 @@ use super::{
     views::UserView,
 };
 use crate::{
-    auth::service::Origin,
+    auth::{
+        proof::{self, Contact, Proof},
+        service::Origin,
+    },
     db::{
         Db,
         schema::{oauth_identities, users},
@@ -357,14 +363,34 @@ async fn login(
         ..Default::default()
     };
     let (app, register, subject, ip) = (client.app.clone(), client.settings.register, v.subject, origin.ip.clone());
-    let (user, existed) = st
+    let (user, existed, revoked) = st
         .db
         .write(move |c| {
             if let Some(user) = linked(c, &provider_key, &subject, app.company_id)? {
-                return Ok((user, true));
+                return Ok((user, true, Vec::new()));
             }
+            let mut revoked = Vec::new();
             let by_email = match &n.email {
-                Some(e) => service::find_customer(c, &app, &service::Identifier::Email(e.clone()))?,
+                Some(e) => match service::find_customer(c, &app, &service::Identifier::Email(e.clone()))? {
+                    // The provider verified the e-mail; the account's own record of it may
+                    // not be (README "Account takeover and abuse", `auth::proof`).
+                    Some(u) if u.is_active() => match proof::prove(c, u.id, Contact::Email(e.as_str()))? {
+                        Proof::AlreadyVerified => Some(u),
+                        Proof::Claimed { revoked: r } => {
+                            revoked = r;
+                            let detail = serde_json::json!({"via": provider_key, "contact": "email"});
+                            store::audit(c, Some(app.company_id), Some(u.id), "account_claimed", &ip, detail)?;
+                            Some(store::get(c, app.company_id, u.id)?)
+                        }
+                        Proof::Unproven => {
+                            proof::release(c, u.id, Contact::Email(e.as_str()))?;
+                            let detail = serde_json::json!({"via": provider_key, "contact": "email"});
+                            store::audit(c, Some(app.company_id), Some(u.id), "contact_released", &ip, detail)?;
+                            None
+                        }
+                    },
+                    other => other,
+                },
                 None => None,
             };
             let (user, existed) = match by_email {
@@ -396,9 +422,10 @@ async fn login(
                     oauth_identities::created_at.eq(now()),
                 ))
                 .execute(c)?;
-            Ok((user, existed))
+            Ok((user, existed, revoked))
         })
         .await?;
+    proof::forget(st, revoked);
     if !user.is_active() {
         return Err(ApiError::Unauthorized("invalid_credentials"));
     }

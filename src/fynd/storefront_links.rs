@@ -14,7 +14,7 @@ use super::{
     views::{self, phone_from_parts},
 };
 use crate::{
-    auth::{password, service::Origin},
+    auth::{password, proof, service::Origin},
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
     otp,
@@ -42,12 +42,18 @@ async fn send_link(
     page: &str,
     what: &str,
 ) -> ApiResult<()> {
-    let destination = match to {
-        Identifier::Phone(p) => p.as_str().to_owned(),
-        Identifier::Email(e) => e.as_str().to_owned(),
+    let (channel, destination) = match to {
+        Identifier::Phone(p) => ("sms", p.as_str().to_owned()),
+        Identifier::Email(e) => ("email", e.as_str().to_owned()),
     };
     let (key, company_id, dest) = (st.data_key.clone(), client.app.company_id, destination.clone());
-    let token = st.db.write(move |c| otp::issue_token(c, &key, company_id, user_id, purpose, &dest)).await?;
+    let token = st
+        .db
+        .write(move |c| {
+            let ch = otp::Challenge { company_id, user_id: Some(user_id), channel, destination: &dest, purpose };
+            otp::issue_token(c, &key, &ch)
+        })
+        .await?;
     let link = storefront_link(st, &client.app, page, &token);
     let text = format!("{what} for {}: {link}\nThe link works once, within 15 minutes.", client.settings.display);
     match to {
@@ -85,9 +91,19 @@ async fn reset_link(st: &AppState, client: &AppClient, to: Identifier) -> ApiRes
         })
         .await?;
     // The same answer whether or not an account exists (no enumeration); only an active
-    // account gets a link.
+    // account gets a link, and only at a verified contact (README "Account takeover and
+    // abuse": an unverified address may be anyone's).
     if let Some(user) = user.filter(|u| u.is_active()) {
-        send_link(st, client, user.id, &to, RESET, "auth/reset-password", "Reset your password").await?;
+        let (uid, id) = (user.id, to.clone());
+        if !st.db.run(move |c| proof::is_verified(c, uid, id.contact())).await? {
+            return Ok(HttpResponse::Ok().json(StatusView { status: "sent".into() }));
+        }
+        // Within the resend window nothing more is sent, and the answer stays the same
+        // (a 429 here would tell that the account exists).
+        match send_link(st, client, user.id, &to, RESET, "auth/reset-password", "Reset your password").await {
+            Ok(()) | Err(ApiError::TooManyRequests { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(HttpResponse::Ok().json(StatusView { status: "sent".into() }))
 }
@@ -169,20 +185,34 @@ async fn forgot_password(
     origin: Origin,
     Json(b): Json<ResetPasswordBody>,
 ) -> ApiResult<HttpResponse> {
-    let pw = b.password.clone();
-    let hash = web::block(move || password::hash(&pw)).await??;
     let (key, company_id, app_id) = (st.data_key.clone(), client.app.company_id, client.app.id);
-    let (state, ip) = (st.clone(), origin.ip.clone());
-    let user = st
+    // The code and the password policy are checked before the password is hashed: a wrong
+    // code costs no argon2 work (README "Account takeover and abuse").
+    let (k, code) = (key.clone(), b.code.clone());
+    let (user, email) = st
         .db
-        .write(move |c| {
-            let (user_id, _) = otp::consume_token(c, &key, company_id, &b.code, RESET)?.ok_or_else(invalid_code)?;
+        .run(move |c| {
+            let (_, user_id, _) = otp::peek_token(c, &k, company_id, &code, RESET)?.ok_or_else(invalid_code)?;
             let user = customer::get(c, company_id, app_id, user_id).map_err(|_| invalid_code())?;
             if !user.is_active() {
                 return Err(invalid_code());
             }
             let email = store::primary_email(c, user.id)?.and_then(|e| Email::try_from(e).ok());
-            password::check_new(&b.password, email.as_ref())?;
+            Ok((user, email))
+        })
+        .await?;
+    password::check_new(&b.password, email.as_ref())?;
+    let pw = b.password.clone();
+    let hash = web::block(move || password::hash(&pw)).await??;
+    let (state, ip) = (st.clone(), origin.ip.clone());
+    let user = st
+        .db
+        .write(move |c| {
+            // The single-use claim; the code may have been used since it was checked.
+            let (user_id, _) = otp::consume_token(c, &key, company_id, &b.code, RESET)?.ok_or_else(invalid_code)?;
+            if user_id != user.id {
+                return Err(invalid_code());
+            }
             store::set_password_hash(c, user.id, &hash)?;
             service::revoke_everything(&state, c, user.id, "password_reset")?;
             store::audit(

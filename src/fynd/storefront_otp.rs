@@ -13,7 +13,11 @@ use super::{
     views::{self, UserView, phone_from_parts},
 };
 use crate::{
-    auth::{password, service::Origin},
+    auth::{
+        password,
+        proof::{self, Contact, Proof},
+        service::Origin,
+    },
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
     otp::{self, Challenge},
@@ -178,20 +182,21 @@ pub struct VerifyOtpView {
 
 /// After a verified code to `destination`: the account holding it is logged in (cookie) and
 /// the contact marked verified; without an account the answer carries a `register_token`.
+/// A code to a contact the account had not verified is a proof from outside it
+/// ([`crate::auth::proof`]): it claims an account nobody proved anything on (dropping the
+/// password and sessions its registrant set up), and on an account someone else proved it
+/// releases the contact and answers as for a new one.
 async fn after_verified(st: &AppState, client: &AppClient, origin: &Origin, to: Identifier) -> ApiResult<HttpResponse> {
     let (to, user) = customer_by(st, client, to).await?;
     let destination = match &to {
         Identifier::Phone(p) => p.as_str().to_owned(),
         Identifier::Email(e) => e.as_str().to_owned(),
     };
-    let Some(user) = user else {
+    let new_account = |st: &AppState| {
         let register_token = otp::register_token(&st.data_key, client.app.id, &destination);
-        return Ok(HttpResponse::Ok().json(VerifyOtpView {
-            user: None,
-            user_exists: false,
-            register_token: Some(register_token),
-        }));
+        HttpResponse::Ok().json(VerifyOtpView { user: None, user_exists: false, register_token: Some(register_token) })
     };
+    let Some(user) = user else { return Ok(new_account(st)) };
     if !user.is_active() {
         return Err(ApiError::Unauthorized("invalid_credentials"));
     }
@@ -203,23 +208,37 @@ async fn after_verified(st: &AppState, client: &AppClient, origin: &Origin, to: 
     }
     let (uid, app_id, company_id) = (user.id, client.app.id, client.app.company_id);
     let is_phone = matches!(to, Identifier::Phone(_));
-    let view = st
+    let (dest, ip) = (destination.clone(), origin.ip.clone());
+    let outcome = st
         .db
         .write(move |c| {
-            if is_phone {
-                customer::mark_phone_verified(c, uid, &destination)?;
-            } else {
-                customer::mark_email_verified(c, uid, &destination)?;
-            }
+            let contact = if is_phone { Contact::Phone(&dest) } else { Contact::Email(&dest) };
+            let kind = if is_phone { "phone" } else { "email" };
+            let revoked = match proof::prove(c, uid, contact)? {
+                Proof::AlreadyVerified => Vec::new(),
+                Proof::Claimed { revoked } => {
+                    let detail = serde_json::json!({"via": "otp", "contact": kind});
+                    store::audit(c, Some(company_id), Some(uid), "account_claimed", &ip, detail)?;
+                    revoked
+                }
+                Proof::Unproven => {
+                    proof::release(c, uid, contact)?;
+                    let detail = serde_json::json!({"via": "otp", "contact": kind});
+                    store::audit(c, Some(company_id), Some(uid), "contact_released", &ip, detail)?;
+                    return Ok(None);
+                }
+            };
             // A company-wide contact logging in here becomes this application's customer.
             let mut user = customer::get(c, company_id, app_id, uid)?;
             if user.application_id.is_none() {
                 let change = customer::ProfileChange { application_id: Some(app_id), ..Default::default() };
                 user = customer::update_profile(c, uid, &change)?;
             }
-            service::view(c, user, app_id)
+            Ok(Some((service::view(c, user.clone(), app_id)?, user, revoked)))
         })
         .await?;
+    let Some((view, user, revoked)) = outcome else { return Ok(new_account(st)) };
+    proof::forget(st, revoked);
     let ttl = client.settings.session_ttl();
     let (_, value) = service::start_session(st, &client.app, &user, origin, None, ttl).await?;
     Ok(HttpResponse::Ok().cookie(session_cookie(&st.config, value, ttl.num_seconds())).json(VerifyOtpView {
@@ -329,8 +348,18 @@ fn forgot_enabled(client: &AppClient) -> ApiResult<()> {
     }
 }
 
+/// Who a forgot-password code may go to: an active account, at a contact it verified (README
+/// "Account takeover and abuse": an unverified contact may be anyone's). `None` still gets the
+/// same answer, and a challenge that can never succeed, but no message.
+async fn reset_target(st: &AppState, to: &Identifier, user: Option<UserRow>) -> ApiResult<Option<UserRow>> {
+    let Some(user) = user.filter(UserRow::is_active) else { return Ok(None) };
+    let (uid, id) = (user.id, to.clone());
+    let verified = st.db.run(move |c| proof::is_verified(c, uid, id.contact())).await?;
+    Ok(verified.then_some(user))
+}
+
 /// `sendForgotOTPOnMobile`: the same answer whether or not the number has an account; the
-/// code is only sent to an active account with a password.
+/// code is only sent to an active account at a verified number.
 #[utoipa::path(tag = "fynd-storefront", request_body = SendMobileOtpBody, responses((status = 200, body = SendOtpView),
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[post("/service/application/user/authentication/v1.0/otp/forgot/mobile/send")]
@@ -342,7 +371,7 @@ async fn send_forgot_otp_on_mobile(
     forgot_enabled(&client)?;
     let phone = phone_from_parts(b.country_code.as_deref(), &b.mobile, "mobile")?;
     let (to, user) = customer_by(&st, &client, Identifier::Phone(phone.clone())).await?;
-    let user = user.filter(UserRow::is_active);
+    let user = reset_target(&st, &to, user).await?;
     let request_id = send_code(&st, &client, user.as_ref(), &to, FORGOT, user.is_some(), b.android_hash).await?;
     Ok(HttpResponse::Ok().json(SendOtpView {
         success: true,
@@ -376,7 +405,19 @@ async fn forgot_token(st: &AppState, client: &AppClient, verified: otp::Verified
     };
     let (key, company_id) = (st.data_key.clone(), client.app.company_id);
     let dest = verified.destination.clone();
-    let token = st.db.write(move |c| otp::issue_token(c, &key, company_id, user_id, FORGOT_TOKEN, &dest)).await?;
+    let token = st
+        .db
+        .write(move |c| {
+            let ch = Challenge {
+                company_id,
+                user_id: Some(user_id),
+                channel: "token",
+                destination: &dest,
+                purpose: FORGOT_TOKEN,
+            };
+            otp::issue_token(c, &key, &ch)
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(VerifyForgotView { success: true, forgot_token: token }))
 }
 
@@ -403,7 +444,8 @@ pub struct SendForgotEmailBody {
     pub token: Option<String>,
 }
 
-/// `sendForgotOTPOnEmail`: the same answer whether or not the address has an account.
+/// `sendForgotOTPOnEmail`: the same answer whether or not the address has an account; the code
+/// is only sent to an active account at a verified address.
 #[utoipa::path(tag = "fynd-storefront", request_body = SendForgotEmailBody, responses((status = 200, body = EmailOtpView),
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[post("/service/application/user/authentication/v1.0/otp/forgot/email/send")]
@@ -415,7 +457,7 @@ async fn send_forgot_otp_on_email(
     forgot_enabled(&client)?;
     let email = views::email(&b.email, "email")?;
     let (to, user) = customer_by(&st, &client, Identifier::Email(email)).await?;
-    let user = user.filter(UserRow::is_active);
+    let user = reset_target(&st, &to, user).await?;
     send_code(&st, &client, user.as_ref(), &to, FORGOT, user.is_some(), None).await?;
     Ok(HttpResponse::Ok().json(EmailOtpView { success: true }))
 }
@@ -464,18 +506,31 @@ async fn reset_forgot_password(
     origin: Origin,
     Json(b): Json<ForgotPasswordBody>,
 ) -> ApiResult<HttpResponse> {
-    let pw = b.password.clone();
-    let hash = web::block(move || password::hash(&pw)).await??;
     let (key, company_id, app_id) = (st.data_key.clone(), client.app.company_id, client.app.id);
-    let state = st.clone();
-    let new_password = b.password;
-    st.db
-        .write(move |c| {
-            let invalid = || ApiError::bad_request("invalid_code", "the reset code is wrong, used or expired");
-            let (user_id, _) = otp::consume_token(c, &key, company_id, &b.code, FORGOT_TOKEN)?.ok_or_else(invalid)?;
+    let invalid = || ApiError::bad_request("invalid_code", "the reset code is wrong, used or expired");
+    // The code and the password policy are checked before the password is hashed: a wrong
+    // code costs no argon2 work (README "Account takeover and abuse").
+    let (k, code) = (key.clone(), b.code.clone());
+    let (user, email) = st
+        .db
+        .run(move |c| {
+            let (_, user_id, _) = otp::peek_token(c, &k, company_id, &code, FORGOT_TOKEN)?.ok_or_else(invalid)?;
             let user = customer::get(c, company_id, app_id, user_id).map_err(|_| invalid())?;
             let email = store::primary_email(c, user.id)?.and_then(|e| Email::try_from(e).ok());
-            password::check_new(&new_password, email.as_ref())?;
+            Ok((user, email))
+        })
+        .await?;
+    password::check_new(&b.password, email.as_ref())?;
+    let pw = b.password;
+    let hash = web::block(move || password::hash(&pw)).await??;
+    let state = st.clone();
+    st.db
+        .write(move |c| {
+            // The single-use claim; the code may have been used since it was checked.
+            let (user_id, _) = otp::consume_token(c, &key, company_id, &b.code, FORGOT_TOKEN)?.ok_or_else(invalid)?;
+            if user_id != user.id {
+                return Err(invalid());
+            }
             store::set_password_hash(c, user.id, &hash)?;
             service::revoke_everything(&state, c, user.id, "password_reset")?;
             store::audit(

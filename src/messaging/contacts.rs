@@ -8,7 +8,7 @@ use crate::{
         Db,
         schema::{user_emails, user_phones, users},
     },
-    error::ApiResult,
+    error::{ApiError, ApiResult},
     types::{Email, Phone, now},
 };
 
@@ -47,8 +47,12 @@ pub fn page(
     Ok((total, views))
 }
 
-/// Updates a customer's name, primary phone and primary e-mail. A phone or e-mail that another
-/// customer of the company already has is a 409.
+/// Updates a customer's name, primary phone and primary e-mail; a new phone or e-mail is
+/// unverified. A phone or e-mail that another customer of the company already has is a 409.
+/// The login phone and e-mail of an account with credentials (a password, a linked provider,
+/// a session ever opened: [`crate::auth::proof::has_credentials`]) are the customer's own: an
+/// agent changing them could send the account's reset links or codes to itself, so that is
+/// 409 `login_contact_locked` (README "Account takeover and abuse").
 pub fn update(
     c: &mut Db,
     company_id: i64,
@@ -59,6 +63,16 @@ pub fn update(
     email: Option<Email>,
 ) -> ApiResult<ContactView> {
     let user = store::customer(c, company_id, user_id)?;
+    let current_phone = crate::users::store::primary_phone(c, user.id)?;
+    let current_email = crate::users::store::primary_email(c, user.id)?;
+    let phone = phone.filter(|p| current_phone.as_deref() != Some(p.as_str()));
+    let email = email.filter(|e| current_email.as_deref() != Some(e.as_str()));
+    if (phone.is_some() || email.is_some()) && crate::auth::proof::has_credentials(c, user.id)? {
+        return Err(ApiError::conflict(
+            "login_contact_locked",
+            "this customer signs in with its phone and e-mail; only the customer can change them",
+        ));
+    }
     if first_name.is_some() || last_name.is_some() {
         diesel::update(users::table.find(user.id))
             .set((
@@ -68,18 +82,14 @@ pub fn update(
             ))
             .execute(c)?;
     }
-    if let Some(phone) = phone
-        && crate::users::store::primary_phone(c, user.id)?.as_deref() != Some(phone.as_str())
-    {
+    if let Some(phone) = phone {
         diesel::update(user_phones::table.filter(user_phones::user_id.eq(user.id).and(user_phones::active)))
             .set(user_phones::active.eq(false))
             .execute(c)?;
         crate::users::store::add_phone(c, user.id, company_id, &phone, true, false)
             .map_err(|e| e.on_unique("contact_exists", "another contact has this phone"))?;
     }
-    if let Some(email) = email
-        && crate::users::store::primary_email(c, user.id)?.as_deref() != Some(email.as_str())
-    {
+    if let Some(email) = email {
         diesel::update(user_emails::table.filter(user_emails::user_id.eq(user.id).and(user_emails::active)))
             .set(user_emails::active.eq(false))
             .execute(c)?;

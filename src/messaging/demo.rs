@@ -106,7 +106,7 @@ pub fn fill(c: &mut Db, company_id: i64, count: usize) -> ApiResult<Filled> {
         let phone =
             Phone::try_from(format!("+1415555{:04}", 2000 + i)).map_err(|e| anyhow::anyhow!("demo phone: {e}"))?;
         let (customer_id, _) =
-            store::find_or_create_customer(c, company_id, &phone, FIRST[i % 16], LAST[(i / 16) % 12])?;
+            store::find_or_create_customer(c, company_id, &phone, FIRST[i % 16], LAST[(i / 16) % 12], true)?;
         let (conv, created) = store::find_or_create_conversation(c, company_id, channel.id, customer_id)?;
         if !created {
             continue;

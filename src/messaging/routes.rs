@@ -457,7 +457,8 @@ pub struct ContactBody {
     pub email: Option<crate::types::Email>,
 }
 
-/// Updates a customer (CONTRACT §3).
+/// Updates a customer (CONTRACT §3). Changing the phone or e-mail of a customer who signs in
+/// (password, social login or any session) is 409 `login_contact_locked`.
 #[utoipa::path(tag = "contacts", request_body = ContactBody, security(("bearer" = [])),
     responses((status = 200, body = ContactView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[put("/contact")]
@@ -518,9 +519,10 @@ pub struct ProfileUpdatedView {
     pub message: &'static str,
 }
 
-/// Updates a contact's profile; answers with the seed's exact wording for old clients.
+/// Updates a contact's profile; answers with the seed's exact wording for old clients. A new
+/// phone for a customer who signs in is 409 `login_contact_locked`, as at `PUT /contact`.
 #[utoipa::path(tag = "contacts", request_body = ProfileBody, security(("bearer" = [])),
-    responses((status = 200, body = ProfileUpdatedView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ProfileUpdatedView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[put("/profile")]
 async fn put_profile(agent: Agent, st: web::Data<AppState>, Json(b): Json<ProfileBody>) -> ApiResult<HttpResponse> {
     let company_id = agent.company_id;

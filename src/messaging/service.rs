@@ -332,7 +332,7 @@ fn ingest_tx(
 
 fn ingest_one(c: &mut Db, channel: &ChannelRow, m: &InboundMessage) -> ApiResult<Vec<Event>> {
     let (first, last) = split_name(m.name.as_deref().unwrap_or(""));
-    let (customer_id, _) = store::find_or_create_customer(c, channel.company_id, &m.from, &first, &last)?;
+    let (customer_id, _) = store::find_or_create_customer(c, channel.company_id, &m.from, &first, &last, true)?;
     let (conv, opened) = store::find_or_create_conversation(c, channel.company_id, channel.id, customer_id)?;
     let kind = m.media.first().map(|a| a.kind.as_str().to_ascii_lowercase()).unwrap_or_else(|| "text".into());
     let mut events = Vec::new();
@@ -624,7 +624,7 @@ pub async fn new_chat(
     let company_id = agent.company_id;
     let user_id = st
         .db
-        .write(move |c| Ok(store::find_or_create_customer(c, company_id, &phone, &first_name, &last_name)?.0))
+        .write(move |c| Ok(store::find_or_create_customer(c, company_id, &phone, &first_name, &last_name, false)?.0))
         .await?;
     let target = Target::Customer { user_id, channel_id };
     let sent =

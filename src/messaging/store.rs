@@ -48,13 +48,16 @@ pub fn default_channel(c: &mut Db, company_id: i64) -> ApiResult<ChannelRow> {
 // ---- customers ----
 
 /// The customer with this E.164 phone in the company, created (with the given name) when
-/// missing. One person per company and phone (CONTRACT §9 "one identity").
+/// missing. One person per company and phone (CONTRACT §9 "one identity"). A contact created
+/// because the number wrote in through a signed provider webhook has its phone `verified`:
+/// the provider delivered a message from it. One an agent typed in (`new-chat`) has not.
 pub fn find_or_create_customer(
     c: &mut Db,
     company_id: i64,
     phone: &crate::types::Phone,
     first_name: &str,
     last_name: &str,
+    verified: bool,
 ) -> ApiResult<(i64, bool)> {
     let existing: Option<i64> = crate::on_backend!(c, |c| user_phones::table
         .filter(user_phones::company_id.eq(company_id))
@@ -75,7 +78,7 @@ pub fn find_or_create_customer(
         None,
         None,
         Some(phone),
-        false,
+        verified,
     )?;
     Ok((user.id, true))
 }

@@ -27,7 +27,8 @@ use crate::{
 const AUTH: &str = "/service/application/user/authentication/v1.0";
 const FB_APP: &str = "fb-app";
 const FB_SECRET: &str = "fb-secret";
-const GOOGLE_CLIENT: &str = "g-client.apps.googleusercontent.com";
+/// The Google client the token-info mock accepts for `g-good` (e-mail `google@shop.test`).
+pub const GOOGLE_CLIENT: &str = "g-client.apps.googleusercontent.com";
 const APPLE_BUNDLE: &str = "com.shop.ios";
 
 both_backends!(login_token_hands_over_a_platform_session_once, |app: TestApp| async move {
@@ -83,11 +84,12 @@ both_backends!(login_token_hands_over_a_platform_session_once, |app: TestApp| as
     assert_error(status, &body, 400, "validation_failed");
 });
 
-/// The identity providers' mocks: what they accept is fixed by the constants above.
-struct Providers {
-    base: String,
+/// The identity providers' mocks: what they accept is fixed by the constants above (also used
+/// by the attack tests of `security_takeover`).
+pub struct Providers {
+    pub base: String,
     /// How many times Apple's key set was fetched.
-    apple_fetches: Arc<AtomicUsize>,
+    pub apple_fetches: Arc<AtomicUsize>,
 }
 
 fn apple_jwk(public: &[u8]) -> Value {
@@ -126,7 +128,7 @@ async fn tokeninfo(q: web::Query<Vec<(String, String)>>) -> HttpResponse {
 }
 
 impl Providers {
-    async fn start(jwks: Value) -> Providers {
+    pub async fn start(jwks: Value) -> Providers {
         let jwks = Arc::new(jwks);
         let apple_fetches = Arc::new(AtomicUsize::new(0));
         let fetches = apple_fetches.clone();

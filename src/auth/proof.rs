@@ -1,0 +1,216 @@
+//! What it means for an account when someone from outside it proves a contact: an identity
+//! provider vouches for an e-mail (storefront social logins, the ARC OAuth logins), or a
+//! one-time code reaches a phone or an e-mail (storefront OTP login). These are the
+//! pre-account-takeover rules of README "Account takeover and abuse" (issue 17 items 4 and 5):
+//!
+//! - A contact that was already verified proves the account as it is.
+//! - An account on which nobody ever proved anything (no verified contact, no provider link)
+//!   is *claimed* by the prover: whatever the earlier holder set up (password, authenticator
+//!   app and recovery codes, sessions) is dropped, and the contact becomes verified. Otherwise
+//!   someone who registered with another person's address keeps a way in after that person
+//!   signs in with Google or by code.
+//! - An account on which someone else already proved a contact or linked a provider is theirs:
+//!   the unverified contact was only *claimed* on it, never proven. The caller then releases
+//!   it ([`release`]) so that the address's owner gets an account of their own, or refuses.
+
+use diesel::prelude::*;
+
+use super::session;
+use crate::{
+    db::{
+        Db,
+        schema::{oauth_identities, recovery_codes, sessions, totp_secrets, user_emails, user_phones, users},
+    },
+    error::{ApiError, ApiResult},
+    state::AppState,
+    types::now,
+};
+
+/// An e-mail (lower-cased) or an E.164 phone of an account.
+#[derive(Debug, Clone, Copy)]
+pub enum Contact<'a> {
+    Email(&'a str),
+    Phone(&'a str),
+}
+
+/// The outcome of [`prove`].
+#[derive(Debug)]
+pub enum Proof {
+    /// The contact was verified before: the account is the prover's as it stands.
+    AlreadyVerified,
+    /// Nobody had proved anything on the account: it is now the prover's, its earlier
+    /// credentials are gone and these sessions were revoked (forget them with [`forget`]
+    /// after the commit).
+    Claimed { revoked: Vec<String> },
+    /// Another contact of the account is verified or a provider is linked to it: the
+    /// unverified contact does not open it.
+    Unproven,
+}
+
+/// "An account with credentials" (README "Account takeover and abuse"): someone can sign in to
+/// it other than by proving one of its contacts anew, because it has a password, a linked
+/// provider identity (`oauth_identities`), or any session ever opened for it — a storefront
+/// cookie, an API token or a platform-made session, live, expired or revoked. A WhatsApp
+/// contact that never signed in has none.
+pub fn has_credentials(c: &mut Db, user_id: i64) -> ApiResult<bool> {
+    let password: bool =
+        diesel::select(diesel::dsl::exists(users::table.find(user_id).filter(users::password_hash.is_not_null())))
+            .get_result(c)?;
+    let linked: bool =
+        diesel::select(diesel::dsl::exists(oauth_identities::table.filter(oauth_identities::user_id.eq(user_id))))
+            .get_result(c)?;
+    let signed_in: bool =
+        diesel::select(diesel::dsl::exists(sessions::table.filter(sessions::user_id.eq(user_id)))).get_result(c)?;
+    Ok(password || linked || signed_in)
+}
+
+/// The account's active row for `contact`: (row id, verified).
+fn row(c: &mut Db, user_id: i64, contact: Contact<'_>) -> ApiResult<(i64, bool)> {
+    let found: Option<(i64, bool)> = match contact {
+        Contact::Email(e) => user_emails::table
+            .filter(user_emails::user_id.eq(user_id))
+            .filter(user_emails::email.eq(e))
+            .filter(user_emails::active)
+            .select((user_emails::id, user_emails::verified))
+            .first(c)
+            .optional()?,
+        Contact::Phone(p) => user_phones::table
+            .filter(user_phones::user_id.eq(user_id))
+            .filter(user_phones::e164.eq(p))
+            .filter(user_phones::active)
+            .select((user_phones::id, user_phones::verified))
+            .first(c)
+            .optional()?,
+    };
+    found.ok_or(ApiError::NotFound)
+}
+
+/// Whether the account's active row for `contact` is verified (`false` when it has no such row).
+pub fn is_verified(c: &mut Db, user_id: i64, contact: Contact<'_>) -> ApiResult<bool> {
+    match row(c, user_id, contact) {
+        Ok((_, verified)) => Ok(verified),
+        Err(ApiError::NotFound) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether anything other than `contact` was ever proven on the account: another verified
+/// contact, or a linked provider identity.
+fn proven_otherwise(c: &mut Db, user_id: i64, contact: Contact<'_>, row_id: i64) -> ApiResult<bool> {
+    let (email_row, phone_row) = match contact {
+        Contact::Email(_) => (row_id, -1),
+        Contact::Phone(_) => (-1, row_id),
+    };
+    let email: bool = diesel::select(diesel::dsl::exists(
+        user_emails::table
+            .filter(user_emails::user_id.eq(user_id))
+            .filter(user_emails::active)
+            .filter(user_emails::verified)
+            .filter(user_emails::id.ne(email_row)),
+    ))
+    .get_result(c)?;
+    let phone: bool = diesel::select(diesel::dsl::exists(
+        user_phones::table
+            .filter(user_phones::user_id.eq(user_id))
+            .filter(user_phones::active)
+            .filter(user_phones::verified)
+            .filter(user_phones::id.ne(phone_row)),
+    ))
+    .get_result(c)?;
+    let linked: bool =
+        diesel::select(diesel::dsl::exists(oauth_identities::table.filter(oauth_identities::user_id.eq(user_id))))
+            .get_result(c)?;
+    Ok(email || phone || linked)
+}
+
+/// Applies a proof of `contact` from outside the account (see the module doc). Call it in the
+/// transaction that then links the provider or opens the session; on [`Proof::Claimed`] call
+/// [`forget`] after the commit.
+pub fn prove(c: &mut Db, user_id: i64, contact: Contact<'_>) -> ApiResult<Proof> {
+    let (row_id, verified) = row(c, user_id, contact)?;
+    if verified {
+        return Ok(Proof::AlreadyVerified);
+    }
+    if proven_otherwise(c, user_id, contact, row_id)? {
+        return Ok(Proof::Unproven);
+    }
+    let revoked = session::revoke_all(c, user_id, None, "account_claimed")?;
+    diesel::update(users::table.find(user_id))
+        .set((users::password_hash.eq(None::<String>), users::updated_at.eq(now())))
+        .execute(c)?;
+    diesel::delete(totp_secrets::table.filter(totp_secrets::user_id.eq(user_id))).execute(c)?;
+    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(c)?;
+    match contact {
+        Contact::Email(_) => {
+            diesel::update(user_emails::table.find(row_id)).set(user_emails::verified.eq(true)).execute(c)?;
+        }
+        Contact::Phone(_) => {
+            diesel::update(user_phones::table.find(row_id)).set(user_phones::verified.eq(true)).execute(c)?;
+        }
+    }
+    Ok(Proof::Claimed { revoked })
+}
+
+/// Takes an unverified contact off an account (it stays in the table, inactive), so that the
+/// person who proved it can have it. A primary contact's place goes to the account's oldest
+/// other active contact of that kind.
+pub fn release(c: &mut Db, user_id: i64, contact: Contact<'_>) -> ApiResult<()> {
+    let (row_id, _) = row(c, user_id, contact)?;
+    match contact {
+        Contact::Email(_) => {
+            diesel::update(user_emails::table.find(row_id))
+                .set((user_emails::active.eq(false), user_emails::is_primary.eq(false)))
+                .execute(c)?;
+            let primary: bool = diesel::select(diesel::dsl::exists(
+                user_emails::table
+                    .filter(user_emails::user_id.eq(user_id))
+                    .filter(user_emails::active)
+                    .filter(user_emails::is_primary),
+            ))
+            .get_result(c)?;
+            let next: Option<i64> = user_emails::table
+                .filter(user_emails::user_id.eq(user_id))
+                .filter(user_emails::active)
+                .order(user_emails::id)
+                .select(user_emails::id)
+                .first(c)
+                .optional()?;
+            if let (false, Some(id)) = (primary, next) {
+                diesel::update(user_emails::table.find(id)).set(user_emails::is_primary.eq(true)).execute(c)?;
+            }
+        }
+        Contact::Phone(_) => {
+            diesel::update(user_phones::table.find(row_id))
+                .set((user_phones::active.eq(false), user_phones::is_primary.eq(false)))
+                .execute(c)?;
+            let primary: bool = diesel::select(diesel::dsl::exists(
+                user_phones::table
+                    .filter(user_phones::user_id.eq(user_id))
+                    .filter(user_phones::active)
+                    .filter(user_phones::is_primary),
+            ))
+            .get_result(c)?;
+            let next: Option<i64> = user_phones::table
+                .filter(user_phones::user_id.eq(user_id))
+                .filter(user_phones::active)
+                .order(user_phones::id)
+                .select(user_phones::id)
+                .first(c)
+                .optional()?;
+            if let (false, Some(id)) = (primary, next) {
+                diesel::update(user_phones::table.find(id)).set(user_phones::is_primary.eq(true)).execute(c)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After the commit of a [`Proof::Claimed`]: this node stops answering from its session cache
+/// at once and open WebSockets of those sessions close (other nodes follow within the cache
+/// TTL, CONTRACT §2).
+pub fn forget(st: &AppState, revoked: Vec<String>) {
+    for id in &revoked {
+        st.sessions.forget(id);
+    }
+    st.broker.revoked(revoked);
+}
