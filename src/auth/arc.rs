@@ -4,10 +4,12 @@
 //!
 //! Where ARC is weak this is strict (reference §1.13): codes are opaque, stored hashed, single
 //! use through one `UPDATE … WHERE used_at IS NULL`, live at most 60 s, are bound to their
-//! client and to a PKCE S256 challenge when one was sent; presenting a used code again revokes
-//! the session the first exchange opened. Changing the password revokes the other sessions.
+//! client and to a PKCE S256 challenge when one was sent; redeeming one takes the client's
+//! secret (confidential clients) or the PKCE verifier (public clients, whose codes always carry
+//! a challenge); presenting a used code again revokes the session the first exchange opened.
+//! Changing the password revokes the other sessions.
 
-use actix_web::{HttpResponse, get, patch, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, patch, post, web};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
@@ -17,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     clients::{self, ClientRow},
-    extract::{Admin, AuthUser},
+    extract::{Admin, AuthUser, credential_pair},
     lockout, otp, password,
     routes::TokenView,
     service::{self, Issued, Origin},
@@ -31,7 +33,7 @@ use crate::{
         schema::{audit_log, auth_codes, users},
     },
     error::{ApiError, ApiResult, ErrorBody},
-    extract::Json,
+    extract::{Json, JsonOrForm},
     state::AppState,
     types::{Email, now, rfc3339},
     users::{model::UserRow, store},
@@ -150,12 +152,18 @@ pub fn insert_code(c: &mut Db, client: &ClientRow, user_id: i64, challenge: Opti
     Ok(code)
 }
 
-/// ARC `AuthTokenRequest` plus the PKCE verifier.
+/// ARC `AuthTokenRequest` plus the client's secret and the PKCE verifier. JSON or a form.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenBody {
     pub code: String,
-    pub client_id: String,
+    /// Required unless the client authenticates with HTTP Basic.
+    #[serde(alias = "client_id")]
+    pub client_id: Option<String>,
+    /// A confidential client's secret (ARC's `client_secret`; or HTTP Basic
+    /// `base64(clientId:clientSecret)`). Public clients have none and send `code_verifier`.
+    #[serde(alias = "client_secret")]
+    pub client_secret: Option<String>,
     #[serde(alias = "code_verifier")]
     pub code_verifier: Option<String>,
 }
@@ -167,19 +175,36 @@ enum Exchange {
     Invalid,
 }
 
-/// Exchanges a code for tokens. The code is claimed first and the claim is kept whatever
-/// follows (a wrong verifier burns the code). A second use answers 401 and revokes the session
-/// the first use opened.
+/// Exchanges a code for tokens (RFC 6749 §4.1.3 with §2.3 client authentication). The client
+/// authenticates first: a confidential client with its secret (body `client_secret` or HTTP
+/// Basic), else 401 `invalid_client` and the code is left alone; a public client has no secret
+/// and its code must carry a PKCE challenge that `code_verifier` answers. Then the code is
+/// claimed and the claim is kept whatever follows (a wrong verifier burns the code). A second
+/// use answers 401 and revokes the session the first use opened.
 #[utoipa::path(tag = "auth", request_body = TokenBody, responses(
     (status = 200, body = TokenView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 #[post("/auth/token")]
-async fn token(st: web::Data<AppState>, origin: Origin, Json(b): Json<TokenBody>) -> ApiResult<HttpResponse> {
-    let issued = redeem_code(&st, &origin, &b.code, b.client_id, b.code_verifier).await?;
+async fn token(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    origin: Origin,
+    JsonOrForm(b): JsonOrForm<TokenBody>,
+) -> ApiResult<HttpResponse> {
+    let (client_id, secret) = match (credential_pair(&req, "basic"), b.client_id) {
+        (Some((id, _)), Some(named)) if named != id => return Err(ApiError::Unauthorized("invalid_client")),
+        (Some((id, secret)), _) => (id, Some(secret)),
+        (None, Some(id)) => (id, b.client_secret),
+        (None, None) => return Err(ApiError::field("clientId", "is required")),
+    };
+    let client = clients::authenticate(&st, &client_id, secret.as_deref()).await?;
+    let issued = redeem_code(&st, &origin, &b.code, client.client_id, b.code_verifier).await?;
     Ok(HttpResponse::Ok().json(TokenView::from(issued)))
 }
 
 /// Exchanges a code issued to `client_id` (the one code path of `POST /auth/token`, the
-/// OAuth callbacks' SPA step and the Fynd SDK's `authorization_code` grant).
+/// OAuth callbacks' SPA step and the Fynd SDK's `authorization_code` grant). The caller has
+/// authenticated the client ([`clients::authenticate`]); a public client's code must carry a
+/// PKCE challenge.
 pub async fn redeem_code(
     st: &AppState,
     origin: &Origin,
@@ -246,8 +271,10 @@ fn exchange(c: &mut Db, hash: &str, client_id: &str, verifier: Option<&str>, ori
     if expires_at <= t || !constant_time_eq(code_client.as_bytes(), client_id.as_bytes()) {
         return Ok(Exchange::Invalid);
     }
+    let Some(client) = clients::by_client_id(c, client_id)? else { return Ok(Exchange::Invalid) };
     let pkce_ok = match (&challenge, verifier) {
-        (None, None) => true,
+        // A public client has no secret: only PKCE ties the code to whoever asked for it.
+        (None, None) => !client.is_public(),
         (Some(ch), Some(v)) => {
             let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(v.as_bytes()));
             constant_time_eq(computed.as_bytes(), ch.as_bytes())
@@ -257,7 +284,6 @@ fn exchange(c: &mut Db, hash: &str, client_id: &str, verifier: Option<&str>, ori
     if !pkce_ok {
         return Ok(Exchange::Invalid);
     }
-    let Some(client) = clients::by_client_id(c, client_id)? else { return Ok(Exchange::Invalid) };
     let user: Option<UserRow> = users::table.find(user_id).select(UserRow::as_select()).first(c).optional()?;
     let Some(user) = user.filter(|u| u.is_active() && u.company_id == client.company_id) else {
         return Ok(Exchange::Invalid);

@@ -51,7 +51,8 @@ pub struct OtpSendBody {
     pub key: String,
 }
 
-/// ARC `OtpLoginRequest`.
+/// ARC `OtpLoginRequest`, plus the PKCE challenge the answered code is bound to (required for
+/// public clients: `POST /auth/token` redeems their codes only with the verifier).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OtpVerifyBody {
     pub key: String,
@@ -59,6 +60,10 @@ pub struct OtpVerifyBody {
     #[serde(alias = "client_id")]
     #[serde(rename = "clientId")]
     pub client_id: Option<String>,
+    /// base64url(SHA-256(code_verifier)).
+    pub code_challenge: Option<String>,
+    /// Only `S256`.
+    pub code_challenge_method: Option<String>,
 }
 
 /// Where a code goes: `("email", address)` or `("sms", E.164)`.
@@ -166,8 +171,14 @@ struct Pending {
 }
 
 enum Verdict {
-    Code { code: String },
-    Mfa { code: String },
+    Code {
+        code: String,
+    },
+    Mfa {
+        code: String,
+    },
+    /// A bad or missing PKCE challenge (no attempt was counted).
+    Refused(ApiError),
     Invalid,
 }
 
@@ -204,6 +215,12 @@ async fn verify_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpVe
             if b.client_id.as_deref().is_some_and(|id| id != client_id) {
                 return Ok(Verdict::Invalid);
             }
+            // Checked before the attempt is counted: a missing challenge is no guess.
+            let Some(client) = clients::by_client_id(c, client_id)? else { return Ok(Verdict::Invalid) };
+            let challenge = match arc::pkce_challenge(&client, b.code_challenge, b.code_challenge_method.as_deref()) {
+                Ok(challenge) => challenge,
+                Err(e) => return Ok(Verdict::Refused(e)),
+            };
             let counted = crate::otp::count_attempt(c, &ch.request_id)?;
             let Some(user_id) = ch.user_id.filter(|_| counted) else { return Ok(Verdict::Invalid) };
             let ok = if kind == "mfa" {
@@ -217,7 +234,6 @@ async fn verify_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpVe
                 return Ok(Verdict::Invalid);
             }
             let consumed = crate::otp::consume(c, &ch.request_id)?;
-            let Some(client) = clients::by_client_id(c, client_id)? else { return Ok(Verdict::Invalid) };
             let user: Option<UserRow> = users::table.find(user_id).select(UserRow::as_select()).first(c).optional()?;
             let Some(user) = user.filter(|u| consumed && u.is_active() && u.company_id == client.company_id) else {
                 return Ok(Verdict::Invalid);
@@ -233,12 +249,13 @@ async fn verify_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpVe
             if kind == "login" && totp::enabled(c, user.id)? {
                 return Ok(Verdict::Mfa { code: start_mfa(c, &client, &user)? });
             }
-            Ok(Verdict::Code { code: arc::insert_code(c, &client, user.id, None)? })
+            Ok(Verdict::Code { code: arc::insert_code(c, &client, user.id, challenge)? })
         })
         .await?;
     match verdict {
         Verdict::Code { code } => Ok(HttpResponse::Ok().json(CodeView { code })),
         Verdict::Mfa { code } => Ok(HttpResponse::Ok().json(serde_json::json!({"code": code, "mfa": true}))),
+        Verdict::Refused(e) => Err(e),
         Verdict::Invalid => Err(ApiError::Unauthorized("invalid_otp")),
     }
 }

@@ -115,7 +115,8 @@ both_backends!(code_flow_single_use_and_reuse_revokes, |app: TestApp| async move
     let code = body["code"].as_str().unwrap().to_owned();
     assert_eq!(body.as_object().unwrap().len(), 1);
 
-    let (status, tokens) = app.post("/auth/token", None, &json!({"code": code, "clientId": client})).await;
+    let (status, tokens) =
+        app.post("/auth/token", None, &json!({"code": code, "clientId": client, "client_secret": secret})).await;
     assert_eq!(status, 200, "{tokens}");
     let access = tokens["accessToken"].as_str().unwrap().to_owned();
     assert!(tokens["refreshToken"].is_string());
@@ -125,7 +126,8 @@ both_backends!(code_flow_single_use_and_reuse_revokes, |app: TestApp| async move
     assert_eq!(me["email"], app.admin_email);
 
     // Second use: 401, and the session the first use opened is revoked.
-    let (status, body) = app.post("/auth/token", None, &json!({"code": code, "clientId": client})).await;
+    let (status, body) =
+        app.post("/auth/token", None, &json!({"code": code, "clientId": client, "client_secret": secret})).await;
     assert_error(status, &body, 401, "invalid_grant");
     let (status, body) = app.get("/auth/me", Some(&access)).await;
     assert_error(status, &body, 401, "session_revoked");
@@ -133,13 +135,20 @@ both_backends!(code_flow_single_use_and_reuse_revokes, |app: TestApp| async move
     assert_eq!(status, 401);
 
     // A code is bound to its client.
-    let (other_client, _) = new_client(&app, &admin, json!({})).await;
+    let (other_client, other_secret) = new_client(&app, &admin, json!({})).await;
     let (_, body) = code_for(&app, &client, &secret, json!({})).await;
-    let (status, body) = app.post("/auth/token", None, &json!({"code": body["code"], "clientId": other_client})).await;
+    let (status, body) = app
+        .post(
+            "/auth/token",
+            None,
+            &json!({"code": body["code"], "clientId": other_client, "client_secret": other_secret}),
+        )
+        .await;
     assert_error(status, &body, 401, "invalid_grant");
 
     // Unknown codes, wrong client secrets, unknown clients.
-    let (status, body) = app.post("/auth/token", None, &json!({"code": "nope", "clientId": client})).await;
+    let (status, body) =
+        app.post("/auth/token", None, &json!({"code": "nope", "clientId": client, "client_secret": secret})).await;
     assert_error(status, &body, 401, "invalid_grant");
     let (status, body) = code_for(&app, &client, "wrong-secret-wrong-secret", json!({})).await;
     assert_error(status, &body, 401, "invalid_client");
@@ -169,7 +178,9 @@ both_backends!(code_flow_single_use_and_reuse_revokes, |app: TestApp| async move
         })
         .await
         .unwrap();
-    let (status, body) = app.post("/auth/token", None, &json!({"code": body["code"], "clientId": client})).await;
+    let (status, body) = app
+        .post("/auth/token", None, &json!({"code": body["code"], "clientId": client, "client_secret": secret}))
+        .await;
     assert_error(status, &body, 401, "invalid_grant");
 
     // The messaging-family login on the same path still works.
@@ -191,17 +202,24 @@ both_backends!(code_flow_with_pkce_and_public_clients, |app: TestApp| async move
         .post(
             "/auth/token",
             None,
-            &json!({"code": body["code"], "clientId": client, "code_verifier": "wrong-verifier"}),
+            &json!({"code": body["code"], "clientId": client, "client_secret": secret, "code_verifier": "wrong-verifier"}),
         )
         .await;
     assert_error(status, &body, 401, "invalid_grant");
     let (_, body) = code_for(&app, &client, &secret, json!({"code_challenge": challenge})).await;
-    let (status, body) = app.post("/auth/token", None, &json!({"code": body["code"], "clientId": client})).await;
+    let (status, body) = app
+        .post("/auth/token", None, &json!({"code": body["code"], "clientId": client, "client_secret": secret}))
+        .await;
     assert_error(status, &body, 401, "invalid_grant");
     let (_, body) = code_for(&app, &client, &secret, json!({"code_challenge": challenge})).await;
     let code = body["code"].clone();
-    let (status, tokens) =
-        app.post("/auth/token", None, &json!({"code": code, "clientId": client, "code_verifier": verifier})).await;
+    let (status, tokens) = app
+        .post(
+            "/auth/token",
+            None,
+            &json!({"code": code, "clientId": client, "client_secret": secret, "code_verifier": verifier}),
+        )
+        .await;
     assert_eq!(status, 200, "{tokens}");
     let (status, body) =
         code_for(&app, &client, &secret, json!({"code_challenge": challenge, "code_challenge_method": "plain"})).await;

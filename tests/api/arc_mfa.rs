@@ -79,7 +79,9 @@ both_backends!(otp_by_email_limits_and_single_use, |app: TestApp| async move {
     let verify = json!({"key": app.admin_email, "otp": code, "clientId": client});
     let (status, body) = app.post("/auth/verify-otp", None, &verify).await;
     assert_eq!(status, 200, "{body}");
-    let (status, tokens) = app.post("/auth/token", None, &json!({"code": body["code"], "clientId": client})).await;
+    let (status, tokens) = app
+        .post("/auth/token", None, &json!({"code": body["code"], "clientId": client, "client_secret": secret}))
+        .await;
     assert_eq!(status, 200, "{tokens}");
     let (status, body) = app.post("/auth/verify-otp", None, &verify).await;
     assert_error(status, &body, 401, "invalid_otp");
@@ -134,7 +136,9 @@ both_backends!(otp_by_sms, |app: TestApp| async move {
     let code = code_in(&nth_message(&app, "sms", "+14155550100", 0).await);
     let (status, body) = app.post("/auth/verify-otp", None, &json!({"key": "+14155550100", "otp": code})).await;
     assert_eq!(status, 200, "{body}");
-    let (_, tokens) = app.post("/auth/token", None, &json!({"code": body["code"], "clientId": client})).await;
+    let (_, tokens) = app
+        .post("/auth/token", None, &json!({"code": body["code"], "clientId": client, "client_secret": secret}))
+        .await;
     let (_, me) = app.get("/auth/me", tokens["accessToken"].as_str()).await;
     assert_eq!(me["userId"], login["user"]["userId"]);
 });
@@ -182,7 +186,9 @@ both_backends!(totp_enrolment_mfa_login_and_recovery_codes, |app: TestApp| async
     let (status, first) = app.post("/auth/login", None, &creds).await;
     assert_eq!(status, 200);
     assert_eq!(first["mfa"], true);
-    let (status, body) = app.post("/auth/token", None, &json!({"code": first["code"], "clientId": client})).await;
+    let (status, body) = app
+        .post("/auth/token", None, &json!({"code": first["code"], "clientId": client, "client_secret": secret}))
+        .await;
     assert_error(status, &body, 401, "mfa_required");
     let res = app
         .client
@@ -206,10 +212,14 @@ both_backends!(totp_enrolment_mfa_login_and_recovery_codes, |app: TestApp| async
     assert_error(status, &body, 401, "invalid_otp");
     let (status, body) = app.post("/auth/verify-otp", None, &mfa(totp.generate((step + 1) * 30))).await;
     assert_eq!(status, 200, "{body}");
-    let (status, tokens) = app.post("/auth/token", None, &json!({"code": body["code"], "clientId": client})).await;
+    let (status, tokens) = app
+        .post("/auth/token", None, &json!({"code": body["code"], "clientId": client, "client_secret": secret}))
+        .await;
     assert_eq!(status, 200, "{tokens}");
     // The MFA code itself is spent.
-    let (status, _) = app.post("/auth/token", None, &json!({"code": first["code"], "clientId": client})).await;
+    let (status, _) = app
+        .post("/auth/token", None, &json!({"code": first["code"], "clientId": client, "client_secret": secret}))
+        .await;
     assert_eq!(status, 401);
 
     // A recovery code works once.

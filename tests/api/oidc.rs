@@ -313,7 +313,8 @@ both_backends!(google_login_end_to_end, |app: TestApp| async move {
     assert!(redirect.starts_with("https://app.example.com/callback?code="), "{redirect}");
     let code = query(&redirect)["code"].clone();
 
-    let (status, tokens) = app.post("/auth/token", None, &json!({"code": code, "clientId": client})).await;
+    let (status, tokens) =
+        app.post("/auth/token", None, &json!({"code": code, "clientId": client, "client_secret": secret})).await;
     assert_eq!(status, 200, "{tokens}");
     let access = tokens["accessToken"].as_str().unwrap();
     assert!(tokens["refreshToken"].is_string());
@@ -324,7 +325,8 @@ both_backends!(google_login_end_to_end, |app: TestApp| async move {
     // The state is single use, and the confab code too.
     let (status, _, body) = callback(&app, "/auth/google-auth-redirect", &back).await;
     assert_error(status, &body, 401, "invalid_state");
-    let (status, body) = app.post("/auth/token", None, &json!({"code": code, "clientId": client})).await;
+    let (status, body) =
+        app.post("/auth/token", None, &json!({"code": code, "clientId": client, "client_secret": secret})).await;
     assert_error(status, &body, 401, "invalid_grant");
 
     let logins = audit(&app, &admin, "oauth_login").await;
@@ -410,13 +412,16 @@ both_backends!(mfa_user_gets_the_second_step_code, |app: TestApp| async move {
     assert_eq!(status, 302, "{body}");
     let q = query(&redirect);
     assert_eq!(q["mfa"], "true", "{redirect}");
-    let (status, body) = app.post("/auth/token", None, &json!({"code": q["code"], "clientId": client})).await;
+    let (status, body) =
+        app.post("/auth/token", None, &json!({"code": q["code"], "clientId": client, "client_secret": secret})).await;
     assert_error(status, &body, 401, "mfa_required");
     let recovery = confirmed["recoveryCodes"][0].as_str().unwrap();
     let (status, body) =
         app.post("/auth/verify-otp", None, &json!({"key": app.admin_email, "otp": recovery, "clientId": client})).await;
     assert_eq!(status, 200, "{body}");
-    let (status, tokens) = app.post("/auth/token", None, &json!({"code": body["code"], "clientId": client})).await;
+    let (status, tokens) = app
+        .post("/auth/token", None, &json!({"code": body["code"], "clientId": client, "client_secret": secret}))
+        .await;
     assert_eq!(status, 200, "{tokens}");
 });
 
@@ -472,7 +477,8 @@ both_backends!(google_login_rejections, |app: TestApp| async move {
     let (status, redirect, body) = round_trip(&app, &client, &secret, agent_email).await;
     assert_eq!(status, 302, "the agent's own provider account works: {body}");
     let code = query(&redirect)["code"].clone();
-    let (_, tokens) = app.post("/auth/token", None, &json!({"code": code, "clientId": client})).await;
+    let (_, tokens) =
+        app.post("/auth/token", None, &json!({"code": code, "clientId": client, "client_secret": secret})).await;
     let (_, me) = app.get("/auth/me", tokens["accessToken"].as_str()).await;
     assert_eq!(me["email"], agent["email"]);
 
@@ -606,7 +612,8 @@ both_backends!(facebook_login, |app: TestApp| async move {
     let (status, redirect, body) = callback(&app, "/auth/facebook-auth-redirect", &back).await;
     assert_eq!(status, 302, "{body}");
     let code = query(&redirect)["code"].clone();
-    let (status, tokens) = app.post("/auth/token", None, &json!({"code": code, "clientId": client})).await;
+    let (status, tokens) =
+        app.post("/auth/token", None, &json!({"code": code, "clientId": client, "client_secret": secret})).await;
     assert_eq!(status, 200, "{tokens}");
     let (_, me) = app.get("/auth/me", Some(tokens["accessToken"].as_str().unwrap())).await;
     assert_eq!(me["email"], app.admin_email.as_str());

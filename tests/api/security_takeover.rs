@@ -577,3 +577,84 @@ async fn otp_send_after_window(app: &TestApp, bearer: &str, path: &str, body: Va
         .unwrap();
     call(app, bearer, path, body).await
 }
+
+// ---- item 9: `/auth/token` and the client's secret ----
+
+both_backends!(auth_token_needs_the_confidential_clients_secret, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    let (client, secret) = new_client(&app, &admin, json!({})).await;
+    let secret = secret.unwrap();
+    let login = json!({"client_id": client, "client_secret": secret, "username": app.admin_email,
+                       "password": ADMIN_PASSWORD});
+    let code = || async {
+        let (status, answer) = app.post("/auth/login", None, &login).await;
+        assert_eq!(status, 200, "{answer}");
+        answer["code"].as_str().unwrap().to_owned()
+    };
+    // The attack: a code (leaked from a redirect, a log, a browser history) redeemed without
+    // the client's secret.
+    let leaked = code().await;
+    let (status, body) = app.post("/auth/token", None, &json!({"code": leaked, "clientId": client})).await;
+    assert_error(status, &body, 401, "invalid_client");
+    let (status, body) = app
+        .post("/auth/token", None, &json!({"code": leaked, "clientId": client, "client_secret": "guess-guess-guess"}))
+        .await;
+    assert_error(status, &body, 401, "invalid_client");
+    // The client itself still can: secret in the body (ARC's field name) ...
+    let (status, tokens) =
+        app.post("/auth/token", None, &json!({"code": leaked, "clientId": client, "client_secret": secret})).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert!(tokens["accessToken"].is_string());
+    // ... or HTTP Basic, as a form (RFC 6749 §2.3.1).
+    let fresh = code().await;
+    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{client}:{secret}"));
+    let res = app
+        .client
+        .post(app.url("/auth/token"))
+        .header("Authorization", format!("Basic {basic}"))
+        .form(&[("code", fresh.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let (status, tokens) = into_json(res).await;
+    assert_eq!(status, 200, "{tokens}");
+
+    // A public client has no secret: its code is bound to PKCE and useless without the verifier.
+    let (public, none) = new_client(&app, &admin, json!({"clientType": "public"})).await;
+    assert!(none.is_none());
+    let verifier = "a-verifier-of-at-least-43-characters-0123456789";
+    let challenge = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        <sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()),
+    );
+    let login = json!({"client_id": public, "username": app.admin_email, "password": ADMIN_PASSWORD,
+                       "code_challenge": challenge});
+    let (_, first) = app.post("/auth/login", None, &login).await;
+    let (status, body) = app.post("/auth/token", None, &json!({"code": first["code"], "clientId": public})).await;
+    assert_error(status, &body, 401, "invalid_grant");
+    let (_, second) = app.post("/auth/login", None, &login).await;
+    let (status, tokens) = app
+        .post("/auth/token", None, &json!({"code": second["code"], "clientId": public, "code_verifier": verifier}))
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+    // A passwordless login of a public client is bound to PKCE the same way: without a
+    // challenge `verify-otp` refuses before counting an attempt, with one the code needs the
+    // verifier.
+    let (status, _) = app.post("/auth/send-otp", None, &json!({"client_id": public, "key": app.admin_email})).await;
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let otp = loop {
+        if let Some(m) = last_sent(&app, "mail", &app.admin_email) {
+            break m.text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no sign-in code arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let verify = |challenge: Option<&str>| json!({"key": app.admin_email, "otp": otp, "clientId": public, "code_challenge": challenge});
+    let (status, body) = app.post("/auth/verify-otp", None, &verify(None)).await;
+    assert_error(status, &body, 400, "pkce_required");
+    let (status, body) = app.post("/auth/verify-otp", None, &verify(Some(&challenge))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.post("/auth/token", None, &json!({"code": body["code"], "clientId": public})).await;
+    assert_error(status, &body, 401, "invalid_grant");
+});
