@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     crypto::token_hash,
-    db::schema::invites,
+    db::{Db, schema::invites},
     error::{ApiError, ApiResult},
     state::AppState,
     types::{Email, Phone, Role, now},
@@ -139,9 +139,9 @@ pub async fn login(st: &AppState, email: Email, password: String, origin: &Origi
 }
 
 /// Checks a staff login name (e-mail) and password under brute-force protection
-/// ([`lockout`]): an attempt slot is reserved before the password is checked, a locked
-/// account is never checked, and every failure (unknown, wrong, inactive, locked, or — with
-/// `company` — another company's user) is the same 401 `invalid_credentials`.
+/// ([`verify_password`] on the login name's counter): every failure (unknown, wrong, inactive,
+/// locked, or — with `company` — another company's user) is the same 401
+/// `invalid_credentials`.
 pub async fn check_credentials(
     st: &AppState,
     login: &str,
@@ -149,22 +149,44 @@ pub async fn check_credentials(
     origin: &Origin,
     company: Option<i64>,
 ) -> ApiResult<UserRow> {
-    let keys = lockout::Keys::new(login, &origin.ip);
     let email = Email::try_from(login.trim().to_owned()).ok();
+    let find = move |c: &mut Db| match &email {
+        Some(e) => store::find_staff_by_email(c, e),
+        None => Ok(None),
+    };
+    let keys = lockout::Keys::new(login, &origin.ip);
+    verify_password(st, keys, find, password, origin, company, serde_json::json!({})).await
+}
+
+/// The one password check of every login (staff logins of both families, the storefront's
+/// `login/password`): a slot on `keys` ([`lockout`]) is reserved *before* the password is
+/// checked, so parallel guesses get at most 5 checks; a locked key is never checked, so even
+/// the right password is refused until the lock expires. `find` loads the account the login
+/// names; `company`, when given, is the only company whose account may log in. Unknown, wrong,
+/// inactive, locked and another company's account all answer the same 401
+/// `invalid_credentials` after the same hashing work. A matching legacy (bcrypt) hash is
+/// replaced by an argon2id one. Failures and locks are audited with `detail`.
+pub async fn verify_password<F>(
+    st: &AppState,
+    keys: lockout::Keys,
+    find: F,
+    password: String,
+    origin: &Origin,
+    company: Option<i64>,
+    detail: serde_json::Value,
+) -> ApiResult<UserRow>
+where
+    F: FnOnce(&mut Db) -> ApiResult<Option<UserRow>> + Send + 'static,
+{
     let reserve_keys = keys.clone();
     let (allowed, user) = st
         .db
         .write(move |c| {
             let allowed = lockout::reserve(c, &reserve_keys)?;
-            let user = match &email {
-                Some(e) => store::find_staff_by_email(c, e)?,
-                None => None,
-            };
-            Ok((allowed, user))
+            Ok((allowed, find(c)?))
         })
         .await?;
     let stored = if allowed { user.as_ref().and_then(|u| u.password_hash.clone()) } else { None };
-    // A matching legacy (bcrypt) hash is replaced by an argon2id one.
     let (matched, rehashed) = actix_web::web::block(move || -> anyhow::Result<(bool, Option<String>)> {
         match stored {
             Some(hash) if password::verify(&hash, &password) => {
@@ -187,13 +209,14 @@ pub async fn check_credentials(
             if let (true, Some(hash), Some((_, user_id))) = (ok, &rehashed, who) {
                 store::set_password_hash(c, user_id, hash)?;
             }
-            let (company_id, user_id) = who.map(|(c, u)| (Some(c), Some(u))).unwrap_or_default();
+            // An unknown account's failure is the company's where it was tried, if known.
+            let (company_id, user_id) = who.map_or((company, None), |(c, u)| (Some(c), Some(u)));
             if locked {
-                store::audit(c, company_id, user_id, "account_locked", &ip, serde_json::json!({}))?;
+                store::audit(c, company_id, user_id, "account_locked", &ip, detail.clone())?;
             }
             if !ok {
                 let kind = if allowed { "login_failed" } else { "login_locked" };
-                store::audit(c, company_id, user_id, kind, &ip, serde_json::json!({}))?;
+                store::audit(c, company_id, user_id, kind, &ip, detail)?;
             }
             Ok(())
         })

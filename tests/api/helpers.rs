@@ -463,6 +463,22 @@ impl TestApp {
     }
 }
 
+/// Ends every brute-force lock now (as if its time had run out; locks last a minute or more).
+pub async fn expire_lockouts(app: &TestApp) {
+    use diesel::ExpressionMethods;
+    app.state
+        .db
+        .write(|c| {
+            use confab::db::schema::login_failures::dsl::*;
+            diesel::update(login_failures)
+                .set(locked_until.eq(confab::types::now() - chrono::Duration::seconds(1)))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
 /// A message the server wrote to its outbox (tests run without SMTP): the recipient and the
 /// text, mail bodies decoded from their transfer encoding (lettre picks 7bit, quoted-printable
 /// or base64 by content, so raw files must not be searched).
