@@ -234,3 +234,47 @@ both_backends!(storefront_otp_guesses_add_up_across_codes, |app: TestApp| async 
     assert_eq!(status, 200, "after the lock the right code works: {body}");
     assert!(cookie);
 });
+
+// Item 10: the first-start admin password bypassed the password policy.
+#[actix_web::test]
+async fn weak_first_start_admin_password_is_a_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("confab.db").display());
+    for weak in ["pw", "admin@localhost"] {
+        let mut config = confab::config::Config::for_tests(dir.path().to_path_buf(), url.clone());
+        config.admin_password = Some(weak.to_owned().into());
+        let Err(e) = confab::build(config).await else { panic!("{weak:?} was accepted as the admin password") };
+        let text = format!("{e:#}");
+        assert!(text.contains("CONFAB_ADMIN_PASSWORD"), "{text}");
+        assert!(text.contains("at least 8 characters") || text.contains("not be the e-mail"), "{text}");
+    }
+    // Nothing was created: a start with a good password bootstraps with it.
+    let app = TestApp::start(
+        Backend::Sqlite,
+        {
+            let mut c = confab::config::Config::for_tests(dir.path().to_path_buf(), url);
+            c.admin_password = Some(ADMIN_PASSWORD.to_owned().into());
+            c
+        },
+        std::sync::Arc::new(dir),
+        None,
+    )
+    .await;
+    assert!(app.bootstrap.is_some());
+    app.login("admin@localhost", ADMIN_PASSWORD).await;
+
+    // `confab user create --password` applies the same rules, with a clear message.
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["user", "create", "--email", "ops@example.test", "--role", "admin", "--company", "Ops"])
+        .args(["--password", "pw"])
+        .env("CONFAB_DATA_DIR", data.path())
+        .env("CONFAB_LOG", "warn")
+        .env_remove("CONFAB_DATABASE_URL")
+        .env_remove("CONFAB_REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--password must be at least 8 characters"), "{stderr}");
+}
