@@ -59,7 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub struct Api;
 
 /// Stores a link token for `dest`; `None` when one was issued within [`RESEND_AFTER_SECS`].
-fn store_token(
+pub(crate) fn store_token(
     c: &mut Db,
     company_id: Option<i64>,
     user_id: Option<i64>,
@@ -99,7 +99,11 @@ fn store_token(
 }
 
 /// (user id, destination) of a live token for one of `purposes`.
-fn live_token(c: &mut Db, token: &str, purposes: &[String]) -> ApiResult<Option<(Option<i64>, String, String)>> {
+pub(crate) fn live_token(
+    c: &mut Db,
+    token: &str,
+    purposes: &[String],
+) -> ApiResult<Option<(Option<i64>, String, String)>> {
     Ok(otp_challenges::table
         .find(token_hash(token))
         .filter(otp_challenges::purpose.eq_any(purposes))
@@ -111,7 +115,7 @@ fn live_token(c: &mut Db, token: &str, purposes: &[String]) -> ApiResult<Option<
 }
 
 /// Single-use claim of a token; `false` when it was already used, expired or never existed.
-fn claim(c: &mut Db, token: &str, purpose: &str) -> ApiResult<bool> {
+pub(crate) fn claim(c: &mut Db, token: &str, purpose: &str) -> ApiResult<bool> {
     let n = diesel::update(
         otp_challenges::table
             .find(token_hash(token))
@@ -386,6 +390,7 @@ async fn signup_create_user(
             phone: b.phone,
             company_name: b.company_name,
             invite_token: None,
+            email_proven: true,
         },
         &origin,
     )

@@ -271,8 +271,18 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, 201, "signup: {body}");
+        self.verify_signup(&email).await;
         let login = self.login(&email, "password-123").await;
         (login["accessToken"].as_str().unwrap().to_owned(), login)
+    }
+
+    /// Confirms an open sign-up's e-mail with the token mailed to it (README "Security":
+    /// the account is pending until then); returns the answer.
+    pub async fn verify_signup(&self, email: &str) -> Value {
+        let token = signup_token(self, email);
+        let (status, body) = self.post("/auth/signup/verify", None, &json!({"token": token})).await;
+        assert_eq!(status, 200, "verify sign-up of {email}: {body}");
+        body
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -517,6 +527,18 @@ fn parse_sms(raw: &[u8]) -> Sent {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
     Sent { to: head.trim_start_matches("To: ").trim().to_owned(), subject: String::new(), text: body.to_owned() }
+}
+
+/// The token of the newest sign-up verification mail to `email` (sent before `POST
+/// /auth/signup` answers).
+pub fn signup_token(app: &TestApp, email: &str) -> String {
+    let mail = outbox(app, "mail")
+        .into_iter()
+        .rev()
+        .find(|m| m.to.contains(&email.to_lowercase()) && m.subject == "Confirm your e-mail address")
+        .unwrap_or_else(|| panic!("no verification mail to {email}"));
+    let at = mail.text.find("Token: ").expect("a token") + "Token: ".len();
+    mail.text[at..].split_whitespace().next().unwrap().to_owned()
 }
 
 /// The newest outbox message of `kind` to `to`.

@@ -278,3 +278,59 @@ async fn weak_first_start_admin_password_is_a_start_up_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--password must be at least 8 characters"), "{stderr}");
 }
+
+// Item 10: an open sign-up squatted another company's future staff e-mail.
+both_backends!(open_signup_does_not_squat_a_staff_email, |app: TestApp| async move {
+    let victim = "ada@corp.test";
+    let squat = json!({"email": victim, "password": "squatter-password", "firstName": "Mallory", "lastName": "X",
+                       "phone": "+14155550111", "companyName": "Squat"});
+    let (status, body) = app.post("/auth/signup", None, &squat).await;
+    assert_eq!(status, 201, "{body}");
+    // Pending: it cannot log in.
+    let (status, body) =
+        app.post("/auth/login", None, &json!({"email": victim, "password": "squatter-password"})).await;
+    assert_error(status, &body, 401, "invalid_credentials");
+
+    // The address's real company invites its owner, who joins at once (the invitation mailed to
+    // the address proves it).
+    let admin = app.admin_token().await;
+    let (status, invite) = app.post("/agent/invite", Some(&admin), &json!({"email": victim, "role": "agent"})).await;
+    assert_eq!(status, 201, "{invite}");
+    let (status, joined) = app
+        .post(
+            "/auth/signup",
+            None,
+            &json!({"email": victim, "password": "owner-password", "firstName": "Ada", "lastName": "L",
+                    "phone": "+14155550112", "inviteToken": invite["inviteToken"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{joined}");
+    let login = app.login(victim, "owner-password").await;
+    assert_eq!(login["user"]["userId"], joined["userId"]);
+
+    // The squatter's account can never be activated now, even with its token.
+    let (status, body) = app.post("/auth/signup/verify", None, &json!({"token": signup_token(&app, victim)})).await;
+    assert_error(status, &body, 409, "email_taken");
+    let (status, _) = app.post("/auth/login", None, &json!({"email": victim, "password": "squatter-password"})).await;
+    assert_eq!(status, 401);
+
+    // Verification tokens: unknown ones are refused; a real one works once.
+    let (status, body) = app.post("/auth/signup/verify", None, &json!({"token": "forged"})).await;
+    assert_error(status, &body, 401, "invalid_token");
+    let (status, _) = app
+        .post(
+            "/auth/signup",
+            None,
+            &json!({"email": "grace@else.test", "password": "grace-password", "firstName": "Grace", "lastName": "H",
+                    "phone": "+14155550113"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let token = signup_token(&app, "grace@else.test");
+    let (status, verified): (u16, Value) = app.post("/auth/signup/verify", None, &json!({"token": token})).await;
+    assert_eq!(status, 200, "{verified}");
+    let (status, body) = app.post("/auth/signup/verify", None, &json!({"token": token})).await;
+    assert_error(status, &body, 401, "invalid_token");
+    let me = app.login("grace@else.test", "grace-password").await;
+    assert_eq!(me["user"]["role"], "admin");
+});
