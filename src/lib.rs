@@ -12,6 +12,7 @@ pub mod extract;
 pub mod fynd;
 pub mod media;
 pub mod messaging;
+pub mod net;
 pub mod notify;
 pub mod ops;
 pub mod otp;
@@ -126,6 +127,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         hub,
         tickets,
         webhook_channels: Default::default(),
+        http: net::client(&config)?,
     });
     actix_web::rt::spawn(providers::outbox::run(state.get_ref().clone()));
     state.db.spawn_checkpointer();
