@@ -16,6 +16,7 @@ pub mod notify;
 pub mod ops;
 pub mod otp;
 pub mod providers;
+pub mod query;
 pub mod realtime;
 pub mod state;
 pub mod types;
