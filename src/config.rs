@@ -115,6 +115,10 @@ pub struct Config {
     /// Frames queued per WebSocket before a client that does not read is closed with 1013.
     #[arg(long, env = "CONFAB_WS_QUEUE_FRAMES", default_value_t = 1024, global = true)]
     pub ws_queue_frames: usize,
+    /// WebSocket connections one user may hold open on a node; the next upgrade is refused
+    /// with 429 (0 turns the cap off).
+    #[arg(long, env = "CONFAB_WS_MAX_PER_USER", default_value_t = 20, global = true)]
+    pub ws_max_per_user: usize,
     /// A separate listen address for `GET /metrics` (e.g. `127.0.0.1:9090`); when set, the
     /// public listener no longer serves it [default: /metrics on the public listener, for
     /// loopback clients only unless CONFAB_METRICS_TOKEN is set]

@@ -139,6 +139,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
         hub,
         tickets,
+        ws_slots: realtime::limit::WsSlots::new(config.ws_max_per_user),
         webhook_channels: Default::default(),
     });
     actix_web::rt::spawn(providers::outbox::run(state.get_ref().clone()));
