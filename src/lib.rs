@@ -164,7 +164,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .wrap(from_fn(auth::ratelimit::limit))
             .wrap(from_fn(error::unify))
             .wrap(from_fn(ops::metrics::track))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<ops::redact::RedactedRootSpan>::new())
             .wrap(actix_web::middleware::Condition::new(
                 fynd::cors::enabled(&cors_config),
                 fynd::cors::middleware(&cors_config),
