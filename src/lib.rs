@@ -103,6 +103,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         None => Broker::local(),
     };
     let metrics = Metrics::new()?;
+    metrics.registry.register(Box::new(keys.reloads.clone()))?;
     let hub = realtime::hub::Hub::new(metrics.clone()).start();
     let tickets = realtime::tickets::Tickets::new(&broker);
     let mut events = broker.subscribe();
