@@ -12,6 +12,7 @@ pub mod extract;
 pub mod fynd;
 pub mod media;
 pub mod messaging;
+pub mod net;
 pub mod notify;
 pub mod ops;
 pub mod otp;
@@ -142,6 +143,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         tickets,
         ws_slots: realtime::limit::WsSlots::new(config.ws_max_per_user),
         webhook_channels: Default::default(),
+        http: net::client(&config)?,
     });
     actix_web::rt::spawn(providers::outbox::run(state.get_ref().clone()));
     state.db.spawn_checkpointer();

@@ -33,4 +33,6 @@ pub struct AppState {
     pub ws_slots: Arc<WsSlots>,
     /// Each provider's live channels, for webhook verification.
     pub webhook_channels: crate::providers::webhooks::WebhookChannels,
+    /// The outbound HTTP client, with the address checks ([`crate::net`]).
+    pub http: reqwest::Client,
 }

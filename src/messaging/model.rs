@@ -229,7 +229,6 @@ pub struct ChannelRow {
     pub phone_e164: String,
     pub phone_number_id: Option<String>,
     pub display_name: String,
-    pub api_base_url: Option<String>,
     pub secrets: String,
     pub is_default: bool,
     pub created_at: NaiveDateTime,
