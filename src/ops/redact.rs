@@ -17,7 +17,7 @@ use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
 pub const REDACTED: &str = "[redacted]";
 
 /// Parameter names whose values are secrets wherever they appear.
-const SECRET_NAMES: [&str; 5] = ["code", "state", "ticket", "otp", "key"];
+const SECRET_NAMES: [&str; 6] = ["code", "state", "ticket", "otp", "key", "hash"];
 /// Any name containing one of these is a secret too (`token`, `verify_token`,
 /// `hub.verify_token`, `client_secret`, `sig`, `signature`, `apikey`, …).
 const SECRET_PARTS: [&str; 7] = ["token", "secret", "password", "sig", "ticket", "apikey", "api_key"];
@@ -46,6 +46,18 @@ pub fn redact_target(target: &str) -> Cow<'_, str> {
         })
         .collect();
     if changed { Cow::Owned(format!("{path}?{}", pairs.join("&"))) } else { Cow::Borrowed(target) }
+}
+
+/// An outbound call's error as logged and stored (`outbox.last_error`): reqwest's text names
+/// the URL, whose query may carry a signature (a provider's media link, a presigned URL), so
+/// the URL is shown redacted.
+pub fn outbound_error(e: reqwest::Error) -> String {
+    let url = e.url().map(|u| redact_target(u.as_str()).into_owned());
+    let e = e.without_url();
+    match url {
+        Some(url) => format!("{e} for url ({url})"),
+        None => e.to_string(),
+    }
 }
 
 /// The request span of tracing-actix-web's default builder (same name and fields, so log
@@ -108,6 +120,16 @@ mod tests {
         ] {
             assert_eq!(redact_target(raw), want, "{raw}");
         }
+    }
+
+    #[actix_web::test]
+    async fn outbound_errors_show_the_url_redacted() {
+        let url = "http://127.0.0.1:1/attachments/?mid=7&hash=SIGNED&X-Amz-Signature=abc";
+        let e = reqwest::Client::new().get(url).send().await.expect_err("nothing listens on port 1");
+        assert!(e.to_string().contains("SIGNED"), "reqwest names the URL: {e}");
+        let text = outbound_error(e);
+        assert!(!text.contains("SIGNED") && !text.contains("abc"), "{text}");
+        assert!(text.contains("mid=7&hash=[redacted]&X-Amz-Signature=[redacted]"), "{text}");
     }
 
     #[test]
