@@ -115,6 +115,18 @@ pub struct Config {
     /// Frames queued per WebSocket before a client that does not read is closed with 1013.
     #[arg(long, env = "CONFAB_WS_QUEUE_FRAMES", default_value_t = 1024, global = true)]
     pub ws_queue_frames: usize,
+    /// WebSocket connections one user may hold open on a node; the next upgrade is refused
+    /// with 429 (0 turns the cap off).
+    #[arg(long, env = "CONFAB_WS_MAX_PER_USER", default_value_t = 20, global = true)]
+    pub ws_max_per_user: usize,
+    /// A separate listen address for `GET /metrics` (e.g. `127.0.0.1:9090`); when set, the
+    /// public listener no longer serves it [default: /metrics on the public listener, for
+    /// loopback clients only unless CONFAB_METRICS_TOKEN is set]
+    #[arg(long, env = "CONFAB_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<String>,
+    /// Bearer token `GET /metrics` requires (from any address) when set.
+    #[arg(long, env = "CONFAB_METRICS_TOKEN", global = true, hide_env_values = true)]
+    pub metrics_token: Option<SecretString>,
     /// Base of the delivery worker's exponential backoff, in milliseconds (attempt n waits
     /// base·2ⁿ, capped at 10 minutes, ±25 % jitter).
     #[arg(long, env = "CONFAB_OUTBOX_BACKOFF_MS", default_value_t = 1000, global = true)]

@@ -38,6 +38,9 @@ async fn serve(config: confab::config::Config) -> anyhow::Result<()> {
         println!("  console:         {}", b.console_url);
     }
     tracing::info!(%bind, port = server.port, "confab listening");
+    if let Some(port) = server.metrics_port {
+        tracing::info!(port, "metrics listening");
+    }
     server.run().await?;
     tracing::info!("confab stopped");
     Ok(())

@@ -19,6 +19,7 @@ pub mod whatsapp;
 use crate::{
     error::{ApiError, ApiResult},
     messaging::model::{ChannelRow, MediaKind, Status},
+    ops::redact::outbound_error,
     state::AppState,
 };
 
@@ -263,9 +264,9 @@ impl MediaPolicy {
 /// permanent.
 fn transport_error(e: reqwest::Error) -> SendError {
     if crate::net::is_refused(&e) {
-        return SendError::Permanent { code: "address_refused".into(), message: format!("{e:#}") };
+        return SendError::Permanent { code: "address_refused".into(), message: outbound_error(e) };
     }
-    SendError::Transient(format!("provider unreachable: {e}"))
+    SendError::Transient(format!("provider unreachable: {}", outbound_error(e)))
 }
 
 fn is_transient_status(status: reqwest::StatusCode) -> bool {
@@ -300,7 +301,7 @@ fn read_media(res: reqwest::Response) -> Result<FetchedMedia, SendError> {
     let body = res
         .bytes_stream()
         .map_err(|e| {
-            tracing::info!(error = %e, "media download interrupted");
+            tracing::info!(error = %outbound_error(e), "media download interrupted");
             ApiError::Unavailable("the provider's media download".into())
         })
         .boxed();

@@ -109,6 +109,8 @@ impl Drop for PgScope {
 pub struct TestApp {
     pub addr: String,
     pub port: u16,
+    /// The dedicated `/metrics` listener's port (`CONFAB_METRICS_BIND`), when configured.
+    pub metrics_port: Option<u16>,
     pub client: reqwest::Client,
     pub state: web::Data<AppState>,
     pub bootstrap: Option<Bootstrapped>,
@@ -158,7 +160,13 @@ impl TestApp {
             actix_web::rt::System::new().block_on(async move {
                 match confab::build(cfg).await {
                     Ok(server) => {
-                        let info = (server.port, server.state.clone(), server.bootstrap.clone(), server.handle());
+                        let info = (
+                            server.port,
+                            server.metrics_port,
+                            server.state.clone(),
+                            server.bootstrap.clone(),
+                            server.handle(),
+                        );
                         tx.send(Ok(info)).unwrap();
                         let _ = server.run().await;
                     }
@@ -166,15 +174,17 @@ impl TestApp {
                 }
             })
         });
-        let (port, state, bootstrap, handle) = web::block(move || rx.recv_timeout(Duration::from_secs(60)))
-            .await
-            .unwrap()
-            .expect("server thread answered")
-            .expect("server started");
+        let (port, metrics_port, state, bootstrap, handle) =
+            web::block(move || rx.recv_timeout(Duration::from_secs(60)))
+                .await
+                .unwrap()
+                .expect("server thread answered")
+                .expect("server started");
         let addr = format!("http://127.0.0.1:{port}");
         Self {
             addr,
             port,
+            metrics_port,
             // Idle connections are dropped before the server's 5 s keep-alive would close them under us.
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
