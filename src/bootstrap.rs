@@ -34,7 +34,13 @@ pub fn run(db: &Pool, config: &Config, data_key: &DataKey) -> anyhow::Result<Opt
     }
     let email = Email::try_from(config.admin_email.clone()).map_err(|e| anyhow::anyhow!("CONFAB_ADMIN_EMAIL {e}"))?;
     let (password_text, generated) = match &config.admin_password {
-        Some(p) => (p.expose_secret().to_owned(), false),
+        Some(p) => {
+            // The same password rules as every other account (CONTRACT §5), before anything
+            // is written: a weak first-start password is a start-up error, not an account.
+            password::check_new(p.expose_secret(), Some(&email))
+                .map_err(|e| anyhow::anyhow!("CONFAB_ADMIN_PASSWORD {}", password::policy_message(&e)))?;
+            (p.expose_secret().to_owned(), false)
+        }
         None => {
             let p = random_password();
             (p.clone(), true)

@@ -115,6 +115,18 @@ pub struct Config {
     /// Frames queued per WebSocket before a client that does not read is closed with 1013.
     #[arg(long, env = "CONFAB_WS_QUEUE_FRAMES", default_value_t = 1024, global = true)]
     pub ws_queue_frames: usize,
+    /// WebSocket connections one user may hold open on a node; the next upgrade is refused
+    /// with 429 (0 turns the cap off).
+    #[arg(long, env = "CONFAB_WS_MAX_PER_USER", default_value_t = 20, global = true)]
+    pub ws_max_per_user: usize,
+    /// A separate listen address for `GET /metrics` (e.g. `127.0.0.1:9090`); when set, the
+    /// public listener no longer serves it [default: /metrics on the public listener, for
+    /// loopback clients only unless CONFAB_METRICS_TOKEN is set]
+    #[arg(long, env = "CONFAB_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<String>,
+    /// Bearer token `GET /metrics` requires (from any address) when set.
+    #[arg(long, env = "CONFAB_METRICS_TOKEN", global = true, hide_env_values = true)]
+    pub metrics_token: Option<SecretString>,
     /// Base of the delivery worker's exponential backoff, in milliseconds (attempt n waits
     /// base·2ⁿ, capped at 10 minutes, ±25 % jitter).
     #[arg(long, env = "CONFAB_OUTBOX_BACKOFF_MS", default_value_t = 1000, global = true)]
@@ -126,6 +138,35 @@ pub struct Config {
     /// Timeout of each call to a provider's API (send, media download), in seconds.
     #[arg(long, env = "CONFAB_PROVIDER_TIMEOUT_SECS", default_value_t = 15, global = true)]
     pub provider_timeout_secs: u64,
+    /// Base URL of the WhatsApp Cloud API for every WhatsApp channel (sends, media lookups).
+    /// Set by the operator only: tenants cannot point the server at another host.
+    #[arg(long, env = "CONFAB_WHATSAPP_API_URL", default_value = "https://graph.facebook.com/v21.0", global = true)]
+    pub whatsapp_api_url: String,
+    /// Base URL of Twilio's REST API for every Twilio channel (sends, media).
+    #[arg(long, env = "CONFAB_TWILIO_API_URL", default_value = "https://api.twilio.com", global = true)]
+    pub twilio_api_url: String,
+    /// Comma-separated hosts WhatsApp media may be downloaded from, over https (`*.example.com`
+    /// matches its subdomains); the API URL's own host is always allowed.
+    #[arg(
+        long,
+        env = "CONFAB_WHATSAPP_MEDIA_HOSTS",
+        default_value = "*.fbsbx.com,*.whatsapp.net,*.fbcdn.net",
+        global = true
+    )]
+    pub whatsapp_media_hosts: String,
+    /// Comma-separated hosts Twilio media may be downloaded from or redirected to, over https;
+    /// the API URL's own host is always allowed.
+    #[arg(
+        long,
+        env = "CONFAB_TWILIO_MEDIA_HOSTS",
+        default_value = "*.twilio.com,*.twiliocdn.com,s3-external-1.amazonaws.com",
+        global = true
+    )]
+    pub twilio_media_hosts: String,
+    /// Lets the server's outbound calls reach loopback, private, link-local and other
+    /// non-public addresses. Only for tests and local mocks: never in production.
+    #[arg(long, env = "CONFAB_ALLOW_PRIVATE_FETCH", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub allow_private_fetch: bool,
     /// Graph API base the storefront's Facebook login verifies tokens with.
     #[arg(long, env = "CONFAB_FACEBOOK_GRAPH_URL", default_value = "https://graph.facebook.com", global = true)]
     pub facebook_graph_url: String,
@@ -206,6 +247,8 @@ impl Config {
         cli.config.workers = Some(2);
         cli.config.db_pool_size = 8;
         cli.config.config = PathBuf::from("/nonexistent/confab.toml");
+        // Test mocks listen on 127.0.0.1; the attack tests turn this off again.
+        cli.config.allow_private_fetch = true;
         cli.config
     }
 }

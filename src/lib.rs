@@ -12,10 +12,12 @@ pub mod extract;
 pub mod fynd;
 pub mod media;
 pub mod messaging;
+pub mod net;
 pub mod notify;
 pub mod ops;
 pub mod otp;
 pub mod providers;
+pub mod query;
 pub mod realtime;
 pub mod state;
 pub mod types;
@@ -43,10 +45,13 @@ use crate::{
 /// A bound, not yet running server.
 pub struct Server {
     pub port: u16,
+    /// The port of the dedicated `/metrics` listener (`CONFAB_METRICS_BIND`), when there is one.
+    pub metrics_port: Option<u16>,
     pub state: web::Data<AppState>,
     /// Set on the first start of an empty database: the admin credentials to print once.
     pub bootstrap: Option<Bootstrapped>,
     server: actix_web::dev::Server,
+    metrics_server: Option<actix_web::dev::Server>,
 }
 
 impl Server {
@@ -64,7 +69,17 @@ impl Server {
             let _ = hub.send(realtime::hub::Shutdown).await;
             handle.stop(true).await;
         });
-        self.server.await
+        // The metrics listener lives exactly as long as the main one.
+        let metrics = self.metrics_server.map(|server| {
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            handle
+        });
+        let result = self.server.await;
+        if let Some(handle) = metrics {
+            handle.stop(true).await;
+        }
+        result
     }
 }
 
@@ -89,6 +104,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         None => Broker::local(),
     };
     let metrics = Metrics::new()?;
+    metrics.registry.register(Box::new(keys.reloads.clone()))?;
     let hub = realtime::hub::Hub::new(metrics.clone()).start();
     let tickets = realtime::tickets::Tickets::new(&broker);
     let mut events = broker.subscribe();
@@ -125,7 +141,9 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
         hub,
         tickets,
+        ws_slots: realtime::limit::WsSlots::new(config.ws_max_per_user),
         webhook_channels: Default::default(),
+        http: net::client(&config)?,
     });
     actix_web::rt::spawn(providers::outbox::run(state.get_ref().clone()));
     state.db.spawn_checkpointer();
@@ -149,7 +167,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .wrap(from_fn(auth::ratelimit::limit))
             .wrap(from_fn(error::unify))
             .wrap(from_fn(ops::metrics::track))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<ops::redact::RedactedRootSpan>::new())
             .wrap(actix_web::middleware::Condition::new(
                 fynd::cors::enabled(&cors_config),
                 fynd::cors::middleware(&cors_config),
@@ -172,7 +190,35 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
-    Ok(Server { port, state, bootstrap, server: server.run() })
+    let (metrics_port, metrics_server) = match &config.metrics_bind {
+        Some(bind) => {
+            let (port, server) = metrics_listener(bind, state.clone())?;
+            (Some(port), Some(server))
+        }
+        None => (None, None),
+    };
+    Ok(Server { port, metrics_port, state, bootstrap, server: server.run(), metrics_server })
+}
+
+/// `CONFAB_METRICS_BIND`: a listener that serves `GET /metrics` and nothing else, so the
+/// metrics can stay on a private interface while the API is public (issue 17).
+fn metrics_listener(bind: &str, state: web::Data<AppState>) -> anyhow::Result<(u16, actix_web::dev::Server)> {
+    let listener = TcpListener::bind(bind).with_context(|| format!("binding the metrics listener {bind}"))?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::Data::new(ops::routes::MetricsListener))
+            .wrap(from_fn(error::unify))
+            .service(ops::routes::metrics_text)
+            .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
+    })
+    .listen(listener)?
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .run();
+    Ok((port, server))
 }
 
 async fn shutdown_signal() {

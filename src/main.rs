@@ -38,6 +38,9 @@ async fn serve(config: confab::config::Config) -> anyhow::Result<()> {
         println!("  console:         {}", b.console_url);
     }
     tracing::info!(%bind, port = server.port, "confab listening");
+    if let Some(port) = server.metrics_port {
+        tracing::info!(port, "metrics listening");
+    }
     server.run().await?;
     tracing::info!("confab stopped");
     Ok(())
@@ -77,14 +80,16 @@ fn create_user(
     first_name: &str,
     last_name: &str,
 ) -> anyhow::Result<()> {
-    let db = Pool::connect(&config.database_url(), 1)?;
-    db.migrate()?;
     let email = Email::try_from(email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
     let role = Role::parse(role).context("--role")?;
     let generated = password.is_none();
     let password = password.unwrap_or_else(random_password);
-    password::check_new(&password, Some(&email)).map_err(|e| anyhow::anyhow!("--password: {:?}", e.body().fields))?;
+    // The password rules of every account (CONTRACT §5), checked before anything is touched.
+    password::check_new(&password, Some(&email))
+        .map_err(|e| anyhow::anyhow!("--password {}", password::policy_message(&e)))?;
     let hash = password::hash(&password)?;
+    let db = Pool::connect(&config.database_url(), 1)?;
+    db.migrate()?;
     let user = db
         .write_blocking(|c| {
             let company_id = match company.parse::<i64>() {

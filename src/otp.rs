@@ -5,11 +5,18 @@
 //! counted atomically before the comparison, one new code per destination and purpose every
 //! 30 s, single use, and a new code retires the older ones. Rows of `otp_challenges`;
 //! `purpose` keeps the flows apart.
+//!
+//! Besides the 5 attempts of each code, every wrong code counts on one brute-force counter
+//! per company and contact ([`keys`], the rules of [`crate::auth::lockout`]): five failures
+//! lock that contact's codes — across new codes, purposes and flows — for 1 minute, doubling up
+//! to 1 hour, and while it is locked even the right code is refused. Asking for a new code does
+//! not reset it; a right code does.
 
 use chrono::Duration;
 use diesel::prelude::*;
 
 use crate::{
+    auth::lockout,
     crypto::{DataKey, constant_time_eq, random_bytes, random_hex_id, random_token},
     db::{Db, schema::otp_challenges},
     error::{ApiError, ApiResult},
@@ -157,9 +164,16 @@ pub fn latest_request(c: &mut Db, company_id: i64, destination: &str, purposes: 
         .optional()?)
 }
 
-/// Checks a code: the attempt is counted first (`attempts < 5` in the same UPDATE, so
-/// concurrent guesses cannot exceed the limit), then compared in constant time, then the
-/// challenge is consumed (single use, atomic).
+/// The brute-force counter of one contact's codes in one company (module docs).
+pub fn keys(company_id: i64, destination: &str, ip: &str) -> lockout::Keys {
+    lockout::Keys::scoped("otp", &format!("{company_id}:{destination}"), ip)
+}
+
+/// Checks a code for the challenge `request_id` of `company_id`: a slot on the contact's
+/// counter ([`keys`]) is reserved first (a locked contact is refused without a comparison),
+/// then the challenge's attempt is counted (`attempts < 5` in the same UPDATE, so concurrent
+/// guesses cannot exceed the limit), then the code is compared in constant time and the
+/// challenge consumed (single use, atomic). `ip` feeds the per-address counter.
 pub fn check(
     c: &mut Db,
     key: &DataKey,
@@ -167,22 +181,20 @@ pub fn check(
     request_id: &str,
     purposes: &[&str],
     code: &str,
+    ip: &str,
 ) -> ApiResult<Checked> {
-    let live: bool = diesel::select(diesel::dsl::exists(
-        otp_challenges::table
-            .filter(otp_challenges::request_id.eq(request_id))
-            .filter(otp_challenges::company_id.eq(company_id))
-            .filter(otp_challenges::purpose.eq_any(purposes)),
-    ))
-    .get_result(c)?;
-    if !live || !count_attempt(c, request_id)? {
-        return Ok(Checked::Rejected);
-    }
-    let (stored, user_id, destination): (String, Option<i64>, String) = otp_challenges::table
-        .find(request_id)
+    let found: Option<(String, Option<i64>, String)> = otp_challenges::table
+        .filter(otp_challenges::request_id.eq(request_id))
+        .filter(otp_challenges::company_id.eq(company_id))
+        .filter(otp_challenges::purpose.eq_any(purposes))
         .select((otp_challenges::code_hash, otp_challenges::user_id, otp_challenges::destination))
-        .first(c)?;
-    if !code_matches(key, request_id, code, &stored) || !consume(c, request_id)? {
+        .first(c)
+        .optional()?;
+    let Some((stored, user_id, destination)) = found else { return Ok(Checked::Rejected) };
+    let accepted = lockout::guard(c, &keys(company_id, &destination, ip), |c| {
+        Ok(count_attempt(c, request_id)? && code_matches(key, request_id, code, &stored) && consume(c, request_id)?)
+    })?;
+    if !accepted {
         return Ok(Checked::Rejected);
     }
     Ok(Checked::Accepted(Verified { request_id: request_id.to_owned(), user_id, destination }))

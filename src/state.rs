@@ -9,7 +9,7 @@ use crate::{
     db::Pool,
     media::MediaStore,
     ops::metrics::Metrics,
-    realtime::{broker::Broker, hub::Hub, tickets::Tickets},
+    realtime::{broker::Broker, hub::Hub, limit::WsSlots, tickets::Tickets},
 };
 
 #[derive(Clone)]
@@ -29,6 +29,10 @@ pub struct AppState {
     pub outbox_wake: Arc<tokio::sync::Notify>,
     pub hub: actix::Addr<Hub>,
     pub tickets: Tickets,
+    /// Open WebSockets per user on this node (`CONFAB_WS_MAX_PER_USER`).
+    pub ws_slots: Arc<WsSlots>,
     /// Each provider's live channels, for webhook verification.
     pub webhook_channels: crate::providers::webhooks::WebhookChannels,
+    /// The outbound HTTP client, with the address checks ([`crate::net`]).
+    pub http: reqwest::Client,
 }

@@ -117,6 +117,9 @@ impl Confab {
             ("CONFAB_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
             ("CONFAB_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
             ("CONFAB_AUTH_RATE_PER_MINUTE".into(), "0".into()),
+            // The idle and fan-out scenarios open thousands of sockets over a few agents'
+            // tokens: the per-user WebSocket cap (default 20) is turned off for the bench.
+            ("CONFAB_WS_MAX_PER_USER".into(), "0".into()),
             ("CONFAB_WORKERS".into(), o.workers.to_string()),
             ("CONFAB_LOG".into(), "warn".into()),
             ("CONFAB_CONFIG".into(), dir.0.join("none.toml").display().to_string()),

@@ -34,6 +34,7 @@ use crate::{
     },
     error::{ApiError, ApiResult, ErrorBody},
     extract::{Json, JsonOrForm},
+    query::Paging,
     state::AppState,
     types::{Email, now, rfc3339},
     users::{model::UserRow, store},
@@ -440,7 +441,7 @@ async fn keycloak_logout(st: web::Data<AppState>, user: AuthUser, origin: Origin
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditQuery {
-    /// 1-based, default 1.
+    /// 1-based, default 1, at most 1,000,000.
     pub page: Option<i64>,
     /// 1–100, default 20.
     pub limit: Option<i64>,
@@ -477,14 +478,7 @@ pub struct AuditPage {
 #[get("/auth/audit")]
 async fn audit(st: web::Data<AppState>, admin: Admin, q: web::Query<AuditQuery>) -> ApiResult<HttpResponse> {
     let q = q.into_inner();
-    let page = q.page.unwrap_or(1);
-    let limit = q.limit.unwrap_or(20);
-    if page < 1 {
-        return Err(ApiError::field("page", "must be at least 1"));
-    }
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 100"));
-    }
+    let Paging { page, size: limit, offset } = Paging::parse(q.page, q.limit, 20, ("page", "limit"))?;
     let company_id = admin.company_id;
     let (total, rows) = st
         .db
@@ -502,7 +496,7 @@ async fn audit(st: web::Data<AppState>, admin: Admin, q: web::Query<AuditQuery>)
             let total: i64 = filtered().count().get_result(c)?;
             let rows: Vec<(i64, String, Option<i64>, String, String, NaiveDateTime)> = filtered()
                 .order(audit_log::id.desc())
-                .offset((page - 1).saturating_mul(limit))
+                .offset(offset)
                 .limit(limit)
                 .select((
                     audit_log::id,

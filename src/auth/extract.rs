@@ -51,13 +51,7 @@ pub fn credential_pair(req: &HttpRequest, scheme: &str) -> Option<(String, Strin
 /// Verifies an access token and checks its session. Used by the middleware and by the
 /// WebSocket upgrade.
 pub async fn resolve(st: &AppState, token: &str) -> ApiResult<Principal> {
-    let claims = match st.keys.verify(token)? {
-        Some(claims) => claims,
-        None => {
-            st.keys.reload(&st.db).await?;
-            st.keys.verify(token)?.ok_or(ApiError::Unauthorized("invalid_token"))?
-        }
-    };
+    let claims = st.keys.verify_or_reload(&st.db, token).await?;
     match st.sessions.principal(&st.db, &claims.sid).await? {
         Some(p) if p.user_id.to_string() == claims.sub => Ok(p),
         _ => Err(ApiError::Unauthorized("session_revoked")),

@@ -2,7 +2,11 @@
 //! `signing_keys` table, private halves encrypted with the data key, so every node signs and
 //! verifies with the same keys; `GET /.well-known/jwks.json` publishes the public halves.
 
-use std::{collections::HashMap, sync::RwLock};
+use std::{
+    collections::HashMap,
+    sync::RwLock,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, anyhow};
 use aws_lc_rs::{
@@ -12,6 +16,7 @@ use aws_lc_rs::{
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use diesel::prelude::*;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -39,10 +44,24 @@ pub struct Claims {
     pub iss: String,
 }
 
+/// At most one re-read of the key table per second for tokens naming an unknown key.
+pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a key id that a fresh re-read did not find is refused without another read.
+pub const UNKNOWN_KID_TTL: Duration = Duration::from_secs(5);
+/// Longer key ids are refused unread (ours are 16 characters); bounds the negative cache.
+const MAX_KID_LEN: usize = 64;
+
 pub struct Keys {
     signing: (String, EncodingKey),
     verifying: RwLock<HashMap<String, DecodingKey>>,
     public: RwLock<Vec<(String, String)>>,
+    /// Key ids a re-read of the table did not find (issue 17: a flood of tokens with made-up
+    /// `kid`s must not become a flood of database reads).
+    unknown: moka::sync::Cache<String, ()>,
+    /// Serialises re-reads (concurrent misses share one) and remembers when the last one ran.
+    last_reload: tokio::sync::Mutex<Option<Instant>>,
+    /// Re-reads of the key table for unknown key ids (`confab_signing_key_reloads_total`).
+    pub reloads: IntCounter,
 }
 
 impl Keys {
@@ -62,6 +81,12 @@ impl Keys {
             signing: (kid.clone(), EncodingKey::from_ed_der(&der)),
             verifying: RwLock::new(HashMap::new()),
             public: RwLock::new(Vec::new()),
+            unknown: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(UNKNOWN_KID_TTL).build(),
+            last_reload: tokio::sync::Mutex::new(None),
+            reloads: IntCounter::new(
+                "signing_key_reloads_total",
+                "Re-reads of the signing key table for tokens naming a key this node did not know",
+            )?,
         };
         keys.install(&rows)?;
         Ok(keys)
@@ -84,6 +109,48 @@ impl Keys {
     pub async fn reload(&self, db: &Pool) -> ApiResult<()> {
         let rows = db.run(load_rows).await?;
         self.install(&rows).map_err(ApiError::Internal)
+    }
+
+    /// [`Keys::verify`], re-reading the key table when the token names a key this node does
+    /// not know: a key another node created is accepted once this node re-reads, which it does
+    /// at most once per [`KEY_RELOAD_INTERVAL`], so within that interval of the key's first
+    /// use here. A key id that a re-read made for this very request did not find is refused
+    /// without reading for [`UNKNOWN_KID_TTL`]; a key id that arrives while re-reads are
+    /// throttled is refused without reading. Made-up key ids therefore cost at most one read
+    /// per interval, however many arrive.
+    pub async fn verify_or_reload(&self, db: &Pool, token: &str) -> ApiResult<Claims> {
+        if let Some(claims) = self.verify(token)? {
+            return Ok(claims);
+        }
+        let refused = ApiError::Unauthorized("invalid_token");
+        let kid = jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|h| h.kid)
+            .ok_or(ApiError::Unauthorized("invalid_token"))?;
+        if kid.len() > MAX_KID_LEN || self.unknown.contains_key(&kid) {
+            return Err(refused);
+        }
+        let arrived = Instant::now();
+        {
+            let mut last = self.last_reload.lock().await;
+            // A re-read that started after this request arrived has already looked.
+            let fresh = last.is_some_and(|t| t >= arrived);
+            let throttled = last.is_some_and(|t| t.elapsed() < KEY_RELOAD_INTERVAL);
+            if !fresh && !throttled {
+                let started = Instant::now();
+                self.reloads.inc();
+                self.reload(db).await?;
+                *last = Some(started);
+            }
+            let looked = last.is_some_and(|t| t >= arrived);
+            if let Some(claims) = self.verify(token)? {
+                return Ok(claims);
+            }
+            if looked {
+                self.unknown.insert(kid, ());
+            }
+        }
+        Err(refused)
     }
 
     pub fn sign(&self, user_id: i64, company_id: i64, role: &str, session_id: &str) -> ApiResult<(String, i64)> {
@@ -161,7 +228,9 @@ fn load_rows(c: &mut Db) -> ApiResult<Vec<(String, String, String)>> {
         .load(c)?)
 }
 
-fn insert_new_key(c: &mut Db, data_key: &DataKey) -> anyhow::Result<()> {
+/// Adds a signing key. Nodes that start afterwards sign with it; running nodes verify its
+/// tokens once they re-read the table ([`Keys::verify_or_reload`]).
+pub fn insert_new_key(c: &mut Db, data_key: &DataKey) -> anyhow::Result<()> {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| anyhow!("generating a key"))?;
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow!("reading the new key"))?;
     let public = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());

@@ -42,6 +42,27 @@ impl Keys {
     pub fn new(account: &str, ip: &str) -> Self {
         Self { account: format!("acct:{}", account.trim().to_lowercase()), ip: format!("ip:{ip}") }
     }
+
+    /// A counter for something other than a staff login name, in its own namespace so that no
+    /// typed login name can reach it: `fynd:<application>:<identifier>` (storefront password),
+    /// `totp:<user>` (authenticator and recovery codes), `otp:<company>:<contact>` (codes sent
+    /// by e-mail or SMS, across every challenge and flow).
+    pub fn scoped(kind: &str, subject: &str, ip: &str) -> Self {
+        Self { account: format!("{kind}:{}", subject.trim().to_lowercase()), ip: format!("ip:{ip}") }
+    }
+}
+
+/// Runs one secret check under the counters: a slot is reserved first (a locked or exhausted
+/// key is never checked, so even the right secret is refused until the lock expires), then the
+/// outcome is settled. For the checks that run inside one database transaction (codes); the
+/// password check, which hashes on the blocking pool, reserves and settles in two steps.
+pub fn guard(c: &mut Db, keys: &Keys, check: impl FnOnce(&mut Db) -> ApiResult<bool>) -> ApiResult<bool> {
+    if !reserve(c, keys)? {
+        return Ok(false);
+    }
+    let ok = check(c)?;
+    settle(c, keys, ok)?;
+    Ok(ok)
 }
 
 /// Reserves one attempt on both counters. `false` when either is locked or out of attempts:

@@ -381,16 +381,6 @@ fn redirect_to(location: &str) -> HttpResponse {
         .finish()
 }
 
-/// No redirects (an upstream answer never sends confab elsewhere: SSRF, oauth2 examples) and a
-/// bounded wait.
-static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default()
-});
-
 /// Discovery documents and their JWKS, per issuer, for 5 minutes; an ID token whose signature
 /// does not verify makes the next check fetch them again (key rotation at the provider).
 static DISCOVERED: LazyLock<moka::sync::Cache<String, CoreProviderMetadata>> =
@@ -406,6 +396,10 @@ struct Upstream {
     cfg: ProviderConfig,
     secret: Option<String>,
     redirect: RedirectUrl,
+    /// The server's outbound client ([`crate::net`]): no redirects (an upstream answer never
+    /// sends confab elsewhere), and only public addresses, since the issuer and the endpoints
+    /// its discovery document names are the tenant's choice.
+    http: reqwest::Client,
 }
 
 impl Upstream {
@@ -426,7 +420,7 @@ impl Upstream {
         let callback = format!("{}{}", st.config.public_url.trim_end_matches('/'), provider.callback_path());
         let redirect =
             RedirectUrl::new(callback).map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("public URL")))?;
-        Ok(Self { provider, cfg, secret, redirect })
+        Ok(Self { provider, cfg, secret, redirect, http: st.http.clone() })
     }
 
     fn unavailable(&self, what: &str, e: impl std::fmt::Display) -> ApiError {
@@ -447,7 +441,7 @@ impl Upstream {
             Some(m) => m,
             None => {
                 let url = IssuerUrl::new(issuer.clone()).map_err(|e| self.unavailable("issuer URL", e))?;
-                let m = CoreProviderMetadata::discover_async(url, &*HTTP)
+                let m = CoreProviderMetadata::discover_async(url, &self.http)
                     .await
                     .map_err(|e| self.unavailable("OIDC discovery failed", e))?;
                 DISCOVERED.insert(issuer, m.clone());
@@ -524,7 +518,7 @@ impl Upstream {
             let token = client
                 .exchange_code(code)
                 .set_pkce_verifier(verifier)
-                .request_async(&*HTTP)
+                .request_async(&self.http)
                 .await
                 .map_err(|e| refuse("provider_error", &e))?;
             return self.profile(&profile_url, token.access_token().secret()).await;
@@ -534,7 +528,7 @@ impl Upstream {
             .exchange_code(code)
             .map_err(|e| self.unavailable("no token endpoint", e))?
             .set_pkce_verifier(verifier)
-            .request_async(&*HTTP)
+            .request_async(&self.http)
             .await
             .map_err(|e| refuse("provider_error", &e))?;
         let id_token = token.id_token().ok_or_else(|| refuse("invalid_id_token", &"no id_token"))?;
@@ -565,7 +559,8 @@ impl Upstream {
             id: serde_json::Value,
             email: Option<String>,
         }
-        let res = HTTP.get(url).bearer_auth(access_token).send().await.map_err(|e| self.unavailable("profile", e))?;
+        let res =
+            self.http.get(url).bearer_auth(access_token).send().await.map_err(|e| self.unavailable("profile", e))?;
         if !res.status().is_success() {
             tracing::info!(provider = self.provider.name(), status = %res.status(), "profile request refused");
             return Err(ApiError::Unauthorized("provider_error"));

@@ -9,6 +9,12 @@
 //!
 //! No account enumeration: an unknown address gets the same answer, the same throttle and a
 //! stored challenge that can never succeed; delivery happens after the answer.
+//!
+//! A challenge belongs to the company and client that sent it: `verify-otp` answers only
+//! challenges that have an account (another company's code for the same address, stored for
+//! nobody, cannot shadow or void it), and wrong answers count on the brute-force counters of
+//! the contact or of the user's second factor, whatever number of codes or logins they are
+//! spread over (issue 17 items 6 and 7).
 
 use actix_web::{HttpResponse, post, web};
 use diesel::prelude::*;
@@ -18,6 +24,7 @@ use utoipa::ToSchema;
 use super::{
     arc::{self, CodeView, SuccessView},
     clients::{self, ClientRow},
+    lockout,
     service::Origin,
     totp,
 };
@@ -162,29 +169,78 @@ fn deliver(st: &AppState, company_id: i64, channel: &'static str, dest: String, 
 }
 
 /// A challenge that may still be answered.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone)]
 struct Pending {
     request_id: String,
-    user_id: Option<i64>,
+    company_id: Option<i64>,
+    user_id: i64,
     purpose: String,
-    code_hash: String,
 }
 
 enum Verdict {
-    Code {
-        code: String,
-    },
-    Mfa {
-        code: String,
-    },
-    /// A bad or missing PKCE challenge (no attempt was counted).
-    Refused(ApiError),
+    Code { code: String },
+    Mfa { code: String },
     Invalid,
+}
+
+/// The live challenges `POST /auth/verify-otp` may answer for `dest`, newest first: only
+/// those with an account (a challenge stored for an unknown address can never succeed, so it
+/// must not shadow one that can), only at `client_id` when the body names it. Each is bound to
+/// the company and client that sent it, so a code sent by another company for the same
+/// address neither replaces nor voids this one (issue 17 item 6).
+fn answerable(c: &mut Db, dest: &str, client_id: Option<&str>) -> ApiResult<Vec<Pending>> {
+    let mut q = otp_challenges::table
+        .filter(otp_challenges::destination.eq(dest))
+        .filter(otp_challenges::consumed_at.is_null())
+        .filter(otp_challenges::expires_at.gt(now()))
+        .filter(otp_challenges::user_id.is_not_null())
+        .into_boxed();
+    q = match client_id {
+        Some(id) => q.filter(otp_challenges::purpose.eq_any([format!("login:{id}"), format!("mfa:{id}")])),
+        None => q.filter(otp_challenges::purpose.like("login:%").or(otp_challenges::purpose.like("mfa:%"))),
+    };
+    let rows: Vec<(String, Option<i64>, Option<i64>, String)> = q
+        .order(otp_challenges::created_at.desc())
+        .select((
+            otp_challenges::request_id,
+            otp_challenges::company_id,
+            otp_challenges::user_id,
+            otp_challenges::purpose,
+        ))
+        .load(c)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(request_id, company_id, user_id, purpose)| {
+            Some(Pending { request_id, company_id, user_id: user_id?, purpose })
+        })
+        .collect())
+}
+
+/// Answers one challenge under brute-force protection: an e-mailed or texted code through the
+/// code engine (counted on the contact's counter, [`crate::otp::keys`]); an authenticator or
+/// recovery code counted on the user's second-factor counter ([`totp::keys`]) shared with
+/// the bearer TOTP routes, so wrong codes add up across password logins. Either way the
+/// challenge's own 5 attempts apply too, and a right answer consumes it.
+fn answer(c: &mut Db, st: &AppState, ch: &Pending, kind: &str, otp: &str, ip: &str) -> ApiResult<bool> {
+    if kind == "mfa" {
+        return lockout::guard(c, &totp::keys(ch.user_id, ip), |c| {
+            Ok(crate::otp::count_attempt(c, &ch.request_id)?
+                && totp::check_second_factor(c, st, ch.user_id, otp)?
+                && crate::otp::consume(c, &ch.request_id)?)
+        });
+    }
+    let Some(company_id) = ch.company_id else { return Ok(false) };
+    let checked = crate::otp::check(c, &st.data_key, company_id, &ch.request_id, &[ch.purpose.as_str()], otp, ip)?;
+    Ok(matches!(checked, crate::otp::Checked::Accepted(_)))
 }
 
 /// Checks a code sent by `POST /auth/send-otp` (or, for a pending MFA step, an authenticator
 /// or recovery code) and answers `{code}` for `POST /auth/token`. Users with an authenticator
 /// app get `{code, mfa: true}` from a passwordless login: the second step is still due.
+///
+/// The answer is tried against each live challenge of the address that has an account
+/// ([`answerable`]; one, unless several companies sent codes to a shared phone number), newest
+/// first, until one accepts it; `clientId` narrows them to that client's.
 #[utoipa::path(tag = "auth", request_body = OtpVerifyBody, responses(
     (status = 200, body = CodeView), (status = 401, body = ErrorBody)))]
 #[post("/auth/verify-otp")]
@@ -195,57 +251,35 @@ async fn verify_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpVe
     let verdict = st
         .db
         .write(move |c| {
-            let t = now();
-            let found: Option<Pending> = otp_challenges::table
-                .filter(otp_challenges::destination.eq(&dest))
-                .filter(otp_challenges::consumed_at.is_null())
-                .filter(otp_challenges::expires_at.gt(t))
-                .filter(otp_challenges::purpose.like("login:%").or(otp_challenges::purpose.like("mfa:%")))
-                .order(otp_challenges::created_at.desc())
-                .select((
-                    otp_challenges::request_id,
-                    otp_challenges::user_id,
-                    otp_challenges::purpose,
-                    otp_challenges::code_hash,
-                ))
-                .first(c)
-                .optional()?;
-            let Some(ch) = found else { return Ok(Verdict::Invalid) };
-            let (kind, client_id) = ch.purpose.split_once(':').unwrap_or(("", ""));
-            if b.client_id.as_deref().is_some_and(|id| id != client_id) {
-                return Ok(Verdict::Invalid);
+            let mut accepted = None;
+            for ch in answerable(c, &dest, b.client_id.as_deref())? {
+                let (kind, _) = ch.purpose.split_once(':').unwrap_or(("", ""));
+                let kind = kind.to_owned();
+                let ok = answer(c, &state, &ch, &kind, &b.otp, &ip)?;
+                store::audit(
+                    c,
+                    ch.company_id,
+                    Some(ch.user_id),
+                    if ok { "otp_verified" } else { "otp_failed" },
+                    &ip,
+                    serde_json::json!({"step": kind}),
+                )?;
+                if ok {
+                    accepted = Some((ch, kind));
+                    break;
+                }
             }
-            // Checked before the attempt is counted: a missing challenge is no guess.
+            let Some((ch, kind)) = accepted else { return Ok(Verdict::Invalid) };
+            let client_id = ch.purpose.split_once(':').map_or("", |(_, id)| id);
             let Some(client) = clients::by_client_id(c, client_id)? else { return Ok(Verdict::Invalid) };
-            let challenge = match arc::pkce_challenge(&client, b.code_challenge, b.code_challenge_method.as_deref()) {
-                Ok(challenge) => challenge,
-                Err(e) => return Ok(Verdict::Refused(e)),
-            };
-            let counted = crate::otp::count_attempt(c, &ch.request_id)?;
-            let Some(user_id) = ch.user_id.filter(|_| counted) else { return Ok(Verdict::Invalid) };
-            let ok = if kind == "mfa" {
-                totp::check_second_factor(c, &state, user_id, &b.otp)?
-            } else {
-                crate::otp::code_matches(&state.data_key, &ch.request_id, &b.otp, &ch.code_hash)
-            };
-            let company: Option<i64> = users::table.find(user_id).select(users::company_id).first(c).optional()?;
-            if !ok {
-                store::audit(c, company, Some(user_id), "otp_failed", &ip, serde_json::json!({"step": kind}))?;
-                return Ok(Verdict::Invalid);
-            }
-            let consumed = crate::otp::consume(c, &ch.request_id)?;
-            let user: Option<UserRow> = users::table.find(user_id).select(UserRow::as_select()).first(c).optional()?;
-            let Some(user) = user.filter(|u| consumed && u.is_active() && u.company_id == client.company_id) else {
+            // A public client's code is bound to PKCE (`POST /auth/token`). Refusing with an
+            // error rolls the whole check back: the right code stays usable with a challenge.
+            let challenge = arc::pkce_challenge(&client, b.code_challenge, b.code_challenge_method.as_deref())?;
+            let user: Option<UserRow> =
+                users::table.find(ch.user_id).select(UserRow::as_select()).first(c).optional()?;
+            let Some(user) = user.filter(|u| u.is_active() && u.company_id == client.company_id) else {
                 return Ok(Verdict::Invalid);
             };
-            store::audit(
-                c,
-                Some(user.company_id),
-                Some(user.id),
-                "otp_verified",
-                &ip,
-                serde_json::json!({"step": kind}),
-            )?;
             if kind == "login" && totp::enabled(c, user.id)? {
                 return Ok(Verdict::Mfa { code: start_mfa(c, &client, &user)? });
             }
@@ -255,7 +289,6 @@ async fn verify_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpVe
     match verdict {
         Verdict::Code { code } => Ok(HttpResponse::Ok().json(CodeView { code })),
         Verdict::Mfa { code } => Ok(HttpResponse::Ok().json(serde_json::json!({"code": code, "mfa": true}))),
-        Verdict::Refused(e) => Err(e),
         Verdict::Invalid => Err(ApiError::Unauthorized("invalid_otp")),
     }
 }

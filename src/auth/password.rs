@@ -62,6 +62,15 @@ pub fn check_new(password: &str, email: Option<&Email>) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// The reason [`check_new`] refused a password, as text for the command line and start-up
+/// errors ("must be at least 8 characters").
+pub fn policy_message(e: &ApiError) -> String {
+    match e {
+        ApiError::Invalid(fields) => fields.values().cloned().collect::<Vec<_>>().join("; "),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

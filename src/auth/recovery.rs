@@ -62,7 +62,7 @@ pub struct Api;
 /// ([`crate::otp::throttle`]: one link per address and purpose every [`RESEND_AFTER_SECS`],
 /// a capped number an hour). Extra requests are dropped silently: the answer is the same
 /// whether or not a mail goes out.
-fn store_token(
+pub(crate) fn store_token(
     c: &mut Db,
     company_id: Option<i64>,
     user_id: Option<i64>,
@@ -96,7 +96,11 @@ fn store_token(
 }
 
 /// (user id, destination) of a live token for one of `purposes`.
-fn live_token(c: &mut Db, token: &str, purposes: &[String]) -> ApiResult<Option<(Option<i64>, String, String)>> {
+pub(crate) fn live_token(
+    c: &mut Db,
+    token: &str,
+    purposes: &[String],
+) -> ApiResult<Option<(Option<i64>, String, String)>> {
     Ok(otp_challenges::table
         .find(token_hash(token))
         .filter(otp_challenges::purpose.eq_any(purposes))
@@ -108,7 +112,7 @@ fn live_token(c: &mut Db, token: &str, purposes: &[String]) -> ApiResult<Option<
 }
 
 /// Single-use claim of a token; `false` when it was already used, expired or never existed.
-fn claim(c: &mut Db, token: &str, purpose: &str) -> ApiResult<bool> {
+pub(crate) fn claim(c: &mut Db, token: &str, purpose: &str) -> ApiResult<bool> {
     let n = diesel::update(
         otp_challenges::table
             .find(token_hash(token))
@@ -387,6 +391,7 @@ async fn signup_create_user(
             phone: b.phone,
             company_name: b.company_name,
             invite_token: None,
+            email_proven: true,
         },
         &origin,
     )

@@ -18,15 +18,23 @@ use crate::{
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(signup).service(login).service(token_refresh).service(logout).service(me).service(jwks);
+    cfg.service(signup)
+        .service(verify_signup)
+        .service(login)
+        .service(token_refresh)
+        .service(logout)
+        .service(me)
+        .service(jwks);
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(signup, login, token_refresh, logout, me, jwks),
+    paths(signup, verify_signup, login, token_refresh, logout, me, jwks),
     components(schemas(
         SignupBody,
         SignupView,
+        VerifySignupBody,
+        VerifiedView,
         LoginBody,
         LoginRequest,
         LoginView,
@@ -63,11 +71,14 @@ pub struct SignupView {
     pub phone: String,
 }
 
-/// CONTRACT §3: without an invite a new company is created with this user as its admin; with
-/// `inviteToken` the user joins the inviting company (the invite's e-mail must match).
+/// CONTRACT §3: without an invite a new company is created with this user as its admin,
+/// *pending* until `POST /auth/signup/verify` with the token mailed to the address (the answer
+/// keeps the seed's shape); with `inviteToken` the user joins the inviting company at once (the
+/// invite's e-mail must match; the mailed invitation proves the address). 429 when a sign-up
+/// for the address mailed a verification token in the last 30 s.
 #[utoipa::path(tag = "auth", request_body = SignupBody, responses(
     (status = 201, body = SignupView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
-    (status = 422, body = ErrorBody)))]
+    (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[post("/auth/signup")]
 async fn signup(st: web::Data<AppState>, origin: Origin, Json(b): Json<SignupBody>) -> ApiResult<HttpResponse> {
     let phone = b.phone.as_str().to_owned();
@@ -81,6 +92,7 @@ async fn signup(st: web::Data<AppState>, origin: Origin, Json(b): Json<SignupBod
             phone: Some(b.phone),
             company_name: b.company_name,
             invite_token: b.invite_token,
+            email_proven: false,
         },
         &origin,
     )
@@ -91,6 +103,38 @@ async fn signup(st: web::Data<AppState>, origin: Origin, Json(b): Json<SignupBod
         last_name: user.last_name,
         phone,
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySignupBody {
+    /// The token of the "Confirm your e-mail address" mail.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedView {
+    pub user_id: i64,
+    pub email: String,
+    pub email_verified: bool,
+}
+
+/// Activates a pending sign-up (issue 17): the token works once, for 60 minutes. 401
+/// `invalid_token` when unknown, used or expired; 409 `email_taken` when another account
+/// proved the address first.
+#[utoipa::path(tag = "auth", request_body = VerifySignupBody, responses(
+    (status = 200, body = VerifiedView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
+#[post("/auth/signup/verify")]
+async fn verify_signup(
+    st: web::Data<AppState>,
+    origin: Origin,
+    Json(b): Json<VerifySignupBody>,
+) -> ApiResult<HttpResponse> {
+    let user = service::verify_signup(&st, b.token.trim().to_owned(), &origin).await?;
+    let email = st.db.run(move |c| store::primary_email(c, user.id)).await?.unwrap_or_default();
+    Ok(HttpResponse::Ok().json(VerifiedView { user_id: user.id, email, email_verified: true }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     crypto::token_hash,
-    db::schema::invites,
+    db::{Db, schema::invites},
     error::{ApiError, ApiResult},
     state::AppState,
     types::{Email, Phone, Role, now},
@@ -24,6 +24,23 @@ pub struct Signup {
     pub phone: Option<Phone>,
     pub company_name: Option<String>,
     pub invite_token: Option<String>,
+    /// The caller already proved the e-mail (the ARC sign-up token was mailed to it).
+    pub email_proven: bool,
+}
+
+/// Purpose of the `otp_challenges` row of an e-mail verification token.
+pub const VERIFY_EMAIL: &str = "verify_email";
+/// How long a sign-up's verification token works; an account not verified by then stays
+/// pending for good (and never held its address).
+pub const VERIFY_TTL_SECS: i64 = 3600;
+/// Status of a staff account whose e-mail is not verified yet: it cannot log in and does not
+/// hold its address.
+pub const PENDING: &str = "pending";
+
+/// A sign-up's outcome: the account, and for a pending one the token mailed to its address.
+pub struct SignedUp {
+    pub user: UserRow,
+    pub verify_token: Option<String>,
 }
 
 /// Tokens handed to a client after a login or a refresh.
@@ -43,7 +60,13 @@ pub struct Origin {
 
 /// CONTRACT §3 `POST /auth/signup`: with an invite the user joins the inviting company with the
 /// invited role; without one (when open sign-up is on) a new company is created with the user
-/// as its admin. Staff e-mails are unique across companies because staff log in by e-mail.
+/// as its admin. Staff e-mails are unique across companies because staff log in by e-mail, so
+/// an address is only taken by an account that proved it (issue 17): an invitation (mailed to
+/// the address) or the ARC sign-up token (likewise) proves it and the account is active at once;
+/// an open sign-up creates the company and its admin *pending* and mails a verification token
+/// ([`verify_signup`]). A pending account cannot log in and does not hold its address, so a
+/// squatter's sign-up never blocks the address's owner. A second open sign-up for the same
+/// address within 30 s is 429 (one verification mail per address per 30 s).
 pub async fn signup(st: &AppState, s: Signup, origin: &Origin) -> ApiResult<UserRow> {
     password::check_new(&s.password, Some(&s.email))?;
     if s.invite_token.is_none() && !st.config.open_signup {
@@ -55,44 +78,115 @@ pub async fn signup(st: &AppState, s: Signup, origin: &Origin) -> ApiResult<User
     let pw = s.password.clone();
     let hash = actix_web::web::block(move || password::hash(&pw)).await??;
     let ip = origin.ip.clone();
+    let email = s.email.as_str().to_owned();
+    let signed =
+        st.db
+            .write(move |c| {
+                if store::email_in_use_by_staff(c, &s.email)? {
+                    return Err(ApiError::conflict("email_taken", "an account with this e-mail already exists"));
+                }
+                let (company_id, role) = match &s.invite_token {
+                    Some(token) => claim_invite(c, token, &s.email)?,
+                    None => {
+                        let name = s
+                            .company_name
+                            .as_deref()
+                            .map(str::trim)
+                            .filter(|n| !n.is_empty())
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| format!("{} {}", s.first_name, s.last_name).trim().to_owned());
+                        (store::insert_company(c, &name)?, Role::Admin)
+                    }
+                };
+                let user = store::create_person(
+                    c,
+                    company_id,
+                    role,
+                    s.first_name.trim(),
+                    s.last_name.trim(),
+                    Some(&hash),
+                    Some(&s.email),
+                    s.phone.as_ref(),
+                    false,
+                )?;
+                let proven = s.invite_token.is_some() || s.email_proven;
+                let verify_token = if proven {
+                    store::set_email_verified(c, user.id, &s.email)?;
+                    None
+                } else {
+                    store::set_status(c, user.id, PENDING)?;
+                    let token = super::recovery::store_token(
+                        c,
+                        Some(company_id),
+                        Some(user.id),
+                        s.email.as_str(),
+                        VERIFY_EMAIL,
+                        VERIFY_TTL_SECS,
+                    )?;
+                    // Rolls the whole sign-up back: nothing is created while a mail is in flight.
+                    Some(token.ok_or(ApiError::TooManyRequests {
+                        retry_after_secs: super::recovery::RESEND_AFTER_SECS as u64,
+                    })?)
+                };
+                store::audit(
+                    c,
+                    Some(company_id),
+                    Some(user.id),
+                    "signup",
+                    &ip,
+                    serde_json::json!({"role": role.as_str(), "emailVerified": proven}),
+                )?;
+                let user = store::get(c, company_id, user.id)?;
+                Ok(SignedUp { user, verify_token })
+            })
+            .await?;
+    if let Some(token) = &signed.verify_token {
+        let body = format!(
+            "Someone signed up for confab ({}) with this address. The account is inactive until the \
+             address is confirmed: send this token to POST /auth/signup/verify within {} minutes.\n\n\
+             Token: {token}\n\n\
+             If this was not you, ignore this mail: the account stays inactive and does not hold your address.\n",
+            st.config.public_url.trim_end_matches('/'),
+            VERIFY_TTL_SECS / 60,
+        );
+        if let Err(e) = st.mail.send(&email, "Confirm your e-mail address", &body).await {
+            tracing::warn!(error = %e, "mailing a sign-up verification failed");
+        }
+    }
+    Ok(signed.user)
+}
+
+/// `POST /auth/signup/verify`: the token mailed by an open sign-up activates that account and
+/// marks its e-mail verified, once. 401 `invalid_token` for an unknown, used or expired token;
+/// 409 `email_taken` when another account proved the address first (the pending one then stays
+/// inactive for good).
+pub async fn verify_signup(st: &AppState, token: String, origin: &Origin) -> ApiResult<UserRow> {
+    let ip = origin.ip.clone();
     st.db
         .write(move |c| {
-            if store::email_in_use_by_staff(c, &s.email)? {
+            let invalid = || ApiError::Unauthorized("invalid_token");
+            let (user_id, email, _) =
+                super::recovery::live_token(c, &token, &[VERIFY_EMAIL.to_owned()])?.ok_or_else(invalid)?;
+            let user_id = user_id.ok_or_else(invalid)?;
+            if !super::recovery::claim(c, &token, VERIFY_EMAIL)? {
+                return Err(invalid());
+            }
+            let user: UserRow = crate::db::schema::users::table
+                .find(user_id)
+                .select(UserRow::as_select())
+                .first(c)
+                .optional()?
+                .filter(|u| u.status == PENDING)
+                .ok_or_else(invalid)?;
+            let email =
+                Email::try_from(email).map_err(|e| ApiError::Internal(anyhow::anyhow!("stored e-mail: {}", e.0)))?;
+            if store::email_in_use_by_staff(c, &email)? {
                 return Err(ApiError::conflict("email_taken", "an account with this e-mail already exists"));
             }
-            let (company_id, role) = match &s.invite_token {
-                Some(token) => claim_invite(c, token, &s.email)?,
-                None => {
-                    let name = s
-                        .company_name
-                        .as_deref()
-                        .map(str::trim)
-                        .filter(|n| !n.is_empty())
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| format!("{} {}", s.first_name, s.last_name).trim().to_owned());
-                    (store::insert_company(c, &name)?, Role::Admin)
-                }
-            };
-            let user = store::create_person(
-                c,
-                company_id,
-                role,
-                s.first_name.trim(),
-                s.last_name.trim(),
-                Some(&hash),
-                Some(&s.email),
-                s.phone.as_ref(),
-                false,
-            )?;
-            store::audit(
-                c,
-                Some(company_id),
-                Some(user.id),
-                "signup",
-                &ip,
-                serde_json::json!({"role": role.as_str()}),
-            )?;
-            Ok(user)
+            store::set_email_verified(c, user.id, &email)?;
+            store::set_status(c, user.id, "active")?;
+            store::audit(c, Some(user.company_id), Some(user.id), "email_verified", &ip, serde_json::json!({}))?;
+            store::get(c, user.company_id, user.id)
         })
         .await
 }
@@ -139,9 +233,9 @@ pub async fn login(st: &AppState, email: Email, password: String, origin: &Origi
 }
 
 /// Checks a staff login name (e-mail) and password under brute-force protection
-/// ([`lockout`]): an attempt slot is reserved before the password is checked, a locked
-/// account is never checked, and every failure (unknown, wrong, inactive, locked, or — with
-/// `company` — another company's user) is the same 401 `invalid_credentials`.
+/// ([`verify_password`] on the login name's counter): every failure (unknown, wrong, inactive,
+/// locked, or — with `company` — another company's user) is the same 401
+/// `invalid_credentials`.
 pub async fn check_credentials(
     st: &AppState,
     login: &str,
@@ -149,22 +243,44 @@ pub async fn check_credentials(
     origin: &Origin,
     company: Option<i64>,
 ) -> ApiResult<UserRow> {
-    let keys = lockout::Keys::new(login, &origin.ip);
     let email = Email::try_from(login.trim().to_owned()).ok();
+    let find = move |c: &mut Db| match &email {
+        Some(e) => store::find_staff_by_email(c, e),
+        None => Ok(None),
+    };
+    let keys = lockout::Keys::new(login, &origin.ip);
+    verify_password(st, keys, find, password, origin, company, serde_json::json!({})).await
+}
+
+/// The one password check of every login (staff logins of both families, the storefront's
+/// `login/password`): a slot on `keys` ([`lockout`]) is reserved *before* the password is
+/// checked, so parallel guesses get at most 5 checks; a locked key is never checked, so even
+/// the right password is refused until the lock expires. `find` loads the account the login
+/// names; `company`, when given, is the only company whose account may log in. Unknown, wrong,
+/// inactive, locked and another company's account all answer the same 401
+/// `invalid_credentials` after the same hashing work. A matching legacy (bcrypt) hash is
+/// replaced by an argon2id one. Failures and locks are audited with `detail`.
+pub async fn verify_password<F>(
+    st: &AppState,
+    keys: lockout::Keys,
+    find: F,
+    password: String,
+    origin: &Origin,
+    company: Option<i64>,
+    detail: serde_json::Value,
+) -> ApiResult<UserRow>
+where
+    F: FnOnce(&mut Db) -> ApiResult<Option<UserRow>> + Send + 'static,
+{
     let reserve_keys = keys.clone();
     let (allowed, user) = st
         .db
         .write(move |c| {
             let allowed = lockout::reserve(c, &reserve_keys)?;
-            let user = match &email {
-                Some(e) => store::find_staff_by_email(c, e)?,
-                None => None,
-            };
-            Ok((allowed, user))
+            Ok((allowed, find(c)?))
         })
         .await?;
     let stored = if allowed { user.as_ref().and_then(|u| u.password_hash.clone()) } else { None };
-    // A matching legacy (bcrypt) hash is replaced by an argon2id one.
     let (matched, rehashed) = actix_web::web::block(move || -> anyhow::Result<(bool, Option<String>)> {
         match stored {
             Some(hash) if password::verify(&hash, &password) => {
@@ -187,13 +303,14 @@ pub async fn check_credentials(
             if let (true, Some(hash), Some((_, user_id))) = (ok, &rehashed, who) {
                 store::set_password_hash(c, user_id, hash)?;
             }
-            let (company_id, user_id) = who.map(|(c, u)| (Some(c), Some(u))).unwrap_or_default();
+            // An unknown account's failure is the company's where it was tried, if known.
+            let (company_id, user_id) = who.map_or((company, None), |(c, u)| (Some(c), Some(u)));
             if locked {
-                store::audit(c, company_id, user_id, "account_locked", &ip, serde_json::json!({}))?;
+                store::audit(c, company_id, user_id, "account_locked", &ip, detail.clone())?;
             }
             if !ok {
                 let kind = if allowed { "login_failed" } else { "login_locked" };
-                store::audit(c, company_id, user_id, kind, &ip, serde_json::json!({}))?;
+                store::audit(c, company_id, user_id, kind, &ip, detail)?;
             }
             Ok(())
         })

@@ -95,16 +95,18 @@ fn check_code(c: &mut Db, st: &AppState, user_id: i64, code: &str, pending: bool
 /// the user's authenticator routes like a password ([`lockout`]), so a stolen access token
 /// cannot guess its way to new recovery codes.
 fn guarded_check(c: &mut Db, st: &AppState, user_id: i64, code: &str, pending: bool, ip: &str) -> ApiResult<bool> {
-    let keys = lockout::Keys::new(&format!("totp:{user_id}"), ip);
-    if !lockout::reserve(c, &keys)? {
-        return Ok(false);
-    }
-    let ok = check_code(c, st, user_id, code, pending)?;
-    lockout::settle(c, &keys, ok)?;
-    Ok(ok)
+    lockout::guard(c, &keys(user_id, ip), |c| check_code(c, st, user_id, code, pending))
 }
 
-/// The second step of a login: an authenticator code, or one unused recovery code.
+/// The one failure counter of a user's second factor: the bearer routes above and every MFA
+/// login step count on it, so five wrong codes lock the second factor whatever number of
+/// password logins they are spread over.
+pub fn keys(user_id: i64, ip: &str) -> lockout::Keys {
+    lockout::Keys::scoped("totp", &user_id.to_string(), ip)
+}
+
+/// The second step of a login: an authenticator code, or one unused recovery code. Not
+/// guarded by itself: the caller counts the attempt on [`keys`].
 pub fn check_second_factor(c: &mut Db, st: &AppState, user_id: i64, answer: &str) -> ApiResult<bool> {
     let answer = answer.trim();
     if answer.len() == 6 && answer.bytes().all(|b| b.is_ascii_digit()) {

@@ -277,7 +277,6 @@ diesel::table! {
         phone_e164 -> Text,
         phone_number_id -> Nullable<Text>,
         display_name -> Text,
-        api_base_url -> Nullable<Text>,
         secrets -> Text,
         is_default -> Bool,
         created_at -> Timestamp,

@@ -18,6 +18,7 @@ use crate::{
     auth::service::Origin,
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
+    query::{Paging, search_text},
     state::AppState,
     types::{now, rfc3339},
     users::{
@@ -53,12 +54,12 @@ async fn get_customers(
     st: web::Data<AppState>,
     q: web::Query<CustomersQuery>,
 ) -> ApiResult<HttpResponse> {
-    let (page, size) = paging(q.page_no, q.page_size)?;
-    let text = q.q.clone();
+    let Paging { page, size, offset } = paging(q.page_no, q.page_size)?;
+    let text = q.q.as_deref().map(|t| search_text("q", t)).transpose()?.flatten();
     let (items, total) = st
         .db
         .run(move |c| {
-            let (rows, total) = customer::list(c, app.company_id, app.id, text.as_deref(), size, (page - 1) * size)?;
+            let (rows, total) = customer::list(c, app.company_id, app.id, text.as_deref(), size, offset)?;
             let items = customer::load_many(c, rows)?.into_iter().map(|u| search_view(u, app.id)).collect::<Vec<_>>();
             Ok((items, total))
         })
@@ -85,7 +86,7 @@ async fn search_users(
     st: web::Data<AppState>,
     q: web::Query<SearchQuery>,
 ) -> ApiResult<HttpResponse> {
-    let text = q.q.clone();
+    let text = q.q.as_deref().map(|t| search_text("q", t)).transpose()?.flatten();
     let users = st
         .db
         .run(move |c| {
@@ -714,11 +715,11 @@ async fn get_user_groups(
     st: web::Data<AppState>,
     q: web::Query<GroupsQuery>,
 ) -> ApiResult<HttpResponse> {
-    let (page, size) = paging(q.page_no, q.page_size)?;
+    let Paging { page, size, offset } = paging(q.page_no, q.page_size)?;
     let q = q.into_inner();
-    let filter = GroupFilter { name: q.name, kind: q.kind, status: q.status, uid: q.group_uid };
-    let (rows, total) =
-        st.db.run(move |c| group::list(c, app.company_id, app.id, &filter, size, (page - 1) * size)).await?;
+    let name = q.name.as_deref().map(|t| search_text("name", t)).transpose()?.flatten();
+    let filter = GroupFilter { name, kind: q.kind, status: q.status, uid: q.group_uid };
+    let (rows, total) = st.db.run(move |c| group::list(c, app.company_id, app.id, &filter, size, offset)).await?;
     Ok(HttpResponse::Ok().json(GroupListView {
         items: rows.into_iter().map(GroupView::from).collect(),
         page: PageView::new(page, size, total),

@@ -217,11 +217,6 @@ fn credentials(client: &AppClient, provider: &'static str) -> ApiResult<(String,
     Ok((app_id.to_owned(), tokens["app_secret"].as_str().unwrap_or("").to_owned()))
 }
 
-fn http(st: &AppState) -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| crate::providers::http_client(&st.config))
-}
-
 fn rejected() -> ApiError {
     ApiError::Unauthorized("invalid_social_token")
 }
@@ -229,7 +224,7 @@ fn rejected() -> ApiError {
 /// GETs a provider URL: a 2xx JSON body, `None` for a 4xx (the provider refused the token),
 /// an error when the provider cannot be reached or answers 5xx.
 async fn provider_json(st: &AppState, url: &str, query: &[(&str, &str)]) -> ApiResult<Option<serde_json::Value>> {
-    let res = http(st).get(url).query(query).send().await.map_err(|e| {
+    let res = st.http.get(url).query(query).send().await.map_err(|e| {
         tracing::warn!(error = %e.without_url(), "identity provider unreachable");
         ApiError::Unavailable("the identity provider".into())
     })?;

@@ -56,9 +56,10 @@ pub struct LoginSuccessView {
     pub user: UserView,
 }
 
-/// `loginWithEmailAndPassword`: sets the `f.session` cookie. Unknown user, wrong password and
-/// blocked, archived or deleted accounts all answer 401 `invalid_credentials`; a disabled
-/// method is 403 `password_login_disabled`.
+/// `loginWithEmailAndPassword`: sets the `f.session` cookie. Unknown user, wrong password,
+/// blocked, archived or deleted accounts and an account locked after 5 wrong passwords
+/// ([`service::password_login`]) all answer 401 `invalid_credentials`; a disabled method is 403
+/// `password_login_disabled`.
 #[utoipa::path(tag = "fynd-storefront", request_body = PasswordLoginBody, responses((status = 200, body = LoginSuccessView),
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 #[post("/service/application/user/authentication/v1.0/login/password")]

@@ -248,7 +248,8 @@ async fn after_verified(st: &AppState, client: &AppClient, origin: &Origin, to: 
     }))
 }
 
-/// `verifyMobileOTP`: 400 `invalid_otp` for a wrong, used or expired code (5 attempts).
+/// `verifyMobileOTP`: 400 `invalid_otp` for a wrong, used or expired code (5 attempts), and
+/// for any code while the number's codes are locked ([`otp::check`]).
 #[utoipa::path(tag = "fynd-storefront", request_body = VerifyOtpBody, responses((status = 200, body = VerifyOtpView),
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 #[post("/service/application/user/authentication/v1.0/otp/mobile/verify")]
@@ -258,9 +259,12 @@ async fn verify_mobile_otp(
     origin: Origin,
     Json(b): Json<VerifyOtpBody>,
 ) -> ApiResult<HttpResponse> {
-    let (key, company_id) = (st.data_key.clone(), client.app.company_id);
-    let verified =
-        st.db.write(move |c| otp::check(c, &key, company_id, &b.request_id, &[MOBILE], &b.otp)).await?.accepted()?;
+    let (key, company_id, ip) = (st.data_key.clone(), client.app.company_id, origin.ip.clone());
+    let verified = st
+        .db
+        .write(move |c| otp::check(c, &key, company_id, &b.request_id, &[MOBILE], &b.otp, &ip))
+        .await?
+        .accepted()?;
     let phone = Phone::try_from(verified.destination)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored destination: {e}")))?;
     after_verified(&st, &client, &origin, Identifier::Phone(phone)).await
@@ -311,11 +315,12 @@ async fn check_by_destination(
     destination: String,
     purpose: &'static str,
     code: String,
+    origin: &Origin,
 ) -> ApiResult<otp::Verified> {
-    let key = st.data_key.clone();
+    let (key, ip) = (st.data_key.clone(), origin.ip.clone());
     st.db
         .write(move |c| match otp::latest_request(c, company_id, &destination, &[purpose])? {
-            Some(request_id) => otp::check(c, &key, company_id, &request_id, &[purpose], &code),
+            Some(request_id) => otp::check(c, &key, company_id, &request_id, &[purpose], &code, &ip),
             None => Ok(otp::Checked::Rejected),
         })
         .await?
@@ -333,7 +338,7 @@ async fn verify_email_otp(
     Json(b): Json<VerifyEmailOtpBody>,
 ) -> ApiResult<HttpResponse> {
     let email = views::email(&b.email, "email")?;
-    check_by_destination(&st, client.app.company_id, email.as_str().to_owned(), EMAIL, b.otp).await?;
+    check_by_destination(&st, client.app.company_id, email.as_str().to_owned(), EMAIL, b.otp, &origin).await?;
     after_verified(&st, &client, &origin, Identifier::Email(email)).await
 }
 
@@ -428,11 +433,15 @@ async fn forgot_token(st: &AppState, client: &AppClient, verified: otp::Verified
 async fn verify_mobile_forgot_otp(
     client: AppClient,
     st: web::Data<AppState>,
+    origin: Origin,
     Json(b): Json<VerifyForgotMobileBody>,
 ) -> ApiResult<HttpResponse> {
-    let (key, company_id) = (st.data_key.clone(), client.app.company_id);
-    let verified =
-        st.db.write(move |c| otp::check(c, &key, company_id, &b.request_id, &[FORGOT], &b.otp)).await?.accepted()?;
+    let (key, company_id, ip) = (st.data_key.clone(), client.app.company_id, origin.ip);
+    let verified = st
+        .db
+        .write(move |c| otp::check(c, &key, company_id, &b.request_id, &[FORGOT], &b.otp, &ip))
+        .await?
+        .accepted()?;
     forgot_token(&st, &client, verified).await
 }
 
@@ -476,10 +485,12 @@ pub struct VerifyForgotEmailBody {
 async fn verify_email_forgot_otp(
     client: AppClient,
     st: web::Data<AppState>,
+    origin: Origin,
     Json(b): Json<VerifyForgotEmailBody>,
 ) -> ApiResult<HttpResponse> {
     let email: Email = views::email(&b.email, "email")?;
-    let verified = check_by_destination(&st, client.app.company_id, email.as_str().to_owned(), FORGOT, b.otp).await?;
+    let verified =
+        check_by_destination(&st, client.app.company_id, email.as_str().to_owned(), FORGOT, b.otp, &origin).await?;
     forgot_token(&st, &client, verified).await
 }
 
@@ -583,7 +594,7 @@ async fn delete_user(
         .db
         .write(move |c| {
             let phones: Vec<String> = customer::load(c, user.clone())?.phones.into_iter().map(|p| p.e164).collect();
-            let verified = match otp::check(c, &key, user.company_id, &b.request_id, &[MOBILE], &b.otp)? {
+            let verified = match otp::check(c, &key, user.company_id, &b.request_id, &[MOBILE], &b.otp, &origin.ip)? {
                 otp::Checked::Accepted(v) if phones.contains(&v.destination) => v,
                 _ => return Ok(false),
             };

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::{
     error::{ApiError, ApiResult},
+    query::Paging,
     types::{Phone, rfc3339},
     users::{customer::Customer, group::GroupRow},
 };
@@ -146,17 +147,10 @@ impl PageView {
     }
 }
 
-/// `page_no` (1-based, default 1, at most 10⁶ so offsets cannot overflow) and `page_size` (1–100, default 10); out of range is 400.
-pub fn paging(page_no: Option<i64>, page_size: Option<i64>) -> ApiResult<(i64, i64)> {
-    let page = page_no.unwrap_or(1);
-    let size = page_size.unwrap_or(10);
-    if !(1..=1_000_000).contains(&page) {
-        return Err(ApiError::field("page_no", "must be between 1 and 1000000"));
-    }
-    if !(1..=100).contains(&size) {
-        return Err(ApiError::field("page_size", "must be between 1 and 100"));
-    }
-    Ok((page, size))
+/// `page_no` (1-based, default 1, at most 10⁶) and `page_size` (1–100, default 10); out of
+/// range is 400 `validation_failed` naming the field. The rule every paged route shares.
+pub fn paging(page_no: Option<i64>, page_size: Option<i64>) -> ApiResult<Paging> {
+    Paging::parse(page_no, page_size, 10, ("page_no", "page_size"))
 }
 
 /// `UserGroupResponseSchema`.

@@ -19,7 +19,7 @@ use crate::{
 
 /// Fetches one attachment. Transient provider failures are retried with backoff up to the
 /// outbox's attempt limit; anything else marks the attachment `failed`.
-pub async fn fetch(st: &AppState, http: &reqwest::Client, owner: &str, job: &outbox::Job) -> ApiResult<()> {
+pub async fn fetch(st: &AppState, owner: &str, job: &outbox::Job) -> ApiResult<()> {
     let attachment_id: i64 =
         job.ref_id.parse().map_err(|_| ApiError::Internal(anyhow::anyhow!("bad media_fetch ref")))?;
     let (attachment, channel) = st
@@ -30,11 +30,11 @@ pub async fn fetch(st: &AppState, http: &reqwest::Client, owner: &str, job: &out
             Ok((a, store::channel_by_id(c, message.channel_id)?))
         })
         .await?;
-    let outcome = match (Provider::for_channel(st, &channel, http), attachment.provider_media_id.as_deref()) {
+    let outcome = match (Provider::for_channel(st, &channel), attachment.provider_media_id.as_deref()) {
         (Ok(provider), Some(media_id)) => match provider.fetch_media(media_id).await {
+            // Streamed: the store stops reading at the type's size limit.
             Ok(media) => {
-                let body = futures_util::stream::once(async move { Ok(media.bytes) });
-                match st.media.save_stream(attachment.company_id, Some(&attachment.filename), Box::pin(body)).await {
+                match st.media.save_stream(attachment.company_id, Some(&attachment.filename), media.body).await {
                     Ok(stored) => Ok(stored),
                     // Not an allowed type, too big, empty: retrying will not change the bytes.
                     Err(

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::{
     auth::extract::{Admin, Agent},
+    config::Config,
     crypto::{random_token, token_hash},
     db::schema::{channels, invites, templates, users},
     error::{ApiError, ApiResult, ErrorBody},
@@ -282,6 +283,9 @@ pub struct ChannelView {
     pub phone_number: String,
     pub phone_number_id: Option<String>,
     pub display_name: String,
+    /// The provider API this channel talks to: the operator's setting
+    /// (`CONFAB_WHATSAPP_API_URL`, `CONFAB_TWILIO_API_URL`), the same for every channel of a
+    /// provider; none for the sandbox.
     pub api_base_url: Option<String>,
     pub is_default: bool,
     /// Which secrets are set (their values are never returned).
@@ -293,15 +297,24 @@ impl ChannelView {
         let secrets: serde_json::Map<String, serde_json::Value> =
             st.data_key.decrypt(&ch.secrets).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         Self {
+            api_base_url: operator_api_url(&st.config, &ch.provider).map(str::to_owned),
             channel_id: ch.id,
             provider: ch.provider,
             phone_number: ch.phone_e164,
             phone_number_id: ch.phone_number_id,
             display_name: ch.display_name,
-            api_base_url: ch.api_base_url,
             is_default: ch.is_default,
             secrets_set: secrets.keys().cloned().collect(),
         }
+    }
+}
+
+/// The operator's API URL for a provider's channels.
+fn operator_api_url<'c>(config: &'c Config, provider: &str) -> Option<&'c str> {
+    match provider {
+        "whatsapp" => Some(&config.whatsapp_api_url),
+        "twilio" => Some(&config.twilio_api_url),
+        _ => None,
     }
 }
 
@@ -313,7 +326,9 @@ pub struct ChannelBody {
     pub phone_number: Phone,
     pub phone_number_id: Option<String>,
     pub display_name: String,
-    /// Base URL of the provider's API (tests point it at a local mock).
+    /// Read-only, accepted for compatibility: the provider API is the operator's setting
+    /// (`CONFAB_WHATSAPP_API_URL`, `CONFAB_TWILIO_API_URL`). A value other than that one is
+    /// refused (400), so a tenant can never point the server at another host.
     pub api_base_url: Option<String>,
     pub is_default: Option<bool>,
     pub access_token: Option<String>,
@@ -340,17 +355,21 @@ impl ChannelBody {
             .collect()
     }
 
-    fn check(&self) -> ApiResult<()> {
+    fn check(&self, config: &Config) -> ApiResult<()> {
         if self.display_name.trim().is_empty() || self.display_name.len() > 128 {
             return Err(ApiError::field("displayName", "must be 1 to 128 characters"));
         }
         if self.provider == Provider::Whatsapp && self.phone_number_id.as_deref().is_none_or(str::is_empty) {
             return Err(ApiError::field("phoneNumberId", "is required for WhatsApp"));
         }
-        if let Some(url) = &self.api_base_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
+        if let Some(url) = self.api_base_url.as_deref().filter(|u| !u.is_empty())
+            && operator_api_url(config, self.provider.as_str())
+                .is_none_or(|ours| ours.trim_end_matches('/') != url.trim_end_matches('/'))
         {
-            return Err(ApiError::field("apiBaseUrl", "must be an http(s) URL"));
+            return Err(ApiError::field(
+                "apiBaseUrl",
+                "is set by the server's operator (CONFAB_WHATSAPP_API_URL, CONFAB_TWILIO_API_URL) and cannot be changed",
+            ));
         }
         Ok(())
     }
@@ -377,7 +396,7 @@ async fn get_channel(admin: Admin, st: web::Data<AppState>, id: web::Path<i64>) 
     responses((status = 201, body = ChannelView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/channel")]
 async fn create_channel(admin: Admin, st: web::Data<AppState>, Json(b): Json<ChannelBody>) -> ApiResult<HttpResponse> {
-    b.check()?;
+    b.check(&st.config)?;
     let secrets = b.given_secrets();
     if let Some(missing) = b.provider.secret_names().iter().find(|n| !secrets.contains_key(**n)) {
         return Err(ApiError::field(missing, "is required for this provider"));
@@ -399,7 +418,6 @@ async fn create_channel(admin: Admin, st: web::Data<AppState>, Json(b): Json<Cha
                     channels::phone_e164.eq(b.phone_number.as_str()),
                     channels::phone_number_id.eq(&b.phone_number_id),
                     channels::display_name.eq(b.display_name.trim()),
-                    channels::api_base_url.eq(&b.api_base_url),
                     channels::secrets.eq(&sealed),
                     channels::is_default.eq(is_default),
                     channels::created_at.eq(t),
@@ -432,7 +450,7 @@ async fn update_channel(
     id: web::Path<i64>,
     Json(b): Json<ChannelBody>,
 ) -> ApiResult<HttpResponse> {
-    b.check()?;
+    b.check(&st.config)?;
     let (company_id, id) = (admin.company_id, id.into_inner());
     let state = st.clone();
     let row = st
@@ -462,7 +480,6 @@ async fn update_channel(
                     channels::phone_e164.eq(b.phone_number.as_str()),
                     channels::phone_number_id.eq(&b.phone_number_id),
                     channels::display_name.eq(b.display_name.trim()),
-                    channels::api_base_url.eq(&b.api_base_url),
                     channels::secrets
                         .eq(state.data_key.encrypt(serde_json::Value::Object(secrets).to_string().as_bytes())),
                     channels::is_default.eq(b.is_default.unwrap_or(current.is_default)),

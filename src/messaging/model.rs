@@ -229,7 +229,6 @@ pub struct ChannelRow {
     pub phone_e164: String,
     pub phone_number_id: Option<String>,
     pub display_name: String,
-    pub api_base_url: Option<String>,
     pub secrets: String,
     pub is_default: bool,
     pub created_at: NaiveDateTime,
@@ -346,14 +345,18 @@ impl MessageView {
     }
 }
 
+/// A customer as the messaging family shows it (CONTRACT §3 `GET /contact`, the `user` of a
+/// conversation). Every field is always present: a contact without a phone or e-mail has
+/// `null` there, never a missing key or `""` (issue 25).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContactView {
     pub user_id: i64,
     pub first_name: String,
     pub last_name: String,
+    /// E.164, or `null`.
     pub phone: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The primary e-mail, or `null`.
     pub email: Option<String>,
 }
 

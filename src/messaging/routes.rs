@@ -15,6 +15,7 @@ use crate::{
     db::dialect,
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
+    query::{Paging, search_text},
     state::AppState,
     types::{Phone, now, rfc3339},
 };
@@ -89,7 +90,8 @@ impl<'de> Deserialize<'de> for FlexId {
     }
 }
 
-/// CONTRACT §2 paging: `page` ≥ 1 (default 1), `limit` 1–100 (default 20), else 400.
+/// CONTRACT §2 paging: `page` 1–1,000,000 (default 1), `limit` 1–100 (default 20), else 400
+/// `validation_failed` naming the field ([`Paging`]).
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 pub struct PageQuery {
@@ -100,16 +102,8 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
-    pub fn bounds(&self) -> ApiResult<(i64, i64)> {
-        let page = self.page.unwrap_or(1);
-        let limit = self.limit.unwrap_or(20);
-        if page < 1 {
-            return Err(ApiError::bad_request("invalid_page", "page must be 1 or more"));
-        }
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 100"));
-        }
-        Ok((page, limit))
+    pub fn bounds(&self) -> ApiResult<Paging> {
+        Paging::parse(self.page, self.limit, 20, ("page", "limit"))
     }
 }
 
@@ -137,7 +131,7 @@ async fn conversation_page_list(
     st: web::Data<AppState>,
     q: web::Query<ConversationQuery>,
 ) -> ApiResult<HttpResponse> {
-    let (page, limit) = PageQuery { page: q.page, limit: q.limit, before: None }.bounds()?;
+    let Paging { page, size: limit, offset } = PageQuery { page: q.page, limit: q.limit, before: None }.bounds()?;
     let (assignee_id, unassigned) = match q.assignee_id.as_deref() {
         None => (None, false),
         Some("none") | Some("unassigned") => (None, true),
@@ -162,10 +156,10 @@ async fn conversation_page_list(
         assignee_id,
         unassigned,
         unread: q.unread.unwrap_or(false),
-        q: q.q.clone(),
+        q: q.q.as_deref().map(|t| search_text("q", t)).transpose()?.flatten(),
         before_update,
     };
-    let offset = if before_update.is_some() { 0 } else { (page - 1) * limit };
+    let offset = if before_update.is_some() { 0 } else { offset };
     let company_id = agent.company_id;
     let (data, total_count) = st
         .db
@@ -245,7 +239,7 @@ async fn message_page_list(
     id: web::Path<i64>,
     q: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
-    let (page, limit) = q.bounds()?;
+    let Paging { page, size: limit, offset } = q.bounds()?;
     let (company_id, id, before) = (agent.company_id, id.into_inner(), q.before.clone());
     let (total_count, data) = st
         .db
@@ -266,7 +260,7 @@ async fn message_page_list(
                 }
                 None => None,
             };
-            let rows = store::messages_page(c, conv.id, before_pk, (page - 1) * limit, limit)?;
+            let rows = store::messages_page(c, conv.id, before_pk, offset, limit)?;
             Ok((conv.message_count, store::message_views(c, &rows)?))
         })
         .await?;
@@ -395,16 +389,13 @@ async fn message_search(
     term: web::Path<String>,
     q: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
-    let (page, limit) = q.bounds()?;
-    let term = term.into_inner();
-    if term.trim().is_empty() || term.len() > 256 {
-        return Err(ApiError::bad_request("invalid_term", "the search term must be 1 to 256 characters"));
-    }
+    let Paging { page, size: limit, offset } = q.bounds()?;
+    let term = search_text("term", &term)?.ok_or_else(|| ApiError::field("term", "must not be blank"))?;
     let company_id = agent.company_id;
     let (total_count, data) = st
         .db
         .run(move |c| {
-            let (pks, total) = dialect::search_messages(c, company_id, &term, (page - 1) * limit, limit)?;
+            let (pks, total) = dialect::search_messages(c, company_id, &term, offset, limit)?;
             let rows = store::messages_by_pks(c, company_id, &pks)?;
             Ok((total, store::message_views(c, &rows)?))
         })
@@ -417,10 +408,9 @@ async fn message_search(
     responses((status = 200, body = Page<ContactView>), (status = 400, body = ErrorBody)))]
 #[get("/contact")]
 async fn contacts(agent: Agent, st: web::Data<AppState>, q: web::Query<PageQuery>) -> ApiResult<HttpResponse> {
-    let (page, limit) = q.bounds()?;
+    let Paging { page, size: limit, offset } = q.bounds()?;
     let company_id = agent.company_id;
-    let (total_count, data) =
-        st.db.run(move |c| super::contacts::page(c, company_id, None, (page - 1) * limit, limit)).await?;
+    let (total_count, data) = st.db.run(move |c| super::contacts::page(c, company_id, None, offset, limit)).await?;
     Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
 }
 
@@ -434,14 +424,14 @@ async fn contact_search(
     phone: web::Path<String>,
     q: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
-    let (page, limit) = q.bounds()?;
+    let Paging { page, size: limit, offset } = q.bounds()?;
     let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
-    if digits.is_empty() {
-        return Err(ApiError::bad_request("invalid_phone", "give some digits of the phone number"));
+    if digits.is_empty() || digits.len() > 32 {
+        return Err(ApiError::field("phone", "must contain 1 to 32 digits of the phone number"));
     }
     let company_id = agent.company_id;
     let (total_count, data) =
-        st.db.run(move |c| super::contacts::page(c, company_id, Some(&digits), (page - 1) * limit, limit)).await?;
+        st.db.run(move |c| super::contacts::page(c, company_id, Some(&digits), offset, limit)).await?;
     Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
 }
 

@@ -8,6 +8,7 @@ use super::model::*;
 use crate::{
     db::{Db, schema::*},
     error::{ApiError, ApiResult},
+    query::like_contains,
     realtime::event::{Event, MESSAGE_CREATED},
     types::now,
 };
@@ -239,13 +240,14 @@ pub fn conversations_page(
             q = q.filter(conversations::unread_count.gt(0));
         }
         if let Some(text) = f.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-            let pattern = format!("%{}%", text.to_lowercase().replace(['%', '_'], ""));
+            let pattern = like_contains(&text.to_lowercase());
             let digits: String = text.chars().filter(char::is_ascii_digit).collect();
             let by_name = users::table
                 .filter(users::company_id.eq(company_id))
                 .filter(
                     diesel::dsl::sql::<diesel::sql_types::Bool>("lower(first_name || ' ' || last_name) LIKE ")
-                        .bind::<diesel::sql_types::Text, _>(pattern),
+                        .bind::<diesel::sql_types::Text, _>(pattern)
+                        .sql(" ESCAPE '\\'"),
                 )
                 .select(users::id);
             if digits.is_empty() {

@@ -3,4 +3,5 @@
 
 pub mod metrics;
 pub mod openapi;
+pub mod redact;
 pub mod routes;

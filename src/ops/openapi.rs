@@ -9,7 +9,10 @@ use utoipa::{
 #[openapi(
     info(title = "confab", description = "Real-time customer-messaging server. Errors on every route use the \
         unified body `{statusCode, error, message, code, fields?}`; messaging and ARC routes use camelCase, \
-        Fynd routes snake_case; timestamps are RFC 3339 UTC with milliseconds."),
+        Fynd routes snake_case; timestamps are RFC 3339 UTC with milliseconds. A messaging-family contact \
+        (`GET /contact` items, a conversation's `user`) always has `phone` and `email`: `null` when the \
+        customer has none, never a missing key. Paging: `page`/`page_no` 1–1000000, `limit`/`page_size` 1–100; anything else \
+        is 400 `validation_failed` naming the field."),
     modifiers(&Bearer),
     components(schemas(crate::error::ErrorBody))
 )]

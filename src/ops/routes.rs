@@ -4,7 +4,12 @@ use actix_web::{HttpRequest, HttpResponse, get, http::header, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use secrecy::ExposeSecret;
+
 use crate::{
+    auth::extract::bearer_token,
+    config::Config,
+    crypto::{constant_time_eq, token_hash},
     error::{ApiError, ApiResult, ErrorBody},
     state::AppState,
 };
@@ -72,11 +77,46 @@ async fn readyz(st: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(StatusView { status: "ready" }))
 }
 
-/// Prometheus text exposition.
-#[utoipa::path(tag = "ops", responses((status = 200, content_type = "text/plain", body = String)))]
+/// Marks the app of the dedicated metrics listener (`CONFAB_METRICS_BIND`).
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsListener;
+
+/// Prometheus text exposition. Who may read it (issue 17): with `CONFAB_METRICS_BIND` only
+/// that listener serves it (404 on the public one); with `CONFAB_METRICS_TOKEN` every request
+/// needs `Authorization: Bearer <token>` (else 401); with neither, the public listener answers
+/// only loopback clients that came through no proxy (else 403).
+#[utoipa::path(tag = "ops", responses((status = 200, content_type = "text/plain", body = String),
+    (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 #[get("/metrics")]
-async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(st.metrics.render())
+pub async fn metrics_text(req: HttpRequest, st: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let dedicated = req.app_data::<web::Data<MetricsListener>>().is_some();
+    metrics_access(&req, &st.config, dedicated)?;
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(st.metrics.render()))
+}
+
+/// Headers a reverse proxy adds: a request carrying one is not local, whatever its peer.
+const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+
+fn metrics_access(req: &HttpRequest, config: &Config, dedicated: bool) -> ApiResult<()> {
+    if config.metrics_bind.is_some() && !dedicated {
+        return Err(ApiError::NotFound);
+    }
+    if let Some(token) = &config.metrics_token {
+        // Digests compared, so neither the token's bytes nor its length leak through timing.
+        let given = bearer_token(req).unwrap_or_default();
+        let expected = token_hash(token.expose_secret());
+        return if constant_time_eq(token_hash(given).as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized("invalid_token"))
+        };
+    }
+    if dedicated {
+        return Ok(());
+    }
+    let loopback = req.peer_addr().is_some_and(|a| a.ip().to_canonical().is_loopback());
+    let proxied = PROXY_HEADERS.iter().any(|h| req.headers().contains_key(*h));
+    if loopback && !proxied { Ok(()) } else { Err(ApiError::Forbidden) }
 }
 
 /// This document.

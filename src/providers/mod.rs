@@ -1,6 +1,7 @@
 //! Messaging providers and outbound delivery (CONTRACT §6). Each channel row names its provider
-//! (`whatsapp`, `twilio` or `sandbox`), holds its encrypted credentials and an optional
-//! `api_base_url` (tests point it at a local mock).
+//! (`whatsapp`, `twilio` or `sandbox`) and holds its encrypted credentials; the provider APIs'
+//! base URLs are the operator's settings (`CONFAB_WHATSAPP_API_URL`, `CONFAB_TWILIO_API_URL`;
+//! tests point them at a local mock), never a tenant's.
 //!
 //! The design is enum dispatch: [`Provider`] is built from a channel row and does what differs
 //! per provider on the way out (send, fetch media). The way in (verify a webhook, parse it into
@@ -15,12 +16,10 @@ pub mod twilio;
 pub mod webhooks;
 pub mod whatsapp;
 
-use std::time::Duration;
-
 use crate::{
-    config::Config,
     error::{ApiError, ApiResult},
     messaging::model::{ChannelRow, MediaKind, Status},
+    ops::redact::outbound_error,
     state::AppState,
 };
 
@@ -76,11 +75,17 @@ pub struct OutboundMedia {
     pub filename: String,
 }
 
-/// Media downloaded from a provider.
-#[derive(Debug, Clone)]
+/// Media downloaded from a provider: the body as it arrives, never held whole in memory (the
+/// media store enforces the size limit while it streams).
 pub struct FetchedMedia {
-    pub bytes: actix_web::web::Bytes,
+    pub body: futures_util::stream::BoxStream<'static, ApiResult<bytes::Bytes>>,
     pub content_type: String,
+}
+
+impl std::fmt::Debug for FetchedMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchedMedia").field("content_type", &self.content_type).finish_non_exhaustive()
+    }
 }
 
 /// A channel's provider with its decrypted credentials.
@@ -91,18 +96,23 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub fn for_channel(st: &AppState, channel: &ChannelRow, http: &reqwest::Client) -> ApiResult<Self> {
+    /// The provider of `channel`, talking to the API the operator configured for it
+    /// (`CONFAB_WHATSAPP_API_URL`, `CONFAB_TWILIO_API_URL`), never to a tenant's choice.
+    pub fn for_channel(st: &AppState, channel: &ChannelRow) -> ApiResult<Self> {
         let secret = |name: &str| webhooks::channel_secret(st, &channel.secrets, name);
+        let media = |base: &str, hosts: &str| MediaPolicy::new(base, hosts);
         match channel.provider.as_str() {
             "whatsapp" => Ok(Self::WhatsApp(whatsapp::Client {
-                http: http.clone(),
-                base: base_url(channel, whatsapp::DEFAULT_BASE),
+                http: st.http.clone(),
+                media: media(&st.config.whatsapp_api_url, &st.config.whatsapp_media_hosts)?,
+                base: api_base(&st.config.whatsapp_api_url),
                 phone_number_id: channel.phone_number_id.clone().unwrap_or_default(),
                 access_token: secret("accessToken")?,
             })),
             "twilio" => Ok(Self::Twilio(twilio::Client {
-                http: http.clone(),
-                base: base_url(channel, twilio::DEFAULT_BASE),
+                http: st.http.clone(),
+                media: media(&st.config.twilio_api_url, &st.config.twilio_media_hosts)?,
+                base: api_base(&st.config.twilio_api_url),
                 from: channel
                     .phone_number_id
                     .clone()
@@ -162,7 +172,7 @@ pub async fn send_sms(st: &AppState, company_id: i64, to: &str, body: &str) -> A
         })
         .max_by_key(|ch| ch.is_default);
     let Some(channel) = sms else { return Ok(st.sms.send(to, body).await?) };
-    let Provider::Twilio(mut client) = Provider::for_channel(st, channel, &http_client(&st.config))? else {
+    let Provider::Twilio(mut client) = Provider::for_channel(st, channel)? else {
         unreachable!("a twilio channel builds a Twilio client")
     };
     client.status_callback = None;
@@ -177,26 +187,86 @@ pub async fn send_sms(st: &AppState, company_id: i64, to: &str, body: &str) -> A
     })
 }
 
-fn base_url(channel: &ChannelRow, default: &str) -> String {
-    channel.api_base_url.as_deref().filter(|u| !u.is_empty()).unwrap_or(default).trim_end_matches('/').to_owned()
+/// A provider API base URL as configured, without a trailing slash.
+pub fn api_base(url: &str) -> String {
+    url.trim_end_matches('/').to_owned()
 }
 
-/// The HTTP client for provider calls, with the configured timeout.
-pub fn http_client(config: &Config) -> reqwest::Client {
-    let timeout = Duration::from_secs(config.provider_timeout_secs.max(1));
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .user_agent(concat!("confab/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default()
+/// Where a provider's media may be downloaded from: the operator's API URL (its origin, any
+/// scheme) and, over https only, the provider's media hosts (`CONFAB_*_MEDIA_HOSTS`).
+#[derive(Debug, Clone)]
+pub struct MediaPolicy {
+    api: url::Url,
+    hosts: crate::net::HostList,
+}
+
+/// Redirects followed by one media download (Twilio answers a media URL with one redirect to
+/// its CDN).
+const MAX_MEDIA_REDIRECTS: usize = 3;
+
+impl MediaPolicy {
+    fn new(api: &str, hosts: &str) -> ApiResult<Self> {
+        let api =
+            url::Url::parse(api).map_err(|e| ApiError::Internal(anyhow::anyhow!("provider API URL {api}: {e}")))?;
+        Ok(Self { api, hosts: crate::net::HostList::parse(hosts) })
+    }
+
+    fn allows(&self, url: &url::Url) -> bool {
+        url.origin() == self.api.origin()
+            || (url.scheme() == "https" && url.host_str().is_some_and(|h| self.hosts.allows(h)))
+    }
+
+    /// `GET url` for a media download, following at most [`MAX_MEDIA_REDIRECTS`] redirects:
+    /// every hop must be allowed by this policy (and reach a public address, [`crate::net`]);
+    /// `auth` adds the provider's credentials, which go only to the first URL's origin.
+    pub async fn get(
+        &self,
+        http: &reqwest::Client,
+        url: &str,
+        auth: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, SendError> {
+        let refused = |url: &str| SendError::Permanent {
+            code: "media_host_refused".into(),
+            message: format!("media is not downloaded from {}", url.chars().take(200).collect::<String>()),
+        };
+        let first = url::Url::parse(url).map_err(|_| refused(url))?;
+        let mut next = first.clone();
+        for _ in 0..=MAX_MEDIA_REDIRECTS {
+            if !self.allows(&next) {
+                return Err(refused(next.as_str()));
+            }
+            let request = http.get(next.clone());
+            let request = if next.origin() == first.origin() { auth(request) } else { request };
+            let res = request.send().await.map_err(transport_error)?;
+            if !res.status().is_redirection() {
+                return Ok(res);
+            }
+            let location = res.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+            next = match location.map(|l| next.join(l)) {
+                Some(Ok(url)) => url,
+                _ => {
+                    return Err(SendError::Permanent {
+                        code: "bad_redirect".into(),
+                        message: "redirect without a usable Location".into(),
+                    });
+                }
+            };
+        }
+        Err(SendError::Permanent {
+            code: "too_many_redirects".into(),
+            message: "media download redirected too often".into(),
+        })
+    }
 }
 
 /// How an HTTP failure of a provider call is classified: network errors, timeouts, 429 and
-/// 5xx are transient; other statuses are permanent.
+/// 5xx are transient; other statuses, and an address the outbound checks refused, are
+/// permanent.
 fn transport_error(e: reqwest::Error) -> SendError {
-    SendError::Transient(format!("provider unreachable: {e}"))
+    if crate::net::is_refused(&e) {
+        return SendError::Permanent { code: "address_refused".into(), message: outbound_error(e) };
+    }
+    SendError::Transient(format!("provider unreachable: {}", outbound_error(e)))
 }
 
 fn is_transient_status(status: reqwest::StatusCode) -> bool {
@@ -206,7 +276,11 @@ fn is_transient_status(status: reqwest::StatusCode) -> bool {
 /// Largest media download accepted from a provider (WhatsApp's document limit).
 pub const MAX_MEDIA_BYTES: usize = 100 * 1024 * 1024;
 
-async fn read_media(res: reqwest::Response) -> Result<FetchedMedia, SendError> {
+/// The body of a successful media download as a stream; a declared length over
+/// [`MAX_MEDIA_BYTES`] is refused before reading. A body without a length is cut off by the
+/// media store at its type's limit, so nothing larger than that is ever read.
+fn read_media(res: reqwest::Response) -> Result<FetchedMedia, SendError> {
+    use futures_util::{StreamExt, TryStreamExt};
     let status = res.status();
     if !status.is_success() {
         return Err(if is_transient_status(status) {
@@ -215,7 +289,7 @@ async fn read_media(res: reqwest::Response) -> Result<FetchedMedia, SendError> {
             SendError::Permanent { code: status.as_u16().to_string(), message: "media download refused".into() }
         });
     }
-    if res.content_length().is_some_and(|n| n as usize > MAX_MEDIA_BYTES) {
+    if res.content_length().is_some_and(|n| n > MAX_MEDIA_BYTES as u64) {
         return Err(SendError::Permanent { code: "too_large".into(), message: "media is larger than 100 MB".into() });
     }
     let content_type = res
@@ -224,9 +298,12 @@ async fn read_media(res: reqwest::Response) -> Result<FetchedMedia, SendError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let bytes = res.bytes().await.map_err(transport_error)?;
-    if bytes.len() > MAX_MEDIA_BYTES {
-        return Err(SendError::Permanent { code: "too_large".into(), message: "media is larger than 100 MB".into() });
-    }
-    Ok(FetchedMedia { bytes, content_type })
+    let body = res
+        .bytes_stream()
+        .map_err(|e| {
+            tracing::info!(error = %outbound_error(e), "media download interrupted");
+            ApiError::Unavailable("the provider's media download".into())
+        })
+        .boxed();
+    Ok(FetchedMedia { body, content_type })
 }

@@ -36,7 +36,6 @@ pub struct Job {
 /// Runs until the process stops.
 pub async fn run(st: AppState) {
     let owner = crate::crypto::random_hex_id();
-    let http = super::http_client(&st.config);
     loop {
         let claimed = match claim(&st, &owner, "send").await {
             Ok(sends) => claim(&st, &owner, "media_fetch").await.map(|fetches| (sends, fetches)),
@@ -45,12 +44,12 @@ pub async fn run(st: AppState) {
         match claimed {
             Ok((sends, fetches)) if !sends.is_empty() || !fetches.is_empty() => {
                 for job in sends {
-                    if let Err(e) = deliver(&st, &http, &owner, &job).await {
+                    if let Err(e) = deliver(&st, &owner, &job).await {
                         tracing::warn!(job = job.id, error = ?e, "delivery attempt failed; retried after the lease");
                     }
                 }
                 for job in fetches {
-                    if let Err(e) = crate::media::fetcher::fetch(&st, &http, &owner, &job).await {
+                    if let Err(e) = crate::media::fetcher::fetch(&st, &owner, &job).await {
                         tracing::warn!(job = job.id, error = ?e, "media fetch failed; retried after the lease");
                     }
                 }
@@ -177,7 +176,7 @@ fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbo
     Ok(Ok(Outbound { message_id: m.id.clone(), to, body }))
 }
 
-async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, job: &Job) -> ApiResult<()> {
+async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
     let message_id = job.ref_id.clone();
     let state = st.clone();
     let loaded = st
@@ -209,7 +208,7 @@ async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, job: &Job) 
         }
         Err(e) => return Err(e),
     };
-    let provider = Provider::for_channel(st, &channel, http);
+    let provider = Provider::for_channel(st, &channel);
     let name = provider.as_ref().map(Provider::name).unwrap_or("unknown");
     let outcome = match (&provider, out) {
         (Ok(p), Ok(out)) => p.send(&out).await,

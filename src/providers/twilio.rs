@@ -21,11 +21,10 @@ use crate::{
     types::{Phone, now},
 };
 
-pub const DEFAULT_BASE: &str = "https://api.twilio.com";
-
 pub struct Client {
     pub http: reqwest::Client,
     pub base: String,
+    pub media: super::MediaPolicy,
     /// The channel's sender address (see the module docs).
     pub from: String,
     pub account_sid: String,
@@ -92,19 +91,30 @@ impl Client {
         })
     }
 
-    /// `GET MediaUrlN` with basic auth (Twilio's media auth).
+    /// `GET MediaUrlN` with basic auth (Twilio's media auth). The URL comes from a webhook
+    /// the tenant's own credentials signed, so it is not trusted: it must be a media URL of the
+    /// channel's account on the configured API (`{base}/2010-04-01/Accounts/{sid}/…`), and the
+    /// redirect to Twilio's CDN must stay on Twilio's media hosts ([`super::MediaPolicy`]).
     pub async fn fetch_media(&self, url: &str) -> Result<FetchedMedia, SendError> {
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(SendError::Permanent { code: "bad_media_url".into(), message: "not an http(s) URL".into() });
+        // Compared after parsing, so `..` segments, encodings and user-info cannot sneak past.
+        let account = reqwest::Url::parse(&format!("{}/2010-04-01/Accounts/{}/", self.base, self.account_sid));
+        let ours = match (account, reqwest::Url::parse(url)) {
+            (Ok(account), Ok(url)) => {
+                url.origin() == account.origin()
+                    && url.username().is_empty()
+                    && url.password().is_none()
+                    && url.path().starts_with(account.path())
+            }
+            _ => false,
+        };
+        if !ours {
+            return Err(SendError::Permanent {
+                code: "media_host_refused".into(),
+                message: "not a media URL of this Twilio account".into(),
+            });
         }
-        let res = self
-            .http
-            .get(url)
-            .basic_auth(&self.account_sid, Some(&self.auth_token))
-            .send()
-            .await
-            .map_err(transport_error)?;
-        read_media(res).await
+        let res = self.media.get(&self.http, url, |r| r.basic_auth(&self.account_sid, Some(&self.auth_token))).await?;
+        read_media(res)
     }
 }
 

@@ -15,11 +15,10 @@ use crate::{
     types::{Phone, now},
 };
 
-pub const DEFAULT_BASE: &str = "https://graph.facebook.com/v21.0";
-
 pub struct Client {
     pub http: reqwest::Client,
     pub base: String,
+    pub media: super::MediaPolicy,
     pub phone_number_id: String,
     pub access_token: String,
 }
@@ -76,7 +75,7 @@ impl Client {
             });
         }
         let url = format!("{}/{media_id}", self.base);
-        let res = self.http.get(url).bearer_auth(&self.access_token).send().await.map_err(transport_error)?;
+        let res = self.media.get(&self.http, &url, |r| r.bearer_auth(&self.access_token)).await?;
         let status = res.status();
         let meta: Value = res.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -92,8 +91,10 @@ impl Client {
         let Some(download) = meta["url"].as_str() else {
             return Err(SendError::Transient("media lookup answered without a url".into()));
         };
-        let res = self.http.get(download).bearer_auth(&self.access_token).send().await.map_err(transport_error)?;
-        let mut media = read_media(res).await?;
+        // The download URL comes from the lookup's answer: it must be on Meta's media hosts
+        // (or the configured API), like every redirect after it.
+        let res = self.media.get(&self.http, download, |r| r.bearer_auth(&self.access_token)).await?;
+        let mut media = read_media(res)?;
         if let Some(mime) = meta["mime_type"].as_str().filter(|m| !m.is_empty()) {
             media.content_type = mime.to_owned();
         }

@@ -5,6 +5,7 @@ pub mod broker;
 pub mod event;
 pub mod hub;
 pub mod kill;
+pub mod limit;
 pub mod protocol;
 pub mod routes;
 pub mod session;

@@ -50,9 +50,11 @@ struct WsQuery {
 }
 
 /// The real-time API: upgrade with `Authorization: Bearer` or `?ticket=`; agents and admins
-/// only. Frames and guarantees: CONTRACT §4 and the README.
+/// only; at most `CONFAB_WS_MAX_PER_USER` (default 20) open connections per user on a node,
+/// the next upgrade is 429. Frames and guarantees: CONTRACT §4 and the README.
 #[utoipa::path(tag = "realtime", params(("ticket" = Option<String>, Query, description = "from POST /ws/ticket")),
-    responses((status = 101, description = "switching protocols"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 101, description = "switching protocols"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "the user already holds the maximum of open connections on this node")))]
 #[get("/ws")]
 async fn ws(
     req: HttpRequest,
@@ -72,6 +74,8 @@ async fn ws(
     if !principal.role.is_staff() {
         return Err(ApiError::Forbidden);
     }
+    // Refused before the upgrade, so the client sees an HTTP status (issue 17).
+    let slot = st.ws_slots.acquire(principal.user_id).ok_or(ApiError::TooManyRequests { retry_after_secs: 1 })?;
     let (res, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request("not_websocket", e.to_string()))?;
     let stream = stream.max_frame_size(MAX_FRAME);
@@ -93,6 +97,7 @@ async fn ws(
             kill,
             last_seen: Instant::now(),
             subscriptions: Default::default(),
+            slot,
         }
     });
     Ok(res)

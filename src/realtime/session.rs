@@ -50,6 +50,8 @@ pub struct WsSession {
     pub kill: Kill,
     pub last_seen: Instant,
     pub subscriptions: HashSet<i64>,
+    /// This connection's place under the per-user cap, freed when the actor is dropped.
+    pub slot: super::limit::WsSlot,
 }
 
 impl WsSession {

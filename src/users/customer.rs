@@ -12,6 +12,7 @@ use super::model::UserRow;
 use crate::{
     db::{Db, schema::*},
     error::{ApiError, ApiResult, is_unique_violation},
+    query::{LIKE_ESCAPE, like_contains},
     types::{Email, Phone, Role, now},
 };
 
@@ -78,14 +79,17 @@ fn visible<'a>(company_id: i64, application_id: i64) -> Boxed<'a> {
 fn search<'a>(company_id: i64, application_id: i64, q: Option<&str>) -> Boxed<'a> {
     let query = visible(company_id, application_id);
     let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) else { return query };
-    let like = format!("%{}%", q.to_lowercase().replace(['%', '_'], ""));
+    let like = like_contains(&q.to_lowercase());
     let digits: String = q.chars().filter(char::is_ascii_digit).collect();
     let by_email = user_emails::table
         .filter(user_emails::company_id.eq(company_id))
         .filter(user_emails::active)
-        .filter(user_emails::email.like(like.clone()))
+        .filter(user_emails::email.like(like.clone()).escape(LIKE_ESCAPE))
         .select(user_emails::user_id);
-    let by_name = lower(users::first_name).like(like.clone()).or(lower(users::last_name).like(like));
+    let by_name = lower(users::first_name)
+        .like(like.clone())
+        .escape(LIKE_ESCAPE)
+        .or(lower(users::last_name).like(like).escape(LIKE_ESCAPE));
     if digits.len() >= 3 {
         let by_phone = user_phones::table
             .filter(user_phones::company_id.eq(company_id))

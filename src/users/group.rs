@@ -10,6 +10,7 @@ use crate::{
         schema::{user_group_members, user_groups},
     },
     error::ApiResult,
+    query::{LIKE_ESCAPE, like_contains},
     types::now,
 };
 
@@ -78,7 +79,7 @@ fn filtered<'a>(company_id: i64, application_id: i64, f: &GroupFilter) -> Boxed<
         .filter(user_groups::application_id.eq(application_id))
         .into_boxed();
     if let Some(name) = &f.name {
-        q = q.filter(user_groups::name.like(format!("%{}%", name.replace(['%', '_'], ""))));
+        q = q.filter(user_groups::name.like(like_contains(name)).escape(LIKE_ESCAPE));
     }
     if let Some(kind) = &f.kind {
         q = q.filter(user_groups::kind.eq(kind.clone()));

@@ -114,13 +114,16 @@ pub fn add_phone(
 }
 
 /// Staff (admins and agents) log in with e-mail alone, so a staff e-mail is unique across
-/// companies; this finds that one account, whatever its status.
+/// companies; this finds that one account, whatever its status — except a sign-up still
+/// pending its e-mail verification, which does not hold the address (issue 17: an unverified
+/// sign-up must not squat another company's future staff e-mail).
 pub fn find_staff_by_email(c: &mut Db, email: &Email) -> ApiResult<Option<UserRow>> {
     Ok(users::table
         .inner_join(user_emails::table.on(user_emails::user_id.eq(users::id)))
         .filter(user_emails::email.eq(email.as_str()))
         .filter(user_emails::active)
         .filter(users::role.eq_any([Role::Admin.as_str(), Role::Agent.as_str()]))
+        .filter(users::status.ne(crate::auth::service::PENDING))
         .select(UserRow::as_select())
         .first(c)
         .optional()?)
@@ -156,6 +159,26 @@ pub fn person(c: &mut Db, user: UserRow) -> ApiResult<Person> {
     let email = primary_email(c, user.id)?;
     let phone = primary_phone(c, user.id)?;
     Ok(Person { user, email, phone })
+}
+
+pub fn set_status(c: &mut Db, user_id: i64, status: &str) -> ApiResult<()> {
+    diesel::update(users::table.find(user_id))
+        .set((users::status.eq(status), users::updated_at.eq(now())))
+        .execute(c)?;
+    Ok(())
+}
+
+/// Marks the user's (active) address `email` verified.
+pub fn set_email_verified(c: &mut Db, user_id: i64, email: &Email) -> ApiResult<()> {
+    diesel::update(
+        user_emails::table
+            .filter(user_emails::user_id.eq(user_id))
+            .filter(user_emails::email.eq(email.as_str()))
+            .filter(user_emails::active),
+    )
+    .set(user_emails::verified.eq(true))
+    .execute(c)?;
+    Ok(())
 }
 
 pub fn set_password_hash(c: &mut Db, user_id: i64, hash: &str) -> ApiResult<()> {

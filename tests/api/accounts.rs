@@ -21,6 +21,9 @@ both_backends!(signup_login_me_refresh_logout, |app: TestApp| async move {
     assert!(body["userId"].is_i64());
     assert_eq!(body.as_object().unwrap().len(), 4, "exactly the seed's fields: {body}");
 
+    // An open sign-up is pending until its e-mail is confirmed (README "Security").
+    let verified = app.verify_signup("madhawa@example.com").await;
+    assert_eq!(verified, json!({"userId": body["userId"], "email": "madhawa@example.com", "emailVerified": true}));
     let login = app.login("madhawa@example.com", "s3cret-pass").await;
     let access = login["accessToken"].as_str().unwrap();
     assert!(login["refreshToken"].is_string());
@@ -100,6 +103,11 @@ both_backends!(signup_rules, |app: TestApp| async move {
     assert_error(status, &body, 400, "validation_failed");
     assert!(body["fields"]["email"].is_string());
     assert_eq!(app.post("/auth/signup", None, &base).await.0, 201);
+    // One verification mail per address per 30 s; nothing is created by the refused sign-up.
+    let (status, body) = app.post("/auth/signup", None, &with("email", json!("X@Y.test"))).await;
+    assert_error(status, &body, 429, "rate_limited");
+    // A confirmed address is taken.
+    app.verify_signup("x@y.test").await;
     let (status, body) = app.post("/auth/signup", None, &with("email", json!("X@Y.test"))).await;
     assert_error(status, &body, 409, "email_taken");
 });

@@ -109,6 +109,8 @@ impl Drop for PgScope {
 pub struct TestApp {
     pub addr: String,
     pub port: u16,
+    /// The dedicated `/metrics` listener's port (`CONFAB_METRICS_BIND`), when configured.
+    pub metrics_port: Option<u16>,
     pub client: reqwest::Client,
     pub state: web::Data<AppState>,
     pub bootstrap: Option<Bootstrapped>,
@@ -158,7 +160,13 @@ impl TestApp {
             actix_web::rt::System::new().block_on(async move {
                 match confab::build(cfg).await {
                     Ok(server) => {
-                        let info = (server.port, server.state.clone(), server.bootstrap.clone(), server.handle());
+                        let info = (
+                            server.port,
+                            server.metrics_port,
+                            server.state.clone(),
+                            server.bootstrap.clone(),
+                            server.handle(),
+                        );
                         tx.send(Ok(info)).unwrap();
                         let _ = server.run().await;
                     }
@@ -166,15 +174,17 @@ impl TestApp {
                 }
             })
         });
-        let (port, state, bootstrap, handle) = web::block(move || rx.recv_timeout(Duration::from_secs(60)))
-            .await
-            .unwrap()
-            .expect("server thread answered")
-            .expect("server started");
+        let (port, metrics_port, state, bootstrap, handle) =
+            web::block(move || rx.recv_timeout(Duration::from_secs(60)))
+                .await
+                .unwrap()
+                .expect("server thread answered")
+                .expect("server started");
         let addr = format!("http://127.0.0.1:{port}");
         Self {
             addr,
             port,
+            metrics_port,
             // Idle connections are dropped before the server's 5 s keep-alive would close them under us.
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -271,8 +281,18 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, 201, "signup: {body}");
+        self.verify_signup(&email).await;
         let login = self.login(&email, "password-123").await;
         (login["accessToken"].as_str().unwrap().to_owned(), login)
+    }
+
+    /// Confirms an open sign-up's e-mail with the token mailed to it (README "Security":
+    /// the account is pending until then); returns the answer.
+    pub async fn verify_signup(&self, email: &str) -> Value {
+        let token = signup_token(self, email);
+        let (status, body) = self.post("/auth/signup/verify", None, &json!({"token": token})).await;
+        assert_eq!(status, 200, "verify sign-up of {email}: {body}");
+        body
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -463,6 +483,22 @@ impl TestApp {
     }
 }
 
+/// Ends every brute-force lock now (as if its time had run out; locks last a minute or more).
+pub async fn expire_lockouts(app: &TestApp) {
+    use diesel::ExpressionMethods;
+    app.state
+        .db
+        .write(|c| {
+            use confab::db::schema::login_failures::dsl::*;
+            diesel::update(login_failures)
+                .set(locked_until.eq(confab::types::now() - chrono::Duration::seconds(1)))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
 /// A message the server wrote to its outbox (tests run without SMTP): the recipient and the
 /// text, mail bodies decoded from their transfer encoding (lettre picks 7bit, quoted-printable
 /// or base64 by content, so raw files must not be searched).
@@ -501,6 +537,18 @@ fn parse_sms(raw: &[u8]) -> Sent {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
     Sent { to: head.trim_start_matches("To: ").trim().to_owned(), subject: String::new(), text: body.to_owned() }
+}
+
+/// The token of the newest sign-up verification mail to `email` (sent before `POST
+/// /auth/signup` answers).
+pub fn signup_token(app: &TestApp, email: &str) -> String {
+    let mail = outbox(app, "mail")
+        .into_iter()
+        .rev()
+        .find(|m| m.to.contains(&email.to_lowercase()) && m.subject == "Confirm your e-mail address")
+        .unwrap_or_else(|| panic!("no verification mail to {email}"));
+    let at = mail.text.find("Token: ").expect("a token") + "Token: ".len();
+    mail.text[at..].split_whitespace().next().unwrap().to_owned()
 }
 
 /// The newest outbox message of `kind` to `to`.

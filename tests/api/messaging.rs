@@ -374,7 +374,7 @@ both_backends!(channels_keep_secrets_write_only_and_agents_can_be_deactivated, |
             "/channel",
             Some(&co.admin),
             &json!({"provider": "whatsapp", "phoneNumber": "+1 555 078 3881", "phoneNumberId": "106540352242922",
-                    "displayName": "Support", "apiBaseUrl": "http://127.0.0.1:9/v21.0",
+                    "displayName": "Support",
                     "accessToken": "EAAG-token", "appSecret": "app_secret", "verifyToken": "verify-me"}),
         )
         .await;

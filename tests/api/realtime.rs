@@ -23,6 +23,10 @@ pub enum Ended {
 }
 
 impl Ws {
+    pub fn from_stream(inner: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>) -> Ws {
+        Ws { inner }
+    }
+
     pub async fn connect(app: &TestApp, token: &str) -> Ws {
         let mut req = app.ws_url("/ws").into_client_request().unwrap();
         req.headers_mut().insert("Authorization", format!("Bearer {token}").parse().unwrap());

@@ -378,9 +378,22 @@ both_backends!(reset_links_and_codes_go_only_to_verified_contacts, |app: TestApp
     assert_eq!(status, 200);
     assert_eq!(sent_to(&app, "mail", "erin@shop.test"), 2, "the verification link, then the reset link");
 
-    // ARC: a staff address that was never verified gets no reset link either.
+    // ARC: a staff address that was never verified gets no reset link either. (Open sign-ups
+    // verify the address before the account is active now; an account from before that, or
+    // imported, may still have an unverified one.)
     let (other_admin, login) = app.new_company("Squat").await;
     let squatter = login["user"]["email"].as_str().unwrap().to_owned();
+    let address = squatter.clone();
+    app.state
+        .db
+        .write(move |c| {
+            use confab::db::schema::user_emails::dsl::*;
+            diesel::update(user_emails.filter(email.eq(address))).set(verified.eq(false)).execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let mails_before = sent_to(&app, "mail", &squatter);
     let (client, secret) = new_client(&app, &other_admin, json!({})).await;
     let (status, _) = app
         .post(
@@ -405,7 +418,7 @@ both_backends!(reset_links_and_codes_go_only_to_verified_contacts, |app: TestApp
         assert!(std::time::Instant::now() < deadline, "the control link never arrived");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(sent_to(&app, "mail", &squatter), 0);
+    assert_eq!(sent_to(&app, "mail", &squatter), mails_before);
 });
 
 // ---- item 8: expensive and message-sending routes ----

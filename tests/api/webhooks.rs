@@ -15,23 +15,27 @@ use serde_json::{Value, json};
 
 use crate::{both_backends, helpers::*};
 
-/// `both_backends!` with a fast delivery backoff (10 ms base), so retries need no long waits.
-macro_rules! fast_both {
-    ($name:ident, $scenario:expr) => {
+/// Like `both_backends!`, with a mock provider started first and configured as the operator's
+/// WhatsApp and Twilio API (`CONFAB_WHATSAPP_API_URL`, `CONFAB_TWILIO_API_URL`); `$tweak`
+/// adjusts the rest of the configuration (`fast`: a 10 ms delivery backoff).
+macro_rules! with_mock {
+    ($name:ident, $tweak:expr, $scenario:expr) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
             #[actix_web::test]
             async fn sqlite() {
-                let app = TestApp::spawn_with(Backend::Sqlite, fast).await.unwrap();
-                ($scenario)(app).await;
+                let mock = Mock::start().await;
+                let app = TestApp::spawn_with(Backend::Sqlite, mock.operator($tweak)).await.unwrap();
+                ($scenario)(app, mock).await;
             }
 
             #[actix_web::test]
             async fn postgres() {
-                match TestApp::spawn_with(Backend::Postgres, fast).await {
-                    Some(app) => ($scenario)(app).await,
+                let mock = Mock::start().await;
+                match TestApp::spawn_with(Backend::Postgres, mock.operator($tweak)).await {
+                    Some(app) => ($scenario)(app, mock).await,
                     None => eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set"),
                 }
             }
@@ -39,17 +43,19 @@ macro_rules! fast_both {
     };
 }
 
-fn fast(cfg: &mut confab::config::Config) {
+fn normal(_: &mut confab::config::Config) {}
+
+pub(crate) fn fast(cfg: &mut confab::config::Config) {
     cfg.outbox_backoff_ms = 10;
 }
 
 // ---- the mock provider ----
 
 #[derive(Debug, Clone)]
-struct Seen {
+pub(crate) struct Seen {
     method: String,
-    path: String,
-    authorization: Option<String>,
+    pub(crate) path: String,
+    pub(crate) authorization: Option<String>,
     content_type: Option<String>,
     body: Vec<u8>,
 }
@@ -64,11 +70,16 @@ impl Seen {
     }
 }
 
-enum Reply {
+pub(crate) enum Reply {
     Json(u16, Value),
     Bytes(&'static str, Vec<u8>),
     /// Never answers (the caller is killed or times out).
     Hang,
+    /// 307 to this URL.
+    Redirect(String),
+    /// 200 with this type: the head bytes, then zeros without end (no Content-Length); the
+    /// counter says how many bytes were sent.
+    Endless(&'static str, Vec<u8>, Arc<std::sync::atomic::AtomicU64>),
 }
 
 #[derive(Default)]
@@ -81,15 +92,15 @@ struct MockState {
 }
 
 #[derive(Clone, Default)]
-struct Mock {
-    base: String,
+pub(crate) struct Mock {
+    pub(crate) base: String,
     state: Arc<Mutex<MockState>>,
 }
 
 impl Mock {
     /// A provider API on 127.0.0.1:0. Unscripted requests get a WhatsApp-style success with a
     /// fresh `wamid.mock-N` (or a Twilio `SMmockN` on Twilio paths).
-    async fn start() -> Mock {
+    pub(crate) async fn start() -> Mock {
         let mut mock = Mock::default();
         let state = mock.state.clone();
         let server = HttpServer::new(move || {
@@ -104,19 +115,29 @@ impl Mock {
         mock
     }
 
+    /// A configuration change that makes this mock the operator's provider APIs, then `tweak`.
+    pub(crate) fn operator(&self, tweak: fn(&mut confab::config::Config)) -> impl FnOnce(&mut confab::config::Config) {
+        let base = self.base.clone();
+        move |cfg| {
+            cfg.whatsapp_api_url = base.clone();
+            cfg.twilio_api_url = base;
+            tweak(cfg);
+        }
+    }
+
     fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.state.lock().unwrap().script.extend(replies);
     }
 
-    fn fix(&self, path: &str, reply: Reply) {
+    pub(crate) fn fix(&self, path: &str, reply: Reply) {
         self.state.lock().unwrap().fixed.push((path.to_owned(), reply));
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
 
-    async fn wait_for_requests(&self, n: usize) -> Vec<Seen> {
+    pub(crate) async fn wait_for_requests(&self, n: usize) -> Vec<Seen> {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let seen = self.seen();
@@ -147,6 +168,8 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<Mutex<M
                 Reply::Json(code, v) => Reply::Json(*code, v.clone()),
                 Reply::Bytes(ct, b) => Reply::Bytes(ct, b.clone()),
                 Reply::Hang => Reply::Hang,
+                Reply::Redirect(to) => Reply::Redirect(to.clone()),
+                Reply::Endless(ct, head, sent) => Reply::Endless(ct, head.clone(), sent.clone()),
             }
         } else if let Some(r) = s.script.pop_front() {
             r
@@ -167,6 +190,18 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<Mutex<M
             actix_web::rt::time::sleep(Duration::from_secs(3600)).await;
             HttpResponse::Ok().finish()
         }
+        Reply::Redirect(to) => HttpResponse::TemporaryRedirect().insert_header(("Location", to)).finish(),
+        Reply::Endless(ct, head, sent) => {
+            use futures_util::StreamExt;
+            // `head`, then zeros for ever, chunked (no Content-Length); `sent` counts the bytes.
+            let chunk = web::Bytes::from(vec![0u8; 64 * 1024]);
+            let first = futures_util::stream::once(futures_util::future::ready(web::Bytes::from(head)));
+            let body = first.chain(futures_util::stream::repeat(chunk)).map(move |b| {
+                sent.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, actix_web::Error>(b)
+            });
+            HttpResponse::Ok().content_type(ct).streaming(body)
+        }
     }
 }
 
@@ -174,15 +209,21 @@ fn meta_error(code: i64, message: &str) -> Value {
     json!({"error": {"message": message, "type": "OAuthException", "code": code, "error_data": {"details": message}, "fbtrace_id": "Axyz"}})
 }
 
+/// The whole body of a download.
+pub(crate) async fn read_all(media: confab::providers::FetchedMedia) -> Vec<u8> {
+    use futures_util::TryStreamExt;
+    media.body.map_ok(|b| b.to_vec()).try_concat().await.unwrap()
+}
+
 // ---- WhatsApp helpers ----
 
-const PNID: &str = "106540352242922";
-const APP_SECRET: &str = "app_secret";
-const ACCESS_TOKEN: &str = "EAAG-test-access-token";
+pub(crate) const PNID: &str = "106540352242922";
+pub(crate) const APP_SECRET: &str = "app_secret";
+pub(crate) const ACCESS_TOKEN: &str = "EAAG-test-access-token";
 const VERIFY_TOKEN: &str = "verify-me-123";
 
 /// A WhatsApp channel in the default company pointing at the mock.
-async fn whatsapp_channel(app: &TestApp, co: &Company, mock: &Mock, pnid: &str, app_secret: &str) -> i64 {
+pub(crate) async fn whatsapp_channel(app: &TestApp, co: &Company, mock: &Mock, pnid: &str, app_secret: &str) -> i64 {
     let (status, ch) = app
         .post(
             "/channel",
@@ -211,16 +252,16 @@ async fn post_raw(app: &TestApp, path: &str, headers: &[(&str, String)], body: V
 }
 
 /// Posts a WhatsApp webhook body signed with `secret` (raw bytes, as given).
-async fn wa_post(app: &TestApp, secret: &str, body: &[u8]) -> (u16, Value) {
+pub(crate) async fn wa_post(app: &TestApp, secret: &str, body: &[u8]) -> (u16, Value) {
     let headers = [("Content-Type", "application/json".to_owned()), ("X-Hub-Signature-256", sign(secret, body))];
     post_raw(app, "/webhooks/whatsapp", &headers, body.to_vec()).await
 }
 
-fn unix_now() -> String {
+pub(crate) fn unix_now() -> String {
     chrono::Utc::now().timestamp().to_string()
 }
 
-fn envelope(pnid: &str, value: Value) -> Value {
+pub(crate) fn envelope(pnid: &str, value: Value) -> Value {
     let mut value = value;
     value["messaging_product"] = json!("whatsapp");
     value["metadata"] = json!({"display_phone_number": "14155550100", "phone_number_id": pnid});
@@ -292,7 +333,7 @@ async fn channel_messages(app: &TestApp, channel_id: i64) -> Vec<(String, String
         .unwrap()
 }
 
-async fn conversation_of(app: &TestApp, co: &Company, channel_id: i64) -> i64 {
+pub(crate) async fn conversation_of(app: &TestApp, co: &Company, channel_id: i64) -> i64 {
     let (_, list) = app.get("/conversation/conversation-page-list?limit=100", Some(&co.agent)).await;
     list["data"].as_array().unwrap().iter().find(|c| c["channelId"] == channel_id).expect("conversation")
         ["conversationId"]
@@ -321,67 +362,74 @@ async fn wa_customer_says(app: &TestApp, co: &Company, channel_id: i64, text: &s
 
 // ---- handshake and signatures ----
 
-both_backends!(meta_handshake_answers_the_challenge_only_for_a_known_token, |app: TestApp| async move {
-    let co = app.default_company().await;
-    let mock = Mock::start().await;
-    whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
-    let res = app
-        .client
-        .get(app.url(&format!(
-            "/webhooks/whatsapp?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={VERIFY_TOKEN}"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
-    assert_eq!(res.text().await.unwrap(), "1158201444", "the raw challenge, not JSON");
+with_mock!(
+    meta_handshake_answers_the_challenge_only_for_a_known_token,
+    normal,
+    |app: TestApp, mock: Mock| async move {
+        let co = app.default_company().await;
+        whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+        let res = app
+            .client
+            .get(app.url(&format!(
+                "/webhooks/whatsapp?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={VERIFY_TOKEN}"
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+        assert_eq!(res.text().await.unwrap(), "1158201444", "the raw challenge, not JSON");
 
-    for query in [
-        "hub.mode=subscribe&hub.challenge=1&hub.verify_token=wrong",
-        "hub.mode=unsubscribe&hub.challenge=1&hub.verify_token=verify-me-123",
-        "hub.mode=subscribe&hub.challenge=1",
-        "",
-    ] {
-        let (status, body) = app.get(&format!("/webhooks/whatsapp?{query}"), None).await;
-        assert_error(status, &body, 403, "forbidden");
+        for query in [
+            "hub.mode=subscribe&hub.challenge=1&hub.verify_token=wrong",
+            "hub.mode=unsubscribe&hub.challenge=1&hub.verify_token=verify-me-123",
+            "hub.mode=subscribe&hub.challenge=1",
+            "",
+        ] {
+            let (status, body) = app.get(&format!("/webhooks/whatsapp?{query}"), None).await;
+            assert_error(status, &body, 403, "forbidden");
+        }
     }
-});
+);
 
-both_backends!(signed_bodies_with_emoji_and_accents_are_verified_over_raw_bytes, |app: TestApp| async move {
+with_mock!(
+    signed_bodies_with_emoji_and_accents_are_verified_over_raw_bytes,
+    normal,
+    |app: TestApp, mock: Mock| async move {
+        let co = app.default_company().await;
+        let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+
+        // providers.md §2.2 worked example: the signature over the exact bytes is accepted.
+        let reference = br#"{"object":"whatsapp_business_account","entry":[]}"#;
+        let sig = "sha256=c236c758c9b2bd40b388a550eeca09eaca72384dd0aa5e7c31d19cddac5bba46";
+        let (status, body) =
+            post_raw(&app, "/webhooks/whatsapp", &[("X-Hub-Signature-256", sig.into())], reference.to_vec()).await;
+        assert_eq!(status, 200, "{body}");
+
+        // Raw UTF-8 (not \u-escaped), odd spacing: re-serialising would change the bytes.
+        let text = "Olá, ¿qué tal? Ça va 😀🎉 — äöå";
+        let raw = format!(
+            "{{ \"object\":\"whatsapp_business_account\",  \"entry\":[{{\"id\":\"1\",\"changes\":[{{\"field\":\"messages\",\"value\":{{\"messaging_product\":\"whatsapp\",\"metadata\":{{\"display_phone_number\":\"14155550100\",\"phone_number_id\":\"{PNID}\"}},\"contacts\":[{{\"profile\":{{\"name\":\"José Ñúñez\"}},\"wa_id\":\"14155550123\"}}],\"messages\":[{{\"from\":\"14155550123\",\"id\":\"wamid.accents\",\"timestamp\":\"{}\",\"type\":\"text\",\"text\":{{\"body\":\"{text}\"}}}}]}}}}]}}]}}",
+            unix_now()
+        );
+        let (status, body) = wa_post(&app, APP_SECRET, raw.as_bytes()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["received"], 1);
+        let conv = conversation_of(&app, &co, channel).await;
+        let (_, page) = app.get(&format!("/message/message-page-list/{conv}"), Some(&co.agent)).await;
+        assert_eq!(page["data"][0]["content"], text);
+        let (_, list) = app.get("/conversation/conversation-page-list", Some(&co.agent)).await;
+        let item = list["data"].as_array().unwrap().iter().find(|c| c["conversationId"] == conv).unwrap().clone();
+        assert_eq!(item["user"]["firstName"], "José");
+        assert_eq!(item["user"]["phone"], "+14155550123");
+        assert!(
+            metric(&app, "confab_webhook_verifications_total{provider=\"whatsapp\",result=\"passed\"}").await >= 2.0
+        );
+    }
+);
+
+with_mock!(bad_or_missing_signatures_are_401_and_store_nothing, normal, |app: TestApp, mock: Mock| async move {
     let co = app.default_company().await;
-    let mock = Mock::start().await;
-    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
-
-    // providers.md §2.2 worked example: the signature over the exact bytes is accepted.
-    let reference = br#"{"object":"whatsapp_business_account","entry":[]}"#;
-    let sig = "sha256=c236c758c9b2bd40b388a550eeca09eaca72384dd0aa5e7c31d19cddac5bba46";
-    let (status, body) =
-        post_raw(&app, "/webhooks/whatsapp", &[("X-Hub-Signature-256", sig.into())], reference.to_vec()).await;
-    assert_eq!(status, 200, "{body}");
-
-    // Raw UTF-8 (not \u-escaped), odd spacing: re-serialising would change the bytes.
-    let text = "Olá, ¿qué tal? Ça va 😀🎉 — äöå";
-    let raw = format!(
-        "{{ \"object\":\"whatsapp_business_account\",  \"entry\":[{{\"id\":\"1\",\"changes\":[{{\"field\":\"messages\",\"value\":{{\"messaging_product\":\"whatsapp\",\"metadata\":{{\"display_phone_number\":\"14155550100\",\"phone_number_id\":\"{PNID}\"}},\"contacts\":[{{\"profile\":{{\"name\":\"José Ñúñez\"}},\"wa_id\":\"14155550123\"}}],\"messages\":[{{\"from\":\"14155550123\",\"id\":\"wamid.accents\",\"timestamp\":\"{}\",\"type\":\"text\",\"text\":{{\"body\":\"{text}\"}}}}]}}}}]}}]}}",
-        unix_now()
-    );
-    let (status, body) = wa_post(&app, APP_SECRET, raw.as_bytes()).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["received"], 1);
-    let conv = conversation_of(&app, &co, channel).await;
-    let (_, page) = app.get(&format!("/message/message-page-list/{conv}"), Some(&co.agent)).await;
-    assert_eq!(page["data"][0]["content"], text);
-    let (_, list) = app.get("/conversation/conversation-page-list", Some(&co.agent)).await;
-    let item = list["data"].as_array().unwrap().iter().find(|c| c["conversationId"] == conv).unwrap().clone();
-    assert_eq!(item["user"]["firstName"], "José");
-    assert_eq!(item["user"]["phone"], "+14155550123");
-    assert!(metric(&app, "confab_webhook_verifications_total{provider=\"whatsapp\",result=\"passed\"}").await >= 2.0);
-});
-
-both_backends!(bad_or_missing_signatures_are_401_and_store_nothing, |app: TestApp| async move {
-    let co = app.default_company().await;
-    let mock = Mock::start().await;
     whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     let before = counts(&app).await;
     let body = serde_json::to_vec(&wa_text(PNID, "14155550123", "wamid.forged", "forged")).unwrap();
@@ -412,9 +460,8 @@ both_backends!(bad_or_missing_signatures_are_401_and_store_nothing, |app: TestAp
 
 // ---- idempotency, routing, ordering ----
 
-both_backends!(duplicates_unknown_numbers_and_unsupported_types, |app: TestApp| async move {
+with_mock!(duplicates_unknown_numbers_and_unsupported_types, normal, |app: TestApp, mock: Mock| async move {
     let co = app.default_company().await;
-    let mock = Mock::start().await;
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     let body = serde_json::to_vec(&wa_text(PNID, "14155550123", "wamid.dup", "only once")).unwrap();
     for i in 0..3 {
@@ -449,9 +496,8 @@ both_backends!(duplicates_unknown_numbers_and_unsupported_types, |app: TestApp| 
     assert_error(status, &res, 401, "invalid_signature");
 });
 
-both_backends!(every_inbound_type_is_stored_media_pending, |app: TestApp| async move {
+with_mock!(every_inbound_type_is_stored_media_pending, normal, |app: TestApp, mock: Mock| async move {
     let co = app.default_company().await;
-    let mock = Mock::start().await;
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     let t = unix_now();
     let m = |id: &str, kind: &str, part: Value| {
@@ -506,9 +552,8 @@ both_backends!(every_inbound_type_is_stored_media_pending, |app: TestApp| async 
     assert_eq!(media_jobs, 5);
 });
 
-both_backends!(inbound_media_is_fetched_from_the_provider, |app: TestApp| async move {
+with_mock!(inbound_media_is_fetched_from_the_provider, normal, |app: TestApp, mock: Mock| async move {
     let co = app.default_company().await;
-    let mock = Mock::start().await;
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     mock.fix(
         "/65463453",
@@ -521,11 +566,10 @@ both_backends!(inbound_media_is_fetched_from_the_provider, |app: TestApp| async 
     mock.fix("/download/65463453", Reply::Bytes("image/jpeg", vec![0xff, 0xd8, 0xff, 0xe0]));
     let st = app.state.clone();
     let row = st.db.run(move |c| confab::messaging::store::channel_by_id(c, channel)).await.unwrap();
-    let http = confab::providers::http_client(&st.config);
-    let provider = confab::providers::Provider::for_channel(&st, &row, &http).unwrap();
+    let provider = confab::providers::Provider::for_channel(&st, &row).unwrap();
     let media = provider.fetch_media("65463453").await.unwrap();
     assert_eq!(media.content_type, "image/jpeg");
-    assert_eq!(&media.bytes[..], &[0xff, 0xd8, 0xff, 0xe0]);
+    assert_eq!(read_all(media).await, [0xff, 0xd8, 0xff, 0xe0]);
     let seen = mock.seen();
     assert_eq!(seen.len(), 2);
     for s in &seen {
@@ -536,61 +580,63 @@ both_backends!(inbound_media_is_fetched_from_the_provider, |app: TestApp| async 
 
 // ---- outbound ----
 
-fast_both!(outbound_text_reaches_the_cloud_api_and_statuses_only_move_forward, |app: TestApp| async move {
-    let co = app.default_company().await;
-    let mock = Mock::start().await;
-    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
-    let conv = wa_customer_says(&app, &co, channel, "hi").await;
+with_mock!(
+    outbound_text_reaches_the_cloud_api_and_statuses_only_move_forward,
+    fast,
+    |app: TestApp, mock: Mock| async move {
+        let co = app.default_company().await;
+        let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+        let conv = wa_customer_says(&app, &co, channel, "hi").await;
 
-    let (status, sent) =
-        app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "Hello 👋"})).await;
-    assert_eq!(status, 201, "{sent}");
-    let mid = sent["messageId"].as_str().unwrap().to_owned();
-    app.wait_for_message_status(&co.agent, conv, &mid, "SENT").await;
-    let req = &mock.wait_for_requests(1).await[0];
-    assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", &*format!("/{PNID}/messages")));
-    assert_eq!(req.authorization.as_deref(), Some(format!("Bearer {ACCESS_TOKEN}").as_str()));
-    assert!(req.content_type.as_deref().unwrap().starts_with("application/json"));
-    let body = req.json();
-    assert_eq!(body["messaging_product"], "whatsapp");
-    assert_eq!(body["to"], "14155550123");
-    assert_eq!(body["type"], "text");
-    assert_eq!(body["text"]["body"], "Hello 👋");
-    let rows = channel_messages(&app, channel).await;
-    let row = rows.iter().find(|r| r.0 == mid).unwrap();
-    assert!(row.2.as_deref().unwrap().starts_with("wamid.mock-"), "{row:?}");
-
-    // Statuses in every order end at the furthest state; a late "delivered" after "read"
-    // keeps READ.
-    let orders: [[&str; 3]; 6] = [
-        ["sent", "delivered", "read"],
-        ["sent", "read", "delivered"],
-        ["delivered", "sent", "read"],
-        ["delivered", "read", "sent"],
-        ["read", "sent", "delivered"],
-        ["read", "delivered", "sent"],
-    ];
-    for order in orders {
-        let (_, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "x"})).await;
+        let (status, sent) =
+            app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "Hello 👋"})).await;
+        assert_eq!(status, 201, "{sent}");
         let mid = sent["messageId"].as_str().unwrap().to_owned();
         app.wait_for_message_status(&co.agent, conv, &mid, "SENT").await;
-        let wamid = channel_messages(&app, channel).await.into_iter().find(|r| r.0 == mid).unwrap().2.unwrap();
-        for s in order {
-            let (status, res) =
-                wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_statuses(PNID, &[(&wamid, s)])).unwrap()).await;
-            assert_eq!(status, 200, "{res}");
-        }
-        // The whole sequence again in one delivery (duplicates are harmless).
-        let all: Vec<(&str, &str)> = order.iter().map(|s| (wamid.as_str(), *s)).collect();
-        wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_statuses(PNID, &all)).unwrap()).await;
-        let got = channel_messages(&app, channel).await.into_iter().find(|r| r.0 == mid).unwrap();
-        assert_eq!(got.1, "READ", "order {order:?}");
-    }
-});
+        let req = &mock.wait_for_requests(1).await[0];
+        assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", &*format!("/{PNID}/messages")));
+        assert_eq!(req.authorization.as_deref(), Some(format!("Bearer {ACCESS_TOKEN}").as_str()));
+        assert!(req.content_type.as_deref().unwrap().starts_with("application/json"));
+        let body = req.json();
+        assert_eq!(body["messaging_product"], "whatsapp");
+        assert_eq!(body["to"], "14155550123");
+        assert_eq!(body["type"], "text");
+        assert_eq!(body["text"]["body"], "Hello 👋");
+        let rows = channel_messages(&app, channel).await;
+        let row = rows.iter().find(|r| r.0 == mid).unwrap();
+        assert!(row.2.as_deref().unwrap().starts_with("wamid.mock-"), "{row:?}");
 
-fast_both!(status_before_its_message_is_applied_when_the_id_is_recorded, |app: TestApp| async move {
+        // Statuses in every order end at the furthest state; a late "delivered" after "read"
+        // keeps READ.
+        let orders: [[&str; 3]; 6] = [
+            ["sent", "delivered", "read"],
+            ["sent", "read", "delivered"],
+            ["delivered", "sent", "read"],
+            ["delivered", "read", "sent"],
+            ["read", "sent", "delivered"],
+            ["read", "delivered", "sent"],
+        ];
+        for order in orders {
+            let (_, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "x"})).await;
+            let mid = sent["messageId"].as_str().unwrap().to_owned();
+            app.wait_for_message_status(&co.agent, conv, &mid, "SENT").await;
+            let wamid = channel_messages(&app, channel).await.into_iter().find(|r| r.0 == mid).unwrap().2.unwrap();
+            for s in order {
+                let (status, res) =
+                    wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_statuses(PNID, &[(&wamid, s)])).unwrap()).await;
+                assert_eq!(status, 200, "{res}");
+            }
+            // The whole sequence again in one delivery (duplicates are harmless).
+            let all: Vec<(&str, &str)> = order.iter().map(|s| (wamid.as_str(), *s)).collect();
+            wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_statuses(PNID, &all)).unwrap()).await;
+            let got = channel_messages(&app, channel).await.into_iter().find(|r| r.0 == mid).unwrap();
+            assert_eq!(got.1, "READ", "order {order:?}");
+        }
+    }
+);
+
+with_mock!(status_before_its_message_is_applied_when_the_id_is_recorded, fast, |app: TestApp, mock: Mock| async move {
     let co = app.default_company().await;
-    let mock = Mock::start().await;
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     let conv = wa_customer_says(&app, &co, channel, "hi").await;
     // Meta reports "delivered" for a wamid before the send call has returned it to us.
@@ -604,9 +650,8 @@ fast_both!(status_before_its_message_is_applied_when_the_id_is_recorded, |app: T
     app.wait_for_message_status(&co.agent, conv, mid, "DELIVERED").await;
 });
 
-fast_both!(transient_errors_are_retried_and_permanent_ones_fail, |app: TestApp| async move {
+with_mock!(transient_errors_are_retried_and_permanent_ones_fail, fast, |app: TestApp, mock: Mock| async move {
     let co = app.default_company().await;
-    let mock = Mock::start().await;
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     let conv = wa_customer_says(&app, &co, channel, "hi").await;
 
@@ -644,9 +689,8 @@ fast_both!(transient_errors_are_retried_and_permanent_ones_fail, |app: TestApp| 
     assert!(metric(&app, "confab_outbox_attempts_total{outcome=\"transient\",provider=\"whatsapp\"}").await >= 2.0);
 });
 
-fast_both!(a_deleted_channel_fails_its_pending_jobs, |app: TestApp| async move {
+with_mock!(a_deleted_channel_fails_its_pending_jobs, fast, |app: TestApp, mock: Mock| async move {
     let co = app.default_company().await;
-    let mock = Mock::start().await;
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     let conv = wa_customer_says(&app, &co, channel, "hi").await;
     mock.script((0..50).map(|_| Reply::Json(503, json!({}))));
@@ -659,9 +703,8 @@ fast_both!(a_deleted_channel_fails_its_pending_jobs, |app: TestApp| async move {
     assert_eq!(failed["errorCode"], "channel_gone");
 });
 
-fast_both!(media_go_out_by_link, |app: TestApp| async move {
+with_mock!(media_go_out_by_link, fast, |app: TestApp, mock: Mock| async move {
     let co = app.default_company().await;
-    let mock = Mock::start().await;
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     let conv = wa_customer_says(&app, &co, channel, "send me the invoice").await;
     // An uploaded attachment: a real (minimal) PDF through `POST /media/save`.
@@ -691,9 +734,8 @@ fast_both!(media_go_out_by_link, |app: TestApp| async move {
     assert_eq!(res.status().as_u16(), 200, "the signed link works without auth");
 });
 
-fast_both!(templates_go_out_as_template_messages, |app: TestApp| async move {
+with_mock!(templates_go_out_as_template_messages, fast, |app: TestApp, mock: Mock| async move {
     let co = app.default_company().await;
-    let mock = Mock::start().await;
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     let conv = wa_customer_says(&app, &co, channel, "hi").await;
     let (status, tpl) = app
@@ -726,11 +768,11 @@ fast_both!(templates_go_out_as_template_messages, |app: TestApp| async move {
 
 // ---- Twilio ----
 
-const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
-const TWILIO_TOKEN: &str = "twilio-auth-token";
-const TWILIO_NUMBER: &str = "+14155238886";
+pub(crate) const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub(crate) const TWILIO_TOKEN: &str = "twilio-auth-token";
+pub(crate) const TWILIO_NUMBER: &str = "+14155238886";
 
-async fn twilio_channel(app: &TestApp, co: &Company, mock: &Mock) -> i64 {
+pub(crate) async fn twilio_channel(app: &TestApp, co: &Company, mock: &Mock) -> i64 {
     let (status, ch) = app
         .post(
             "/channel",
@@ -743,71 +785,74 @@ async fn twilio_channel(app: &TestApp, co: &Company, mock: &Mock) -> i64 {
     ch["channelId"].as_i64().unwrap()
 }
 
-both_backends!(one_time_codes_go_out_through_the_company_twilio_sms_channel, |app: TestApp| async move {
-    use crate::fynd_platform::{app_bearer, create_app, storefront};
-    let co = app.default_company().await;
-    let mock = Mock::start().await;
-    // A Twilio channel whose sender is an SMS number (not `whatsapp:`) carries the codes.
-    let (status, ch) = app
-        .post(
-            "/channel",
-            Some(&co.admin),
-            &json!({"provider": "twilio", "phoneNumber": TWILIO_NUMBER, "phoneNumberId": TWILIO_NUMBER,
+with_mock!(
+    one_time_codes_go_out_through_the_company_twilio_sms_channel,
+    normal,
+    |app: TestApp, mock: Mock| async move {
+        use crate::fynd_platform::{app_bearer, create_app, storefront};
+        let co = app.default_company().await;
+        // A Twilio channel whose sender is an SMS number (not `whatsapp:`) carries the codes.
+        let (status, ch) = app
+            .post(
+                "/channel",
+                Some(&co.admin),
+                &json!({"provider": "twilio", "phoneNumber": TWILIO_NUMBER, "phoneNumberId": TWILIO_NUMBER,
                     "displayName": "SMS", "apiBaseUrl": mock.base, "accountSid": TWILIO_SID,
                     "authToken": TWILIO_TOKEN}),
+            )
+            .await;
+        assert_eq!(status, 201, "{ch}");
+        let (app_id, token) = create_app(&app, &co.admin, "texting").await;
+        let bearer = app_bearer(app_id, &token);
+        let (status, sent, _) = storefront(
+            &app,
+            reqwest::Method::POST,
+            "/service/application/user/authentication/v1.0/login/otp",
+            &bearer,
+            None,
+            Some(&json!({"country_code": "91", "mobile": "9812300001"})),
         )
         .await;
-    assert_eq!(status, 201, "{ch}");
-    let (app_id, token) = create_app(&app, &co.admin, "texting").await;
-    let bearer = app_bearer(app_id, &token);
-    let (status, sent, _) = storefront(
-        &app,
-        reqwest::Method::POST,
-        "/service/application/user/authentication/v1.0/login/otp",
-        &bearer,
-        None,
-        Some(&json!({"country_code": "91", "mobile": "9812300001"})),
-    )
-    .await;
-    assert_eq!(status, 200, "{sent}");
-    let seen = mock.wait_for_requests(1).await;
-    let text = seen.iter().find(|s| s.path.ends_with("/Messages.json")).expect("a Twilio send");
-    assert_eq!(text.path, format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"));
-    let form = text.form();
-    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    assert_eq!(field("To").as_deref(), Some("+919812300001"));
-    assert_eq!(field("From").as_deref(), Some(TWILIO_NUMBER));
-    assert_eq!(field("StatusCallback"), None, "no message row waits for its status");
-    let body = field("Body").unwrap();
-    let code = body.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a code").to_owned();
-    assert!(outbox(&app, "sms").is_empty(), "nothing in the file outbox");
-    let (status, verified, _) = storefront(
-        &app,
-        reqwest::Method::POST,
-        "/service/application/user/authentication/v1.0/otp/mobile/verify",
-        &bearer,
-        None,
-        Some(&json!({"request_id": sent["request_id"], "otp": code})),
-    )
-    .await;
-    assert_eq!(status, 200, "{verified}");
-    // A provider failure is a clear 503, not a lost code reported as sent.
-    mock.script([Reply::Json(500, json!({"code": 20500, "message": "down"}))]);
-    let (status, body, _) = storefront(
-        &app,
-        reqwest::Method::POST,
-        "/service/application/user/authentication/v1.0/login/otp",
-        &bearer,
-        None,
-        Some(&json!({"country_code": "91", "mobile": "9812300002"})),
-    )
-    .await;
-    assert_error(status, &body, 503, "not_ready");
-});
+        assert_eq!(status, 200, "{sent}");
+        let seen = mock.wait_for_requests(1).await;
+        let text = seen.iter().find(|s| s.path.ends_with("/Messages.json")).expect("a Twilio send");
+        assert_eq!(text.path, format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"));
+        let form = text.form();
+        let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(field("To").as_deref(), Some("+919812300001"));
+        assert_eq!(field("From").as_deref(), Some(TWILIO_NUMBER));
+        assert_eq!(field("StatusCallback"), None, "no message row waits for its status");
+        let body = field("Body").unwrap();
+        let code = body.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a code").to_owned();
+        assert!(outbox(&app, "sms").is_empty(), "nothing in the file outbox");
+        let (status, verified, _) = storefront(
+            &app,
+            reqwest::Method::POST,
+            "/service/application/user/authentication/v1.0/otp/mobile/verify",
+            &bearer,
+            None,
+            Some(&json!({"request_id": sent["request_id"], "otp": code})),
+        )
+        .await;
+        assert_eq!(status, 200, "{verified}");
+        // A provider failure is a clear 503, not a lost code reported as sent.
+        mock.script([Reply::Json(500, json!({"code": 20500, "message": "down"}))]);
+        let (status, body, _) = storefront(
+            &app,
+            reqwest::Method::POST,
+            "/service/application/user/authentication/v1.0/login/otp",
+            &bearer,
+            None,
+            Some(&json!({"country_code": "91", "mobile": "9812300002"})),
+        )
+        .await;
+        assert_error(status, &body, 503, "not_ready");
+    }
+);
 
 /// X-Twilio-Signature as twilio-python's `RequestValidator.compute_signature` computes it:
 /// the URL, then for each sorted name each of its sorted values, HMAC-SHA1, base64.
-fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+pub(crate) fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
     let mut sorted: Vec<(&str, &str)> = params.to_vec();
     sorted.sort();
     sorted.dedup();
@@ -817,7 +862,7 @@ fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-async fn twilio_post(app: &TestApp, path: &str, params: &[(&str, &str)], sig: String) -> (u16, Value) {
+pub(crate) async fn twilio_post(app: &TestApp, path: &str, params: &[(&str, &str)], sig: String) -> (u16, Value) {
     let body = serde_urlencoded::to_string(params).unwrap();
     let headers = [("Content-Type", "application/x-www-form-urlencoded".to_owned()), ("X-Twilio-Signature", sig)];
     post_raw(app, path, &headers, body.into_bytes()).await
@@ -838,9 +883,8 @@ fn test_signer_matches_the_twilio_reference_vector() {
     );
 }
 
-fast_both!(twilio_inbound_status_and_outbound, |app: TestApp| async move {
+with_mock!(twilio_inbound_status_and_outbound, fast, |app: TestApp, mock: Mock| async move {
     let co = app.default_company().await;
-    let mock = Mock::start().await;
     let channel = twilio_channel(&app, &co, &mock).await;
     let public = app.config.public_url.trim_end_matches('/').to_owned();
     let inbound = [
@@ -926,12 +970,12 @@ fast_both!(twilio_inbound_status_and_outbound, |app: TestApp| async move {
 /// with its delivery worker, share 20 jobs; the provider sees each message once.
 #[actix_web::test]
 async fn two_nodes_never_send_one_job_twice() {
-    let Some(app) = TestApp::spawn_with(Backend::Postgres, fast).await else {
+    let mock = Mock::start().await;
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, mock.operator(fast)).await else {
         eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set");
         return;
     };
     let co = app.default_company().await;
-    let mock = Mock::start().await;
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     let conv = wa_customer_says(&app, &co, channel, "hi").await;
     let second = TestApp::start(app.backend, app.config.clone(), app.dir.clone(), app.pg.clone()).await;
@@ -954,127 +998,140 @@ async fn two_nodes_never_send_one_job_twice() {
     assert_eq!(texts.len(), 20);
 }
 
-both_backends!(twilio_media_is_fetched_with_basic_auth, |app: TestApp| async move {
+with_mock!(twilio_media_is_fetched_with_basic_auth, normal, |app: TestApp, mock: Mock| async move {
     let co = app.default_company().await;
-    let mock = Mock::start().await;
     let channel = twilio_channel(&app, &co, &mock).await;
-    mock.fix("/media/ME1", Reply::Bytes("audio/ogg", b"OggS".to_vec()));
+    // Twilio answers a media URL with a redirect to its CDN (here: the same mock).
+    let path = format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages/MM1/Media/ME1");
+    mock.fix(&path, Reply::Redirect(format!("{}/cdn/ME1", mock.base)));
+    mock.fix("/cdn/ME1", Reply::Bytes("audio/ogg", b"OggS".to_vec()));
     let st = app.state.clone();
     let row = st.db.run(move |c| confab::messaging::store::channel_by_id(c, channel)).await.unwrap();
-    let http = confab::providers::http_client(&st.config);
-    let provider = confab::providers::Provider::for_channel(&st, &row, &http).unwrap();
-    let media = provider.fetch_media(&format!("{}/media/ME1", mock.base)).await.unwrap();
-    assert_eq!((media.content_type.as_str(), &media.bytes[..]), ("audio/ogg", &b"OggS"[..]));
+    let provider = confab::providers::Provider::for_channel(&st, &row).unwrap();
+    let media = provider.fetch_media(&format!("{}{path}", mock.base)).await.unwrap();
+    assert_eq!(media.content_type, "audio/ogg");
+    assert_eq!(read_all(media).await, b"OggS");
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{TWILIO_SID}:{TWILIO_TOKEN}"));
-    assert_eq!(mock.seen()[0].authorization.as_deref(), Some(format!("Basic {basic}").as_str()));
+    let seen = mock.seen();
+    assert_eq!(seen.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), [path.as_str(), "/cdn/ME1"]);
+    assert_eq!(seen[0].authorization.as_deref(), Some(format!("Basic {basic}").as_str()));
 });
 
 // ---- crash safety ----
 
 // The real binary claims a job, is SIGKILLed while the provider call is in flight, and a
 // restarted process completes the job exactly once after the lease expires.
-both_backends!(a_job_claimed_by_a_killed_process_completes_once_after_restart, |app: TestApp| async move {
-    let co = app.default_company().await;
-    let mock = Mock::start().await;
-    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
-    let conv = wa_customer_says(&app, &co, channel, "hi").await;
-    // This in-process node stops (its worker with it); the message is written directly.
-    app.stop().await;
-    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
-    let principal = confab::auth::session::Principal {
-        user_id: co.agent_id,
-        company_id: co.company_id,
-        role: confab::types::Role::Agent,
-        session_id: String::new(),
-    };
-    let sent = confab::messaging::service::send(
-        &app.state,
-        &principal,
-        confab::messaging::service::SendRequest {
-            target: confab::messaging::service::Target::Conversation(conv),
-            content: confab::messaging::service::Content::Text("survive a crash".into()),
-            client_id: None,
-        },
-    )
-    .await
-    .unwrap();
-    let mid = sent.message.message_id.clone();
-    mock.script([Reply::Hang]);
-
-    let db_url = app.config.database_url();
-    let data_dir = app.data_dir();
-    let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
-            .env("CONFAB_DATABASE_URL", &db_url)
-            .env("CONFAB_DATA_DIR", &data_dir)
-            .env("CONFAB_BIND", "127.0.0.1:0")
-            .env("CONFAB_OUTBOX_LEASE_SECS", "2")
-            .env("CONFAB_OUTBOX_BACKOFF_MS", "10")
-            .env("CONFAB_CONFIG", "/nonexistent/confab.toml")
-            .env("CONFAB_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start confab")
-    };
-    let mut first = spawn();
-    mock.wait_for_requests(1).await;
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
-    let job = {
-        let mid = mid.clone();
-        move |app: &TestApp| {
-            let mid = mid.clone();
-            let db = app.state.db.clone();
-            async move {
-                db.run(move |c| {
-                    use confab::db::schema::outbox;
-                    Ok(outbox::table
-                        .filter(outbox::ref_id.eq(mid).and(outbox::kind.eq("send")))
-                        .select((outbox::attempts, outbox::lease_owner.is_not_null(), outbox::done_at.is_not_null()))
-                        .first::<(i32, bool, bool)>(c)?)
-                })
-                .await
-                .unwrap()
-            }
-        }
-    };
-    assert_eq!(job(&app).await, (1, true, false), "claimed, in flight, not done");
-
-    let mut second = spawn();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let rows = channel_messages(&app, channel).await;
-        let row = rows.iter().find(|r| r.0 == mid).unwrap();
-        if row.1 == "SENT" {
-            assert!(row.2.as_deref().unwrap().starts_with("wamid.mock-"));
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never sent after restart: {row:?}");
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Give the restarted node time to misbehave (another lease period), then check.
-    actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
-    second.kill().unwrap();
-    second.wait().unwrap();
-    let (attempts, _, done) = job(&app).await;
-    assert!(done);
-    assert_eq!(attempts, 2, "claimed once by each process");
-    assert_eq!(mock.seen().len(), 2, "the killed attempt and the one that completed; no third send");
-    let sent_events: i64 = {
-        let db = app.state.db.clone();
-        db.run(move |c| {
-            use confab::db::schema::events;
-            Ok(events::table
-                .filter(events::conversation_id.eq(conv).and(events::kind.eq("message.updated")))
-                .count()
-                .get_result(c)?)
-        })
+with_mock!(
+    a_job_claimed_by_a_killed_process_completes_once_after_restart,
+    normal,
+    |app: TestApp, mock: Mock| async move {
+        let co = app.default_company().await;
+        let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+        let conv = wa_customer_says(&app, &co, channel, "hi").await;
+        // This in-process node stops (its worker with it); the message is written directly.
+        app.stop().await;
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        let principal = confab::auth::session::Principal {
+            user_id: co.agent_id,
+            company_id: co.company_id,
+            role: confab::types::Role::Agent,
+            session_id: String::new(),
+        };
+        let sent = confab::messaging::service::send(
+            &app.state,
+            &principal,
+            confab::messaging::service::SendRequest {
+                target: confab::messaging::service::Target::Conversation(conv),
+                content: confab::messaging::service::Content::Text("survive a crash".into()),
+                client_id: None,
+            },
+        )
         .await
-        .unwrap()
-    };
-    assert_eq!(sent_events, 1, "SENT recorded once");
-});
+        .unwrap();
+        let mid = sent.message.message_id.clone();
+        mock.script([Reply::Hang]);
+
+        let db_url = app.config.database_url();
+        let data_dir = app.data_dir();
+        let spawn = || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+                .env("CONFAB_DATABASE_URL", &db_url)
+                .env("CONFAB_DATA_DIR", &data_dir)
+                .env("CONFAB_BIND", "127.0.0.1:0")
+                .env("CONFAB_OUTBOX_LEASE_SECS", "2")
+                .env("CONFAB_OUTBOX_BACKOFF_MS", "10")
+                .env("CONFAB_WHATSAPP_API_URL", &mock.base)
+                .env("CONFAB_ALLOW_PRIVATE_FETCH", "true")
+                .env("CONFAB_CONFIG", "/nonexistent/confab.toml")
+                .env("CONFAB_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start confab")
+        };
+        let mut first = spawn();
+        mock.wait_for_requests(1).await;
+        first.kill().unwrap(); // SIGKILL
+        first.wait().unwrap();
+        let job = {
+            let mid = mid.clone();
+            move |app: &TestApp| {
+                let mid = mid.clone();
+                let db = app.state.db.clone();
+                async move {
+                    db.run(move |c| {
+                        use confab::db::schema::outbox;
+                        Ok(outbox::table
+                            .filter(outbox::ref_id.eq(mid).and(outbox::kind.eq("send")))
+                            .select((
+                                outbox::attempts,
+                                outbox::lease_owner.is_not_null(),
+                                outbox::done_at.is_not_null(),
+                            ))
+                            .first::<(i32, bool, bool)>(c)?)
+                    })
+                    .await
+                    .unwrap()
+                }
+            }
+        };
+        assert_eq!(job(&app).await, (1, true, false), "claimed, in flight, not done");
+
+        let mut second = spawn();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = channel_messages(&app, channel).await;
+            let row = rows.iter().find(|r| r.0 == mid).unwrap();
+            if row.1 == "SENT" {
+                assert!(row.2.as_deref().unwrap().starts_with("wamid.mock-"));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never sent after restart: {row:?}");
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Give the restarted node time to misbehave (another lease period), then check.
+        actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+        second.kill().unwrap();
+        second.wait().unwrap();
+        let (attempts, _, done) = job(&app).await;
+        assert!(done);
+        assert_eq!(attempts, 2, "claimed once by each process");
+        assert_eq!(mock.seen().len(), 2, "the killed attempt and the one that completed; no third send");
+        let sent_events: i64 = {
+            let db = app.state.db.clone();
+            db.run(move |c| {
+                use confab::db::schema::events;
+                Ok(events::table
+                    .filter(events::conversation_id.eq(conv).and(events::kind.eq("message.updated")))
+                    .count()
+                    .get_result(c)?)
+            })
+            .await
+            .unwrap()
+        };
+        assert_eq!(sent_events, 1, "SENT recorded once");
+    }
+);
 
 // ---- fuzz ----
 
@@ -1114,10 +1171,9 @@ fn mutate(v: &mut Value, rng: &mut impl rand::Rng) {
     }
 }
 
-both_backends!(fuzzed_signed_bodies_never_cause_a_500, |app: TestApp| async move {
+with_mock!(fuzzed_signed_bodies_never_cause_a_500, normal, |app: TestApp, mock: Mock| async move {
     use rand::{Rng, SeedableRng};
     let co = app.default_company().await;
-    let mock = Mock::start().await;
     whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
     twilio_channel(&app, &co, &mock).await;
     let seed: u64 = rand::random();
@@ -1196,55 +1252,58 @@ both_backends!(fuzzed_signed_bodies_never_cause_a_500, |app: TestApp| async move
 
 // CONTRACT §6 inbound media: the message is stored at once with its attachment pending; the
 // media fetcher downloads it from the provider into the media store and emits message.updated.
-fast_both!(inbound_image_is_fetched_into_the_store_and_the_message_updated, |app: TestApp| async move {
-    let co = app.default_company().await;
-    let mock = Mock::start().await;
-    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
-    // A real (tiny) PNG, so the store's sniffing accepts it.
-    let png: Vec<u8> = vec![
-        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52, 0, 0, 0, 1, 0, 0, 0, 1,
-        8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89,
-    ];
-    mock.fix(
-        "/998877",
-        Reply::Json(
-            200,
-            json!({"messaging_product": "whatsapp", "url": format!("{}/download/998877", mock.base),
+with_mock!(
+    inbound_image_is_fetched_into_the_store_and_the_message_updated,
+    fast,
+    |app: TestApp, mock: Mock| async move {
+        let co = app.default_company().await;
+        let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+        // A real (tiny) PNG, so the store's sniffing accepts it.
+        let png: Vec<u8> = vec![
+            0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52, 0, 0, 0, 1, 0, 0, 0,
+            1, 8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89,
+        ];
+        mock.fix(
+            "/998877",
+            Reply::Json(
+                200,
+                json!({"messaging_product": "whatsapp", "url": format!("{}/download/998877", mock.base),
                                 "mime_type": "image/png", "id": "998877"}),
-        ),
-    );
-    mock.fix("/download/998877", Reply::Bytes("image/png", png.clone()));
-    let body = envelope(
-        PNID,
-        json!({"contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "14155550177"}],
+            ),
+        );
+        mock.fix("/download/998877", Reply::Bytes("image/png", png.clone()));
+        let body = envelope(
+            PNID,
+            json!({"contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "14155550177"}],
                "messages": [{"from": "14155550177", "id": "wamid.img-1", "timestamp": unix_now(), "type": "image",
                              "image": {"mime_type": "image/png", "sha256": "x", "id": "998877", "caption": "look"}}]}),
-    );
-    let (status, res) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&body).unwrap()).await;
-    assert_eq!(status, 200, "{res}");
-    let conv = conversation_of(&app, &co, channel).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let attachment = loop {
-        let (_, page) = app.get(&format!("/message/message-page-list/{conv}"), Some(&co.agent)).await;
-        let a = page["data"][0]["attachments"][0].clone();
-        if a["state"] == "ready" {
-            break a;
-        }
-        assert!(std::time::Instant::now() < deadline, "attachment never became ready: {page}");
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(attachment["type"], "IMAGE");
-    assert_eq!(attachment["filesize"], png.len());
-    let res = app
-        .client
-        .get(app.url(&format!("/media/{}", attachment["attachmentId"])))
-        .bearer_auth(&co.agent)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    assert_eq!(res.bytes().await.unwrap().to_vec(), png, "the provider's bytes, stored durably");
-});
+        );
+        let (status, res) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&body).unwrap()).await;
+        assert_eq!(status, 200, "{res}");
+        let conv = conversation_of(&app, &co, channel).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let attachment = loop {
+            let (_, page) = app.get(&format!("/message/message-page-list/{conv}"), Some(&co.agent)).await;
+            let a = page["data"][0]["attachments"][0].clone();
+            if a["state"] == "ready" {
+                break a;
+            }
+            assert!(std::time::Instant::now() < deadline, "attachment never became ready: {page}");
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(attachment["type"], "IMAGE");
+        assert_eq!(attachment["filesize"], png.len());
+        let res = app
+            .client
+            .get(app.url(&format!("/media/{}", attachment["attachmentId"])))
+            .bearer_auth(&co.agent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        assert_eq!(res.bytes().await.unwrap().to_vec(), png, "the provider's bytes, stored durably");
+    }
+);
 
 // ---- group commit ----
 
