@@ -59,19 +59,20 @@ pub struct Challenge<'a> {
 
 /// The per-recipient resend window (README "Account takeover and abuse"): a destination gets
 /// at most one message per purpose every [`RESEND_SECS`] while the last one is unused, and at
-/// most [`MAX_PER_HOUR`] messages (codes and links, every purpose) from one company in an
-/// hour. Unknown addresses are counted like known ones (their challenges are stored too), so
-/// the throttle says nothing about accounts. `Err` is 429 with `Retry-After`. The check and
-/// the insert that follows it are serialised per destination ([`crate::db::dialect::lock_key`])
-/// so concurrent requests cannot both pass.
+/// most [`MAX_PER_HOUR`] messages (codes and links, every purpose) an hour, counted within
+/// `company_id` (customers are per company) or, with `None`, over every company (staff
+/// addresses are unique across companies). Unknown addresses are counted like known ones
+/// (their challenges are stored too), so the throttle says nothing about accounts. `Err` is
+/// 429 with `Retry-After`. The check and the insert that follows it are serialised per
+/// destination ([`crate::db::dialect::lock_key`]) so concurrent requests cannot both pass.
 pub fn throttle(c: &mut Db, company_id: Option<i64>, destination: &str, purpose: &str) -> ApiResult<()> {
-    crate::db::dialect::lock_key(c, &format!("notify:{company_id:?}:{destination}"))?;
+    crate::db::dialect::lock_key(c, &format!("notify:{destination}"))?;
     let t = now();
     let scoped = || {
         let q = otp_challenges::table.filter(otp_challenges::destination.eq(destination)).into_boxed();
         match company_id {
             Some(id) => q.filter(otp_challenges::company_id.eq(id)),
-            None => q.filter(otp_challenges::company_id.is_null()),
+            None => q,
         }
     };
     let blocked_until: Option<chrono::NaiveDateTime> = scoped()

@@ -70,7 +70,8 @@ pub(crate) fn store_token(
     purpose: &str,
     ttl: i64,
 ) -> ApiResult<Option<String>> {
-    match crate::otp::throttle(c, company_id, dest, purpose) {
+    // Staff addresses are unique across companies: one window per address everywhere.
+    match crate::otp::throttle(c, None, dest, purpose) {
         Ok(()) => {}
         Err(ApiError::TooManyRequests { .. }) => return Ok(None),
         Err(e) => return Err(e),
