@@ -556,11 +556,11 @@ both_backends!(reset_links_and_codes_are_throttled_per_recipient, |app: TestApp|
     let (status, body) = into_json(res).await;
     assert_error(status, &body, 429, "rate_limited");
     // ... and at most 10 messages an hour, whatever their purpose, even past each window.
-    let purposes = [("/login/otp", false), ("/otp/forgot/mobile/send", false)];
+    let paths = ["/login/otp", "/otp/forgot/mobile/send"];
     let mut sent = 1;
     let mut refused = false;
     for i in 0..12 {
-        let (path, _) = purposes[i % 2];
+        let path = paths[i % 2];
         let (status, body, _) =
             otp_send_after_window(&app, &bearer, path, json!({"country_code": "91", "mobile": "9811100007"})).await;
         if sent < 10 {
