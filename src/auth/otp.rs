@@ -242,7 +242,7 @@ fn answer(c: &mut Db, st: &AppState, ch: &Pending, kind: &str, otp: &str, ip: &s
 /// ([`answerable`]; one, unless several companies sent codes to a shared phone number), newest
 /// first, until one accepts it; `clientId` narrows them to that client's.
 #[utoipa::path(tag = "auth", request_body = OtpVerifyBody, responses(
-    (status = 200, body = CodeView), (status = 401, body = ErrorBody)))]
+    (status = 200, body = CodeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 #[post("/auth/verify-otp")]
 async fn verify_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpVerifyBody>) -> ApiResult<HttpResponse> {
     let Ok((_, dest)) = destination(&b.key) else { return Err(ApiError::Unauthorized("invalid_otp")) };

@@ -245,9 +245,11 @@ pub struct EmailLinkView {
     pub verify_email_link: bool,
 }
 
-/// `sendVerificationLinkToEmail`: one of the user's own e-mails (else 404).
+/// `sendVerificationLinkToEmail`: one of the user's own e-mails (else 404); one link per
+/// address every 30 s (429, the per-recipient window of [`otp::throttle`]).
 #[utoipa::path(tag = "fynd-storefront", request_body = LinkEmailBody, responses((status = 200, body = EmailLinkView),
-    (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 429, body = ErrorBody)))]
 #[post("/service/application/user/profile/v1.0/email/link/send")]
 async fn send_verification_link_to_email(
     s: StoreSession,
@@ -293,9 +295,11 @@ pub struct MobileLinkView {
     pub verify_mobile_link: bool,
 }
 
-/// `sendVerificationLinkToMobile`: one of the user's own numbers (else 404).
+/// `sendVerificationLinkToMobile`: one of the user's own numbers (else 404); one link per
+/// number every 30 s (429).
 #[utoipa::path(tag = "fynd-storefront", request_body = LinkMobileBody, responses((status = 200, body = MobileLinkView),
-    (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 429, body = ErrorBody)))]
 #[post("/service/application/user/profile/v1.0/mobile/link/send")]
 async fn send_verification_link_to_mobile(
     s: StoreSession,
