@@ -7,14 +7,16 @@ use secrecy::ExposeSecret;
 
 use crate::{
     auth::password,
-    config::Config,
-    crypto::{DataKey, random_password, random_token, token_hash},
-    db::{
-        Db, Pool,
-        schema::{channels, instance},
+    core::{
+        config::Config,
+        crypto::{DataKey, random_password, random_token, token_hash},
+        db::{
+            Db, Pool,
+            schema::{channels, instance},
+        },
+        error::ApiError,
+        types::{Email, Role, now},
     },
-    error::ApiError,
-    types::{Email, Role, now},
     users::store,
 };
 

@@ -9,7 +9,7 @@ use actix_web::{
     web,
 };
 
-use crate::error::{ApiError, ApiResult};
+use crate::core::error::{ApiError, ApiResult};
 
 #[derive(rust_embed::Embed)]
 #[folder = "static/console/"]

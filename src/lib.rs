@@ -3,24 +3,15 @@
 
 pub mod auth;
 pub mod bootstrap;
-pub mod config;
 pub mod console;
-pub mod crypto;
-pub mod db;
-pub mod error;
-pub mod extract;
+pub mod core;
 pub mod fynd;
 pub mod media;
 pub mod messaging;
-pub mod net;
-pub mod notify;
 pub mod ops;
 pub mod otp;
 pub mod providers;
-pub mod query;
 pub mod realtime;
-pub mod state;
-pub mod types;
 pub mod users;
 
 use std::{net::TcpListener, sync::Arc};
@@ -31,15 +22,28 @@ use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
 use crate::{
-    auth::{jwt::Keys, session::SessionCache},
     bootstrap::Bootstrapped,
-    config::Config,
-    crypto::DataKey,
-    db::Pool,
-    error::ApiError,
-    ops::metrics::Metrics,
-    realtime::broker::Broker,
-    state::AppState,
+    core::{
+        auth::{
+            jwt::Keys,
+            ratelimit::{self, AuthLimiter},
+            session::SessionCache,
+        },
+        config::Config,
+        crypto::DataKey,
+        db::Pool,
+        error::{self, ApiError},
+        media::MediaStore,
+        metrics::{self, Metrics},
+        net, notify,
+        realtime::{
+            broker::Broker,
+            hub::{Hub, Shutdown},
+            limit::WsSlots,
+            tickets::Tickets,
+        },
+        state::AppState,
+    },
 };
 
 /// A bound, not yet running server.
@@ -66,7 +70,7 @@ impl Server {
         actix_web::rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: closing WebSockets, draining requests");
-            let _ = hub.send(realtime::hub::Shutdown).await;
+            let _ = hub.send(Shutdown).await;
             handle.stop(true).await;
         });
         // The metrics listener lives exactly as long as the main one.
@@ -97,7 +101,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     })
     .await??;
     let media_url = config.media_url();
-    let media = web::block(move || media::MediaStore::open(&media_url)).await??;
+    let media = web::block(move || MediaStore::open(&media_url)).await??;
 
     let broker = match &config.redis_url {
         Some(url) => Broker::with_redis(url).await.context("connecting to Redis")?,
@@ -105,8 +109,8 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     };
     let metrics = Metrics::new()?;
     metrics.registry.register(Box::new(keys.reloads.clone()))?;
-    let hub = realtime::hub::Hub::new(metrics.clone()).start();
-    let tickets = realtime::tickets::Tickets::new(&broker);
+    let hub = Hub::new(metrics.clone()).start();
+    let tickets = Tickets::new(&broker);
     let mut events = broker.subscribe();
     let hub_feed = hub.clone();
     actix_web::rt::spawn(async move {
@@ -124,8 +128,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             }
         }
     });
-    let auth_limiter =
-        Arc::new(auth::ratelimit::AuthLimiter::new(config.auth_rate_per_minute, broker.redis(), &data_key));
+    let auth_limiter = Arc::new(AuthLimiter::new(config.auth_rate_per_minute, broker.redis(), &data_key));
     let state = web::Data::new(AppState {
         config: config.clone(),
         db,
@@ -141,7 +144,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
         hub,
         tickets,
-        ws_slots: realtime::limit::WsSlots::new(config.ws_max_per_user),
+        ws_slots: WsSlots::new(config.ws_max_per_user),
         webhook_channels: Default::default(),
         http: net::client(&config)?,
     });
@@ -164,9 +167,9 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .app_data(web::PathConfig::default().error_handler(error::handlers::path))
             .app_data(web::FormConfig::default().limit(max_body).error_handler(error::handlers::form))
             .wrap(from_fn(auth::extract::authenticate))
-            .wrap(from_fn(auth::ratelimit::limit))
+            .wrap(from_fn(ratelimit::limit))
             .wrap(from_fn(error::unify))
-            .wrap(from_fn(ops::metrics::track))
+            .wrap(from_fn(metrics::track))
             .wrap(TracingLogger::<ops::redact::RedactedRootSpan>::new())
             .wrap(actix_web::middleware::Condition::new(
                 fynd::cors::enabled(&cors_config),

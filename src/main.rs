@@ -1,11 +1,13 @@
 use anyhow::Context;
 use confab::{
     auth::password,
-    config::{Cli, Command, UserCommand},
-    crypto::random_password,
-    db::Pool,
-    error::ApiError,
-    types::{Email, Role},
+    core::{
+        config::{Cli, Command, UserCommand},
+        crypto::random_password,
+        db::Pool,
+        error::ApiError,
+        types::{Email, Role},
+    },
     users::store,
 };
 
@@ -26,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: confab::config::Config) -> anyhow::Result<()> {
+async fn serve(config: confab::core::config::Config) -> anyhow::Result<()> {
     let bind = config.bind.clone();
     let server = confab::build(config).await?;
     if let Some(b) = &server.bootstrap {
@@ -48,10 +50,10 @@ async fn serve(config: confab::config::Config) -> anyhow::Result<()> {
 
 /// Bootstraps the database if needed (printing the admin's credentials as `serve` would), then
 /// fills the Default company with demo data.
-fn demo(config: &confab::config::Config, conversations: usize) -> anyhow::Result<()> {
+fn demo(config: &confab::core::config::Config, conversations: usize) -> anyhow::Result<()> {
     let db = Pool::connect(&config.database_url(), 2)?;
     db.migrate()?;
-    let data_key = confab::crypto::DataKey::load(config.secret_key.as_ref(), &config.data_dir)?;
+    let data_key = confab::core::crypto::DataKey::load(config.secret_key.as_ref(), &config.data_dir)?;
     if let Some(b) = confab::bootstrap::run(&db, config, &data_key)? {
         println!("confab: first start — created company \"Default\" and its admin");
         println!("  admin e-mail:    {}", b.admin_email);
@@ -72,7 +74,7 @@ fn demo(config: &confab::config::Config, conversations: usize) -> anyhow::Result
 }
 
 fn create_user(
-    config: &confab::config::Config,
+    config: &confab::core::config::Config,
     email: String,
     role: &str,
     company: &str,

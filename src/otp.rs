@@ -17,10 +17,12 @@ use diesel::prelude::*;
 
 use crate::{
     auth::lockout,
-    crypto::{DataKey, constant_time_eq, random_bytes, random_hex_id, random_token},
-    db::{Db, schema::otp_challenges},
-    error::{ApiError, ApiResult},
-    types::now,
+    core::{
+        crypto::{DataKey, constant_time_eq, random_bytes, random_hex_id, random_token},
+        db::{Db, schema::otp_challenges},
+        error::{ApiError, ApiResult},
+        types::now,
+    },
 };
 
 pub const TTL: Duration = Duration::minutes(5);
@@ -64,9 +66,9 @@ pub struct Challenge<'a> {
 /// addresses are unique across companies). Unknown addresses are counted like known ones
 /// (their challenges are stored too), so the throttle says nothing about accounts. `Err` is
 /// 429 with `Retry-After`. The check and the insert that follows it are serialised per
-/// destination ([`crate::db::dialect::lock_key`]) so concurrent requests cannot both pass.
+/// destination ([`crate::core::db::dialect::lock_key`]) so concurrent requests cannot both pass.
 pub fn throttle(c: &mut Db, company_id: Option<i64>, destination: &str, purpose: &str) -> ApiResult<()> {
-    crate::db::dialect::lock_key(c, &format!("notify:{destination}"))?;
+    crate::core::db::dialect::lock_key(c, &format!("notify:{destination}"))?;
     let t = now();
     let scoped = || {
         let q = otp_challenges::table.filter(otp_challenges::destination.eq(destination)).into_boxed();

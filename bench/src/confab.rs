@@ -43,7 +43,7 @@ pub struct PgDatabase {
 
 impl PgDatabase {
     pub fn create(base: &str) -> anyhow::Result<Self> {
-        let name = format!("confab_bench_{}", &::confab::crypto::random_hex_id()[..12]);
+        let name = format!("confab_bench_{}", &::confab::core::crypto::random_hex_id()[..12]);
         let mut c = PgConnection::establish(base).with_context(|| format!("connecting to {base}"))?;
         diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut c)?;
         let (head, query) = base.split_once('?').map_or((base, None), |(h, q)| (h, Some(q)));
@@ -206,7 +206,7 @@ impl Confab {
             .and_then(|a| a.iter().find(|c| c["provider"] == "sandbox"))
             .cloned()
             .ok_or_else(|| anyhow!("no sandbox channel in {channels}"))?;
-        let secret = format!("bench-{}", ::confab::crypto::random_hex_id());
+        let secret = format!("bench-{}", ::confab::core::crypto::random_hex_id());
         self.expect(
             reqwest::Method::PUT,
             &format!("/channel/{}", ch["channelId"]),
@@ -218,7 +218,7 @@ impl Confab {
         let mut agent_tokens = Vec::new();
         let mut agent_emails = Vec::new();
         for i in 0..agents {
-            let email = format!("agent{i}-{}@bench.test", &::confab::crypto::random_hex_id()[..8]);
+            let email = format!("agent{i}-{}@bench.test", &::confab::core::crypto::random_hex_id()[..8]);
             let invite = self
                 .expect(
                     reqwest::Method::POST,

@@ -418,7 +418,7 @@ async fn fan_out(ctx: &mut Ctx, p: FanOutParams) -> anyhow::Result<()> {
             url: c.url("/webhooks/sandbox"),
             secret: s.secret.clone(),
             channel_id: s.channel_id,
-            run: format!("fan-{}", &::confab::crypto::random_hex_id()[..8]),
+            run: format!("fan-{}", &::confab::core::crypto::random_hex_id()[..8]),
         };
         eprintln!(
             "fan-out: confab pid {} runs with an open-file limit of {}",
@@ -636,7 +636,7 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
         let mut points = Vec::new();
         for &senders in &p.senders {
             eprintln!("ingest: {}: {senders} senders", backend.name());
-            let run = format!("in{senders}-{}", &::confab::crypto::random_hex_id()[..8]);
+            let run = format!("in{senders}-{}", &::confab::core::crypto::random_hex_id()[..8]);
             let (cpu0, t0) = (c.proc.cpu_secs(), Instant::now());
             let deadline = t0 + Duration::from_secs(p.seconds);
             let c_ref = &c;

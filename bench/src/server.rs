@@ -119,8 +119,11 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(prefix: &str) -> anyhow::Result<Self> {
-        let dir =
-            std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), confab::crypto::random_hex_id()));
+        let dir = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            confab::core::crypto::random_hex_id()
+        ));
         fs::create_dir_all(&dir)?;
         Ok(Self(dir))
     }

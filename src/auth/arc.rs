@@ -23,20 +23,22 @@ use super::{
     lockout, otp, password,
     routes::TokenView,
     service::{self, Issued, Origin},
-    session::{self, NewSession},
     totp,
 };
+use crate::core::auth::session::{self, NewSession};
 use crate::{
-    crypto::{constant_time_eq, random_token, token_hash},
-    db::{
-        Db,
-        schema::{audit_log, auth_codes, users},
+    core::{
+        crypto::{constant_time_eq, random_token, token_hash},
+        db::{
+            Db,
+            schema::{audit_log, auth_codes, users},
+        },
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::{Json, JsonOrForm},
+        query::Paging,
+        state::AppState,
+        types::{Email, now, rfc3339},
     },
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::{Json, JsonOrForm},
-    query::Paging,
-    state::AppState,
-    types::{Email, now, rfc3339},
     users::{model::UserRow, store},
 };
 

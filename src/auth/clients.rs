@@ -16,7 +16,7 @@ use super::{
     oauth::{self, Provider, ProviderConfig},
     password,
 };
-use crate::{
+use crate::core::{
     crypto::random_token,
     db::{Db, schema::auth_clients},
     error::{ApiError, ApiResult, ErrorBody, is_unique_violation},
@@ -414,12 +414,12 @@ async fn remove(st: web::Data<AppState>, admin: Admin, id: web::Path<i64>) -> Ap
         .write(move |c| {
             let row = load(c, company_id, id)?;
             diesel::delete(
-                crate::db::schema::auth_codes::table
-                    .filter(crate::db::schema::auth_codes::client_id.eq(&row.client_id)),
+                crate::core::db::schema::auth_codes::table
+                    .filter(crate::core::db::schema::auth_codes::client_id.eq(&row.client_id)),
             )
             .execute(c)?;
             diesel::delete(auth_clients::table.find(row.id)).execute(c)?;
-            super::session::revoke_client(c, &row.client_id, "auth_client_deleted")
+            crate::core::auth::session::revoke_client(c, &row.client_id, "auth_client_deleted")
         })
         .await?;
     for sid in &revoked {

@@ -16,8 +16,8 @@ use actix_web::{
     web::Data,
 };
 
-use super::session::Principal;
-use crate::{
+use crate::core::auth::session::Principal;
+use crate::core::{
     error::{ApiError, ApiResult},
     state::AppState,
     types::Role,

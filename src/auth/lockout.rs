@@ -12,7 +12,7 @@
 use chrono::Duration;
 use diesel::prelude::*;
 
-use crate::{
+use crate::core::{
     db::{Db, schema::login_failures},
     error::{ApiResult, is_unique_violation},
     types::now,

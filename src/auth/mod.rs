@@ -4,17 +4,14 @@
 pub mod arc;
 pub mod clients;
 pub mod extract;
-pub mod jwt;
 pub mod lockout;
 pub mod oauth;
 pub mod otp;
 pub mod password;
 pub mod proof;
-pub mod ratelimit;
 pub mod recovery;
 pub mod routes;
 pub mod service;
-pub mod session;
 pub mod totp;
 
 /// The OpenAPI of the ARC routes (code flow, auth clients, MFA, recovery), merged into the

@@ -37,15 +37,17 @@ use super::{
     service::Origin,
 };
 use crate::{
-    crypto::{DataKey, token_hash},
-    db::{
-        Db,
-        schema::{oauth_identities, oauth_states},
+    core::{
+        crypto::{DataKey, token_hash},
+        db::{
+            Db,
+            schema::{oauth_identities, oauth_states},
+        },
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::parse_json_or_form,
+        state::AppState,
+        types::{Email, now},
     },
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::parse_json_or_form,
-    state::AppState,
-    types::{Email, now},
     users::{model::UserRow, store},
 };
 
@@ -396,7 +398,7 @@ struct Upstream {
     cfg: ProviderConfig,
     secret: Option<String>,
     redirect: RedirectUrl,
-    /// The server's outbound client ([`crate::net`]): no redirects (an upstream answer never
+    /// The server's outbound client ([`crate::core::net`]): no redirects (an upstream answer never
     /// sends confab elsewhere), and only public addresses, since the issuer and the endpoints
     /// its discovery document names are the tenant's choice.
     http: reqwest::Client,

@@ -29,15 +29,17 @@ use super::{
     totp,
 };
 use crate::{
-    crypto::{random_token, token_hash},
-    db::{
-        Db,
-        schema::{otp_challenges, user_phones, users},
+    core::{
+        crypto::{random_token, token_hash},
+        db::{
+            Db,
+            schema::{otp_challenges, user_phones, users},
+        },
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::Json,
+        state::AppState,
+        types::{Email, Phone, Role, now},
     },
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::Json,
-    state::AppState,
-    types::{Email, Phone, Role, now},
     users::{model::UserRow, store},
 };
 

@@ -15,8 +15,8 @@
 
 use diesel::prelude::*;
 
-use super::session;
-use crate::{
+use crate::core::auth::session;
+use crate::core::{
     db::{
         Db,
         schema::{oauth_identities, recovery_codes, sessions, totp_secrets, user_emails, user_phones, users},

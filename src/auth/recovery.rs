@@ -18,15 +18,17 @@ use super::{
     extract::bearer_token,
     password, proof,
     service::{self, Origin, Signup},
-    session,
 };
+use crate::core::auth::session;
 use crate::{
-    crypto::{random_token, token_hash},
-    db::{Db, schema::otp_challenges},
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::Json,
-    state::AppState,
-    types::{Email, Phone, now},
+    core::{
+        crypto::{random_token, token_hash},
+        db::{Db, schema::otp_challenges},
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::Json,
+        state::AppState,
+        types::{Email, Phone, now},
+    },
     users::store,
 };
 
@@ -262,9 +264,9 @@ async fn reset_password(st: web::Data<AppState>, origin: Origin, Json(b): Json<R
             }
             store::set_password_hash(c, user_id, &hash)?;
             let revoked = session::revoke_all(c, user_id, None, "password_reset")?;
-            let company: Option<i64> = crate::db::schema::users::table
+            let company: Option<i64> = crate::core::db::schema::users::table
                 .find(user_id)
-                .select(crate::db::schema::users::company_id)
+                .select(crate::core::db::schema::users::company_id)
                 .first(c)
                 .optional()?;
             store::audit(c, company, Some(user_id), "password_reset", &ip, serde_json::json!({}))?;

@@ -10,10 +10,12 @@ use super::{
     service::{self, Issued, Origin, Signup},
 };
 use crate::{
-    error::{ApiResult, ErrorBody},
-    extract::{Json, parse},
-    state::AppState,
-    types::{Email, Phone},
+    core::{
+        error::{ApiResult, ErrorBody},
+        extract::{Json, parse},
+        state::AppState,
+        types::{Email, Phone},
+    },
     users::store,
 };
 

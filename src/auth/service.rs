@@ -3,16 +3,16 @@
 
 use diesel::prelude::*;
 
-use super::{
-    lockout, password,
-    session::{self, NewSession, Principal, Refreshed},
-};
+use super::{lockout, password};
+use crate::core::auth::session::{self, NewSession, Principal, Refreshed};
 use crate::{
-    crypto::token_hash,
-    db::{Db, schema::invites},
-    error::{ApiError, ApiResult},
-    state::AppState,
-    types::{Email, Phone, Role, now},
+    core::{
+        crypto::token_hash,
+        db::{Db, schema::invites},
+        error::{ApiError, ApiResult},
+        state::AppState,
+        types::{Email, Phone, Role, now},
+    },
     users::{model::UserRow, store},
 };
 
@@ -171,7 +171,7 @@ pub async fn verify_signup(st: &AppState, token: String, origin: &Origin) -> Api
             if !super::recovery::claim(c, &token, VERIFY_EMAIL)? {
                 return Err(invalid());
             }
-            let user: UserRow = crate::db::schema::users::table
+            let user: UserRow = crate::core::db::schema::users::table
                 .find(user_id)
                 .select(UserRow::as_select())
                 .first(c)
@@ -192,7 +192,7 @@ pub async fn verify_signup(st: &AppState, token: String, origin: &Origin) -> Api
 }
 
 /// Marks an invite used (single use, atomic) and returns its company and role.
-fn claim_invite(c: &mut crate::db::Db, token: &str, email: &Email) -> ApiResult<(i64, Role)> {
+fn claim_invite(c: &mut crate::core::db::Db, token: &str, email: &Email) -> ApiResult<(i64, Role)> {
     let invalid = || ApiError::unprocessable("invalid_invite", "the invitation is unknown, used or expired");
     let t = now();
     let row: Option<(i64, i64, String, String)> = invites::table

@@ -18,15 +18,17 @@ use utoipa::ToSchema;
 
 use super::{extract::AuthUser, lockout, otp, service::Origin};
 use crate::{
-    crypto::{constant_time_eq, random_bytes, token_hash},
-    db::{
-        Db,
-        schema::{recovery_codes, totp_secrets},
+    core::{
+        crypto::{constant_time_eq, random_bytes, token_hash},
+        db::{
+            Db,
+            schema::{recovery_codes, totp_secrets},
+        },
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::Json,
+        state::AppState,
+        types::now,
     },
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::Json,
-    state::AppState,
-    types::now,
     users::store,
 };
 

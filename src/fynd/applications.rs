@@ -8,10 +8,12 @@ use utoipa::ToSchema;
 
 use crate::{
     auth::{extract::Admin, service::Origin},
-    crypto::{random_token, token_hash},
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::Json,
-    state::AppState,
+    core::{
+        crypto::{random_token, token_hash},
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::Json,
+        state::AppState,
+    },
     users::{application, store},
 };
 

@@ -7,8 +7,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    error::{ApiError, ApiResult},
-    types::rfc3339,
+    core::{
+        error::{ApiError, ApiResult},
+        types::rfc3339,
+    },
     users::application::ApplicationRow,
 };
 
@@ -126,7 +128,7 @@ pub fn apply_update(app: &ApplicationRow, body: &Value, updated_at: &str) -> Api
     merge(&mut current, &Value::Object(patch));
     let mut check = defaults(app);
     merge(&mut check, &current);
-    crate::extract::parse::<Settings>(check.to_string().as_bytes())?;
+    crate::core::extract::parse::<Settings>(check.to_string().as_bytes())?;
     if let Value::Object(m) = &mut current {
         m.insert("updated_at".into(), json!(updated_at));
         m.insert("__v".into(), json!(version + 1));
@@ -227,7 +229,7 @@ mod tests {
             domain: "shop.test".into(),
             token_hash: String::new(),
             platform_config: config.into(),
-            created_at: crate::types::now(),
+            created_at: crate::core::types::now(),
         }
     }
 

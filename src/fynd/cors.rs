@@ -6,7 +6,7 @@
 use actix_cors::Cors;
 use actix_web::http::{Method, header};
 
-use crate::config::Config;
+use crate::core::config::Config;
 
 /// `scheme://host[:port]` of a URL, as browsers send it in `Origin`.
 fn origin_of(url: &str) -> String {

@@ -15,15 +15,15 @@ use actix_web::{
 
 use super::{config::Settings, store};
 use crate::{
-    auth::{
-        extract::{Admin, bearer_token, credential_pair},
-        session::Principal,
+    auth::extract::{Admin, bearer_token, credential_pair},
+    core::{
+        auth::session::Principal,
+        config::Config,
+        crypto::{DataKey, constant_time_eq, token_hash},
+        error::{ApiError, ApiResult},
+        state::AppState,
+        types::now,
     },
-    config::Config,
-    crypto::{DataKey, constant_time_eq, token_hash},
-    error::{ApiError, ApiResult},
-    state::AppState,
-    types::now,
     users::{application, application::ApplicationRow, model::UserRow},
 };
 

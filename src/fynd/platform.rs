@@ -16,11 +16,13 @@ use super::{
 };
 use crate::{
     auth::service::Origin,
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::Json,
-    query::{Paging, search_text},
-    state::AppState,
-    types::{now, rfc3339},
+    core::{
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::Json,
+        query::{Paging, search_text},
+        state::AppState,
+        types::{now, rfc3339},
+    },
     users::{
         application,
         customer::{self, Contact, ProfileChange},

@@ -11,12 +11,14 @@ use crate::{
     auth::{
         lockout, proof,
         service::{self as auth_service, Origin},
-        session,
     },
-    db::Db,
-    error::{ApiError, ApiResult},
-    state::AppState,
-    types::{Email, Phone, Role, now},
+    core::{
+        auth::session,
+        db::Db,
+        error::{ApiError, ApiResult},
+        state::AppState,
+        types::{Email, Phone, Role, now},
+    },
     users::{
         application::ApplicationRow,
         customer::{self, Contact, ProfileChange},

@@ -46,14 +46,16 @@ use crate::{
         proof::{self, Contact, Proof},
         service::Origin,
     },
-    db::{
-        Db,
-        schema::{oauth_identities, users},
+    core::{
+        db::{
+            Db,
+            schema::{oauth_identities, users},
+        },
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::Json,
+        state::AppState,
+        types::{Email, now},
     },
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::Json,
-    state::AppState,
-    types::{Email, now},
     users::{model::UserRow, store},
 };
 

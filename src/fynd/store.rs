@@ -6,13 +6,15 @@ use diesel::prelude::*;
 
 use crate::{
     auth::service::Origin,
-    crypto::random_hex_id,
-    db::{
-        Db,
-        schema::{sessions, users},
+    core::{
+        crypto::random_hex_id,
+        db::{
+            Db,
+            schema::{sessions, users},
+        },
+        error::ApiResult,
+        types::now,
     },
-    error::ApiResult,
-    types::now,
     users::model::UserRow,
 };
 

@@ -16,10 +16,13 @@ use super::{
     views::{self, UserView, phone_from_parts},
 };
 use crate::{
-    auth::{password, service::Origin, session},
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::Json,
-    state::AppState,
+    auth::{password, service::Origin},
+    core::{
+        auth::session,
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::Json,
+        state::AppState,
+    },
     users::{
         customer::{self, Contact, ProfileChange},
         store,
@@ -108,7 +111,7 @@ async fn login_with_token(
         })
         .await?;
     let (row, user) = handed.ok_or_else(invalid)?;
-    let ttl = (row.expires_at - crate::types::now()).max(chrono::Duration::seconds(1));
+    let ttl = (row.expires_at - crate::core::types::now()).max(chrono::Duration::seconds(1));
     let (_, value) = service::start_session(&st, &client.app, &user, &origin, row.domain, ttl).await?;
     let user = st.db.run(move |c| service::view(c, user, app_id)).await?;
     Ok(HttpResponse::Ok().cookie(session_cookie(&st.config, value, ttl.num_seconds())).json(LoginSuccessView { user }))
@@ -352,7 +355,7 @@ async fn update_password(
 ) -> ApiResult<HttpResponse> {
     let uid = s.user.id;
     let primary = st.db.run(move |c| store::primary_email(c, uid)).await?;
-    let email = primary.and_then(|e| crate::types::Email::try_from(e).ok());
+    let email = primary.and_then(|e| crate::core::types::Email::try_from(e).ok());
     password::check_new(&b.new_password, email.as_ref())?;
     let stored = s.user.password_hash.clone();
     let (old, new) = (b.old_password.unwrap_or_default(), b.new_password);

@@ -15,11 +15,13 @@ use super::{
 };
 use crate::{
     auth::{password, proof, service::Origin},
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::Json,
+    core::{
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::Json,
+        state::AppState,
+        types::Email,
+    },
     otp,
-    state::AppState,
-    types::Email,
     users::{application::ApplicationRow, customer, store},
 };
 

@@ -1,6 +1,6 @@
 //! Storefront OTP flows (auth.md §2.3/§2.4): login or registration by mobile or e-mail OTP,
 //! forgot password by OTP, and account deletion confirmed by OTP. Codes come from
-//! [`crate::otp`] and are delivered through the shared notifier ([`crate::notify`]: SMTP when configured, else
+//! [`crate::otp`] and are delivered through the shared notifier ([`crate::core::notify`]: SMTP when configured, else
 //! outbox files).
 
 use actix_web::{HttpResponse, post, web};
@@ -18,11 +18,13 @@ use crate::{
         proof::{self, Contact, Proof},
         service::Origin,
     },
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::Json,
+    core::{
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::Json,
+        state::AppState,
+        types::{Email, Phone, now},
+    },
     otp::{self, Challenge},
-    state::AppState,
-    types::{Email, Phone, now},
     users::{customer, model::UserRow, store},
 };
 

@@ -7,9 +7,11 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::{
-    error::{ApiError, ApiResult},
-    query::Paging,
-    types::{Phone, rfc3339},
+    core::{
+        error::{ApiError, ApiResult},
+        query::Paging,
+        types::{Phone, rfc3339},
+    },
     users::{customer::Customer, group::GroupRow},
 };
 
@@ -224,6 +226,6 @@ pub fn phone_from_parts(country_code: Option<&str>, number: &str, field: &str) -
     Phone::try_from(text).map_err(|e| ApiError::field(field, e.0))
 }
 
-pub fn email(value: &str, field: &str) -> ApiResult<crate::types::Email> {
-    crate::types::Email::try_from(value.to_owned()).map_err(|e| ApiError::field(field, e.0))
+pub fn email(value: &str, field: &str) -> ApiResult<crate::core::types::Email> {
+    crate::core::types::Email::try_from(value.to_owned()).map_err(|e| ApiError::field(field, e.0))
 }

@@ -5,7 +5,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::{
+use crate::core::{
     db::{Db, schema::attachments},
     error::ApiResult,
 };

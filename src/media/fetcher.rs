@@ -1,7 +1,7 @@
 //! The media fetcher (ARCHITECTURE "Media"): takes `media_fetch` jobs, which `ingest` queues
 //! with each pending attachment of an inbound message, downloads the bytes from the channel's
 //! provider (WhatsApp: media id → URL → bytes with the bearer token; Twilio: `MediaUrlN` with
-//! basic auth), stores them through [`MediaStore::save_stream`](super::store::MediaStore) —
+//! basic auth), stores them through [`MediaStore::save_stream`](crate::core::media::store::MediaStore) —
 //! sniffing and size limits as for uploads — and moves the attachment from `pending` to
 //! `ready` (or `failed`), emitting `message.updated`. Jobs are claimed with the same
 //! database lease as deliveries, so a crash retries them and two nodes never both fetch one.
@@ -9,12 +9,14 @@
 use diesel::prelude::*;
 
 use crate::{
-    db::schema::attachments,
-    error::{ApiError, ApiResult},
+    core::{
+        db::schema::attachments,
+        error::{ApiError, ApiResult},
+        realtime::event::MESSAGE_UPDATED,
+        state::AppState,
+    },
     messaging::{service, store},
     providers::{Provider, SendError, outbox},
-    realtime::event::MESSAGE_UPDATED,
-    state::AppState,
 };
 
 /// Fetches one attachment. Transient provider failures are retried with backoff up to the

@@ -18,13 +18,15 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     db::{self, AttachmentRow},
-    model::MediaKind,
     service,
 };
+use crate::core::media::model::MediaKind;
 use crate::{
     auth::extract::Agent,
-    error::{ApiError, ApiResult, ErrorBody},
-    state::AppState,
+    core::{
+        error::{ApiError, ApiResult, ErrorBody},
+        state::AppState,
+    },
 };
 
 /// The largest `POST /media/save` request: the largest file (a 100 MB document) plus room

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::db::{self, AttachmentRow, NewAttachment};
-use crate::{
+use crate::core::{
     auth::session::Principal,
     crypto::constant_time_eq,
     error::{ApiError, ApiResult},
@@ -28,7 +28,7 @@ const SWEEP_BATCH: i64 = 100;
 
 /// Stores an agent's upload and records it as a `ready` attachment of the agent's company,
 /// not yet attached to a message (`POST /media/save`). The guarantees of the bytes are those
-/// of [`super::store::MediaStore::save_stream`]; if the row cannot be written the object is
+/// of [`crate::core::media::store::MediaStore::save_stream`]; if the row cannot be written the object is
 /// deleted again.
 #[tracing::instrument(skip(st, p, body), fields(company_id = p.company_id))]
 pub async fn save_upload<S>(st: &AppState, p: &Principal, filename: Option<&str>, body: S) -> ApiResult<AttachmentRow>

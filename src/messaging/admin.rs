@@ -12,13 +12,15 @@ use super::{
 };
 use crate::{
     auth::extract::{Admin, Agent},
-    config::Config,
-    crypto::{random_token, token_hash},
-    db::schema::{channels, invites, templates, users},
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::Json,
-    state::AppState,
-    types::{Email, Phone, Role, now, rfc3339},
+    core::{
+        config::Config,
+        crypto::{random_token, token_hash},
+        db::schema::{channels, invites, templates, users},
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::Json,
+        state::AppState,
+        types::{Email, Phone, Role, now, rfc3339},
+    },
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -433,7 +435,7 @@ async fn create_channel(admin: Admin, st: web::Data<AppState>, Json(b): Json<Cha
     Ok(HttpResponse::Created().json(ChannelView::new(row, &st)))
 }
 
-fn clear_default(c: &mut crate::db::Db, company_id: i64) -> ApiResult<()> {
+fn clear_default(c: &mut crate::core::db::Db, company_id: i64) -> ApiResult<()> {
     diesel::update(channels::table.filter(channels::company_id.eq(company_id)))
         .set(channels::is_default.eq(false))
         .execute(c)?;
@@ -555,7 +557,7 @@ pub struct AgentView {
     pub created_at: String,
 }
 
-fn agent_view(c: &mut crate::db::Db, u: crate::users::model::UserRow) -> ApiResult<AgentView> {
+fn agent_view(c: &mut crate::core::db::Db, u: crate::users::model::UserRow) -> ApiResult<AgentView> {
     let email = crate::users::store::primary_email(c, u.id)?;
     Ok(AgentView {
         user_id: u.id,
@@ -568,7 +570,7 @@ fn agent_view(c: &mut crate::db::Db, u: crate::users::model::UserRow) -> ApiResu
     })
 }
 
-fn staff(c: &mut crate::db::Db, company_id: i64, id: i64) -> ApiResult<crate::users::model::UserRow> {
+fn staff(c: &mut crate::core::db::Db, company_id: i64, id: i64) -> ApiResult<crate::users::model::UserRow> {
     let u = crate::users::store::get(c, company_id, id)?;
     if !u.role().is_staff() {
         return Err(ApiError::NotFound);
@@ -705,7 +707,7 @@ async fn patch_agent(
                     .set((users::status.eq(value), users::updated_at.eq(now())))
                     .execute(c)?;
                 if status == AgentStatus::Deactivated {
-                    revoked = crate::auth::session::revoke_all(c, id, None, "deactivated")?;
+                    revoked = crate::core::auth::session::revoke_all(c, id, None, "deactivated")?;
                 }
             }
             let u = staff(c, company_id, id)?;

@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use super::{model::ContactView, store};
-use crate::{
+use crate::core::{
     db::{
         Db,
         schema::{user_emails, user_phones, users},

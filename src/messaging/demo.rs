@@ -8,7 +8,7 @@ use chrono::Duration;
 use diesel::prelude::*;
 
 use super::{model::*, store};
-use crate::{
+use crate::core::{
     db::{
         Db,
         schema::{attachments, templates},

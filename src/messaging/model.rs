@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{
+use crate::core::{
     db::schema::{attachments, channels, conversations, messages, templates},
     types::rfc3339,
 };

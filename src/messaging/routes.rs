@@ -12,12 +12,14 @@ use super::{
 };
 use crate::{
     auth::extract::Agent,
-    db::dialect,
-    error::{ApiError, ApiResult, ErrorBody},
-    extract::Json,
-    query::{Paging, search_text},
-    state::AppState,
-    types::{Phone, now, rfc3339},
+    core::{
+        db::dialect,
+        error::{ApiError, ApiResult, ErrorBody},
+        extract::Json,
+        query::{Paging, search_text},
+        state::AppState,
+        types::{Phone, now, rfc3339},
+    },
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -444,7 +446,7 @@ pub struct ContactBody {
     #[schema(value_type = Option<String>)]
     pub phone: Option<Phone>,
     #[schema(value_type = Option<String>)]
-    pub email: Option<crate::types::Email>,
+    pub email: Option<crate::core::types::Email>,
 }
 
 /// Updates a customer (CONTRACT §3). Changing the phone or e-mail of a customer who signs in

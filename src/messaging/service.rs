@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 
 use super::{model::*, store};
-use crate::{
+use crate::core::{
     auth::session::Principal,
     db::{
         Db,
@@ -259,7 +259,7 @@ pub struct Ingested {
 }
 
 /// CONTRACT §6 inbound: a whole webhook delivery is applied atomically (its own savepoint in
-/// a group commit shared with concurrent deliveries, [`crate::db::Pool::write_grouped`]) and
+/// a group commit shared with concurrent deliveries, [`crate::core::db::Pool::write_grouped`]) and
 /// answered only after that commit. Each message finds or creates its customer (by E.164) and
 /// conversation, is stored unless its provider id is already known (retries are harmless),
 /// refreshes `lastFreeMessageTime` and emits `message.created`; media arrive as pending

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::model::*;
-use crate::{
+use crate::core::{
     db::{Db, schema::*},
     error::{ApiError, ApiResult},
     query::like_contains,
@@ -55,7 +55,7 @@ pub fn default_channel(c: &mut Db, company_id: i64) -> ApiResult<ChannelRow> {
 pub fn find_or_create_customer(
     c: &mut Db,
     company_id: i64,
-    phone: &crate::types::Phone,
+    phone: &crate::core::types::Phone,
     first_name: &str,
     last_name: &str,
     verified: bool,
@@ -73,7 +73,7 @@ pub fn find_or_create_customer(
     let user = crate::users::store::create_person(
         c,
         company_id,
-        crate::types::Role::Customer,
+        crate::core::types::Role::Customer,
         first_name,
         last_name,
         None,

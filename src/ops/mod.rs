@@ -1,7 +1,6 @@
 //! Operations endpoints (CONTRACT §1): health, readiness, Prometheus metrics, the OpenAPI
 //! document, and `GET /`.
 
-pub mod metrics;
 pub mod openapi;
 pub mod redact;
 pub mod routes;

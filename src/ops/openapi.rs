@@ -14,7 +14,7 @@ use utoipa::{
         customer has none, never a missing key. Paging: `page`/`page_no` 1–1000000, `limit`/`page_size` 1–100; anything else \
         is 400 `validation_failed` naming the field."),
     modifiers(&Bearer),
-    components(schemas(crate::error::ErrorBody))
+    components(schemas(crate::core::error::ErrorBody))
 )]
 struct Root;
 

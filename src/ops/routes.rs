@@ -8,10 +8,12 @@ use secrecy::ExposeSecret;
 
 use crate::{
     auth::extract::bearer_token,
-    config::Config,
-    crypto::{constant_time_eq, token_hash},
-    error::{ApiError, ApiResult, ErrorBody},
-    state::AppState,
+    core::{
+        config::Config,
+        crypto::{constant_time_eq, token_hash},
+        error::{ApiError, ApiResult, ErrorBody},
+        state::AppState,
+    },
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

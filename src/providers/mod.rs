@@ -17,10 +17,12 @@ pub mod webhooks;
 pub mod whatsapp;
 
 use crate::{
-    error::{ApiError, ApiResult},
+    core::{
+        error::{ApiError, ApiResult},
+        state::AppState,
+    },
     messaging::model::{ChannelRow, MediaKind, Status},
     ops::redact::outbound_error,
-    state::AppState,
 };
 
 /// Why a send did not go through.
@@ -160,7 +162,7 @@ impl Provider {
 /// Sends a text message that is not part of a conversation (one-time codes, links) to a phone:
 /// through the company's Twilio SMS channel when it has one — a Twilio channel whose sender
 /// (`phoneNumberId`) is an SMS number or a Messaging Service, not a `whatsapp:` address; the
-/// default channel first — else into the SMS outbox files ([`crate::notify::SmsSender`]).
+/// default channel first — else into the SMS outbox files ([`crate::core::notify::SmsSender`]).
 /// No status callback is asked for: such texts have no message row to update.
 pub async fn send_sms(st: &AppState, company_id: i64, to: &str, body: &str) -> ApiResult<()> {
     let channels = st.db.run(move |c| crate::messaging::store::channels(c, company_id)).await?;
@@ -177,7 +179,7 @@ pub async fn send_sms(st: &AppState, company_id: i64, to: &str, body: &str) -> A
     };
     client.status_callback = None;
     let out = Outbound {
-        message_id: crate::crypto::random_hex_id(),
+        message_id: crate::core::crypto::random_hex_id(),
         to: to.to_owned(),
         body: OutboundBody::Text(body.to_owned()),
     };
@@ -197,7 +199,7 @@ pub fn api_base(url: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct MediaPolicy {
     api: url::Url,
-    hosts: crate::net::HostList,
+    hosts: crate::core::net::HostList,
 }
 
 /// Redirects followed by one media download (Twilio answers a media URL with one redirect to
@@ -208,7 +210,7 @@ impl MediaPolicy {
     fn new(api: &str, hosts: &str) -> ApiResult<Self> {
         let api =
             url::Url::parse(api).map_err(|e| ApiError::Internal(anyhow::anyhow!("provider API URL {api}: {e}")))?;
-        Ok(Self { api, hosts: crate::net::HostList::parse(hosts) })
+        Ok(Self { api, hosts: crate::core::net::HostList::parse(hosts) })
     }
 
     fn allows(&self, url: &url::Url) -> bool {
@@ -217,7 +219,7 @@ impl MediaPolicy {
     }
 
     /// `GET url` for a media download, following at most [`MAX_MEDIA_REDIRECTS`] redirects:
-    /// every hop must be allowed by this policy (and reach a public address, [`crate::net`]);
+    /// every hop must be allowed by this policy (and reach a public address, [`crate::core::net`]);
     /// `auth` adds the provider's credentials, which go only to the first URL's origin.
     pub async fn get(
         &self,
@@ -263,7 +265,7 @@ impl MediaPolicy {
 /// 5xx are transient; other statuses, and an address the outbound checks refused, are
 /// permanent.
 fn transport_error(e: reqwest::Error) -> SendError {
-    if crate::net::is_refused(&e) {
+    if crate::core::net::is_refused(&e) {
         return SendError::Permanent { code: "address_refused".into(), message: outbound_error(e) };
     }
     SendError::Transient(format!("provider unreachable: {}", outbound_error(e)))

@@ -9,17 +9,19 @@ use diesel::prelude::*;
 
 use super::{Accepted, Outbound, OutboundBody, OutboundMedia, Provider, SendError};
 use crate::{
-    db::{
-        Db, dialect,
-        schema::{conversations, outbox, user_phones},
+    core::{
+        db::{
+            Db, dialect,
+            schema::{conversations, outbox, user_phones},
+        },
+        error::{ApiError, ApiResult},
+        state::AppState,
+        types::now,
     },
-    error::{ApiError, ApiResult},
     messaging::{
         model::{MediaKind, MessageRow},
         service, store,
     },
-    state::AppState,
-    types::now,
 };
 
 const POLL: Duration = Duration::from_secs(2);
@@ -35,7 +37,7 @@ pub struct Job {
 
 /// Runs until the process stops.
 pub async fn run(st: AppState) {
-    let owner = crate::crypto::random_hex_id();
+    let owner = crate::core::crypto::random_hex_id();
     loop {
         let claimed = match claim(&st, &owner, "send").await {
             Ok(sends) => claim(&st, &owner, "media_fetch").await.map(|fetches| (sends, fetches)),
@@ -273,7 +275,7 @@ async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
 /// Exponential backoff with jitter: base·2^attempts (capped at 10 minutes), ±25 %.
 pub fn backoff(base_ms: u64, attempts: i32) -> chrono::Duration {
     let base = (base_ms.max(1) as i64).saturating_mul(2_i64.saturating_pow(attempts.clamp(0, 20) as u32)).min(600_000);
-    let jitter = (crate::crypto::random_bytes::<2>()[0] as i64 * base / 2 / 255) - base / 4;
+    let jitter = (crate::core::crypto::random_bytes::<2>()[0] as i64 * base / 2 / 255) - base / 4;
     chrono::Duration::milliseconds(base + jitter)
 }
 

@@ -13,12 +13,14 @@ use super::{
     Accepted, FetchedMedia, Outbound, OutboundBody, SendError, is_transient_status, read_media, transport_error,
 };
 use crate::{
-    crypto::constant_time_eq,
+    core::{
+        crypto::constant_time_eq,
+        types::{Phone, now},
+    },
     messaging::{
         model::{MediaKind, Status},
         service::{InboundMedia, InboundMessage, StatusUpdate},
     },
-    types::{Phone, now},
 };
 
 pub struct Client {

@@ -39,15 +39,17 @@ use utoipa::ToSchema;
 
 use super::{twilio, whatsapp};
 use crate::{
-    crypto::constant_time_eq,
-    db::schema::{channels, webhook_receipts},
-    error::{ApiError, ApiResult, ErrorBody, is_unique_violation},
+    core::{
+        crypto::constant_time_eq,
+        db::schema::{channels, webhook_receipts},
+        error::{ApiError, ApiResult, ErrorBody, is_unique_violation},
+        state::AppState,
+        types::{Phone, now},
+    },
     messaging::{
         model::{ChannelRow, Status},
         service::{self, InboundMessage, StatusUpdate},
     },
-    state::AppState,
-    types::{Phone, now},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -141,7 +143,7 @@ async fn sandbox_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiR
         return Err(rejected(st, "sandbox"));
     }
     passed(st, "sandbox");
-    let parsed: SandboxBody = crate::extract::parse(body)?;
+    let parsed: SandboxBody = crate::core::extract::parse(body)?;
     let mut messages = Vec::new();
     for m in parsed.messages {
         let from = Phone::try_from(m.from).map_err(|e| ApiError::field("messages.from", e.0))?;
@@ -149,7 +151,7 @@ async fn sandbox_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiR
             Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
                 .map_err(|_| ApiError::field("messages.timestamp", "must be RFC 3339"))?
                 .naive_utc(),
-            None => crate::types::now(),
+            None => crate::core::types::now(),
         };
         messages.push(InboundMessage {
             provider_message_id: m.id,

@@ -8,11 +8,11 @@ use super::{
     Accepted, FetchedMedia, Outbound, OutboundBody, SendError, is_transient_status, read_media, transport_error,
 };
 use crate::{
+    core::types::{Phone, now},
     messaging::{
         model::{MediaKind, Status},
         service::{InboundMedia, InboundMessage, StatusUpdate},
     },
-    types::{Phone, now},
 };
 
 pub struct Client {

@@ -7,16 +7,15 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{
-    kill::Kill,
-    session::{MAX_FRAME, WsSession, writer},
-    tickets,
-};
+use super::session::{MAX_FRAME, WsSession, writer};
+use crate::core::realtime::{kill::Kill, tickets};
 use crate::{
     auth::extract::{Agent, bearer_token, resolve},
-    error::{ApiError, ApiResult, ErrorBody},
-    state::AppState,
-    types::{now, rfc3339},
+    core::{
+        error::{ApiError, ApiResult, ErrorBody},
+        state::AppState,
+        types::{now, rfc3339},
+    },
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -83,7 +82,7 @@ async fn ws(
     let kill = Kill::default();
     let state = st.get_ref().clone();
     actix_web::rt::spawn(writer(state.clone(), session.clone(), rx, kill.clone(), principal.company_id));
-    let key = u64::from_le_bytes(crate::crypto::random_bytes::<8>());
+    let key = u64::from_le_bytes(crate::core::crypto::random_bytes::<8>());
     let hub = st.hub.clone();
     WsSession::create(move |ctx| {
         ctx.add_stream(stream);

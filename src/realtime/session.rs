@@ -14,21 +14,18 @@ use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
 use bytestring::ByteString;
 use tokio::sync::mpsc;
 
-use super::{
+use crate::core::realtime::{
     event::{Event, TYPING},
     hub::{Bus, Connect, Disconnect, Hub, Join, JoinInbox, Leave, Out, Subscriber},
     kill::{self, Kill},
     protocol::{self, ClientFrame},
 };
 use crate::{
-    auth::session::Principal,
-    error::ApiError,
+    core::{auth::session::Principal, error::ApiError, state::AppState, types::now},
     messaging::{
         service::{self, Content, SendRequest, Target},
         store,
     },
-    state::AppState,
-    types::now,
 };
 
 /// CONTRACT §4: a ping every 20 s; no traffic from the client for 60 s closes.
@@ -51,7 +48,7 @@ pub struct WsSession {
     pub last_seen: Instant,
     pub subscriptions: HashSet<i64>,
     /// This connection's place under the per-user cap, freed when the actor is dropped.
-    pub slot: super::limit::WsSlot,
+    pub slot: crate::core::realtime::limit::WsSlot,
 }
 
 impl WsSession {

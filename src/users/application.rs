@@ -5,7 +5,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::{
+use crate::core::{
     db::{Db, schema::applications},
     error::ApiResult,
     types::now,
@@ -64,7 +64,7 @@ pub fn set_token_hash(c: &mut Db, company_id: i64, id: i64, hash: &str) -> ApiRe
         .set(applications::token_hash.eq(hash))
         .execute(c)?;
     if n == 0 {
-        return Err(crate::error::ApiError::NotFound);
+        return Err(crate::core::error::ApiError::NotFound);
     }
     Ok(())
 }

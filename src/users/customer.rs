@@ -9,7 +9,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::model::UserRow;
-use crate::{
+use crate::core::{
     db::{Db, schema::*},
     error::{ApiError, ApiResult, is_unique_violation},
     query::{LIKE_ESCAPE, like_contains},

@@ -4,7 +4,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::{
+use crate::core::{
     db::{
         Db,
         schema::{user_group_members, user_groups},

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::model::{NewUser, Person, UserRow};
-use crate::{
+use crate::core::{
     db::{Db, schema::*},
     error::ApiResult,
     types::{Email, Phone, Role, now},

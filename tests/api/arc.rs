@@ -10,7 +10,7 @@ use crate::{both_backends, helpers::*};
 
 /// Creates an auth client as `token`'s admin; returns (clientId, clientSecret).
 pub async fn new_client(app: &TestApp, token: &str, extra: Value) -> (String, Option<String>) {
-    let client_id = format!("web-{}", confab::crypto::random_hex_id());
+    let client_id = format!("web-{}", confab::core::crypto::random_hex_id());
     let mut body = json!({"clientId": client_id, "redirectUrl": "https://app.example.com/callback"});
     body.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
     let (status, created) = app.post("/auth-clients", Some(token), &body).await;
@@ -67,7 +67,7 @@ both_backends!(auth_clients_crud_and_tenancy, |app: TestApp| async move {
         .state
         .db
         .run(|c| {
-            use confab::db::schema::auth_clients::dsl::*;
+            use confab::core::db::schema::auth_clients::dsl::*;
             Ok(auth_clients.filter(client_id.eq("webapp")).select(secret_hash).first(c)?)
         })
         .await
@@ -170,9 +170,9 @@ both_backends!(code_flow_single_use_and_reuse_revokes, |app: TestApp| async move
     app.state
         .db
         .write(|c| {
-            use confab::db::schema::auth_codes::dsl::*;
+            use confab::core::db::schema::auth_codes::dsl::*;
             diesel::update(auth_codes.filter(used_at.is_null()))
-                .set(expires_at.eq(confab::types::now() - chrono::Duration::seconds(1)))
+                .set(expires_at.eq(confab::core::types::now() - chrono::Duration::seconds(1)))
                 .execute(c)?;
             Ok(())
         })
@@ -375,13 +375,13 @@ both_backends!(successful_logins_do_not_use_up_the_address, |app: TestApp| async
         let db = app.state.db.clone();
         async move {
             db.write(move |c| {
-                use confab::db::schema::login_failures::dsl::*;
+                use confab::core::db::schema::login_failures::dsl::*;
                 diesel::insert_into(login_failures)
                     .values((
                         key.eq("ip:127.0.0.1"),
                         count.eq(n),
                         lock_count.eq(0),
-                        updated_at.eq(confab::types::now()),
+                        updated_at.eq(confab::core::types::now()),
                     ))
                     .execute(c)?;
                 Ok(())
@@ -399,7 +399,7 @@ both_backends!(successful_logins_do_not_use_up_the_address, |app: TestApp| async
         .state
         .db
         .run(|c| {
-            use confab::db::schema::login_failures::dsl::*;
+            use confab::core::db::schema::login_failures::dsl::*;
             Ok(login_failures.filter(key.eq("ip:127.0.0.1")).select(count).first(c)?)
         })
         .await
@@ -427,7 +427,7 @@ both_backends!(lockout_looks_like_a_wrong_password_and_backs_off, |app: TestApp|
         let db = app.state.db.clone();
         async move {
             db.run(|c| {
-                use confab::db::schema::login_failures::dsl::*;
+                use confab::core::db::schema::login_failures::dsl::*;
                 Ok(login_failures
                     .filter(key.like("acct:%"))
                     .select((lock_count, locked_until))
@@ -439,7 +439,7 @@ both_backends!(lockout_looks_like_a_wrong_password_and_backs_off, |app: TestApp|
     };
     let (count, until) = lock(&app).await;
     assert_eq!(count, 1);
-    let secs = (until.unwrap() - confab::types::now()).num_seconds();
+    let secs = (until.unwrap() - confab::core::types::now()).num_seconds();
     assert!((55..=60).contains(&secs), "first lock is 1 minute: {secs}");
 
     // Let the lock run out; five more failures lock for twice as long.
@@ -447,9 +447,9 @@ both_backends!(lockout_looks_like_a_wrong_password_and_backs_off, |app: TestApp|
         let db = app.state.db.clone();
         async move {
             db.write(|c| {
-                use confab::db::schema::login_failures::dsl::*;
+                use confab::core::db::schema::login_failures::dsl::*;
                 diesel::update(login_failures)
-                    .set(locked_until.eq(confab::types::now() - chrono::Duration::seconds(1)))
+                    .set(locked_until.eq(confab::core::types::now() - chrono::Duration::seconds(1)))
                     .execute(c)?;
                 Ok(())
             })
@@ -464,7 +464,7 @@ both_backends!(lockout_looks_like_a_wrong_password_and_backs_off, |app: TestApp|
     assert_eq!(wrong_login(&app, ADMIN_PASSWORD).await.0, 401);
     let (count, until) = lock(&app).await;
     assert_eq!(count, 2);
-    let secs = (until.unwrap() - confab::types::now()).num_seconds();
+    let secs = (until.unwrap() - confab::core::types::now()).num_seconds();
     assert!((115..=120).contains(&secs), "second lock is 2 minutes: {secs}");
 
     // After the lock the right password works and clears the counter.
@@ -566,7 +566,7 @@ both_backends!(imported_bcrypt_password_is_rehashed_on_login, |app: TestApp| asy
     app.state
         .db
         .write(move |c| {
-            use confab::db::schema::users::dsl::*;
+            use confab::core::db::schema::users::dsl::*;
             diesel::update(users.filter(role.eq("admin"))).set(password_hash.eq(Some(set))).execute(c)?;
             Ok(())
         })
@@ -579,7 +579,7 @@ both_backends!(imported_bcrypt_password_is_rehashed_on_login, |app: TestApp| asy
         .state
         .db
         .run(|c| {
-            use confab::db::schema::users::dsl::*;
+            use confab::core::db::schema::users::dsl::*;
             Ok(users.filter(role.eq("admin")).select(password_hash).load(c)?)
         })
         .await

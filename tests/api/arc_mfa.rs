@@ -41,9 +41,9 @@ async fn skip_throttle(app: &TestApp) {
     app.state
         .db
         .write(|c| {
-            use confab::db::schema::otp_challenges::dsl::*;
+            use confab::core::db::schema::otp_challenges::dsl::*;
             diesel::update(otp_challenges)
-                .set(resend_after.eq(confab::types::now() - chrono::Duration::seconds(1)))
+                .set(resend_after.eq(confab::core::types::now() - chrono::Duration::seconds(1)))
                 .execute(c)?;
             Ok(())
         })
@@ -99,9 +99,9 @@ both_backends!(otp_by_email_limits_and_single_use, |app: TestApp| async move {
     app.state
         .db
         .write(|c| {
-            use confab::db::schema::otp_challenges::dsl::*;
+            use confab::core::db::schema::otp_challenges::dsl::*;
             diesel::update(otp_challenges)
-                .set(expires_at.eq(confab::types::now() - chrono::Duration::seconds(1)))
+                .set(expires_at.eq(confab::core::types::now() - chrono::Duration::seconds(1)))
                 .execute(c)?;
             Ok(())
         })
@@ -124,7 +124,7 @@ both_backends!(otp_by_email_limits_and_single_use, |app: TestApp| async move {
         .state
         .db
         .run(|c| {
-            use confab::db::schema::otp_challenges::dsl::*;
+            use confab::core::db::schema::otp_challenges::dsl::*;
             Ok(otp_challenges.select(code_hash).load(c)?)
         })
         .await
@@ -243,7 +243,7 @@ both_backends!(totp_enrolment_mfa_login_and_recovery_codes, |app: TestApp| async
         .state
         .db
         .run(|c| {
-            use confab::db::schema::{recovery_codes, totp_secrets};
+            use confab::core::db::schema::{recovery_codes, totp_secrets};
             Ok((
                 totp_secrets::table.select(totp_secrets::secret).first(c)?,
                 recovery_codes::table.select(recovery_codes::code_hash).load(c)?,

@@ -563,8 +563,8 @@ both_backends!(otp_registration_login_and_attempt_limit, |app: TestApp| async mo
         .db
         .run(|c| {
             use diesel::prelude::*;
-            Ok(confab::db::schema::otp_challenges::table
-                .select(confab::db::schema::otp_challenges::code_hash)
+            Ok(confab::core::db::schema::otp_challenges::table
+                .select(confab::core::db::schema::otp_challenges::code_hash)
                 .load::<String>(c)?)
         })
         .await
@@ -1057,11 +1057,11 @@ both_backends!(session_policy_follows_session_config, |app: TestApp| async move 
     let cookie = cookie_value(&set_cookie.unwrap());
     let (_, me, _) = storefront(&app, Method::GET, &format!("{AUTH}/session"), &bearer, Some(&cookie), None).await;
     let user_id: i64 = me["user"]["_id"].as_str().unwrap().parse().unwrap();
-    let before = confab::types::now() - chrono::Duration::hours(20);
+    let before = confab::core::types::now() - chrono::Duration::hours(20);
     app.state
         .db
         .write(move |c| {
-            use confab::db::schema::sessions;
+            use confab::core::db::schema::sessions;
             use diesel::prelude::*;
             diesel::update(sessions::table.filter(sessions::user_id.eq(user_id)))
                 .set((sessions::last_seen_at.eq(before), sessions::expires_at.eq(before + chrono::Duration::days(1))))

@@ -430,7 +430,7 @@ both_backends!(archive_releases_contacts_and_undelete_restores, |app: TestApp| a
     assert_error(status, &body, 422, "not_deleted");
     app.state
         .db
-        .write(move |c| confab::users::customer::set_status(c, id2, "deleted", Some(confab::types::now())))
+        .write(move |c| confab::users::customer::set_status(c, id2, "deleted", Some(confab::core::types::now())))
         .await
         .unwrap();
     let (status, _, _) = login(&app, &bearer, "bo@shop.test", "password-456").await;
@@ -740,11 +740,11 @@ both_backends!(whatsapp_contact_and_storefront_user_are_one_identity, |app: Test
         .state
         .db
         .write(move |c| {
-            let phone: confab::types::Phone = "+918888877777".parse().unwrap();
+            let phone: confab::core::types::Phone = "+918888877777".parse().unwrap();
             confab::users::store::create_person(
                 c,
                 company,
-                confab::types::Role::Customer,
+                confab::core::types::Role::Customer,
                 "Wa",
                 "Contact",
                 None,
@@ -797,11 +797,11 @@ both_backends!(whatsapp_contact_and_storefront_user_are_one_identity, |app: Test
         .state
         .db
         .write(move |c| {
-            let phone: confab::types::Phone = "+918888866666".parse().unwrap();
+            let phone: confab::core::types::Phone = "+918888866666".parse().unwrap();
             confab::users::store::create_person(
                 c,
                 company,
-                confab::types::Role::Customer,
+                confab::core::types::Role::Customer,
                 "",
                 "",
                 None,

@@ -7,7 +7,10 @@
 use std::{path::PathBuf, sync::mpsc, time::Duration};
 
 use actix_web::{dev::ServerHandle, web};
-use confab::{bootstrap::Bootstrapped, config::Config, state::AppState};
+use confab::{
+    bootstrap::Bootstrapped,
+    core::{config::Config, state::AppState},
+};
 use diesel::{Connection, RunQueryDsl, pg::PgConnection};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -53,7 +56,7 @@ pub fn redis_url() -> Option<String> {
 }
 
 fn unique_name(prefix: &str) -> String {
-    format!("{prefix}_{}", confab::crypto::random_hex_id())
+    format!("{prefix}_{}", confab::core::crypto::random_hex_id())
 }
 
 fn with_param(url: &str, param: &str) -> String {
@@ -271,7 +274,7 @@ impl TestApp {
 
     /// Signs up a fresh company; returns (admin access token, login body).
     pub async fn new_company(&self, name: &str) -> (String, Value) {
-        let email = format!("{}@{}.test", confab::crypto::random_hex_id(), name.to_lowercase().replace(' ', "-"));
+        let email = format!("{}@{}.test", confab::core::crypto::random_hex_id(), name.to_lowercase().replace(' ', "-"));
         let (status, body) = self
             .post(
                 "/auth/signup",
@@ -359,7 +362,7 @@ impl TestApp {
         assert_eq!(status, 200);
         let (_, channels) = self.get("/channel", Some(&admin)).await;
         let ch = channels.as_array().unwrap().iter().find(|c| c["provider"] == "sandbox").unwrap().clone();
-        let secret = format!("secret-{}", confab::crypto::random_hex_id());
+        let secret = format!("secret-{}", confab::core::crypto::random_hex_id());
         let (status, body) = self
             .put(
                 &format!("/channel/{}", ch["channelId"]),
@@ -369,7 +372,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, 200, "{body}");
-        let email = format!("agent-{}@example.test", confab::crypto::random_hex_id());
+        let email = format!("agent-{}@example.test", confab::core::crypto::random_hex_id());
         let (status, invite) =
             self.post("/agent/invite", Some(&admin), &json!({"email": email, "role": "agent"})).await;
         assert_eq!(status, 201, "{invite}");
@@ -414,7 +417,7 @@ impl TestApp {
 
     /// A customer writes in through the sandbox; returns the conversation id.
     pub async fn customer_says(&self, co: &Company, from: &str, text: &str) -> i64 {
-        let id = format!("sb-{}", confab::crypto::random_hex_id());
+        let id = format!("sb-{}", confab::core::crypto::random_hex_id());
         let (status, body) = self
             .sandbox_webhook(
                 co,
@@ -440,9 +443,9 @@ impl TestApp {
         let sid = st
             .db
             .write(move |c| {
-                confab::auth::session::create(
+                confab::core::auth::session::create(
                     c,
-                    &confab::auth::session::NewSession {
+                    &confab::core::auth::session::NewSession {
                         user_id,
                         company_id,
                         kind: "api",
@@ -489,9 +492,9 @@ pub async fn expire_lockouts(app: &TestApp) {
     app.state
         .db
         .write(|c| {
-            use confab::db::schema::login_failures::dsl::*;
+            use confab::core::db::schema::login_failures::dsl::*;
             diesel::update(login_failures)
-                .set(locked_until.eq(confab::types::now() - chrono::Duration::seconds(1)))
+                .set(locked_until.eq(confab::core::types::now() - chrono::Duration::seconds(1)))
                 .execute(c)?;
             Ok(())
         })

@@ -176,7 +176,7 @@ async fn agent(app: &TestApp) -> (String, i64) {
 }
 
 async fn attachment_rows(app: &TestApp, company: i64) -> i64 {
-    use confab::db::schema::attachments;
+    use confab::core::db::schema::attachments;
     app.state
         .db
         .run(move |c| {
@@ -425,12 +425,12 @@ both_backends!(tenancy_auth_and_signed_links, |app: TestApp| async move {
 });
 
 both_backends!(unattached_uploads_are_swept_after_24_hours, |app: TestApp| async move {
-    use confab::{db::schema::attachments, media::service};
+    use confab::{core::db::schema::attachments, media::service};
     let (token, company) = agent(&app).await;
     let (_, old) = upload(&app, &token, "old.png", &png(1, 1, 0)).await;
     let (_, fresh) = upload(&app, &token, "fresh.png", &png(1, 1, 0)).await;
     let old_id = old["attachmentId"].as_i64().unwrap();
-    let day_ago = confab::types::now() - chrono::Duration::hours(25);
+    let day_ago = confab::core::types::now() - chrono::Duration::hours(25);
     app.state
         .db
         .write(move |c| {
@@ -507,7 +507,7 @@ async fn spawn_s3() -> Option<(TestApp, url::Url)> {
     // moto accepts unsigned requests; an existing bucket answers 409, which is fine.
     let res = reqwest::Client::new().put(format!("{}/{bucket}", endpoint.trim_end_matches('/'))).send().await;
     assert!(res.is_ok(), "S3 endpoint {endpoint} reachable: {res:?}");
-    url.set_path(&format!("/t-{}", confab::crypto::random_hex_id()));
+    url.set_path(&format!("/t-{}", confab::core::crypto::random_hex_id()));
     let media_url = url.to_string();
     let app = TestApp::spawn_with(Backend::Sqlite, |c| c.media_url = Some(media_url)).await?;
     Some((app, url))
@@ -555,7 +555,7 @@ async fn s3_range_etag_tenancy_and_signed_links() {
 async fn s3_readyz_fails_for_a_missing_bucket() {
     let Some((_, url)) = spawn_s3().await else { return };
     let mut missing = url.clone();
-    missing.set_host(Some(&format!("missing-{}", confab::crypto::random_hex_id()))).unwrap();
+    missing.set_host(Some(&format!("missing-{}", confab::core::crypto::random_hex_id()))).unwrap();
     let app = TestApp::spawn_with(Backend::Sqlite, |c| c.media_url = Some(missing.to_string())).await.unwrap();
     let (status, body) = app.get("/readyz", None).await;
     assert_error(status, &body, 503, "not_ready");

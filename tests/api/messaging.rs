@@ -126,7 +126,7 @@ both_backends!(client_id_replay_returns_the_same_message_once, |app: TestApp| as
     let jobs: i64 = st
         .db
         .run(|c| {
-            use confab::db::schema::outbox;
+            use confab::core::db::schema::outbox;
             use diesel::prelude::*;
             Ok(outbox::table.filter(outbox::kind.eq("send")).count().get_result(c)?)
         })
@@ -152,7 +152,7 @@ both_backends!(concurrent_sends_get_gap_free_seqs, |app: TestApp| async move {
     let seqs: Vec<i64> = st
         .db
         .run(move |c| {
-            use confab::db::schema::events;
+            use confab::core::db::schema::events;
             use diesel::prelude::*;
             Ok(events::table
                 .filter(events::conversation_id.eq(conv).and(events::kind.eq("message.created")))
@@ -166,7 +166,7 @@ both_backends!(concurrent_sends_get_gap_free_seqs, |app: TestApp| async move {
     let all: Vec<i64> = st
         .db
         .run(move |c| {
-            use confab::db::schema::events;
+            use confab::core::db::schema::events;
             use diesel::prelude::*;
             Ok(events::table.filter(events::conversation_id.eq(conv)).order(events::seq).select(events::seq).load(c)?)
         })
@@ -388,7 +388,7 @@ both_backends!(channels_keep_secrets_write_only_and_agents_can_be_deactivated, |
     let stored: String = st
         .db
         .run(|c| {
-            use confab::db::schema::channels;
+            use confab::core::db::schema::channels;
             use diesel::prelude::*;
             Ok(channels::table.filter(channels::provider.eq("whatsapp")).select(channels::secrets).first(c)?)
         })

@@ -141,7 +141,7 @@ async fn authorize(m: web::Data<Mock>, req: HttpRequest) -> HttpResponse {
     let q = query(&format!("http://x{}", req.uri()));
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["client_id"], UPSTREAM_ID);
-    let code = confab::crypto::random_hex_id();
+    let code = confab::core::crypto::random_hex_id();
     m.0.lock().unwrap().grants.insert(
         code.clone(),
         Grant {
@@ -185,7 +185,7 @@ async fn token(m: web::Data<Mock>, req: HttpRequest, form: web::Form<HashMap<Str
     {
         return HttpResponse::BadRequest().json(json!({"error": "invalid_grant"}));
     }
-    let access = confab::crypto::random_hex_id();
+    let access = confab::core::crypto::random_hex_id();
     p.tokens.insert(access.clone(), grant.email.clone());
     let now = chrono::Utc::now().timestamp();
     let mut claims = json!({"iss": p.issuer, "sub": format!("sub-{}", grant.email), "aud": UPSTREAM_ID,
@@ -289,7 +289,7 @@ both_backends!(google_login_end_to_end, |app: TestApp| async move {
         .state
         .db
         .run(move |c| {
-            use confab::db::schema::auth_clients::dsl::*;
+            use confab::core::db::schema::auth_clients::dsl::*;
             use diesel::prelude::*;
             Ok(auth_clients.filter(client_id.eq(cid)).select(oidc).first(c)?)
         })
@@ -512,7 +512,7 @@ both_backends!(google_login_rejections, |app: TestApp| async move {
     app.state
         .db
         .write(|c| {
-            use confab::db::schema::oauth_states::dsl::*;
+            use confab::core::db::schema::oauth_states::dsl::*;
             use diesel::prelude::*;
             let past = chrono::Utc::now().naive_utc() - chrono::Duration::minutes(11);
             diesel::update(oauth_states.filter(used_at.is_null())).set(expires_at.eq(past)).execute(c)?;

@@ -85,7 +85,7 @@ async fn readyz_is_503_when_the_database_is_gone() {
     };
     let scope = std::sync::Arc::new(scope);
     let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let mut config = confab::config::Config::for_tests(dir.path().to_path_buf(), scope.url.clone());
+    let mut config = confab::core::config::Config::for_tests(dir.path().to_path_buf(), scope.url.clone());
     config.admin_password = Some(ADMIN_PASSWORD.to_owned().into());
     let app = TestApp::start(Backend::Postgres, config, dir, Some(scope.clone())).await;
     assert_eq!(app.get("/readyz", None).await.0, 200);
@@ -116,7 +116,7 @@ async fn sqlite_and_postgres_schemas_match() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite_url = format!("sqlite://{}", dir.path().join("s.db").display());
     for url in [&sqlite_url, &scope.url] {
-        confab::db::Pool::connect(url, 1).unwrap().migrate().unwrap();
+        confab::core::db::Pool::connect(url, 1).unwrap().migrate().unwrap();
     }
     let mut sqlite = diesel::SqliteConnection::establish(dir.path().join("s.db").to_str().unwrap()).unwrap();
     let sqlite_cols: Vec<Column> = diesel::sql_query(

@@ -112,7 +112,7 @@ async fn db_last_seq(app: &TestApp, conversation_id: i64) -> i64 {
     let st = app.state.clone();
     st.db
         .run(move |c| {
-            use confab::db::schema::conversations;
+            use confab::core::db::schema::conversations;
             use diesel::prelude::*;
             Ok(conversations::table.find(conversation_id).select(conversations::last_seq).first::<i64>(c)?)
         })

@@ -44,9 +44,9 @@ async fn skip_resend_window(app: &TestApp) {
     app.state
         .db
         .write(|c| {
-            use confab::db::schema::otp_challenges::dsl::*;
+            use confab::core::db::schema::otp_challenges::dsl::*;
             diesel::update(otp_challenges)
-                .set(resend_after.eq(confab::types::now() - chrono::Duration::seconds(1)))
+                .set(resend_after.eq(confab::core::types::now() - chrono::Duration::seconds(1)))
                 .execute(c)?;
             Ok(())
         })
@@ -268,7 +268,7 @@ async fn weak_first_start_admin_password_is_a_start_up_error() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("confab.db").display());
     for weak in ["pw", "admin@localhost"] {
-        let mut config = confab::config::Config::for_tests(dir.path().to_path_buf(), url.clone());
+        let mut config = confab::core::config::Config::for_tests(dir.path().to_path_buf(), url.clone());
         config.admin_password = Some(weak.to_owned().into());
         let Err(e) = confab::build(config).await else { panic!("{weak:?} was accepted as the admin password") };
         let text = format!("{e:#}");
@@ -279,7 +279,7 @@ async fn weak_first_start_admin_password_is_a_start_up_error() {
     let app = TestApp::start(
         Backend::Sqlite,
         {
-            let mut c = confab::config::Config::for_tests(dir.path().to_path_buf(), url);
+            let mut c = confab::core::config::Config::for_tests(dir.path().to_path_buf(), url);
             c.admin_password = Some(ADMIN_PASSWORD.to_owned().into());
             c
         },

@@ -18,7 +18,11 @@ use crate::{
 };
 
 /// Spawns a server whose provider APIs are `mock` (as the webhook tests do), then `tweak`.
-async fn spawn(backend: Backend, mock: &Mock, tweak: impl FnOnce(&mut confab::config::Config)) -> Option<TestApp> {
+async fn spawn(
+    backend: Backend,
+    mock: &Mock,
+    tweak: impl FnOnce(&mut confab::core::config::Config),
+) -> Option<TestApp> {
     let operator = mock.operator(fast);
     TestApp::spawn_with(backend, move |cfg| {
         operator(cfg);
@@ -51,7 +55,7 @@ macro_rules! attack {
     };
 }
 
-fn as_configured(_: &mut confab::config::Config) {}
+fn as_configured(_: &mut confab::core::config::Config) {}
 
 /// The attachment of the newest message of a conversation, once the media worker is done with
 /// it (no longer `pending`).
@@ -88,7 +92,7 @@ async fn whatsapp_media(app: &TestApp, co: &Company, mock: &Mock, kind: &str, lo
     let body = envelope(
         PNID,
         json!({"contacts": [{"profile": {"name": "Mallory"}, "wa_id": "14155550166"}],
-               "messages": [{"from": "14155550166", "id": format!("wamid.{}", confab::crypto::random_hex_id()),
+               "messages": [{"from": "14155550166", "id": format!("wamid.{}", confab::core::crypto::random_hex_id()),
                              "timestamp": unix_now(), "type": kind,
                              kind: {"mime_type": lookup["mime_type"], "sha256": "x", "id": "4455",
                                     "filename": "notes.txt"}}]}),
@@ -215,7 +219,7 @@ attack!(
         let row = st
             .db
             .run(|c| {
-                use confab::db::schema::channels;
+                use confab::core::db::schema::channels;
                 use diesel::prelude::*;
                 Ok(channels::table.filter(channels::provider.eq("whatsapp")).select(channels::id).first::<i64>(c)?)
             })

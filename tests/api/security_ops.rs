@@ -241,8 +241,8 @@ fn captured_logs() -> Captured {
 async fn secret_query_parameters_never_reach_the_logs() {
     let logs = captured_logs();
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
-    let probe = format!("probe-{}", confab::crypto::random_hex_id());
-    let secret = |name: &str| format!("{name}SECRET{}", &confab::crypto::random_hex_id()[..12]);
+    let probe = format!("probe-{}", confab::core::crypto::random_hex_id());
+    let secret = |name: &str| format!("{name}SECRET{}", &confab::core::crypto::random_hex_id()[..12]);
     let secrets: Vec<(String, String)> = ["ticket", "sig", "token", "code", "state", "hub.verify_token"]
         .iter()
         .map(|n| (n.to_string(), secret(n)))
@@ -292,10 +292,10 @@ both_backends!(unknown_key_ids_do_not_reload_keys_per_request, |app: TestApp| as
         let claims = URL_SAFE_NO_PAD.encode(json!({"sub": "1", "sid": "x", "cid": 1, "role": "admin"}).to_string());
         format!("{header}.{claims}.{}", URL_SAFE_NO_PAD.encode([7u8; 64]))
     };
-    let same = forged(&confab::crypto::random_hex_id()[..16]);
+    let same = forged(&confab::core::crypto::random_hex_id()[..16]);
     let started = Instant::now();
     for i in 0..200 {
-        let token = if i % 2 == 0 { same.clone() } else { forged(&confab::crypto::random_hex_id()[..16]) };
+        let token = if i % 2 == 0 { same.clone() } else { forged(&confab::core::crypto::random_hex_id()[..16]) };
         let (status, body) = app.get("/auth/me", Some(&token)).await;
         assert_error(status, &body, 401, "invalid_token");
     }
@@ -315,12 +315,16 @@ both_backends!(unknown_key_ids_do_not_reload_keys_per_request, |app: TestApp| as
     let data_key = app.state.data_key.clone();
     app.state
         .db
-        .write(move |c| confab::auth::jwt::insert_new_key(c, &data_key).map_err(confab::error::ApiError::Internal))
+        .write(move |c| {
+            confab::core::auth::jwt::insert_new_key(c, &data_key).map_err(confab::core::error::ApiError::Internal)
+        })
         .await
         .unwrap();
     let (db, data_key) = (app.state.db.clone(), app.state.data_key.clone());
-    let other_node =
-        actix_web::web::block(move || confab::auth::jwt::Keys::load_or_create(&db, &data_key)).await.unwrap().unwrap();
+    let other_node = actix_web::web::block(move || confab::core::auth::jwt::Keys::load_or_create(&db, &data_key))
+        .await
+        .unwrap()
+        .unwrap();
     let (token, _) = other_node
         .sign(
             claims["sub"].as_str().unwrap().parse().unwrap(),

@@ -232,9 +232,9 @@ async fn otp_login_after_window(app: &TestApp, bearer: &str, mobile: &str) -> (u
     app.state
         .db
         .write(|c| {
-            use confab::db::schema::otp_challenges::dsl::*;
+            use confab::core::db::schema::otp_challenges::dsl::*;
             diesel::update(otp_challenges)
-                .set(resend_after.eq(confab::types::now() - chrono::Duration::seconds(1)))
+                .set(resend_after.eq(confab::core::types::now() - chrono::Duration::seconds(1)))
                 .execute(c)?;
             Ok(())
         })
@@ -387,7 +387,7 @@ both_backends!(reset_links_and_codes_go_only_to_verified_contacts, |app: TestApp
     app.state
         .db
         .write(move |c| {
-            use confab::db::schema::user_emails::dsl::*;
+            use confab::core::db::schema::user_emails::dsl::*;
             diesel::update(user_emails.filter(email.eq(address))).set(verified.eq(false)).execute(c)?;
             Ok(())
         })
@@ -580,9 +580,9 @@ async fn otp_send_after_window(app: &TestApp, bearer: &str, path: &str, body: Va
     app.state
         .db
         .write(|c| {
-            use confab::db::schema::otp_challenges::dsl::*;
+            use confab::core::db::schema::otp_challenges::dsl::*;
             diesel::update(otp_challenges)
-                .set(resend_after.eq(confab::types::now() - chrono::Duration::seconds(1)))
+                .set(resend_after.eq(confab::core::types::now() - chrono::Duration::seconds(1)))
                 .execute(c)?;
             Ok(())
         })

@@ -43,9 +43,9 @@ macro_rules! with_mock {
     };
 }
 
-fn normal(_: &mut confab::config::Config) {}
+fn normal(_: &mut confab::core::config::Config) {}
 
-pub(crate) fn fast(cfg: &mut confab::config::Config) {
+pub(crate) fn fast(cfg: &mut confab::core::config::Config) {
     cfg.outbox_backoff_ms = 10;
 }
 
@@ -116,7 +116,10 @@ impl Mock {
     }
 
     /// A configuration change that makes this mock the operator's provider APIs, then `tweak`.
-    pub(crate) fn operator(&self, tweak: fn(&mut confab::config::Config)) -> impl FnOnce(&mut confab::config::Config) {
+    pub(crate) fn operator(
+        &self,
+        tweak: fn(&mut confab::core::config::Config),
+    ) -> impl FnOnce(&mut confab::core::config::Config) {
         let base = self.base.clone();
         move |cfg| {
             cfg.whatsapp_api_url = base.clone();
@@ -301,7 +304,7 @@ struct Counts {
 }
 
 async fn counts(app: &TestApp) -> Counts {
-    use confab::db::schema::*;
+    use confab::core::db::schema::*;
     app.state
         .db
         .run(|c| {
@@ -319,7 +322,7 @@ async fn counts(app: &TestApp) -> Counts {
 
 /// (id, status, provider id, error code) of the messages of a channel, oldest first.
 async fn channel_messages(app: &TestApp, channel_id: i64) -> Vec<(String, String, Option<String>, Option<String>)> {
-    use confab::db::schema::messages;
+    use confab::core::db::schema::messages;
     app.state
         .db
         .run(move |c| {
@@ -352,7 +355,7 @@ async fn metric(app: &TestApp, needle: &str) -> f64 {
 
 /// A customer writes in on the WhatsApp channel (opening the window); returns the conversation.
 async fn wa_customer_says(app: &TestApp, co: &Company, channel_id: i64, text: &str) -> i64 {
-    let id = format!("wamid.in-{}", confab::crypto::random_hex_id());
+    let id = format!("wamid.in-{}", confab::core::crypto::random_hex_id());
     let (status, body) =
         wa_post(app, APP_SECRET, &serde_json::to_vec(&wa_text(PNID, "14155550123", &id, text)).unwrap()).await;
     assert_eq!(status, 200, "{body}");
@@ -544,7 +547,7 @@ with_mock!(every_inbound_type_is_stored_media_pending, normal, |app: TestApp, mo
         .state
         .db
         .run(|c| {
-            use confab::db::schema::outbox;
+            use confab::core::db::schema::outbox;
             Ok(outbox::table.filter(outbox::kind.eq("media_fetch")).count().get_result(c)?)
         })
         .await
@@ -671,7 +674,7 @@ with_mock!(transient_errors_are_retried_and_permanent_ones_fail, fast, |app: Tes
         app.state
             .db
             .run(move |c| {
-                use confab::db::schema::outbox;
+                use confab::core::db::schema::outbox;
                 Ok(outbox::table.filter(outbox::ref_id.eq(mid)).select(outbox::attempts).first(c)?)
             })
             .await
@@ -1031,10 +1034,10 @@ with_mock!(
         // This in-process node stops (its worker with it); the message is written directly.
         app.stop().await;
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
-        let principal = confab::auth::session::Principal {
+        let principal = confab::core::auth::session::Principal {
             user_id: co.agent_id,
             company_id: co.company_id,
-            role: confab::types::Role::Agent,
+            role: confab::core::types::Role::Agent,
             session_id: String::new(),
         };
         let sent = confab::messaging::service::send(
@@ -1080,7 +1083,7 @@ with_mock!(
                 let db = app.state.db.clone();
                 async move {
                     db.run(move |c| {
-                        use confab::db::schema::outbox;
+                        use confab::core::db::schema::outbox;
                         Ok(outbox::table
                             .filter(outbox::ref_id.eq(mid).and(outbox::kind.eq("send")))
                             .select((
@@ -1120,7 +1123,7 @@ with_mock!(
         let sent_events: i64 = {
             let db = app.state.db.clone();
             db.run(move |c| {
-                use confab::db::schema::events;
+                use confab::core::db::schema::events;
                 Ok(events::table
                     .filter(events::conversation_id.eq(conv).and(events::kind.eq("message.updated")))
                     .count()
@@ -1309,7 +1312,7 @@ with_mock!(
 
 /// (provider message id, seq) of the messages of a conversation, by seq.
 async fn conversation_messages(app: &TestApp, conversation_id: i64) -> Vec<(Option<String>, i64)> {
-    use confab::db::schema::messages;
+    use confab::core::db::schema::messages;
     app.state
         .db
         .run(move |c| {
@@ -1324,7 +1327,7 @@ async fn conversation_messages(app: &TestApp, conversation_id: i64) -> Vec<(Opti
 }
 
 async fn event_seqs(app: &TestApp, conversation_id: i64) -> Vec<i64> {
-    use confab::db::schema::events;
+    use confab::core::db::schema::events;
     app.state
         .db
         .run(move |c| {
@@ -1404,18 +1407,18 @@ both_backends!(concurrent_webhooks_are_each_stored_and_published_once, |app: Tes
 both_backends!(a_failing_item_in_a_group_commit_does_not_lose_the_others, |app: TestApp| async move {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use confab::db::schema::webhook_receipts as r;
+    use confab::core::db::schema::webhook_receipts as r;
     use futures_util::FutureExt;
     let db = app.state.db.clone();
-    let insert = |c: &mut confab::db::Db, key: &str| -> confab::error::ApiResult<()> {
+    let insert = |c: &mut confab::core::db::Db, key: &str| -> confab::core::error::ApiResult<()> {
         diesel::insert_into(r::table)
-            .values((r::provider.eq("test"), r::key.eq(key), r::received_at.eq(confab::types::now())))
+            .values((r::provider.eq("test"), r::key.eq(key), r::received_at.eq(confab::core::types::now())))
             .execute(c)?;
         Ok(())
     };
     db.write(move |c| insert(c, "existing")).await.unwrap();
     // A first write holds the committer until the others are queued, so on SQLite they share
-    // one transaction (on PostgreSQL each write is its own transaction, src/db/group.rs).
+    // one transaction (on PostgreSQL each write is its own transaction, src/core/db/group.rs).
     let (started_tx, started) = std::sync::mpsc::channel::<()>();
     let (release, released) = std::sync::mpsc::channel::<()>();
     let plug_db = db.clone();

@@ -28,7 +28,7 @@ use std::{
 
 use hyper_util::client::legacy::connect::{Connection, HttpInfo};
 
-use crate::config::Config;
+use crate::core::config::Config;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 

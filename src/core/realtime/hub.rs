@@ -18,7 +18,7 @@ use super::{
     kill::{self, Kill},
     protocol,
 };
-use crate::ops::metrics::Metrics;
+use crate::core::metrics::Metrics;
 
 /// What a connection's writer task receives, in order.
 #[derive(Debug)]

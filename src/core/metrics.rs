@@ -12,7 +12,7 @@ use actix_web::{
 };
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
-use crate::state::AppState;
+use crate::core::state::AppState;
 
 #[derive(Clone)]
 pub struct Metrics {

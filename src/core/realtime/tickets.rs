@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::{
+use crate::core::{
     auth::session::Principal,
     crypto::{random_token, token_hash},
     error::{ApiError, ApiResult},

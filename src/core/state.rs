@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use crate::{
+use crate::core::{
     auth::{jwt::Keys, ratelimit::AuthLimiter, session::SessionCache},
     config::Config,
     crypto::DataKey,
     db::Pool,
     media::MediaStore,
-    ops::metrics::Metrics,
+    metrics::Metrics,
     realtime::{broker::Broker, hub::Hub, limit::WsSlots, tickets::Tickets},
 };
 
@@ -21,8 +21,8 @@ pub struct AppState {
     pub media: MediaStore,
     pub sessions: SessionCache,
     pub auth_limiter: Arc<AuthLimiter>,
-    pub mail: crate::notify::EmailSender,
-    pub sms: crate::notify::SmsSender,
+    pub mail: crate::core::notify::EmailSender,
+    pub sms: crate::core::notify::SmsSender,
     pub metrics: Metrics,
     pub broker: Broker,
     /// Wakes the delivery worker after a commit that queued outbox jobs.
@@ -33,6 +33,6 @@ pub struct AppState {
     pub ws_slots: Arc<WsSlots>,
     /// Each provider's live channels, for webhook verification.
     pub webhook_channels: crate::providers::webhooks::WebhookChannels,
-    /// The outbound HTTP client, with the address checks ([`crate::net`]).
+    /// The outbound HTTP client, with the address checks ([`crate::core::net`]).
     pub http: reqwest::Client,
 }

@@ -25,7 +25,7 @@ use diesel::{
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use crate::error::ApiResult;
+use crate::core::error::ApiResult;
 
 /// How often the SQLite WAL is checkpointed in the background ([`Pool::spawn_checkpointer`]).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -48,8 +48,8 @@ pub enum Db {
 macro_rules! on_backend {
     ($c:expr, |$conn:ident| $body:expr) => {
         match $c {
-            $crate::db::Db::Pg($conn) => $body,
-            $crate::db::Db::Sqlite($conn) => $body,
+            $crate::core::db::Db::Pg($conn) => $body,
+            $crate::core::db::Db::Sqlite($conn) => $body,
         }
     };
 }

@@ -7,7 +7,7 @@
 //! data key, so the nodes of one deployment share it and other deployments on the same Redis
 //! do not. Without Redis, or while Redis does not answer, each node keeps its own keyed GCRA
 //! limiter from `governor`. The failure counters that stop password guessing
-//! ([`super::lockout`]) are shared through the database either way.
+//! ([`crate::auth::lockout`]) are shared through the database either way.
 
 use std::{net::IpAddr, num::NonZeroU32};
 
@@ -25,7 +25,7 @@ use governor::{
 
 use redis::aio::ConnectionManager;
 
-use crate::{crypto::DataKey, error::ApiError, state::AppState};
+use crate::core::{crypto::DataKey, error::ApiError, state::AppState};
 
 /// Keys kept before stale ones are dropped.
 const MAX_TRACKED: usize = 100_000;

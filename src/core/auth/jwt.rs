@@ -19,7 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
-use crate::{
+use crate::core::{
     crypto::DataKey,
     db::{Db, Pool, schema::signing_keys},
     error::{ApiError, ApiResult},
@@ -234,7 +234,7 @@ pub fn insert_new_key(c: &mut Db, data_key: &DataKey) -> anyhow::Result<()> {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| anyhow!("generating a key"))?;
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow!("reading the new key"))?;
     let public = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-    let kid = crate::crypto::random_hex_id()[..16].to_owned();
+    let kid = crate::core::crypto::random_hex_id()[..16].to_owned();
     diesel::insert_into(signing_keys::table)
         .values((
             signing_keys::kid.eq(&kid),

@@ -5,7 +5,7 @@ use std::{future::Future, pin::Pin};
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web::Bytes};
 use serde::de::DeserializeOwned;
 
-use crate::{auth::service::Origin, error::ApiError};
+use crate::{auth::service::Origin, core::error::ApiError};
 
 /// A JSON body whose errors name the offending field: `{"fields":{"email":"must be an e-mail
 /// address"}}` for a value that fails its parser, 400 `invalid_json` for bad syntax, 413 past
@@ -159,7 +159,7 @@ mod tests {
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]
     struct Body {
-        email: crate::types::Email,
+        email: crate::core::types::Email,
         n: u32,
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::{
+use crate::core::{
     crypto::{random_hex_id, random_token, token_hash},
     db::{
         Db, Pool,

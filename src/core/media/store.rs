@@ -25,7 +25,7 @@ use object_store::{
 use sha2::{Digest, Sha256};
 
 use super::model::{self, MediaKind, Rejection, SNIFF_LEN};
-use crate::error::{ApiError, ApiResult};
+use crate::core::error::{ApiError, ApiResult};
 
 /// Size of each uploaded part: S3's (and GCS's) minimum for every part but the last, so a
 /// large upload never needs more than this (times [`PARTS_IN_FLIGHT`]) in memory.

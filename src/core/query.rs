@@ -1,7 +1,7 @@
 //! Query inputs every family shares: paging bounds and user-typed search text. One rule each,
 //! so no route can page past `i64` or hand a search term to SQL unchecked (issue 17, issue 25).
 
-use crate::error::{ApiError, ApiResult};
+use crate::core::error::{ApiError, ApiResult};
 
 /// Offset paging (CONTRACT §2): `page` is 1-based, `size` the items per page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,7 @@ use anyhow::anyhow;
 use diesel::Connection;
 
 use super::{Backend, Db, Pool};
-use crate::error::{ApiError, ApiResult};
+use crate::core::error::{ApiError, ApiResult};
 
 /// The most items one transaction takes; the rest wait for the next one.
 const MAX_BATCH: usize = 256;

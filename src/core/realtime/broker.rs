@@ -17,7 +17,7 @@ use super::{
     event::{Event, PRESENCE},
     hub::Bus,
 };
-use crate::auth::session::Principal;
+use crate::core::auth::session::Principal;
 
 /// Messages buffered for a slow hub before it lags (and its subscribers heal from the database).
 const CAPACITY: usize = 65_536;
@@ -53,7 +53,7 @@ impl Broker {
     pub fn local() -> Self {
         Self {
             tx: broadcast::channel(CAPACITY).0,
-            node: u64::from_le_bytes(crate::crypto::random_bytes::<8>()),
+            node: u64::from_le_bytes(crate::core::crypto::random_bytes::<8>()),
             redis: None,
             presence: Default::default(),
         }

@@ -7,7 +7,7 @@ use diesel::{
 };
 
 use super::Db;
-use crate::error::ApiResult;
+use crate::core::error::ApiResult;
 
 #[derive(QueryableByName)]
 struct Pk {

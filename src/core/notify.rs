@@ -19,7 +19,7 @@ use lettre::{
 };
 use secrecy::ExposeSecret;
 
-use crate::config::Config;
+use crate::core::config::Config;
 
 #[derive(Clone)]
 enum MailTransport {
@@ -92,7 +92,8 @@ impl SmsSender {
 
 async fn write_outbox(dir: &Path, ext: &str, contents: &[u8]) -> anyhow::Result<()> {
     tokio::fs::create_dir_all(dir).await.with_context(|| format!("creating {}", dir.display()))?;
-    let name = format!("{}-{}.{ext}", chrono::Utc::now().timestamp_millis(), &crate::crypto::random_hex_id()[..8]);
+    let name =
+        format!("{}-{}.{ext}", chrono::Utc::now().timestamp_millis(), &crate::core::crypto::random_hex_id()[..8]);
     // Written under a temporary name and renamed, so a reader never sees half a message.
     let (tmp, path) = (dir.join(format!(".{name}.tmp")), dir.join(&name));
     tokio::fs::write(&tmp, contents).await.with_context(|| format!("writing {}", tmp.display()))?;
