@@ -25,6 +25,7 @@ use crate::{
     bootstrap::Bootstrapped,
     core::{
         auth::{
+            extract,
             jwt::Keys,
             ratelimit::{self, AuthLimiter},
             session::SessionCache,
@@ -42,8 +43,10 @@ use crate::{
             limit::WsSlots,
             tickets::Tickets,
         },
+        redact::RedactedRootSpan,
         state::AppState,
     },
+    messaging::channel_cache::WebhookChannels,
 };
 
 /// A bound, not yet running server.
@@ -145,10 +148,9 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         hub,
         tickets,
         ws_slots: WsSlots::new(config.ws_max_per_user),
-        webhook_channels: Default::default(),
         http: net::client(&config)?,
     });
-    actix_web::rt::spawn(providers::outbox::run(state.get_ref().clone()));
+    actix_web::rt::spawn(providers::worker::run(state.get_ref().clone()));
     state.db.spawn_checkpointer();
 
     media::service::spawn_housekeeping(state.clone());
@@ -156,26 +158,34 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     let listener = TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
     let port = listener.local_addr()?.port();
     let app_state = state.clone();
+    // The parts middleware and handlers take on their own (besides the whole state).
+    let metrics_data = web::Data::new(state.metrics.clone());
+    let limiter_data = web::Data::from(state.auth_limiter.clone());
+    let webhook_channels = web::Data::new(WebhookChannels::default());
     let max_body = config.max_body_bytes;
     let cors_config = config.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .app_data(metrics_data.clone())
+            .app_data(limiter_data.clone())
+            .app_data(webhook_channels.clone())
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(web::JsonConfig::default().limit(max_body).error_handler(error::handlers::json))
             .app_data(web::QueryConfig::default().error_handler(error::handlers::query))
             .app_data(web::PathConfig::default().error_handler(error::handlers::path))
             .app_data(web::FormConfig::default().limit(max_body).error_handler(error::handlers::form))
-            .wrap(from_fn(auth::extract::authenticate))
+            .wrap(from_fn(extract::authenticate))
             .wrap(from_fn(ratelimit::limit))
             .wrap(from_fn(error::unify))
             .wrap(from_fn(metrics::track))
-            .wrap(TracingLogger::<ops::redact::RedactedRootSpan>::new())
+            .wrap(TracingLogger::<RedactedRootSpan>::new())
             .wrap(actix_web::middleware::Condition::new(
                 fynd::cors::enabled(&cors_config),
                 fynd::cors::middleware(&cors_config),
             ))
             .configure(ops::routes::configure)
+            .configure(ops::openapi::configure)
             .configure(auth::routes::configure)
             .configure(messaging::routes::configure)
             .configure(messaging::admin::configure)

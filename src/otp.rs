@@ -7,7 +7,7 @@
 //! `purpose` keeps the flows apart.
 //!
 //! Besides the 5 attempts of each code, every wrong code counts on one brute-force counter
-//! per company and contact ([`keys`], the rules of [`crate::auth::lockout`]): five failures
+//! per company and contact ([`keys`], the rules of [`crate::core::auth::lockout`]): five failures
 //! lock that contact's codes — across new codes, purposes and flows — for 1 minute, doubling up
 //! to 1 hour, and while it is locked even the right code is refused. Asking for a new code does
 //! not reset it; a right code does.
@@ -15,14 +15,12 @@
 use chrono::Duration;
 use diesel::prelude::*;
 
-use crate::{
+use crate::core::{
     auth::lockout,
-    core::{
-        crypto::{DataKey, constant_time_eq, random_bytes, random_hex_id, random_token},
-        db::{Db, schema::otp_challenges},
-        error::{ApiError, ApiResult},
-        types::now,
-    },
+    crypto::{DataKey, constant_time_eq, random_bytes, random_hex_id, random_token},
+    db::{Db, schema::otp_challenges},
+    error::{ApiError, ApiResult},
+    types::now,
 };
 
 pub const TTL: Duration = Duration::minutes(5);

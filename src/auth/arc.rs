@@ -19,15 +19,18 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     clients::{self, ClientRow},
-    extract::{Admin, AuthUser, credential_pair},
-    lockout, otp, password,
+    otp, password,
     routes::TokenView,
     service::{self, Issued, Origin},
     totp,
 };
-use crate::core::auth::session::{self, NewSession};
 use crate::{
     core::{
+        auth::{
+            extract::{Admin, AuthUser, credential_pair},
+            lockout,
+            session::{self, NewSession},
+        },
         crypto::{constant_time_eq, random_token, token_hash},
         db::{
             Db,

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    extract::Admin,
     oauth::{self, Provider, ProviderConfig},
     password,
 };
 use crate::core::{
+    auth::extract::Admin,
     crypto::random_token,
     db::{Db, schema::auth_clients},
     error::{ApiError, ApiResult, ErrorBody, is_unique_violation},

@@ -3,8 +3,6 @@
 
 pub mod arc;
 pub mod clients;
-pub mod extract;
-pub mod lockout;
 pub mod oauth;
 pub mod otp;
 pub mod password;

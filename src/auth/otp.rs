@@ -24,12 +24,12 @@ use utoipa::ToSchema;
 use super::{
     arc::{self, CodeView, SuccessView},
     clients::{self, ClientRow},
-    lockout,
     service::Origin,
     totp,
 };
 use crate::{
     core::{
+        auth::lockout,
         crypto::{random_token, token_hash},
         db::{
             Db,

@@ -15,11 +15,11 @@
 
 use diesel::prelude::*;
 
-use crate::core::auth::session;
 use crate::core::{
+    auth::session,
     db::{
         Db,
-        schema::{oauth_identities, recovery_codes, sessions, totp_secrets, user_emails, user_phones, users},
+        schema::{oauth_identities, recovery_codes, totp_secrets, user_emails, user_phones, users},
     },
     error::{ApiError, ApiResult},
     state::AppState,
@@ -45,23 +45,6 @@ pub enum Proof {
     /// Another contact of the account is verified or a provider is linked to it: the
     /// unverified contact does not open it.
     Unproven,
-}
-
-/// "An account with credentials" (README "Account takeover and abuse"): someone can sign in to
-/// it other than by proving one of its contacts anew, because it has a password, a linked
-/// provider identity (`oauth_identities`), or any session ever opened for it — a storefront
-/// cookie, an API token or a platform-made session, live, expired or revoked. A WhatsApp
-/// contact that never signed in has none.
-pub fn has_credentials(c: &mut Db, user_id: i64) -> ApiResult<bool> {
-    let password: bool =
-        diesel::select(diesel::dsl::exists(users::table.find(user_id).filter(users::password_hash.is_not_null())))
-            .get_result(c)?;
-    let linked: bool =
-        diesel::select(diesel::dsl::exists(oauth_identities::table.filter(oauth_identities::user_id.eq(user_id))))
-            .get_result(c)?;
-    let signed_in: bool =
-        diesel::select(diesel::dsl::exists(sessions::table.filter(sessions::user_id.eq(user_id)))).get_result(c)?;
-    Ok(password || linked || signed_in)
 }
 
 /// The account's active row for `contact`: (row id, verified).

@@ -14,14 +14,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     arc::SuccessView,
-    clients,
-    extract::bearer_token,
-    password, proof,
+    clients, password, proof,
     service::{self, Origin, Signup},
 };
-use crate::core::auth::session;
 use crate::{
     core::{
+        auth::{extract::bearer_token, session},
         crypto::{random_token, token_hash},
         db::{Db, schema::otp_challenges},
         error::{ApiError, ApiResult, ErrorBody},

@@ -5,12 +5,10 @@ use actix_web::{HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{
-    extract::AuthUser,
-    service::{self, Issued, Origin, Signup},
-};
+use super::service::{self, Issued, Origin, Signup};
 use crate::{
     core::{
+        auth::extract::AuthUser,
         error::{ApiResult, ErrorBody},
         extract::{Json, parse},
         state::AppState,

@@ -3,17 +3,23 @@
 
 use diesel::prelude::*;
 
-use super::{lockout, password};
-use crate::core::auth::session::{self, NewSession, Principal, Refreshed};
+use super::password;
 use crate::{
     core::{
+        auth::{
+            lockout,
+            session::{self, NewSession, Principal, Refreshed},
+        },
         crypto::token_hash,
         db::{Db, schema::invites},
         error::{ApiError, ApiResult},
         state::AppState,
         types::{Email, Phone, Role, now},
     },
-    users::{model::UserRow, store},
+    users::{
+        model::{PENDING, UserRow},
+        store,
+    },
 };
 
 pub struct Signup {
@@ -33,9 +39,6 @@ pub const VERIFY_EMAIL: &str = "verify_email";
 /// How long a sign-up's verification token works; an account not verified by then stays
 /// pending for good (and never held its address).
 pub const VERIFY_TTL_SECS: i64 = 3600;
-/// Status of a staff account whose e-mail is not verified yet: it cannot log in and does not
-/// hold its address.
-pub const PENDING: &str = "pending";
 
 /// A sign-up's outcome: the account, and for a pending one the token mailed to its address.
 pub struct SignedUp {
@@ -56,6 +59,25 @@ pub struct Issued {
 pub struct Origin {
     pub ip: String,
     pub user_agent: String,
+}
+
+impl actix_web::FromRequest for Origin {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    /// The peer address, not `X-Forwarded-For`: a client can forge that header, and rate limits
+    /// and the audit log key on this value.
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(Ok(Origin {
+            ip: req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+            user_agent: req
+                .headers()
+                .get(actix_web::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+        }))
+    }
 }
 
 /// CONTRACT §3 `POST /auth/signup`: with an invite the user joins the inviting company with the

@@ -5,7 +5,7 @@ use std::{future::Future, pin::Pin};
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web::Bytes};
 use serde::de::DeserializeOwned;
 
-use crate::{auth::service::Origin, core::error::ApiError};
+use crate::core::error::ApiError;
 
 /// A JSON body whose errors name the offending field: `{"fields":{"email":"must be an e-mail
 /// address"}}` for a value that fails its parser, 400 `invalid_json` for bad syntax, 413 past
@@ -130,25 +130,6 @@ fn clean_message(e: &serde_json::Error) -> String {
     match text.rfind(" at line ") {
         Some(i) => text[..i].to_owned(),
         None => text,
-    }
-}
-
-impl FromRequest for Origin {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    /// The peer address, not `X-Forwarded-For`: a client can forge that header, and rate limits
-    /// and the audit log key on this value.
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(Ok(Origin {
-            ip: req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
-            user_agent: req
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-        }))
     }
 }
 

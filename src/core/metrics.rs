@@ -12,8 +12,6 @@ use actix_web::{
 };
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
-use crate::core::state::AppState;
-
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -99,7 +97,7 @@ pub async fn track(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
-    let metrics = req.app_data::<Data<AppState>>().map(|st| st.metrics.clone());
+    let metrics = req.app_data::<Data<Metrics>>().cloned();
     let method = req.method().to_string();
     let res = next.call(req).await?;
     if let Some(m) = metrics {

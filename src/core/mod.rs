@@ -19,5 +19,6 @@ pub mod net;
 pub mod notify;
 pub mod query;
 pub mod realtime;
+pub mod redact;
 pub mod state;
 pub mod types;

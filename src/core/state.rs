@@ -1,4 +1,6 @@
-//! Everything a handler, actor or worker needs, built once by `lib::build`.
+//! Everything a handler, actor or worker needs, built once by `lib::build`. It names core types
+//! only: what a feature shares with another (the webhook channel cache of `messaging`) is
+//! registered as its own app data by `lib::build` instead.
 
 use std::sync::Arc;
 
@@ -31,8 +33,6 @@ pub struct AppState {
     pub tickets: Tickets,
     /// Open WebSockets per user on this node (`CONFAB_WS_MAX_PER_USER`).
     pub ws_slots: Arc<WsSlots>,
-    /// Each provider's live channels, for webhook verification.
-    pub webhook_channels: crate::providers::webhooks::WebhookChannels,
     /// The outbound HTTP client, with the address checks ([`crate::core::net`]).
     pub http: reqwest::Client,
 }

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
-    auth::{extract::Admin, service::Origin},
+    auth::service::Origin,
     core::{
+        auth::extract::Admin,
         crypto::{random_token, token_hash},
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,

@@ -15,9 +15,11 @@ use actix_web::{
 
 use super::{config::Settings, store};
 use crate::{
-    auth::extract::{Admin, bearer_token, credential_pair},
     core::{
-        auth::session::Principal,
+        auth::{
+            extract::{Admin, bearer_token, credential_pair},
+            session::Principal,
+        },
         config::Config,
         crypto::{DataKey, constant_time_eq, token_hash},
         error::{ApiError, ApiResult},

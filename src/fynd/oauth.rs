@@ -24,11 +24,10 @@ use crate::{
     auth::{
         arc,
         clients::{self, ClientRow},
-        extract::credential_pair,
         service::{self, Issued, Origin},
     },
     core::{
-        auth::session,
+        auth::{extract::credential_pair, session},
         crypto::constant_time_eq,
         db::{Db, schema::users},
         error::{ApiError, ApiResult, ErrorBody},

@@ -9,11 +9,11 @@ use super::{
 };
 use crate::{
     auth::{
-        lockout, proof,
+        proof,
         service::{self as auth_service, Origin},
     },
     core::{
-        auth::session,
+        auth::{lockout, session},
         db::Db,
         error::{ApiError, ApiResult},
         state::AppState,

@@ -17,7 +17,24 @@ pub const PENDING: &str = "pending";
 pub const FAILED: &str = "failed";
 
 /// The attachment row, shared with the messaging views.
-pub use crate::messaging::model::AttachmentRow;
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = attachments)]
+pub struct AttachmentRow {
+    pub id: i64,
+    pub company_id: i64,
+    pub message_id: Option<String>,
+    pub ord: Option<i32>,
+    pub kind: String,
+    pub filename: String,
+    pub filesize: i64,
+    pub content_type: String,
+    pub sha256: Option<String>,
+    pub storage_key: Option<String>,
+    pub state: String,
+    pub provider_media_id: Option<String>,
+    pub uploaded_by: Option<i64>,
+    pub created_at: NaiveDateTime,
+}
 
 #[derive(Debug, Insertable)]
 #[diesel(table_name = attachments)]

@@ -20,13 +20,11 @@ use super::{
     db::{self, AttachmentRow},
     service,
 };
-use crate::core::media::model::MediaKind;
-use crate::{
+use crate::core::{
     auth::extract::Agent,
-    core::{
-        error::{ApiError, ApiResult, ErrorBody},
-        state::AppState,
-    },
+    error::{ApiError, ApiResult, ErrorBody},
+    media::model::MediaKind,
+    state::AppState,
 };
 
 /// The largest `POST /media/save` request: the largest file (a 100 MB document) plus room

@@ -7,20 +7,19 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
+    channel_cache::WebhookChannels,
     model::{ChannelRow, TemplateRow, placeholder_count},
     store,
 };
-use crate::{
+use crate::core::{
     auth::extract::{Admin, Agent},
-    core::{
-        config::Config,
-        crypto::{random_token, token_hash},
-        db::schema::{channels, invites, templates, users},
-        error::{ApiError, ApiResult, ErrorBody},
-        extract::Json,
-        state::AppState,
-        types::{Email, Phone, Role, now, rfc3339},
-    },
+    config::Config,
+    crypto::{random_token, token_hash},
+    db::schema::{channels, invites, templates, users},
+    error::{ApiError, ApiResult, ErrorBody},
+    extract::Json,
+    state::AppState,
+    types::{Email, Phone, Role, now, rfc3339},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -397,7 +396,12 @@ async fn get_channel(admin: Admin, st: web::Data<AppState>, id: web::Path<i64>) 
 #[utoipa::path(tag = "channels", request_body = ChannelBody, security(("bearer" = [])),
     responses((status = 201, body = ChannelView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/channel")]
-async fn create_channel(admin: Admin, st: web::Data<AppState>, Json(b): Json<ChannelBody>) -> ApiResult<HttpResponse> {
+async fn create_channel(
+    admin: Admin,
+    st: web::Data<AppState>,
+    cache: web::Data<WebhookChannels>,
+    Json(b): Json<ChannelBody>,
+) -> ApiResult<HttpResponse> {
     b.check(&st.config)?;
     let secrets = b.given_secrets();
     if let Some(missing) = b.provider.secret_names().iter().find(|n| !secrets.contains_key(**n)) {
@@ -431,7 +435,7 @@ async fn create_channel(admin: Admin, st: web::Data<AppState>, Json(b): Json<Cha
         })
         .await
         .map_err(|e| e.on_unique("channel_exists", "a channel with this provider and phoneNumberId exists"))?;
-    st.webhook_channels.invalidate();
+    cache.invalidate();
     Ok(HttpResponse::Created().json(ChannelView::new(row, &st)))
 }
 
@@ -449,6 +453,7 @@ fn clear_default(c: &mut crate::core::db::Db, company_id: i64) -> ApiResult<()> 
 async fn update_channel(
     admin: Admin,
     st: web::Data<AppState>,
+    cache: web::Data<WebhookChannels>,
     id: web::Path<i64>,
     Json(b): Json<ChannelBody>,
 ) -> ApiResult<HttpResponse> {
@@ -492,7 +497,7 @@ async fn update_channel(
         })
         .await
         .map_err(|e| e.on_unique("channel_exists", "a channel with this provider and phoneNumberId exists"))?;
-    st.webhook_channels.invalidate();
+    cache.invalidate();
     Ok(HttpResponse::Ok().json(ChannelView::new(row, &st)))
 }
 
@@ -500,7 +505,12 @@ async fn update_channel(
 #[utoipa::path(tag = "channels", security(("bearer" = [])),
     responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody)))]
 #[delete("/channel/{id}")]
-async fn delete_channel(admin: Admin, st: web::Data<AppState>, id: web::Path<i64>) -> ApiResult<HttpResponse> {
+async fn delete_channel(
+    admin: Admin,
+    st: web::Data<AppState>,
+    cache: web::Data<WebhookChannels>,
+    id: web::Path<i64>,
+) -> ApiResult<HttpResponse> {
     let (company_id, id) = (admin.company_id, id.into_inner());
     st.db
         .write(move |c| {
@@ -516,7 +526,7 @@ async fn delete_channel(admin: Admin, st: web::Data<AppState>, id: web::Path<i64
             Ok(())
         })
         .await?;
-    st.webhook_channels.invalidate();
+    cache.invalidate();
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -50,7 +50,7 @@ pub fn page(
 /// Updates a customer's name, primary phone and primary e-mail; a new phone or e-mail is
 /// unverified. A phone or e-mail that another customer of the company already has is a 409.
 /// The login phone and e-mail of an account with credentials (a password, a linked provider,
-/// a session ever opened: [`crate::auth::proof::has_credentials`]) are the customer's own: an
+/// a session ever opened: [`crate::users::store::has_credentials`]) are the customer's own: an
 /// agent changing them could send the account's reset links or codes to itself, so that is
 /// 409 `login_contact_locked` (README "Account takeover and abuse").
 pub fn update(
@@ -67,7 +67,7 @@ pub fn update(
     let current_email = crate::users::store::primary_email(c, user.id)?;
     let phone = phone.filter(|p| current_phone.as_deref() != Some(p.as_str()));
     let email = email.filter(|e| current_email.as_deref() != Some(e.as_str()));
-    if (phone.is_some() || email.is_some()) && crate::auth::proof::has_credentials(c, user.id)? {
+    if (phone.is_some() || email.is_some()) && crate::users::store::has_credentials(c, user.id)? {
         return Err(ApiError::conflict(
             "login_contact_locked",
             "this customer signs in with its phone and e-mail; only the customer can change them",

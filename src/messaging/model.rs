@@ -5,9 +5,12 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::core::{
-    db::schema::{attachments, channels, conversations, messages, templates},
-    types::rfc3339,
+use crate::{
+    core::{
+        db::schema::{channels, conversations, messages, templates},
+        types::rfc3339,
+    },
+    media::db::AttachmentRow,
 };
 
 /// WhatsApp's customer-service window: free text only within 24 h of the customer's last
@@ -185,25 +188,6 @@ pub struct MessageRow {
     pub seq: i64,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = attachments)]
-pub struct AttachmentRow {
-    pub id: i64,
-    pub company_id: i64,
-    pub message_id: Option<String>,
-    pub ord: Option<i32>,
-    pub kind: String,
-    pub filename: String,
-    pub filesize: i64,
-    pub content_type: String,
-    pub sha256: Option<String>,
-    pub storage_key: Option<String>,
-    pub state: String,
-    pub provider_media_id: Option<String>,
-    pub uploaded_by: Option<i64>,
-    pub created_at: NaiveDateTime,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

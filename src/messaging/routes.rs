@@ -10,16 +10,14 @@ use super::{
     service::{self, Content, ConversationPatch, SendRequest, Target},
     store,
 };
-use crate::{
+use crate::core::{
     auth::extract::Agent,
-    core::{
-        db::dialect,
-        error::{ApiError, ApiResult, ErrorBody},
-        extract::Json,
-        query::{Paging, search_text},
-        state::AppState,
-        types::{Phone, now, rfc3339},
-    },
+    db::dialect,
+    error::{ApiError, ApiResult, ErrorBody},
+    extract::Json,
+    query::{Paging, search_text},
+    state::AppState,
+    types::{Phone, now, rfc3339},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -5,12 +5,15 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::model::*;
-use crate::core::{
-    db::{Db, schema::*},
-    error::{ApiError, ApiResult},
-    query::like_contains,
-    realtime::event::{Event, MESSAGE_CREATED},
-    types::now,
+use crate::{
+    core::{
+        db::{Db, schema::*},
+        error::{ApiError, ApiResult},
+        query::like_contains,
+        realtime::event::{Event, MESSAGE_CREATED},
+        types::now,
+    },
+    media::db::AttachmentRow,
 };
 
 // ---- channels ----

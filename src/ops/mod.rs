@@ -2,5 +2,4 @@
 //! document, and `GET /`.
 
 pub mod openapi;
-pub mod redact;
 pub mod routes;

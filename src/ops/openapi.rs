@@ -1,5 +1,7 @@
-//! The OpenAPI document, assembled from each feature's `Api` (CONTRACT §1 `/openapi.json`).
+//! The OpenAPI document, assembled from each feature's `Api`, and its route (CONTRACT §1
+//! `/openapi.json`).
 
+use actix_web::{HttpResponse, get, web};
 use utoipa::{
     Modify, OpenApi,
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
@@ -13,10 +15,22 @@ use utoipa::{
         (`GET /contact` items, a conversation's `user`) always has `phone` and `email`: `null` when the \
         customer has none, never a missing key. Paging: `page`/`page_no` 1–1000000, `limit`/`page_size` 1–100; anything else \
         is 400 `validation_failed` naming the field."),
+    paths(openapi_json),
     modifiers(&Bearer),
     components(schemas(crate::core::error::ErrorBody))
 )]
 struct Root;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(openapi_json);
+}
+
+/// This document.
+#[utoipa::path(tag = "ops", responses((status = 200, body = Object)))]
+#[get("/openapi.json")]
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(document())
+}
 
 struct Bearer;
 

@@ -6,22 +6,20 @@ use utoipa::ToSchema;
 
 use secrecy::ExposeSecret;
 
-use crate::{
+use crate::core::{
     auth::extract::bearer_token,
-    core::{
-        config::Config,
-        crypto::{constant_time_eq, token_hash},
-        error::{ApiError, ApiResult, ErrorBody},
-        state::AppState,
-    },
+    config::Config,
+    crypto::{constant_time_eq, token_hash},
+    error::{ApiError, ApiResult, ErrorBody},
+    state::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(root).service(healthz).service(readyz).service(metrics_text).service(openapi_json);
+    cfg.service(root).service(healthz).service(readyz).service(metrics_text);
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(root, healthz, readyz, metrics_text, openapi_json), components(schemas(RootView, StatusView)))]
+#[openapi(paths(root, healthz, readyz, metrics_text), components(schemas(RootView, StatusView)))]
 pub struct Api;
 
 #[derive(Serialize, ToSchema)]
@@ -119,11 +117,4 @@ fn metrics_access(req: &HttpRequest, config: &Config, dedicated: bool) -> ApiRes
     let loopback = req.peer_addr().is_some_and(|a| a.ip().to_canonical().is_loopback());
     let proxied = PROXY_HEADERS.iter().any(|h| req.headers().contains_key(*h));
     if loopback && !proxied { Ok(()) } else { Err(ApiError::Forbidden) }
-}
-
-/// This document.
-#[utoipa::path(tag = "ops", responses((status = 200, body = Object)))]
-#[get("/openapi.json")]
-async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(super::openapi::document())
 }

@@ -10,19 +10,21 @@
 //! `twilio::expected_signatures`, `twilio::parse`), called by the routes in [`webhooks`]; every
 //! path ends in one `service::ingest` call per webhook delivery (one transaction).
 
+pub mod fetcher;
 pub mod outbox;
 pub mod sandbox;
 pub mod twilio;
 pub mod webhooks;
 pub mod whatsapp;
+pub mod worker;
 
 use crate::{
     core::{
         error::{ApiError, ApiResult},
+        redact::outbound_error,
         state::AppState,
     },
     messaging::model::{ChannelRow, MediaKind, Status},
-    ops::redact::outbound_error,
 };
 
 /// Why a send did not go through.

@@ -1,7 +1,8 @@
-//! The delivery worker: takes `send` jobs from the outbox and hands them to the channel's
-//! provider. A job is claimed with a lease in the database (`lease_owner`, `lease_until`), so
-//! two nodes never send one message twice and a job claimed by a process that died is taken
-//! again once its lease expires (SCHEMA `outbox`). Woken after commits, polling as a fallback.
+//! The outbox: `send` jobs are handed to the channel's provider ([`deliver`]), and every job
+//! kind is claimed, retried and finished here. A job is claimed with a lease in the database
+//! (`lease_owner`, `lease_until`), so two nodes never send one message twice and a job claimed
+//! by a process that died is taken again once its lease expires (SCHEMA `outbox`). The loop
+//! that runs the jobs is `worker`.
 
 use std::time::Duration;
 
@@ -24,7 +25,6 @@ use crate::{
     },
 };
 
-const POLL: Duration = Duration::from_secs(2);
 const BATCH: i64 = 32;
 pub const MAX_ATTEMPTS: i32 = 8;
 
@@ -35,45 +35,8 @@ pub struct Job {
     pub attempts: i32,
 }
 
-/// Runs until the process stops.
-pub async fn run(st: AppState) {
-    let owner = crate::core::crypto::random_hex_id();
-    loop {
-        let claimed = match claim(&st, &owner, "send").await {
-            Ok(sends) => claim(&st, &owner, "media_fetch").await.map(|fetches| (sends, fetches)),
-            Err(e) => Err(e),
-        };
-        match claimed {
-            Ok((sends, fetches)) if !sends.is_empty() || !fetches.is_empty() => {
-                for job in sends {
-                    if let Err(e) = deliver(&st, &owner, &job).await {
-                        tracing::warn!(job = job.id, error = ?e, "delivery attempt failed; retried after the lease");
-                    }
-                }
-                for job in fetches {
-                    if let Err(e) = crate::media::fetcher::fetch(&st, &owner, &job).await {
-                        tracing::warn!(job = job.id, error = ?e, "media fetch failed; retried after the lease");
-                    }
-                }
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = ?e, "claiming outbox jobs"),
-        }
-        let wait = match next_due(&st).await {
-            Ok(Some(at)) => (at - now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(5), POLL),
-            Ok(None) => POLL,
-            Err(e) => {
-                tracing::warn!(error = ?e, "reading the outbox");
-                POLL
-            }
-        };
-        let _ = tokio::time::timeout(wait, st.outbox_wake.notified()).await;
-    }
-}
-
 /// Updates the depth gauge and tells when the next unleased `send` job is due.
-async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>> {
+pub async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>> {
     let (depth, next) = st
         .db
         .run(|c| {
@@ -178,7 +141,7 @@ fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbo
     Ok(Ok(Outbound { message_id: m.id.clone(), to, body }))
 }
 
-async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
+pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
     let message_id = job.ref_id.clone();
     let state = st.clone();
     let loaded = st

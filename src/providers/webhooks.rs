@@ -15,20 +15,13 @@
 //! (with and without the default port); the delivery is routed by our number (`To` of an
 //! inbound message, `From` of a status callback) among the channels that verified it.
 //!
-//! The live channels of each provider are cached for [`CHANNELS_TTL`] ([`WebhookChannels`]):
+//! The live channels of each provider are cached ([`WebhookChannels`], for its `CHANNELS_TTL`):
 //! a delivery is verified without waiting on the database first. A channel created, changed or
 //! retired through the API takes effect at once on the node that took the change, and within
 //! the TTL on the other nodes of a cluster (a rotated secret is still accepted there for at
 //! most that long).
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use diesel::prelude::*;
@@ -41,12 +34,13 @@ use super::{twilio, whatsapp};
 use crate::{
     core::{
         crypto::constant_time_eq,
-        db::schema::{channels, webhook_receipts},
+        db::schema::webhook_receipts,
         error::{ApiError, ApiResult, ErrorBody, is_unique_violation},
         state::AppState,
         types::{Phone, now},
     },
     messaging::{
+        channel_cache::WebhookChannels,
         model::{ChannelRow, Status},
         service::{self, InboundMessage, StatusUpdate},
     },
@@ -134,7 +128,7 @@ async fn sandbox_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiR
     let Ok(ChannelOnly { channel_id }) = serde_json::from_slice::<ChannelOnly>(body) else {
         return Err(rejected(st, "sandbox"));
     };
-    let sandboxes = st.webhook_channels.of(st, "sandbox").await?;
+    let sandboxes = live_channels(req, st, "sandbox").await?;
     let Some(channel) = sandboxes.iter().find(|ch| ch.id == channel_id) else {
         return Err(rejected(st, "sandbox"));
     };
@@ -208,52 +202,13 @@ fn passed(st: &AppState, provider: &str) {
     st.metrics.webhook_verifications.with_label_values(&[provider, "passed"]).inc();
 }
 
-/// How long a node trusts its copy of a provider's channels (see the module comment).
-pub const CHANNELS_TTL: Duration = Duration::from_secs(2);
-
-/// All live channels of each provider, in every company (webhooks arrive before we know whose
-/// they are), cached for [`CHANNELS_TTL`].
-#[derive(Clone)]
-pub struct WebhookChannels {
-    lists: moka::sync::Cache<&'static str, Arc<Vec<ChannelRow>>>,
-    /// Bumped by every invalidation: a list read before a change is not cached after it.
-    generation: Arc<AtomicU64>,
-}
-
-impl Default for WebhookChannels {
-    fn default() -> Self {
-        Self { lists: moka::sync::Cache::builder().time_to_live(CHANNELS_TTL).build(), generation: Default::default() }
-    }
-}
-
-impl WebhookChannels {
-    pub async fn of(&self, st: &AppState, provider: &'static str) -> ApiResult<Arc<Vec<ChannelRow>>> {
-        if let Some(cached) = self.lists.get(provider) {
-            return Ok(cached);
-        }
-        let generation = self.generation.load(Ordering::SeqCst);
-        let fresh = Arc::new(
-            st.db
-                .run(move |c| {
-                    Ok(channels::table
-                        .filter(channels::provider.eq(provider).and(channels::deleted_at.is_null()))
-                        .order(channels::id)
-                        .select(ChannelRow::as_select())
-                        .load(c)?)
-                })
-                .await?,
-        );
-        if self.generation.load(Ordering::SeqCst) == generation {
-            self.lists.insert(provider, fresh.clone());
-        }
-        Ok(fresh)
-    }
-
-    /// Forgets every cached list: called after any change to a channel.
-    pub fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.lists.invalidate_all();
-    }
+/// All live channels of `provider`, through the node's cache ([`WebhookChannels`], app data
+/// registered by `lib::build`).
+async fn live_channels(req: &HttpRequest, st: &AppState, provider: &'static str) -> ApiResult<Arc<Vec<ChannelRow>>> {
+    let cache = req
+        .app_data::<web::Data<WebhookChannels>>()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("WebhookChannels is not registered")))?;
+    cache.of(st, provider).await
 }
 
 /// Records items of a verified delivery that were not acted on (retries record nothing new)
@@ -339,7 +294,7 @@ async fn whatsapp_handshake(req: HttpRequest, st: web::Data<AppState>) -> ApiRes
     else {
         return Err(ApiError::Forbidden);
     };
-    let channels = st.webhook_channels.of(&st, "whatsapp").await?;
+    let channels = live_channels(&req, &st, "whatsapp").await?;
     let mut ok = false;
     for ch in channels.iter() {
         if let Ok(expected) = channel_secret(&st, &ch.secrets, "verifyToken") {
@@ -366,7 +321,7 @@ async fn whatsapp_webhook(req: HttpRequest, st: web::Data<AppState>, body: web::
 
 async fn whatsapp_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiResult<HttpResponse> {
     let Some(sig) = header(req, "X-Hub-Signature-256") else { return Err(rejected(st, "whatsapp")) };
-    let channels = st.webhook_channels.of(st, "whatsapp").await?;
+    let channels = live_channels(req, st, "whatsapp").await?;
     let mut by_secret: HashMap<String, bool> = HashMap::new();
     let mut verified = Vec::new();
     for ch in channels.iter() {
@@ -444,7 +399,7 @@ async fn twilio_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiRe
         url = format!("{url}?{}", req.query_string());
     }
     let account = twilio::param(&params, "AccountSid").map(str::to_owned);
-    let channels = st.webhook_channels.of(st, "twilio").await?;
+    let channels = live_channels(req, st, "twilio").await?;
     let mut verified = Vec::new();
     for ch in channels.iter() {
         let (Ok(sid), Ok(token)) =

@@ -8,14 +8,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::session::{MAX_FRAME, WsSession, writer};
-use crate::core::realtime::{kill::Kill, tickets};
-use crate::{
+use crate::core::{
     auth::extract::{Agent, bearer_token, resolve},
-    core::{
-        error::{ApiError, ApiResult, ErrorBody},
-        state::AppState,
-        types::{now, rfc3339},
-    },
+    error::{ApiError, ApiResult, ErrorBody},
+    realtime::{kill::Kill, tickets},
+    state::AppState,
+    types::{now, rfc3339},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -14,14 +14,19 @@ use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
 use bytestring::ByteString;
 use tokio::sync::mpsc;
 
-use crate::core::realtime::{
-    event::{Event, TYPING},
-    hub::{Bus, Connect, Disconnect, Hub, Join, JoinInbox, Leave, Out, Subscriber},
-    kill::{self, Kill},
-    protocol::{self, ClientFrame},
-};
 use crate::{
-    core::{auth::session::Principal, error::ApiError, state::AppState, types::now},
+    core::{
+        auth::session::Principal,
+        error::ApiError,
+        realtime::{
+            event::{Event, TYPING},
+            hub::{Bus, Connect, Disconnect, Hub, Join, JoinInbox, Leave, Out, Subscriber},
+            kill::{self, Kill},
+            protocol::{self, ClientFrame},
+        },
+        state::AppState,
+        types::now,
+    },
     messaging::{
         service::{self, Content, SendRequest, Target},
         store,

@@ -3,6 +3,10 @@ use diesel::prelude::*;
 
 use crate::core::{db::schema::users, types::Role};
 
+/// Status of a staff account whose e-mail is not verified yet: it cannot log in and does not
+/// hold its address.
+pub const PENDING: &str = "pending";
+
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = users)]
 pub struct UserRow {

@@ -4,7 +4,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::model::{NewUser, Person, UserRow};
+use super::model::{NewUser, PENDING, Person, UserRow};
 use crate::core::{
     db::{Db, schema::*},
     error::ApiResult,
@@ -123,7 +123,7 @@ pub fn find_staff_by_email(c: &mut Db, email: &Email) -> ApiResult<Option<UserRo
         .filter(user_emails::email.eq(email.as_str()))
         .filter(user_emails::active)
         .filter(users::role.eq_any([Role::Admin.as_str(), Role::Agent.as_str()]))
-        .filter(users::status.ne(crate::auth::service::PENDING))
+        .filter(users::status.ne(PENDING))
         .select(UserRow::as_select())
         .first(c)
         .optional()?)
@@ -220,4 +220,21 @@ pub fn audit(
 pub fn touch(c: &mut Db, user_id: i64, at: NaiveDateTime) -> ApiResult<()> {
     diesel::update(users::table.find(user_id)).set(users::updated_at.eq(at)).execute(c)?;
     Ok(())
+}
+
+/// "An account with credentials" (README "Account takeover and abuse"): someone can sign in to
+/// it other than by proving one of its contacts anew, because it has a password, a linked
+/// provider identity (`oauth_identities`), or any session ever opened for it — a storefront
+/// cookie, an API token or a platform-made session, live, expired or revoked. A WhatsApp
+/// contact that never signed in has none.
+pub fn has_credentials(c: &mut Db, user_id: i64) -> ApiResult<bool> {
+    let password: bool =
+        diesel::select(diesel::dsl::exists(users::table.find(user_id).filter(users::password_hash.is_not_null())))
+            .get_result(c)?;
+    let linked: bool =
+        diesel::select(diesel::dsl::exists(oauth_identities::table.filter(oauth_identities::user_id.eq(user_id))))
+            .get_result(c)?;
+    let signed_in: bool =
+        diesel::select(diesel::dsl::exists(sessions::table.filter(sessions::user_id.eq(user_id)))).get_result(c)?;
+    Ok(password || linked || signed_in)
 }

@@ -390,7 +390,7 @@ both_backends!(successful_logins_do_not_use_up_the_address, |app: TestApp| async
             .unwrap()
         }
     };
-    set(confab::auth::lockout::IP_LIMIT - 1).await;
+    set(confab::core::auth::lockout::IP_LIMIT - 1).await;
     for _ in 0..2 {
         let (status, body) = wrong_login(&app, ADMIN_PASSWORD).await;
         assert_eq!(status, 200, "{body}");
@@ -404,7 +404,7 @@ both_backends!(successful_logins_do_not_use_up_the_address, |app: TestApp| async
         })
         .await
         .unwrap();
-    assert_eq!(left, confab::auth::lockout::IP_LIMIT - 1);
+    assert_eq!(left, confab::core::auth::lockout::IP_LIMIT - 1);
 });
 
 both_backends!(lockout_looks_like_a_wrong_password_and_backs_off, |app: TestApp| async move {

@@ -1484,7 +1484,7 @@ both_backends!(a_failing_item_in_a_group_commit_does_not_lose_the_others, |app: 
     assert_eq!(keys, ["existing", "item-1", "item-2", "item-4", "item-5", "plug"], "item 3 rolled back alone");
 });
 
-// The channels webhooks are verified against are cached (providers::webhooks::WebhookChannels):
+// The channels webhooks are verified against are cached (messaging::channel_cache::WebhookChannels):
 // a change through the API must still take effect at once on the node that took it.
 both_backends!(a_rotated_secret_or_a_retired_channel_takes_effect_at_once, |app: TestApp| async move {
     let mut co = app.default_company().await;

@@ -1,6 +1,9 @@
 //! The parts of authentication every feature relies on: sessions and their cache, access
-//! tokens and signing keys, and the per-address rate limit on auth routes.
+//! tokens and signing keys, the request middleware and role extractors, the per-address rate
+//! limit on auth routes and the failed-login lockout.
 
+pub mod extract;
 pub mod jwt;
+pub mod lockout;
 pub mod ratelimit;
 pub mod session;

@@ -7,7 +7,7 @@
 //! data key, so the nodes of one deployment share it and other deployments on the same Redis
 //! do not. Without Redis, or while Redis does not answer, each node keeps its own keyed GCRA
 //! limiter from `governor`. The failure counters that stop password guessing
-//! ([`crate::auth::lockout`]) are shared through the database either way.
+//! ([`crate::core::auth::lockout`]) are shared through the database either way.
 
 use std::{net::IpAddr, num::NonZeroU32};
 
@@ -25,7 +25,7 @@ use governor::{
 
 use redis::aio::ConnectionManager;
 
-use crate::core::{crypto::DataKey, error::ApiError, state::AppState};
+use crate::core::{crypto::DataKey, error::ApiError};
 
 /// Keys kept before stale ones are dropped.
 const MAX_TRACKED: usize = 100_000;
@@ -132,9 +132,9 @@ pub async fn limit(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     if is_auth_path(req.path())
-        && let Some(st) = req.app_data::<Data<AppState>>().cloned()
+        && let Some(limiter) = req.app_data::<Data<AuthLimiter>>().cloned()
         && let Some(ip) = req.peer_addr().map(|a| a.ip())
-        && let Err(retry_after_secs) = st.auth_limiter.check(ip).await
+        && let Err(retry_after_secs) = limiter.check(ip).await
     {
         let res = ApiError::TooManyRequests { retry_after_secs: retry_after_secs.max(1) }.error_response();
         return Ok(req.into_response(res).map_into_right_body());

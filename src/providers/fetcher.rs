@@ -27,7 +27,7 @@ pub async fn fetch(st: &AppState, owner: &str, job: &outbox::Job) -> ApiResult<(
     let (attachment, channel) = st
         .db
         .run(move |c| {
-            let a = super::db::get_for_signed_link(c, attachment_id)?;
+            let a = crate::media::db::get_for_signed_link(c, attachment_id)?;
             let message = store::message_by_id(c, a.message_id.as_deref().unwrap_or_default())?;
             Ok((a, store::channel_by_id(c, message.channel_id)?))
         })

@@ -16,8 +16,8 @@ use actix_web::{
     web::Data,
 };
 
-use crate::core::auth::session::Principal;
 use crate::core::{
+    auth::session::Principal,
     error::{ApiError, ApiResult},
     state::AppState,
     types::Role,
