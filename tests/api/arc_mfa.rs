@@ -36,21 +36,6 @@ fn token_in(text: &str) -> String {
     text[at..].split_whitespace().next().unwrap().to_owned()
 }
 
-/// Moves every challenge's resend time into the past (the 30 s throttle is tested separately).
-async fn skip_throttle(app: &TestApp) {
-    app.state
-        .db
-        .write(|c| {
-            use confab::db::schema::otp_challenges::dsl::*;
-            diesel::update(otp_challenges)
-                .set(resend_after.eq(confab::types::now() - chrono::Duration::seconds(1)))
-                .execute(c)?;
-            Ok(())
-        })
-        .await
-        .unwrap();
-}
-
 both_backends!(otp_by_email_limits_and_single_use, |app: TestApp| async move {
     let admin = app.admin_token().await;
     let (client, secret) = new_client(&app, &admin, json!({})).await;
@@ -74,7 +59,7 @@ both_backends!(otp_by_email_limits_and_single_use, |app: TestApp| async move {
 
     // The five failures also locked the address's codes: a new code is refused until the lock
     // expires (README "Security").
-    skip_throttle(&app).await;
+    skip_resend_window(&app).await;
     assert_eq!(app.post("/auth/send-otp", None, &send).await.0, 200);
     let code = code_in(&nth_message(&app, "mail", &app.admin_email, 1).await);
     let verify = json!({"key": app.admin_email, "otp": code, "clientId": client});
@@ -93,7 +78,7 @@ both_backends!(otp_by_email_limits_and_single_use, |app: TestApp| async move {
     assert_error(status, &body, 401, "invalid_otp");
 
     // Expired codes fail.
-    skip_throttle(&app).await;
+    skip_resend_window(&app).await;
     assert_eq!(app.post("/auth/send-otp", None, &send).await.0, 200);
     let code = code_in(&nth_message(&app, "mail", &app.admin_email, 2).await);
     app.state
