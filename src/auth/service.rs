@@ -243,12 +243,37 @@ fn claim_invite(c: &mut crate::core::db::Db, token: &str, email: &Email) -> ApiR
 /// Password login for staff. Unknown e-mail, wrong password, an inactive account and a locked
 /// account all give exactly the same 401 `invalid_credentials`, after the same amount of
 /// hashing work.
-pub async fn login(st: &AppState, email: Email, password: String, origin: &Origin) -> ApiResult<(UserRow, Issued)> {
+///
+/// An account with an authenticator app needs `otp` too (an authenticator or recovery code, in
+/// the same request: the console asks for it after a first 401 `mfa_required`); a wrong one is
+/// 401 `invalid_otp` and counts on the user's second-factor lockout ([`super::totp::keys`]).
+pub async fn login(
+    st: &AppState,
+    email: Email,
+    password: String,
+    otp: Option<String>,
+    origin: &Origin,
+) -> ApiResult<(UserRow, Issued)> {
     let user = check_credentials(st, email.as_str(), password, origin, None).await?;
-    let user_id = user.id;
-    // This login has no second step: users with an authenticator use the ARC code flow.
-    if st.db.run(move |c| super::totp::enabled(c, user_id)).await? {
-        return Err(ApiError::Unauthorized("mfa_required"));
+    let (user_id, company_id, ip, state) = (user.id, user.company_id, origin.ip.clone(), st.clone());
+    // Answered outside the transaction: an error inside would roll back the failure count.
+    let refusal = st
+        .db
+        .write(move |c| {
+            if !super::totp::enabled(c, user_id)? {
+                return Ok(None);
+            }
+            let Some(answer) = otp.filter(|o| !o.trim().is_empty()) else { return Ok(Some("mfa_required")) };
+            let ok = lockout::guard(c, &super::totp::keys(user_id, &ip), |c| {
+                super::totp::check_second_factor(c, &state, user_id, &answer)
+            })?;
+            let kind = if ok { "mfa_login" } else { "mfa_failed" };
+            store::audit(c, Some(company_id), Some(user_id), kind, &ip, serde_json::json!({}))?;
+            Ok((!ok).then_some("invalid_otp"))
+        })
+        .await?;
+    if let Some(code) = refusal {
+        return Err(ApiError::Unauthorized(code));
     }
     let issued = start_session(st, &user, "api", None, origin).await?;
     Ok((user, issued))

@@ -7,6 +7,8 @@
 //! - `POST /auth/totp/confirm` `{otp}` (bearer) enables it with a first valid code and answers
 //!   the 10 recovery codes, once (stored as hashes, each single use);
 //! - `POST /auth/totp/recovery-codes` `{otp}` (bearer) replaces the recovery codes;
+//! - `POST /auth/totp/disable` `{otp}` (bearer) turns the authenticator off with a current code
+//!   or a recovery code;
 //! - a time step is never accepted twice (`last_step` moves forward atomically).
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
@@ -38,12 +40,12 @@ pub const STEP_SECS: u64 = 30;
 pub const RECOVERY_CODES: usize = 10;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(create_qr_code).service(check_qr_code).service(confirm).service(regenerate);
+    cfg.service(create_qr_code).service(check_qr_code).service(confirm).service(regenerate).service(disable);
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(create_qr_code, check_qr_code, confirm, regenerate),
+    paths(create_qr_code, check_qr_code, confirm, regenerate, disable),
     components(schemas(QrView, CheckView, OtpBody, RecoveryView))
 )]
 pub struct Api;
@@ -310,4 +312,38 @@ async fn regenerate(
         .await?;
     let recovery_codes = codes.ok_or(ApiError::Unauthorized("invalid_otp"))?;
     Ok(HttpResponse::Ok().json(RecoveryView { recovery_codes }))
+}
+
+/// Turns the authenticator off: needs a current authenticator code or an unused recovery code
+/// (counted on the second-factor lockout like a login step); the secret and the recovery codes
+/// are deleted, so the next password login needs no second step.
+#[utoipa::path(tag = "auth", request_body = OtpBody, responses(
+    (status = 204), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[post("/auth/totp/disable")]
+async fn disable(
+    st: web::Data<AppState>,
+    user: AuthUser,
+    origin: Origin,
+    Json(b): Json<OtpBody>,
+) -> ApiResult<HttpResponse> {
+    let (user_id, company_id, state) = (user.user_id, user.company_id, st.clone());
+    let disabled = st
+        .db
+        .write(move |c| {
+            if !enabled(c, user_id)? {
+                return Ok(false);
+            }
+            if !lockout::guard(c, &keys(user_id, &origin.ip), |c| check_second_factor(c, &state, user_id, &b.otp))? {
+                return Ok(false);
+            }
+            diesel::delete(totp_secrets::table.find(user_id)).execute(c)?;
+            diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(c)?;
+            store::audit(c, Some(company_id), Some(user_id), "mfa_disabled", &origin.ip, serde_json::json!({}))?;
+            Ok(true)
+        })
+        .await?;
+    if !disabled {
+        return Err(ApiError::Unauthorized("invalid_otp"));
+    }
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -36,21 +36,6 @@ fn token_in(text: &str) -> String {
     text[at..].split_whitespace().next().unwrap().to_owned()
 }
 
-/// Moves every challenge's resend time into the past (the 30 s throttle is tested separately).
-async fn skip_throttle(app: &TestApp) {
-    app.state
-        .db
-        .write(|c| {
-            use confab::core::db::schema::otp_challenges::dsl::*;
-            diesel::update(otp_challenges)
-                .set(resend_after.eq(confab::core::types::now() - chrono::Duration::seconds(1)))
-                .execute(c)?;
-            Ok(())
-        })
-        .await
-        .unwrap();
-}
-
 both_backends!(otp_by_email_limits_and_single_use, |app: TestApp| async move {
     let admin = app.admin_token().await;
     let (client, secret) = new_client(&app, &admin, json!({})).await;
@@ -74,7 +59,7 @@ both_backends!(otp_by_email_limits_and_single_use, |app: TestApp| async move {
 
     // The five failures also locked the address's codes: a new code is refused until the lock
     // expires (README "Security").
-    skip_throttle(&app).await;
+    skip_resend_window(&app).await;
     assert_eq!(app.post("/auth/send-otp", None, &send).await.0, 200);
     let code = code_in(&nth_message(&app, "mail", &app.admin_email, 1).await);
     let verify = json!({"key": app.admin_email, "otp": code, "clientId": client});
@@ -93,7 +78,7 @@ both_backends!(otp_by_email_limits_and_single_use, |app: TestApp| async move {
     assert_error(status, &body, 401, "invalid_otp");
 
     // Expired codes fail.
-    skip_throttle(&app).await;
+    skip_resend_window(&app).await;
     assert_eq!(app.post("/auth/send-otp", None, &send).await.0, 200);
     let code = code_in(&nth_message(&app, "mail", &app.admin_email, 2).await);
     app.state
@@ -362,4 +347,64 @@ both_backends!(signup_token_flow, |app: TestApp| async move {
     assert_eq!(status, 204);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(outbox_to(&app, "mail", &app.admin_email).is_empty());
+});
+
+// The messaging-family login (the console's) takes the second factor in the same request, and
+// the authenticator can be turned off with a code (issue 18 item 3).
+both_backends!(messaging_login_takes_the_second_factor_and_it_can_be_turned_off, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    let (_, qr) = app.post("/auth/create-qr-code", Some(&admin), &json!({})).await;
+    let totp = totp_for(qr["secret"].as_str().unwrap());
+    let step = step_now();
+    let (status, confirmed) =
+        app.post("/auth/totp/confirm", Some(&admin), &json!({"otp": totp.generate(step * 30)})).await;
+    assert_eq!(status, 200, "{confirmed}");
+    let recovery: Vec<String> =
+        confirmed["recoveryCodes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+    let login = |otp: Option<&str>| {
+        let mut body = json!({"email": app.admin_email, "password": ADMIN_PASSWORD});
+        if let Some(otp) = otp {
+            body["otp"] = json!(otp);
+        }
+        body
+    };
+    let (status, body) = app.post("/auth/login", None, &login(None)).await;
+    assert_error(status, &body, 401, "mfa_required");
+    let next = totp.generate((step + 1) * 30);
+    let wrong = if next == "000000" { "111111" } else { "000000" };
+    let (status, body) = app.post("/auth/login", None, &login(Some(wrong))).await;
+    assert_error(status, &body, 401, "invalid_otp");
+    // The step that turned it on is spent; the next one opens a session.
+    let (status, body) = app.post("/auth/login", None, &login(Some(&totp.generate(step * 30)))).await;
+    assert_error(status, &body, 401, "invalid_otp");
+    let (status, body) = app.post("/auth/login", None, &login(Some(&next))).await;
+    assert_eq!(status, 200, "{body}");
+    let access = body["accessToken"].as_str().unwrap().to_owned();
+    assert_eq!(app.get("/auth/me", Some(&access)).await.0, 200);
+
+    // Guesses count on the second-factor lockout: after five wrong codes even a right one is refused.
+    for _ in 0..5 {
+        let (status, body) = app.post("/auth/login", None, &login(Some(wrong))).await;
+        assert_error(status, &body, 401, "invalid_otp");
+    }
+    let (status, body) = app.post("/auth/login", None, &login(Some(&recovery[0]))).await;
+    assert_error(status, &body, 401, "invalid_otp");
+    expire_lockouts(&app).await;
+    let (status, body) = app.post("/auth/login", None, &login(Some(&recovery[0]))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.post("/auth/login", None, &login(Some(&recovery[0]))).await;
+    assert_error(status, &body, 401, "invalid_otp");
+
+    // Turning it off needs a code; afterwards the password alone signs in.
+    let (status, body) = app.post("/auth/totp/disable", Some(&access), &json!({"otp": wrong})).await;
+    assert_error(status, &body, 401, "invalid_otp");
+    let (status, _) = app.post("/auth/totp/disable", Some(&access), &json!({"otp": recovery[1]})).await;
+    assert_eq!(status, 204);
+    assert_eq!(app.get("/auth/check-qr-code", Some(&access)).await.1, json!({"isGenerated": false}));
+    let (status, body) = app.post("/auth/login", None, &login(None)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.post("/auth/totp/disable", Some(&access), &json!({"otp": recovery[2]})).await;
+    assert_error(status, &body, 401, "invalid_otp");
+    let (_, audit) = app.get("/auth/audit?kind=mfa_disabled", Some(&access)).await;
+    assert_eq!(audit["data"].as_array().unwrap().len(), 1, "{audit}");
 });

@@ -486,6 +486,22 @@ impl TestApp {
     }
 }
 
+/// Moves every code's 30 s resend window into the past (the throttle is tested on its own).
+pub async fn skip_resend_window(app: &TestApp) {
+    use diesel::ExpressionMethods;
+    app.state
+        .db
+        .write(|c| {
+            use confab::core::db::schema::otp_challenges::dsl::*;
+            diesel::update(otp_challenges)
+                .set(resend_after.eq(confab::core::types::now() - chrono::Duration::seconds(1)))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
 /// Ends every brute-force lock now (as if its time had run out; locks last a minute or more).
 pub async fn expire_lockouts(app: &TestApp) {
     use diesel::ExpressionMethods;

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use diesel::prelude::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -37,21 +36,6 @@ fn six_digits(text: &str) -> String {
 /// A code that is not `right`.
 fn wrong_for(right: &str) -> &'static str {
     if right == "000000" { "111111" } else { "000000" }
-}
-
-/// Moves every code's resend time into the past (the 30 s throttle is tested elsewhere).
-async fn skip_resend_window(app: &TestApp) {
-    app.state
-        .db
-        .write(|c| {
-            use confab::core::db::schema::otp_challenges::dsl::*;
-            diesel::update(otp_challenges)
-                .set(resend_after.eq(confab::core::types::now() - chrono::Duration::seconds(1)))
-                .execute(c)?;
-            Ok(())
-        })
-        .await
-        .unwrap();
 }
 
 async fn audit_count(app: &TestApp, admin: &str, kind: &str) -> i64 {

@@ -77,16 +77,12 @@ async fn kinds_in_audit(app: &TestApp, admin: &str, kind: &str) -> usize {
 
 // ---- item 4: pre-account takeover ----
 
-/// Issue 17 item 4: Mallory registers with Victor's e-mail (unverified) and a password; Victor
-/// later signs in with Google, which vouches for that e-mail. Before the fix Victor landed in
-/// Mallory's account and Mallory's password still opened it.
-async fn social_login_claims_an_account_registered_with_its_unverified_email(backend: Backend) {
+/// A server whose storefront application has Google login on, verified by the token-info mock
+/// (kept alive by the returned `Providers`): the app, an admin token and the application bearer.
+async fn google_storefront(backend: Backend) -> Option<(TestApp, String, String, Providers)> {
     let providers = Providers::start(json!({"keys": []})).await;
     let base = providers.base.clone();
-    let Some(app) = TestApp::spawn_with(backend, |cfg| cfg.google_tokeninfo_url = format!("{base}/tokeninfo")).await
-    else {
-        return eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set");
-    };
+    let app = TestApp::spawn_with(backend, |cfg| cfg.google_tokeninfo_url = format!("{base}/tokeninfo")).await?;
     let admin = app.admin_token().await;
     let company = company_of(&app, &admin).await;
     let (app_id, token) = create_app(&app, &admin, "social").await;
@@ -99,6 +95,16 @@ async fn social_login_claims_an_account_registered_with_its_unverified_email(bac
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    Some((app, admin, bearer, providers))
+}
+
+/// Issue 17 item 4: Mallory registers with Victor's e-mail (unverified) and a password; Victor
+/// later signs in with Google, which vouches for that e-mail. Before the fix Victor landed in
+/// Mallory's account and Mallory's password still opened it.
+async fn social_login_claims_an_account_registered_with_its_unverified_email(backend: Backend) {
+    let Some((app, admin, bearer, _providers)) = google_storefront(backend).await else {
+        return eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set");
+    };
 
     // Mallory pre-registers the address the Google mock vouches for, with her own phone.
     let mallory = register_unverified(&app, &bearer, "google@shop.test", "9811100001", "mallory-password").await;
@@ -146,24 +152,9 @@ async fn social_login_claims_an_account_registered_with_its_unverified_email_pos
 /// Google login must not open Mallory's account (she holds a verified contact of it): the
 /// e-mail is released to a new account of Victor's.
 async fn social_login_does_not_open_an_account_proven_by_someone_else(backend: Backend) {
-    let providers = Providers::start(json!({"keys": []})).await;
-    let base = providers.base.clone();
-    let Some(app) = TestApp::spawn_with(backend, |cfg| cfg.google_tokeninfo_url = format!("{base}/tokeninfo")).await
-    else {
+    let Some((app, admin, bearer, _providers)) = google_storefront(backend).await else {
         return eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set");
     };
-    let admin = app.admin_token().await;
-    let company = company_of(&app, &admin).await;
-    let (app_id, token) = create_app(&app, &admin, "social").await;
-    let bearer = app_bearer(app_id, &token);
-    let (status, _) = app
-        .post(
-            &platform(company, app_id, "/platform/config"),
-            Some(&admin),
-            &json!({"social": {"google": true}, "social_tokens": {"google": {"app_id": GOOGLE_CLIENT}}}),
-        )
-        .await;
-    assert_eq!(status, 200);
     let (status, verified, _) = otp_login(&app, &bearer, "9811100002").await;
     assert_eq!((status, &verified["user_exists"]), (200, &json!(false)), "{verified}");
     let (status, body, cookie) = call(
@@ -229,17 +220,7 @@ both_backends!(otp_login_claims_an_account_registered_with_its_unverified_phone,
 
 /// [`otp_login`] once the 30 s resend window of the previous code is over (moved into the past).
 async fn otp_login_after_window(app: &TestApp, bearer: &str, mobile: &str) -> (u16, Value, Option<String>) {
-    app.state
-        .db
-        .write(|c| {
-            use confab::core::db::schema::otp_challenges::dsl::*;
-            diesel::update(otp_challenges)
-                .set(resend_after.eq(confab::core::types::now() - chrono::Duration::seconds(1)))
-                .execute(c)?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    skip_resend_window(app).await;
     otp_login(app, bearer, mobile).await
 }
 

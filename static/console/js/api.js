@@ -71,8 +71,9 @@ function adopt(tokens, user) {
   refreshTimer = setTimeout(() => refresh().catch(() => {}), wait);
 }
 
-export async function login(email, password) {
-  const res = await raw('POST', '/auth/login', { email, password });
+/** `otp`: the second factor of an account with an authenticator app (after `mfa_required`). */
+export async function login(email, password, otp) {
+  const res = await raw('POST', '/auth/login', otp ? { email, password, otp } : { email, password });
   adopt(res, res.user);
   return res.user;
 }
@@ -114,12 +115,17 @@ export async function logout() {
 /** Revoked elsewhere (e.g. the WebSocket was closed with 4001). */
 export const sessionRevoked = () => end('revoked');
 
+// 401 codes that mean the access token itself was refused (expired, revoked key): worth one
+// refresh and a retry. Other 401s (a wrong authenticator code, `invalid_otp`) are the answer,
+// and retrying them would count a guess twice.
+const TOKEN_REFUSED = new Set(['invalid_token', 'token_expired', 'unauthorized', 'session_revoked']);
+
 export async function api(method, path, body) {
   if (!session) throw new ApiError(401, { code: 'unauthorized', message: 'not logged in' });
   try {
     return await raw(method, path, body, session.accessToken);
   } catch (e) {
-    if (e.status !== 401 || !session) throw e;
+    if (e.status !== 401 || !TOKEN_REFUSED.has(e.code) || !session) throw e;
     await refresh();
     return raw(method, path, body, session.accessToken);
   }

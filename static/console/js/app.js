@@ -6,6 +6,7 @@ import { $, personName, toast } from './dom.js';
 import { Live } from './realtime.js';
 import { Inbox } from './inbox.js';
 import { Thread } from './thread.js';
+import { bindSecurity } from './security.js';
 
 const POLL_MS = 4000;
 const POLL_HIDDEN_MS = 15000;
@@ -20,9 +21,15 @@ const MODE_TEXT = {
 let live, inbox, thread, pollTimer;
 const restQueue = new Map(); // clientId → local message, REST sends waiting for the network
 
+function askForCode(ask) {
+  $('#login-otp-row').hidden = !ask;
+  if (!ask) $('#login-otp').value = '';
+}
+
 function showLogin(reason) {
   $('#app-view').hidden = true;
   $('#login-view').hidden = false;
+  askForCode(false);
   const err = $('#login-error');
   err.hidden = !reason;
   err.textContent = reason || '';
@@ -33,6 +40,7 @@ async function onLogin(e) {
   e.preventDefault();
   const email = $('#login-email').value.trim();
   const password = $('#login-password').value;
+  const otp = $('#login-otp-row').hidden ? '' : $('#login-otp').value.trim();
   const err = $('#login-error');
   const button = $('#login-submit');
   err.hidden = true;
@@ -44,19 +52,27 @@ async function onLogin(e) {
   button.disabled = true;
   button.textContent = 'Signing in…';
   try {
-    const user = await api.login(email, password);
+    const user = await api.login(email, password, otp);
     if (user.role !== 'agent' && user.role !== 'admin') {
       await api.logout();
       throw new api.ApiError(403, { message: 'This console is for agents and admins.' });
     }
     $('#login-password').value = '';
+    askForCode(false);
     await start(user);
   } catch (ex) {
+    if (ex.code === 'mfa_required') {
+      askForCode(true);
+      $('#login-otp').focus();
+    }
+    if (ex.code === 'invalid_credentials') askForCode(false);
     err.textContent =
       ex.code === 'invalid_credentials'
         ? 'Wrong e-mail or password.'
         : ex.code === 'mfa_required'
-          ? 'This account uses an authenticator app (TOTP), and this console cannot ask for the code yet. Sign in with an account without TOTP.'
+          ? 'Enter the code from your authenticator app to finish signing in.'
+          : ex.code === 'invalid_otp'
+          ? 'That code did not work. Enter the current code from your app, or a recovery code.'
           : ex.status === 429
           ? `Too many attempts; try again in ${ex.retryAfter || 60} seconds.`
           : ex.message;
@@ -243,6 +259,7 @@ async function poll() {
 function bindShell() {
   $('#login-form').addEventListener('submit', onLogin);
   $('#logout').addEventListener('click', () => api.logout().catch(() => {}));
+  bindSecurity();
   api.onSessionEnd((reason) => {
     clearTimeout(pollTimer);
     thread?.close();
@@ -250,11 +267,12 @@ function bindShell() {
     live = inbox = thread = null;
     restQueue.clear();
     document.body.classList.remove('show-thread');
+    if ($('#security').open) $('#security').close();
     showLogin(reason === 'logout' ? '' : 'Your session ended. Please sign in again.');
   });
   document.addEventListener('console:back', back);
   document.addEventListener('keydown', (e) => {
-    if (!thread) return;
+    if (!thread || $('#security').open) return;
     const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName);
     if (e.key === '/' && !typing) {
       e.preventDefault();
