@@ -2,7 +2,7 @@
 //! client (→ `{code}`), `POST /auth/token`, `POST /auth/login-token`,
 //! `PATCH /auth/change-password`, `POST /keycloak/logout` and the admins' `GET /auth/audit`.
 //!
-//! Where ARC is weak this is strict (reference §1.13): codes are opaque, stored hashed, single
+//! Where ARC is weak this is strict (auth.md §1.13): codes are opaque, stored hashed, single
 //! use through one `UPDATE … WHERE used_at IS NULL`, live at most 60 s, are bound to their
 //! client and to a PKCE S256 challenge when one was sent; redeeming one takes the client's
 //! secret (confidential clients) or the PKCE verifier (public clients, whose codes always carry

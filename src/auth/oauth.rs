@@ -1,4 +1,4 @@
-//! Social and enterprise logins (CONTRACT §5, seed 003, reference §1.9): OpenID Connect for
+//! Social and enterprise logins (CONTRACT §5, seed 003, auth.md §1.9): OpenID Connect for
 //! Google, Apple, Azure (Entra ID), Cognito and Keycloak (`openidconnect`), plain OAuth 2 plus a
 //! profile endpoint for Facebook and Instagram (`oauth2`). SAML is not offered (README).
 //!
@@ -6,7 +6,7 @@
 //! `client_id`/`client_secret` answers 302 to the provider, the provider calls
 //! `GET /auth/{provider}-auth-redirect?code&state`, and that answers 302 to the auth client's
 //! redirect URL with `?code=`, which the SPA exchanges at `POST /auth/token`. Unlike ARC
-//! (reference §1.13) `state` is a random value bound to a server-side record (stored hashed,
+//! (auth.md §1.13) `state` is a random value bound to a server-side record (stored hashed,
 //! 10 minutes, claimed once atomically), PKCE S256 is used towards every provider, OIDC sends a
 //! `nonce`, and ID tokens are verified against the provider's JWKS (signature, issuer, audience,
 //! expiry, nonce). Users are found by verified e-mail, in the auth client's company only; no
