@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::session::{MAX_FRAME, WsSession, writer};
 use crate::core::{
-    auth::extract::{Agent, bearer_token, resolve},
+    auth::guard::{Agent, bearer_token, resolve},
     error::{ApiError, ApiResult, ErrorBody},
     realtime::{kill::Kill, tickets},
     state::AppState,

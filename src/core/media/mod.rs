@@ -2,6 +2,6 @@
 //! names it enforces (`model`). Attachment rows, operations and routes are the `media` feature.
 
 pub mod model;
-pub mod store;
+pub mod blobs;
 
-pub use store::MediaStore;
+pub use blobs::MediaStore;
