@@ -3,9 +3,11 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod bots;
 pub mod console;
 pub mod core;
 pub mod fynd;
+pub mod hooks;
 pub mod media;
 pub mod messaging;
 pub mod ops;
@@ -145,12 +147,14 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         metrics,
         broker,
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
+        webhook_wake: Arc::new(tokio::sync::Notify::new()),
         hub,
         tickets,
         ws_slots: WsSlots::new(config.ws_max_per_user),
         http: net::client(&config)?,
     });
     actix_web::rt::spawn(providers::worker::run(state.get_ref().clone()));
+    actix_web::rt::spawn(hooks::worker::run(state.get_ref().clone()));
     state.db.spawn_checkpointer();
 
     media::service::spawn_housekeeping(state.clone());
@@ -195,6 +199,8 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .configure(console::configure)
             .configure(auth::arc::configure)
             .configure(media::routes::configure)
+            .configure(hooks::routes::configure)
+            .configure(bots::routes::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
     })
     .listen(listener)?

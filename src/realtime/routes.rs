@@ -46,8 +46,8 @@ struct WsQuery {
     ticket: Option<String>,
 }
 
-/// The real-time API: upgrade with `Authorization: Bearer` or `?ticket=`; agents and admins
-/// only; at most `CONFAB_WS_MAX_PER_USER` (default 20) open connections per user on a node,
+/// The real-time API: upgrade with `Authorization: Bearer` (an access token or a bot token) or
+/// `?ticket=`; agents, admins and agent bots only; at most `CONFAB_WS_MAX_PER_USER` (default 20) open connections per user on a node,
 /// the next upgrade is 429. Frames and guarantees: CONTRACT §4 and the README.
 #[utoipa::path(tag = "realtime", params(("ticket" = Option<String>, Query, description = "from POST /ws/ticket")),
     responses((status = 101, description = "switching protocols"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -68,7 +68,7 @@ async fn ws(
         (None, Some(token)) => resolve(&st, token).await?,
         (None, None) => return Err(ApiError::Unauthorized("unauthorized")),
     };
-    if !principal.role.is_staff() {
+    if !principal.role.works_conversations() {
         return Err(ApiError::Forbidden);
     }
     // Refused before the upgrade, so the client sees an HTTP status (issue 17).
