@@ -139,7 +139,7 @@ pub fn enqueue(c: &mut Db, event: &Event, assignee_id: Option<i64>) -> ApiResult
         .into_iter()
         .filter(|(_, events, bot)| {
             let types: Vec<String> = serde_json::from_str(events).unwrap_or_default();
-            types.iter().any(|t| *t == event.event) && bot.is_none_or(|b| assignee_id == Some(b))
+            types.contains(&event.event) && bot.is_none_or(|b| assignee_id == Some(b))
         })
         .map(|(id, _, _)| id)
         .collect();
