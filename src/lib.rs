@@ -235,10 +235,9 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
                         Ok::<_, ()>(fn_service(move |(req, framed)| realtime::upgrade::serve(app.clone(), req, framed)))
                     }
                 }))
-                .h1(map_config(
-                    app().into_factory().map_err(|err: actix_web::Error| err.error_response()),
-                    move |_| AppConfig::__priv_test_new(false, host.clone(), addr),
-                ))
+                .h1(map_config(app().into_factory().map_err(|err: actix_web::Error| err.error_response()), move |_| {
+                    AppConfig::__priv_test_new(false, host.clone(), addr)
+                }))
                 .tcp()
         })?
         .disable_signals()

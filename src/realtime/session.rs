@@ -71,13 +71,8 @@ pub async fn run(io: TcpStream, read: BytesMut, accepted: Accepted) {
     let Accepted { st, principal, slot } = accepted;
     let _ = io.set_nodelay(true);
     let key = u64::from_le_bytes(crate::core::crypto::random_bytes::<8>());
-    let conn = Arc::new(Conn::new(
-        key,
-        principal.company_id,
-        principal.session_id.clone(),
-        io,
-        st.config.ws_queue_frames,
-    ));
+    let conn =
+        Arc::new(Conn::new(key, principal.company_id, principal.session_id.clone(), io, st.config.ws_queue_frames));
     st.hub.do_send(Connect { conn: conn.clone() });
     st.broker.presence(&principal, true);
     let mut session =
@@ -194,7 +189,9 @@ impl Session {
                 Ok(frame) => self.on_client_frame(frame),
                 Err(e) => reply(&self.st, &self.conn, protocol::error(None, None, "invalid_frame", &e.to_string())),
             },
-            Frame::Binary(_) => reply(&self.st, &self.conn, protocol::error(None, None, "invalid_frame", "text frames only")),
+            Frame::Binary(_) => {
+                reply(&self.st, &self.conn, protocol::error(None, None, "invalid_frame", "text frames only"))
+            }
             Frame::Ping(payload) => {
                 let _ = self.conn.send(conn::pong_frame(&payload));
             }
@@ -243,7 +240,11 @@ impl Session {
                     (None, false) => Content::Media { attachment_ids, caption: text.filter(|t| !t.trim().is_empty()) },
                     (None, true) => Content::Text(text.unwrap_or_default()),
                 };
-                let req = SendRequest { target: Target::Conversation(conversation_id), content, client_id: client_id.clone() };
+                let req = SendRequest {
+                    target: Target::Conversation(conversation_id),
+                    content,
+                    client_id: client_id.clone(),
+                };
                 let (st, conn, principal) = (st.clone(), conn.clone(), self.principal.clone());
                 // The same code path as REST `POST /message` (CONTRACT §4 `send`).
                 actix_web::rt::spawn(async move {

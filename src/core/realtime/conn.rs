@@ -373,7 +373,13 @@ impl Conn {
         }
     }
 
-    fn live(&self, inner: &mut Inner, conversation_id: i64, seq: Option<i64>, frame: &Bytes) -> Result<Delivered, Closed> {
+    fn live(
+        &self,
+        inner: &mut Inner,
+        conversation_id: i64,
+        seq: Option<i64>,
+        frame: &Bytes,
+    ) -> Result<Delivered, Closed> {
         let Some(sub) = inner.subs.get_mut(&conversation_id) else { return Ok(Delivered::Skipped) };
         match sub {
             Sub::Resync => Ok(Delivered::Skipped),
@@ -399,7 +405,9 @@ impl Conn {
                 let after = *last;
                 inner.generation = inner.generation.wrapping_add(1);
                 let generation = inner.generation;
-                inner.subs.insert(conversation_id, Sub::Buffering { generation, buffer: vec![(Some(seq), frame.clone())] });
+                inner
+                    .subs
+                    .insert(conversation_id, Sub::Buffering { generation, buffer: vec![(Some(seq), frame.clone())] });
                 inner.fills.push((conversation_id, after, generation));
                 self.wake.notify_one();
                 Ok(Delivered::Sent)
@@ -459,7 +467,8 @@ impl Conn {
     /// (a new gap among them starts a fill); or stop after `resync_required`.
     pub fn finish_replay(&self, conversation_id: i64, generation: u32, outcome: Replayed) {
         let mut inner = self.lock();
-        let current = matches!(inner.subs.get(&conversation_id), Some(Sub::Buffering { generation: g, .. }) if *g == generation);
+        let current =
+            matches!(inner.subs.get(&conversation_id), Some(Sub::Buffering { generation: g, .. }) if *g == generation);
         if !current || inner.closing {
             return;
         }

@@ -244,10 +244,9 @@ impl Handler<Join> for Hub {
             return;
         }
         let metrics = self.metrics.clone();
-        let room = self
-            .rooms
-            .entry(msg.conversation_id)
-            .or_insert_with(|| ConversationRoom { metrics, conversation_id: msg.conversation_id, subscribers: HashMap::new() }.start());
+        let room = self.rooms.entry(msg.conversation_id).or_insert_with(|| {
+            ConversationRoom { metrics, conversation_id: msg.conversation_id, subscribers: HashMap::new() }.start()
+        });
         room.do_send(RoomJoin(msg.conn));
         *self.room_members.entry(msg.conversation_id).or_default() += 1;
         self.metrics.ws_subscriptions.inc();
