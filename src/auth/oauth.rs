@@ -679,7 +679,12 @@ fn claim_state(c: &mut Db, hash: &str, provider: IdentityProvider) -> ApiResult<
 }
 
 /// `GET /auth/{provider}-auth-redirect`: see [`callback_route`].
-async fn callback(st: &AppState, provider: IdentityProvider, origin: &Origin, q: CallbackQuery) -> ApiResult<HttpResponse> {
+async fn callback(
+    st: &AppState,
+    provider: IdentityProvider,
+    origin: &Origin,
+    q: CallbackQuery,
+) -> ApiResult<HttpResponse> {
     let state = q.state.filter(|s| !s.is_empty()).ok_or(ApiError::Unauthorized("invalid_state"))?;
     let hash = token_hash(&state);
     let row = st.db.write(move |c| claim_state(c, &hash, provider)).await?;

@@ -15,13 +15,13 @@ use super::{
 };
 use crate::{
     auth::{password, proof, service::Origin},
+    codes,
     core::{
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,
         state::AppState,
         types::Email,
     },
-    codes,
     users::{application::ApplicationRow, customer, store},
 };
 

@@ -1,6 +1,6 @@
 //! Storefront OTP flows (auth.md §2.3/§2.4): login or registration by mobile or e-mail OTP,
 //! forgot password by OTP, and account deletion confirmed by OTP. Codes come from
-//! [`crate::otp`] and are delivered through the shared notifier ([`crate::core::notify`]: SMTP when configured, else
+//! [`crate::codes`] and are delivered through the shared notifier ([`crate::core::notify`]: SMTP when configured, else
 //! outbox files).
 
 use actix_web::{HttpResponse, post, web};
@@ -18,13 +18,13 @@ use crate::{
         proof::{self, Contact, Proof},
         service::Origin,
     },
+    codes::{self, Challenge},
     core::{
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,
         state::AppState,
         types::{Email, Phone, now},
     },
-    codes::{self, Challenge},
     users::{customer, model::UserRow, store},
 };
 
