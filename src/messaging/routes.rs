@@ -417,9 +417,6 @@ impl SendBody {
                 }
             }
         };
-        if self.client_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 128) {
-            return Err(ApiError::field("clientId", "must be 1 to 128 characters"));
-        }
         Ok(SendRequest { target, content, client_id: self.client_id })
     }
 }

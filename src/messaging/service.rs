@@ -82,6 +82,10 @@ fn publish(st: &AppState, events: Vec<Event>) {
 #[tracing::instrument(skip(st, req), fields(company = agent.company_id, agent = agent.user_id))]
 pub async fn send(st: &AppState, agent: &Principal, mut req: SendRequest) -> ApiResult<Sent> {
     validate(&req.content)?;
+    // The one `clientId` rule for REST and WebSocket sends alike.
+    if req.client_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 128) {
+        return Err(ApiError::field("clientId", "must be 1 to 128 characters"));
+    }
     let (company_id, sender_id) = (agent.company_id, agent.user_id);
     let mut fetched = None;
     if let Content::MediaUrl { url, kind, caption } = &req.content {
