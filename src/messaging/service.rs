@@ -264,15 +264,18 @@ fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> Ap
 /// A non-persisted inbox event carrying the conversation view.
 fn conversation_event(c: &mut Db, conv: &ConversationRow, kind: &str) -> ApiResult<Event> {
     let fresh = store::conversation(c, conv.company_id, conv.id)?;
+    let assignee = fresh.assignee_id;
     let view = conversation_views(c, &[fresh])?.remove(0);
-    Ok(Event {
+    let event = Event {
         company_id: conv.company_id,
         conversation_id: conv.id,
         seq: None,
         event: kind.to_owned(),
         data: serde_json::to_value(view).map_err(anyhow::Error::from)?,
         origin: None,
-    })
+    };
+    crate::hooks::store::enqueue(c, &event, assignee)?;
+    Ok(event)
 }
 
 /// A customer message from a provider, already verified and parsed (CONTRACT §6).
@@ -530,7 +533,7 @@ pub async fn update_conversation(
             if let Some(Some(assignee)) = patch.assignee_id {
                 let staff = crate::users::store::get(c, company_id, assignee)
                     .map_err(|_| ApiError::field("assigneeId", "no such agent in this company"))?;
-                if !staff.role().is_staff() || !staff.is_active() {
+                if !staff.role().works_conversations() || !staff.is_active() {
                     return Err(ApiError::field("assigneeId", "no such agent in this company"));
                 }
             }
