@@ -17,7 +17,7 @@ use diesel::prelude::*;
 
 use crate::core::{
     auth::lockout,
-    crypto::{DataKey, constant_time_eq, random_bytes, random_hex_id, random_token},
+    crypto::{DataKey, constant_time_eq, random_bytes, random_hex_id, random_token, token_hash},
     db::{Db, schema::otp_challenges},
     error::{ApiError, ApiResult},
     types::now,
@@ -365,4 +365,122 @@ mod tests {
         assert_eq!(verified_destination(&DataKey::from_bytes([1; 32]), 5, &t), None);
         assert_eq!(verified_destination(&key, 5, &t.replace('.', "x.")), None);
     }
+}
+
+// ---- opaque tokens stored as their SHA-256 (ARC links, pending MFA codes) ----
+//
+// The token itself is the secret (256 random bits), so its hash is the row's `request_id` and
+// no code hash is kept. Single use through one `UPDATE … WHERE consumed_at IS NULL`.
+
+/// Where a hashed token was sent and what it is for.
+pub struct HashedToken<'a> {
+    pub company_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub channel: &'a str,
+    pub destination: &'a str,
+    pub purpose: &'a str,
+    pub ttl: Duration,
+    /// The resend window it opens for its destination and purpose ([`throttle`]).
+    pub resend_after: Duration,
+}
+
+/// A live (unused, unexpired) hashed token.
+#[derive(Debug, Queryable)]
+pub struct LiveToken {
+    pub request_id: String,
+    pub company_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub destination: String,
+    pub purpose: String,
+}
+
+type LiveColumns = (
+    otp_challenges::request_id,
+    otp_challenges::company_id,
+    otp_challenges::user_id,
+    otp_challenges::destination,
+    otp_challenges::purpose,
+);
+const LIVE_COLUMNS: LiveColumns = (
+    otp_challenges::request_id,
+    otp_challenges::company_id,
+    otp_challenges::user_id,
+    otp_challenges::destination,
+    otp_challenges::purpose,
+);
+
+pub fn store_hashed(c: &mut Db, token: &str, t: &HashedToken<'_>) -> ApiResult<()> {
+    let at = now();
+    diesel::insert_into(otp_challenges::table)
+        .values((
+            otp_challenges::request_id.eq(token_hash(token)),
+            otp_challenges::company_id.eq(t.company_id),
+            otp_challenges::user_id.eq(t.user_id),
+            otp_challenges::channel.eq(t.channel),
+            otp_challenges::destination.eq(t.destination),
+            otp_challenges::purpose.eq(t.purpose),
+            otp_challenges::code_hash.eq(""),
+            otp_challenges::attempts.eq(0),
+            otp_challenges::expires_at.eq(at + t.ttl),
+            otp_challenges::resend_after.eq(at + t.resend_after),
+            otp_challenges::created_at.eq(at),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+/// The live token `token`, whatever its purpose (the caller checks it).
+pub fn live_hashed(c: &mut Db, token: &str) -> ApiResult<Option<LiveToken>> {
+    Ok(otp_challenges::table
+        .find(token_hash(token))
+        .filter(otp_challenges::consumed_at.is_null())
+        .filter(otp_challenges::expires_at.gt(now()))
+        .select(LIVE_COLUMNS)
+        .first(c)
+        .optional()?)
+}
+
+/// Single-use claim of a live token for `purpose`; `false` when it was already used, expired,
+/// for another purpose or never existed.
+pub fn claim_hashed(c: &mut Db, token: &str, purpose: &str) -> ApiResult<bool> {
+    let n = diesel::update(
+        otp_challenges::table
+            .find(token_hash(token))
+            .filter(otp_challenges::purpose.eq(purpose))
+            .filter(otp_challenges::consumed_at.is_null())
+            .filter(otp_challenges::expires_at.gt(now())),
+    )
+    .set(otp_challenges::consumed_at.eq(now()))
+    .execute(c)?;
+    Ok(n == 1)
+}
+
+/// Gives a claimed token back (what it was claimed for did not happen).
+pub fn unclaim_hashed(c: &mut Db, token: &str) -> ApiResult<()> {
+    diesel::update(otp_challenges::table.find(token_hash(token)))
+        .set(otp_challenges::consumed_at.eq(None::<chrono::NaiveDateTime>))
+        .execute(c)?;
+    Ok(())
+}
+
+/// The purpose of the unused token whose hash is `hash`, expired or not.
+pub fn unused_purpose(c: &mut Db, hash: &str) -> ApiResult<Option<String>> {
+    Ok(otp_challenges::table
+        .find(hash)
+        .filter(otp_challenges::consumed_at.is_null())
+        .select(otp_challenges::purpose)
+        .first(c)
+        .optional()?)
+}
+
+/// Every live challenge for `destination` that names a user, newest first.
+pub fn live_for_destination(c: &mut Db, destination: &str) -> ApiResult<Vec<LiveToken>> {
+    Ok(otp_challenges::table
+        .filter(otp_challenges::destination.eq(destination))
+        .filter(otp_challenges::consumed_at.is_null())
+        .filter(otp_challenges::expires_at.gt(now()))
+        .filter(otp_challenges::user_id.is_not_null())
+        .order(otp_challenges::created_at.desc())
+        .select(LIVE_COLUMNS)
+        .load(c)?)
 }

@@ -30,15 +30,15 @@ use super::{
 use crate::{
     core::{
         auth::lockout,
-        crypto::{random_token, token_hash},
+        crypto::random_token,
         db::{
             Db,
-            schema::{otp_challenges, user_phones, users},
+            schema::{user_phones, users},
         },
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,
         state::AppState,
-        types::{Email, Phone, Role, now},
+        types::{Email, Phone, Role},
     },
     users::{model::UserRow, store},
 };
@@ -191,29 +191,20 @@ enum Verdict {
 /// the company and client that sent it, so a code sent by another company for the same
 /// address neither replaces nor voids this one (issue 17 item 6).
 fn answerable(c: &mut Db, dest: &str, client_id: Option<&str>) -> ApiResult<Vec<Pending>> {
-    let mut q = otp_challenges::table
-        .filter(otp_challenges::destination.eq(dest))
-        .filter(otp_challenges::consumed_at.is_null())
-        .filter(otp_challenges::expires_at.gt(now()))
-        .filter(otp_challenges::user_id.is_not_null())
-        .into_boxed();
-    q = match client_id {
-        Some(id) => q.filter(otp_challenges::purpose.eq_any([format!("login:{id}"), format!("mfa:{id}")])),
-        None => q.filter(otp_challenges::purpose.like("login:%").or(otp_challenges::purpose.like("mfa:%"))),
+    let wanted = |purpose: &str| match client_id {
+        Some(id) => purpose == format!("login:{id}") || purpose == format!("mfa:{id}"),
+        None => purpose.starts_with("login:") || purpose.starts_with("mfa:"),
     };
-    let rows: Vec<(String, Option<i64>, Option<i64>, String)> = q
-        .order(otp_challenges::created_at.desc())
-        .select((
-            otp_challenges::request_id,
-            otp_challenges::company_id,
-            otp_challenges::user_id,
-            otp_challenges::purpose,
-        ))
-        .load(c)?;
-    Ok(rows
+    Ok(crate::codes::live_for_destination(c, dest)?
         .into_iter()
-        .filter_map(|(request_id, company_id, user_id, purpose)| {
-            Some(Pending { request_id, company_id, user_id: user_id?, purpose })
+        .filter(|t| wanted(&t.purpose))
+        .filter_map(|t| {
+            Some(Pending {
+                request_id: t.request_id,
+                company_id: t.company_id,
+                user_id: t.user_id?,
+                purpose: t.purpose,
+            })
         })
         .collect())
 }
@@ -304,45 +295,25 @@ pub fn start_mfa(c: &mut Db, client: &ClientRow, user: &UserRow) -> ApiResult<St
     let purpose = format!("mfa:{}", client.client_id);
     crate::codes::retire(c, user.company_id, &dest, &purpose)?;
     let code = random_token();
-    let t = now();
-    diesel::insert_into(otp_challenges::table)
-        .values((
-            otp_challenges::request_id.eq(token_hash(&code)),
-            otp_challenges::company_id.eq(user.company_id),
-            otp_challenges::user_id.eq(user.id),
-            otp_challenges::channel.eq("totp"),
-            otp_challenges::destination.eq(&dest),
-            otp_challenges::purpose.eq(&purpose),
-            otp_challenges::code_hash.eq(""),
-            otp_challenges::attempts.eq(0),
-            otp_challenges::expires_at.eq(t + crate::codes::TTL),
-            otp_challenges::resend_after.eq(t),
-            otp_challenges::created_at.eq(t),
-        ))
-        .execute(c)?;
+    let ch = crate::codes::HashedToken {
+        company_id: Some(user.company_id),
+        user_id: Some(user.id),
+        channel: "totp",
+        destination: &dest,
+        purpose: &purpose,
+        ttl: crate::codes::TTL,
+        resend_after: chrono::Duration::zero(),
+    };
+    crate::codes::store_hashed(c, &code, &ch)?;
     Ok(code)
 }
 
 /// The user of a pending MFA code (`GET /auth/check-qr-code` with headers `code`, `clientId`).
 pub fn mfa_user(c: &mut Db, code: &str, client_id: &str) -> ApiResult<Option<i64>> {
-    Ok(otp_challenges::table
-        .find(token_hash(code))
-        .filter(otp_challenges::purpose.eq(format!("mfa:{client_id}")))
-        .filter(otp_challenges::consumed_at.is_null())
-        .filter(otp_challenges::expires_at.gt(now()))
-        .select(otp_challenges::user_id)
-        .first::<Option<i64>>(c)
-        .optional()?
-        .flatten())
+    Ok(crate::codes::live_hashed(c, code)?.filter(|t| t.purpose == format!("mfa:{client_id}")).and_then(|t| t.user_id))
 }
 
 /// Whether a code hash is a pending MFA code (so `POST /auth/token` can say `mfa_required`).
 pub fn mfa_pending(c: &mut Db, hash: &str) -> ApiResult<bool> {
-    Ok(diesel::select(diesel::dsl::exists(
-        otp_challenges::table
-            .find(hash)
-            .filter(otp_challenges::purpose.like("mfa:%"))
-            .filter(otp_challenges::consumed_at.is_null()),
-    ))
-    .get_result(c)?)
+    Ok(crate::codes::unused_purpose(c, hash)?.is_some_and(|p| p.starts_with("mfa:")))
 }

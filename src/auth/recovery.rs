@@ -2,8 +2,8 @@
 //! `/auth/verify-reset-password-link`, `/auth/reset-password`, `/auth/sign-up/*`).
 //!
 //! Tokens are opaque (256 random bits), e-mailed as links, stored as their SHA-256 in
-//! `otp_challenges` (`purpose` `reset:<client_id>` or `signup`), single use through one
-//! `UPDATE … WHERE consumed_at IS NULL`. `forget-password` answers 204 whether or not the account
+//! `otp_challenges` through its owner [`crate::codes`] (`purpose` `reset:<client_id>` or
+//! `signup`), single use through one `UPDATE … WHERE consumed_at IS NULL`. `forget-password` answers 204 whether or not the account
 //! exists; a reset revokes every session of the user.
 
 use actix_web::{HttpRequest, HttpResponse, get, patch, post, web};
@@ -18,14 +18,15 @@ use super::{
     service::{self, Origin, Signup},
 };
 use crate::{
+    codes,
     core::{
         auth::{guard::bearer_token, session},
-        crypto::{random_token, token_hash},
-        db::{Db, schema::otp_challenges},
+        crypto::random_token,
+        db::Db,
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,
         state::AppState,
-        types::{Email, Phone, now},
+        types::{Email, Phone},
     },
     users::store,
 };
@@ -33,7 +34,7 @@ use crate::{
 pub const RESET_TTL_SECS: i64 = 30 * 60;
 pub const SIGNUP_TTL_SECS: i64 = 30 * 60;
 /// A new link for the same address at most this often (extra requests are silently dropped).
-pub const RESEND_AFTER_SECS: i64 = crate::codes::RESEND_SECS;
+pub const RESEND_AFTER_SECS: i64 = codes::RESEND_SECS;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(forget_password)
@@ -71,59 +72,34 @@ pub(crate) fn store_token(
     ttl: i64,
 ) -> ApiResult<Option<String>> {
     // Staff addresses are unique across companies: one window per address everywhere.
-    match crate::codes::throttle(c, None, dest, purpose) {
+    match codes::throttle(c, None, dest, purpose) {
         Ok(()) => {}
         Err(ApiError::TooManyRequests { .. }) => return Ok(None),
         Err(e) => return Err(e),
     }
-    let t = now();
     let token = random_token();
-    diesel::insert_into(otp_challenges::table)
-        .values((
-            otp_challenges::request_id.eq(token_hash(&token)),
-            otp_challenges::company_id.eq(company_id),
-            otp_challenges::user_id.eq(user_id),
-            otp_challenges::channel.eq("email"),
-            otp_challenges::destination.eq(dest),
-            otp_challenges::purpose.eq(purpose),
-            otp_challenges::code_hash.eq(""),
-            otp_challenges::attempts.eq(0),
-            otp_challenges::expires_at.eq(t + Duration::seconds(ttl)),
-            otp_challenges::resend_after.eq(t + Duration::seconds(RESEND_AFTER_SECS)),
-            otp_challenges::created_at.eq(t),
-        ))
-        .execute(c)?;
+    let ch = codes::HashedToken {
+        company_id,
+        user_id,
+        channel: "email",
+        destination: dest,
+        purpose,
+        ttl: Duration::seconds(ttl),
+        resend_after: Duration::seconds(RESEND_AFTER_SECS),
+    };
+    codes::store_hashed(c, &token, &ch)?;
     Ok(Some(token))
 }
 
-/// (user id, destination) of a live token for one of `purposes`.
+/// (user id, destination, purpose) of a live token for one of `purposes`.
 pub(crate) fn live_token(
     c: &mut Db,
     token: &str,
     purposes: &[String],
 ) -> ApiResult<Option<(Option<i64>, String, String)>> {
-    Ok(otp_challenges::table
-        .find(token_hash(token))
-        .filter(otp_challenges::purpose.eq_any(purposes))
-        .filter(otp_challenges::consumed_at.is_null())
-        .filter(otp_challenges::expires_at.gt(now()))
-        .select((otp_challenges::user_id, otp_challenges::destination, otp_challenges::purpose))
-        .first(c)
-        .optional()?)
-}
-
-/// Single-use claim of a token; `false` when it was already used, expired or never existed.
-pub(crate) fn claim(c: &mut Db, token: &str, purpose: &str) -> ApiResult<bool> {
-    let n = diesel::update(
-        otp_challenges::table
-            .find(token_hash(token))
-            .filter(otp_challenges::purpose.eq(purpose))
-            .filter(otp_challenges::consumed_at.is_null())
-            .filter(otp_challenges::expires_at.gt(now())),
-    )
-    .set(otp_challenges::consumed_at.eq(now()))
-    .execute(c)?;
-    Ok(n == 1)
+    Ok(codes::live_hashed(c, token)?
+        .filter(|t| purposes.contains(&t.purpose))
+        .map(|t| (t.user_id, t.destination, t.purpose)))
 }
 
 fn send_link(st: &AppState, to: String, subject: &'static str, intro: &'static str, path: &'static str, token: String) {
@@ -210,20 +186,8 @@ pub struct TokenQuery {
 #[get("/auth/verify-reset-password-link")]
 async fn verify_reset_link(st: web::Data<AppState>, q: web::Query<TokenQuery>) -> ApiResult<HttpResponse> {
     let token = q.into_inner().token;
-    let live = st
-        .db
-        .run(move |c| {
-            let found: Option<String> = otp_challenges::table
-                .find(token_hash(&token))
-                .filter(otp_challenges::purpose.like("reset:%"))
-                .filter(otp_challenges::consumed_at.is_null())
-                .filter(otp_challenges::expires_at.gt(now()))
-                .select(otp_challenges::purpose)
-                .first(c)
-                .optional()?;
-            Ok(found.is_some())
-        })
-        .await?;
+    let live =
+        st.db.run(move |c| Ok(codes::live_hashed(c, &token)?.is_some_and(|t| t.purpose.starts_with("reset:")))).await?;
     if !live {
         return Err(ApiError::Unauthorized("invalid_token"));
     }
@@ -257,7 +221,7 @@ async fn reset_password(st: web::Data<AppState>, origin: Origin, Json(b): Json<R
     let revoked = st
         .db
         .write(move |c| {
-            if !claim(c, &token, &purpose)? {
+            if !codes::claim_hashed(c, &token, &purpose)? {
                 return Err(ApiError::Unauthorized("invalid_token"));
             }
             store::set_password_hash(c, user_id, &hash)?;
@@ -379,7 +343,7 @@ async fn signup_create_user(
     let email = Email::try_from(email).map_err(|e| ApiError::field("email", e.0))?;
     password::check_new(&b.password, Some(&email))?;
     let t = token.clone();
-    if !st.db.write(move |c| claim(c, &t, "signup")).await? {
+    if !st.db.write(move |c| codes::claim_hashed(c, &t, "signup")).await? {
         return Err(ApiError::Unauthorized("invalid_token"));
     }
     let created = service::signup(
@@ -401,15 +365,7 @@ async fn signup_create_user(
         Ok(user) => user,
         Err(e) => {
             // Give the token back: the account was not created.
-            let hash = token_hash(&token);
-            st.db
-                .write(move |c| {
-                    diesel::update(otp_challenges::table.find(hash))
-                        .set(otp_challenges::consumed_at.eq(None::<chrono::NaiveDateTime>))
-                        .execute(c)?;
-                    Ok(())
-                })
-                .await?;
+            st.db.write(move |c| codes::unclaim_hashed(c, &token)).await?;
             return Err(e);
         }
     };

@@ -190,7 +190,7 @@ pub async fn verify_signup(st: &AppState, token: String, origin: &Origin) -> Api
             let (user_id, email, _) =
                 super::recovery::live_token(c, &token, &[VERIFY_EMAIL.to_owned()])?.ok_or_else(invalid)?;
             let user_id = user_id.ok_or_else(invalid)?;
-            if !super::recovery::claim(c, &token, VERIFY_EMAIL)? {
+            if !crate::codes::claim_hashed(c, &token, VERIFY_EMAIL)? {
                 return Err(invalid());
             }
             let user: UserRow = crate::core::db::schema::users::table
