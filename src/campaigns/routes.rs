@@ -8,7 +8,7 @@ use super::service::{
     self, Action, Added, CampaignBody, CampaignView, Counts, InvalidLine, RecipientBody, RecipientPage, RecipientView,
 };
 use crate::core::{
-    auth::extract::Admin,
+    auth::guard::Admin,
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
     query::Paging,
@@ -30,7 +30,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(list, create, get_one, upload_recipients, recipients, start, pause, resume, cancel),
-    components(schemas(CampaignBody, RecipientBody, CampaignView, Counts, Added, InvalidLine, RecipientView, RecipientPage))
+    components(schemas(
+        CampaignBody,
+        RecipientBody,
+        CampaignView,
+        Counts,
+        Added,
+        InvalidLine,
+        RecipientView,
+        RecipientPage
+    ))
 )]
 pub struct Api;
 

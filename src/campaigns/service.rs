@@ -167,7 +167,7 @@ fn check_params(c: &mut Db, company_id: i64, template_id: i64, params: &[String]
 fn normalise(
     input: impl IntoIterator<Item = (usize, String, Option<Vec<String>>)>,
     param_count: usize,
-) -> (Vec<(String, Option<String>)>, usize, Vec<InvalidLine>) {
+) -> (Vec<store::NewRecipient>, usize, Vec<InvalidLine>) {
     let mut seen = std::collections::HashSet::new();
     let (mut out, mut duplicates, mut invalid) = (Vec::new(), 0, Vec::new());
     for (line, phone, params) in input {
@@ -181,7 +181,10 @@ fn normalise(
         if let Some(p) = &params
             && p.len() != param_count
         {
-            invalid.push(InvalidLine { line, error: format!("the template takes {param_count} params, {} given", p.len()) });
+            invalid.push(InvalidLine {
+                line,
+                error: format!("the template takes {param_count} params, {} given", p.len()),
+            });
             continue;
         }
         if !seen.insert(phone.clone()) {
@@ -254,7 +257,8 @@ pub async fn create(st: &AppState, company_id: i64, user_id: i64, b: CampaignBod
 /// first line whose phone does not parse and that names `phone` is taken as a header). A line
 /// with only a phone uses the campaign's params.
 pub async fn add_csv(st: &AppState, company_id: i64, id: i64, body: bytes::Bytes) -> ApiResult<Added> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(&body[..]);
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(&body[..]);
     let mut input = Vec::new();
     let mut invalid = Vec::new();
     for (i, rec) in reader.records().enumerate() {
@@ -274,7 +278,10 @@ pub async fn add_csv(st: &AppState, company_id: i64, id: i64, body: bytes::Bytes
         let params: Vec<String> = fields.map(str::to_owned).collect();
         input.push((line, phone.to_owned(), (!params.is_empty()).then_some(params)));
         if input.len() > MAX_RECIPIENTS_PER_REQUEST {
-            return Err(ApiError::bad_request("too_many_recipients", format!("at most {MAX_RECIPIENTS_PER_REQUEST} lines per upload")));
+            return Err(ApiError::bad_request(
+                "too_many_recipients",
+                format!("at most {MAX_RECIPIENTS_PER_REQUEST} lines per upload"),
+            ));
         }
     }
     st.db
@@ -361,7 +368,8 @@ pub async fn recipients(
     st.db
         .run(move |c| {
             store::get(c, company_id, id)?;
-            let (rows, total) = store::recipients_page(c, company_id, id, status.as_deref(), paging.offset, paging.size)?;
+            let (rows, total) =
+                store::recipients_page(c, company_id, id, status.as_deref(), paging.offset, paging.size)?;
             let items = rows.into_iter().map(|(r, s)| recipient_view(r, s)).collect();
             Ok(RecipientPage { items, total, page: paging.page, limit: paging.size })
         })

@@ -53,6 +53,11 @@ pub struct RecipientRow {
     pub sent_at: Option<NaiveDateTime>,
 }
 
+/// A recipient to add: E.164 phone and its own params as JSON.
+pub type NewRecipient = (String, Option<String>);
+/// A recipient and its message's status.
+pub type RecipientWithStatus = (RecipientRow, Option<String>);
+
 pub struct NewCampaign<'a> {
     pub company_id: i64,
     pub name: &'a str,
@@ -113,7 +118,12 @@ pub fn set_status(c: &mut Db, id: i64, status: &str) -> ApiResult<()> {
 /// Adds recipients (E.164 phone, optional params as JSON), dropping phones the campaign
 /// already has; returns how many were added. Serialised per campaign, so two uploads cannot
 /// both add one phone.
-pub fn add_recipients(c: &mut Db, company_id: i64, campaign_id: i64, rows: &[(String, Option<String>)]) -> ApiResult<usize> {
+pub fn add_recipients(
+    c: &mut Db,
+    company_id: i64,
+    campaign_id: i64,
+    rows: &[(String, Option<String>)],
+) -> ApiResult<usize> {
     dialect::lock_key(c, &format!("campaign-recipients:{campaign_id}"))?;
     let mut added = 0;
     let t = now();
@@ -155,9 +165,7 @@ pub fn claim_campaign(c: &mut Db, owner: &str, lease: chrono::Duration) -> ApiRe
     let due = || {
         campaigns::table
             .filter(
-                campaigns::status
-                    .eq("running")
-                    .or(campaigns::status.eq("scheduled").and(campaigns::start_at.le(t))),
+                campaigns::status.eq("running").or(campaigns::status.eq("scheduled").and(campaigns::start_at.le(t))),
             )
             .filter(campaigns::lease_until.is_null().or(campaigns::lease_until.lt(t)))
     };
@@ -165,11 +173,7 @@ pub fn claim_campaign(c: &mut Db, owner: &str, lease: chrono::Duration) -> ApiRe
         return Ok(None);
     };
     let n = diesel::update(due().filter(campaigns::id.eq(id)))
-        .set((
-            campaigns::status.eq("running"),
-            campaigns::lease_owner.eq(owner),
-            campaigns::lease_until.eq(t + lease),
-        ))
+        .set((campaigns::status.eq("running"), campaigns::lease_owner.eq(owner), campaigns::lease_until.eq(t + lease)))
         .execute(c)?;
     if n == 0 {
         return Ok(None);
@@ -209,22 +213,28 @@ pub fn next_queued(c: &mut Db, campaign_id: i64, limit: i64) -> ApiResult<Vec<Re
 }
 
 /// Claims a queued recipient: `true` when this transaction moved it on (only one ever does).
-pub fn claim_recipient(c: &mut Db, id: i64, status: &str, message_id: Option<&str>, error: Option<&str>) -> ApiResult<bool> {
-    let n = diesel::update(
-        campaign_recipients::table.find(id).filter(campaign_recipients::status.eq(QUEUED)),
-    )
-    .set((
-        campaign_recipients::status.eq(status),
-        campaign_recipients::message_id.eq(message_id),
-        campaign_recipients::error.eq(error),
-        campaign_recipients::sent_at.eq(now()),
-    ))
-    .execute(c)?;
+pub fn claim_recipient(
+    c: &mut Db,
+    id: i64,
+    status: &str,
+    message_id: Option<&str>,
+    error: Option<&str>,
+) -> ApiResult<bool> {
+    let n = diesel::update(campaign_recipients::table.find(id).filter(campaign_recipients::status.eq(QUEUED)))
+        .set((
+            campaign_recipients::status.eq(status),
+            campaign_recipients::message_id.eq(message_id),
+            campaign_recipients::error.eq(error),
+            campaign_recipients::sent_at.eq(now()),
+        ))
+        .execute(c)?;
     Ok(n == 1)
 }
 
 pub fn set_message(c: &mut Db, id: i64, message_id: &str) -> ApiResult<()> {
-    diesel::update(campaign_recipients::table.find(id)).set(campaign_recipients::message_id.eq(message_id)).execute(c)?;
+    diesel::update(campaign_recipients::table.find(id))
+        .set(campaign_recipients::message_id.eq(message_id))
+        .execute(c)?;
     Ok(())
 }
 
@@ -259,7 +269,7 @@ pub fn recipients_page(
     status: Option<&str>,
     offset: i64,
     limit: i64,
-) -> ApiResult<(Vec<(RecipientRow, Option<String>)>, i64)> {
+) -> ApiResult<(Vec<RecipientWithStatus>, i64)> {
     let message_statuses: Option<Vec<&str>> = match status {
         Some("sent") => Some(vec!["PENDING", "SENT"]),
         Some("delivered") => Some(vec!["DELIVERED"]),

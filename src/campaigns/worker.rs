@@ -130,7 +130,9 @@ async fn send_one(st: &AppState, campaign: &CampaignRow, r: RecipientRow) -> Api
         Err(e @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => Err(e),
         Err(refused) => {
             let why = refused.to_string();
-            st.db.write(move |c| store::claim_recipient(c, recipient_id, store::FAILED, None, Some(&why)).map(|_| ())).await
+            st.db
+                .write(move |c| store::claim_recipient(c, recipient_id, store::FAILED, None, Some(&why)).map(|_| ()))
+                .await
         }
     }
 }

@@ -163,7 +163,8 @@ pub fn member_phones(c: &mut Db, company_id: i64, group_id: i64) -> ApiResult<Ve
         .find(group_id)
         .select(user_groups::id)
         .first(c)?;
-    let members = user_group_members::table.filter(user_group_members::group_id.eq(group_id)).select(user_group_members::user_id);
+    let members =
+        user_group_members::table.filter(user_group_members::group_id.eq(group_id)).select(user_group_members::user_id);
     Ok(user_phones::table
         .filter(user_phones::user_id.eq_any(members))
         .filter(user_phones::active.and(user_phones::is_primary))

@@ -521,8 +521,8 @@ async fn wait_campaign(app: &TestApp, admin: &str, id: i64, what: &str, pred: im
 /// Messages the runner wrote for a campaign (its `clientId`s), and how many distinct
 /// recipients they went to.
 async fn campaign_messages(app: &TestApp, id: i64) -> (i64, i64) {
-    use diesel::prelude::*;
     use confab::core::db::schema::messages;
+    use diesel::prelude::*;
     let pattern = format!("campaign-{id}-%");
     app.state
         .db
@@ -568,7 +568,11 @@ both_backends!(a_campaign_sends_each_recipient_once_skips_opt_outs_and_pauses, |
         .await;
     assert_eq!(status, 201, "{campaign}");
     let id = campaign["campaignId"].as_i64().unwrap();
-    assert_eq!((campaign["status"].as_str(), campaign["counts"]["queued"].as_i64()), (Some("draft"), Some(41)), "{campaign}");
+    assert_eq!(
+        (campaign["status"].as_str(), campaign["counts"]["queued"].as_i64()),
+        (Some("draft"), Some(41)),
+        "{campaign}"
+    );
 
     // A CSV upload: header, params per line, a bad number, a duplicate.
     let csv = "phone,name\n+14155553000,Ada\n+1 415 555 3001\nnot-a-phone,X\n+14155553000,Again\n";
