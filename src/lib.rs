@@ -3,13 +3,15 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod bots;
+pub mod codes;
 pub mod console;
 pub mod core;
 pub mod fynd;
+pub mod hooks;
 pub mod media;
 pub mod messaging;
 pub mod ops;
-pub mod otp;
 pub mod providers;
 pub mod realtime;
 pub mod users;
@@ -32,7 +34,7 @@ use crate::{
     bootstrap::Bootstrapped,
     core::{
         auth::{
-            extract,
+            guard,
             jwt::Keys,
             ratelimit::{self, AuthLimiter},
             session::SessionCache,
@@ -153,12 +155,14 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         metrics,
         broker,
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
+        webhook_wake: Arc::new(tokio::sync::Notify::new()),
         hub,
         tickets,
         ws_slots: WsSlots::new(config.ws_max_per_user),
         http: net::client(&config)?,
     });
     actix_web::rt::spawn(providers::worker::run(state.get_ref().clone()));
+    actix_web::rt::spawn(hooks::worker::run(state.get_ref().clone()));
     state.db.spawn_checkpointer();
 
     media::service::spawn_housekeeping(state.clone());
@@ -183,7 +187,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .app_data(web::QueryConfig::default().error_handler(error::handlers::query))
             .app_data(web::PathConfig::default().error_handler(error::handlers::path))
             .app_data(web::FormConfig::default().limit(max_body).error_handler(error::handlers::form))
-            .wrap(from_fn(extract::authenticate))
+            .wrap(from_fn(guard::authenticate))
             .wrap(from_fn(ratelimit::limit))
             .wrap(from_fn(error::unify))
             .wrap(from_fn(metrics::track))
@@ -203,6 +207,8 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .configure(console::configure)
             .configure(auth::arc::configure)
             .configure(media::routes::configure)
+            .configure(hooks::routes::configure)
+            .configure(bots::routes::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
     };
     // actix-web's `HttpServer`, plus the WebSocket upgrade: requests with `Connection: upgrade`

@@ -9,8 +9,9 @@
 //!   addresses from every answer, and fails the lookup when none is left;
 //! - a connector layer checks the address each new connection actually reached, which also
 //!   covers URLs naming an IP address (they are never resolved) and DNS rebinding;
-//! - redirects are never followed automatically: the media download follows them itself, each
-//!   hop checked against its provider's host list (`providers::get_media`);
+//! - redirects are never followed automatically: [`get_following`] follows at most a few itself,
+//!   each hop checked by its caller (a provider's media host list, `providers::MediaPolicy`; an
+//!   agent's `mediaUrl`, `media::service::save_remote`) and each connection by the checks above;
 //! - proxies from the environment are ignored, so the check cannot be bypassed through one.
 //!
 //! `CONFAB_ALLOW_PRIVATE_FETCH=true` turns the address checks off, for tests whose mock
@@ -55,17 +56,59 @@ pub fn is_refused(e: &(dyn StdError + 'static)) -> bool {
 /// a shorter one per request), no redirects, no proxy, and the address checks unless
 /// `CONFAB_ALLOW_PRIVATE_FETCH` is set.
 pub fn client(config: &Config) -> anyhow::Result<reqwest::Client> {
-    let timeout = Duration::from_secs(config.provider_timeout_secs.max(1));
+    client_with(Duration::from_secs(config.provider_timeout_secs.max(1)), config.allow_private_fetch)
+}
+
+/// An outbound client with its own timeout and address policy (outgoing webhooks have their
+/// own settings, `CONFAB_WEBHOOK_TIMEOUT_SECS` and `CONFAB_WEBHOOK_ALLOW_PRIVATE`): no
+/// redirects, no proxy, and the address checks unless `allow_private`.
+pub fn client_with(timeout: Duration, allow_private: bool) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .user_agent(concat!("confab/", env!("CARGO_PKG_VERSION")));
-    if !config.allow_private_fetch {
+    if !allow_private {
         builder = builder.dns_resolver(Arc::new(PublicResolver)).connector_layer(PeerCheckLayer);
     }
     Ok(builder.build()?)
+}
+
+/// Checks, when a tenant gives the server a URL to call later (a webhook subscription), that
+/// its host resolves to public addresses only, with the same rule and resolver as the client's
+/// ([`PublicResolver`]); the client checks again on every call (DNS may change). `Err` says why.
+pub async fn check_public_url(url: &url::Url) -> Result<(), String> {
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_owned(),
+        Some(url::Host::Ipv4(ip)) => return if is_public(IpAddr::V4(ip)) { Ok(()) } else { Err(refused_msg()) },
+        Some(url::Host::Ipv6(ip)) => return if is_public(IpAddr::V6(ip)) { Ok(()) } else { Err(refused_msg()) },
+        None => return Err("must name a host".into()),
+    };
+    // A name that also points inside is refused whole here (the client would only drop those
+    // addresses, but the subscription is meant for a public receiver).
+    match resolve_public(&host).await {
+        Ok((_, false)) => Ok(()),
+        Ok((_, true)) => Err(refused_msg()),
+        Err(e) if is_refused(e.as_ref()) => Err(refused_msg()),
+        Err(_) => Err("its host does not resolve".into()),
+    }
+}
+
+fn refused_msg() -> String {
+    "must resolve to public internet addresses (not loopback, private or link-local)".into()
+}
+
+/// The addresses of `host` that are public; a [`Refused`] error when none is.
+async fn resolve_public(host: &str) -> Result<(Vec<SocketAddr>, bool), BoxError> {
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+    let all = found.len();
+    let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public(a.ip())).collect();
+    if public.is_empty() {
+        return Err(Box::new(Refused(host.to_owned())));
+    }
+    let some_private = public.len() != all;
+    Ok((public, some_private))
 }
 
 /// Whether `ip` is an address of the public internet: not loopback, private (RFC 1918, IPv6
@@ -121,11 +164,7 @@ impl reqwest::dns::Resolve for PublicResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public(a.ip())).collect();
-            if public.is_empty() {
-                return Err(Box::new(Refused(host)) as BoxError);
-            }
+            let (public, _) = resolve_public(&host).await?;
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })
     }
@@ -174,6 +213,54 @@ where
             }
         })
     }
+}
+
+/// Why [`get_following`] did not get a final answer.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// The caller's check refused this URL (the first one or a redirect target).
+    #[error("refused URL {0}")]
+    Refused(String),
+    #[error("redirect without a usable Location")]
+    BadRedirect,
+    #[error("too many redirects")]
+    TooManyRedirects,
+    /// The request failed: network, timeout, or an address the checks refused ([`is_refused`]).
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+}
+
+/// `GET url` following at most `max_redirects` redirects itself (the client follows none):
+/// every URL, the first and each `Location`, must pass `allow`, and each connection still goes
+/// through the public-address checks of [`client`]. `auth` adds credentials, which go only to
+/// the first URL's origin. Answers the first response that is not a redirect.
+pub async fn get_following(
+    http: &reqwest::Client,
+    url: &str,
+    max_redirects: usize,
+    allow: impl Fn(&url::Url) -> bool,
+    auth: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, FollowError> {
+    let shown = |u: &str| u.chars().take(200).collect::<String>();
+    let first = url::Url::parse(url).map_err(|_| FollowError::Refused(shown(url)))?;
+    let mut next = first.clone();
+    for _ in 0..=max_redirects {
+        if !allow(&next) {
+            return Err(FollowError::Refused(shown(next.as_str())));
+        }
+        let request = http.get(next.clone());
+        let request = if next.origin() == first.origin() { auth(request) } else { request };
+        let res = request.send().await?;
+        if !res.status().is_redirection() {
+            return Ok(res);
+        }
+        let location = res.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+        next = match location.map(|l| next.join(l)) {
+            Some(Ok(url)) => url,
+            _ => return Err(FollowError::BadRedirect),
+        };
+    }
+    Err(FollowError::TooManyRedirects)
 }
 
 /// Hosts a download may come from: exact names, or `*.example.com` for its subdomains.

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use super::session::Accepted;
 use crate::core::{
-    auth::extract::{Agent, bearer_token, resolve},
+    auth::guard::{Agent, bearer_token, resolve},
     error::{ApiError, ApiResult, ErrorBody},
     realtime::tickets,
     state::AppState,
@@ -43,8 +43,8 @@ struct WsQuery {
     ticket: Option<String>,
 }
 
-/// The real-time API: upgrade with `Authorization: Bearer` or `?ticket=`; agents and admins
-/// only; at most `CONFAB_WS_MAX_PER_USER` (default 20) open connections per user on a node,
+/// The real-time API: upgrade with `Authorization: Bearer` (an access token or a bot token) or
+/// `?ticket=`; agents, admins and agent bots only; at most `CONFAB_WS_MAX_PER_USER` (default 20) open connections per user on a node,
 /// the next upgrade is 429. Frames and guarantees: CONTRACT §4 and the README.
 #[utoipa::path(tag = "realtime", params(("ticket" = Option<String>, Query, description = "from POST /ws/ticket")),
     responses((status = 101, description = "switching protocols"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -60,7 +60,7 @@ async fn ws(req: HttpRequest, st: web::Data<AppState>, q: web::Query<WsQuery>) -
         (None, Some(token)) => resolve(&st, token).await?,
         (None, None) => return Err(ApiError::Unauthorized("unauthorized")),
     };
-    if !principal.role.is_staff() {
+    if !principal.role.works_conversations() {
         return Err(ApiError::Forbidden);
     }
     let mut handshake =
