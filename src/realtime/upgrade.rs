@@ -47,10 +47,12 @@ async fn write(res: Response<BoxBody>, mut framed: Framed<TcpStream, h1::Codec>)
     }
     head.head_mut().set_connection_type(ConnectionType::Close);
     let size = body.size();
-    framed.send(h1::Message::Item((head, size))).await?;
     let bytes = actix_web::body::to_bytes(body).await.map_err(|e| std::io::Error::other(e.to_string()))?;
+    // Head and body go out in one write: a client that reads the refusal with the headers
+    // (tungstenite keeps only the body bytes that came with them) gets the whole error body.
+    framed.feed(h1::Message::Item((head, size))).await?;
     if !bytes.is_empty() {
-        framed.send(h1::Message::Chunk(Some(bytes))).await?;
+        framed.feed(h1::Message::Chunk(Some(bytes))).await?;
     }
     framed.send(h1::Message::Chunk(None)).await?;
     Ok(())
