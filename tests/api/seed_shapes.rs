@@ -216,3 +216,100 @@ async fn seed_media_url_to_a_private_address_is_refused() {
         assert_error(status, &body, 422, "media_url_refused");
     }
 }
+
+// ---- Fynd platform (seeds 000/001, the SDK) ----
+
+both_backends!(seed_fynd_create_user_meta_string_and_email_only, |app: TestApp| async move {
+    use crate::fynd_platform::{company_of, create_app, platform};
+    let admin = app.admin_token().await;
+    let company = company_of(&app, &admin).await;
+    let (app_id, _) = create_app(&app, &admin, "seedshop").await;
+    // Seed 001 types `meta` as a string: a JSON-encoded object is stored as that object.
+    let (status, created) = app
+        .post(
+            &platform(company, app_id, "/customers"),
+            Some(&admin),
+            &json!({"email": "only.mail@seed.test", "first_name": "Only", "last_name": "Mail",
+                    "meta": "{\"tier\":\"gold\",\"points\":12}", "username": "only.mail"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let user = &created["user"];
+    assert_eq!(user["meta"], json!({"tier": "gold", "points": 12}));
+    assert_eq!(user["emails"][0]["email"], "only.mail@seed.test");
+    assert!(user.get("phone_numbers").is_none_or(|p| p.as_array().unwrap().is_empty()), "{user}");
+    let id = user["_id"].as_str().unwrap().to_owned();
+    // The same as an object, on update; `""` phone with an e-mail is also accepted on create.
+    let (status, updated) = app
+        .put(
+            &platform(company, app_id, &format!("/customers/{id}")),
+            Some(&admin),
+            &json!({"meta": "{\"tier\":\"silver\"}"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["user"]["meta"], json!({"tier": "silver"}));
+    let (status, created) = app
+        .post(
+            &platform(company, app_id, "/customers"),
+            Some(&admin),
+            &json!({"phone_number": "", "email": "blank.phone@seed.test", "meta": {"a": 1}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["user"]["meta"], json!({"a": 1}));
+    // Neither phone nor e-mail, or a `meta` that is not an object, is still refused.
+    for bad in [
+        json!({"first_name": "Nobody"}),
+        json!({"email": "x@seed.test", "meta": "not json"}),
+        json!({"email": "y@seed.test", "meta": "[1,2]"}),
+    ] {
+        let (status, body) = app.post(&platform(company, app_id, "/customers"), Some(&admin), &bad).await;
+        assert_error(status, &body, 400, "validation_failed");
+    }
+});
+
+both_backends!(seed_fynd_groups_and_sessions, |app: TestApp| async move {
+    use crate::fynd_platform::{company_of, create_app, platform};
+    let admin = app.admin_token().await;
+    let company = company_of(&app, &admin).await;
+    let (app_id, _) = create_app(&app, &admin, "seedgroups").await;
+    // `createUserGroup` without `description`.
+    let (status, group) =
+        app.post(&platform(company, app_id, "/user_group"), Some(&admin), &json!({"name": "VIP"})).await;
+    assert_eq!(status, 200, "{group}");
+    assert_eq!(group["description"], "");
+    assert_eq!(group["name"], "VIP");
+
+    let (_, created) = app
+        .post(&platform(company, app_id, "/customers"), Some(&admin), &json!({"phone_number": "+919812300051"}))
+        .await;
+    let id = created["user"]["_id"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        let (status, s) =
+            app.post(&platform(company, app_id, "/customers/session"), Some(&admin), &json!({"user_id": id})).await;
+        assert_eq!(status, 200, "{s}");
+    }
+    let sessions = platform(company, app_id, "/customers/sessions") + &format!("?id={id}");
+    let (status, list) = app.get(&sessions, Some(&admin)).await;
+    assert_eq!(status, 200, "{list}");
+    let items = list["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3);
+    assert!(items.iter().all(|s| s["session_id"].is_string()), "the SDK's shape: {list}");
+    // `deleteSession` and `deleteActiveSessions` without `reason`.
+    let first = items[0]["session_id"].as_str().unwrap();
+    let (status, one) = app
+        .delete(
+            &(platform(company, app_id, "/customers/session") + &format!("?id={id}&session_id={first}")),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["session_id"], first);
+    let (status, all) = app.delete(&sessions, Some(&admin)).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["user_id"], id.as_str());
+    assert_eq!(all["items"].as_array().unwrap().len(), 2, "seed 001's shape: {all}");
+    assert_eq!(all["items"], all["session_ids"], "and the SDK's");
+    assert_eq!(app.get(&sessions, Some(&admin)).await.1["items"], json!([]));
+});
