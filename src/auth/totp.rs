@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use super::{otp, service::Origin};
 use crate::{
     core::{
-        auth::{extract::AuthUser, lockout},
+        auth::{guard::AuthUser, lockout},
         crypto::{constant_time_eq, random_bytes, token_hash},
         db::{
             Db,
@@ -201,7 +201,7 @@ async fn create_qr_code(st: web::Data<AppState>, req: HttpRequest, body: web::By
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
     };
-    let bearer = crate::core::auth::extract::principal(&req).ok().map(|p| p.user_id);
+    let bearer = crate::core::auth::guard::principal(&req).ok().map(|p| p.user_id);
     let given = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let user_id = match (given(b.code), given(b.client_id)) {
         (Some(code), Some(client)) => st
@@ -259,7 +259,7 @@ pub struct CheckView {
 #[get("/auth/check-qr-code")]
 async fn check_qr_code(st: web::Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let bearer = crate::core::auth::extract::principal(&req).ok().map(|p| p.user_id);
+    let bearer = crate::core::auth::guard::principal(&req).ok().map(|p| p.user_id);
     let (code, client) = (header("code"), header("clientId"));
     let is_generated = st
         .db
