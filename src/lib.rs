@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod bots;
+pub mod campaigns;
 pub mod codes;
 pub mod console;
 pub mod core;
@@ -156,6 +157,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         broker,
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
         webhook_wake: Arc::new(tokio::sync::Notify::new()),
+        campaign_wake: Arc::new(tokio::sync::Notify::new()),
         hub,
         tickets,
         ws_slots: WsSlots::new(config.ws_max_per_user),
@@ -163,6 +165,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     });
     actix_web::rt::spawn(providers::worker::run(state.get_ref().clone()));
     actix_web::rt::spawn(hooks::worker::run(state.get_ref().clone()));
+    actix_web::rt::spawn(campaigns::worker::run(state.get_ref().clone()));
     state.db.spawn_checkpointer();
 
     media::service::spawn_housekeeping(state.clone());
@@ -209,6 +212,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .configure(media::routes::configure)
             .configure(hooks::routes::configure)
             .configure(bots::routes::configure)
+            .configure(campaigns::routes::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
     };
     // actix-web's `HttpServer`, plus the WebSocket upgrade: requests with `Connection: upgrade`

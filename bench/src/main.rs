@@ -72,12 +72,20 @@ pub enum Scenario {
         #[arg(long)]
         seconds: Option<u64>,
     },
-    /// N idle authenticated connections with one subscription each; server RSS per connection.
+    /// N idle authenticated connections with one subscription each (or `--subscriptions`);
+    /// server RSS per connection, then the server's CPU while they stay idle.
     Idle {
         #[arg(long, value_enum, default_value = "small")]
         size: Size,
         #[arg(long)]
         connections: Option<usize>,
+        /// Conversations each connection subscribes to.
+        #[arg(long, default_value_t = 1)]
+        subscriptions: usize,
+        /// Seconds of idleness over which the server's CPU is measured (20 s is one heartbeat
+        /// period); 0 skips it.
+        #[arg(long)]
+        idle_seconds: Option<u64>,
     },
     /// Signed webhooks as fast as they are acknowledged, 1/16/64 senders, SQLite and
     /// PostgreSQL; then every acknowledged message is looked up in the database.

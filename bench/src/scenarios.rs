@@ -201,7 +201,14 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
                 let p = FanOutParams::of(size).with(agents, conversations, rate, seconds);
                 fan_out(&mut ctx, p).await
             }
-            Scenario::Idle { size, connections } => idle(&mut ctx, connections.unwrap_or(IdleParams::of(size))).await,
+            Scenario::Idle { size, connections, subscriptions, idle_seconds } => {
+                let p = IdleParams {
+                    connections: connections.unwrap_or(IdleParams::of(size)),
+                    subscriptions,
+                    idle_seconds: idle_seconds.unwrap_or(IdleParams::seconds(size)),
+                };
+                idle(&mut ctx, p).await
+            }
             Scenario::Ingest { size, seconds, senders, backends } => {
                 let mut p = IngestParams::of(size);
                 p.seconds = seconds.unwrap_or(p.seconds);
@@ -224,7 +231,11 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
 
 async fn all(ctx: &mut Ctx, size: Size) -> anyhow::Result<()> {
     fan_out(ctx, FanOutParams::of(size)).await?;
-    idle(ctx, IdleParams::of(size)).await?;
+    idle(
+        ctx,
+        IdleParams { connections: IdleParams::of(size), subscriptions: 1, idle_seconds: IdleParams::seconds(size) },
+    )
+    .await?;
     ingest(ctx, IngestParams::of(size), &["sqlite".into(), "postgres".into()]).await?;
     paging(ctx, PagingParams::of(size)).await?;
     auth(ctx, AuthParams::of(size)).await
@@ -497,7 +508,11 @@ async fn fan_out(ctx: &mut Ctx, p: FanOutParams) -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------- idle
 
-struct IdleParams;
+struct IdleParams {
+    connections: usize,
+    subscriptions: usize,
+    idle_seconds: u64,
+}
 
 impl IdleParams {
     fn of(size: Size) -> usize {
@@ -507,6 +522,23 @@ impl IdleParams {
             Size::Large => 10_000,
         }
     }
+
+    fn seconds(size: Size) -> u64 {
+        match size {
+            Size::Smoke => 0,
+            Size::Small => 5,
+            Size::Large => 20,
+        }
+    }
+}
+
+/// What one server did in the idle scenario.
+struct IdleRow {
+    rss0: u64,
+    rss1: u64,
+    connected: u64,
+    /// Server CPU while idle, in % of one core (None when not measured).
+    cpu_pct: Option<f64>,
 }
 
 async fn idle_one(
@@ -514,12 +546,14 @@ async fn idle_one(
     proc: &Proc,
     target: Target,
     conversations: &[i64],
-    n: usize,
-) -> anyhow::Result<(u64, u64, u64)> {
+    p: &IdleParams,
+) -> anyhow::Result<IdleRow> {
+    let n = p.connections;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss0 = proc.rss_bytes();
-    eprintln!("idle: {label}: {n} connections");
-    let clients = wsload::connect_all(&target, n, conversations, 128, Duration::from_secs(600)).await?;
+    eprintln!("idle: {label}: {n} connections, {} subscription(s) each", p.subscriptions);
+    let clients =
+        wsload::connect_all_many(&target, n, conversations, p.subscriptions, 128, Duration::from_secs(900)).await?;
     let connected = clients.len() as u64;
     let delivered = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -529,47 +563,70 @@ async fn idle_one(
         .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss1 = proc.rss_bytes();
+    // The readers answer the server's pings (tungstenite does), as real clients do.
+    let cpu_pct = if p.idle_seconds > 0 {
+        let (c0, t0) = (proc.cpu_secs(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(p.idle_seconds)).await;
+        Some((proc.cpu_secs() - c0) / t0.elapsed().as_secs_f64() * 100.0)
+    } else {
+        None
+    };
     let _ = stop_tx.send(true);
     for r in readers {
         let _ = tokio::time::timeout(Duration::from_secs(30), r).await;
     }
-    Ok((rss0, rss1, connected))
+    Ok(IdleRow { rss0, rss1, connected, cpu_pct })
 }
 
-async fn idle(ctx: &mut Ctx, n: usize) -> anyhow::Result<()> {
+async fn idle(ctx: &mut Ctx, p: IdleParams) -> anyhow::Result<()> {
+    let n = p.connections;
     let mut t = Table::new(
-        format!("idle: {n} connections with one subscription each (user-space RSS, 2 s after the last subscribe)"),
-        &["server", "connected", "RSS before MB", "RSS after MB", "bytes per connection", "confab ÷ this"],
+        format!(
+            "idle: {n} connections with {} subscription(s) each (user-space RSS, 2 s after the last subscribe; then server CPU over {} s of idleness)",
+            p.subscriptions, p.idle_seconds
+        ),
+        &[
+            "server",
+            "connected",
+            "RSS before MB",
+            "RSS after MB",
+            "bytes per connection",
+            "confab ÷ this",
+            "idle CPU % of a core",
+        ],
     );
     let mut rows = Vec::new();
+    // Enough conversations for distinct subscriptions per connection.
+    let n_conv = (n / 10).clamp(p.subscriptions.max(1), 1000.max(p.subscriptions));
     {
         let c = ctx.confab(Backend::Sqlite).await?;
         let s = c.setup(2).await?;
-        let conversations = c.customers(&s, (n / 10).clamp(1, 1000)).await?;
+        let conversations = c.customers(&s, n_conv).await?;
         let target = Target { proto: Proto::Json, url: c.ws_url(), tokens: s.agent_tokens.clone() };
-        let r = idle_one("confab", &c.proc, target, &conversations, n).await?;
+        let r = idle_one("confab", &c.proc, target, &conversations, &p).await?;
         rows.push(("confab (authenticated)".to_owned(), r));
     }
     for peer in ctx.peers.clone() {
         let proc = ctx.peer(peer).await?;
-        let conversations: Vec<i64> = (1..=(n / 10).clamp(1, 1000) as i64).collect();
+        let conversations: Vec<i64> = (1..=n_conv as i64).collect();
         let target = Target { proto: peer.proto(), url: format!("ws://127.0.0.1:{}/ws", proc.port), tokens: vec![] };
-        let r = idle_one(peer.name(), &proc, target, &conversations, n).await?;
+        let r = idle_one(peer.name(), &proc, target, &conversations, &p).await?;
         rows.push((format!("{} (no auth, no persistence)", peer.name()), r));
     }
-    let per = |(r0, r1, n): (u64, u64, u64)| r1.saturating_sub(r0) as f64 / n.max(1) as f64;
-    let confab_per = per(rows[0].1);
+    let per = |r: &IdleRow| r.rss1.saturating_sub(r.rss0) as f64 / r.connected.max(1) as f64;
+    let confab_per = per(&rows[0].1);
     for (name, r) in &rows {
-        if r.2 as usize != n {
-            ctx.fail(format!("idle {name}: {} of {n} connected", r.2));
+        if r.connected as usize != n {
+            ctx.fail(format!("idle {name}: {} of {n} connected", r.connected));
         }
         t.row(vec![
             name.clone(),
-            r.2.to_string(),
-            f1(r.0 as f64 / 1048576.0),
-            f1(r.1 as f64 / 1048576.0),
-            f0(per(*r)),
-            f2(confab_per / per(*r)),
+            r.connected.to_string(),
+            f1(r.rss0 as f64 / 1048576.0),
+            f1(r.rss1 as f64 / 1048576.0),
+            f0(per(r)),
+            f2(confab_per / per(r)),
+            r.cpu_pct.map_or("—".into(), f2),
         ]);
     }
     t.note("Kernel socket memory (about 4.8 KB per TCP endpoint here) is not included. Node's figure includes V8 heap not yet collected.");

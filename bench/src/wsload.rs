@@ -69,9 +69,9 @@ async fn recv_text(ws: &mut Ws, timeout: Duration) -> anyhow::Result<String> {
     }
 }
 
-/// Connects one client and subscribes it to `conversation_id`; returns once the server has
-/// confirmed the subscription.
-pub async fn connect(target: &Target, i: usize, conversation_id: i64) -> anyhow::Result<Ws> {
+/// Connects one client and subscribes it to every conversation of `conversation_ids`, one
+/// after the other; returns once the server has confirmed the last subscription.
+pub async fn connect_many(target: &Target, i: usize, conversation_ids: &[i64]) -> anyhow::Result<Ws> {
     let url = match target.proto {
         Proto::Json => target.url.clone(),
         Proto::SocketIo => format!("{}/socket.io/?EIO=4&transport=websocket", target.url.trim_end_matches("/ws")),
@@ -85,14 +85,16 @@ pub async fn connect(target: &Target, i: usize, conversation_id: i64) -> anyhow:
     let t = Duration::from_secs(30);
     match target.proto {
         Proto::Json => {
-            ws.send(Message::Text(format!(r#"{{"type":"subscribe","conversationId":{conversation_id}}}"#))).await?;
-            loop {
-                let text = recv_text(&mut ws, t).await?;
-                if text.contains(r#""type":"subscribed""#) {
-                    break;
-                }
-                if text.contains(r#""type":"error""#) {
-                    bail!("subscribe refused: {text}");
+            for conversation_id in conversation_ids {
+                ws.send(Message::Text(format!(r#"{{"type":"subscribe","conversationId":{conversation_id}}}"#))).await?;
+                loop {
+                    let text = recv_text(&mut ws, t).await?;
+                    if text.contains(r#""type":"subscribed""#) {
+                        break;
+                    }
+                    if text.contains(r#""type":"error""#) {
+                        bail!("subscribe refused: {text}");
+                    }
                 }
             }
         }
@@ -108,16 +110,18 @@ pub async fn connect(target: &Target, i: usize, conversation_id: i64) -> anyhow:
                     break;
                 }
             }
-            ws.send(Message::Text(format!(
-                r#"42["subscribe",{{"type":"subscribe","conversationId":{conversation_id}}}]"#
-            )))
-            .await?;
-            loop {
-                let text = recv_text(&mut ws, t).await?;
-                if text == "2" {
-                    ws.send(Message::Text("3".into())).await?;
-                } else if text.starts_with(r#"42["subscribed""#) {
-                    break;
+            for conversation_id in conversation_ids {
+                ws.send(Message::Text(format!(
+                    r#"42["subscribe",{{"type":"subscribe","conversationId":{conversation_id}}}]"#
+                )))
+                .await?;
+                loop {
+                    let text = recv_text(&mut ws, t).await?;
+                    if text == "2" {
+                        ws.send(Message::Text("3".into())).await?;
+                    } else if text.starts_with(r#"42["subscribed""#) {
+                        break;
+                    }
                 }
             }
         }
@@ -134,14 +138,31 @@ pub async fn connect_all(
     concurrency: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<(usize, Ws)>> {
-    let work = stream::iter(0..n)
-        .map(|i| {
-            let target = target.clone();
-            let conv = conversations[i % conversations.len()];
-            async move { connect(&target, i, conv).await.map(|ws| (i, ws)).with_context(|| format!("client {i}")) }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect::<Vec<_>>();
+    connect_all_many(target, n, conversations, 1, concurrency, timeout).await
+}
+
+/// As [`connect_all`], each client subscribed to `per_client` conversations: client `i` to
+/// `conversations[(i + j) % len]` for `j` in `0..per_client`.
+pub async fn connect_all_many(
+    target: &Target,
+    n: usize,
+    conversations: &[i64],
+    per_client: usize,
+    concurrency: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(usize, Ws)>> {
+    let work =
+        stream::iter(0..n)
+            .map(|i| {
+                let target = target.clone();
+                let convs: Vec<i64> =
+                    (0..per_client.max(1)).map(|j| conversations[(i + j) % conversations.len()]).collect();
+                async move {
+                    connect_many(&target, i, &convs).await.map(|ws| (i, ws)).with_context(|| format!("client {i}"))
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<_>>();
     let results = tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| anyhow!("connecting {n} clients took over {timeout:?}"))?;

@@ -32,6 +32,8 @@ pub struct AppState {
     /// Wakes the outgoing-webhook worker (a replayed delivery); new events wake it through
     /// the broker.
     pub webhook_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the campaign runner (a campaign started or resumed).
+    pub campaign_wake: Arc<tokio::sync::Notify>,
     pub hub: actix::Addr<Hub>,
     pub tickets: Tickets,
     /// Open WebSockets per user on this node (`CONFAB_WS_MAX_PER_USER`).

@@ -315,6 +315,8 @@ pub struct ContactView {
     pub phone: Option<String>,
     /// The primary e-mail, or `null`.
     pub email: Option<String>,
+    /// The customer sent STOP (START undoes it): campaigns skip them.
+    pub opted_out: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -164,7 +164,9 @@ fn validate(content: &Content) -> ApiResult<()> {
     }
 }
 
-fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> ApiResult<(Sent, Vec<Event>)> {
+/// [`send`] inside the caller's transaction (campaigns: the recipient's claim and its message
+/// commit together). The caller publishes the events after its commit and wakes the worker.
+pub fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> ApiResult<(Sent, Vec<Event>)> {
     if let Some(client_id) = &req.client_id
         && let Some(m) = store::message_by_client_id(c, sender_id, client_id)?
     {
@@ -387,6 +389,12 @@ fn ingest_tx(
 fn ingest_one(c: &mut Db, channel: &ChannelRow, m: &InboundMessage) -> ApiResult<Vec<Event>> {
     let (first, last) = split_name(m.name.as_deref().unwrap_or(""));
     let (customer_id, _) = store::find_or_create_customer(c, channel.company_id, &m.from, &first, &last, true)?;
+    // Opting out of campaigns by keyword, as WhatsApp and Twilio advise (issue 23).
+    match m.text.as_deref().map(|t| t.trim().to_ascii_uppercase()).as_deref() {
+        Some("STOP" | "UNSUBSCRIBE") => crate::users::store::set_opted_out(c, customer_id, true)?,
+        Some("START") => crate::users::store::set_opted_out(c, customer_id, false)?,
+        _ => {}
+    }
     let (conv, opened) = store::find_or_create_conversation(c, channel.company_id, channel.id, customer_id)?;
     let kind = m.media.first().map(|a| a.kind.as_str().to_ascii_lowercase()).unwrap_or_else(|| "text".into());
     let mut events = Vec::new();
@@ -602,12 +610,12 @@ pub async fn mark_read(st: &AppState, agent: &Principal, id: i64, seq: i64) -> A
 /// Views for conversation rows, with customers and last messages loaded in batches.
 pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec<ConversationView>> {
     let customer_ids: Vec<i64> = rows.iter().map(|r| r.customer_id).collect();
-    let people: HashMap<i64, (String, String)> = users::table
+    let people: HashMap<i64, (String, String, bool)> = users::table
         .filter(users::id.eq_any(&customer_ids))
-        .select((users::id, users::first_name, users::last_name))
-        .load::<(i64, String, String)>(c)?
+        .select((users::id, users::first_name, users::last_name, users::opted_out))
+        .load::<(i64, String, String, bool)>(c)?
         .into_iter()
-        .map(|(id, f, l)| (id, (f, l)))
+        .map(|(id, f, l, o)| (id, (f, l, o)))
         .collect();
     let mut phones: HashMap<i64, String> = HashMap::new();
     for (uid, e164) in user_phones::table
@@ -635,7 +643,7 @@ pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec
     Ok(rows
         .iter()
         .map(|r| {
-            let (first_name, last_name) = people.get(&r.customer_id).cloned().unwrap_or_default();
+            let (first_name, last_name, opted_out) = people.get(&r.customer_id).cloned().unwrap_or_default();
             ConversationView {
                 conversation_id: r.id,
                 company_id: r.company_id,
@@ -649,6 +657,7 @@ pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec
                     last_name,
                     phone: phones.get(&r.customer_id).cloned(),
                     email: emails.get(&r.customer_id).cloned(),
+                    opted_out,
                 },
                 status: r.status.clone(),
                 assignee_id: r.assignee_id,

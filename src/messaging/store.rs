@@ -127,6 +127,7 @@ pub fn contact_view(c: &mut Db, user: crate::users::model::UserRow) -> ApiResult
         last_name: p.user.last_name,
         phone: p.phone,
         email: p.email,
+        opted_out: p.user.opted_out,
     })
 }
 

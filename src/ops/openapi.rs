@@ -57,5 +57,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::media::routes::Api::openapi());
     doc.merge(crate::hooks::routes::Api::openapi());
     doc.merge(crate::bots::routes::Api::openapi());
+    doc.merge(crate::campaigns::routes::Api::openapi());
     doc
 }

@@ -69,6 +69,6 @@ async fn ws(req: HttpRequest, st: web::Data<AppState>, q: web::Query<WsQuery>) -
     let slot = st.ws_slots.acquire(principal.user_id).ok_or(ApiError::TooManyRequests { retry_after_secs: 1 })?;
     let mut res = HttpResponse::from(handshake.finish().map_into_boxed_body());
     // The upgrade (`upgrade.rs`) takes the socket over with this once the 101 is written.
-    res.extensions_mut().insert(Accepted { st: st.get_ref().clone(), principal, slot });
+    res.extensions_mut().insert(Accepted { st: st.clone(), principal, slot });
     Ok(res)
 }

@@ -9,6 +9,7 @@ use std::{io, sync::Arc};
 
 use actix_codec::Decoder;
 use actix_http::ws::{Codec, Frame, ProtocolError};
+use actix_web::web::Data;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
@@ -46,13 +47,14 @@ const READS_PER_WAKE: usize = 16;
 /// What the `/ws` handler hands to the upgrade: who connected, and their place under the
 /// per-user cap (held for the connection's life).
 pub struct Accepted {
-    pub st: AppState,
+    pub st: Data<AppState>,
     pub principal: Principal,
     pub slot: WsSlot,
 }
 
 struct Session {
-    st: AppState,
+    /// Shared, not copied: an idle connection holds a pointer, not the state.
+    st: Data<AppState>,
     principal: Principal,
     conn: Arc<Conn>,
     codec: Codec,
@@ -122,16 +124,9 @@ impl Session {
                 }
                 conn.flush();
             }
-            let mut chunk = [0u8; 256];
             loop {
-                if conn.io().readable().await.is_err() {
+                if conn.io().readable().await.is_err() || !discard(&conn) {
                     return;
-                }
-                match conn.io().try_read(&mut chunk) {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
                 }
             }
         };
@@ -288,6 +283,20 @@ impl Session {
                 Err(e) => reply_error(&st, &conn, None, Some(conversation_id), &e),
             }
         });
+    }
+}
+
+/// Reads and drops what the client sends after the close; false at its end of the stream.
+fn discard(conn: &Conn) -> bool {
+    let mut chunk = [0u8; 512];
+    loop {
+        match conn.io().try_read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
     }
 }
 

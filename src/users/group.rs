@@ -155,6 +155,24 @@ pub fn members(c: &mut Db, group_id: i64) -> ApiResult<Vec<i64>> {
         .load(c)?)
 }
 
+/// The primary phones (E.164) of a group's members, for a group of the company (404 otherwise).
+pub fn member_phones(c: &mut Db, company_id: i64, group_id: i64) -> ApiResult<Vec<String>> {
+    use crate::core::db::schema::user_phones;
+    let _: i64 = user_groups::table
+        .filter(user_groups::company_id.eq(company_id))
+        .find(group_id)
+        .select(user_groups::id)
+        .first(c)?;
+    let members =
+        user_group_members::table.filter(user_group_members::group_id.eq(group_id)).select(user_group_members::user_id);
+    Ok(user_phones::table
+        .filter(user_phones::user_id.eq_any(members))
+        .filter(user_phones::active.and(user_phones::is_primary))
+        .order(user_phones::user_id)
+        .select(user_phones::e164)
+        .load(c)?)
+}
+
 pub fn delete(c: &mut Db, id: i64) -> ApiResult<()> {
     diesel::delete(user_group_members::table.filter(user_group_members::group_id.eq(id))).execute(c)?;
     diesel::delete(user_groups::table.find(id)).execute(c)?;

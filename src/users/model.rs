@@ -28,6 +28,8 @@ pub struct UserRow {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub deleted_at: Option<NaiveDateTime>,
+    /// The customer sent STOP: no campaign messages (issue 23).
+    pub opted_out: bool,
 }
 
 impl UserRow {

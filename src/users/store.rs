@@ -137,6 +137,14 @@ pub fn get(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<UserRow> {
     Ok(users::table.filter(users::company_id.eq(company_id)).find(user_id).select(UserRow::as_select()).first(c)?)
 }
 
+/// Records a customer's STOP (`true`) or START (`false`).
+pub fn set_opted_out(c: &mut Db, user_id: i64, opted_out: bool) -> ApiResult<()> {
+    diesel::update(users::table.find(user_id).filter(users::opted_out.ne(opted_out)))
+        .set((users::opted_out.eq(opted_out), users::updated_at.eq(now())))
+        .execute(c)?;
+    Ok(())
+}
+
 /// The company's users of one role that are not deleted, oldest first.
 pub fn with_role(c: &mut Db, company_id: i64, role: Role) -> ApiResult<Vec<UserRow>> {
     Ok(users::table

@@ -502,3 +502,191 @@ both_with!(a_bot_gets_new_conversations_answers_and_hands_off, fast, |app: TestA
     let (status, list) = app.get("/bots", Some(&co.admin)).await;
     assert_eq!((status, list), (200, json!([])));
 });
+
+// ---- campaigns (issue 23 item 3) ----
+
+async fn wait_campaign(app: &TestApp, admin: &str, id: i64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, c) = app.get(&format!("/campaigns/{id}"), Some(admin)).await;
+        assert_eq!(status, 200, "{c}");
+        if pred(&c) {
+            return c;
+        }
+        assert!(std::time::Instant::now() < deadline, "campaign: {what}; have {c}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Messages the runner wrote for a campaign (its `clientId`s), and how many distinct
+/// recipients they went to.
+async fn campaign_messages(app: &TestApp, id: i64) -> (i64, i64) {
+    use confab::core::db::schema::messages;
+    use diesel::prelude::*;
+    let pattern = format!("campaign-{id}-%");
+    app.state
+        .db
+        .run(move |c| {
+            let ids: Vec<Option<String>> =
+                messages::table.filter(messages::client_id.like(pattern)).select(messages::client_id).load(c)?;
+            let distinct: std::collections::HashSet<_> = ids.iter().cloned().collect();
+            Ok((ids.len() as i64, distinct.len() as i64))
+        })
+        .await
+        .unwrap()
+}
+
+both_backends!(a_campaign_sends_each_recipient_once_skips_opt_outs_and_pauses, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let (status, tpl) = app
+        .post(
+            "/template",
+            Some(&co.admin),
+            &json!({"name": "promo", "content": "Hello {{1}}, our sale starts today", "language": "en_US", "category": "marketing"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{tpl}");
+    let template_id = tpl["templateId"].as_i64().unwrap();
+
+    // A customer who wrote STOP is opted out (and START would undo it).
+    let conv = app.customer_says(&co, "+14155550170", "STOP").await;
+    let (_, list) = app.get("/conversation/conversation-page-list?limit=100", Some(&co.agent)).await;
+    let user = &list["data"].as_array().unwrap().iter().find(|c| c["conversationId"] == conv).unwrap()["user"];
+    assert_eq!(user["optedOut"], true, "{user}");
+
+    let mut recipients: Vec<Value> = (0..40).map(|i| json!({"phone": format!("+1 415 555 {:04}", 2000 + i)})).collect();
+    recipients.push(json!({"phone": "14155552000"})); // the first one again, written differently
+    recipients.push(json!({"phone": "+14155550170"})); // opted out
+    recipients.push(json!({"phone": "+14155552001", "params": ["Grace"]})); // a duplicate with params
+    let (status, campaign) = app
+        .post(
+            "/campaigns",
+            Some(&co.admin),
+            &json!({"name": "December sale", "channelId": co.channel_id, "templateId": template_id, "params": ["friend"],
+                    "recipients": recipients, "ratePerSecond": 1000}),
+        )
+        .await;
+    assert_eq!(status, 201, "{campaign}");
+    let id = campaign["campaignId"].as_i64().unwrap();
+    assert_eq!(
+        (campaign["status"].as_str(), campaign["counts"]["queued"].as_i64()),
+        (Some("draft"), Some(41)),
+        "{campaign}"
+    );
+
+    // A CSV upload: header, params per line, a bad number, a duplicate.
+    let csv = "phone,name\n+14155553000,Ada\n+1 415 555 3001\nnot-a-phone,X\n+14155553000,Again\n";
+    let res = app
+        .client
+        .post(app.url(&format!("/campaigns/{id}/recipients")))
+        .bearer_auth(&co.admin)
+        .header("Content-Type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    let (status, added) = into_json(res).await;
+    assert_eq!(status, 200, "{added}");
+    assert_eq!((added["added"].as_i64(), added["duplicates"].as_i64()), (Some(2), Some(1)), "{added}");
+    assert_eq!(added["invalid"][0]["line"], 4, "{added}");
+
+    let (status, started) = app.post(&format!("/campaigns/{id}/start"), Some(&co.admin), &json!({})).await;
+    assert_eq!((status, started["status"].as_str()), (200, Some("running")), "{started}");
+    let done = wait_campaign(&app, &co.admin, id, "completed and delivered", |c| {
+        c["status"] == "completed" && c["counts"]["sent"] == 0 && c["counts"]["queued"] == 0
+    })
+    .await;
+    let counts = &done["counts"];
+    assert_eq!(counts["skipped"], 1, "{done}");
+    assert_eq!(counts["failed"], 0, "{done}");
+    assert_eq!(counts["delivered"].as_i64().unwrap() + counts["read"].as_i64().unwrap(), 42, "{done}");
+    assert_eq!(campaign_messages(&app, id).await, (42, 42), "one message per recipient");
+
+    let (status, skipped) = app.get(&format!("/campaigns/{id}/recipients?status=skipped"), Some(&co.admin)).await;
+    assert_eq!(status, 200, "{skipped}");
+    assert_eq!(skipped["items"][0]["phone"], "+14155550170", "{skipped}");
+    let (_, ada) = app.get(&format!("/campaigns/{id}/recipients?status=delivered&limit=100"), Some(&co.admin)).await;
+    assert!(ada["items"].as_array().unwrap().iter().all(|r| r["messageId"].is_string()), "{ada}");
+    let (status, body) = app.post(&format!("/campaigns/{id}/cancel"), Some(&co.admin), &json!({})).await;
+    assert_error(status, &body, 409, "invalid_transition");
+
+    // Pause stops sending; resume finishes it, each recipient still once.
+    let many: Vec<Value> = (0..30).map(|i| json!({"phone": format!("+1 415 555 {:04}", 4000 + i)})).collect();
+    let (status, slow) = app
+        .post(
+            "/campaigns",
+            Some(&co.admin),
+            &json!({"name": "Slow", "channelId": co.channel_id, "templateId": template_id, "params": ["you"],
+                    "recipients": many, "ratePerSecond": 2}),
+        )
+        .await;
+    assert_eq!(status, 201, "{slow}");
+    let slow_id = slow["campaignId"].as_i64().unwrap();
+    let (status, _) = app.post(&format!("/campaigns/{slow_id}/start"), Some(&co.admin), &json!({})).await;
+    assert_eq!(status, 200);
+    let (status, paused) = app.post(&format!("/campaigns/{slow_id}/pause"), Some(&co.admin), &json!({})).await;
+    assert_eq!((status, paused["status"].as_str()), (200, Some("paused")), "{paused}");
+    assert!(paused["counts"]["queued"].as_i64().unwrap() > 0, "{paused}");
+    let (status, resumed) = app.post(&format!("/campaigns/{slow_id}/resume"), Some(&co.admin), &json!({})).await;
+    assert_eq!((status, resumed["status"].as_str()), (200, Some("running")), "{resumed}");
+    let (status, body) = app.post(&format!("/campaigns/{slow_id}/resume"), Some(&co.admin), &json!({})).await;
+    assert_error(status, &body, 409, "invalid_transition");
+    let (status, cancelled) = app.post(&format!("/campaigns/{slow_id}/cancel"), Some(&co.admin), &json!({})).await;
+    assert_eq!((status, cancelled["status"].as_str()), (200, Some("cancelled")), "{cancelled}");
+    let (sent, distinct) = campaign_messages(&app, slow_id).await;
+    assert_eq!(sent, distinct, "no recipient twice");
+    assert!(sent < 30, "cancelled before the end: {sent}");
+});
+
+both_backends!(campaigns_are_admin_only_validated_and_per_company, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let other = app.other_company("Hooli").await;
+    let (_, tpl) = app
+        .post(
+            "/template",
+            Some(&co.admin),
+            &json!({"name": "hello", "content": "Hello {{1}}", "language": "en_US", "category": "marketing"}),
+        )
+        .await;
+    let template_id = tpl["templateId"].as_i64().unwrap();
+    let base = json!({"name": "X", "channelId": co.channel_id, "templateId": template_id, "params": ["a"],
+                      "recipients": [{"phone": "+14155559000"}]});
+    let (status, body) = app.post("/campaigns", Some(&co.agent), &base).await;
+    assert_error(status, &body, 403, "forbidden");
+    let (status, created) = app.post("/campaigns", Some(&co.admin), &base).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["campaignId"].as_i64().unwrap();
+    let (status, body) = app.get(&format!("/campaigns/{id}"), Some(&other.admin)).await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = app.post(&format!("/campaigns/{id}/start"), Some(&other.admin), &json!({})).await;
+    assert_error(status, &body, 404, "not_found");
+
+    let mut bad = base.clone();
+    bad["ratePerSecond"] = json!(0);
+    let (status, body) = app.post("/campaigns", Some(&co.admin), &bad).await;
+    assert_error(status, &body, 400, "validation_failed");
+    let mut bad = base.clone();
+    bad["params"] = json!([]);
+    let (status, body) = app.post("/campaigns", Some(&co.admin), &bad).await;
+    assert_error(status, &body, 422, "template_params");
+    let mut bad = base.clone();
+    bad["recipients"] = json!([{"phone": "nope"}]);
+    let (status, body) = app.post("/campaigns", Some(&co.admin), &bad).await;
+    assert_error(status, &body, 400, "validation_failed");
+    let mut bad = base.clone();
+    bad["channelId"] = json!(999999);
+    let (status, body) = app.post("/campaigns", Some(&co.admin), &bad).await;
+    assert_error(status, &body, 400, "validation_failed");
+    let (status, body) = app.get(&format!("/campaigns/{id}/recipients?status=odd"), Some(&co.admin)).await;
+    assert_error(status, &body, 400, "validation_failed");
+    let res = app
+        .client
+        .post(app.url(&format!("/campaigns/{id}/recipients")))
+        .bearer_auth(&co.admin)
+        .header("Content-Type", "application/pdf")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 415);
+});

@@ -47,6 +47,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         deleted_at -> Nullable<Timestamp>,
+        opted_out -> Bool,
     }
 }
 
@@ -437,6 +438,41 @@ diesel::table! {
 }
 
 diesel::table! {
+    campaigns (id) {
+        id -> BigInt,
+        company_id -> BigInt,
+        name -> Text,
+        channel_id -> BigInt,
+        template_id -> BigInt,
+        params -> Text,
+        status -> Text,
+        start_at -> Nullable<Timestamp>,
+        rate_per_second -> Integer,
+        created_by -> BigInt,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    campaign_recipients (id) {
+        id -> BigInt,
+        campaign_id -> BigInt,
+        company_id -> BigInt,
+        phone -> Text,
+        params -> Nullable<Text>,
+        status -> Text,
+        message_id -> Nullable<Text>,
+        error -> Nullable<Text>,
+        created_at -> Timestamp,
+        sent_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
     webhook_attempts (id) {
         id -> BigInt,
         delivery_id -> BigInt,
@@ -525,4 +561,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_subscriptions,
     webhook_deliveries,
     webhook_attempts,
+    campaigns,
+    campaign_recipients,
 );

@@ -13,7 +13,7 @@
 //! the hand-over from a replay to live events are decided in one place under one lock.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     io::{self, IoSlice},
     sync::{
         Mutex, MutexGuard, OnceLock,
@@ -76,6 +76,43 @@ enum Sub {
     Resync,
 }
 
+#[derive(Default)]
+struct Subs(Vec<(i64, Sub)>);
+
+impl Subs {
+    fn get(&self, id: &i64) -> Option<&Sub> {
+        self.0.iter().find(|(c, _)| c == id).map(|(_, s)| s)
+    }
+
+    fn get_mut(&mut self, id: &i64) -> Option<&mut Sub> {
+        self.0.iter_mut().find(|(c, _)| c == id).map(|(_, s)| s)
+    }
+
+    fn contains_key(&self, id: &i64) -> bool {
+        self.get(id).is_some()
+    }
+
+    fn insert(&mut self, id: i64, sub: Sub) {
+        match self.get_mut(&id) {
+            Some(s) => *s = sub,
+            None => self.0.push((id, sub)),
+        }
+    }
+
+    fn remove(&mut self, id: &i64) -> Option<Sub> {
+        let i = self.0.iter().position(|(c, _)| c == id)?;
+        let (_, sub) = self.0.swap_remove(i);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(sub)
+    }
+
+    fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+}
+
 /// How a replay ended, for [`Conn::finish_replay`].
 pub enum Replayed {
     /// Everything up to this `seq` was sent: go live.
@@ -100,7 +137,9 @@ struct Inner {
     /// The socket is full: the connection's task flushes when it takes more.
     blocked: bool,
     closing: bool,
-    subs: HashMap<i64, Sub>,
+    /// Subscribed conversations; a connection has a few, so a vector (no hash table per
+    /// connection) searched linearly.
+    subs: Subs,
     fills: Vec<Fill>,
     generation: u32,
 }

@@ -111,7 +111,7 @@ pub struct Hub {
     inbox: HashMap<i64, HashMap<u64, Arc<Conn>>>,
     connections: HashMap<u64, Arc<Conn>>,
     /// Which connections are subscribed where, to clean up on disconnect.
-    memberships: HashMap<u64, HashSet<i64>>,
+    memberships: HashMap<u64, Vec<i64>>,
     room_members: HashMap<i64, usize>,
     /// The heartbeat wheel: one timer for every connection of the node, ticking each second;
     /// a connection is visited on the tick `key mod HEARTBEAT_SECS` (issue 20: no timer per
@@ -240,9 +240,11 @@ impl Handler<Join> for Hub {
     /// The room's `RoomJoin` is queued before this returns, so every event the hub handles
     /// after it reaches the new subscriber (the seam of CONTRACT §4 resume).
     fn handle(&mut self, msg: Join, _: &mut Self::Context) {
-        if !self.memberships.entry(msg.conn.key).or_default().insert(msg.conversation_id) {
+        let joined = self.memberships.entry(msg.conn.key).or_default();
+        if joined.contains(&msg.conversation_id) {
             return;
         }
+        joined.push(msg.conversation_id);
         let metrics = self.metrics.clone();
         let room = self.rooms.entry(msg.conversation_id).or_insert_with(|| {
             ConversationRoom { metrics, conversation_id: msg.conversation_id, subscribers: HashMap::new() }.start()
@@ -261,7 +263,12 @@ impl Handler<Leave> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
-        if self.memberships.get_mut(&msg.key).is_some_and(|set| set.remove(&msg.conversation_id)) {
+        let left = self.memberships.get_mut(&msg.key).and_then(|joined| {
+            let i = joined.iter().position(|c| *c == msg.conversation_id)?;
+            joined.swap_remove(i);
+            Some(())
+        });
+        if left.is_some() {
             self.leave_room(msg.conversation_id, msg.key);
         }
     }

@@ -1,0 +1,138 @@
+//! The campaign runner: takes the lease of one running campaign at a time (so one node sends
+//! it, at its rate), sends up to `ratePerSecond` recipients each second, each in one
+//! transaction with its claim (exactly once), renews the lease between batches (a pause or a
+//! cancel is seen within a second) and completes the campaign when nothing is queued. A node
+//! that dies leaves its campaign to another once the lease expires.
+
+use std::time::{Duration, Instant};
+
+use super::store::{self, CampaignRow, RecipientRow};
+use crate::{
+    core::{
+        crypto::random_hex_id,
+        error::{ApiError, ApiResult},
+        state::AppState,
+        types::Phone,
+    },
+    messaging::{
+        self,
+        service::{Content, SendRequest, Target},
+    },
+    users,
+};
+
+const LEASE: chrono::Duration = chrono::Duration::seconds(30);
+const POLL: Duration = Duration::from_secs(1);
+
+/// Runs until the process stops.
+pub async fn run(st: AppState) {
+    let owner = random_hex_id();
+    loop {
+        let claimed = {
+            let owner = owner.clone();
+            st.db.write(move |c| store::claim_campaign(c, &owner, LEASE)).await
+        };
+        match claimed {
+            Ok(Some(campaign)) => {
+                if let Err(e) = send_campaign(&st, &owner, campaign).await {
+                    tracing::warn!(error = ?e, "campaign batch failed; retried after the lease");
+                }
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = st.campaign_wake.notified() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "claiming campaigns");
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+}
+
+async fn send_campaign(st: &AppState, owner: &str, mut campaign: CampaignRow) -> ApiResult<()> {
+    loop {
+        let started = Instant::now();
+        let (id, rate) = (campaign.id, campaign.rate_per_second.max(1) as i64);
+        let batch = st.db.run(move |c| store::next_queued(c, id, rate)).await?;
+        if batch.is_empty() {
+            let owner = owner.to_owned();
+            return st
+                .db
+                .write(move |c| {
+                    if !store::has_queued(c, id)? && store::renew(c, id, &owner, LEASE)?.is_some() {
+                        store::set_status(c, id, "completed")?;
+                    }
+                    store::release(c, id, &owner)
+                })
+                .await;
+        }
+        for r in batch {
+            send_one(st, &campaign, r).await?;
+        }
+        let renewed = {
+            let owner = owner.to_owned();
+            st.db.write(move |c| store::renew(c, id, &owner, LEASE)).await?
+        };
+        match renewed {
+            Some(c) => campaign = c,
+            None => {
+                // Paused or cancelled (or the lease passed on): let go.
+                let owner = owner.to_owned();
+                return st.db.write(move |c| store::release(c, id, &owner)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// Sends one recipient: in one transaction, claims it (`queued` → `sent`, or `skipped` for a
+/// customer who opted out) and writes its message and delivery job. A request the messaging
+/// rules refuse (the channel is gone, the template changed…) marks it `failed`.
+async fn send_one(st: &AppState, campaign: &CampaignRow, r: RecipientRow) -> ApiResult<()> {
+    let (company_id, sender, channel_id, template_id, campaign_id) =
+        (campaign.company_id, campaign.created_by, campaign.channel_id, campaign.template_id, campaign.id);
+    let default_params: Vec<String> = serde_json::from_str(&campaign.params).unwrap_or_default();
+    let recipient_id = r.id;
+    let attempt = st
+        .db
+        .write(move |c| {
+            let phone = Phone::try_from(r.phone.clone()).map_err(|e| ApiError::field("phone", e.to_string()))?;
+            let (user_id, _) = messaging::store::find_or_create_customer(c, company_id, &phone, "", "", false)?;
+            if users::store::get(c, company_id, user_id)?.opted_out {
+                store::claim_recipient(c, r.id, store::SKIPPED, None, Some("opted_out"))?;
+                return Ok(Vec::new());
+            }
+            if !store::claim_recipient(c, r.id, store::SENT, None, None)? {
+                return Ok(Vec::new());
+            }
+            let params = r.params.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or(default_params);
+            let req = SendRequest {
+                target: Target::Customer { user_id, channel_id: Some(channel_id) },
+                content: Content::Template { template_id, params },
+                client_id: Some(format!("campaign-{campaign_id}-{}", r.id)),
+            };
+            let (sent, events) = messaging::service::send_tx(c, company_id, sender, &req)?;
+            store::set_message(c, r.id, &sent.message.message_id)?;
+            Ok(events)
+        })
+        .await;
+    match attempt {
+        Ok(events) => {
+            if !events.is_empty() {
+                messaging::service::publish_events(st, events);
+                st.outbox_wake.notify_one();
+            }
+            Ok(())
+        }
+        Err(e @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => Err(e),
+        Err(refused) => {
+            let why = refused.to_string();
+            st.db
+                .write(move |c| store::claim_recipient(c, recipient_id, store::FAILED, None, Some(&why)).map(|_| ()))
+                .await
+        }
+    }
+}
