@@ -353,18 +353,35 @@ async fn login_token(st: web::Data<AppState>, origin: Origin, Json(b): Json<ArcL
     Ok(HttpResponse::Ok().json(TokenView::from(issued)))
 }
 
-/// ARC `ResetPasswordPartial`. `oldPassword` is required (ARC lets a bearer alone change it).
+/// ARC `ResetPasswordPartial`, plus `resetToken`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangePasswordBody {
+    /// Accepted for compatibility (ARC checks it belongs to the bearer); not needed.
     pub refresh_token: Option<String>,
     /// When sent, must be the caller's e-mail.
     pub username: Option<String>,
     pub password: String,
+    /// The current password: required when the account has one and no `resetToken` is given.
     pub old_password: Option<String>,
+    /// A live token of this user from `POST /auth/forget-password` (single use), in place of
+    /// `oldPassword`.
+    pub reset_token: Option<String>,
 }
 
-/// Changes the caller's password; every other session of the user is revoked.
+/// How the caller proves the right to set a new password.
+enum Proof {
+    Old(String),
+    Reset(String),
+    /// The account has no password yet (a social or enterprise login): the session is enough.
+    Session,
+}
+
+/// Changes the caller's password; every other session of the user is revoked. The proof, in
+/// this order (seed 003 makes `oldPassword` optional; README "Seed shapes"): a `resetToken` of
+/// this user (claimed once); else `oldPassword`, which is required when the account has a
+/// password (checked against the per-account lockout); an account without a password (it signs
+/// in only through a provider) sets its first one with the bearer token alone.
 #[utoipa::path(tag = "auth", request_body = ChangePasswordBody, responses(
     (status = 200, body = SuccessView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -375,7 +392,6 @@ async fn change_password(
     origin: Origin,
     Json(b): Json<ChangePasswordBody>,
 ) -> ApiResult<HttpResponse> {
-    let old = b.old_password.ok_or_else(|| ApiError::field("oldPassword", "is required"))?;
     let (company_id, user_id) = (user.company_id, user.user_id);
     let (row, email) = st
         .db
@@ -384,46 +400,68 @@ async fn change_password(
             Ok((row, store::primary_email(c, user_id)?))
         })
         .await?;
-    if let Some(name) = b.username.as_deref()
+    if let Some(name) = b.username.as_deref().filter(|n| !n.trim().is_empty())
         && !email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(name.trim()))
     {
         return Err(ApiError::field("username", "is not the signed-in user"));
     }
+    let given = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let proof = match (given(b.reset_token), given(b.old_password)) {
+        (Some(reset), _) => Proof::Reset(reset),
+        (None, Some(old)) => Proof::Old(old),
+        (None, None) if row.password_hash.is_some() => {
+            return Err(ApiError::field("oldPassword", "is required (or a resetToken)"));
+        }
+        (None, None) => Proof::Session,
+    };
     let parsed = email.clone().and_then(|e| Email::try_from(e).ok());
     password::check_new(&b.password, parsed.as_ref())?;
-    if b.password == old {
-        return Err(ApiError::field("password", "must differ from the old password"));
-    }
-    let keys = lockout::Keys::new(&format!("user:{user_id}"), &origin.ip);
-    let k = keys.clone();
-    let allowed = st.db.write(move |c| lockout::reserve(c, &k)).await?;
-    let stored = row.password_hash.clone().filter(|_| allowed);
     let new = b.password;
-    let (matched, hash) = web::block(move || -> anyhow::Result<(bool, Option<String>)> {
-        let matched = match stored {
-            Some(h) => password::verify(&h, &old),
-            None => {
-                password::verify_dummy(&old);
-                false
+    let (hash, lock) = match proof {
+        Proof::Old(old) => {
+            if new == old {
+                return Err(ApiError::field("password", "must differ from the old password"));
             }
-        };
-        Ok((matched, if matched { Some(password::hash(&new)?) } else { None }))
-    })
-    .await??;
+            let keys = lockout::Keys::new(&format!("user:{user_id}"), &origin.ip);
+            let k = keys.clone();
+            let allowed = st.db.write(move |c| lockout::reserve(c, &k)).await?;
+            let stored = row.password_hash.clone().filter(|_| allowed);
+            let (matched, hash) = web::block(move || -> anyhow::Result<(bool, Option<String>)> {
+                let matched = match stored {
+                    Some(h) => password::verify(&h, &old),
+                    None => {
+                        password::verify_dummy(&old);
+                        false
+                    }
+                };
+                Ok((matched, if matched { Some(password::hash(&new)?) } else { None }))
+            })
+            .await??;
+            (hash.map(|h| (h, None)), allowed.then_some((keys, matched)))
+        }
+        Proof::Reset(reset) => (Some((web::block(move || password::hash(&new)).await??, Some(reset))), None),
+        Proof::Session => (Some((web::block(move || password::hash(&new)).await??, None)), None),
+    };
     let (sid, ip) = (user.session_id.clone(), origin.ip.clone());
     let revoked = st
         .db
         .write(move |c| {
-            if allowed {
-                lockout::settle(c, &keys, matched)?;
+            if let Some((keys, matched)) = &lock {
+                lockout::settle(c, keys, *matched)?;
             }
-            let Some(hash) = hash else {
+            let Some((hash, reset_token)) = hash else {
                 store::audit(c, Some(company_id), Some(user_id), "password_change_failed", &ip, serde_json::json!({}))?;
                 return Ok(None);
             };
+            if let Some(reset) = &reset_token
+                && !super::recovery::claim_reset_of(c, reset, user_id)?
+            {
+                return Err(ApiError::Unauthorized("invalid_token"));
+            }
             store::set_password_hash(c, user_id, &hash)?;
             let revoked = session::revoke_all(c, user_id, Some(&sid), "password_changed")?;
-            store::audit(c, Some(company_id), Some(user_id), "password_changed", &ip, serde_json::json!({}))?;
+            let detail = serde_json::json!({"proof": if reset_token.is_some() { "reset_token" } else { "password" }});
+            store::audit(c, Some(company_id), Some(user_id), "password_changed", &ip, detail)?;
             Ok(Some(revoked))
         })
         .await?;
@@ -432,6 +470,19 @@ async fn change_password(
         st.sessions.forget(&s);
     }
     Ok(HttpResponse::Ok().json(SuccessView { success: true }))
+}
+
+/// The user of a live, unused authorization code of `client_id` (a login in progress, seed 003
+/// `POST /auth/create-qr-code {code, clientId}`), without using it up.
+pub(crate) fn pending_code_user(c: &mut Db, code: &str, client_id: &str) -> ApiResult<Option<i64>> {
+    Ok(auth_codes::table
+        .find(token_hash(code))
+        .filter(auth_codes::client_id.eq(client_id))
+        .filter(auth_codes::used_at.is_null())
+        .filter(auth_codes::expires_at.gt(now()))
+        .select(auth_codes::user_id)
+        .first(c)
+        .optional()?)
 }
 
 /// Same as `POST /logout`: confab talks to no Keycloak, so there is nothing external to end.

@@ -55,7 +55,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         signup_verify_token,
         signup_create_user
     ),
-    components(schemas(ForgetBody, ResetBody, SignupTokenBody, SignupTokenView, CreateUserBody, CreatedUserView))
+    components(schemas(
+        ForgetBody,
+        ResetBody,
+        SignupTokenBody,
+        SignupTokenView,
+        CreateUserBody,
+        CreatedUserView,
+        CreatedUser
+    ))
 )]
 pub struct Api;
 
@@ -100,6 +108,17 @@ pub(crate) fn live_token(
     Ok(codes::live_hashed(c, token)?
         .filter(|t| purposes.contains(&t.purpose))
         .map(|t| (t.user_id, t.destination, t.purpose)))
+}
+
+/// Single-use claim of a password-reset token (of any client) that was sent for `user_id`
+/// (`PATCH /auth/change-password {resetToken}`); `false` when it is not one.
+pub(crate) fn claim_reset_of(c: &mut Db, token: &str, user_id: i64) -> ApiResult<bool> {
+    match codes::live_hashed(c, token)? {
+        Some(t) if t.purpose.starts_with("reset:") && t.user_id == Some(user_id) => {
+            codes::claim_hashed(c, token, &t.purpose)
+        }
+        _ => Ok(false),
+    }
 }
 
 fn send_link(st: &AppState, to: String, subject: &'static str, intro: &'static str, path: &'static str, token: String) {
@@ -315,11 +334,26 @@ pub struct CreateUserBody {
     pub company_name: Option<String>,
 }
 
+/// Seed 003 answers `LocalUserProfileDto` (`email`, and the `password` the client sent, which
+/// confab never echoes: README "Differences from the seeds"); ARC's provider answers
+/// `{email, user}`. Both are here, with the new account's ids at the top level as before.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedUserView {
     pub email: String,
+    pub user: CreatedUser,
     pub user_id: i64,
+    pub company_id: i64,
+    pub role: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedUser {
+    pub id: i64,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
     pub company_id: i64,
     pub role: String,
 }
@@ -371,6 +405,14 @@ async fn signup_create_user(
     };
     Ok(HttpResponse::Ok().json(CreatedUserView {
         email: email.as_str().to_owned(),
+        user: CreatedUser {
+            id: user.id,
+            email: email.as_str().to_owned(),
+            first_name: user.first_name.clone(),
+            last_name: user.last_name.clone(),
+            company_id: user.company_id,
+            role: user.role.clone(),
+        },
         user_id: user.id,
         company_id: user.company_id,
         role: user.role,

@@ -46,7 +46,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(create_qr_code, check_qr_code, confirm, regenerate, disable),
-    components(schemas(QrView, CheckView, OtpBody, RecoveryView))
+    components(schemas(QrView, QrBody, CheckView, OtpBody, RecoveryView))
 )]
 pub struct Api;
 
@@ -175,14 +175,46 @@ pub struct QrView {
     pub secret: String,
 }
 
-/// Starts enrolment: a new, unconfirmed secret (the signed-in user's). Confirm it with
-/// `POST /auth/totp/confirm`. 409 `totp_already_enabled` when a confirmed one exists.
-#[utoipa::path(tag = "auth", responses(
-    (status = 200, body = QrView), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+/// Seed 003's `AuthTokenRequest` body of `POST /auth/create-qr-code`: the code of a login in
+/// progress and its client.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QrBody {
+    /// An unused authorization code from `POST /auth/login` (or the MFA code of a login that
+    /// waits for its second factor); it stays usable.
+    pub code: Option<String>,
+    #[serde(alias = "client_id")]
+    pub client_id: Option<String>,
+}
+
+/// Starts enrolment: a new, unconfirmed secret. Whose: the user of the login in progress named
+/// by the body `{code, clientId}` (seed 003, ARC's flow), else the bearer token's user (401
+/// `invalid_token` with neither). Confirm it with `POST /auth/totp/confirm` (bearer, after the
+/// login completes). 409 `totp_already_enabled` when a confirmed one exists.
+#[utoipa::path(tag = "auth", request_body(content = Option<QrBody>), responses(
+    (status = 200, body = QrView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 409, body = ErrorBody)), security(("bearer" = []), ()))]
 #[post("/auth/create-qr-code")]
-async fn create_qr_code(st: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
-    let user_id = user.user_id;
+async fn create_qr_code(st: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> ApiResult<HttpResponse> {
+    let b: QrBody = if body.iter().all(u8::is_ascii_whitespace) {
+        QrBody { code: None, client_id: None }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
+    };
+    let bearer = crate::core::auth::guard::principal(&req).ok().map(|p| p.user_id);
+    let given = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let user_id = match (given(b.code), given(b.client_id)) {
+        (Some(code), Some(client)) => st
+            .db
+            .run(move |c| match super::arc::pending_code_user(c, &code, &client)? {
+                Some(user) => Ok(Some(user)),
+                None => otp::mfa_user(c, &code, &client),
+            })
+            .await?
+            .ok_or(ApiError::Unauthorized("invalid_token"))?,
+        (Some(_), None) => return Err(ApiError::field("clientId", "is required with code")),
+        (None, _) => bearer.ok_or(ApiError::Unauthorized("invalid_token"))?,
+    };
     let email = st.db.run(move |c| store::primary_email(c, user_id)).await?;
     let account = email.unwrap_or_else(|| format!("user-{user_id}"));
     let secret = Secret::generate_secret().to_bytes().map_err(|e| ApiError::Internal(anyhow::anyhow!("{e:?}")))?;

@@ -105,17 +105,20 @@ pub struct CreateQuery {
     pub verified: Option<bool>,
 }
 
-/// `CreateUserRequestSchema`.
+/// `CreateUserRequestSchema`. Seed 001 marks `phone_number` required; a customer known only
+/// by e-mail is created too (`phone_number` absent or `""` when `email` is given).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateUserBody {
     /// International form (`+919999999999`), or national with `country_code`.
-    pub phone_number: String,
+    pub phone_number: Option<String>,
     pub country_code: Option<IdParam>,
     pub email: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub gender: Option<String>,
     pub username: Option<String>,
+    /// An object, or the JSON-encoded string of one (seed 001 types `meta` as a string; the
+    /// SDK sends what it is given).
     #[schema(value_type = Option<Object>)]
     pub meta: Option<Value>,
     pub external_id: Option<String>,
@@ -135,16 +138,26 @@ fn code_text(p: &Option<IdParam>) -> Option<String> {
     })
 }
 
+/// `meta` as seed 001 types it (a string holding JSON) or as the SDK's schema and examples
+/// show it (an object); stored and answered as an object either way (CONTRACT §9). `""` and
+/// `null` mean none.
 fn meta(v: Option<Value>) -> ApiResult<Option<Value>> {
+    let invalid = || ApiError::field("meta", "must be an object or a JSON-encoded object");
     match v {
         Some(Value::Object(m)) => Ok(Some(Value::Object(m))),
         Some(Value::Null) | None => Ok(None),
-        Some(_) => Err(ApiError::field("meta", "must be an object")),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(&s) {
+            Ok(Value::Object(m)) => Ok(Some(Value::Object(m))),
+            _ => Err(invalid()),
+        },
+        Some(_) => Err(invalid()),
     }
 }
 
-/// `createUser`: a customer of the application. An existing WhatsApp contact with the same
-/// phone is the same person and is adopted (CONTRACT §9); an existing account is 409.
+/// `createUser`: a customer of the application, with a phone, an e-mail or both. An existing
+/// WhatsApp contact with the same phone is the same person and is adopted (CONTRACT §9); an
+/// existing account is 409.
 #[utoipa::path(tag = "fynd-platform", params(("company_id" = String, Path), ("application_id" = String, Path), CreateQuery),
     request_body = CreateUserBody, responses((status = 200, body = UserEnvelope), (status = 400, body = ErrorBody),
     (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
@@ -156,10 +169,18 @@ async fn create_user(
     q: web::Query<CreateQuery>,
     Json(b): Json<CreateUserBody>,
 ) -> ApiResult<HttpResponse> {
-    let phone = phone_from_parts(code_text(&b.country_code).as_deref(), &b.phone_number, "phone_number")?;
+    let phone = b
+        .phone_number
+        .as_deref()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| phone_from_parts(code_text(&b.country_code).as_deref(), p, "phone_number"))
+        .transpose()?;
     let email = b.email.as_deref().filter(|e| !e.trim().is_empty()).map(|e| views::email(e, "email")).transpose()?;
+    if phone.is_none() && email.is_none() {
+        return Err(ApiError::field("phone_number", "give phone_number or email"));
+    }
     let n = NewCustomer {
-        phone: Some(phone),
+        phone,
         email,
         phone_verified: q.verified.unwrap_or(false),
         email_verified: q.verified.unwrap_or(false),
@@ -466,7 +487,10 @@ pub struct SessionListView {
     pub items: Vec<SessionInfoView>,
 }
 
-/// `getActiveSessions`: the customer's live storefront sessions in this application.
+/// `getActiveSessions`: the customer's live storefront sessions in this application, as
+/// `{items: [{session_id, user_agent, ip, domain, expire_in}]}`. Seed 001 types `items` as
+/// bare strings; the SDK 3.4 schema (which validates answers) as these objects, and where the
+/// two disagree the SDK wins (CONTRACT §9): a session's id is `items[].session_id`.
 #[utoipa::path(tag = "fynd-platform", params(("company_id" = String, Path), ("application_id" = String, Path), SessionsQuery),
     responses((status = 200, body = SessionListView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[get("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/sessions")]
@@ -500,7 +524,8 @@ async fn get_active_sessions(
 pub struct DeleteSessionQuery {
     pub id: String,
     pub session_id: String,
-    pub reason: String,
+    /// Recorded in the audit log; optional.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -520,7 +545,7 @@ async fn delete_session(
     q: web::Query<DeleteSessionQuery>,
 ) -> ApiResult<HttpResponse> {
     let user_id = parse_id(&q.id)?;
-    let (sid, reason) = (q.session_id.clone(), q.reason.clone());
+    let (sid, reason) = (q.session_id.clone(), q.reason.clone().unwrap_or_default());
     let state = st.clone();
     st.db
         .write(move |c| {
@@ -545,16 +570,21 @@ async fn delete_session(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct DeleteSessionsQuery {
     pub id: String,
-    pub reason: String,
+    /// Recorded in the audit log; optional (seed 001's `deleteActiveSessions` takes only `id`).
+    pub reason: Option<String>,
 }
 
+/// Seed 001's `SessionDeleteResponseSchema` (`items`: the ended session ids) together with the
+/// SDK's `SessionsDeleteResponseSchema` (`user_id`, `session_ids`): the two disagree, and an
+/// answer with both fields satisfies either (the SDK's validation allows the extra key).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionsDeleteView {
+    pub items: Vec<String>,
     pub user_id: String,
     pub session_ids: Vec<String>,
 }
 
-/// `deleteActiveSessions`: ends every session of the customer.
+/// `deleteActiveSessions`: ends every session of the customer; `reason` is optional.
 #[utoipa::path(tag = "fynd-platform", params(("company_id" = String, Path), ("application_id" = String, Path), DeleteSessionsQuery),
     responses((status = 200, body = SessionsDeleteView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 #[delete("/service/platform/user/v1.0/company/{company_id}/application/{application_id}/customers/sessions")]
@@ -565,9 +595,9 @@ async fn delete_active_sessions(
     q: web::Query<DeleteSessionsQuery>,
 ) -> ApiResult<HttpResponse> {
     let user_id = parse_id(&q.id)?;
-    let reason = q.reason.clone();
+    let reason = q.reason.clone().unwrap_or_default();
     let state = st.clone();
-    let session_ids = st
+    let session_ids: Vec<String> = st
         .db
         .write(move |c| {
             customer::get(c, app.company_id, app.id, user_id)?;
@@ -583,7 +613,11 @@ async fn delete_active_sessions(
             Ok(ids)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(SessionsDeleteView { user_id: user_id.to_string(), session_ids }))
+    Ok(HttpResponse::Ok().json(SessionsDeleteView {
+        items: session_ids.clone(),
+        user_id: user_id.to_string(),
+        session_ids,
+    }))
 }
 
 /// `getPlatformConfig`: the whole `PlatformSchema`, defaults filled in.
@@ -634,7 +668,8 @@ async fn update_platform_config(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateGroupBody {
     pub name: String,
-    pub description: String,
+    /// Optional (seed 001 marks it required; the SDK does not).
+    pub description: Option<String>,
     pub file_url: Option<String>,
     #[serde(rename = "type")]
     pub kind: Option<String>,
@@ -673,7 +708,7 @@ async fn create_user_group(
         return Err(ApiError::field("conditions", "conditional groups are not supported"));
     }
     let name = non_empty(&b.name, "name")?;
-    let description = b.description.trim().to_owned();
+    let description = b.description.as_deref().unwrap_or("").trim().to_owned();
     let kind = group_kind(b.kind)?.unwrap_or_else(|| "basic".into());
     let file_url = b.file_url.filter(|u| !u.trim().is_empty());
     let row = st

@@ -216,3 +216,241 @@ async fn seed_media_url_to_a_private_address_is_refused() {
         assert_error(status, &body, 422, "media_url_refused");
     }
 }
+
+// ---- Fynd platform (seeds 000/001, the SDK) ----
+
+both_backends!(seed_fynd_create_user_meta_string_and_email_only, |app: TestApp| async move {
+    use crate::fynd_platform::{company_of, create_app, platform};
+    let admin = app.admin_token().await;
+    let company = company_of(&app, &admin).await;
+    let (app_id, _) = create_app(&app, &admin, "seedshop").await;
+    // Seed 001 types `meta` as a string: a JSON-encoded object is stored as that object.
+    let (status, created) = app
+        .post(
+            &platform(company, app_id, "/customers"),
+            Some(&admin),
+            &json!({"email": "only.mail@seed.test", "first_name": "Only", "last_name": "Mail",
+                    "meta": "{\"tier\":\"gold\",\"points\":12}", "username": "only.mail"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let user = &created["user"];
+    assert_eq!(user["meta"], json!({"tier": "gold", "points": 12}));
+    assert_eq!(user["emails"][0]["email"], "only.mail@seed.test");
+    assert!(user.get("phone_numbers").is_none_or(|p| p.as_array().unwrap().is_empty()), "{user}");
+    let id = user["_id"].as_str().unwrap().to_owned();
+    // The same as an object, on update; `""` phone with an e-mail is also accepted on create.
+    let (status, updated) = app
+        .put(
+            &platform(company, app_id, &format!("/customers/{id}")),
+            Some(&admin),
+            &json!({"meta": "{\"tier\":\"silver\"}"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["user"]["meta"], json!({"tier": "silver"}));
+    let (status, created) = app
+        .post(
+            &platform(company, app_id, "/customers"),
+            Some(&admin),
+            &json!({"phone_number": "", "email": "blank.phone@seed.test", "meta": {"a": 1}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["user"]["meta"], json!({"a": 1}));
+    // Neither phone nor e-mail, or a `meta` that is not an object, is still refused.
+    for bad in [
+        json!({"first_name": "Nobody"}),
+        json!({"email": "x@seed.test", "meta": "not json"}),
+        json!({"email": "y@seed.test", "meta": "[1,2]"}),
+    ] {
+        let (status, body) = app.post(&platform(company, app_id, "/customers"), Some(&admin), &bad).await;
+        assert_error(status, &body, 400, "validation_failed");
+    }
+});
+
+both_backends!(seed_fynd_groups_and_sessions, |app: TestApp| async move {
+    use crate::fynd_platform::{company_of, create_app, platform};
+    let admin = app.admin_token().await;
+    let company = company_of(&app, &admin).await;
+    let (app_id, _) = create_app(&app, &admin, "seedgroups").await;
+    // `createUserGroup` without `description`.
+    let (status, group) =
+        app.post(&platform(company, app_id, "/user_group"), Some(&admin), &json!({"name": "VIP"})).await;
+    assert_eq!(status, 200, "{group}");
+    assert_eq!(group["description"], "");
+    assert_eq!(group["name"], "VIP");
+
+    let (_, created) = app
+        .post(&platform(company, app_id, "/customers"), Some(&admin), &json!({"phone_number": "+919812300051"}))
+        .await;
+    let id = created["user"]["_id"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        let (status, s) =
+            app.post(&platform(company, app_id, "/customers/session"), Some(&admin), &json!({"user_id": id})).await;
+        assert_eq!(status, 200, "{s}");
+    }
+    let sessions = platform(company, app_id, "/customers/sessions") + &format!("?id={id}");
+    let (status, list) = app.get(&sessions, Some(&admin)).await;
+    assert_eq!(status, 200, "{list}");
+    let items = list["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3);
+    assert!(items.iter().all(|s| s["session_id"].is_string()), "the SDK's shape: {list}");
+    // `deleteSession` and `deleteActiveSessions` without `reason`.
+    let first = items[0]["session_id"].as_str().unwrap();
+    let (status, one) = app
+        .delete(
+            &(platform(company, app_id, "/customers/session") + &format!("?id={id}&session_id={first}")),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["session_id"], first);
+    let (status, all) = app.delete(&sessions, Some(&admin)).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["user_id"], id.as_str());
+    assert_eq!(all["items"].as_array().unwrap().len(), 2, "seed 001's shape: {all}");
+    assert_eq!(all["items"], all["session_ids"], "and the SDK's");
+    assert_eq!(app.get(&sessions, Some(&admin)).await.1["items"], json!([]));
+});
+
+// ---- ARC (seed 003) ----
+
+/// Waits (bounded) for mail number `n` (0-based) to `to` (links are mailed after the answer).
+async fn nth_mail(app: &TestApp, to: &str, n: usize) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mails: Vec<String> =
+            outbox(app, "mail").into_iter().filter(|m| m.to.contains(to)).map(|m| m.text).collect();
+        if let Some(m) = mails.get(n) {
+            return m.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no mail #{n} to {to}");
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn token_in(text: &str) -> String {
+    let at = text.find("Token: ").expect("a token") + "Token: ".len();
+    text[at..].split_whitespace().next().unwrap().to_owned()
+}
+
+both_backends!(seed_arc_change_password_old_password_or_reset_token, |app: TestApp| async move {
+    use crate::arc::new_client;
+    let co = app.default_company().await;
+    let admin = co.admin.clone();
+    let email = app.admin_email.clone();
+    // Seed 003's whole body, with the old password.
+    let (status, ok) = app
+        .patch(
+            "/auth/change-password",
+            Some(&admin),
+            &json!({"refreshToken": "ignored", "username": email, "password": "second-password-1",
+                    "oldPassword": ADMIN_PASSWORD}),
+        )
+        .await;
+    assert_eq!((status, &ok), (200, &json!({"success": true})), "{ok}");
+    // Without it, an account that has a password needs a reset token.
+    let (status, body) = app
+        .patch("/auth/change-password", Some(&admin), &json!({"username": email, "password": "third-password-1"}))
+        .await;
+    assert_error(status, &body, 400, "validation_failed");
+    assert!(body["fields"]["oldPassword"].is_string(), "{body}");
+    let (client, secret) = new_client(&app, &admin, json!({})).await;
+    let (status, _) = app
+        .post("/auth/forget-password", None, &json!({"username": email, "client_id": client, "client_secret": secret}))
+        .await;
+    assert_eq!(status, 204);
+    let token = token_in(&nth_mail(&app, &email, 0).await);
+    let body = json!({"password": "third-password-1", "resetToken": token});
+    let (status, ok) = app.patch("/auth/change-password", Some(&admin), &body).await;
+    assert_eq!(status, 200, "{ok}");
+    app.login(&email, "third-password-1").await;
+    // Single use, and only the token's own user.
+    let (status, err) = app
+        .patch("/auth/change-password", Some(&admin), &json!({"password": "fourth-password-1", "resetToken": token}))
+        .await;
+    assert_error(status, &err, 401, "invalid_token");
+    skip_resend_window(&app).await;
+    let (status, _) = app
+        .post("/auth/forget-password", None, &json!({"username": email, "client_id": client, "client_secret": secret}))
+        .await;
+    assert_eq!(status, 204);
+    let fresh = token_in(&nth_mail(&app, &email, 1).await);
+    assert_ne!(fresh, token);
+    let (status, err) = app
+        .patch("/auth/change-password", Some(&co.agent), &json!({"password": "agent-new-pass-1", "resetToken": fresh}))
+        .await;
+    assert_error(status, &err, 401, "invalid_token");
+    // An account without a password (it signs in through a provider) sets one with its session.
+    let agent_id = co.agent_id;
+    app.state
+        .db
+        .write(move |c| {
+            use confab::core::db::schema::users;
+            use diesel::prelude::*;
+            diesel::update(users::table.find(agent_id)).set(users::password_hash.eq(None::<String>)).execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (status, ok) =
+        app.patch("/auth/change-password", Some(&co.agent), &json!({"password": "agent-first-pass-1"})).await;
+    assert_eq!(status, 200, "{ok}");
+});
+
+both_backends!(seed_arc_create_qr_code_with_a_login_code, |app: TestApp| async move {
+    use crate::arc::new_client;
+    let admin = app.admin_token().await;
+    let (client, secret) = new_client(&app, &admin, json!({})).await;
+    let secret = secret.unwrap();
+    let (status, login) = app
+        .post(
+            "/auth/login",
+            None,
+            &json!({"client_id": client, "client_secret": secret, "username": app.admin_email, "password": ADMIN_PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    let code = login["code"].as_str().unwrap().to_owned();
+    // Seed 003: `{code, clientId}`, no bearer.
+    let (status, qr) = app.post("/auth/create-qr-code", None, &json!({"code": code, "clientId": client})).await;
+    assert_eq!(status, 200, "{qr}");
+    assert!(qr["qrCode"].as_str().unwrap().starts_with("data:image/png;base64,"));
+    let (status, checked) = app.get("/auth/check-qr-code", Some(&admin)).await;
+    assert_eq!((status, &checked["isGenerated"]), (200, &json!(false)), "not confirmed yet: {checked}");
+    // The code was not used up: the login completes.
+    let (status, tokens) =
+        app.post("/auth/token", None, &json!({"code": code, "clientId": client, "client_secret": secret})).await;
+    assert_eq!(status, 200, "{tokens}");
+    // A used, unknown or other client's code is refused; so is no proof at all.
+    for body in [json!({"code": code, "clientId": client}), json!({"code": "nope", "clientId": client}), json!({})] {
+        let (status, err) = app.post("/auth/create-qr-code", None, &body).await;
+        assert_error(status, &err, 401, "invalid_token");
+    }
+    let (status, err) = app.post("/auth/create-qr-code", None, &json!({"code": code})).await;
+    assert_error(status, &err, 400, "validation_failed");
+    // The bearer form still works.
+    let (status, qr) = app.post("/auth/create-qr-code", Some(&admin), &json!({})).await;
+    assert_eq!(status, 200, "{qr}");
+});
+
+both_backends!(seed_arc_sign_up_create_user_answers_the_seed_fields, |app: TestApp| async move {
+    let (status, _) = app.post("/auth/sign-up/create-token", None, &json!({"email": "seed.signup@example.com"})).await;
+    assert_eq!(status, 204);
+    let token = token_in(&nth_mail(&app, "seed.signup@example.com", 0).await);
+    // Seed 003's `LocalUserProfileDto`: just e-mail and password.
+    let (status, created) = app
+        .post(
+            "/auth/sign-up/create-user",
+            Some(&token),
+            &json!({"email": "seed.signup@example.com", "password": "password-123"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["email"], "seed.signup@example.com");
+    assert_eq!(created["user"]["email"], "seed.signup@example.com");
+    assert_eq!(created["user"]["id"], created["userId"]);
+    assert!(created.get("password").is_none() && created["user"].get("password").is_none(), "never echoed");
+    app.login("seed.signup@example.com", "password-123").await;
+});
