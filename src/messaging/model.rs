@@ -188,6 +188,8 @@ pub struct MessageRow {
     pub seq: i64,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// A private note: agent-only, never sent to a provider (issue 22).
+    pub is_private: bool,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -262,6 +264,28 @@ pub fn render_template(content: &str, params: &[String]) -> String {
     out
 }
 
+/// The agents an `@Name` in a private note mentions: every `(id, first name)` whose first
+/// name follows an `@` (case-insensitive) and ends there or at a character that cannot
+/// continue a name (`@Grace,` and `@Grace Hopper` mention Grace; `@Graceful` does not).
+pub fn mentioned(text: &str, staff: &[(i64, String)]) -> Vec<i64> {
+    let lower = text.to_lowercase();
+    let mut out = Vec::new();
+    for (at, _) in lower.match_indices('@') {
+        let rest = &lower[at + 1..];
+        for (id, first) in staff {
+            let first = first.trim().to_lowercase();
+            if first.is_empty() || out.contains(id) || !rest.starts_with(&first) {
+                continue;
+            }
+            let next = rest[first.len()..].chars().next();
+            if next.is_none_or(|ch| !(ch.is_alphanumeric() || ch == '_')) {
+                out.push(*id);
+            }
+        }
+    }
+    out
+}
+
 // ---- wire views (camelCase, seed 004) ----
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -309,6 +333,9 @@ pub struct MessageView {
     pub client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// A private note: seen by the company's agents only, never sent to the customer.
+    #[serde(default)]
+    pub private: bool,
 }
 
 impl MessageView {
@@ -325,8 +352,25 @@ impl MessageView {
             template_id: m.template_id,
             client_id: m.client_id.clone(),
             error_code: m.error_code.clone(),
+            private: m.is_private,
         }
     }
+}
+
+/// An agent mentioned in a private note (issue 22): an item of `GET /mentions` and the data
+/// of the `mention` event on that agent's sockets.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MentionView {
+    pub mention_id: i64,
+    pub conversation_id: i64,
+    pub message_id: String,
+    /// The agent who wrote the note, and their name.
+    pub by_id: i64,
+    pub by_name: String,
+    /// The note as it is now (empty once deleted).
+    pub content: Option<String>,
+    pub datetime: String,
 }
 
 /// A customer as the messaging family shows it (CONTRACT §3 `GET /contact`, the `user` of a
@@ -386,6 +430,16 @@ mod tests {
         assert!(Failed.advances(Sent));
         assert!(!Failed.advances(Read));
         assert!(!Delivered.advances(Failed));
+    }
+
+    #[test]
+    fn mentions_match_first_names_at_a_word_end() {
+        let staff = [(1, "Grace".to_owned()), (2, "Alan".to_owned()), (3, "".to_owned()), (4, "Al".to_owned())];
+        assert_eq!(mentioned("@grace can you look? cc @Alan.", &staff), vec![1, 2]);
+        assert_eq!(mentioned("@Graceful @Alanis", &staff), Vec::<i64>::new());
+        assert_eq!(mentioned("mail grace@example.com", &staff), Vec::<i64>::new());
+        assert_eq!(mentioned("@Al and @Grace Hopper, @Grace", &staff), vec![4, 1]);
+        assert_eq!(mentioned("no mentions @", &staff), Vec::<i64>::new());
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post_message)
         .service(new_chat)
         .service(message_search)
+        .service(list_mentions)
         .service(contacts)
         .service(contact_search)
         .service(put_contact)
@@ -45,6 +46,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         post_message,
         new_chat,
         message_search,
+        list_mentions,
         contacts,
         contact_search,
         put_contact,
@@ -65,7 +67,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ProfileBody,
         ProfileUpdatedView,
         MessageType,
-        ConversationStatus
+        ConversationStatus,
+        MentionView
     ))
 )]
 pub struct Api;
@@ -292,6 +295,10 @@ pub struct SendBody {
     pub params: Option<Vec<String>>,
     /// Makes a retry safe: the same agent sending the same clientId gets the same message.
     pub client_id: Option<String>,
+    /// A private note (text only): shown to the company's agents, never sent to the customer,
+    /// `DELIVERED` at once, allowed outside the 24-hour window; `@FirstName` mentions notify
+    /// those agents (`mention` event, `GET /mentions`).
+    pub private: Option<bool>,
 }
 
 impl SendBody {
@@ -322,7 +329,7 @@ impl SendBody {
         if self.client_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 128) {
             return Err(ApiError::field("clientId", "must be 1 to 128 characters"));
         }
-        Ok(SendRequest { target, content, client_id: self.client_id })
+        Ok(SendRequest { target, content, client_id: self.client_id, private: self.private.unwrap_or(false) })
     }
 }
 
@@ -400,6 +407,17 @@ async fn message_search(
             Ok((total, store::message_views(c, &rows)?))
         })
         .await?;
+    Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
+}
+
+/// The private notes that @-mention the calling agent, newest first (issue 22). The same
+/// items reach the agent's open sockets as `mention` events when the note is written.
+#[utoipa::path(tag = "messages", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<MentionView>), (status = 400, body = ErrorBody)))]
+#[get("/mentions")]
+async fn list_mentions(agent: Agent, st: web::Data<AppState>, q: web::Query<PageQuery>) -> ApiResult<HttpResponse> {
+    let Paging { page, size: limit, offset } = q.bounds()?;
+    let (data, total_count) = service::mentions(&st, &agent, offset, limit).await?;
     Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
 }
 

@@ -15,7 +15,10 @@ use crate::core::{
         schema::{conversations, messages, user_emails, user_phones, users},
     },
     error::{ApiError, ApiResult},
-    realtime::event::{CONVERSATION_CREATED, CONVERSATION_UPDATED, Event, MESSAGE_UPDATED},
+    realtime::{
+        event::{CONVERSATION_CREATED, CONVERSATION_UPDATED, Event, MENTION, MESSAGE_UPDATED},
+        hub::Bus,
+    },
     state::AppState,
     types::{Phone, now, rfc3339},
 };
@@ -52,6 +55,10 @@ pub struct SendRequest {
     pub target: Target,
     pub content: Content,
     pub client_id: Option<String>,
+    /// A private note (issue 22): text for the company's agents only. Stored `DELIVERED` at
+    /// once, never queued for a provider, outside the 24-hour window rules; `@Name` mentions
+    /// notify those agents.
+    pub private: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +73,19 @@ fn publish(st: &AppState, events: Vec<Event>) {
     st.broker.publish(events);
 }
 
+/// An event for one agent's sockets only (a `mention`), published after commit.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub user_id: i64,
+    pub event: Event,
+}
+
+fn notify(st: &AppState, notices: Vec<Notice>) {
+    for n in notices {
+        st.broker.publish_bus(Bus::ToUser { user_id: n.user_id, event: n.event });
+    }
+}
+
 /// CONTRACT §3 `POST /message` and §4 `send`: role and tenancy (the caller is staff of the
 /// conversation's company), the 24-hour window for free text and media, template rendering
 /// with its params checked, and idempotency by (sender, `clientId`). One transaction writes
@@ -73,13 +93,13 @@ fn publish(st: &AppState, events: Vec<Event>) {
 /// published after commit and the delivery worker woken.
 #[tracing::instrument(skip(st, req), fields(company = agent.company_id, agent = agent.user_id))]
 pub async fn send(st: &AppState, agent: &Principal, req: SendRequest) -> ApiResult<Sent> {
-    validate(&req.content)?;
+    validate(&req)?;
     let (company_id, sender_id) = (agent.company_id, agent.user_id);
     let attempt = {
         let req = req.clone();
         st.db.write(move |c| send_tx(c, company_id, sender_id, &req)).await
     };
-    let (sent, events) = match attempt {
+    let (sent, events, notices) = match attempt {
         Ok(done) => done,
         // Two sends with one clientId raced: the unique key let one in; answer with it.
         Err(e) if req.client_id.is_some() && e.is_unique_violation() => {
@@ -87,7 +107,11 @@ pub async fn send(st: &AppState, agent: &Principal, req: SendRequest) -> ApiResu
             st.db
                 .run(move |c| {
                     let m = store::message_by_client_id(c, sender_id, &client_id)?.ok_or(ApiError::NotFound)?;
-                    Ok((Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq }, Vec::new()))
+                    Ok((
+                        Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq },
+                        Vec::new(),
+                        Vec::new(),
+                    ))
                 })
                 .await?
         }
@@ -95,12 +119,19 @@ pub async fn send(st: &AppState, agent: &Principal, req: SendRequest) -> ApiResu
     };
     if sent.created {
         publish(st, events);
-        st.outbox_wake.notify_one();
+        notify(st, notices);
+        if !req.private {
+            st.outbox_wake.notify_one();
+        }
     }
     Ok(sent)
 }
 
-fn validate(content: &Content) -> ApiResult<()> {
+fn validate(req: &SendRequest) -> ApiResult<()> {
+    if req.private && !matches!(req.content, Content::Text(_)) {
+        return Err(ApiError::field("private", "a private note is text only"));
+    }
+    let content = &req.content;
     let check_text = |field: &str, t: &str| {
         if t.contains('\0') {
             return Err(ApiError::field(field, "must not contain NUL characters"));
@@ -124,11 +155,13 @@ fn validate(content: &Content) -> ApiResult<()> {
     }
 }
 
-fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> ApiResult<(Sent, Vec<Event>)> {
+type SendOutcome = (Sent, Vec<Event>, Vec<Notice>);
+
+fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> ApiResult<SendOutcome> {
     if let Some(client_id) = &req.client_id
         && let Some(m) = store::message_by_client_id(c, sender_id, client_id)?
     {
-        return Ok((Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq }, Vec::new()));
+        return Ok((Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq }, Vec::new(), Vec::new()));
     }
     let (conv, opened) = match req.target {
         Target::Conversation(id) => (store::conversation(c, company_id, id)?, false),
@@ -144,9 +177,11 @@ fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> Ap
         }
     };
     let t = now();
-    let window_open = conv.window_seconds_left(t) > 0;
+    // A private note never reaches the customer, so the window does not apply to it.
+    let window_open = req.private || conv.window_seconds_left(t) > 0;
     let closed = || ApiError::unprocessable("window_closed", "the 24-hour window is closed: send a template");
     let (kind, content, template_id, params, attachment_ids) = match &req.content {
+        Content::Text(text) if req.private => ("note".to_owned(), Some(text.clone()), None, Vec::new(), Vec::new()),
         Content::Text(text) => {
             if !window_open {
                 return Err(closed());
@@ -192,11 +227,12 @@ fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> Ap
             content: content.as_deref(),
             template_id,
             params: &params,
-            status: Status::Pending,
+            status: if req.private { Status::Delivered } else { Status::Pending },
             provider_message_id: None,
             client_id: req.client_id.as_deref(),
             sender_id: Some(sender_id),
             created_at: t,
+            private: req.private,
         },
         |c, row| {
             for (i, id) in attachment_ids.iter().enumerate() {
@@ -206,8 +242,89 @@ fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> Ap
         },
     )?;
     events.push(event);
-    store::enqueue(c, "send", &row.id, company_id, Some(conv.channel_id))?;
-    Ok((Sent { message, created: true, seq: row.seq }, events))
+    let mut notices = Vec::new();
+    if req.private {
+        notices = mention_notices(c, &row, sender_id)?;
+    } else {
+        store::enqueue(c, "send", &row.id, company_id, Some(conv.channel_id))?;
+    }
+    Ok((Sent { message, created: true, seq: row.seq }, events, notices))
+}
+
+/// Records the agents a private note mentions (`@Name`, the author excepted) and builds the
+/// `mention` event for each one's sockets.
+fn mention_notices(c: &mut Db, note: &MessageRow, by_id: i64) -> ApiResult<Vec<Notice>> {
+    let text = note.content.as_deref().unwrap_or("");
+    if !text.contains('@') {
+        return Ok(Vec::new());
+    }
+    let staff = crate::users::store::active_staff_first_names(c, note.company_id)?;
+    let ids: Vec<i64> = mentioned(text, &staff).into_iter().filter(|id| *id != by_id).collect();
+    let created = store::insert_mentions(c, note, by_id, &ids)?;
+    let by_name = staff_name(c, note.company_id, by_id)?;
+    created
+        .into_iter()
+        .map(|(mention_id, user_id)| {
+            let view = MentionView {
+                mention_id,
+                conversation_id: note.conversation_id,
+                message_id: note.id.clone(),
+                by_id,
+                by_name: by_name.clone(),
+                content: note.content.clone(),
+                datetime: rfc3339(note.created_at),
+            };
+            Ok(Notice {
+                user_id,
+                event: Event {
+                    company_id: note.company_id,
+                    conversation_id: note.conversation_id,
+                    seq: None,
+                    event: MENTION.to_owned(),
+                    data: serde_json::to_value(view).map_err(anyhow::Error::from)?,
+                    origin: None,
+                },
+            })
+        })
+        .collect()
+}
+
+/// "First Last" of a staff member (what a mention shows as its author).
+fn staff_name(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<String> {
+    let u = crate::users::store::get(c, company_id, user_id)?;
+    Ok(format!("{} {}", u.first_name, u.last_name).trim().to_owned())
+}
+
+/// CONTRACT §3 (issue 22) `GET /mentions`: the notes that mention this agent, newest first.
+pub async fn mentions(st: &AppState, agent: &Principal, offset: i64, limit: i64) -> ApiResult<(Vec<MentionView>, i64)> {
+    let (company_id, user_id) = (agent.company_id, agent.user_id);
+    st.db
+        .run(move |c| {
+            let (rows, total) = store::mentions_page(c, company_id, user_id, offset, limit)?;
+            let ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
+            let notes: HashMap<String, MessageRow> =
+                store::messages_by_ids(c, company_id, &ids)?.into_iter().map(|m| (m.id.clone(), m)).collect();
+            let mut names: HashMap<i64, String> = HashMap::new();
+            for r in &rows {
+                if let std::collections::hash_map::Entry::Vacant(e) = names.entry(r.by_id) {
+                    e.insert(staff_name(c, company_id, r.by_id)?);
+                }
+            }
+            let views = rows
+                .into_iter()
+                .map(|r| MentionView {
+                    mention_id: r.id,
+                    conversation_id: r.conversation_id,
+                    content: notes.get(&r.message_id).and_then(|m| m.content.clone()),
+                    message_id: r.message_id,
+                    by_name: names.get(&r.by_id).cloned().unwrap_or_default(),
+                    by_id: r.by_id,
+                    datetime: rfc3339(r.created_at),
+                })
+                .collect();
+            Ok((views, total))
+        })
+        .await
 }
 
 /// A non-persisted inbox event carrying the conversation view.
@@ -353,6 +470,7 @@ fn ingest_one(c: &mut Db, channel: &ChannelRow, m: &InboundMessage) -> ApiResult
             client_id: None,
             sender_id: Some(customer_id),
             created_at: m.timestamp,
+            private: false,
         },
         |c, row| {
             for (i, media) in m.media.iter().enumerate() {
@@ -627,8 +745,12 @@ pub async fn new_chat(
         .write(move |c| Ok(store::find_or_create_customer(c, company_id, &phone, &first_name, &last_name, false)?.0))
         .await?;
     let target = Target::Customer { user_id, channel_id };
-    let sent =
-        send(st, agent, SendRequest { target, content: Content::Template { template_id, params }, client_id }).await?;
+    let sent = send(
+        st,
+        agent,
+        SendRequest { target, content: Content::Template { template_id, params }, client_id, private: false },
+    )
+    .await?;
     let conversation_id = sent.message.conversation_id;
     let view = st
         .db

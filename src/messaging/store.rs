@@ -294,6 +294,8 @@ pub struct NewMessage<'a> {
     pub client_id: Option<&'a str>,
     pub sender_id: Option<i64>,
     pub created_at: NaiveDateTime,
+    /// A private note (issue 22): stored and shown to agents, never queued for a provider.
+    pub private: bool,
 }
 
 /// A new message id: a UUIDv7 as 32 lowercase hex characters (CONTRACT §2).
@@ -353,6 +355,7 @@ pub fn create_message(
         seq,
         created_at: m.created_at,
         updated_at: t,
+        is_private: m.private,
     };
     let values = (
         messages::id.eq(&row.id),
@@ -372,6 +375,7 @@ pub fn create_message(
         messages::seq.eq(seq),
         messages::created_at.eq(row.created_at),
         messages::updated_at.eq(t),
+        messages::is_private.eq(row.is_private),
     );
     let pk: i64 = crate::on_backend!(c, |c| diesel::insert_into(messages::table)
         .values(values)
@@ -604,4 +608,61 @@ pub fn keep_pending_status(
             .execute(c)?;
     }
     Ok(())
+}
+
+// ---- mentions (issue 22) ----
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = mentions)]
+pub struct MentionRow {
+    pub id: i64,
+    pub company_id: i64,
+    pub user_id: i64,
+    pub conversation_id: i64,
+    pub message_id: String,
+    pub by_id: i64,
+    pub created_at: NaiveDateTime,
+}
+
+/// Records that `message` mentions each of `user_ids` (once per message and user); returns
+/// `(mention id, user id)` pairs.
+pub fn insert_mentions(c: &mut Db, message: &MessageRow, by_id: i64, user_ids: &[i64]) -> ApiResult<Vec<(i64, i64)>> {
+    let t = now();
+    let mut out = Vec::with_capacity(user_ids.len());
+    for &user_id in user_ids {
+        let id: i64 = diesel::insert_into(mentions::table)
+            .values((
+                mentions::company_id.eq(message.company_id),
+                mentions::user_id.eq(user_id),
+                mentions::conversation_id.eq(message.conversation_id),
+                mentions::message_id.eq(&message.id),
+                mentions::by_id.eq(by_id),
+                mentions::created_at.eq(t),
+            ))
+            .returning(mentions::id)
+            .get_result(c)?;
+        out.push((id, user_id));
+    }
+    Ok(out)
+}
+
+/// A page of the mentions of `user_id`, newest first, and their total.
+pub fn mentions_page(
+    c: &mut Db,
+    company_id: i64,
+    user_id: i64,
+    offset: i64,
+    limit: i64,
+) -> ApiResult<(Vec<MentionRow>, i64)> {
+    let mine = || mentions::table.filter(mentions::company_id.eq(company_id).and(mentions::user_id.eq(user_id)));
+    let total: i64 = mine().count().get_result(c)?;
+    let rows = mine().order(mentions::id.desc()).offset(offset).limit(limit).select(MentionRow::as_select()).load(c)?;
+    Ok((rows, total))
+}
+
+pub fn messages_by_ids(c: &mut Db, company_id: i64, ids: &[String]) -> ApiResult<Vec<MessageRow>> {
+    Ok(messages::table
+        .filter(messages::company_id.eq(company_id).and(messages::id.eq_any(ids)))
+        .select(MessageRow::as_select())
+        .load(c)?)
 }

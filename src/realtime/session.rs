@@ -110,7 +110,7 @@ impl WsSession {
                         }),
                 );
             }
-            ClientFrame::Send { conversation_id, client_id, text, attachment_ids, template_id, params } => {
+            ClientFrame::Send { conversation_id, client_id, text, attachment_ids, template_id, params, private } => {
                 let content = match (template_id, attachment_ids.is_empty()) {
                     (Some(template_id), _) => Content::Template { template_id, params },
                     (None, false) => Content::Media { attachment_ids, caption: text.filter(|t| !t.trim().is_empty()) },
@@ -120,6 +120,7 @@ impl WsSession {
                     target: Target::Conversation(conversation_id),
                     content,
                     client_id: client_id.clone(),
+                    private,
                 };
                 let (st, principal) = (self.st.clone(), self.principal.clone());
                 // The same code path as REST `POST /message` (CONTRACT §4 `send`).
@@ -183,7 +184,8 @@ impl Actor for WsSession {
             key: self.key,
             session_id: self.principal.session_id.clone(),
             company_id: self.principal.company_id,
-            kill: self.kill.clone(),
+            user_id: self.principal.user_id,
+            sub: self.subscriber(),
         });
         self.st.broker.presence(&self.principal, true);
         let kill = self.kill.clone();

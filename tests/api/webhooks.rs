@@ -1047,6 +1047,7 @@ with_mock!(
                 target: confab::messaging::service::Target::Conversation(conv),
                 content: confab::messaging::service::Content::Text("survive a crash".into()),
                 client_id: None,
+                private: false,
             },
         )
         .await

@@ -331,6 +331,34 @@ test('typing indicator from a second agent', { skip: false }, async (t) => {
   }
 });
 
+test('private note: agent-only style, never sent; an @mention reaches the other agent', async (t) => {
+  if (!wsSupported) return t.skip('server has no WebSocket (/ws): mentions arrive on the socket');
+  const { c, p } = await newAgentPage(alan);
+  try {
+    await openConversation(page, 'Ada Lovelace');
+    await page.getByRole('button', { name: 'Private note', exact: true }).click();
+    const input = page.getByLabel('Message', { exact: true });
+    await input.fill('@Alan she is a VIP customer, please handle the refund.');
+    await input.press('Enter');
+    const note = page.locator('.msg.note', { hasText: 'VIP customer' });
+    await note.waitFor();
+    assert.equal(await note.locator('.note-tag').textContent(), 'Private note');
+    assert.equal(await note.locator('.tick').count(), 0, 'a note has no delivery ticks');
+    await p.locator('.toast', { hasText: /Grace Hopper mentioned you.*VIP customer/ }).waitFor({ timeout: 10000 });
+    const msgs = await app.ok('GET', `/message/message-page-list/${await adaId()}?limit=100`, { token: grace.token });
+    const stored = msgs.data.find((m) => m.content?.includes('VIP customer'));
+    assert.equal(stored.private, true);
+    assert.equal(stored.status, 'DELIVERED');
+    const mentions = await app.ok('GET', '/mentions', { token: alan.token });
+    assert.equal(mentions.data[0].messageId, stored.messageId);
+    await page.screenshot({ path: resolve(SHOTS, 'private-note.png') });
+    await page.getByRole('button', { name: 'Private note', exact: true }).click();
+    assert.equal(await page.getByRole('button', { name: 'Send', exact: true }).count(), 1, 'back to a customer reply');
+  } finally {
+    await c.close();
+  }
+});
+
 test('image upload shows a progress bar and then its thumbnail', async (t) => {
   if (!mediaSupported) return t.skip('server has no POST /media/save (Media store not merged)');
   await openConversation(page, 'Ada Lovelace');

@@ -326,6 +326,19 @@ diesel::table! {
         seq -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        is_private -> Bool,
+    }
+}
+
+diesel::table! {
+    mentions (id) {
+        id -> BigInt,
+        company_id -> BigInt,
+        user_id -> BigInt,
+        conversation_id -> BigInt,
+        message_id -> Text,
+        by_id -> BigInt,
+        created_at -> Timestamp,
     }
 }
 
@@ -473,4 +486,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     templates,
     outbox,
     webhook_receipts,
+    mentions,
 );

@@ -73,6 +73,11 @@ pub enum Bus {
     Event(Event),
     /// Sessions revoked (logout, deactivation): their sockets close with 4001.
     Revoked(Vec<String>),
+    /// An event for one user's sockets only, on every node (a `mention`; not persisted).
+    ToUser {
+        user_id: i64,
+        event: Event,
+    },
 }
 
 #[derive(Message)]
@@ -102,7 +107,9 @@ pub struct Connect {
     pub key: u64,
     pub session_id: String,
     pub company_id: i64,
-    pub kill: Kill,
+    pub user_id: i64,
+    /// The connection's queue, for events addressed to its user ([`Bus::ToUser`]).
+    pub sub: Subscriber,
 }
 
 #[derive(Message)]
@@ -133,7 +140,8 @@ struct StopRoom;
 struct Connection {
     session_id: String,
     company_id: i64,
-    kill: Kill,
+    user_id: i64,
+    sub: Subscriber,
 }
 
 pub struct Hub {
@@ -212,7 +220,16 @@ impl Handler<Bus> for Hub {
             Bus::Revoked(session_ids) => {
                 let revoked: HashSet<String> = session_ids.into_iter().collect();
                 for c in self.connections.values().filter(|c| revoked.contains(&c.session_id)) {
-                    c.kill.fire(kill::REVOKED);
+                    c.sub.kill.fire(kill::REVOKED);
+                }
+            }
+            Bus::ToUser { user_id, event } => {
+                let frame = ByteString::from(protocol::event_frame(&event));
+                let event = Arc::new(event);
+                for c in self.connections.values() {
+                    if c.user_id == user_id && c.company_id == event.company_id {
+                        c.sub.offer(Out::Inbox(event.clone(), frame.clone()), &self.metrics);
+                    }
                 }
             }
         }
@@ -266,8 +283,10 @@ impl Handler<Connect> for Hub {
 
     fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
         self.metrics.ws_open.inc();
-        self.connections
-            .insert(msg.key, Connection { session_id: msg.session_id, company_id: msg.company_id, kill: msg.kill });
+        self.connections.insert(
+            msg.key,
+            Connection { session_id: msg.session_id, company_id: msg.company_id, user_id: msg.user_id, sub: msg.sub },
+        );
     }
 }
 
@@ -292,7 +311,7 @@ impl Handler<Shutdown> for Hub {
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) {
         for c in self.connections.values() {
-            c.kill.fire(kill::GOING_AWAY);
+            c.sub.kill.fire(kill::GOING_AWAY);
         }
     }
 }

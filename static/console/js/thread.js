@@ -218,7 +218,8 @@ export class Thread {
     const want = open ? 'text' : 'template';
     if (left != null && this.windowOpen !== open) {
       this.windowOpen = open;
-      if (this.mode !== want) {
+      // A private note is allowed whatever the window.
+      if (this.mode !== want && this.mode !== 'note') {
         this.mode = want;
         this.renderComposer();
       }
@@ -305,10 +306,11 @@ export class Thread {
 
   bubble(m) {
     const out = m.direction === 'SENT';
+    const note = Boolean(m.private);
     const status = m.status || 'PENDING';
     const localState = m.local; // 'sending' | 'queued' | 'error'
     let meta;
-    if (out) {
+    if (out && !note) {
       const word = localState === 'queued' ? 'Queued (offline)' : localState === 'error' ? 'Not sent' : STATUS_WORDS[status];
       const mark = localState === 'error' ? '!' : localState || status === 'PENDING' ? icon('clock') : TICKS[status];
       meta = h('span', { class: `tick tick-${localState || status.toLowerCase()}`, title: word, 'aria-label': word }, mark);
@@ -322,16 +324,25 @@ export class Thread {
     return h(
       'article',
       {
-        class: `msg ${out ? 'out' : 'in'}`,
+        class: `msg ${out ? 'out' : 'in'}${note ? ' note' : ''}`,
         dataset: { status: localState ? `local-${localState}` : status, messageId: m.messageId || '', clientId: m.clientId || '' },
-        'aria-label': `${out ? 'You' : 'Customer'} at ${clock(m.datetime)}${out ? `, ${localState || STATUS_WORDS[status]}` : ''}`,
+        'aria-label': note
+          ? `Private note by ${this.agents.get(m.senderId) || (m.senderId === this.me.userId ? 'you' : `agent #${m.senderId}`)} at ${clock(m.datetime)}`
+          : `${out ? 'You' : 'Customer'} at ${clock(m.datetime)}${out ? `, ${localState || STATUS_WORDS[status]}` : ''}`,
       },
       h(
         'div',
         { class: 'bubble' },
         (m.attachments || []).map((a) => this.attachment(a)),
         m.content ? h('p', { class: 'text' }, m.content) : null,
-        h('span', { class: 'meta' }, m.templateId ? h('span', { class: 'tpl' }, 'template') : null, h('time', { datetime: m.datetime }, clock(m.datetime)), meta),
+        h(
+          'span',
+          { class: 'meta' },
+          note ? h('span', { class: 'tpl note-tag' }, 'Private note') : null,
+          m.templateId ? h('span', { class: 'tpl' }, 'template') : null,
+          h('time', { datetime: m.datetime }, clock(m.datetime)),
+          meta,
+        ),
         failure,
       ),
     );
@@ -433,10 +444,11 @@ export class Thread {
 
   renderComposer() {
     if (this.mode === 'template') return this.renderTemplatePicker();
+    const note = this.mode === 'note';
     const input = h('textarea', {
       id: 'composer-input',
       rows: '1',
-      placeholder: 'Type a message…',
+      placeholder: note ? 'Private note: only agents see it (@Name mentions an agent)…' : 'Type a message…',
       title: 'Enter sends; Shift+Enter starts a new line',
       'aria-label': 'Message',
       'aria-describedby': 'composer-hint',
@@ -448,6 +460,18 @@ export class Thread {
         this.sendText(input);
       }
     });
+    const noteToggle = h(
+      'button',
+      {
+        type: 'button',
+        class: `ghost note-toggle${note ? ' on' : ''}`,
+        'aria-pressed': String(note),
+        title: 'A private note is seen by agents only and never sent to the customer',
+        onclick: () => this.switchMode(note ? (this.windowOpen === false ? 'template' : 'text') : 'note'),
+      },
+      'Private note',
+    );
+    this.composer.classList.toggle('note-mode', note);
     input.addEventListener('input', () => {
       input.style.height = 'auto';
       input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
@@ -466,14 +490,16 @@ export class Thread {
         file,
         h('label', { class: 'ghost icon', for: 'composer-file', title: 'Attach a file' }, icon('clip'), h('span', { class: 'visually-hidden' }, 'Attach')),
         input,
-        h('button', { type: 'button', class: 'ghost', onclick: () => this.switchMode('template') }, 'Template'),
-        h('button', { type: 'button', class: 'primary', onclick: () => this.sendText(input) }, 'Send'),
+        noteToggle,
+        note ? null : h('button', { type: 'button', class: 'ghost', onclick: () => this.switchMode('template') }, 'Template'),
+        h('button', { type: 'button', class: 'primary', onclick: () => this.sendText(input) }, note ? 'Add note' : 'Send'),
       ),
     );
   }
 
   switchMode(mode) {
     this.mode = mode;
+    this.composer.classList.toggle('note-mode', mode === 'note');
     this.renderComposer();
     (mode === 'template' ? $('#template-select') : $('#composer-input'))?.focus();
   }
@@ -485,6 +511,7 @@ export class Thread {
       { class: 'tpl-note' },
       closed ? 'The 24-hour window is closed: only an approved template can be sent.' : 'Send an approved template.',
       closed ? null : h('button', { type: 'button', class: 'link', onclick: () => this.switchMode('text') }, 'Back to free text'),
+      h('button', { type: 'button', class: 'link', onclick: () => this.switchMode('note') }, 'Write a private note'),
     );
     const select = h('select', { id: 'template-select', 'aria-label': 'Template' }, h('option', { value: '' }, 'Loading templates…'));
     const fields = h('div', { class: 'tpl-fields' });
@@ -540,7 +567,7 @@ export class Thread {
     input.value = '';
     input.style.height = 'auto';
     this.typingOff();
-    this.dispatch({ text });
+    this.dispatch({ text, private: this.mode === 'note' });
   }
 
   async sendFile(file, input) {
@@ -560,7 +587,7 @@ export class Thread {
 
   /** Optimistic send: the bubble shows at once with its clientId, then is replaced by the
    * server's message (ack / message.created / REST answer carry the same clientId). */
-  dispatch({ text, templateId, params, preview, attachment }) {
+  dispatch({ text, templateId, params, preview, attachment, private: isPrivate = false }) {
     const clientId = crypto.randomUUID();
     const local = {
       local: this.live.mode === 'live' || this.live.mode === 'polling' ? 'sending' : 'queued',
@@ -572,8 +599,10 @@ export class Thread {
       createdAt: performance.now(),
       status: 'PENDING',
       templateId,
+      private: isPrivate,
+      senderId: this.me.userId,
       attachments: attachment ? [{ local: true, filename: attachment.filename, filesize: attachment.filesize }] : [],
-      request: { text, templateId, params, attachment },
+      request: { text, templateId, params, attachment, private: isPrivate },
     };
     this.addLocal(local);
     document.dispatchEvent(new CustomEvent('console:send', { detail: local }));

@@ -1,0 +1,148 @@
+//! Conversation tools (issue 22): private notes and mentions, canned responses, edit and
+//! delete, snooze. REST and WebSocket against the real server, on both backends.
+
+use serde_json::{Value, json};
+
+use crate::{both_backends, helpers::*, realtime::Ws};
+
+async fn me(app: &TestApp, token: &str) -> i64 {
+    let (status, me) = app.get("/auth/me", Some(token)).await;
+    assert_eq!(status, 200, "{me}");
+    me["userId"].as_i64().unwrap()
+}
+
+/// Outbox jobs queued for a message (a private note must never have one).
+async fn jobs_for(app: &TestApp, message_id: &str) -> i64 {
+    let id = message_id.to_owned();
+    app.state
+        .db
+        .run(move |c| {
+            use confab::core::db::schema::outbox;
+            use diesel::prelude::*;
+            Ok(outbox::table.filter(outbox::ref_id.eq(id)).count().get_result::<i64>(c)?)
+        })
+        .await
+        .unwrap()
+}
+
+/// The next `event` frame of kind `event` on the socket (other frames are skipped).
+async fn next_event(ws: &mut Ws, event: &str) -> Value {
+    loop {
+        let f = ws.next().await;
+        if f["type"] == "event" && f["event"] == event {
+            return f;
+        }
+    }
+}
+
+async fn messages(app: &TestApp, token: &str, conv: i64) -> Vec<Value> {
+    let (status, page) = app.get(&format!("/message/message-page-list/{conv}?limit=100"), Some(token)).await;
+    assert_eq!(status, 200, "{page}");
+    page["data"].as_array().unwrap().clone()
+}
+
+both_backends!(private_notes_stay_with_agents_and_mentions_notify, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let other = app.other_company("Elsewhere").await;
+    let admin_id = me(&app, &co.admin).await;
+    let conv = app.customer_says(&co, "+14155550170", "my refund?").await;
+
+    // Grace's socket is open before the note is written (a ping proves the hub knows it).
+    let mut grace = Ws::connect(&app, &co.agent).await;
+    grace.send(json!({"type": "ping"})).await;
+    grace.until("pong").await;
+    let mut watcher = Ws::connect(&app, &co.admin).await;
+    let (_, last) = watcher.subscribe(conv, None).await;
+
+    let (status, note) = app
+        .post(
+            "/message",
+            Some(&co.admin),
+            &json!({"conversationId": conv, "text": "@Grace can you check the refund? @Ada too", "private": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{note}");
+    assert_eq!(note["private"], true);
+    assert_eq!(note["direction"], "SENT");
+    assert_eq!(note["status"], "DELIVERED");
+    let note_id = note["messageId"].as_str().unwrap().to_owned();
+    assert_eq!(jobs_for(&app, &note_id).await, 0, "a private note is never queued for the provider");
+
+    // Persisted like any message: message.created with the conversation's next seq.
+    let created = watcher.events_until(conv, last + 1).await;
+    assert_eq!(created[0]["event"], "message.created");
+    assert_eq!(created[0]["data"]["private"], true);
+
+    // Grace is mentioned: a `mention` event on her socket and an item at GET /mentions.
+    let mention = next_event(&mut grace, "mention").await;
+    assert_eq!(mention["data"]["messageId"], note_id.as_str());
+    assert_eq!(mention["data"]["conversationId"], conv);
+    assert_eq!(mention["data"]["byId"], admin_id);
+    assert_eq!(mention["data"]["byName"], "Admin");
+    assert!(mention["seq"].is_null(), "not persisted: {mention}");
+    let (status, mine) = app.get("/mentions", Some(&co.agent)).await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(mine["totalCount"], 1);
+    assert_eq!(mine["data"][0]["messageId"], note_id.as_str());
+    assert_eq!(mine["data"][0]["content"], "@Grace can you check the refund? @Ada too");
+    // The author is not notified, nor another company's Ada.
+    let (_, admins) = app.get("/mentions", Some(&co.admin)).await;
+    assert_eq!(admins["totalCount"], 0);
+    let (_, others) = app.get("/mentions", Some(&other.admin)).await;
+    assert_eq!(others["totalCount"], 0);
+    let (status, body) = app.get("/mentions?limit=0", Some(&co.agent)).await;
+    assert_error(status, &body, 400, "validation_failed");
+
+    // Found by search, shown in the thread with its flag, and the 24-hour window is untouched.
+    let (_, hits) = app.get("/message/message-search/refund", Some(&co.agent)).await;
+    assert!(hits["data"].as_array().unwrap().iter().any(|m| m["messageId"] == note_id.as_str() && m["private"] == true));
+    let thread = messages(&app, &co.agent, conv).await;
+    assert_eq!(thread.iter().filter(|m| m["private"] == true).count(), 1);
+    assert!(thread.iter().filter(|m| m["private"] == false).all(|m| m["direction"] == "RECEIVED"));
+
+    // Notes are text only.
+    let (status, body) = app
+        .post("/message", Some(&co.agent), &json!({"conversationId": conv, "templateId": 1, "private": true}))
+        .await;
+    assert_error(status, &body, 400, "validation_failed");
+
+    // Outside the 24-hour window a note is still allowed (free text is not), and it does not
+    // open the window.
+    let (status, tpl) = app
+        .post(
+            "/template",
+            Some(&co.admin),
+            &json!({"name": "hello", "content": "Hello {{1}}", "language": "en_US", "category": "utility"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{tpl}");
+    let (status, chat) = app
+        .post(
+            "/message/new-chat",
+            Some(&co.agent),
+            &json!({"phone": "+14155550171", "templateId": tpl["templateId"], "params": ["Bo"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{chat}");
+    let closed = chat["conversation"]["conversationId"].as_i64().unwrap();
+    let (status, body) =
+        app.post("/message", Some(&co.agent), &json!({"conversationId": closed, "text": "free text"})).await;
+    assert_error(status, &body, 422, "window_closed");
+    let (status, _) = app
+        .post("/message", Some(&co.agent), &json!({"conversationId": closed, "text": "customer asked by phone", "private": true}))
+        .await;
+    assert_eq!(status, 201);
+    let (_, report) = app.get(&format!("/conversation/chat-time-report/{closed}"), Some(&co.agent)).await;
+    assert_eq!(report["duration"], 0);
+    assert_eq!(report["lastFreeMessageTime"], Value::Null);
+
+    // The WebSocket `send` takes `private` too: the same service, the same rules.
+    grace.send(json!({"type": "send", "conversationId": conv, "clientId": "note-1", "text": "noted", "private": true})).await;
+    let ack = grace.until("ack").await.pop().unwrap();
+    let ws_note = ack["messageId"].as_str().unwrap().to_owned();
+    assert_eq!(jobs_for(&app, &ws_note).await, 0);
+    let thread = messages(&app, &co.agent, conv).await;
+    let m = thread.iter().find(|m| m["messageId"] == ws_note.as_str()).unwrap();
+    assert_eq!(m["private"], true);
+    assert_eq!(m["status"], "DELIVERED");
+});
