@@ -95,15 +95,16 @@ both_backends!(private_notes_stay_with_agents_and_mentions_notify, |app: TestApp
 
     // Found by search, shown in the thread with its flag, and the 24-hour window is untouched.
     let (_, hits) = app.get("/message/message-search/refund", Some(&co.agent)).await;
-    assert!(hits["data"].as_array().unwrap().iter().any(|m| m["messageId"] == note_id.as_str() && m["private"] == true));
+    assert!(
+        hits["data"].as_array().unwrap().iter().any(|m| m["messageId"] == note_id.as_str() && m["private"] == true)
+    );
     let thread = messages(&app, &co.agent, conv).await;
     assert_eq!(thread.iter().filter(|m| m["private"] == true).count(), 1);
     assert!(thread.iter().filter(|m| m["private"] == false).all(|m| m["direction"] == "RECEIVED"));
 
     // Notes are text only.
-    let (status, body) = app
-        .post("/message", Some(&co.agent), &json!({"conversationId": conv, "templateId": 1, "private": true}))
-        .await;
+    let (status, body) =
+        app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "templateId": 1, "private": true})).await;
     assert_error(status, &body, 400, "validation_failed");
 
     // Outside the 24-hour window a note is still allowed (free text is not), and it does not
@@ -129,7 +130,11 @@ both_backends!(private_notes_stay_with_agents_and_mentions_notify, |app: TestApp
         app.post("/message", Some(&co.agent), &json!({"conversationId": closed, "text": "free text"})).await;
     assert_error(status, &body, 422, "window_closed");
     let (status, _) = app
-        .post("/message", Some(&co.agent), &json!({"conversationId": closed, "text": "customer asked by phone", "private": true}))
+        .post(
+            "/message",
+            Some(&co.agent),
+            &json!({"conversationId": closed, "text": "customer asked by phone", "private": true}),
+        )
         .await;
     assert_eq!(status, 201);
     let (_, report) = app.get(&format!("/conversation/chat-time-report/{closed}"), Some(&co.agent)).await;
@@ -137,7 +142,9 @@ both_backends!(private_notes_stay_with_agents_and_mentions_notify, |app: TestApp
     assert_eq!(report["lastFreeMessageTime"], Value::Null);
 
     // The WebSocket `send` takes `private` too: the same service, the same rules.
-    grace.send(json!({"type": "send", "conversationId": conv, "clientId": "note-1", "text": "noted", "private": true})).await;
+    grace
+        .send(json!({"type": "send", "conversationId": conv, "clientId": "note-1", "text": "noted", "private": true}))
+        .await;
     let ack = grace.until("ack").await.pop().unwrap();
     let ws_note = ack["messageId"].as_str().unwrap().to_owned();
     assert_eq!(jobs_for(&app, &ws_note).await, 0);
@@ -145,4 +152,68 @@ both_backends!(private_notes_stay_with_agents_and_mentions_notify, |app: TestApp
     let m = thread.iter().find(|m| m["messageId"] == ws_note.as_str()).unwrap();
     assert_eq!(m["private"], true);
     assert_eq!(m["status"], "DELIVERED");
+});
+
+both_backends!(canned_responses_per_company_agents_read_admins_write, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let other = app.other_company("Canned Elsewhere").await;
+    let body = json!({"shortCode": "Thanks", "content": "Thanks {{contact.firstName}}, this is {{agent.firstName}}."});
+    let (status, created) = app.post("/canned", Some(&co.admin), &body).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["shortCode"], "thanks", "short codes are lower-cased");
+    assert_eq!(created["content"], "Thanks {{contact.firstName}}, this is {{agent.firstName}}.");
+    let id = created["cannedId"].as_i64().unwrap();
+
+    // Unique per company (case-insensitively), but another company may use the same code.
+    let (status, body_) = app.post("/canned", Some(&co.admin), &json!({"shortCode": "THANKS", "content": "x"})).await;
+    assert_error(status, &body_, 409, "canned_exists");
+    let (status, _) = app.post("/canned", Some(&other.admin), &body).await;
+    assert_eq!(status, 201);
+
+    // Agents read, only admins write.
+    let (status, list) = app.get("/canned", Some(&co.agent)).await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["cannedId"], id);
+    let (status, b) = app.post("/canned", Some(&co.agent), &json!({"shortCode": "hi", "content": "Hi"})).await;
+    assert_error(status, &b, 403, "forbidden");
+    let (status, b) = app.delete(&format!("/canned/{id}"), Some(&co.agent)).await;
+    assert_error(status, &b, 403, "forbidden");
+
+    // Bad input is 400 with the field named; another company's row is 404.
+    for bad in [
+        json!({"shortCode": "", "content": "x"}),
+        json!({"shortCode": "a b", "content": "x"}),
+        json!({"shortCode": "ok", "content": "  "}),
+    ] {
+        let (status, b) = app.post("/canned", Some(&co.admin), &bad).await;
+        assert_error(status, &b, 400, "validation_failed");
+    }
+    let (status, b) = app.post("/canned", Some(&co.admin), &json!({"shortCode": "ok"})).await;
+    assert_error(status, &b, 400, "invalid_json");
+    let (status, b) =
+        app.put(&format!("/canned/{id}"), Some(&other.admin), &json!({"shortCode": "x", "content": "y"})).await;
+    assert_error(status, &b, 404, "not_found");
+    let (status, b) = app.delete("/canned/not-a-number", Some(&co.admin)).await;
+    assert_eq!(status, 400, "{b}");
+
+    // Update, clash on update, delete.
+    let (status, second) = app.post("/canned", Some(&co.admin), &json!({"shortCode": "bye", "content": "Bye!"})).await;
+    assert_eq!(status, 201);
+    let (status, updated) =
+        app.put(&format!("/canned/{id}"), Some(&co.admin), &json!({"shortCode": "thx", "content": "Thank you!"})).await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["shortCode"], "thx");
+    let (status, b) = app
+        .put(&format!("/canned/{}", second["cannedId"]), Some(&co.admin), &json!({"shortCode": "thx", "content": "x"}))
+        .await;
+    assert_error(status, &b, 409, "canned_exists");
+    let (status, _) = app.delete(&format!("/canned/{id}"), Some(&co.admin)).await;
+    assert_eq!(status, 204);
+    let (status, b) = app.delete(&format!("/canned/{id}"), Some(&co.admin)).await;
+    assert_error(status, &b, 404, "not_found");
+    let (_, list) = app.get("/canned", Some(&co.agent)).await;
+    assert_eq!(list.as_array().unwrap().iter().map(|c| c["shortCode"].clone()).collect::<Vec<_>>(), vec![json!("bye")]);
+    let (_, others) = app.get("/canned", Some(&other.agent)).await;
+    assert_eq!(others[0]["shortCode"], "thanks");
 });

@@ -359,6 +359,25 @@ test('private note: agent-only style, never sent; an @mention reaches the other 
   }
 });
 
+test('canned responses: /shortCode opens the picker, Enter inserts it with the contact and agent filled in', async () => {
+  await app.ok('POST', '/canned', { token: admin, body: { shortCode: 'thanks', content: 'Thanks {{contact.firstName}}, this is {{agent.firstName}} from support.' } });
+  await app.ok('POST', '/canned', { token: admin, body: { shortCode: 'hours', content: 'We are open from 9 to 5.' } });
+  await openConversation(page, 'Ada Lovelace');
+  const input = page.getByLabel('Message', { exact: true });
+  await input.fill('');
+  await input.pressSequentially('/');
+  const picker = page.getByRole('listbox', { name: 'Canned responses' });
+  await waitFor('both canned responses', async () => (await picker.getByRole('option').count()) === 2);
+  await input.pressSequentially('th');
+  await waitFor('only /thanks', async () => (await picker.getByRole('option').count()) === 1);
+  await picker.getByRole('option', { name: /\/thanks/ }).waitFor();
+  await input.press('Enter');
+  assert.equal(await input.inputValue(), 'Thanks Ada, this is Grace from support.');
+  assert.equal(await picker.isVisible(), false);
+  await input.press('Enter');
+  await page.locator('.msg.out[data-status="DELIVERED"]', { hasText: 'this is Grace from support' }).waitFor({ timeout: 15000 });
+});
+
 test('image upload shows a progress bar and then its thumbnail', async (t) => {
   if (!mediaSupported) return t.skip('server has no POST /media/save (Media store not merged)');
   await openConversation(page, 'Ada Lovelace');

@@ -331,6 +331,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    canned_responses (id) {
+        id -> BigInt,
+        company_id -> BigInt,
+        short_code -> Text,
+        content -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     mentions (id) {
         id -> BigInt,
         company_id -> BigInt,
@@ -487,4 +498,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox,
     webhook_receipts,
     mentions,
+    canned_responses,
 );

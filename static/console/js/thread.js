@@ -454,12 +454,16 @@ export class Thread {
       'aria-describedby': 'composer-hint',
       maxlength: '4096',
     });
+    const picker = h('ul', { id: 'canned-picker', class: 'canned-picker', role: 'listbox', 'aria-label': 'Canned responses', hidden: true });
+    input.setAttribute('aria-controls', 'canned-picker');
     input.addEventListener('keydown', (e) => {
+      if (!picker.hidden && this.cannedKey(e, input, picker)) return;
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
         e.preventDefault();
         this.sendText(input);
       }
     });
+    input.addEventListener('input', () => this.cannedFilter(input, picker));
     const noteToggle = h(
       'button',
       {
@@ -482,7 +486,8 @@ export class Thread {
     file.addEventListener('change', () => file.files[0] && this.sendFile(file.files[0], input).finally(() => (file.value = '')));
     this.progress = h('progress', { class: 'upload', max: '1', value: '0', hidden: true, 'aria-label': 'Upload progress' });
     this.composer.replaceChildren(
-      h('span', { id: 'composer-hint', class: 'visually-hidden' }, 'Enter sends; Shift+Enter starts a new line'),
+      h('span', { id: 'composer-hint', class: 'visually-hidden' }, 'Enter sends; Shift+Enter starts a new line; / picks a canned response'),
+      picker,
       this.progress,
       h(
         'div',
@@ -495,6 +500,76 @@ export class Thread {
         h('button', { type: 'button', class: 'primary', onclick: () => this.sendText(input) }, note ? 'Add note' : 'Send'),
       ),
     );
+  }
+
+  // ---- canned responses (issue 22): `/shortCode` in an otherwise empty composer ----
+
+  async cannedFilter(input, picker) {
+    const m = /^\/([\w-]*)$/u.exec(input.value);
+    if (!m) {
+      picker.hidden = true;
+      return;
+    }
+    if (!this.canned) {
+      try {
+        this.canned = await get('/canned');
+      } catch {
+        this.canned = [];
+      }
+    }
+    const prefix = m[1].toLowerCase();
+    const hits = this.canned.filter((c) => c.shortCode.startsWith(prefix)).slice(0, 8);
+    picker.replaceChildren(
+      ...hits.map((c, i) =>
+        h(
+          'li',
+          { role: 'option', id: `canned-${c.cannedId}`, 'aria-selected': String(i === 0), dataset: { id: String(c.cannedId) }, onmousedown: (e) => {
+            e.preventDefault();
+            this.cannedInsert(c, input, picker);
+          } },
+          h('strong', {}, `/${c.shortCode}`),
+          ' ',
+          h('span', { class: 'muted' }, c.content),
+        ),
+      ),
+    );
+    picker.hidden = hits.length === 0 || input.value !== `/${m[1]}`;
+    input.setAttribute('aria-expanded', String(!picker.hidden));
+  }
+
+  /** Arrow keys move, Enter or Tab inserts, Escape closes; true when the key was the picker's. */
+  cannedKey(e, input, picker) {
+    const items = [...picker.querySelectorAll('li')];
+    const at = items.findIndex((li) => li.getAttribute('aria-selected') === 'true');
+    if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+      e.preventDefault();
+      const next = (at + (e.key === 'ArrowDown' ? 1 : items.length - 1)) % items.length;
+      items.forEach((li, i) => li.setAttribute('aria-selected', String(i === next)));
+      input.setAttribute('aria-activedescendant', items[next].id);
+      return true;
+    }
+    if (e.key === 'Enter' || e.key === 'Tab') {
+      e.preventDefault();
+      const c = this.canned.find((x) => String(x.cannedId) === items[Math.max(at, 0)]?.dataset.id);
+      if (c) this.cannedInsert(c, input, picker);
+      return true;
+    }
+    if (e.key === 'Escape') {
+      e.preventDefault();
+      e.stopPropagation();
+      picker.hidden = true;
+      return true;
+    }
+    return false;
+  }
+
+  cannedInsert(c, input, picker) {
+    const user = this.inbox.convs.get(this.id)?.user || {};
+    input.value = fillCanned(c.content, { contact: user, agent: this.me });
+    picker.hidden = true;
+    input.setAttribute('aria-expanded', 'false');
+    input.dispatchEvent(new Event('input'));
+    input.focus();
   }
 
   switchMode(mode) {
@@ -629,6 +704,17 @@ export class Thread {
     if (this.typingSince && this.id != null) this.live.typing(this.id, false);
     this.typingSince = 0;
   }
+}
+
+/** A canned response's placeholders filled from the conversation's contact and the agent. */
+export function fillCanned(content, { contact, agent }) {
+  const values = {
+    'contact.firstName': contact?.firstName || '',
+    'contact.lastName': contact?.lastName || '',
+    'contact.phone': contact?.phone || '',
+    'agent.firstName': agent?.firstName || '',
+  };
+  return content.replace(/\{\{\s*(contact\.firstName|contact\.lastName|contact\.phone|agent\.firstName)\s*\}\}/g, (_, k) => values[k]);
 }
 
 export function placeholderCount(content) {
