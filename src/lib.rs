@@ -3,9 +3,11 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod bots;
 pub mod console;
 pub mod core;
 pub mod fynd;
+pub mod hooks;
 pub mod media;
 pub mod messaging;
 pub mod ops;
@@ -14,10 +16,17 @@ pub mod providers;
 pub mod realtime;
 pub mod users;
 
-use std::{net::TcpListener, sync::Arc};
+use std::{net::TcpListener, rc::Rc, sync::Arc};
 
 use actix::Actor;
-use actix_web::{App, HttpServer, dev::ServerHandle, middleware::from_fn, web};
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_factory, fn_service, map_config};
+use actix_web::{
+    App, HttpServer,
+    dev::{AppConfig, ServerHandle, ServiceFactory},
+    middleware::from_fn,
+    web,
+};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
@@ -112,7 +121,8 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     };
     let metrics = Metrics::new()?;
     metrics.registry.register(Box::new(keys.reloads.clone()))?;
-    let hub = Hub::new(metrics.clone()).start();
+    let sessions = SessionCache::default();
+    let hub = Hub::new(metrics.clone(), sessions.clone(), db.clone()).start();
     let tickets = Tickets::new(&broker);
     let mut events = broker.subscribe();
     let hub_feed = hub.clone();
@@ -138,19 +148,21 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         data_key: Arc::new(data_key),
         keys: Arc::new(keys),
         media,
-        sessions: SessionCache::default(),
+        sessions,
         auth_limiter,
         mail: notify::EmailSender::from_config(&config)?,
         sms: notify::SmsSender::from_config(&config),
         metrics,
         broker,
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
+        webhook_wake: Arc::new(tokio::sync::Notify::new()),
         hub,
         tickets,
         ws_slots: WsSlots::new(config.ws_max_per_user),
         http: net::client(&config)?,
     });
     actix_web::rt::spawn(providers::worker::run(state.get_ref().clone()));
+    actix_web::rt::spawn(hooks::worker::run(state.get_ref().clone()));
     state.db.spawn_checkpointer();
 
     media::service::spawn_housekeeping(state.clone());
@@ -164,7 +176,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     let webhook_channels = web::Data::new(WebhookChannels::default());
     let max_body = config.max_body_bytes;
     let cors_config = config.clone();
-    let mut server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(app_state.clone())
             .app_data(metrics_data.clone())
@@ -196,14 +208,51 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .configure(console::configure)
             .configure(auth::arc::configure)
             .configure(media::routes::configure)
+            .configure(hooks::routes::configure)
+            .configure(bots::routes::configure)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
-    })
-    .listen(listener)?
-    .disable_signals()
-    .shutdown_timeout(30);
+    };
+    // actix-web's `HttpServer`, plus the WebSocket upgrade: requests with `Connection: upgrade`
+    // go through the same application, and an accepted WebSocket takes its socket over from
+    // actix-http (issue 20, `realtime::upgrade`).
+    let addr = listener.local_addr()?;
+    let builder = actix_server::Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    let mut builder = builder
+        .listen("confab", listener, move || {
+            let shutdown = shutdown.clone();
+            let upgrade_app = app.clone();
+            let host = addr.to_string();
+            let upgrade_host = host.clone();
+            HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                .keep_alive(actix_http::KeepAlive::default())
+                .client_request_timeout(std::time::Duration::from_secs(5))
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(addr)
+                .upgrade(fn_factory(move || {
+                    let factory = upgrade_app().into_factory();
+                    let config = AppConfig::__priv_test_new(false, upgrade_host.clone(), addr);
+                    async move {
+                        let app = Rc::new(factory.new_service(config).await.map_err(|_| ())?);
+                        Ok::<_, ()>(fn_service(move |(req, framed)| realtime::upgrade::serve(app.clone(), req, framed)))
+                    }
+                }))
+                .h1(map_config(app().into_factory().map_err(|err: actix_web::Error| err.error_response()), move |_| {
+                    AppConfig::__priv_test_new(false, host.clone(), addr)
+                }))
+                .tcp()
+        })?
+        .disable_signals()
+        .shutdown_timeout(30);
     if let Some(workers) = config.workers {
-        server = server.workers(workers);
+        builder = builder.workers(workers);
     }
+    let server = builder;
     let (metrics_port, metrics_server) = match &config.metrics_bind {
         Some(bind) => {
             let (port, server) = metrics_listener(bind, state.clone())?;

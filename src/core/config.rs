@@ -167,6 +167,17 @@ pub struct Config {
     /// non-public addresses. Only for tests and local mocks: never in production.
     #[arg(long, env = "CONFAB_ALLOW_PRIVATE_FETCH", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub allow_private_fetch: bool,
+    /// Lets outgoing webhooks (subscriptions, bots' `webhookUrl`) go to loopback, private and
+    /// link-local addresses. Only for tests and receivers on a trusted network.
+    #[arg(long, env = "CONFAB_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub webhook_allow_private: bool,
+    /// Base of the outgoing-webhook retry backoff, in milliseconds (attempt n waits base·2ⁿ,
+    /// capped at 10 minutes, ±25 % jitter).
+    #[arg(long, env = "CONFAB_WEBHOOK_BACKOFF_MS", default_value_t = 1000, global = true)]
+    pub webhook_backoff_ms: u64,
+    /// Timeout of each outgoing-webhook delivery, in seconds; keep it below the outbox lease.
+    #[arg(long, env = "CONFAB_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    pub webhook_timeout_secs: u64,
     /// Graph API base the storefront's Facebook login verifies tokens with.
     #[arg(long, env = "CONFAB_FACEBOOK_GRAPH_URL", default_value = "https://graph.facebook.com", global = true)]
     pub facebook_graph_url: String,
@@ -249,6 +260,7 @@ impl Config {
         cli.config.config = PathBuf::from("/nonexistent/confab.toml");
         // Test mocks listen on 127.0.0.1; the attack tests turn this off again.
         cli.config.allow_private_fetch = true;
+        cli.config.webhook_allow_private = true;
         cli.config
     }
 }

@@ -17,6 +17,7 @@ pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod outbox;
 pub mod query;
 pub mod realtime;
 pub mod redact;

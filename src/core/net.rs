@@ -55,17 +55,59 @@ pub fn is_refused(e: &(dyn StdError + 'static)) -> bool {
 /// a shorter one per request), no redirects, no proxy, and the address checks unless
 /// `CONFAB_ALLOW_PRIVATE_FETCH` is set.
 pub fn client(config: &Config) -> anyhow::Result<reqwest::Client> {
-    let timeout = Duration::from_secs(config.provider_timeout_secs.max(1));
+    client_with(Duration::from_secs(config.provider_timeout_secs.max(1)), config.allow_private_fetch)
+}
+
+/// An outbound client with its own timeout and address policy (outgoing webhooks have their
+/// own settings, `CONFAB_WEBHOOK_TIMEOUT_SECS` and `CONFAB_WEBHOOK_ALLOW_PRIVATE`): no
+/// redirects, no proxy, and the address checks unless `allow_private`.
+pub fn client_with(timeout: Duration, allow_private: bool) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .user_agent(concat!("confab/", env!("CARGO_PKG_VERSION")));
-    if !config.allow_private_fetch {
+    if !allow_private {
         builder = builder.dns_resolver(Arc::new(PublicResolver)).connector_layer(PeerCheckLayer);
     }
     Ok(builder.build()?)
+}
+
+/// Checks, when a tenant gives the server a URL to call later (a webhook subscription), that
+/// its host resolves to public addresses only, with the same rule and resolver as the client's
+/// ([`PublicResolver`]); the client checks again on every call (DNS may change). `Err` says why.
+pub async fn check_public_url(url: &url::Url) -> Result<(), String> {
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_owned(),
+        Some(url::Host::Ipv4(ip)) => return if is_public(IpAddr::V4(ip)) { Ok(()) } else { Err(refused_msg()) },
+        Some(url::Host::Ipv6(ip)) => return if is_public(IpAddr::V6(ip)) { Ok(()) } else { Err(refused_msg()) },
+        None => return Err("must name a host".into()),
+    };
+    // A name that also points inside is refused whole here (the client would only drop those
+    // addresses, but the subscription is meant for a public receiver).
+    match resolve_public(&host).await {
+        Ok((_, false)) => Ok(()),
+        Ok((_, true)) => Err(refused_msg()),
+        Err(e) if is_refused(e.as_ref()) => Err(refused_msg()),
+        Err(_) => Err("its host does not resolve".into()),
+    }
+}
+
+fn refused_msg() -> String {
+    "must resolve to public internet addresses (not loopback, private or link-local)".into()
+}
+
+/// The addresses of `host` that are public; a [`Refused`] error when none is.
+async fn resolve_public(host: &str) -> Result<(Vec<SocketAddr>, bool), BoxError> {
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+    let all = found.len();
+    let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public(a.ip())).collect();
+    if public.is_empty() {
+        return Err(Box::new(Refused(host.to_owned())));
+    }
+    let some_private = public.len() != all;
+    Ok((public, some_private))
 }
 
 /// Whether `ip` is an address of the public internet: not loopback, private (RFC 1918, IPv6
@@ -121,11 +163,7 @@ impl reqwest::dns::Resolve for PublicResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public(a.ip())).collect();
-            if public.is_empty() {
-                return Err(Box::new(Refused(host)) as BoxError);
-            }
+            let (public, _) = resolve_public(&host).await?;
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })
     }

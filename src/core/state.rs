@@ -29,6 +29,9 @@ pub struct AppState {
     pub broker: Broker,
     /// Wakes the delivery worker after a commit that queued outbox jobs.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the outgoing-webhook worker (a replayed delivery); new events wake it through
+    /// the broker.
+    pub webhook_wake: Arc<tokio::sync::Notify>,
     pub hub: actix::Addr<Hub>,
     pub tickets: Tickets,
     /// Open WebSockets per user on this node (`CONFAB_WS_MAX_PER_USER`).

@@ -184,6 +184,12 @@ impl Role {
     pub fn is_staff(self) -> bool {
         matches!(self, Role::Admin | Role::Agent)
     }
+
+    /// Who may be assigned conversations and work them through the messaging API and `/ws`:
+    /// staff and agent bots (issue 23).
+    pub fn works_conversations(self) -> bool {
+        matches!(self, Role::Admin | Role::Agent | Role::Bot)
+    }
 }
 
 #[cfg(test)]

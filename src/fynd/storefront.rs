@@ -13,18 +13,20 @@ use super::{
     extract::{AppClient, StoreSession, removal_cookie, session_cookie},
     service::{self, NewCustomer},
     store as sessions,
-    views::{self, UserView, phone_from_parts},
+    views::{self, EmailBody, MobileBody, UserView, phone_from_parts},
 };
 use crate::{
     auth::{password, service::Origin},
     core::{
         auth::session,
+        db::Db,
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,
         state::AppState,
     },
     users::{
         customer::{self, Contact, ProfileChange},
+        model::UserRow,
         store,
     },
 };
@@ -389,18 +391,12 @@ async fn update_password(
     Ok(ok(&s).json(MessageView { message: "success".into() }))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct ProfileMobileBody {
-    pub phone: String,
-    pub country_code: Option<String>,
-}
-
 /// `EditProfileRequestSchema`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct EditProfileBody {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    pub mobile: Option<ProfileMobileBody>,
+    pub mobile: Option<MobileBody>,
     pub country_code: Option<String>,
     pub email: Option<String>,
     pub gender: Option<String>,
@@ -481,20 +477,25 @@ async fn update_profile(
     }))
 }
 
-/// `EditMobileRequestSchema` / `SendVerificationLinkMobileRequestSchema`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct MobileBody {
-    pub phone: String,
-    pub country_code: Option<String>,
-    pub active: Option<bool>,
-    pub primary: Option<bool>,
-    pub verified: Option<bool>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MobileAddedView {
     pub user: UserView,
     pub verify_mobile_link: bool,
+}
+
+/// Applies one change to the signed-in customer's e-mails or numbers in a write transaction
+/// and answers the profile as it stands afterwards: the one body of the six handlers below.
+async fn change_contacts<F>(s: &StoreSession, st: &AppState, change: F) -> ApiResult<UserView>
+where
+    F: FnOnce(&mut Db, &UserRow) -> ApiResult<()> + Send + 'static,
+{
+    let (user, app_id) = (s.user.clone(), s.client.app.id);
+    st.db
+        .write(move |c| {
+            change(c, &user)?;
+            service::view(c, user, app_id)
+        })
+        .await
 }
 
 /// `addMobileNumber`: unverified, primary only when it is the first.
@@ -506,47 +507,27 @@ async fn add_mobile_number(
     st: web::Data<AppState>,
     Json(b): Json<MobileBody>,
 ) -> ApiResult<HttpResponse> {
-    let phone = phone_from_parts(b.country_code.as_deref(), &b.phone, "phone")?;
-    let (user, app_id) = (s.user.clone(), s.client.app.id);
-    let view = st
-        .db
-        .write(move |c| {
-            let primary = customer::load(c, user.clone())?.phones.is_empty();
-            customer::add_phone(c, &user, &Contact { value: phone, primary, verified: false })?;
-            service::view(c, user, app_id)
-        })
-        .await?;
-    Ok(ok(&s).json(MobileAddedView { user: view, verify_mobile_link: false }))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct DeleteMobileQuery {
-    pub phone: String,
-    pub country_code: Option<String>,
-    pub active: Option<bool>,
-    pub primary: Option<bool>,
-    pub verified: Option<bool>,
+    let phone = b.number()?;
+    let user = change_contacts(&s, &st, move |c, user| {
+        let primary = customer::load(c, user.clone())?.phones.is_empty();
+        customer::add_phone(c, user, &Contact { value: phone, primary, verified: false })
+    })
+    .await?;
+    Ok(ok(&s).json(MobileAddedView { user, verify_mobile_link: false }))
 }
 
 /// `deleteMobileNumber`: the primary number cannot be removed (422 `primary_contact`).
-#[utoipa::path(tag = "fynd-storefront", params(DeleteMobileQuery), responses((status = 200, body = LoginSuccessView),
+#[utoipa::path(tag = "fynd-storefront", params(MobileBody), responses((status = 200, body = LoginSuccessView),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 #[delete("/service/application/user/profile/v1.0/mobile")]
 async fn delete_mobile_number(
     s: StoreSession,
     st: web::Data<AppState>,
-    q: web::Query<DeleteMobileQuery>,
+    q: web::Query<MobileBody>,
 ) -> ApiResult<HttpResponse> {
-    let phone = phone_from_parts(q.country_code.as_deref(), &q.phone, "phone")?;
-    let (user, app_id) = (s.user.clone(), s.client.app.id);
-    let view = st
-        .db
-        .write(move |c| {
-            customer::remove_phone(c, user.id, phone.as_str())?;
-            service::view(c, user, app_id)
-        })
-        .await?;
-    Ok(ok(&s).json(LoginSuccessView { user: view }))
+    let phone = q.number()?;
+    let user = change_contacts(&s, &st, move |c, user| customer::remove_phone(c, user.id, phone.as_str())).await?;
+    Ok(ok(&s).json(LoginSuccessView { user }))
 }
 
 /// `setMobileNumberAsPrimary`.
@@ -558,22 +539,9 @@ async fn set_mobile_number_as_primary(
     st: web::Data<AppState>,
     Json(b): Json<MobileBody>,
 ) -> ApiResult<HttpResponse> {
-    let phone = phone_from_parts(b.country_code.as_deref(), &b.phone, "phone")?;
-    let (user, app_id) = (s.user.clone(), s.client.app.id);
-    let view = st
-        .db
-        .write(move |c| {
-            customer::set_primary_phone(c, user.id, phone.as_str())?;
-            service::view(c, user, app_id)
-        })
-        .await?;
-    Ok(ok(&s).json(LoginSuccessView { user: view }))
-}
-
-/// `EditEmailRequestSchema`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct EmailBody {
-    pub email: String,
+    let phone = b.number()?;
+    let user = change_contacts(&s, &st, move |c, user| customer::set_primary_phone(c, user.id, phone.as_str())).await?;
+    Ok(ok(&s).json(LoginSuccessView { user }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -587,46 +555,23 @@ pub struct EmailAddedView {
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[put("/service/application/user/profile/v1.0/email")]
 async fn add_email(s: StoreSession, st: web::Data<AppState>, Json(b): Json<EmailBody>) -> ApiResult<HttpResponse> {
-    let email = views::email(&b.email, "email")?;
-    let (user, app_id) = (s.user.clone(), s.client.app.id);
-    let view = st
-        .db
-        .write(move |c| {
-            let primary = customer::load(c, user.clone())?.emails.is_empty();
-            customer::add_email(c, &user, &Contact { value: email, primary, verified: false })?;
-            service::view(c, user, app_id)
-        })
-        .await?;
-    Ok(ok(&s).json(EmailAddedView { user: view, verify_email_link: false }))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct DeleteEmailQuery {
-    pub email: String,
-    pub active: Option<bool>,
-    pub primary: Option<bool>,
-    pub verified: Option<bool>,
+    let email = b.address()?;
+    let user = change_contacts(&s, &st, move |c, user| {
+        let primary = customer::load(c, user.clone())?.emails.is_empty();
+        customer::add_email(c, user, &Contact { value: email, primary, verified: false })
+    })
+    .await?;
+    Ok(ok(&s).json(EmailAddedView { user, verify_email_link: false }))
 }
 
 /// `deleteEmail`: the primary e-mail cannot be removed (422 `primary_contact`).
-#[utoipa::path(tag = "fynd-storefront", params(DeleteEmailQuery), responses((status = 200, body = LoginSuccessView),
+#[utoipa::path(tag = "fynd-storefront", params(EmailBody), responses((status = 200, body = LoginSuccessView),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 #[delete("/service/application/user/profile/v1.0/email")]
-async fn delete_email(
-    s: StoreSession,
-    st: web::Data<AppState>,
-    q: web::Query<DeleteEmailQuery>,
-) -> ApiResult<HttpResponse> {
-    let email = views::email(&q.email, "email")?;
-    let (user, app_id) = (s.user.clone(), s.client.app.id);
-    let view = st
-        .db
-        .write(move |c| {
-            customer::remove_email(c, user.id, email.as_str())?;
-            service::view(c, user, app_id)
-        })
-        .await?;
-    Ok(ok(&s).json(LoginSuccessView { user: view }))
+async fn delete_email(s: StoreSession, st: web::Data<AppState>, q: web::Query<EmailBody>) -> ApiResult<HttpResponse> {
+    let email = q.address()?;
+    let user = change_contacts(&s, &st, move |c, user| customer::remove_email(c, user.id, email.as_str())).await?;
+    Ok(ok(&s).json(LoginSuccessView { user }))
 }
 
 /// `setEmailAsPrimary`.
@@ -638,16 +583,9 @@ async fn set_email_as_primary(
     st: web::Data<AppState>,
     Json(b): Json<EmailBody>,
 ) -> ApiResult<HttpResponse> {
-    let email = views::email(&b.email, "email")?;
-    let (user, app_id) = (s.user.clone(), s.client.app.id);
-    let view = st
-        .db
-        .write(move |c| {
-            customer::set_primary_email(c, user.id, email.as_str())?;
-            service::view(c, user, app_id)
-        })
-        .await?;
-    Ok(ok(&s).json(LoginSuccessView { user: view }))
+    let email = b.address()?;
+    let user = change_contacts(&s, &st, move |c, user| customer::set_primary_email(c, user.id, email.as_str())).await?;
+    Ok(ok(&s).json(LoginSuccessView { user }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -780,7 +718,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         HasPasswordView,
         UpdatePasswordBody,
         MessageView,
-        ProfileMobileBody,
         EditProfileBody,
         ProfileEditView,
         MobileBody,

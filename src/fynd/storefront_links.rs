@@ -11,7 +11,7 @@ use super::{
     extract::{AppClient, StoreSession, session_cookie},
     service::{self, Identifier},
     storefront::LoginSuccessView,
-    views::{self, phone_from_parts},
+    views::{self, EmailBody, MobileBody, phone_from_parts},
 };
 use crate::{
     auth::{password, proof, service::Origin},
@@ -236,12 +236,6 @@ async fn forgot_password(
         .json(LoginSuccessView { user: view }))
 }
 
-/// `EditEmailRequestSchema`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct LinkEmailBody {
-    pub email: String,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EmailLinkView {
     pub verify_email_link: bool,
@@ -249,16 +243,16 @@ pub struct EmailLinkView {
 
 /// `sendVerificationLinkToEmail`: one of the user's own e-mails (else 404); one link per
 /// address every 30 s (429, the per-recipient window of [`otp::throttle`]).
-#[utoipa::path(tag = "fynd-storefront", request_body = LinkEmailBody, responses((status = 200, body = EmailLinkView),
+#[utoipa::path(tag = "fynd-storefront", request_body = EmailBody, responses((status = 200, body = EmailLinkView),
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
     (status = 429, body = ErrorBody)))]
 #[post("/service/application/user/profile/v1.0/email/link/send")]
 async fn send_verification_link_to_email(
     s: StoreSession,
     st: web::Data<AppState>,
-    Json(b): Json<LinkEmailBody>,
+    Json(b): Json<EmailBody>,
 ) -> ApiResult<HttpResponse> {
-    let email = views::email(&b.email, "email")?;
+    let email = b.address()?;
     let user = s.user.clone();
     let owned = st
         .db
@@ -282,16 +276,6 @@ async fn send_verification_link_to_email(
     Ok(res.json(EmailLinkView { verify_email_link: true }))
 }
 
-/// `SendVerificationLinkMobileRequestSchema`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct LinkMobileBody {
-    pub phone: String,
-    pub country_code: Option<String>,
-    pub active: Option<bool>,
-    pub primary: Option<bool>,
-    pub verified: Option<bool>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MobileLinkView {
     pub verify_mobile_link: bool,
@@ -299,16 +283,16 @@ pub struct MobileLinkView {
 
 /// `sendVerificationLinkToMobile`: one of the user's own numbers (else 404); one link per
 /// number every 30 s (429).
-#[utoipa::path(tag = "fynd-storefront", request_body = LinkMobileBody, responses((status = 200, body = MobileLinkView),
+#[utoipa::path(tag = "fynd-storefront", request_body = MobileBody, responses((status = 200, body = MobileLinkView),
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
     (status = 429, body = ErrorBody)))]
 #[post("/service/application/user/profile/v1.0/mobile/link/send")]
 async fn send_verification_link_to_mobile(
     s: StoreSession,
     st: web::Data<AppState>,
-    Json(b): Json<LinkMobileBody>,
+    Json(b): Json<MobileBody>,
 ) -> ApiResult<HttpResponse> {
-    let phone = phone_from_parts(b.country_code.as_deref(), &b.phone, "phone")?;
+    let phone = b.number()?;
     let (user, e164) = (s.user.clone(), phone.as_str().to_owned());
     let owned = st.db.run(move |c| Ok(customer::load(c, user)?.phones.into_iter().any(|p| p.e164 == e164))).await?;
     if !owned {
@@ -400,9 +384,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ResetMobileBody,
         CodeBody,
         ResetPasswordBody,
-        LinkEmailBody,
         EmailLinkView,
-        LinkMobileBody,
         MobileLinkView,
         VerifiedView
     ))

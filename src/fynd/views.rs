@@ -229,3 +229,34 @@ pub fn phone_from_parts(country_code: Option<&str>, number: &str, field: &str) -
 pub fn email(value: &str, field: &str) -> ApiResult<crate::core::types::Email> {
     crate::core::types::Email::try_from(value.to_owned()).map_err(|e| ApiError::field(field, e.0))
 }
+
+/// `EditMobileRequestSchema` / `SendVerificationLinkMobileRequestSchema`: one of the user's
+/// numbers, in a body or (on `DELETE`) a query string. `active`, `primary` and `verified` are
+/// the seed's and are ignored: the server decides them.
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct MobileBody {
+    pub phone: String,
+    pub country_code: Option<String>,
+    pub active: Option<bool>,
+    pub primary: Option<bool>,
+    pub verified: Option<bool>,
+}
+
+impl MobileBody {
+    pub fn number(&self) -> ApiResult<Phone> {
+        phone_from_parts(self.country_code.as_deref(), &self.phone, "phone")
+    }
+}
+
+/// `EditEmailRequestSchema`: one of the user's e-mails, in a body or (on `DELETE`) a query
+/// string.
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct EmailBody {
+    pub email: String,
+}
+
+impl EmailBody {
+    pub fn address(&self) -> ApiResult<crate::core::types::Email> {
+        email(&self.email, "email")
+    }
+}

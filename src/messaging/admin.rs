@@ -32,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(create_channel)
         .service(update_channel)
         .service(delete_channel)
+        .service(put_channel_bot)
         .service(list_agents)
         .service(get_agent)
         .service(invite_agent)
@@ -50,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         create_channel,
         update_channel,
         delete_channel,
+        put_channel_bot,
         list_agents,
         get_agent,
         invite_agent,
@@ -61,6 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         Category,
         ChannelView,
         ChannelBody,
+        ChannelBotBody,
         Provider,
         AgentView,
         InviteBody,
@@ -291,6 +294,9 @@ pub struct ChannelView {
     pub is_default: bool,
     /// Which secrets are set (their values are never returned).
     pub secrets_set: Vec<String>,
+    /// The agent bot every new conversation of the channel is assigned to first
+    /// (`PUT /channel/{id}/bot`).
+    pub bot_id: Option<i64>,
 }
 
 impl ChannelView {
@@ -306,8 +312,34 @@ impl ChannelView {
             display_name: ch.display_name,
             is_default: ch.is_default,
             secrets_set: secrets.keys().cloned().collect(),
+            bot_id: ch.bot_id,
         }
     }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChannelBotBody {
+    /// An agent bot of the company (`POST /bots`), or `null` for none.
+    pub bot_id: Option<i64>,
+}
+
+/// Sets the agent bot that gets every new conversation of the channel first (its `assigneeId`
+/// is the bot; the bot hands off with `PATCH /conversation/{id}`). Conversations that exist
+/// keep their assignee.
+#[utoipa::path(tag = "channels", request_body = ChannelBotBody, security(("bearer" = [])),
+    responses((status = 200, body = ChannelView), (status = 400, body = ErrorBody, description = "not a bot of the company"),
+        (status = 404, body = ErrorBody)))]
+#[put("/channel/{id}/bot")]
+async fn put_channel_bot(
+    admin: Admin,
+    st: web::Data<AppState>,
+    id: web::Path<i64>,
+    Json(b): Json<ChannelBotBody>,
+) -> ApiResult<HttpResponse> {
+    let (company_id, id) = (admin.company_id, id.into_inner());
+    let row = st.db.write(move |c| store::set_channel_bot(c, company_id, id, b.bot_id)).await?;
+    Ok(HttpResponse::Ok().json(ChannelView::new(row, &st)))
 }
 
 /// The operator's API URL for a provider's channels.

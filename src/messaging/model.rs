@@ -220,6 +220,8 @@ pub struct ChannelRow {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub deleted_at: Option<NaiveDateTime>,
+    /// The agent bot that gets every new conversation of the channel first (issue 23).
+    pub bot_id: Option<i64>,
 }
 
 /// Counts the `{{n}}` placeholders of a template: the highest n, which must equal the number

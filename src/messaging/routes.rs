@@ -326,9 +326,6 @@ impl SendBody {
                 caption: self.text.filter(|t| !t.trim().is_empty()),
             },
         };
-        if self.client_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 128) {
-            return Err(ApiError::field("clientId", "must be 1 to 128 characters"));
-        }
         Ok(SendRequest { target, content, client_id: self.client_id, private: self.private.unwrap_or(false) })
     }
 }

@@ -94,6 +94,10 @@ fn notify(st: &AppState, notices: Vec<Notice>) {
 #[tracing::instrument(skip(st, req), fields(company = agent.company_id, agent = agent.user_id))]
 pub async fn send(st: &AppState, agent: &Principal, req: SendRequest) -> ApiResult<Sent> {
     validate(&req)?;
+    // The one `clientId` rule for REST and WebSocket sends alike.
+    if req.client_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 128) {
+        return Err(ApiError::field("clientId", "must be 1 to 128 characters"));
+    }
     let (company_id, sender_id) = (agent.company_id, agent.user_id);
     let attempt = {
         let req = req.clone();
@@ -330,15 +334,18 @@ pub async fn mentions(st: &AppState, agent: &Principal, offset: i64, limit: i64)
 /// A non-persisted inbox event carrying the conversation view.
 fn conversation_event(c: &mut Db, conv: &ConversationRow, kind: &str) -> ApiResult<Event> {
     let fresh = store::conversation(c, conv.company_id, conv.id)?;
+    let assignee = fresh.assignee_id;
     let view = conversation_views(c, &[fresh])?.remove(0);
-    Ok(Event {
+    let event = Event {
         company_id: conv.company_id,
         conversation_id: conv.id,
         seq: None,
         event: kind.to_owned(),
         data: serde_json::to_value(view).map_err(anyhow::Error::from)?,
         origin: None,
-    })
+    };
+    crate::hooks::store::enqueue(c, &event, assignee)?;
+    Ok(event)
 }
 
 /// A customer message from a provider, already verified and parsed (CONTRACT §6).
@@ -597,7 +604,7 @@ pub async fn update_conversation(
             if let Some(Some(assignee)) = patch.assignee_id {
                 let staff = crate::users::store::get(c, company_id, assignee)
                     .map_err(|_| ApiError::field("assigneeId", "no such agent in this company"))?;
-                if !staff.role().is_staff() || !staff.is_active() {
+                if !staff.role().works_conversations() || !staff.is_active() {
                     return Err(ApiError::field("assigneeId", "no such agent in this company"));
                 }
             }

@@ -38,6 +38,30 @@ pub fn channels(c: &mut Db, company_id: i64) -> ApiResult<Vec<ChannelRow>> {
         .load(c)?)
 }
 
+/// Sets (or clears) the channel's agent bot: `bot_id` must be an active bot user of the company
+/// (400 `validation_failed` on `botId` otherwise).
+pub fn set_channel_bot(c: &mut Db, company_id: i64, id: i64, bot_id: Option<i64>) -> ApiResult<ChannelRow> {
+    channel(c, company_id, id)?;
+    if let Some(bot) = bot_id {
+        let user = crate::users::store::get(c, company_id, bot).map_err(|_| ApiError::field("botId", "no such bot"))?;
+        if user.role() != crate::core::types::Role::Bot || !user.is_active() {
+            return Err(ApiError::field("botId", "no such bot"));
+        }
+    }
+    diesel::update(channels::table.find(id))
+        .set((channels::bot_id.eq(bot_id), channels::updated_at.eq(now())))
+        .execute(c)?;
+    channel(c, company_id, id)
+}
+
+/// Takes a deleted bot off every channel of its company.
+pub fn clear_channel_bot(c: &mut Db, company_id: i64, bot_id: i64) -> ApiResult<()> {
+    diesel::update(channels::table.filter(channels::company_id.eq(company_id)).filter(channels::bot_id.eq(bot_id)))
+        .set(channels::bot_id.eq(None::<i64>))
+        .execute(c)?;
+    Ok(())
+}
+
 /// The company's default channel: the one marked default, else its oldest.
 pub fn default_channel(c: &mut Db, company_id: i64) -> ApiResult<ChannelRow> {
     channels::table
@@ -132,11 +156,14 @@ pub fn find_or_create_conversation(
         return Ok((conv, false));
     }
     let t = now();
+    // A channel's agent bot gets every new conversation first (issue 23).
+    let bot: Option<i64> = channels::table.find(channel_id).select(channels::bot_id).first(c)?;
     let id: i64 = diesel::insert_into(conversations::table)
         .values((
             conversations::company_id.eq(company_id),
             conversations::channel_id.eq(channel_id),
             conversations::customer_id.eq(customer_id),
+            conversations::assignee_id.eq(bot),
             conversations::status.eq("open"),
             conversations::labels.eq("[]"),
             conversations::last_update_time.eq(t),
@@ -170,14 +197,17 @@ fn insert_event(c: &mut Db, conv: &ConversationRow, seq: i64, kind: &str, data: 
         events::created_at.eq(now()),
     );
     crate::on_backend!(c, |c| diesel::insert_into(events::table).values(values).execute(c))?;
-    Ok(Event {
+    let event = Event {
         company_id: conv.company_id,
         conversation_id: conv.id,
         seq: Some(seq),
         event: kind.to_owned(),
         data,
         origin: None,
-    })
+    };
+    // Outgoing webhooks are queued with the event, in its transaction (issue 23).
+    crate::hooks::store::enqueue(c, &event, conv.assignee_id)?;
+    Ok(event)
 }
 
 /// Events of a conversation after `after_seq`, oldest first (resume, CONTRACT §4).
@@ -548,18 +578,10 @@ pub fn templates(c: &mut Db, company_id: i64) -> ApiResult<Vec<TemplateRow>> {
 
 /// Queues a job in the caller's transaction (the outbox pattern, CONTRACT §6).
 pub fn enqueue(c: &mut Db, kind: &str, ref_id: &str, company_id: i64, channel_id: Option<i64>) -> ApiResult<()> {
-    let t = now();
-    diesel::insert_into(outbox::table)
-        .values((
-            outbox::kind.eq(kind),
-            outbox::ref_id.eq(ref_id),
-            outbox::company_id.eq(company_id),
-            outbox::channel_id.eq(channel_id),
-            outbox::next_attempt_at.eq(t),
-            outbox::created_at.eq(t),
-        ))
-        .execute(c)?;
-    Ok(())
+    crate::core::outbox::insert(
+        c,
+        &crate::core::outbox::NewJob { kind, ref_id, company_id, channel_id, ordering_key: None },
+    )
 }
 
 /// Statuses that arrived before their message, taken (deleted) for applying.

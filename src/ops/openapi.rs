@@ -56,5 +56,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::fynd::openapi());
     doc.merge(crate::auth::arc_openapi());
     doc.merge(crate::media::routes::Api::openapi());
+    doc.merge(crate::hooks::routes::Api::openapi());
+    doc.merge(crate::bots::routes::Api::openapi());
     doc
 }

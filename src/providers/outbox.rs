@@ -1,8 +1,8 @@
-//! The outbox: `send` jobs are handed to the channel's provider ([`deliver`]), and every job
-//! kind is claimed, retried and finished here. A job is claimed with a lease in the database
-//! (`lease_owner`, `lease_until`), so two nodes never send one message twice and a job claimed
-//! by a process that died is taken again once its lease expires (SCHEMA `outbox`). The loop
-//! that runs the jobs is `worker`.
+//! The outbox's `send` jobs: handed to the channel's provider ([`deliver`]). Claims, leases,
+//! retries and finishing are `core::outbox`'s (re-exported here): a job is claimed with a lease
+//! in the database, so two nodes never send one message twice and a job claimed by a process
+//! that died is taken again once its lease expires (SCHEMA `outbox`). The loop that runs the
+//! jobs is `worker`.
 
 use std::time::Duration;
 
@@ -12,12 +12,11 @@ use super::{Accepted, Outbound, OutboundBody, OutboundMedia, Provider, SendError
 use crate::{
     core::{
         db::{
-            Db, dialect,
+            Db,
             schema::{conversations, outbox, user_phones},
         },
         error::{ApiError, ApiResult},
         state::AppState,
-        types::now,
     },
     messaging::{
         model::{MediaKind, MessageRow},
@@ -25,69 +24,19 @@ use crate::{
     },
 };
 
-const BATCH: i64 = 32;
-pub const MAX_ATTEMPTS: i32 = 8;
+pub use crate::core::outbox::{Job, MAX_ATTEMPTS, backoff, claim, finish, retry_later};
 
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub id: i64,
-    pub ref_id: String,
-    pub attempts: i32,
-}
-
-/// Updates the depth gauge and tells when the next unleased `send` job is due.
+/// Updates the depth gauge and tells when the next unleased `send` or `media_fetch` job is due.
 pub async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>> {
     let (depth, next) = st
         .db
         .run(|c| {
-            let open = || outbox::table.filter(outbox::done_at.is_null());
-            let depth: i64 = open().count().get_result(c)?;
-            let next: Option<chrono::NaiveDateTime> = open()
-                .filter(outbox::kind.eq_any(["send", "media_fetch"]))
-                .filter(outbox::lease_until.is_null())
-                .select(diesel::dsl::min(outbox::next_attempt_at))
-                .first(c)?;
-            Ok((depth, next))
+            let depth: i64 = outbox::table.filter(outbox::done_at.is_null()).count().get_result(c)?;
+            Ok((depth, crate::core::outbox::next_due(c, &["send", "media_fetch"])?))
         })
         .await?;
     st.metrics.outbox_depth.set(depth);
     Ok(next)
-}
-
-/// Claims due jobs of one kind (`send`, `media_fetch`): an UPDATE that re-checks the lease, so concurrent claimers on other
-/// nodes cannot both win a row (on PostgreSQL the candidates are also locked with
-/// `FOR UPDATE SKIP LOCKED`, so claimers do not queue behind each other).
-pub async fn claim(st: &AppState, owner: &str, kind: &'static str) -> ApiResult<Vec<Job>> {
-    let owner = owner.to_owned();
-    let lease = chrono::Duration::seconds(st.config.outbox_lease_secs.max(1) as i64);
-    st.db
-        .write(move |c| {
-            let t = now();
-            let ids = dialect::due_outbox_ids(c, kind, t, BATCH)?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            let due = || {
-                outbox::table
-                    .filter(outbox::done_at.is_null())
-                    .filter(outbox::kind.eq(kind))
-                    .filter(outbox::next_attempt_at.le(t))
-                    .filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t)))
-            };
-            diesel::update(due().filter(outbox::id.eq_any(&ids)))
-                .set((
-                    outbox::lease_owner.eq(&owner),
-                    outbox::lease_until.eq(t + lease),
-                    outbox::attempts.eq(outbox::attempts + 1),
-                ))
-                .execute(c)?;
-            let rows: Vec<(i64, String, i32)> = outbox::table
-                .filter(outbox::id.eq_any(&ids).and(outbox::lease_owner.eq(&owner)).and(outbox::lease_until.gt(t)))
-                .select((outbox::id, outbox::ref_id, outbox::attempts))
-                .load(c)?;
-            Ok(rows.into_iter().map(|(id, ref_id, attempts)| Job { id, ref_id, attempts }).collect())
-        })
-        .await
 }
 
 /// The provider-neutral description of a stored outbound message: the customer's number, the
@@ -233,62 +182,4 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
         }
     }
     Ok(())
-}
-
-/// Exponential backoff with jitter: base·2^attempts (capped at 10 minutes), ±25 %.
-pub fn backoff(base_ms: u64, attempts: i32) -> chrono::Duration {
-    let base = (base_ms.max(1) as i64).saturating_mul(2_i64.saturating_pow(attempts.clamp(0, 20) as u32)).min(600_000);
-    let jitter = (crate::core::crypto::random_bytes::<2>()[0] as i64 * base / 2 / 255) - base / 4;
-    chrono::Duration::milliseconds(base + jitter)
-}
-
-/// Marks the job done, only if this worker still holds its lease (else the transaction rolls
-/// back: the node that took the job over records the outcome).
-pub(crate) fn finish(c: &mut Db, job_id: i64, owner: &str, error: Option<&str>) -> ApiResult<()> {
-    let n = diesel::update(
-        outbox::table.find(job_id).filter(outbox::lease_owner.eq(owner)).filter(outbox::done_at.is_null()),
-    )
-    .set((
-        outbox::done_at.eq(now()),
-        outbox::lease_until.eq(None::<chrono::NaiveDateTime>),
-        outbox::last_error.eq(error),
-    ))
-    .execute(c)?;
-    if n == 0 {
-        return Err(ApiError::conflict("lease_lost", "the job's lease passed to another worker"));
-    }
-    Ok(())
-}
-
-pub(crate) fn retry_later(
-    c: &mut Db,
-    job_id: i64,
-    owner: &str,
-    delay: chrono::Duration,
-    reason: &str,
-) -> ApiResult<()> {
-    diesel::update(outbox::table.find(job_id).filter(outbox::lease_owner.eq(owner)))
-        .set((
-            outbox::next_attempt_at.eq(now() + delay),
-            outbox::lease_owner.eq(None::<String>),
-            outbox::lease_until.eq(None::<chrono::NaiveDateTime>),
-            outbox::last_error.eq(reason),
-        ))
-        .execute(c)?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_within_jitter() {
-        for attempt in 1..6 {
-            let want = 100 * 2_i64.pow(attempt as u32);
-            let got = backoff(100, attempt).num_milliseconds();
-            assert!(got >= want * 3 / 4 && got <= want * 5 / 4, "attempt {attempt}: {got} vs {want}");
-        }
-        assert!(backoff(1000, 40).num_milliseconds() <= 750_000);
-    }
 }

@@ -1,17 +1,14 @@
 //! `POST /ws/ticket` and `GET /ws` (CONTRACT §4).
 
-use std::time::Instant;
-
-use actix::{Actor, AsyncContext};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::session::{MAX_FRAME, WsSession, writer};
+use super::session::Accepted;
 use crate::core::{
     auth::extract::{Agent, bearer_token, resolve},
     error::{ApiError, ApiResult, ErrorBody},
-    realtime::{kill::Kill, tickets},
+    realtime::tickets,
     state::AppState,
     types::{now, rfc3339},
 };
@@ -46,19 +43,14 @@ struct WsQuery {
     ticket: Option<String>,
 }
 
-/// The real-time API: upgrade with `Authorization: Bearer` or `?ticket=`; agents and admins
-/// only; at most `CONFAB_WS_MAX_PER_USER` (default 20) open connections per user on a node,
+/// The real-time API: upgrade with `Authorization: Bearer` (an access token or a bot token) or
+/// `?ticket=`; agents, admins and agent bots only; at most `CONFAB_WS_MAX_PER_USER` (default 20) open connections per user on a node,
 /// the next upgrade is 429. Frames and guarantees: CONTRACT §4 and the README.
 #[utoipa::path(tag = "realtime", params(("ticket" = Option<String>, Query, description = "from POST /ws/ticket")),
     responses((status = 101, description = "switching protocols"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 429, body = ErrorBody, description = "the user already holds the maximum of open connections on this node")))]
 #[get("/ws")]
-async fn ws(
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    q: web::Query<WsQuery>,
-    body: web::Payload,
-) -> ApiResult<HttpResponse> {
+async fn ws(req: HttpRequest, st: web::Data<AppState>, q: web::Query<WsQuery>) -> ApiResult<HttpResponse> {
     let principal = match (&q.ticket, bearer_token(&req)) {
         (Some(t), _) => {
             let p = st.tickets.take(t).await?.ok_or(ApiError::Unauthorized("invalid_ticket"))?;
@@ -68,34 +60,15 @@ async fn ws(
         (None, Some(token)) => resolve(&st, token).await?,
         (None, None) => return Err(ApiError::Unauthorized("unauthorized")),
     };
-    if !principal.role.is_staff() {
+    if !principal.role.works_conversations() {
         return Err(ApiError::Forbidden);
     }
+    let mut handshake =
+        actix_http::ws::handshake(req.head()).map_err(|e| ApiError::bad_request("not_websocket", e.to_string()))?;
     // Refused before the upgrade, so the client sees an HTTP status (issue 17).
     let slot = st.ws_slots.acquire(principal.user_id).ok_or(ApiError::TooManyRequests { retry_after_secs: 1 })?;
-    let (res, session, stream) =
-        actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request("not_websocket", e.to_string()))?;
-    let stream = stream.max_frame_size(MAX_FRAME);
-    let (tx, rx) = tokio::sync::mpsc::channel(st.config.ws_queue_frames.max(1));
-    let kill = Kill::default();
-    let state = st.get_ref().clone();
-    actix_web::rt::spawn(writer(state.clone(), session.clone(), rx, kill.clone(), principal.company_id));
-    let key = u64::from_le_bytes(crate::core::crypto::random_bytes::<8>());
-    let hub = st.hub.clone();
-    WsSession::create(move |ctx| {
-        ctx.add_stream(stream);
-        WsSession {
-            st: state,
-            principal,
-            key,
-            out: tx,
-            hub,
-            session,
-            kill,
-            last_seen: Instant::now(),
-            subscriptions: Default::default(),
-            slot,
-        }
-    });
+    let mut res = HttpResponse::from(handshake.finish().map_into_boxed_body());
+    // The upgrade (`upgrade.rs`) takes the socket over with this once the 101 is written.
+    res.extensions_mut().insert(Accepted { st: st.get_ref().clone(), principal, slot });
     Ok(res)
 }

@@ -1,27 +1,27 @@
-//! One WebSocket connection: `WsSession`, an actix actor fed by the actix-ws message stream
-//! (client frames, heartbeat), and its writer task, which owns the outgoing side and the
-//! per-conversation resume state. Frames to the client pass through one bounded queue
-//! (CONTRACT §4: 1024 frames by default); a full queue closes with 1013.
+//! One WebSocket connection after the upgrade (issue 20). The socket was taken over from
+//! actix-http after the 101 (`upgrade.rs`), so no HTTP buffers stay behind; one task per
+//! connection reads client frames with a stack buffer (a partial frame is the only thing
+//! kept between reads) and runs replays. Frames to the client are written by whoever has
+//! them ([`Conn`]): rooms, the hub, the heartbeat, this task. Everything a connection holds
+//! while idle is its [`Conn`], this task and its room and hub entries.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{io, sync::Arc};
 
-use actix::prelude::*;
-use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
-use bytestring::ByteString;
-use tokio::sync::mpsc;
+use actix_codec::Decoder;
+use actix_http::ws::{Codec, Frame, ProtocolError};
+use bytes::BytesMut;
+use tokio::net::TcpStream;
 
 use crate::{
     core::{
         auth::session::Principal,
         error::ApiError,
         realtime::{
+            conn::{self, Closed, Conn, Replayed, Slow},
             event::{Event, TYPING},
-            hub::{Bus, Connect, Disconnect, Hub, Join, JoinInbox, Leave, Out, Subscriber},
-            kill::{self, Kill},
+            hub::{Bus, Connect, Disconnect, IDLE_SECS, Join, JoinInbox, Leave},
+            kill,
+            limit::WsSlot,
             protocol::{self, ClientFrame},
         },
         state::AppState,
@@ -33,82 +33,212 @@ use crate::{
     },
 };
 
-/// CONTRACT §4: a ping every 20 s; no traffic from the client for 60 s closes.
-pub const HEARTBEAT: Duration = Duration::from_secs(20);
-pub const IDLE: Duration = Duration::from_secs(60);
 /// CONTRACT §4: frames over 64 KiB close with 1009.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Events older than this cannot be replayed: `resync_required` (CONTRACT §4).
 pub const RETENTION: chrono::Duration = chrono::Duration::days(30);
 const REPLAY_CHUNK: i64 = 500;
+/// Bytes read from the socket per `read`, into a buffer on the stack.
+const READ_CHUNK: usize = 4096;
+/// Reads per wake-up at most, so that a flooding client cannot hold the worker.
+const READS_PER_WAKE: usize = 16;
 
-pub struct WsSession {
+/// What the `/ws` handler hands to the upgrade: who connected, and their place under the
+/// per-user cap (held for the connection's life).
+pub struct Accepted {
     pub st: AppState,
     pub principal: Principal,
-    pub key: u64,
-    pub out: mpsc::Sender<Out>,
-    pub hub: Addr<Hub>,
-    pub session: actix_ws::Session,
-    pub kill: Kill,
-    pub last_seen: Instant,
-    pub subscriptions: HashSet<i64>,
-    /// This connection's place under the per-user cap, freed when the actor is dropped.
-    pub slot: crate::core::realtime::limit::WsSlot,
+    pub slot: WsSlot,
 }
 
-impl WsSession {
-    fn subscriber(&self) -> Subscriber {
-        Subscriber { key: self.key, tx: self.out.clone(), kill: self.kill.clone() }
+struct Session {
+    st: AppState,
+    principal: Principal,
+    conn: Arc<Conn>,
+    codec: Codec,
+    /// A partial client frame; empty (and unallocated) between frames.
+    partial: BytesMut,
+}
+
+enum Read {
+    More,
+    Eof,
+}
+
+/// Serves one upgraded connection until it closes. `read` holds whatever the client sent
+/// after its upgrade request.
+pub async fn run(io: TcpStream, read: BytesMut, accepted: Accepted) {
+    let Accepted { st, principal, slot } = accepted;
+    let _ = io.set_nodelay(true);
+    let key = u64::from_le_bytes(crate::core::crypto::random_bytes::<8>());
+    let conn = Arc::new(Conn::new(
+        key,
+        principal.company_id,
+        principal.user_id,
+        principal.session_id.clone(),
+        io,
+        st.config.ws_queue_frames,
+    ));
+    st.hub.do_send(Connect { conn: conn.clone() });
+    st.broker.presence(&principal, true);
+    let mut session =
+        Session { st, principal, conn, codec: Codec::new().max_size(MAX_FRAME), partial: BytesMut::new() };
+    if !read.is_empty() {
+        session.partial = read;
+        session.decode();
+    }
+    // Boxed: the rare paths' state does not sit in every idle connection's task.
+    Box::pin(session.serve()).await;
+    session.st.hub.do_send(Disconnect { key });
+    session.st.broker.presence(&session.principal, false);
+    drop(slot);
+}
+
+impl Session {
+    async fn serve(&mut self) {
+        let conn = self.conn.clone();
+        while conn.code().is_none() {
+            let blocked = conn.blocked();
+            tokio::select! {
+                biased;
+                () = conn.woken() => self.on_wake(),
+                ready = conn.io().writable(), if blocked => {
+                    if ready.is_err() {
+                        return;
+                    }
+                    conn.flush();
+                }
+                ready = conn.io().readable() => {
+                    if ready.is_err() {
+                        return;
+                    }
+                    if let Read::Eof = self.read() {
+                        return;
+                    }
+                }
+            }
+        }
+        // Closing: the close frame goes out when the client takes it (a slow consumer may
+        // take a while), then the client's own close frame or its end of the stream is
+        // awaited; neither waits longer than the idle timeout.
+        let closing = async {
+            while !conn.closed_and_flushed() {
+                if conn.io().writable().await.is_err() {
+                    return;
+                }
+                conn.flush();
+            }
+            let mut chunk = [0u8; 256];
+            loop {
+                if conn.io().readable().await.is_err() {
+                    return;
+                }
+                match conn.io().try_read(&mut chunk) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(u64::from(IDLE_SECS)), closing).await;
     }
 
-    /// Queues a frame of our own; a full queue means the client is not reading (1013).
-    fn reply(&self, frame: String) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(Out::Frame(frame)) {
-            self.st.metrics.ws_slow_closes.inc();
-            self.kill.fire(kill::TRY_AGAIN_LATER);
+    fn on_wake(&mut self) {
+        for (conversation_id, after, generation) in self.conn.take_fills() {
+            let (st, conn) = (self.st.clone(), self.conn.clone());
+            let company_id = self.principal.company_id;
+            actix_web::rt::spawn(async move {
+                replay(&st, &conn, company_id, conversation_id, Mode::Fill(after), generation).await;
+            });
         }
     }
 
-    fn handle_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+    fn read(&mut self) -> Read {
+        let mut chunk = [0u8; READ_CHUNK];
+        for _ in 0..READS_PER_WAKE {
+            match self.conn.io().try_read(&mut chunk) {
+                Ok(0) => return Read::Eof,
+                Ok(n) => {
+                    self.partial.extend_from_slice(&chunk[..n]);
+                    if n < READ_CHUNK {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Read::Eof,
+            }
+        }
+        self.conn.seen();
+        self.decode();
+        Read::More
+    }
+
+    fn decode(&mut self) {
+        while self.conn.code().is_none() {
+            match self.codec.decode(&mut self.partial) {
+                Ok(Some(frame)) => self.on_frame(frame),
+                Ok(None) => break,
+                Err(ProtocolError::Overflow) => self.conn.close(kill::TOO_BIG),
+                Err(_) => self.conn.close(kill::IDLE),
+            }
+        }
+        if self.partial.is_empty() && self.partial.capacity() > 0 {
+            self.partial = BytesMut::new();
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
         match frame {
-            ClientFrame::Ping => self.reply(protocol::pong()),
-            ClientFrame::Subscribe { conversation_id, after_seq } => self.subscribe(conversation_id, after_seq, ctx),
+            Frame::Text(text) => match serde_json::from_slice::<ClientFrame>(&text) {
+                Ok(frame) => self.on_client_frame(frame),
+                Err(e) => reply(&self.st, &self.conn, protocol::error(None, None, "invalid_frame", &e.to_string())),
+            },
+            Frame::Binary(_) => {
+                reply(&self.st, &self.conn, protocol::error(None, None, "invalid_frame", "text frames only"))
+            }
+            Frame::Ping(payload) => {
+                let _ = self.conn.send(conn::pong_frame(&payload));
+            }
+            Frame::Pong(_) | Frame::Continuation(_) => {}
+            Frame::Close(_) => self.conn.close(kill::IDLE),
+        }
+    }
+
+    fn on_client_frame(&mut self, frame: ClientFrame) {
+        let (st, conn) = (&self.st, &self.conn);
+        match frame {
+            ClientFrame::Ping => reply(st, conn, protocol::pong()),
+            ClientFrame::Subscribe { conversation_id, after_seq } => self.subscribe(conversation_id, after_seq),
             ClientFrame::Unsubscribe { conversation_id } => {
-                if self.subscriptions.remove(&conversation_id) {
-                    self.hub.do_send(Leave { conversation_id, key: self.key });
-                    let _ = self.out.try_send(Out::Unsubscribe(conversation_id));
+                if conn.unsubscribe(conversation_id) {
+                    st.hub.do_send(Leave { conversation_id, key: conn.key });
                 }
             }
-            ClientFrame::SubscribeInbox => {
-                self.hub.do_send(JoinInbox { company_id: self.principal.company_id, sub: self.subscriber() });
-            }
+            ClientFrame::SubscribeInbox => st.hub.do_send(JoinInbox { conn: conn.clone() }),
             ClientFrame::Typing { conversation_id, on } => {
                 // Only to conversations this connection subscribed to (tenancy checked there).
-                if self.subscriptions.contains(&conversation_id) {
-                    self.st.broker.publish_bus(Bus::Event(Event {
+                if conn.subscribed(conversation_id) {
+                    st.broker.publish_bus(Bus::Event(Event {
                         company_id: self.principal.company_id,
                         conversation_id,
                         seq: None,
                         event: TYPING.into(),
                         data: serde_json::json!({"conversationId": conversation_id, "userId": self.principal.user_id, "on": on}),
-                        origin: Some(self.key),
+                        origin: Some(conn.key),
                     }));
                 } else {
-                    self.reply(protocol::error(None, Some(conversation_id), "not_subscribed", "subscribe first"));
+                    reply(st, conn, protocol::error(None, Some(conversation_id), "not_subscribed", "subscribe first"));
                 }
             }
             ClientFrame::Read { conversation_id, seq } => {
-                let (st, principal) = (self.st.clone(), self.principal.clone());
-                ctx.spawn(
-                    async move { service::mark_read(&st, &principal, conversation_id, seq).await }
-                        .into_actor(self)
-                        .map(move |res, act, _| {
-                            if let Err(e) = res {
-                                let (_, code) = e.status_and_code();
-                                act.reply(protocol::error(None, Some(conversation_id), code, &e.body().message));
-                            }
-                        }),
-                );
+                let (st, conn, principal) = (st.clone(), conn.clone(), self.principal.clone());
+                actix_web::rt::spawn(async move {
+                    if let Err(e) = service::mark_read(&st, &principal, conversation_id, seq).await {
+                        reply_error(&st, &conn, None, Some(conversation_id), &e);
+                    }
+                });
             }
             ClientFrame::Send { conversation_id, client_id, text, attachment_ids, template_id, params, private } => {
                 let content = match (template_id, attachment_ids.is_empty()) {
@@ -122,244 +252,102 @@ impl WsSession {
                     client_id: client_id.clone(),
                     private,
                 };
-                let (st, principal) = (self.st.clone(), self.principal.clone());
+                let (st, conn, principal) = (st.clone(), conn.clone(), self.principal.clone());
                 // The same code path as REST `POST /message` (CONTRACT §4 `send`).
-                ctx.spawn(async move { service::send(&st, &principal, req).await }.into_actor(self).map(
-                    move |res, act, _| match res {
-                        Ok(sent) => act.reply(protocol::ack(client_id.as_deref(), &sent.message.message_id, sent.seq)),
-                        Err(e) => {
-                            let (_, code) = e.status_and_code();
-                            act.reply(protocol::error(
-                                client_id.as_deref(),
-                                Some(conversation_id),
-                                code,
-                                &e.body().message,
-                            ))
+                actix_web::rt::spawn(async move {
+                    match service::send(&st, &principal, req).await {
+                        Ok(sent) => {
+                            reply(&st, &conn, protocol::ack(client_id.as_deref(), &sent.message.message_id, sent.seq))
                         }
-                    },
-                ));
+                        Err(e) => reply_error(&st, &conn, client_id.as_deref(), Some(conversation_id), &e),
+                    }
+                });
             }
         }
     }
 
-    /// Tenancy check, then: tell the writer to buffer, join the room, and tell the writer to
-    /// replay. Everything committed before the replay's read is in it; everything after
-    /// reaches the room after the join; the writer drops what it has already sent by `seq`.
-    fn subscribe(&mut self, conversation_id: i64, after_seq: Option<i64>, ctx: &mut Context<Self>) {
-        if self.subscriptions.contains(&conversation_id) {
-            self.hub.do_send(Leave { conversation_id, key: self.key });
-            let _ = self.out.try_send(Out::Unsubscribe(conversation_id));
-            self.subscriptions.remove(&conversation_id);
+    /// Tenancy check, then: buffer the conversation's live events, join its room, replay.
+    /// Everything committed before the replay's read is in it; everything after reaches the
+    /// room after the join; [`Conn`] drops what was already sent by `seq`.
+    fn subscribe(&mut self, conversation_id: i64, after_seq: Option<i64>) {
+        let (st, conn) = (self.st.clone(), self.conn.clone());
+        if conn.unsubscribe(conversation_id) {
+            st.hub.do_send(Leave { conversation_id, key: conn.key });
         }
-        let (st, company_id) = (self.st.clone(), self.principal.company_id);
-        let (out, hub, sub) = (self.out.clone(), self.hub.clone(), self.subscriber());
-        ctx.spawn(
-            async move {
+        let company_id = self.principal.company_id;
+        actix_web::rt::spawn(async move {
+            let joined = async {
                 st.db.run(move |c| store::conversation(c, company_id, conversation_id)).await?;
-                out.send(Out::Begin(conversation_id)).await.map_err(|_| ApiError::NotFound)?;
-                hub.send(Join { conversation_id, sub }).await.map_err(|e| ApiError::Internal(e.into()))?;
-                out.send(Out::Replay { conversation_id, after: after_seq }).await.map_err(|_| ApiError::NotFound)?;
-                Ok::<_, ApiError>(())
+                let Some(generation) = conn.begin(conversation_id) else { return Ok(None) };
+                st.hub
+                    .send(Join { conversation_id, conn: conn.clone() })
+                    .await
+                    .map_err(|e| ApiError::Internal(e.into()))?;
+                Ok::<_, ApiError>(Some(generation))
+            };
+            match joined.await {
+                Ok(Some(generation)) => {
+                    replay(&st, &conn, company_id, conversation_id, Mode::Subscribe(after_seq), generation).await
+                }
+                Ok(None) => {}
+                Err(e) => reply_error(&st, &conn, None, Some(conversation_id), &e),
             }
-            .into_actor(self)
-            .map(move |res, act, _| match res {
-                Ok(()) => {
-                    act.subscriptions.insert(conversation_id);
-                }
-                Err(e) => {
-                    let (_, code) = e.status_and_code();
-                    act.reply(protocol::error(None, Some(conversation_id), code, &e.body().message));
-                }
-            }),
-        );
+        });
     }
 }
 
-impl Actor for WsSession {
-    type Context = Context<Self>;
+/// A frame of the connection's own; a full queue is a slow consumer (1013).
+fn reply(st: &AppState, conn: &Conn, text: String) {
+    if let Err(Slow(true)) = conn.send(conn::frame(&text)) {
+        st.metrics.ws_slow_closes.inc();
+    }
+}
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(1024);
-        self.hub.do_send(Connect {
-            key: self.key,
-            session_id: self.principal.session_id.clone(),
-            company_id: self.principal.company_id,
-            user_id: self.principal.user_id,
-            sub: self.subscriber(),
-        });
-        self.st.broker.presence(&self.principal, true);
-        let kill = self.kill.clone();
-        ctx.spawn(async move { kill.fired().await }.into_actor(self).map(|_, _, ctx| ctx.stop()));
-        ctx.run_interval(HEARTBEAT, |act, ctx| {
-            if act.last_seen.elapsed() > IDLE {
-                act.kill.fire(kill::IDLE);
+fn reply_error(st: &AppState, conn: &Conn, client_id: Option<&str>, conversation_id: Option<i64>, e: &ApiError) {
+    let (_, code) = e.status_and_code();
+    reply(st, conn, protocol::error(client_id, conversation_id, code, &e.body().message));
+}
+
+enum Mode {
+    /// After a subscribe: from `afterSeq`, or from now; ends with `subscribed`.
+    Subscribe(Option<i64>),
+    /// A gap among live events, after this `seq`.
+    Fill(i64),
+}
+
+/// Sends the stored events a subscription or a gap needs, then lets [`Conn`] go live.
+async fn replay(st: &AppState, conn: &Conn, company_id: i64, conversation_id: i64, mode: Mode, generation: u32) {
+    let outcome = match mode {
+        Mode::Subscribe(None) => match st.db.run(move |c| store::conversation(c, company_id, conversation_id)).await {
+            Ok(conv) => Replayed::Upto(conv.last_seq),
+            Err(_) => Replayed::Failed,
+        },
+        Mode::Subscribe(Some(after)) => {
+            if replayable(st, conversation_id, after).await {
+                match send_from_db(st, conn, conversation_id, after).await {
+                    Ok(Some(last)) => Replayed::Upto(last),
+                    Ok(None) => Replayed::Failed,
+                    Err(Closed) => return,
+                }
+            } else if conn.send_replayed(conn::frame(&protocol::resync_required(conversation_id))).is_ok() {
+                Replayed::Resync
+            } else {
                 return;
             }
-            let mut session = act.session.clone();
-            ctx.spawn(
-                async move {
-                    let _ = session.ping(b"").await;
-                }
-                .into_actor(act),
-            );
-            // Revocations on another node reach this one at most one heartbeat late.
-            let (st, sid, kill) = (act.st.clone(), act.principal.session_id.clone(), act.kill.clone());
-            ctx.spawn(
-                async move {
-                    if matches!(st.sessions.principal(&st.db, &sid).await, Ok(None)) {
-                        kill.fire(kill::REVOKED);
-                    }
-                }
-                .into_actor(act),
-            );
-        });
-    }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        // Ends the writer too (rooms may still hold its queue).
-        self.kill.fire(kill::IDLE);
-        self.hub.do_send(Disconnect { key: self.key });
-        self.st.broker.presence(&self.principal, false);
-    }
-}
-
-impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
-    fn handle(&mut self, msg: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
-        self.last_seen = Instant::now();
-        match msg {
-            Ok(Message::Text(text)) => match serde_json::from_str::<ClientFrame>(&text) {
-                Ok(frame) => self.handle_frame(frame, ctx),
-                Err(e) => self.reply(protocol::error(None, None, "invalid_frame", &e.to_string())),
-            },
-            Ok(Message::Ping(bytes)) => {
-                let mut session = self.session.clone();
-                ctx.spawn(
-                    async move {
-                        let _ = session.pong(&bytes).await;
-                    }
-                    .into_actor(self),
-                );
-            }
-            Ok(Message::Pong(_)) | Ok(Message::Nop) => {}
-            Ok(Message::Binary(_)) => self.reply(protocol::error(None, None, "invalid_frame", "text frames only")),
-            Ok(Message::Continuation(_)) => {}
-            Ok(Message::Close(_)) => ctx.stop(),
-            Err(ProtocolError::Overflow) => self.kill.fire(kill::TOO_BIG),
-            Err(_) => ctx.stop(),
         }
-    }
-
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
-
-/// Resume state of one subscribed conversation.
-enum Sub {
-    /// Between `Begin` and the end of the replay: live events wait here.
-    Buffering(Vec<(Arc<Event>, ByteString)>),
-    Live(i64),
-}
-
-/// The writer: the only task that writes to the socket. Owns resume state, so ordering,
-/// de-duplication and gap filling live in one place.
-pub async fn writer(
-    st: AppState,
-    mut session: actix_ws::Session,
-    mut rx: mpsc::Receiver<Out>,
-    kill: Kill,
-    company_id: i64,
-) {
-    let mut subs: HashMap<i64, Sub> = HashMap::new();
-    // Registered once for the connection's life, not once per frame.
-    let killed = kill.fired();
-    tokio::pin!(killed);
-    let code = loop {
-        tokio::select! {
-            code = &mut killed => break code,
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break kill.code().unwrap_or(kill::IDLE) };
-                if handle_out(&st, &mut session, &mut subs, msg, company_id).await.is_err() {
-                    break kill.code().unwrap_or(kill::IDLE);
-                }
-            }
-        }
-    };
-    kill.fire(code);
-    // The first code fired wins (a revocation racing the reader's own stop).
-    let code = kill.code().unwrap_or(code);
-    let reason = CloseReason { code: CloseCode::from(code), description: None };
-    // A client that does not read may never take the close frame: give up after a second, the
-    // connection then drops.
-    let _ = tokio::time::timeout(Duration::from_secs(1), session.close(Some(reason))).await;
-}
-
-type Sent = Result<(), actix_ws::Closed>;
-
-async fn handle_out(
-    st: &AppState,
-    session: &mut actix_ws::Session,
-    subs: &mut HashMap<i64, Sub>,
-    msg: Out,
-    company_id: i64,
-) -> Sent {
-    match msg {
-        Out::Frame(frame) => session.text(frame).await,
-        Out::Begin(conversation_id) => {
-            subs.insert(conversation_id, Sub::Buffering(Vec::new()));
-            Ok(())
-        }
-        Out::Unsubscribe(conversation_id) => {
-            subs.remove(&conversation_id);
-            Ok(())
-        }
-        // Rare and large futures are boxed so that every idle connection's writer task stays small.
-        Out::Replay { conversation_id, after } => {
-            Box::pin(replay(st, session, subs, conversation_id, after, company_id)).await
-        }
-        Out::Event(event, frame) => live(st, session, subs, event, frame).await,
-        Out::Inbox(event, frame) => {
-            // A subscribed conversation gets its events through its room, in order, once.
-            if event.seq.is_some() && subs.contains_key(&event.conversation_id) {
-                return Ok(());
-            }
-            session.text(frame).await
-        }
-    }
-}
-
-async fn replay(
-    st: &AppState,
-    session: &mut actix_ws::Session,
-    subs: &mut HashMap<i64, Sub>,
-    conversation_id: i64,
-    after: Option<i64>,
-    company_id: i64,
-) -> Sent {
-    let Some(Sub::Buffering(buffer)) = subs.remove(&conversation_id) else { return Ok(()) };
-    let last = match after {
-        None => match st.db.run(move |c| store::conversation(c, company_id, conversation_id)).await {
-            Ok(conv) => conv.last_seq,
-            Err(_) => return Ok(()),
+        Mode::Fill(after) => match send_from_db(st, conn, conversation_id, after).await {
+            Ok(Some(last)) => Replayed::Upto(last),
+            // The events that triggered the fill wait for the next event or a resume.
+            Ok(None) => Replayed::Skip(after),
+            Err(Closed) => return,
         },
-        Some(after) => {
-            if !replayable(st, conversation_id, after).await {
-                return session.text(protocol::resync_required(conversation_id)).await;
-            }
-            match send_from_db(st, session, conversation_id, after).await? {
-                Some(last) => last,
-                None => return Ok(()),
-            }
-        }
     };
-    session.text(protocol::subscribed(conversation_id, last)).await?;
-    subs.insert(conversation_id, Sub::Live(last));
-    let mut buffer = buffer;
-    buffer.sort_by_key(|(e, _)| e.seq);
-    for (event, frame) in buffer {
-        live(st, session, subs, event, frame).await?;
+    if let (Mode::Subscribe(_), Replayed::Upto(last)) = (&mode, &outcome)
+        && conn.send_replayed(conn::frame(&protocol::subscribed(conversation_id, *last))).is_err()
+    {
+        return;
     }
-    Ok(())
+    conn.finish_replay(conversation_id, generation, outcome);
 }
 
 /// Whether the events after `after` are all still stored and younger than the retention.
@@ -376,13 +364,10 @@ async fn replayable(st: &AppState, conversation_id: i64, after: i64) -> bool {
     }
 }
 
-/// Sends every stored event after `after`, in order; returns the last seq sent (or `after`).
-async fn send_from_db(
-    st: &AppState,
-    session: &mut actix_ws::Session,
-    conversation_id: i64,
-    after: i64,
-) -> Result<Option<i64>, actix_ws::Closed> {
+/// Sends every stored event after `after`, in order, a bounded step at a time; returns the
+/// last seq sent (or `after`), or `None` when the database failed.
+async fn send_from_db(st: &AppState, conn: &Conn, conversation_id: i64, after: i64) -> Result<Option<i64>, Closed> {
+    let step = conn.replay_step();
     let mut last = after;
     loop {
         let from = last;
@@ -390,48 +375,16 @@ async fn send_from_db(
             return Ok(None);
         };
         let n = events.len() as i64;
-        for e in events {
+        for (i, e) in events.iter().enumerate() {
             last = e.seq.unwrap_or(last);
-            session.text(protocol::event_frame(&e)).await?;
+            conn.send_replayed(conn::frame(&protocol::event_frame(e)))?;
+            if (i + 1) % step == 0 {
+                conn.until_drained().await?;
+            }
         }
         if n < REPLAY_CHUNK {
             return Ok(Some(last));
         }
-    }
-}
-
-/// A live event: sent when it is the next `seq`, dropped when already sent, and a gap (a
-/// broker message lost or overtaken) is filled from the database first.
-async fn live(
-    st: &AppState,
-    session: &mut actix_ws::Session,
-    subs: &mut HashMap<i64, Sub>,
-    event: Arc<Event>,
-    frame: ByteString,
-) -> Sent {
-    let conversation_id = event.conversation_id;
-    match subs.get_mut(&conversation_id) {
-        None => Ok(()),
-        Some(Sub::Buffering(buffer)) => {
-            buffer.push((event, frame));
-            Ok(())
-        }
-        Some(Sub::Live(last)) => {
-            let Some(seq) = event.seq else { return session.text(frame).await };
-            if seq <= *last {
-                return Ok(());
-            }
-            if seq == *last + 1 {
-                *last = seq;
-                return session.text(frame).await;
-            }
-            let from = *last;
-            if let Some(filled) = Box::pin(send_from_db(st, session, conversation_id, from)).await?
-                && let Some(Sub::Live(last)) = subs.get_mut(&conversation_id)
-            {
-                *last = filled.max(*last);
-            }
-            Ok(())
-        }
+        conn.until_drained().await?;
     }
 }

@@ -137,6 +137,18 @@ pub fn get(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<UserRow> {
     Ok(users::table.filter(users::company_id.eq(company_id)).find(user_id).select(UserRow::as_select()).first(c)?)
 }
 
+/// The company's users of one role that are not deleted, oldest first.
+pub fn with_role(c: &mut Db, company_id: i64, role: Role) -> ApiResult<Vec<UserRow>> {
+    Ok(users::table
+        .filter(users::company_id.eq(company_id))
+        .filter(users::role.eq(role.as_str()))
+        .filter(users::deleted_at.is_null())
+        .filter(users::status.ne("deleted"))
+        .order(users::id)
+        .select(UserRow::as_select())
+        .load(c)?)
+}
+
 pub fn primary_email(c: &mut Db, user_id: i64) -> ApiResult<Option<String>> {
     Ok(user_emails::table
         .filter(user_emails::user_id.eq(user_id).and(user_emails::active))

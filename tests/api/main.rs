@@ -11,6 +11,7 @@ mod fynd_app;
 mod fynd_oauth;
 mod fynd_platform;
 mod fynd_social;
+mod integrations;
 mod media;
 mod messaging;
 mod oidc;

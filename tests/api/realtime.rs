@@ -248,6 +248,17 @@ both_backends!(ws_send_acks_and_client_id_replay, |app: TestApp| async move {
     let err = ws.until("error").await.pop().unwrap();
     assert_eq!(err["clientId"], "c-2");
     assert_eq!(err["code"], "not_found");
+
+    // One clientId rule for both transports (the service checks it, not a route).
+    let long = "x".repeat(129);
+    ws.send(json!({"type": "send", "conversationId": conv, "clientId": long, "text": "x"})).await;
+    let err = ws.until("error").await.pop().unwrap();
+    assert_eq!(err["code"], "validation_failed");
+    let (status, body) =
+        app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "clientId": long, "text": "x"})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("validation_failed")));
+    let (_, page) = app.get(&format!("/message/message-page-list/{conv}"), Some(&co.agent)).await;
+    assert_eq!(page["totalCount"], 2, "neither refused send was stored");
 });
 
 both_backends!(tickets_auth_and_tenancy, |app: TestApp| async move {

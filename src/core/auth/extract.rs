@@ -17,7 +17,7 @@ use actix_web::{
 };
 
 use crate::core::{
-    auth::session::Principal,
+    auth::session::{BOT_TOKEN_PREFIX, Principal, bot_session_id},
     error::{ApiError, ApiResult},
     state::AppState,
     types::Role,
@@ -48,9 +48,15 @@ pub fn credential_pair(req: &HttpRequest, scheme: &str) -> Option<(String, Strin
     Some((id, secret))
 }
 
-/// Verifies an access token and checks its session. Used by the middleware and by the
-/// WebSocket upgrade.
+/// Verifies an access token (or an agent bot's `cfbot_` token) and checks its session. Used by
+/// the middleware and by the WebSocket upgrade.
 pub async fn resolve(st: &AppState, token: &str) -> ApiResult<Principal> {
+    if token.starts_with(BOT_TOKEN_PREFIX) {
+        return match st.sessions.principal(&st.db, &bot_session_id(token)).await? {
+            Some(p) if p.role == Role::Bot => Ok(p),
+            _ => Err(ApiError::Unauthorized("invalid_token")),
+        };
+    }
     let claims = st.keys.verify_or_reload(&st.db, token).await?;
     match st.sessions.principal(&st.db, &claims.sid).await? {
         Some(p) if p.user_id.to_string() == claims.sub => Ok(p),
@@ -62,9 +68,11 @@ pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    // Only JWT-shaped bearers are ours; Fynd application credentials are base64 pairs that
+    // Only JWT-shaped bearers and bot tokens are ours; Fynd application credentials are base64 pairs that
     // their own extractor reads (CONTRACT §9).
-    let token = bearer_token(req.request()).filter(|t| t.matches('.').count() == 2).map(str::to_owned);
+    let token = bearer_token(req.request())
+        .filter(|t| t.matches('.').count() == 2 || t.starts_with(BOT_TOKEN_PREFIX))
+        .map(str::to_owned);
     if let Some(token) = token
         && let Some(st) = req.app_data::<Data<AppState>>().cloned()
     {
@@ -118,9 +126,9 @@ role_extractor!(
     |_| true
 );
 role_extractor!(
-    /// Agents and admins: the messaging API (CONTRACT §2 roles).
+    /// Agents, admins and agent bots: the messaging API (CONTRACT §2 roles, issue 23).
     Agent,
-    Role::is_staff
+    Role::works_conversations
 );
 role_extractor!(
     /// Company admins (and auth clients' service accounts): agents, channels, templates,

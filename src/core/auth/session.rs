@@ -67,6 +67,35 @@ pub fn create(c: &mut Db, s: &NewSession<'_>) -> ApiResult<(String, String)> {
     Ok((id, token))
 }
 
+/// How an agent bot's API token starts (issue 23): `cfbot_` and 32 random bytes, base64url.
+pub const BOT_TOKEN_PREFIX: &str = "cfbot_";
+
+/// The session a bot token opens: its id is derived from the token (`bot:` and the token's
+/// SHA-256), so the token itself is never stored and a request resolves it with the same cached
+/// session lookup as an access token. Bot sessions do not expire; rotating the token or
+/// deleting the bot revokes them.
+pub fn bot_session_id(token: &str) -> String {
+    format!("bot:{}", token_hash(token))
+}
+
+/// Opens a session for a bot user and returns its new token (shown once).
+pub fn create_bot(c: &mut Db, user_id: i64, company_id: i64) -> ApiResult<String> {
+    let token = format!("{BOT_TOKEN_PREFIX}{}", random_token());
+    let t = now();
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(bot_session_id(&token)),
+            sessions::user_id.eq(user_id),
+            sessions::company_id.eq(company_id),
+            sessions::kind.eq("bot"),
+            sessions::created_at.eq(t),
+            sessions::last_seen_at.eq(t),
+            sessions::expires_at.eq(t + chrono::Duration::days(365 * 100)),
+        ))
+        .execute(c)?;
+    Ok(token)
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],

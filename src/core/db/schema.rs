@@ -282,6 +282,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         deleted_at -> Nullable<Timestamp>,
+        bot_id -> Nullable<BigInt>,
     }
 }
 
@@ -422,6 +423,52 @@ diesel::table! {
         last_error -> Nullable<Text>,
         done_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
+        ordering_key -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    webhook_subscriptions (id) {
+        id -> BigInt,
+        company_id -> BigInt,
+        url -> Text,
+        events -> Text,
+        active -> Bool,
+        secrets -> Text,
+        bot_id -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> BigInt,
+        company_id -> BigInt,
+        subscription_id -> BigInt,
+        event_id -> Text,
+        event_type -> Text,
+        conversation_id -> BigInt,
+        seq -> Nullable<BigInt>,
+        body -> Text,
+        status -> Text,
+        attempts -> Integer,
+        last_code -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (id) {
+        id -> BigInt,
+        delivery_id -> BigInt,
+        status -> Text,
+        code -> Nullable<Integer>,
+        duration_ms -> BigInt,
+        error -> Nullable<Text>,
+        at -> Timestamp,
     }
 }
 
@@ -465,6 +512,8 @@ diesel::joinable!(pending_statuses -> channels (channel_id));
 diesel::joinable!(events -> conversations (conversation_id));
 diesel::joinable!(attachments -> companies (company_id));
 diesel::joinable!(templates -> companies (company_id));
+diesel::joinable!(webhook_deliveries -> webhook_subscriptions (subscription_id));
+diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     instance,
@@ -497,6 +546,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     templates,
     outbox,
     webhook_receipts,
+    webhook_subscriptions,
+    webhook_deliveries,
+    webhook_attempts,
     mentions,
     canned_responses,
 );

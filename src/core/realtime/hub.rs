@@ -1,66 +1,36 @@
 //! The node's hub (one per node) and its conversation rooms (one per active conversation).
-//! The hub receives every event from the broker and hands it to the room of its conversation
-//! and to the company's inbox subscribers; a room fans an event out to its subscribers'
-//! bounded queues with `try_send`: a full queue closes that connection with 1013 and never
-//! slows anyone else (CONTRACT §4, STYLE "Actors").
+//! The hub receives every event from the broker, encodes its frame once, and hands it to the
+//! room of its conversation and to the company's inbox subscribers; a room writes it into each
+//! subscriber's socket without blocking ([`Conn::deliver`]): a connection whose queue is full
+//! closes with 1013 and never slows anyone else (CONTRACT §4, STYLE "Actors"). The hub also
+//! runs the node's one heartbeat timer.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
+    time::Duration,
 };
 
 use actix::prelude::*;
-use bytestring::ByteString;
-use tokio::sync::mpsc;
+use bytes::Bytes;
 
 use super::{
+    conn::{self, Conn, Delivered},
     event::{CONVERSATION_CREATED, CONVERSATION_UPDATED, Event, MESSAGE_CREATED, PRESENCE, TYPING},
-    kill::{self, Kill},
-    protocol,
+    kill, protocol,
 };
-use crate::core::metrics::Metrics;
+use crate::core::{auth::session::SessionCache, db::Pool, metrics::Metrics};
 
-/// What a connection's writer task receives, in order.
-#[derive(Debug)]
-pub enum Out {
-    /// A text frame to send as is.
-    Frame(String),
-    /// Start buffering live events of this conversation (sent before joining its room).
-    Begin(i64),
-    /// Joined: replay from the database after `after` (or from now), then go live.
-    Replay {
-        conversation_id: i64,
-        after: Option<i64>,
-    },
-    /// A live event of a subscribed conversation, with its frame serialised once.
-    Event(Arc<Event>, ByteString),
-    /// An inbox event (any conversation of the company).
-    Inbox(Arc<Event>, ByteString),
-    Unsubscribe(i64),
-}
+/// CONTRACT §4: a ping every 20 s; no traffic from the client for 60 s closes.
+pub const HEARTBEAT_SECS: u32 = 20;
+pub const IDLE_SECS: u32 = 60;
 
-#[derive(Clone)]
-pub struct Subscriber {
-    pub key: u64,
-    pub tx: mpsc::Sender<Out>,
-    pub kill: Kill,
-}
-
-impl Subscriber {
-    /// Non-blocking hand-off; a full queue is a slow consumer (1013).
-    fn offer(&self, out: Out, metrics: &Metrics) -> bool {
-        match self.tx.try_send(out) {
-            Ok(()) => {
-                metrics.ws_events_out.inc();
-                true
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics.ws_slow_closes.inc();
-                self.kill.fire(kill::TRY_AGAIN_LATER);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+/// Counts what a hand-off did, for the metrics.
+fn count(metrics: &Metrics, d: &Delivered) {
+    match d {
+        Delivered::Sent => metrics.ws_events_out.inc(),
+        Delivered::Slow => metrics.ws_slow_closes.inc(),
+        Delivered::Skipped | Delivered::Gone => {}
     }
 }
 
@@ -84,7 +54,7 @@ pub enum Bus {
 #[rtype(result = "()")]
 pub struct Join {
     pub conversation_id: i64,
-    pub sub: Subscriber,
+    pub conn: Arc<Conn>,
 }
 
 #[derive(Message)]
@@ -97,19 +67,13 @@ pub struct Leave {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct JoinInbox {
-    pub company_id: i64,
-    pub sub: Subscriber,
+    pub conn: Arc<Conn>,
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Connect {
-    pub key: u64,
-    pub session_id: String,
-    pub company_id: i64,
-    pub user_id: i64,
-    /// The connection's queue, for events addressed to its user ([`Bus::ToUser`]).
-    pub sub: Subscriber,
+    pub conn: Arc<Conn>,
 }
 
 #[derive(Message)]
@@ -123,9 +87,14 @@ pub struct Disconnect {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// One event for a room: its frame, encoded once for every subscriber.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Deliver(Arc<Event>, ByteString);
+struct Deliver {
+    seq: Option<i64>,
+    origin: Option<u64>,
+    frame: Bytes,
+}
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -137,32 +106,38 @@ struct StopRoom;
 
 // ---- hub ----
 
-struct Connection {
-    session_id: String,
-    company_id: i64,
-    user_id: i64,
-    sub: Subscriber,
-}
-
 pub struct Hub {
     metrics: Metrics,
+    /// For the heartbeat's revocation check (revocations from a node whose broker message
+    /// was lost reach this one at most one heartbeat late).
+    sessions: SessionCache,
+    db: Pool,
     rooms: HashMap<i64, Addr<ConversationRoom>>,
-    inbox: HashMap<i64, HashMap<u64, Subscriber>>,
-    connections: HashMap<u64, Connection>,
+    inbox: HashMap<i64, HashMap<u64, Arc<Conn>>>,
+    connections: HashMap<u64, Arc<Conn>>,
     /// Which connections are subscribed where, to clean up on disconnect.
     memberships: HashMap<u64, HashSet<i64>>,
     room_members: HashMap<i64, usize>,
+    /// The heartbeat wheel: one timer for every connection of the node, ticking each second;
+    /// a connection is visited on the tick `key mod HEARTBEAT_SECS` (issue 20: no timer per
+    /// connection).
+    tick: u64,
+    ping: Bytes,
 }
 
 impl Hub {
-    pub fn new(metrics: Metrics) -> Self {
+    pub fn new(metrics: Metrics, sessions: SessionCache, db: Pool) -> Self {
         Self {
             metrics,
+            sessions,
+            db,
             rooms: HashMap::new(),
             inbox: HashMap::new(),
             connections: HashMap::new(),
             memberships: HashMap::new(),
             room_members: HashMap::new(),
+            tick: 0,
+            ping: conn::ping_frame(),
         }
     }
 
@@ -182,6 +157,39 @@ impl Hub {
             }
         }
     }
+
+    /// One tick of the heartbeat wheel: this slot's connections get a ping, or close after
+    /// 60 s without a frame from the client; their sessions are checked for revocation.
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        self.tick += 1;
+        let slot = self.tick % u64::from(HEARTBEAT_SECS);
+        let mut sessions = HashSet::new();
+        for c in self.connections.values().filter(|c| c.key % u64::from(HEARTBEAT_SECS) == slot) {
+            if c.idle_secs() > IDLE_SECS {
+                c.close(kill::IDLE);
+                continue;
+            }
+            if let Err(conn::Slow(true)) = c.send(self.ping.clone()) {
+                self.metrics.ws_slow_closes.inc();
+            }
+            sessions.insert(c.session_id.clone());
+        }
+        if sessions.is_empty() {
+            return;
+        }
+        let (cache, db, hub) = (self.sessions.clone(), self.db.clone(), ctx.address());
+        actix::spawn(async move {
+            let mut revoked = Vec::new();
+            for sid in sessions {
+                if matches!(cache.principal(&db, &sid).await, Ok(None)) {
+                    revoked.push(sid);
+                }
+            }
+            if !revoked.is_empty() {
+                hub.do_send(Bus::Revoked(revoked));
+            }
+        });
+    }
 }
 
 impl Actor for Hub {
@@ -189,6 +197,7 @@ impl Actor for Hub {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        ctx.run_interval(Duration::from_secs(1), |hub, ctx| hub.heartbeat(ctx));
     }
 }
 
@@ -198,12 +207,11 @@ impl Handler<Bus> for Hub {
     fn handle(&mut self, msg: Bus, _: &mut Self::Context) {
         match msg {
             Bus::Event(event) => {
-                // Serialised once; every subscriber's copy shares these bytes (no per-socket copy).
-                let frame = ByteString::from(protocol::event_frame(&event));
-                let event = Arc::new(event);
+                // Encoded once (JSON and WebSocket framing); every subscriber gets these bytes.
+                let frame = conn::frame(&protocol::event_frame(&event));
                 if (event.seq.is_some() || event.event == TYPING)
                     && let Some(room) = self.rooms.get(&event.conversation_id)
-                    && room.try_send(Deliver(event.clone(), frame.clone())).is_err()
+                    && room.try_send(Deliver { seq: event.seq, origin: event.origin, frame: frame.clone() }).is_err()
                 {
                     // A gap a subscriber heals from the database on the next event or resume.
                     tracing::warn!(conversation = event.conversation_id, "room mailbox full; event dropped");
@@ -214,21 +222,25 @@ impl Handler<Bus> for Hub {
                 );
                 if for_inbox && let Some(subs) = self.inbox.get_mut(&event.company_id) {
                     let metrics = &self.metrics;
-                    subs.retain(|_, s| s.offer(Out::Inbox(event.clone(), frame.clone()), metrics));
+                    subs.retain(|_, c| {
+                        let d = c.inbox(event.conversation_id, event.seq, &frame);
+                        count(metrics, &d);
+                        d.keep()
+                    });
                 }
             }
             Bus::Revoked(session_ids) => {
                 let revoked: HashSet<String> = session_ids.into_iter().collect();
                 for c in self.connections.values().filter(|c| revoked.contains(&c.session_id)) {
-                    c.sub.kill.fire(kill::REVOKED);
+                    c.close(kill::REVOKED);
                 }
             }
             Bus::ToUser { user_id, event } => {
-                let frame = ByteString::from(protocol::event_frame(&event));
-                let event = Arc::new(event);
+                let frame = conn::frame(&protocol::event_frame(&event));
+                let metrics = &self.metrics;
                 for c in self.connections.values() {
                     if c.user_id == user_id && c.company_id == event.company_id {
-                        c.sub.offer(Out::Inbox(event.clone(), frame.clone()), &self.metrics);
+                        count(metrics, &c.inbox(event.conversation_id, None, &frame));
                     }
                 }
             }
@@ -242,15 +254,14 @@ impl Handler<Join> for Hub {
     /// The room's `RoomJoin` is queued before this returns, so every event the hub handles
     /// after it reaches the new subscriber (the seam of CONTRACT §4 resume).
     fn handle(&mut self, msg: Join, _: &mut Self::Context) {
-        if !self.memberships.entry(msg.sub.key).or_default().insert(msg.conversation_id) {
+        if !self.memberships.entry(msg.conn.key).or_default().insert(msg.conversation_id) {
             return;
         }
         let metrics = self.metrics.clone();
-        let room = self
-            .rooms
-            .entry(msg.conversation_id)
-            .or_insert_with(|| ConversationRoom { metrics, subscribers: HashMap::new() }.start());
-        room.do_send(RoomJoin(msg.sub));
+        let room = self.rooms.entry(msg.conversation_id).or_insert_with(|| {
+            ConversationRoom { metrics, conversation_id: msg.conversation_id, subscribers: HashMap::new() }.start()
+        });
+        room.do_send(RoomJoin(msg.conn));
         *self.room_members.entry(msg.conversation_id).or_default() += 1;
         self.metrics.ws_subscriptions.inc();
     }
@@ -258,7 +269,7 @@ impl Handler<Join> for Hub {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct RoomJoin(Subscriber);
+struct RoomJoin(Arc<Conn>);
 
 impl Handler<Leave> for Hub {
     type Result = ();
@@ -274,7 +285,7 @@ impl Handler<JoinInbox> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: JoinInbox, _: &mut Self::Context) {
-        self.inbox.entry(msg.company_id).or_default().insert(msg.sub.key, msg.sub);
+        self.inbox.entry(msg.conn.company_id).or_default().insert(msg.conn.key, msg.conn);
     }
 }
 
@@ -283,10 +294,7 @@ impl Handler<Connect> for Hub {
 
     fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
         self.metrics.ws_open.inc();
-        self.connections.insert(
-            msg.key,
-            Connection { session_id: msg.session_id, company_id: msg.company_id, user_id: msg.user_id, sub: msg.sub },
-        );
+        self.connections.insert(msg.conn.key, msg.conn);
     }
 }
 
@@ -298,6 +306,9 @@ impl Handler<Disconnect> for Hub {
             self.metrics.ws_open.dec();
             if let Some(subs) = self.inbox.get_mut(&c.company_id) {
                 subs.remove(&msg.key);
+                if subs.is_empty() {
+                    self.inbox.remove(&c.company_id);
+                }
             }
         }
         for conversation_id in self.memberships.remove(&msg.key).unwrap_or_default() {
@@ -311,7 +322,7 @@ impl Handler<Shutdown> for Hub {
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) {
         for c in self.connections.values() {
-            c.sub.kill.fire(kill::GOING_AWAY);
+            c.close(kill::GOING_AWAY);
         }
     }
 }
@@ -320,7 +331,8 @@ impl Handler<Shutdown> for Hub {
 
 pub struct ConversationRoom {
     metrics: Metrics,
-    subscribers: HashMap<u64, Subscriber>,
+    conversation_id: i64,
+    subscribers: HashMap<u64, Arc<Conn>>,
 }
 
 impl Actor for ConversationRoom {
@@ -334,22 +346,33 @@ impl Actor for ConversationRoom {
 impl Handler<Deliver> for ConversationRoom {
     type Result = ();
 
-    fn handle(&mut self, Deliver(event, frame): Deliver, _: &mut Self::Context) {
-        let metrics = &self.metrics;
-        self.subscribers.retain(|key, s| {
-            if event.origin == Some(*key) {
+    fn handle(&mut self, Deliver { seq, origin, frame }: Deliver, _: &mut Self::Context) {
+        let (metrics, conversation_id) = (&self.metrics, self.conversation_id);
+        let mut sent = 0;
+        self.subscribers.retain(|key, c| {
+            if origin == Some(*key) {
                 return true;
             }
-            s.offer(Out::Event(event.clone(), frame.clone()), metrics)
+            match c.deliver(conversation_id, seq, &frame) {
+                Delivered::Sent => {
+                    sent += 1;
+                    true
+                }
+                d => {
+                    count(metrics, &d);
+                    d.keep()
+                }
+            }
         });
+        metrics.ws_events_out.inc_by(sent);
     }
 }
 
 impl Handler<RoomJoin> for ConversationRoom {
     type Result = ();
 
-    fn handle(&mut self, RoomJoin(sub): RoomJoin, _: &mut Self::Context) {
-        self.subscribers.insert(sub.key, sub);
+    fn handle(&mut self, RoomJoin(conn): RoomJoin, _: &mut Self::Context) {
+        self.subscribers.insert(conn.key, conn);
     }
 }
 

@@ -4,6 +4,7 @@
 //! `realtime` feature.
 
 pub mod broker;
+pub mod conn;
 pub mod event;
 pub mod hub;
 pub mod kill;

@@ -1,0 +1,198 @@
+//! The outbox machinery every job kind shares (SCHEMA `outbox`): jobs are queued in the
+//! transaction that makes them necessary ([`insert`]), claimed with a lease in the database
+//! (`lease_owner`, `lease_until`) so two nodes never run one job at once and a job claimed by a
+//! process that died is taken again once its lease expires, retried with backoff, and finished
+//! exactly once. What a job does is its kind's: provider sends and media downloads
+//! (`providers`), webhook deliveries (`hooks`).
+
+use diesel::prelude::*;
+
+use crate::core::{
+    db::{Db, dialect, schema::outbox},
+    error::{ApiError, ApiResult},
+    state::AppState,
+    types::now,
+};
+
+const BATCH: i64 = 32;
+/// Attempts before a job is given up (a send fails, a webhook delivery is dead-lettered).
+pub const MAX_ATTEMPTS: i32 = 8;
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub ref_id: String,
+    pub attempts: i32,
+}
+
+/// A job to queue in the caller's transaction (the outbox pattern, CONTRACT §6).
+pub struct NewJob<'a> {
+    pub kind: &'a str,
+    pub ref_id: &'a str,
+    pub company_id: i64,
+    pub channel_id: Option<i64>,
+    /// Jobs with the same key run one at a time, in the order they were queued
+    /// ([`claim_ordered`]); `None`: no order.
+    pub ordering_key: Option<&'a str>,
+}
+
+pub fn insert(c: &mut Db, job: &NewJob<'_>) -> ApiResult<()> {
+    let t = now();
+    diesel::insert_into(outbox::table)
+        .values((
+            outbox::kind.eq(job.kind),
+            outbox::ref_id.eq(job.ref_id),
+            outbox::company_id.eq(job.company_id),
+            outbox::channel_id.eq(job.channel_id),
+            outbox::ordering_key.eq(job.ordering_key),
+            outbox::next_attempt_at.eq(t),
+            outbox::created_at.eq(t),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+/// Claims due jobs of one kind (`send`, `media_fetch`): an UPDATE that re-checks the lease, so
+/// concurrent claimers on other nodes cannot both win a row (on PostgreSQL the candidates are
+/// also locked with `FOR UPDATE SKIP LOCKED`, so claimers do not queue behind each other).
+pub async fn claim(st: &AppState, owner: &str, kind: &'static str) -> ApiResult<Vec<Job>> {
+    claim_where(st, owner, kind, false).await
+}
+
+/// Like [`claim`], but of each `ordering_key` only the oldest unfinished job is claimable: a
+/// later job waits until the one before it is done (delivered or given up), also while that
+/// one waits for its retry or is running on another node. Jobs without a key are claimed as
+/// they fall due.
+pub async fn claim_ordered(st: &AppState, owner: &str, kind: &'static str) -> ApiResult<Vec<Job>> {
+    claim_where(st, owner, kind, true).await
+}
+
+async fn claim_where(st: &AppState, owner: &str, kind: &'static str, ordered: bool) -> ApiResult<Vec<Job>> {
+    let owner = owner.to_owned();
+    let lease = chrono::Duration::seconds(st.config.outbox_lease_secs.max(1) as i64);
+    st.db
+        .write(move |c| {
+            let t = now();
+            let mut ids = dialect::due_outbox_ids(c, kind, t, BATCH)?;
+            if ordered && !ids.is_empty() {
+                ids = heads_only(c, kind, ids)?;
+            }
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let due = || {
+                outbox::table
+                    .filter(outbox::done_at.is_null())
+                    .filter(outbox::kind.eq(kind))
+                    .filter(outbox::next_attempt_at.le(t))
+                    .filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t)))
+            };
+            diesel::update(due().filter(outbox::id.eq_any(&ids)))
+                .set((
+                    outbox::lease_owner.eq(&owner),
+                    outbox::lease_until.eq(t + lease),
+                    outbox::attempts.eq(outbox::attempts + 1),
+                ))
+                .execute(c)?;
+            let rows: Vec<(i64, String, i32)> = outbox::table
+                .filter(outbox::id.eq_any(&ids).and(outbox::lease_owner.eq(&owner)).and(outbox::lease_until.gt(t)))
+                .select((outbox::id, outbox::ref_id, outbox::attempts))
+                .load(c)?;
+            Ok(rows.into_iter().map(|(id, ref_id, attempts)| Job { id, ref_id, attempts }).collect())
+        })
+        .await
+}
+
+/// The candidates that are the oldest unfinished job of their ordering key (or have none).
+fn heads_only(c: &mut Db, kind: &str, ids: Vec<i64>) -> ApiResult<Vec<i64>> {
+    let keyed: Vec<(i64, Option<String>)> =
+        outbox::table.filter(outbox::id.eq_any(&ids)).select((outbox::id, outbox::ordering_key)).load(c)?;
+    let keys: Vec<String> = keyed.iter().filter_map(|(_, k)| k.clone()).collect();
+    let heads: std::collections::HashMap<String, i64> = if keys.is_empty() {
+        Default::default()
+    } else {
+        outbox::table
+            .filter(outbox::done_at.is_null())
+            .filter(outbox::kind.eq(kind))
+            .filter(outbox::ordering_key.eq_any(&keys))
+            .group_by(outbox::ordering_key)
+            .select((outbox::ordering_key, diesel::dsl::min(outbox::id)))
+            .load::<(Option<String>, Option<i64>)>(c)?
+            .into_iter()
+            .filter_map(|(k, id)| Some((k?, id?)))
+            .collect()
+    };
+    Ok(keyed
+        .into_iter()
+        .filter(|(id, key)| key.as_ref().is_none_or(|k| heads.get(k) == Some(id)))
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// When the next claimable job of these kinds (unleased, or its lease expired) is due.
+pub fn next_due(c: &mut Db, kinds: &[&str]) -> ApiResult<Option<chrono::NaiveDateTime>> {
+    Ok(outbox::table
+        .filter(outbox::done_at.is_null())
+        .filter(outbox::kind.eq_any(kinds))
+        .filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(now())))
+        .select(diesel::dsl::min(outbox::next_attempt_at))
+        .first(c)?)
+}
+
+/// Exponential backoff with jitter: base·2^attempts (capped at 10 minutes), ±25 %.
+pub fn backoff(base_ms: u64, attempts: i32) -> chrono::Duration {
+    let base = (base_ms.max(1) as i64).saturating_mul(2_i64.saturating_pow(attempts.clamp(0, 20) as u32)).min(600_000);
+    let jitter = (crate::core::crypto::random_bytes::<2>()[0] as i64 * base / 2 / 255) - base / 4;
+    chrono::Duration::milliseconds(base + jitter)
+}
+
+/// Marks the job done, only if this worker still holds its lease (else the transaction rolls
+/// back: the node that took the job over records the outcome).
+pub fn finish(c: &mut Db, job_id: i64, owner: &str, error: Option<&str>) -> ApiResult<()> {
+    let n = diesel::update(
+        outbox::table.find(job_id).filter(outbox::lease_owner.eq(owner)).filter(outbox::done_at.is_null()),
+    )
+    .set((
+        outbox::done_at.eq(now()),
+        outbox::lease_until.eq(None::<chrono::NaiveDateTime>),
+        outbox::last_error.eq(error),
+    ))
+    .execute(c)?;
+    if n == 0 {
+        return Err(ApiError::conflict("lease_lost", "the job's lease passed to another worker"));
+    }
+    Ok(())
+}
+
+/// Releases the job for another attempt after `delay` (only while this worker holds it).
+pub fn retry_later(c: &mut Db, job_id: i64, owner: &str, delay: chrono::Duration, reason: &str) -> ApiResult<()> {
+    let n = diesel::update(
+        outbox::table.find(job_id).filter(outbox::lease_owner.eq(owner)).filter(outbox::done_at.is_null()),
+    )
+    .set((
+        outbox::next_attempt_at.eq(now() + delay),
+        outbox::lease_owner.eq(None::<String>),
+        outbox::lease_until.eq(None::<chrono::NaiveDateTime>),
+        outbox::last_error.eq(reason),
+    ))
+    .execute(c)?;
+    if n == 0 {
+        return Err(ApiError::conflict("lease_lost", "the job's lease passed to another worker"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_within_jitter() {
+        for attempt in 1..6 {
+            let want = 100 * 2_i64.pow(attempt as u32);
+            let got = backoff(100, attempt).num_milliseconds();
+            assert!(got >= want * 3 / 4 && got <= want * 5 / 4, "attempt {attempt}: {got} vs {want}");
+        }
+        assert!(backoff(1000, 40).num_milliseconds() <= 750_000);
+    }
+}
