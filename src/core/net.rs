@@ -9,8 +9,9 @@
 //!   addresses from every answer, and fails the lookup when none is left;
 //! - a connector layer checks the address each new connection actually reached, which also
 //!   covers URLs naming an IP address (they are never resolved) and DNS rebinding;
-//! - redirects are never followed automatically: the media download follows them itself, each
-//!   hop checked against its provider's host list (`providers::get_media`);
+//! - redirects are never followed automatically: [`get_following`] follows at most a few itself,
+//!   each hop checked by its caller (a provider's media host list, `providers::MediaPolicy`; an
+//!   agent's `mediaUrl`, `media::service::save_remote`) and each connection by the checks above;
 //! - proxies from the environment are ignored, so the check cannot be bypassed through one.
 //!
 //! `CONFAB_ALLOW_PRIVATE_FETCH=true` turns the address checks off, for tests whose mock
@@ -212,6 +213,54 @@ where
             }
         })
     }
+}
+
+/// Why [`get_following`] did not get a final answer.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// The caller's check refused this URL (the first one or a redirect target).
+    #[error("refused URL {0}")]
+    Refused(String),
+    #[error("redirect without a usable Location")]
+    BadRedirect,
+    #[error("too many redirects")]
+    TooManyRedirects,
+    /// The request failed: network, timeout, or an address the checks refused ([`is_refused`]).
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+}
+
+/// `GET url` following at most `max_redirects` redirects itself (the client follows none):
+/// every URL, the first and each `Location`, must pass `allow`, and each connection still goes
+/// through the public-address checks of [`client`]. `auth` adds credentials, which go only to
+/// the first URL's origin. Answers the first response that is not a redirect.
+pub async fn get_following(
+    http: &reqwest::Client,
+    url: &str,
+    max_redirects: usize,
+    allow: impl Fn(&url::Url) -> bool,
+    auth: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, FollowError> {
+    let shown = |u: &str| u.chars().take(200).collect::<String>();
+    let first = url::Url::parse(url).map_err(|_| FollowError::Refused(shown(url)))?;
+    let mut next = first.clone();
+    for _ in 0..=max_redirects {
+        if !allow(&next) {
+            return Err(FollowError::Refused(shown(next.as_str())));
+        }
+        let request = http.get(next.clone());
+        let request = if next.origin() == first.origin() { auth(request) } else { request };
+        let res = request.send().await?;
+        if !res.status().is_redirection() {
+            return Ok(res);
+        }
+        let location = res.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+        next = match location.map(|l| next.join(l)) {
+            Some(Ok(url)) => url,
+            _ => return Err(FollowError::BadRedirect),
+        };
+    }
+    Err(FollowError::TooManyRedirects)
 }
 
 /// Hosts a download may come from: exact names, or `*.example.com` for its subdomains.

@@ -68,6 +68,91 @@ where
     row
 }
 
+/// Redirects followed when fetching an agent's `mediaUrl` (as for provider media).
+pub const MAX_URL_REDIRECTS: usize = 3;
+
+/// Largest declared `Content-Length` accepted from a `mediaUrl` (the document limit, the
+/// largest of CONTRACT §7); smaller kinds are cut off at their own limit while streaming.
+const MAX_URL_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Downloads an agent's `mediaUrl` (`POST /message`, seed 004) and stores it as a `ready`
+/// attachment of the agent's company, exactly as [`save_upload`] stores an upload (sniffed,
+/// size-capped while streaming, hashed, never whole in memory).
+///
+/// The link must be `https` (plain `http` only while `CONFAB_ALLOW_PRIVATE_FETCH` is on, for
+/// tests), without user-info, and lead to a public internet address ([`crate::core::net`]);
+/// confab follows at most [`MAX_URL_REDIRECTS`] redirects itself, each hop checked the same
+/// way. A refused link is 422 `media_url_refused`; a link that cannot be fetched (network
+/// failure, a non-2xx answer, a broken redirect) is 502 `media_fetch_failed`.
+#[tracing::instrument(skip(st, p, url), fields(company_id = p.company_id))]
+pub async fn save_remote(st: &AppState, p: &Principal, url: &str) -> ApiResult<AttachmentRow> {
+    use futures_util::TryStreamExt;
+
+    use crate::core::{
+        net::{FollowError, get_following, is_public, is_refused},
+        redact::outbound_error,
+    };
+    let private_ok = st.config.allow_private_fetch;
+    // An address written in the URL is judged here too (the connector would judge it only
+    // after connecting, and a closed port would then look like a network failure).
+    let public_host = |u: &url::Url| match u.host() {
+        Some(url::Host::Ipv4(ip)) => is_public(ip.into()),
+        Some(url::Host::Ipv6(ip)) => is_public(ip.into()),
+        Some(url::Host::Domain(_)) => true,
+        None => false,
+    };
+    let allow = |u: &url::Url| {
+        (u.scheme() == "https" || (private_ok && u.scheme() == "http"))
+            && (private_ok || public_host(u))
+            && u.host_str().is_some()
+            && u.username().is_empty()
+            && u.password().is_none()
+    };
+    let refused = |why: String| ApiError::unprocessable("media_url_refused", format!("mediaUrl refused: {why}"));
+    let failed = |why: String| ApiError::BadGateway { code: "media_fetch_failed", message: format!("mediaUrl: {why}") };
+    let res = get_following(&st.http, url, MAX_URL_REDIRECTS, allow, |r| r).await.map_err(|e| match e {
+        FollowError::Refused(u) => refused(format!("{u} is not an https link to a public host")),
+        FollowError::Transport(e) if is_refused(&e) => refused("it does not lead to a public internet address".into()),
+        FollowError::Transport(e) => failed(outbound_error(e)),
+        e @ (FollowError::BadRedirect | FollowError::TooManyRedirects) => failed(e.to_string()),
+    })?;
+    if !res.status().is_success() {
+        return Err(failed(format!("the link answered HTTP {}", res.status().as_u16())));
+    }
+    if res.content_length().is_some_and(|n| n > MAX_URL_BYTES) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let filename = res
+        .url()
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .filter(|s| !s.is_empty());
+    let body = res.bytes_stream().map_err(move |e| failed(outbound_error(e)));
+    save_upload(st, p, filename.as_deref(), body).await.map_err(|e| match e {
+        ApiError::Invalid(f) if f.contains_key("file") => ApiError::field("mediaUrl", "the link's content is empty"),
+        e => e,
+    })
+}
+
+/// Deletes an attachment that no message took after all (a send that failed after its
+/// `mediaUrl` was stored), row first, then the object; failures are only logged (the hourly
+/// sweep deletes what is left).
+pub async fn discard_unattached(st: &AppState, row: &AttachmentRow) {
+    let id = row.id;
+    match st.db.write(move |c| db::delete_unattached(c, id)).await {
+        Ok(true) => {
+            if let Some(key) = &row.storage_key
+                && let Err(e) = st.media.delete(key).await
+            {
+                tracing::warn!(error = %e, key, "could not delete the object of a discarded attachment");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, id, "could not discard an unattached attachment"),
+    }
+}
+
 /// A link to `GET /media/{attachmentId}` that works without authentication until `ttl` has
 /// passed: `{CONFAB_PUBLIC_URL}/media/{id}?exp=<unix seconds>&sig=<hex HMAC-SHA256>`, signed
 /// with the data key. This is what outbound provider delivery hands WhatsApp or Twilio as the

@@ -270,8 +270,9 @@ async fn message_page_list(
     Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
+/// The `type` of `POST /message`, in any case (`"TEXT"`, as seed 004's clients send it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum MessageType {
     Text,
     Template,
@@ -281,16 +282,86 @@ pub enum MessageType {
     Document,
 }
 
+impl MessageType {
+    /// The attachment kind a media type names (`None` for text and templates).
+    fn media_kind(self) -> Option<MediaKind> {
+        match self {
+            Self::Image => Some(MediaKind::Image),
+            Self::Audio => Some(MediaKind::Audio),
+            Self::Video => Some(MediaKind::Video),
+            Self::Document => Some(MediaKind::Document),
+            Self::Text | Self::Template => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "template" => Ok(Self::Template),
+            other => MediaKind::parse(other)
+                .map(|k| match k {
+                    MediaKind::Image => Self::Image,
+                    MediaKind::Audio => Self::Audio,
+                    MediaKind::Video => Self::Video,
+                    MediaKind::Document => Self::Document,
+                })
+                .ok_or_else(|| serde::de::Error::custom("must be text, template, image, audio, video or document")),
+        }
+    }
+}
+
+/// Seed 004 clients send every field of the seed's body on every message, with `0`, `""` or
+/// `null` for the ones that do not apply: those mean "none".
+fn blank_is_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.trim().is_empty()))
+}
+
+/// `documentType` as seed 004 sends it: `"IMAGE"`, `"image"`, `""`/`null` for none.
+fn document_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MediaKind>, D::Error> {
+    match blank_is_none(d)? {
+        None => Ok(None),
+        Some(s) => MediaKind::parse(s.trim())
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("must be IMAGE, AUDIO, VIDEO or DOCUMENT")),
+    }
+}
+
+/// The attachment id of a relative `/media/{attachmentId}` path (query ignored).
+fn own_media_path(url: &str) -> Option<i64> {
+    let path = url.trim().split(['?', '#']).next()?;
+    path.strip_prefix("/media/")?.trim_end_matches('/').parse().ok().filter(|id| *id > 0)
+}
+
+/// The body of `POST /message`: CONTRACT §3's fields plus seed 004's (`mediaUrl`,
+/// `documentType`). Other seed fields (`direction`, `companyName`) are ignored, as is any
+/// unknown field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SendBody {
     /// A customer's user id: their conversation on the default channel (opened if needed).
     pub to: Option<FlexId>,
     pub conversation_id: Option<FlexId>,
+    /// The text, or a media message's caption.
     pub text: Option<String>,
+    /// Case-insensitive. Default: `template` with `templateId`, media with an attachment or
+    /// `mediaUrl`, else `text`.
     #[serde(rename = "type")]
     pub kind: Option<MessageType>,
+    /// An uploaded attachment (`POST /media/save`); `0` or `null` means none.
     pub attachment_id: Option<FlexId>,
+    /// Seed 004: an https link to the media, which the server downloads under the rules of
+    /// uploads (CONTRACT §7), or the relative path `/media/{attachmentId}` of an upload;
+    /// `""` or `null` means none.
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub media_url: Option<String>,
+    /// Seed 004: the media kind the sender means (`IMAGE`, `AUDIO`, `VIDEO`, `DOCUMENT`, any
+    /// case); the attachment's sniffed kind must match it (422 `media_kind_mismatch`).
+    #[serde(default, deserialize_with = "document_type")]
+    #[schema(value_type = Option<String>)]
+    pub document_type: Option<MediaKind>,
     pub template_id: Option<FlexId>,
     pub params: Option<Vec<String>>,
     /// Makes a retry safe: the same agent sending the same clientId gets the same message.
@@ -308,23 +379,50 @@ impl SendBody {
             (None, Some(to)) => Target::Customer { user_id: to.0, channel_id: None },
             (None, None) => return Err(ApiError::field("conversationId", "give conversationId or to")),
         };
-        let kind = self.kind.unwrap_or(match (self.template_id, self.attachment_id) {
-            (Some(_), _) => MessageType::Template,
-            (None, Some(_)) => MessageType::Image,
-            _ => MessageType::Text,
-        });
+        let mut attachment_id = self.attachment_id.filter(|id| id.0 != 0);
+        let mut media_url = self.media_url;
+        // Seed 004 calls `mediaUrl` a "relative url of the media file": a path to one of the
+        // company's own attachments (`/media/{attachmentId}`, as `POST /media/save` stores
+        // them) names that attachment; any other link is downloaded.
+        if let Some(id) = media_url.as_deref().and_then(own_media_path) {
+            if attachment_id.is_some_and(|a| a.0 != id) {
+                return Err(ApiError::field("mediaUrl", "names another attachment than attachmentId"));
+            }
+            attachment_id = Some(FlexId(id));
+            media_url = None;
+        }
+        if attachment_id.is_some() && media_url.is_some() {
+            return Err(ApiError::field("mediaUrl", "give attachmentId or mediaUrl, not both"));
+        }
+        let has_media = attachment_id.is_some() || media_url.is_some();
+        let declared = match (self.kind.and_then(MessageType::media_kind), self.document_type) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::field("documentType", "does not match the message type"));
+            }
+            (a, b) => a.or(b),
+        };
+        // A seed client sends `type: "TEXT"` with every message; an attachment or link it
+        // sends along makes it a media message (the text is its caption), never dropped.
+        let kind = match self.kind {
+            Some(MessageType::Text) | None if has_media => MessageType::Document,
+            Some(k) => k,
+            None if self.template_id.is_some() => MessageType::Template,
+            None => MessageType::Text,
+        };
         let content = match kind {
             MessageType::Text => Content::Text(self.text.ok_or_else(|| ApiError::field("text", "is required"))?),
             MessageType::Template => Content::Template {
                 template_id: self.template_id.ok_or_else(|| ApiError::field("templateId", "is required"))?.0,
                 params: self.params.unwrap_or_default(),
             },
-            MessageType::Image | MessageType::Audio | MessageType::Video | MessageType::Document => Content::Media {
-                attachment_ids: vec![
-                    self.attachment_id.ok_or_else(|| ApiError::field("attachmentId", "is required"))?.0,
-                ],
-                caption: self.text.filter(|t| !t.trim().is_empty()),
-            },
+            MessageType::Image | MessageType::Audio | MessageType::Video | MessageType::Document => {
+                let caption = self.text.filter(|t| !t.trim().is_empty());
+                match (attachment_id, media_url) {
+                    (Some(id), _) => Content::Media { attachment_ids: vec![id.0], kind: declared, caption },
+                    (None, Some(url)) => Content::MediaUrl { url, kind: declared, caption },
+                    (None, None) => return Err(ApiError::field("attachmentId", "is required (or mediaUrl)")),
+                }
+            }
         };
         Ok(SendRequest { target, content, client_id: self.client_id, private: self.private.unwrap_or(false) })
     }
@@ -332,10 +430,13 @@ impl SendBody {
 
 /// Sends a message (CONTRACT §3): 201 with the new message (`PENDING`), or 200 with the
 /// earlier one when this agent already sent this `clientId`. Free text and media need the
-/// 24-hour window (else 422 `window_closed`); templates are always allowed.
+/// 24-hour window (else 422 `window_closed`); templates are always allowed. Seed 004's body is
+/// accepted as written (README "Seed shapes"): `type` in any case, `attachmentId: 0`, a
+/// `mediaUrl` the server downloads (422 `media_url_refused`, 502 `media_fetch_failed`).
 #[utoipa::path(tag = "messages", request_body = SendBody, security(("bearer" = [])),
     responses((status = 201, body = MessageView), (status = 200, body = MessageView, description = "clientId replay"),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)))]
 #[post("/message")]
 async fn post_message(agent: Agent, st: web::Data<AppState>, Json(b): Json<SendBody>) -> ApiResult<HttpResponse> {
     let sent = service::send(&st, &agent, b.into_request()?).await?;

@@ -43,9 +43,17 @@ pub enum Content {
         params: Vec<String>,
     },
     /// Uploaded attachments (CONTRACT §7) with an optional caption; the kind is the first
-    /// attachment's.
+    /// attachment's, and must be `kind` when the sender named one (seed 004 `documentType`).
     Media {
         attachment_ids: Vec<i64>,
+        kind: Option<MediaKind>,
+        caption: Option<String>,
+    },
+    /// Seed 004's `mediaUrl`: downloaded and stored as an attachment
+    /// ([`crate::media::service::save_remote`]), then sent as [`Content::Media`].
+    MediaUrl {
+        url: String,
+        kind: Option<MediaKind>,
         caption: Option<String>,
     },
 }
@@ -92,13 +100,41 @@ fn notify(st: &AppState, notices: Vec<Notice>) {
 /// the message, its `message.created` event and the delivery job (outbox); the event is
 /// published after commit and the delivery worker woken.
 #[tracing::instrument(skip(st, req), fields(company = agent.company_id, agent = agent.user_id))]
-pub async fn send(st: &AppState, agent: &Principal, req: SendRequest) -> ApiResult<Sent> {
+pub async fn send(st: &AppState, agent: &Principal, mut req: SendRequest) -> ApiResult<Sent> {
     validate(&req)?;
     // The one `clientId` rule for REST and WebSocket sends alike.
     if req.client_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 128) {
         return Err(ApiError::field("clientId", "must be 1 to 128 characters"));
     }
     let (company_id, sender_id) = (agent.company_id, agent.user_id);
+    let mut fetched = None;
+    if let Content::MediaUrl { url, kind, caption } = &req.content {
+        // A retry of a send that already went out downloads nothing again.
+        if let Some(client_id) = req.client_id.clone()
+            && let Some(sent) = st
+                .db
+                .run(move |c| match store::message_by_client_id(c, sender_id, &client_id)? {
+                    Some(m) => Ok(Some(Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq })),
+                    None => Ok(None),
+                })
+                .await?
+        {
+            return Ok(sent);
+        }
+        let row = crate::media::service::save_remote(st, agent, url).await?;
+        req.content = Content::Media { attachment_ids: vec![row.id], kind: *kind, caption: caption.clone() };
+        fetched = Some(row);
+    }
+    let sent = send_stored(st, company_id, sender_id, req).await;
+    if sent.is_err()
+        && let Some(row) = &fetched
+    {
+        crate::media::service::discard_unattached(st, row).await;
+    }
+    sent
+}
+
+async fn send_stored(st: &AppState, company_id: i64, sender_id: i64, req: SendRequest) -> ApiResult<Sent> {
     let attempt = {
         let req = req.clone();
         st.db.write(move |c| send_tx(c, company_id, sender_id, &req)).await
@@ -154,7 +190,7 @@ fn validate(req: &SendRequest) -> ApiResult<()> {
         Content::Media { attachment_ids, .. } if attachment_ids.is_empty() => {
             Err(ApiError::field("attachmentId", "a media message needs an attachment"))
         }
-        Content::Media { caption: Some(c), .. } => check_text("text", c),
+        Content::Media { caption: Some(c), .. } | Content::MediaUrl { caption: Some(c), .. } => check_text("text", c),
         _ => Ok(()),
     }
 }
@@ -209,13 +245,24 @@ fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> Ap
                 Vec::new(),
             )
         }
-        Content::Media { attachment_ids, caption } => {
+        Content::Media { attachment_ids, kind: declared, caption } => {
             if !window_open {
                 return Err(closed());
             }
             let first = store::attachment(c, company_id, attachment_ids[0])
                 .map_err(|_| ApiError::field("attachmentId", "no such uploaded attachment"))?;
+            if let Some(declared) = declared
+                && MediaKind::parse(&first.kind) != Some(*declared)
+            {
+                return Err(ApiError::unprocessable(
+                    "media_kind_mismatch",
+                    format!("the attachment is {}, not {}", first.kind, declared.as_str()),
+                ));
+            }
             (first.kind.to_ascii_lowercase(), caption.clone(), None, Vec::new(), attachment_ids.clone())
+        }
+        Content::MediaUrl { .. } => {
+            return Err(ApiError::Internal(anyhow::anyhow!("a mediaUrl is downloaded before the transaction")));
         }
     };
     let mut events = Vec::new();

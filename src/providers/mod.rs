@@ -229,36 +229,21 @@ impl MediaPolicy {
         url: &str,
         auth: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, SendError> {
-        let refused = |url: &str| SendError::Permanent {
-            code: "media_host_refused".into(),
-            message: format!("media is not downloaded from {}", url.chars().take(200).collect::<String>()),
-        };
-        let first = url::Url::parse(url).map_err(|_| refused(url))?;
-        let mut next = first.clone();
-        for _ in 0..=MAX_MEDIA_REDIRECTS {
-            if !self.allows(&next) {
-                return Err(refused(next.as_str()));
-            }
-            let request = http.get(next.clone());
-            let request = if next.origin() == first.origin() { auth(request) } else { request };
-            let res = request.send().await.map_err(transport_error)?;
-            if !res.status().is_redirection() {
-                return Ok(res);
-            }
-            let location = res.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
-            next = match location.map(|l| next.join(l)) {
-                Some(Ok(url)) => url,
-                _ => {
-                    return Err(SendError::Permanent {
-                        code: "bad_redirect".into(),
-                        message: "redirect without a usable Location".into(),
-                    });
-                }
-            };
-        }
-        Err(SendError::Permanent {
-            code: "too_many_redirects".into(),
-            message: "media download redirected too often".into(),
+        use crate::core::net::{FollowError, get_following};
+        get_following(http, url, MAX_MEDIA_REDIRECTS, |u| self.allows(u), auth).await.map_err(|e| match e {
+            FollowError::Refused(url) => SendError::Permanent {
+                code: "media_host_refused".into(),
+                message: format!("media is not downloaded from {url}"),
+            },
+            FollowError::BadRedirect => SendError::Permanent {
+                code: "bad_redirect".into(),
+                message: "redirect without a usable Location".into(),
+            },
+            FollowError::TooManyRedirects => SendError::Permanent {
+                code: "too_many_redirects".into(),
+                message: "media download redirected too often".into(),
+            },
+            FollowError::Transport(e) => transport_error(e),
         })
     }
 }

@@ -243,7 +243,9 @@ impl Session {
             ClientFrame::Send { conversation_id, client_id, text, attachment_ids, template_id, params, private } => {
                 let content = match (template_id, attachment_ids.is_empty()) {
                     (Some(template_id), _) => Content::Template { template_id, params },
-                    (None, false) => Content::Media { attachment_ids, caption: text.filter(|t| !t.trim().is_empty()) },
+                    (None, false) => {
+                        Content::Media { attachment_ids, kind: None, caption: text.filter(|t| !t.trim().is_empty()) }
+                    }
                     (None, true) => Content::Text(text.unwrap_or_default()),
                 };
                 let req = SendRequest {

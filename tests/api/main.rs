@@ -21,4 +21,5 @@ mod security_logins;
 mod security_media;
 mod security_ops;
 mod security_takeover;
+mod seed_shapes;
 mod webhooks;

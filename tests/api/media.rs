@@ -42,7 +42,7 @@ fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
 
 /// A valid `w`×`h` RGB PNG (zlib with stored blocks), plus `pad` bytes of a private ancillary
 /// chunk to make it as large as a test needs.
-fn png(w: u32, h: u32, pad: usize) -> Vec<u8> {
+pub(crate) fn png(w: u32, h: u32, pad: usize) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = Vec::new();
     ihdr.extend_from_slice(&w.to_be_bytes());
@@ -108,7 +108,7 @@ fn mp4() -> Vec<u8> {
     v
 }
 
-fn pdf(pad: usize) -> Vec<u8> {
+pub(crate) fn pdf(pad: usize) -> Vec<u8> {
     let mut v = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n".to_vec();
     v.extend_from_slice(b"2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\n%");
     v.extend(std::iter::repeat_n(b'x', pad));
