@@ -18,6 +18,9 @@ use crate::{
 pub const WINDOW: chrono::Duration = chrono::Duration::hours(24);
 /// WhatsApp's text limit.
 pub const MAX_TEXT_CHARS: usize = 4096;
+/// How long an agent may edit a message after sending it (issue 22; WhatsApp's own limit for
+/// edits is the same 15 minutes).
+pub const EDIT_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 
 /// Delivery status; `status_rank` makes it forward-only (CONTRACT §3: never backwards).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -190,6 +193,10 @@ pub struct MessageRow {
     pub updated_at: NaiveDateTime,
     /// A private note: agent-only, never sent to a provider (issue 22).
     pub is_private: bool,
+    pub edited_at: Option<NaiveDateTime>,
+    /// Deleted (an agent's note or unsent message, or revoked by the customer): the content
+    /// is gone for everyone.
+    pub deleted_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -338,6 +345,12 @@ pub struct MessageView {
     /// A private note: seen by the company's agents only, never sent to the customer.
     #[serde(default)]
     pub private: bool,
+    /// When the text was last edited (an agent's edit, or the customer's on WhatsApp).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<String>,
+    /// Deleted: `content` is null and `attachments` empty for everyone.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 impl MessageView {
@@ -346,15 +359,21 @@ impl MessageView {
             message_id: m.id.clone(),
             conversation_id: m.conversation_id,
             direction: m.direction.clone(),
-            content: m.content.clone(),
+            content: if m.deleted_at.is_some() { None } else { m.content.clone() },
             datetime: rfc3339(m.created_at),
             status: m.status.clone(),
-            attachments: attachments.iter().map(AttachmentView::from).collect(),
+            attachments: if m.deleted_at.is_some() {
+                Vec::new()
+            } else {
+                attachments.iter().map(AttachmentView::from).collect()
+            },
             sender_id: m.sender_id,
             template_id: m.template_id,
             client_id: m.client_id.clone(),
             error_code: m.error_code.clone(),
             private: m.is_private,
+            edited_at: m.edited_at.map(rfc3339),
+            deleted: m.deleted_at.is_some(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Messaging routes (CONTRACT §3, seed 004 ConnectMe): conversations, messages, search,
 //! contacts and profiles. Wire types only; every rule lives in `service`.
 
-use actix_web::{HttpResponse, get, patch, post, put, web};
+use actix_web::{HttpResponse, delete, get, patch, post, put, web};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -26,6 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(patch_conversation)
         .service(message_page_list)
         .service(post_message)
+        .service(edit_message)
+        .service(delete_message)
         .service(new_chat)
         .service(message_search)
         .service(list_mentions)
@@ -44,6 +46,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         patch_conversation,
         message_page_list,
         post_message,
+        edit_message,
+        delete_message,
         new_chat,
         message_search,
         list_mentions,
@@ -68,7 +72,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ProfileUpdatedView,
         MessageType,
         ConversationStatus,
-        MentionView
+        MentionView,
+        EditBody
     ))
 )]
 pub struct Api;
@@ -442,6 +447,40 @@ async fn post_message(agent: Agent, st: web::Data<AppState>, Json(b): Json<SendB
     let sent = service::send(&st, &agent, b.into_request()?).await?;
     let mut res = if sent.created { HttpResponse::Created() } else { HttpResponse::Ok() };
     Ok(res.json(sent.message))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EditBody {
+    /// The new text (1 to 4096 characters).
+    pub text: String,
+}
+
+/// Edits the text of a message the caller sent (a text message or a private note) within 15
+/// minutes of sending it (issue 22). WhatsApp has no edit API: the customer keeps what they
+/// received, agents see the new text with `editedAt`. Emits `message.updated`.
+#[utoipa::path(tag = "messages", request_body = EditBody, security(("bearer" = [])),
+    responses((status = 200, body = MessageView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "`not_editable`, `message_deleted` or `edit_window_passed`")))]
+#[patch("/message/{messageId}")]
+async fn edit_message(
+    agent: Agent,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    Json(b): Json<EditBody>,
+) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(service::edit_message(&st, &agent, id.into_inner(), b.text).await?))
+}
+
+/// Deletes a private note, or a message that has not been handed to the provider yet (its
+/// delivery is cancelled), for everyone: `deleted: true`, `content` null (issue 22). The
+/// sender or an admin may; a message the worker is sending right now is 409
+/// `already_sending`, one that went out is 422 `not_deletable`. Emits `message.updated`.
+#[utoipa::path(tag = "messages", security(("bearer" = [])),
+    responses((status = 200, body = MessageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+#[delete("/message/{messageId}")]
+async fn delete_message(agent: Agent, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(service::delete_message(&st, &agent, id.into_inner()).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -20,7 +20,7 @@ use crate::core::{
         hub::Bus,
     },
     state::AppState,
-    types::{Phone, now, rfc3339},
+    types::{Phone, Role, now, rfc3339},
 };
 
 /// Where a send goes.
@@ -404,6 +404,8 @@ pub struct InboundMessage {
     pub text: Option<String>,
     pub media: Vec<InboundMedia>,
     pub timestamp: chrono::NaiveDateTime,
+    /// Set when this is not a new message but the customer's edit or deletion of an earlier one.
+    pub amends: Option<Amend>,
 }
 
 #[derive(Debug, Clone)]
@@ -424,6 +426,8 @@ pub struct StatusUpdate {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Ingested {
     pub created: usize,
+    /// Edits and deletions of earlier customer messages applied.
+    pub amended: usize,
     pub duplicates: usize,
     pub statuses_applied: usize,
     pub statuses_kept: usize,
@@ -473,6 +477,16 @@ fn ingest_tx(
     let mut outcome = Ingested::default();
     let mut events = Vec::new();
     for m in messages {
+        if let Some(amend) = &m.amends {
+            match amend_tx(c, channel, m, amend)? {
+                Some(e) => {
+                    events.push(e);
+                    outcome.amended += 1;
+                }
+                None => outcome.duplicates += 1,
+            }
+            continue;
+        }
         let known = |c: &mut Db| store::message_by_provider_id(c, channel.id, &m.provider_message_id);
         if known(c)?.is_some() {
             outcome.duplicates += 1;
@@ -625,6 +639,131 @@ pub fn record_status_tx(c: &mut Db, message_id: &str, status: Status) -> ApiResu
 
 pub fn publish_events(st: &AppState, events: Vec<Event>) {
     publish(st, events);
+}
+
+/// Issue 22 `PATCH /message/{id}`: an agent edits the text of a message they sent (a text
+/// message or a private note, not deleted) within [`EDIT_WINDOW`] of sending it. WhatsApp has
+/// no edit API, so the customer keeps what they received; agents see the new text with
+/// `editedAt`. Emits `message.updated` with the conversation's next `seq`.
+#[tracing::instrument(skip(st, text), fields(company = agent.company_id, agent = agent.user_id))]
+pub async fn edit_message(
+    st: &AppState,
+    agent: &Principal,
+    message_id: String,
+    text: String,
+) -> ApiResult<MessageView> {
+    validate(&SendRequest {
+        target: Target::Conversation(0),
+        content: Content::Text(text.clone()),
+        client_id: None,
+        private: false,
+    })?;
+    let (company_id, user_id) = (agent.company_id, agent.user_id);
+    let (view, events) = st
+        .db
+        .write(move |c| {
+            let m = store::message(c, company_id, &message_id)?;
+            if m.direction != Direction::Sent.as_str() || m.sender_id != Some(user_id) {
+                return Err(ApiError::unprocessable("not_editable", "only the agent who sent a message can edit it"));
+            }
+            if m.deleted_at.is_some() {
+                return Err(ApiError::unprocessable("message_deleted", "the message was deleted"));
+            }
+            if m.kind != "text" && m.kind != "note" {
+                return Err(ApiError::unprocessable("not_editable", "only text messages and notes can be edited"));
+            }
+            if now() - m.created_at > EDIT_WINDOW {
+                return Err(ApiError::unprocessable("edit_window_passed", "messages can be edited for 15 minutes"));
+            }
+            if m.content.as_deref() == Some(text.as_str()) {
+                return Ok((store::message_view(c, &m)?, Vec::new()));
+            }
+            let edited = store::set_text(c, &m, &text)?;
+            message_updated(c, &edited)
+        })
+        .await?;
+    publish(st, events);
+    Ok(view)
+}
+
+/// Issue 22 `DELETE /message/{id}`: the sender (or an admin) deletes a private note, or a
+/// message that has not gone out yet (its send job is cancelled; one a worker is sending
+/// right now is 409 `already_sending`). What reached the customer cannot be taken back
+/// (422 `not_deletable`). The content is emptied for everyone; `message.updated`. Deleting a
+/// deleted message answers it again, without a new event.
+#[tracing::instrument(skip(st), fields(company = agent.company_id, agent = agent.user_id))]
+pub async fn delete_message(st: &AppState, agent: &Principal, message_id: String) -> ApiResult<MessageView> {
+    let (company_id, user_id, admin) = (agent.company_id, agent.user_id, agent.role == Role::Admin);
+    let (view, events) = st
+        .db
+        .write(move |c| {
+            let m = store::message(c, company_id, &message_id)?;
+            if m.deleted_at.is_some() {
+                return Ok((store::message_view(c, &m)?, Vec::new()));
+            }
+            if m.direction != Direction::Sent.as_str() || !(m.sender_id == Some(user_id) || admin) {
+                return Err(ApiError::unprocessable(
+                    "not_deletable",
+                    "only the agent who wrote a message (or an admin) can delete it",
+                ));
+            }
+            let unsent = m.provider_message_id.is_none() && m.status == Status::Pending.as_str();
+            if !m.is_private && !unsent {
+                return Err(ApiError::unprocessable(
+                    "not_deletable",
+                    "the message has reached the provider; only private notes and unsent messages can be deleted",
+                ));
+            }
+            if !m.is_private && !store::cancel_send(c, &m.id)? {
+                return Err(ApiError::conflict("already_sending", "the message is being sent right now"));
+            }
+            let deleted = store::mark_deleted(c, &m)?;
+            message_updated(c, &deleted)
+        })
+        .await?;
+    publish(st, events);
+    Ok(view)
+}
+
+/// Appends `message.updated` with the message's view; returns the view and the event.
+fn message_updated(c: &mut Db, m: &MessageRow) -> ApiResult<(MessageView, Vec<Event>)> {
+    let conv = store::conversation(c, m.company_id, m.conversation_id)?;
+    let view = store::message_view(c, m)?;
+    let event =
+        store::append_event(c, &conv, MESSAGE_UPDATED, serde_json::to_value(&view).map_err(anyhow::Error::from)?)?;
+    Ok((view, vec![event]))
+}
+
+/// A customer's change to a message they sent earlier (WhatsApp `edit` / `revoke` notices,
+/// issue 22), naming the original by its provider id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Amend {
+    /// The new text is the notice's `text`.
+    Edit(String),
+    Revoke(String),
+}
+
+/// Applies an edit or revoke notice to the customer's stored message: `None` when the
+/// original is unknown or the notice changes nothing (a retried delivery).
+fn amend_tx(c: &mut Db, channel: &ChannelRow, m: &InboundMessage, amend: &Amend) -> ApiResult<Option<Event>> {
+    let original_id = match amend {
+        Amend::Edit(id) | Amend::Revoke(id) => id,
+    };
+    let Some(original) = store::message_by_provider_id(c, channel.id, original_id)? else { return Ok(None) };
+    if original.direction != Direction::Received.as_str() || original.deleted_at.is_some() {
+        return Ok(None);
+    }
+    let changed = match amend {
+        Amend::Edit(_) => {
+            let text = m.text.clone().unwrap_or_default();
+            if original.content.as_deref() == Some(text.as_str()) {
+                return Ok(None);
+            }
+            store::set_text(c, &original, &text)?
+        }
+        Amend::Revoke(_) => store::mark_deleted(c, &original)?,
+    };
+    Ok(message_updated(c, &changed)?.1.pop())
 }
 
 /// What an agent may change on a conversation (CONTRACT §3 `PATCH /conversation/{id}`).

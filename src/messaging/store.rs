@@ -386,6 +386,8 @@ pub fn create_message(
         created_at: m.created_at,
         updated_at: t,
         is_private: m.private,
+        edited_at: None,
+        deleted_at: None,
     };
     let values = (
         messages::id.eq(&row.id),
@@ -529,6 +531,26 @@ pub fn advance_status(
     Ok(Some(message_by_id(c, &m.id)?))
 }
 
+/// Replaces a message's text (an edit, issue 22); search follows (FTS trigger / generated
+/// `tsvector`).
+pub fn set_text(c: &mut Db, m: &MessageRow, text: &str) -> ApiResult<MessageRow> {
+    let t = now();
+    diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
+        .set((messages::content.eq(text), messages::edited_at.eq(t), messages::updated_at.eq(t)))
+        .execute(c)?;
+    message_by_id(c, &m.id)
+}
+
+/// Deletes a message's content for everyone (issue 22): the row stays (its `seq` and place in
+/// the thread), the text is dropped from storage and search.
+pub fn mark_deleted(c: &mut Db, m: &MessageRow) -> ApiResult<MessageRow> {
+    let t = now();
+    diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
+        .set((messages::content.eq(None::<String>), messages::deleted_at.eq(t), messages::updated_at.eq(t)))
+        .execute(c)?;
+    message_by_id(c, &m.id)
+}
+
 // ---- attachments ----
 
 /// Attaches an uploaded attachment of the company to a message (once).
@@ -582,6 +604,20 @@ pub fn enqueue(c: &mut Db, kind: &str, ref_id: &str, company_id: i64, channel_id
         c,
         &crate::core::outbox::NewJob { kind, ref_id, company_id, channel_id, ordering_key: None },
     )
+}
+
+/// Cancels a message's `send` job unless a worker holds it (an unexpired lease: the send is
+/// in flight). True when the job was cancelled, or there was none left to run.
+pub fn cancel_send(c: &mut Db, message_id: &str) -> ApiResult<bool> {
+    let t = now();
+    let open = || {
+        outbox::table.filter(outbox::kind.eq("send").and(outbox::ref_id.eq(message_id)).and(outbox::done_at.is_null()))
+    };
+    diesel::update(open().filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t))))
+        .set((outbox::done_at.eq(t), outbox::last_error.eq("deleted before it was sent")))
+        .execute(c)?;
+    let left: i64 = open().count().get_result(c)?;
+    Ok(left == 0)
 }
 
 /// Statuses that arrived before their message, taken (deleted) for applying.

@@ -217,3 +217,111 @@ both_backends!(canned_responses_per_company_agents_read_admins_write, |app: Test
     let (_, others) = app.get("/canned", Some(&other.agent)).await;
     assert_eq!(others[0]["shortCode"], "thanks");
 });
+
+/// Moves a message's creation time `minutes` into the past (edits are allowed for 15).
+async fn age_message(app: &TestApp, message_id: &str, minutes: i64) {
+    let id = message_id.to_owned();
+    app.state
+        .db
+        .write(move |c| {
+            use confab::core::db::schema::messages;
+            use diesel::prelude::*;
+            diesel::update(messages::table.filter(messages::id.eq(id)))
+                .set(messages::created_at.eq(confab::core::types::now() - chrono::Duration::minutes(minutes)))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+both_backends!(agents_edit_their_messages_and_delete_notes, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let other = app.other_company("Edits Elsewhere").await;
+    let conv = app.customer_says(&co, "+14155550180", "where is my parcel").await;
+    let (status, sent) =
+        app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "It shiped"})).await;
+    assert_eq!(status, 201);
+    let id = sent["messageId"].as_str().unwrap().to_owned();
+    let mut ws = Ws::connect(&app, &co.admin).await;
+    let (_, last) = ws.subscribe(conv, Some(0)).await;
+
+    // Edit within 15 minutes: the agents' view changes (editedAt), a message.updated follows.
+    let (status, edited) = app.patch(&format!("/message/{id}"), Some(&co.agent), &json!({"text": "It shipped"})).await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["content"], "It shipped");
+    assert!(edited["editedAt"].is_string());
+    let update = loop {
+        let f = next_event(&mut ws, "message.updated").await;
+        if f["data"]["editedAt"].is_string() {
+            break f;
+        }
+    };
+    assert!(update["seq"].as_i64().unwrap() > last);
+    assert_eq!(update["data"]["messageId"], id.as_str());
+    let (_, hits) = app.get("/message/message-search/shipped", Some(&co.agent)).await;
+    assert_eq!(hits["totalCount"], 1, "search follows the edit");
+
+    // Only the sender, only text, only for 15 minutes, only valid text.
+    let (status, b) = app.patch(&format!("/message/{id}"), Some(&co.admin), &json!({"text": "x"})).await;
+    assert_error(status, &b, 422, "not_editable");
+    let (_, thread) = app.get(&format!("/message/message-page-list/{conv}"), Some(&co.agent)).await;
+    let inbound = thread["data"].as_array().unwrap().iter().find(|m| m["direction"] == "RECEIVED").unwrap().clone();
+    let (status, b) = app
+        .patch(&format!("/message/{}", inbound["messageId"].as_str().unwrap()), Some(&co.agent), &json!({"text": "x"}))
+        .await;
+    assert_error(status, &b, 422, "not_editable");
+    let (status, b) = app.patch(&format!("/message/{id}"), Some(&co.agent), &json!({"text": " "})).await;
+    assert_error(status, &b, 400, "validation_failed");
+    let (status, b) = app.patch(&format!("/message/{id}"), Some(&other.agent), &json!({"text": "x"})).await;
+    assert_error(status, &b, 404, "not_found");
+    let (status, b) =
+        app.patch("/message/0123456789abcdef0123456789abcdef", Some(&co.agent), &json!({"text": "x"})).await;
+    assert_error(status, &b, 404, "not_found");
+    age_message(&app, &id, 16).await;
+    let (status, b) = app.patch(&format!("/message/{id}"), Some(&co.agent), &json!({"text": "late"})).await;
+    assert_error(status, &b, 422, "edit_window_passed");
+
+    // What reached the provider cannot be deleted.
+    app.wait_for_message_status(&co.agent, conv, &id, "DELIVERED").await;
+    let (status, b) = app.delete(&format!("/message/{id}"), Some(&co.agent)).await;
+    assert_error(status, &b, 422, "not_deletable");
+
+    // A private note: edited by its author, deleted by an admin, gone for everyone.
+    let (_, note) = app
+        .post(
+            "/message",
+            Some(&co.agent),
+            &json!({"conversationId": conv, "text": "refund approved by @Admin", "private": true}),
+        )
+        .await;
+    let note_id = note["messageId"].as_str().unwrap().to_owned();
+    let (status, b) = app.delete(&format!("/message/{note_id}"), Some(&other.admin)).await;
+    assert_error(status, &b, 404, "not_found");
+    let (status, deleted) = app.delete(&format!("/message/{note_id}"), Some(&co.admin)).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["deleted"], true);
+    assert_eq!(deleted["content"], Value::Null);
+    assert_eq!(deleted["private"], true);
+    let seq_before = loop {
+        let f = next_event(&mut ws, "message.updated").await;
+        if f["data"]["messageId"] == note_id.as_str() && f["data"]["deleted"] == true {
+            break f["seq"].clone();
+        }
+    };
+    let (status, again) = app.delete(&format!("/message/{note_id}"), Some(&co.agent)).await;
+    assert_eq!(status, 200, "deleting twice answers the deleted message: {again}");
+    let (status, b) = app.patch(&format!("/message/{note_id}"), Some(&co.agent), &json!({"text": "x"})).await;
+    assert_error(status, &b, 422, "message_deleted");
+    let (_, hits) = app.get("/message/message-search/approved", Some(&co.agent)).await;
+    assert_eq!(hits["totalCount"], 0);
+    let (_, mentions) = app.get("/mentions", Some(&co.admin)).await;
+    assert_eq!(mentions["data"][0]["content"], Value::Null, "the mention shows the note as it is now");
+    // No second message.updated for the repeated delete: the next event is the next change.
+    let (_, n2) = app
+        .post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "marker", "private": true}))
+        .await;
+    let next = next_event(&mut ws, "message.created").await;
+    assert_eq!(next["data"]["messageId"], n2["messageId"]);
+    assert_eq!(next["seq"].as_i64().unwrap(), seq_before.as_i64().unwrap() + 1);
+});

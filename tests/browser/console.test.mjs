@@ -378,6 +378,43 @@ test('canned responses: /shortCode opens the picker, Enter inserts it with the c
   await page.locator('.msg.out[data-status="DELIVERED"]', { hasText: 'this is Grace from support' }).waitFor({ timeout: 15000 });
 });
 
+test('edit and delete: fix a typo in a note from its menu, then delete it for everyone', async () => {
+  await openConversation(page, 'Ada Lovelace');
+  await page.getByRole('button', { name: 'Private note', exact: true }).click();
+  const input = page.getByLabel('Message', { exact: true });
+  await input.fill('Refund aproved by finance.');
+  await input.press('Enter');
+  await page.getByRole('button', { name: 'Private note', exact: true }).click();
+  const stored = page.locator('.msg.note[data-status="DELIVERED"]', { hasText: 'Refund aproved' });
+  await stored.waitFor();
+  const id = await stored.getAttribute('data-message-id');
+  const note = page.locator(`.msg[data-message-id="${id}"]`);
+  await note.hover();
+  await note.getByRole('button', { name: 'Message actions' }).click();
+  await note.getByRole('menuitem', { name: 'Edit' }).click();
+  const box = note.getByLabel('Edit message');
+  await box.fill('Refund approved by finance.');
+  await box.press('Enter');
+  await note.locator('.edited').waitFor();
+  assert.equal(await note.locator('.text').textContent(), 'Refund approved by finance.');
+  await note.hover();
+  await note.getByRole('button', { name: 'Message actions' }).click();
+  await note.getByRole('menuitem', { name: 'Delete' }).click();
+  await note.locator('.text.deleted', { hasText: 'This note was deleted' }).waitFor();
+  const msgs = await app.ok('GET', `/message/message-page-list/${await adaId()}?limit=100`, { token: grace.token });
+  const m = msgs.data.find((x) => x.messageId === id);
+  assert.equal(m.deleted, true);
+  assert.equal(m.content, null);
+  assert.ok(m.editedAt, 'the edit was stored before the delete');
+  // A message that reached the customer offers no Delete, only Edit (for 15 minutes).
+  const sent = page.locator('.msg.out[data-status="DELIVERED"]', { hasText: 'this is Grace from support' });
+  await sent.hover();
+  await sent.getByRole('button', { name: 'Message actions' }).click();
+  assert.equal(await sent.getByRole('menuitem', { name: 'Delete' }).count(), 0);
+  await sent.getByRole('menuitem', { name: 'Edit' }).waitFor();
+  await page.keyboard.press('Escape');
+});
+
 test('image upload shows a progress bar and then its thumbnail', async (t) => {
   if (!mediaSupported) return t.skip('server has no POST /media/save (Media store not merged)');
   await openConversation(page, 'Ada Lovelace');

@@ -328,6 +328,8 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         is_private -> Bool,
+        edited_at -> Nullable<Timestamp>,
+        deleted_at -> Nullable<Timestamp>,
     }
 }
 

@@ -1,7 +1,7 @@
 // One open conversation: the message thread, the composer (text, attachments, templates), the
 // 24-hour window, and the conversation's status, assignee and labels.
 
-import { get, patch, post, blob, upload } from './api.js';
+import { get, patch, post, del, blob, upload } from './api.js';
 import { $, h, icon, personName, clock, dayLabel, sameDay, hms, fileSize, toast } from './dom.js';
 
 const PAGE = 30;
@@ -20,6 +20,9 @@ const REASONS = {
   21211: 'invalid phone number',
   21610: 'the customer unsubscribed (STOP)',
 };
+
+// Agents may edit their messages for 15 minutes (issue 22; the server checks it too).
+const EDIT_MS = 15 * 60 * 1000;
 
 const forward = (next, cur) =>
   next === 'FAILED' ? STATUS_RANK[cur] <= STATUS_RANK.SENT : cur !== 'FAILED' && STATUS_RANK[next] > STATUS_RANK[cur];
@@ -245,7 +248,14 @@ export class Thread {
     if (prev) {
       const status = forward(m.status, prev.status) ? m.status : prev.status;
       m = { ...prev, ...m, status, errorCode: m.errorCode ?? prev.errorCode };
-      if (m.status === prev.status && m.attachments?.length === prev.attachments?.length && (m.attachments || []).every((a, i) => a.state === prev.attachments[i].state)) {
+      const same =
+        m.status === prev.status &&
+        m.content === prev.content &&
+        m.editedAt === prev.editedAt &&
+        Boolean(m.deleted) === Boolean(prev.deleted) &&
+        m.attachments?.length === prev.attachments?.length &&
+        (m.attachments || []).every((a, i) => a.state === prev.attachments[i].state);
+      if (same) {
         this.msgs.set(m.messageId, m);
         return;
       }
@@ -333,12 +343,18 @@ export class Thread {
       h(
         'div',
         { class: 'bubble' },
+        this.actions(m),
         (m.attachments || []).map((a) => this.attachment(a)),
-        m.content ? h('p', { class: 'text' }, m.content) : null,
+        m.deleted
+          ? h('p', { class: 'text deleted' }, note ? 'This note was deleted' : 'This message was deleted')
+          : m.content
+            ? h('p', { class: 'text' }, m.content)
+            : null,
         h(
           'span',
           { class: 'meta' },
           note ? h('span', { class: 'tpl note-tag' }, 'Private note') : null,
+          m.editedAt && !m.deleted ? h('span', { class: 'edited', title: `Edited ${clock(m.editedAt)}` }, 'edited') : null,
           m.templateId ? h('span', { class: 'tpl' }, 'template') : null,
           h('time', { datetime: m.datetime }, clock(m.datetime)),
           meta,
@@ -346,6 +362,80 @@ export class Thread {
         failure,
       ),
     );
+  }
+
+  // ---- edit and delete (issue 22) ----
+
+  /** The ⋯ menu of a message this agent may edit (own text or note, 15 minutes) or delete
+   * (own or, for admins, any note or message not sent yet). */
+  actions(m) {
+    if (!m.messageId || m.local || m.deleted || m.direction !== 'SENT') return null;
+    const own = m.senderId === this.me.userId;
+    const canEdit = own && !m.templateId && !(m.attachments || []).length && Date.now() - new Date(m.datetime) < EDIT_MS;
+    const canDelete = (own || this.me.role === 'admin') && (m.private || m.status === 'PENDING');
+    if (!canEdit && !canDelete) return null;
+    const menu = h('div', { class: 'msg-menu', role: 'menu', hidden: true });
+    const close = () => (menu.hidden = true);
+    if (canEdit) menu.append(h('button', { type: 'button', role: 'menuitem', onclick: () => (close(), this.startEdit(m)) }, 'Edit'));
+    if (canDelete) menu.append(h('button', { type: 'button', role: 'menuitem', onclick: () => (close(), this.remove(m)) }, 'Delete'));
+    const button = h('button', {
+      type: 'button',
+      class: 'ghost msg-actions',
+      'aria-label': 'Message actions',
+      'aria-haspopup': 'menu',
+      onclick: () => {
+        menu.hidden = !menu.hidden;
+        if (!menu.hidden) menu.querySelector('button')?.focus();
+      },
+    }, '⋯');
+    menu.addEventListener('keydown', (e) => e.key === 'Escape' && (e.stopPropagation(), close(), button.focus()));
+    return h('div', { class: 'msg-tools' }, button, menu);
+  }
+
+  startEdit(m) {
+    const el = this.els.get(m.messageId);
+    const text = el?.querySelector('.text');
+    if (!text) return;
+    const box = h('textarea', { class: 'edit-box', 'aria-label': 'Edit message', maxlength: '4096', rows: '2' });
+    box.value = m.content || '';
+    const done = () => {
+      this.els.delete(m.messageId);
+      this.render({ stick: 'keep' });
+    };
+    const save = async () => {
+      const value = box.value.trim();
+      if (!value || value === m.content) return done();
+      try {
+        this.upsert(await patch(`/message/${m.messageId}`, { text: value }));
+      } catch (e) {
+        toast(`Could not edit the message: ${e.message}`, 'error');
+        done();
+      }
+    };
+    box.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        save();
+      } else if (e.key === 'Escape') {
+        e.preventDefault();
+        e.stopPropagation();
+        done();
+      }
+    });
+    text.replaceWith(
+      h('div', { class: 'edit' }, box, h('div', { class: 'edit-actions' },
+        h('button', { type: 'button', class: 'ghost', onclick: done }, 'Cancel'),
+        h('button', { type: 'button', class: 'primary', onclick: save }, 'Save'))),
+    );
+    box.focus();
+  }
+
+  async remove(m) {
+    try {
+      this.upsert(await del(`/message/${m.messageId}`));
+    } catch (e) {
+      toast(e.code === 'already_sending' ? 'Too late: the message is being sent' : `Could not delete the message: ${e.message}`, 'error');
+    }
   }
 
   attachment(a) {
