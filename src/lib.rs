@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod bots;
+pub mod codes;
 pub mod console;
 pub mod core;
 pub mod fynd;
@@ -11,7 +12,6 @@ pub mod hooks;
 pub mod media;
 pub mod messaging;
 pub mod ops;
-pub mod otp;
 pub mod providers;
 pub mod realtime;
 pub mod users;
@@ -34,7 +34,7 @@ use crate::{
     bootstrap::Bootstrapped,
     core::{
         auth::{
-            extract,
+            guard,
             jwt::Keys,
             ratelimit::{self, AuthLimiter},
             session::SessionCache,
@@ -187,7 +187,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .app_data(web::QueryConfig::default().error_handler(error::handlers::query))
             .app_data(web::PathConfig::default().error_handler(error::handlers::path))
             .app_data(web::FormConfig::default().limit(max_body).error_handler(error::handlers::form))
-            .wrap(from_fn(extract::authenticate))
+            .wrap(from_fn(guard::authenticate))
             .wrap(from_fn(ratelimit::limit))
             .wrap(from_fn(error::unify))
             .wrap(from_fn(metrics::track))

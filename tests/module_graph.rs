@@ -11,7 +11,7 @@
 //! `$crate::…`, `super::…`, `self::…`, a child module's bare name, and a string that is such a
 //! path (serde's `with = "…"`). Comments and other strings do not (the source is read with
 //! `proc-macro2`'s lexer). A module and the modules
-//! inside it are one unit: `core::db` using its own `core::db::group` is not an edge.
+//! inside it are one unit: `core::db` using its own `core::db::group_commit` is not an edge.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -73,8 +73,8 @@ fn core_imports_no_feature_and_no_part_imports_one_that_imports_it_back() {
 fn the_checker_finds_cycles_and_upward_imports() {
     let files = vec![
         (m("core::state"), "core/state.rs".into(), "use crate::{core::db::Pool, messaging::Row};".into()),
-        (m("core::db"), "core/db/mod.rs".into(), "mod group; pub struct Pool(group::Committer);".into()),
-        (m("core::db::group"), "core/db/group.rs".into(), "use super::Pool; pub struct Committer;".into()),
+        (m("core::db"), "core/db/mod.rs".into(), "mod group_commit; pub struct Pool(group_commit::Committer);".into()),
+        (m("core::db::group_commit"), "core/db/group_commit.rs".into(), "use super::Pool; pub struct Committer;".into()),
         (m("core"), "core/mod.rs".into(), "pub mod db; pub mod state;".into()),
         (
             m("messaging"),
@@ -89,8 +89,8 @@ fn the_checker_finds_cycles_and_upward_imports() {
     ];
     let g = build(&files);
     assert!(g.edge("core::state", "core::db").is_some());
-    assert!(g.edge("core::db", "core::db::group").is_none(), "a module contains its children");
-    assert!(g.edge("core::db::group", "core::db").is_some());
+    assert!(g.edge("core::db", "core::db::group_commit").is_none(), "a module contains its children");
+    assert!(g.edge("core::db::group_commit", "core::db").is_some());
     assert!(g.edge("messaging", "core::state").is_some(), "super::super from a child file");
     assert!(g.edge("messaging", "fynd").is_none(), "comments do not count");
     assert!(g.edge("messaging", "users").is_none(), "strings do not count");

@@ -27,7 +27,7 @@ use super::{
 use crate::{
     core::{
         auth::{
-            extract::{Admin, AuthUser, credential_pair},
+            guard::{Admin, AuthUser, credential_pair},
             lockout,
             session::{self, NewSession},
         },

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    oauth::{self, Provider, ProviderConfig},
+    oauth::{self, IdentityProvider, ProviderConfig},
     password,
 };
 use crate::core::{
-    auth::extract::Admin,
+    auth::guard::Admin,
     crypto::random_token,
     db::{Db, schema::auth_clients},
     error::{ApiError, ApiResult, ErrorBody, is_unique_violation},
@@ -176,7 +176,7 @@ pub struct ClientView {
     pub grants: Vec<String>,
     /// The upstream providers, without their secrets.
     #[schema(value_type = BTreeMap<String, ProviderConfig>)]
-    pub providers: BTreeMap<Provider, ProviderConfig>,
+    pub providers: BTreeMap<IdentityProvider, ProviderConfig>,
     pub deleted: bool,
     pub created_on: String,
     pub modified_on: String,

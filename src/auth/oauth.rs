@@ -58,7 +58,7 @@ const STATE_TTL_SECS: i64 = 600;
 /// The upstream identity providers confab can log users in with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Provider {
+pub enum IdentityProvider {
     Google,
     Apple,
     Azure,
@@ -68,15 +68,15 @@ pub enum Provider {
     Instagram,
 }
 
-impl Provider {
-    pub const ALL: [Provider; 7] = [
-        Provider::Google,
-        Provider::Apple,
-        Provider::Azure,
-        Provider::Cognito,
-        Provider::Keycloak,
-        Provider::Facebook,
-        Provider::Instagram,
+impl IdentityProvider {
+    pub const ALL: [IdentityProvider; 7] = [
+        IdentityProvider::Google,
+        IdentityProvider::Apple,
+        IdentityProvider::Azure,
+        IdentityProvider::Cognito,
+        IdentityProvider::Keycloak,
+        IdentityProvider::Facebook,
+        IdentityProvider::Instagram,
     ];
 
     pub fn name(self) -> &'static str {
@@ -197,12 +197,12 @@ pub struct ProviderConfig {
 }
 
 /// The stored providers of a client (`auth_clients.oidc`).
-pub fn stored(json: &str) -> BTreeMap<Provider, ProviderConfig> {
+pub fn stored(json: &str) -> BTreeMap<IdentityProvider, ProviderConfig> {
     serde_json::from_str(json).unwrap_or_default()
 }
 
 /// What `/auth-clients` shows: the providers without their secrets.
-pub fn public_view(json: &str) -> BTreeMap<Provider, ProviderConfig> {
+pub fn public_view(json: &str) -> BTreeMap<IdentityProvider, ProviderConfig> {
     let mut all = stored(json);
     for cfg in all.values_mut() {
         cfg.client_secret = None;
@@ -217,7 +217,7 @@ pub fn merge(current: &str, changes: BTreeMap<String, Option<ProviderConfig>>, k
     let mut all = stored(current);
     for (name, change) in changes {
         let field = format!("providers.{name}");
-        let provider = Provider::parse(&name).ok_or_else(|| ApiError::field(&field, "unknown provider"))?;
+        let provider = IdentityProvider::parse(&name).ok_or_else(|| ApiError::field(&field, "unknown provider"))?;
         let Some(mut cfg) = change else {
             all.remove(&provider);
             continue;
@@ -253,7 +253,7 @@ pub fn merge(current: &str, changes: BTreeMap<String, Option<ProviderConfig>>, k
 /// Every login route of this module, and the SAML routes that answer 501.
 #[allow(deprecated)]
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    for p in Provider::ALL {
+    for p in IdentityProvider::ALL {
         let mut start = web::resource(p.start_path()).app_data(web::Data::new(p)).route(web::post().to(start_post));
         if p.has_get_start() {
             start = start.route(web::get().to(start_get));
@@ -274,7 +274,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(start_post, start_get, callback_route, saml_not_supported),
-    components(schemas(StartBody, Provider, ProviderConfig))
+    components(schemas(StartBody, IdentityProvider, ProviderConfig))
 )]
 pub struct Api;
 
@@ -305,13 +305,13 @@ pub struct CallbackQuery {
 /// Starts a login at the provider: 302 to its authorization endpoint. The body is a form (as
 /// in ARC) or JSON. `provider` is the path's provider; Apple's route is `/auth/oauth-apple`.
 #[utoipa::path(post, path = "/auth/{provider}", tag = "auth",
-    params(("provider" = Provider, Path, description = "google, azure, cognito, keycloak, facebook, instagram; Apple: `POST /auth/oauth-apple`")),
+    params(("provider" = IdentityProvider, Path, description = "google, azure, cognito, keycloak, facebook, instagram; Apple: `POST /auth/oauth-apple`")),
     request_body(content = StartBody, content_type = "application/x-www-form-urlencoded"),
     responses((status = 302, description = "to the provider's authorization endpoint"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 502, body = ErrorBody)))]
 async fn start_post(
     st: web::Data<AppState>,
-    provider: web::Data<Provider>,
+    provider: web::Data<IdentityProvider>,
     req: HttpRequest,
     bytes: web::Bytes,
 ) -> ApiResult<HttpResponse> {
@@ -320,13 +320,13 @@ async fn start_post(
 
 /// Deprecated (the client secret travels in the URL, seed 003): same as the `POST`.
 #[utoipa::path(get, path = "/auth/{provider}", tag = "auth", params(
-    ("provider" = Provider, Path, description = "google, azure, cognito, keycloak"), StartBody),
+    ("provider" = IdentityProvider, Path, description = "google, azure, cognito, keycloak"), StartBody),
     responses((status = 302, description = "to the provider's authorization endpoint"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 #[deprecated]
 async fn start_get(
     st: web::Data<AppState>,
-    provider: web::Data<Provider>,
+    provider: web::Data<IdentityProvider>,
     q: web::Query<StartBody>,
 ) -> ApiResult<HttpResponse> {
     start(&st, **provider, q.into_inner()).await
@@ -343,14 +343,14 @@ async fn start_get(
 /// `/auth/keycloak-auth-redirect`, `/auth/facebook-auth-redirect`,
 /// `/auth/instagram-auth-redirect`.
 #[utoipa::path(method(get, post), path = "/auth/{provider}-auth-redirect", tag = "auth",
-    params(("provider" = Provider, Path), CallbackQuery),
+    params(("provider" = IdentityProvider, Path), CallbackQuery),
     request_body(content = CallbackQuery, content_type = "application/x-www-form-urlencoded",
         description = "`POST` only (Apple's form_post)"),
     responses((status = 302, description = "to the auth client's redirect URL with `?code=`"),
         (status = 401, body = ErrorBody)))]
 async fn callback_route(
     st: web::Data<AppState>,
-    provider: web::Data<Provider>,
+    provider: web::Data<IdentityProvider>,
     origin: Origin,
     req: HttpRequest,
     bytes: web::Bytes,
@@ -394,7 +394,7 @@ type OAuthClient = oauth2::basic::BasicClient<EndpointSet, EndpointNotSet, Endpo
 
 /// A provider of one auth client, ready to talk to.
 struct Upstream {
-    provider: Provider,
+    provider: IdentityProvider,
     cfg: ProviderConfig,
     secret: Option<String>,
     redirect: RedirectUrl,
@@ -405,7 +405,7 @@ struct Upstream {
 }
 
 impl Upstream {
-    fn of(st: &AppState, client: &ClientRow, provider: Provider) -> ApiResult<Self> {
+    fn of(st: &AppState, client: &ClientRow, provider: IdentityProvider) -> ApiResult<Self> {
         let cfg = stored(&client.oidc).remove(&provider).ok_or_else(|| {
             ApiError::bad_request(
                 "provider_not_configured",
@@ -498,8 +498,8 @@ impl Upstream {
             .add_scopes(scopes)
             .set_pkce_challenge(pkce);
         req = match self.provider {
-            Provider::Apple => req.add_extra_param("response_mode", "form_post"),
-            Provider::Azure => req.add_extra_param("response_mode", "query"),
+            IdentityProvider::Apple => req.add_extra_param("response_mode", "form_post"),
+            IdentityProvider::Azure => req.add_extra_param("response_mode", "query"),
             _ => req,
         };
         let (url, _, _) = req.url();
@@ -584,7 +584,7 @@ struct Identity {
 
 /// `POST /auth/{provider}`: authenticates the confab client, records the state and answers
 /// 302 to the provider.
-async fn start(st: &AppState, provider: Provider, b: StartBody) -> ApiResult<HttpResponse> {
+async fn start(st: &AppState, provider: IdentityProvider, b: StartBody) -> ApiResult<HttpResponse> {
     let client = clients::authenticate(st, &b.client_id, b.client_secret.as_deref()).await?;
     if !client.allows(clients::GRANT_CODE) {
         return Err(ApiError::Unauthorized("unauthorized_client"));
@@ -650,7 +650,7 @@ struct Claimed {
 
 /// Claims the state record once: only the request whose `UPDATE … WHERE used_at IS NULL`
 /// changes the row goes on; unknown, used, expired and other-provider states are all `None`.
-fn claim_state(c: &mut Db, hash: &str, provider: Provider) -> ApiResult<Option<StateRow>> {
+fn claim_state(c: &mut Db, hash: &str, provider: IdentityProvider) -> ApiResult<Option<StateRow>> {
     let t = now();
     let claimed = diesel::update(
         oauth_states::table
@@ -679,7 +679,12 @@ fn claim_state(c: &mut Db, hash: &str, provider: Provider) -> ApiResult<Option<S
 }
 
 /// `GET /auth/{provider}-auth-redirect`: see [`callback_route`].
-async fn callback(st: &AppState, provider: Provider, origin: &Origin, q: CallbackQuery) -> ApiResult<HttpResponse> {
+async fn callback(
+    st: &AppState,
+    provider: IdentityProvider,
+    origin: &Origin,
+    q: CallbackQuery,
+) -> ApiResult<HttpResponse> {
     let state = q.state.filter(|s| !s.is_empty()).ok_or(ApiError::Unauthorized("invalid_state"))?;
     let hash = token_hash(&state);
     let row = st.db.write(move |c| claim_state(c, &hash, provider)).await?;
@@ -723,7 +728,7 @@ type LoginOutcome = Result<(i64, String, bool), Failed>;
 /// Upstream login then the confab code, through [`arc::issue_code`] like a password login.
 async fn login(
     st: &AppState,
-    provider: Provider,
+    provider: IdentityProvider,
     client: &ClientRow,
     claimed: &Claimed,
     code: Option<String>,
@@ -777,7 +782,7 @@ async fn login(
 /// Remembers which provider account logged in as which user. The first login links; later
 /// logins of that provider account must resolve to the same user (a provider account whose
 /// e-mail was changed to another user's does not take over that user).
-fn link_identity(c: &mut Db, provider: Provider, subject: &str, user_id: i64) -> ApiResult<bool> {
+fn link_identity(c: &mut Db, provider: IdentityProvider, subject: &str, user_id: i64) -> ApiResult<bool> {
     let linked: Option<i64> = oauth_identities::table
         .filter(oauth_identities::provider.eq(provider.name()))
         .filter(oauth_identities::subject.eq(subject))

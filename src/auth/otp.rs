@@ -2,7 +2,7 @@
 //! `POST /auth/verify-otp`), and the second step of a password login for users with an
 //! authenticator app (see [`super::totp`]).
 //!
-//! Codes come from the shared engine ([`crate::otp`]: 6 digits as an HMAC, 5 minutes, 5
+//! Codes come from the shared engine ([`crate::codes`]: 6 digits as an HMAC, 5 minutes, 5
 //! attempts counted atomically, one code per 30 s, single use). `purpose` records what the
 //! challenge is for: `login:<client_id>` (passwordless login at that client) or
 //! `mfa:<client_id>` (second step after a password login at that client).
@@ -126,14 +126,14 @@ async fn send_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpSend
         .db
         .write(move |c| {
             let user = user_at(c, company_id, channel, &d)?;
-            let challenge = crate::otp::Challenge {
+            let challenge = crate::codes::Challenge {
                 company_id,
                 user_id: user.as_ref().map(|u| u.id),
                 channel,
                 destination: &d,
                 purpose: &purpose,
             };
-            let issued = crate::otp::issue(c, &key, &challenge)?;
+            let issued = crate::codes::issue(c, &key, &challenge)?;
             if let Some(u) = &user {
                 store::audit(
                     c,
@@ -219,21 +219,21 @@ fn answerable(c: &mut Db, dest: &str, client_id: Option<&str>) -> ApiResult<Vec<
 }
 
 /// Answers one challenge under brute-force protection: an e-mailed or texted code through the
-/// code engine (counted on the contact's counter, [`crate::otp::keys`]); an authenticator or
+/// code engine (counted on the contact's counter, [`crate::codes::keys`]); an authenticator or
 /// recovery code counted on the user's second-factor counter ([`totp::keys`]) shared with
 /// the bearer TOTP routes, so wrong codes add up across password logins. Either way the
 /// challenge's own 5 attempts apply too, and a right answer consumes it.
 fn answer(c: &mut Db, st: &AppState, ch: &Pending, kind: &str, otp: &str, ip: &str) -> ApiResult<bool> {
     if kind == "mfa" {
         return lockout::guard(c, &totp::keys(ch.user_id, ip), |c| {
-            Ok(crate::otp::count_attempt(c, &ch.request_id)?
+            Ok(crate::codes::count_attempt(c, &ch.request_id)?
                 && totp::check_second_factor(c, st, ch.user_id, otp)?
-                && crate::otp::consume(c, &ch.request_id)?)
+                && crate::codes::consume(c, &ch.request_id)?)
         });
     }
     let Some(company_id) = ch.company_id else { return Ok(false) };
-    let checked = crate::otp::check(c, &st.data_key, company_id, &ch.request_id, &[ch.purpose.as_str()], otp, ip)?;
-    Ok(matches!(checked, crate::otp::Checked::Accepted(_)))
+    let checked = crate::codes::check(c, &st.data_key, company_id, &ch.request_id, &[ch.purpose.as_str()], otp, ip)?;
+    Ok(matches!(checked, crate::codes::Checked::Accepted(_)))
 }
 
 /// Checks a code sent by `POST /auth/send-otp` (or, for a pending MFA step, an authenticator
@@ -302,7 +302,7 @@ async fn verify_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpVe
 pub fn start_mfa(c: &mut Db, client: &ClientRow, user: &UserRow) -> ApiResult<String> {
     let dest = store::primary_email(c, user.id)?.ok_or(ApiError::Unauthorized("invalid_credentials"))?;
     let purpose = format!("mfa:{}", client.client_id);
-    crate::otp::retire(c, user.company_id, &dest, &purpose)?;
+    crate::codes::retire(c, user.company_id, &dest, &purpose)?;
     let code = random_token();
     let t = now();
     diesel::insert_into(otp_challenges::table)
@@ -315,7 +315,7 @@ pub fn start_mfa(c: &mut Db, client: &ClientRow, user: &UserRow) -> ApiResult<St
             otp_challenges::purpose.eq(&purpose),
             otp_challenges::code_hash.eq(""),
             otp_challenges::attempts.eq(0),
-            otp_challenges::expires_at.eq(t + crate::otp::TTL),
+            otp_challenges::expires_at.eq(t + crate::codes::TTL),
             otp_challenges::resend_after.eq(t),
             otp_challenges::created_at.eq(t),
         ))

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     core::{
-        auth::{extract::bearer_token, session},
+        auth::{guard::bearer_token, session},
         crypto::{random_token, token_hash},
         db::{Db, schema::otp_challenges},
         error::{ApiError, ApiResult, ErrorBody},
@@ -33,7 +33,7 @@ use crate::{
 pub const RESET_TTL_SECS: i64 = 30 * 60;
 pub const SIGNUP_TTL_SECS: i64 = 30 * 60;
 /// A new link for the same address at most this often (extra requests are silently dropped).
-pub const RESEND_AFTER_SECS: i64 = crate::otp::RESEND_SECS;
+pub const RESEND_AFTER_SECS: i64 = crate::codes::RESEND_SECS;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(forget_password)
@@ -59,7 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub struct Api;
 
 /// Stores a link token for `dest`; `None` within the per-recipient resend window
-/// ([`crate::otp::throttle`]: one link per address and purpose every [`RESEND_AFTER_SECS`],
+/// ([`crate::codes::throttle`]: one link per address and purpose every [`RESEND_AFTER_SECS`],
 /// a capped number an hour). Extra requests are dropped silently: the answer is the same
 /// whether or not a mail goes out.
 pub(crate) fn store_token(
@@ -71,7 +71,7 @@ pub(crate) fn store_token(
     ttl: i64,
 ) -> ApiResult<Option<String>> {
     // Staff addresses are unique across companies: one window per address everywhere.
-    match crate::otp::throttle(c, None, dest, purpose) {
+    match crate::codes::throttle(c, None, dest, purpose) {
         Ok(()) => {}
         Err(ApiError::TooManyRequests { .. }) => return Ok(None),
         Err(e) => return Err(e),

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::service::{self, Issued, Origin, Signup};
 use crate::{
     core::{
-        auth::extract::AuthUser,
+        auth::guard::AuthUser,
         error::{ApiResult, ErrorBody},
         extract::{Json, parse},
         state::AppState,

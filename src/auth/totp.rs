@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use super::{otp, service::Origin};
 use crate::{
     core::{
-        auth::{extract::AuthUser, lockout},
+        auth::{guard::AuthUser, lockout},
         crypto::{constant_time_eq, random_bytes, token_hash},
         db::{
             Db,
@@ -227,7 +227,7 @@ pub struct CheckView {
 #[get("/auth/check-qr-code")]
 async fn check_qr_code(st: web::Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let bearer = crate::core::auth::extract::principal(&req).ok().map(|p| p.user_id);
+    let bearer = crate::core::auth::guard::principal(&req).ok().map(|p| p.user_id);
     let (code, client) = (header("code"), header("clientId"));
     let is_generated = st
         .db

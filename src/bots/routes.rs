@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, delete, get, post, web};
 
 use super::service::{self, BotBody, BotCreated, BotToken, BotView};
 use crate::core::{
-    auth::extract::Admin,
+    auth::guard::Admin,
     error::{ApiResult, ErrorBody},
     extract::Json,
     state::AppState,

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::{
     auth::service::Origin,
     core::{
-        auth::extract::Admin,
+        auth::guard::Admin,
         crypto::{random_token, token_hash},
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,

@@ -4,7 +4,7 @@
 pub mod applications;
 pub mod config;
 pub mod cors;
-pub mod extract;
+pub mod credentials;
 pub mod oauth;
 pub mod platform;
 pub mod service;

@@ -27,7 +27,7 @@ use crate::{
         service::{self, Issued, Origin},
     },
     core::{
-        auth::{extract::credential_pair, session},
+        auth::{guard::credential_pair, session},
         crypto::constant_time_eq,
         db::{Db, schema::users},
         error::{ApiError, ApiResult, ErrorBody},

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::{
     config,
-    extract::{PlatformApp, secure_cookies},
+    credentials::{PlatformApp, secure_cookies},
     service::{self, NewCustomer},
     store as sessions,
     views::{self, GroupView, IdParam, PageView, UserView, paging, parse_id, phone_from_parts, search_view},
@@ -441,7 +441,7 @@ async fn create_session(
         max_age,
         secure: secure_cookies(&st.config),
         http_only: true,
-        cookie: json!({ super::extract::COOKIE: value }),
+        cookie: json!({ super::credentials::COOKIE: value }),
     }))
 }
 

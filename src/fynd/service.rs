@@ -3,7 +3,7 @@
 
 use super::{
     config::Settings,
-    extract::{AppClient, cookie_value},
+    credentials::{AppClient, cookie_value},
     store::{self as sessions, SessionRow},
     views::{UserView, user_view},
 };

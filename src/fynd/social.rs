@@ -37,7 +37,7 @@ use sha2::Sha256;
 use utoipa::ToSchema;
 
 use super::{
-    extract::{AppClient, session_cookie},
+    credentials::{AppClient, session_cookie},
     service::{self, NewCustomer},
     views::UserView,
 };

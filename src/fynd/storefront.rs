@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::{
     config,
-    extract::{AppClient, StoreSession, removal_cookie, session_cookie},
+    credentials::{AppClient, StoreSession, removal_cookie, session_cookie},
     service::{self, NewCustomer},
     store as sessions,
     views::{self, EmailBody, MobileBody, UserView, phone_from_parts},
@@ -103,7 +103,7 @@ async fn login_with_token(
     Json(b): Json<TokenLoginBody>,
 ) -> ApiResult<HttpResponse> {
     let invalid = || ApiError::Unauthorized("invalid_token");
-    let sid = super::extract::session_id(&st.data_key, b.token.trim()).ok_or_else(invalid)?;
+    let sid = super::credentials::session_id(&st.data_key, b.token.trim()).ok_or_else(invalid)?;
     let (company_id, app_id) = (client.app.company_id, client.app.id);
     let handed = st
         .db
@@ -194,7 +194,7 @@ async fn register_with_form(
     let hash = web::block(move || password::hash(&pw)).await??;
     // A register_token from a verified OTP marks that contact verified (auth.md §2.4).
     let vouched =
-        b.register_token.as_deref().and_then(|t| crate::otp::verified_destination(&st.data_key, client.app.id, t));
+        b.register_token.as_deref().and_then(|t| crate::codes::verified_destination(&st.data_key, client.app.id, t));
     let n = NewCustomer {
         phone: phone.clone(),
         email: email.clone(),

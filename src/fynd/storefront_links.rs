@@ -1,27 +1,27 @@
 //! Storefront flows by link (auth.md §2.3/§2.4): password reset by e-mailed or texted link
 //! (`login/password/reset`, `…/mobile/reset`, `…/reset/token`, `…/reset/forgot`) and contact
 //! verification links (`profile/v1.0/{email,mobile}/link/send`, `verify/{email,mobile}`).
-//! The link carries a single-use code stored hashed ([`crate::otp::issue_token`]).
+//! The link carries a single-use code stored hashed ([`crate::codes::issue_token`]).
 
 use actix_web::{HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    extract::{AppClient, StoreSession, session_cookie},
+    credentials::{AppClient, StoreSession, session_cookie},
     service::{self, Identifier},
     storefront::LoginSuccessView,
     views::{self, EmailBody, MobileBody, phone_from_parts},
 };
 use crate::{
     auth::{password, proof, service::Origin},
+    codes,
     core::{
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,
         state::AppState,
         types::Email,
     },
-    otp,
     users::{application::ApplicationRow, customer, store},
 };
 
@@ -31,7 +31,7 @@ const VERIFY_MOBILE: &str = "verify_mobile";
 
 /// A page of the storefront (the application's domain, with the public URL's scheme).
 fn storefront_link(st: &AppState, app: &ApplicationRow, page: &str, code: &str) -> String {
-    let scheme = if super::extract::secure_cookies(&st.config) { "https" } else { "http" };
+    let scheme = if super::credentials::secure_cookies(&st.config) { "https" } else { "http" };
     format!("{scheme}://{}/{page}?code={code}", app.domain)
 }
 
@@ -52,8 +52,8 @@ async fn send_link(
     let token = st
         .db
         .write(move |c| {
-            let ch = otp::Challenge { company_id, user_id: Some(user_id), channel, destination: &dest, purpose };
-            otp::issue_token(c, &key, &ch)
+            let ch = codes::Challenge { company_id, user_id: Some(user_id), channel, destination: &dest, purpose };
+            codes::issue_token(c, &key, &ch)
         })
         .await?;
     let link = storefront_link(st, &client.app, page, &token);
@@ -164,7 +164,7 @@ async fn send_reset_token(
     Json(b): Json<CodeBody>,
 ) -> ApiResult<HttpResponse> {
     let (key, company_id) = (st.data_key.clone(), client.app.company_id);
-    let live = st.db.run(move |c| otp::peek_token(c, &key, company_id, &b.code, RESET)).await?;
+    let live = st.db.run(move |c| codes::peek_token(c, &key, company_id, &b.code, RESET)).await?;
     live.ok_or_else(invalid_code)?;
     Ok(HttpResponse::Ok().json(StatusView { status: "success".into() }))
 }
@@ -194,7 +194,7 @@ async fn forgot_password(
     let (user, email) = st
         .db
         .run(move |c| {
-            let (_, user_id, _) = otp::peek_token(c, &k, company_id, &code, RESET)?.ok_or_else(invalid_code)?;
+            let (_, user_id, _) = codes::peek_token(c, &k, company_id, &code, RESET)?.ok_or_else(invalid_code)?;
             let user = customer::get(c, company_id, app_id, user_id).map_err(|_| invalid_code())?;
             if !user.is_active() {
                 return Err(invalid_code());
@@ -211,7 +211,7 @@ async fn forgot_password(
         .db
         .write(move |c| {
             // The single-use claim; the code may have been used since it was checked.
-            let (user_id, _) = otp::consume_token(c, &key, company_id, &b.code, RESET)?.ok_or_else(invalid_code)?;
+            let (user_id, _) = codes::consume_token(c, &key, company_id, &b.code, RESET)?.ok_or_else(invalid_code)?;
             if user_id != user.id {
                 return Err(invalid_code());
             }
@@ -242,7 +242,7 @@ pub struct EmailLinkView {
 }
 
 /// `sendVerificationLinkToEmail`: one of the user's own e-mails (else 404); one link per
-/// address every 30 s (429, the per-recipient window of [`otp::throttle`]).
+/// address every 30 s (429, the per-recipient window of [`codes::throttle`]).
 #[utoipa::path(tag = "fynd-storefront", request_body = EmailBody, responses((status = 200, body = EmailLinkView),
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
     (status = 429, body = ErrorBody)))]
@@ -328,7 +328,7 @@ async fn verify_contact(
     st.db
         .write(move |c| {
             let (user_id, destination) =
-                otp::consume_token(c, &key, company_id, &code, purpose)?.ok_or_else(invalid_code)?;
+                codes::consume_token(c, &key, company_id, &code, purpose)?.ok_or_else(invalid_code)?;
             if purpose == VERIFY_EMAIL {
                 customer::mark_email_verified(c, user_id, &destination)
             } else {

@@ -1,6 +1,6 @@
 //! Storefront OTP flows (auth.md §2.3/§2.4): login or registration by mobile or e-mail OTP,
 //! forgot password by OTP, and account deletion confirmed by OTP. Codes come from
-//! [`crate::otp`] and are delivered through the shared notifier ([`crate::core::notify`]: SMTP when configured, else
+//! [`crate::codes`] and are delivered through the shared notifier ([`crate::core::notify`]: SMTP when configured, else
 //! outbox files).
 
 use actix_web::{HttpResponse, post, web};
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    extract::{AppClient, StoreSession, removal_cookie, session_cookie},
+    credentials::{AppClient, StoreSession, removal_cookie, session_cookie},
     service::{self, Identifier},
     views::{self, UserView, phone_from_parts},
 };
@@ -18,13 +18,13 @@ use crate::{
         proof::{self, Contact, Proof},
         service::Origin,
     },
+    codes::{self, Challenge},
     core::{
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,
         state::AppState,
         types::{Email, Phone, now},
     },
-    otp::{self, Challenge},
     users::{customer, model::UserRow, store},
 };
 
@@ -57,7 +57,7 @@ async fn send_code(
     let dest = destination.clone();
     let issued = st
         .db
-        .write(move |c| otp::issue(c, &key, &Challenge { company_id, user_id, channel, destination: &dest, purpose }))
+        .write(move |c| codes::issue(c, &key, &Challenge { company_id, user_id, channel, destination: &dest, purpose }))
         .await?;
     if deliver {
         let text = format!("{} is your {} code. It expires in 5 minutes.", issued.code, client.settings.display);
@@ -127,7 +127,7 @@ async fn send_mobile(
         message: "OTP sent".into(),
         mobile: national(&phone),
         country_code: phone.country_code().to_string(),
-        resend_timer: otp::RESEND_SECS,
+        resend_timer: codes::RESEND_SECS,
         user_exists: with_exists.then(|| user.is_some_and(|u| u.is_active())),
     })
 }
@@ -195,7 +195,7 @@ async fn after_verified(st: &AppState, client: &AppClient, origin: &Origin, to: 
         Identifier::Email(e) => e.as_str().to_owned(),
     };
     let new_account = |st: &AppState| {
-        let register_token = otp::register_token(&st.data_key, client.app.id, &destination);
+        let register_token = codes::register_token(&st.data_key, client.app.id, &destination);
         HttpResponse::Ok().json(VerifyOtpView { user: None, user_exists: false, register_token: Some(register_token) })
     };
     let Some(user) = user else { return Ok(new_account(st)) };
@@ -251,7 +251,7 @@ async fn after_verified(st: &AppState, client: &AppClient, origin: &Origin, to: 
 }
 
 /// `verifyMobileOTP`: 400 `invalid_otp` for a wrong, used or expired code (5 attempts), and
-/// for any code while the number's codes are locked ([`otp::check`]).
+/// for any code while the number's codes are locked ([`codes::check`]).
 #[utoipa::path(tag = "fynd-storefront", request_body = VerifyOtpBody, responses((status = 200, body = VerifyOtpView),
     (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 #[post("/service/application/user/authentication/v1.0/otp/mobile/verify")]
@@ -264,7 +264,7 @@ async fn verify_mobile_otp(
     let (key, company_id, ip) = (st.data_key.clone(), client.app.company_id, origin.ip.clone());
     let verified = st
         .db
-        .write(move |c| otp::check(c, &key, company_id, &b.request_id, &[MOBILE], &b.otp, &ip))
+        .write(move |c| codes::check(c, &key, company_id, &b.request_id, &[MOBILE], &b.otp, &ip))
         .await?
         .accepted()?;
     let phone = Phone::try_from(verified.destination)
@@ -318,12 +318,12 @@ async fn check_by_destination(
     purpose: &'static str,
     code: String,
     origin: &Origin,
-) -> ApiResult<otp::Verified> {
+) -> ApiResult<codes::Verified> {
     let (key, ip) = (st.data_key.clone(), origin.ip.clone());
     st.db
-        .write(move |c| match otp::latest_request(c, company_id, &destination, &[purpose])? {
-            Some(request_id) => otp::check(c, &key, company_id, &request_id, &[purpose], &code, &ip),
-            None => Ok(otp::Checked::Rejected),
+        .write(move |c| match codes::latest_request(c, company_id, &destination, &[purpose])? {
+            Some(request_id) => codes::check(c, &key, company_id, &request_id, &[purpose], &code, &ip),
+            None => Ok(codes::Checked::Rejected),
         })
         .await?
         .accepted()
@@ -386,7 +386,7 @@ async fn send_forgot_otp_on_mobile(
         message: "OTP sent".into(),
         mobile: national(&phone),
         country_code: phone.country_code().to_string(),
-        resend_timer: otp::RESEND_SECS,
+        resend_timer: codes::RESEND_SECS,
         user_exists: None,
     }))
 }
@@ -406,7 +406,7 @@ pub struct VerifyForgotView {
     pub forgot_token: String,
 }
 
-async fn forgot_token(st: &AppState, client: &AppClient, verified: otp::Verified) -> ApiResult<HttpResponse> {
+async fn forgot_token(st: &AppState, client: &AppClient, verified: codes::Verified) -> ApiResult<HttpResponse> {
     let Some(user_id) = verified.user_id else {
         return Err(ApiError::bad_request("invalid_otp", "the code is wrong, used or expired"));
     };
@@ -422,7 +422,7 @@ async fn forgot_token(st: &AppState, client: &AppClient, verified: otp::Verified
                 destination: &dest,
                 purpose: FORGOT_TOKEN,
             };
-            otp::issue_token(c, &key, &ch)
+            codes::issue_token(c, &key, &ch)
         })
         .await?;
     Ok(HttpResponse::Ok().json(VerifyForgotView { success: true, forgot_token: token }))
@@ -441,7 +441,7 @@ async fn verify_mobile_forgot_otp(
     let (key, company_id, ip) = (st.data_key.clone(), client.app.company_id, origin.ip);
     let verified = st
         .db
-        .write(move |c| otp::check(c, &key, company_id, &b.request_id, &[FORGOT], &b.otp, &ip))
+        .write(move |c| codes::check(c, &key, company_id, &b.request_id, &[FORGOT], &b.otp, &ip))
         .await?
         .accepted()?;
     forgot_token(&st, &client, verified).await
@@ -527,7 +527,7 @@ async fn reset_forgot_password(
     let (user, email) = st
         .db
         .run(move |c| {
-            let (_, user_id, _) = otp::peek_token(c, &k, company_id, &code, FORGOT_TOKEN)?.ok_or_else(invalid)?;
+            let (_, user_id, _) = codes::peek_token(c, &k, company_id, &code, FORGOT_TOKEN)?.ok_or_else(invalid)?;
             let user = customer::get(c, company_id, app_id, user_id).map_err(|_| invalid())?;
             let email = store::primary_email(c, user.id)?.and_then(|e| Email::try_from(e).ok());
             Ok((user, email))
@@ -540,7 +540,7 @@ async fn reset_forgot_password(
     st.db
         .write(move |c| {
             // The single-use claim; the code may have been used since it was checked.
-            let (user_id, _) = otp::consume_token(c, &key, company_id, &b.code, FORGOT_TOKEN)?.ok_or_else(invalid)?;
+            let (user_id, _) = codes::consume_token(c, &key, company_id, &b.code, FORGOT_TOKEN)?.ok_or_else(invalid)?;
             if user_id != user.id {
                 return Err(invalid());
             }
@@ -596,8 +596,8 @@ async fn delete_user(
         .db
         .write(move |c| {
             let phones: Vec<String> = customer::load(c, user.clone())?.phones.into_iter().map(|p| p.e164).collect();
-            let verified = match otp::check(c, &key, user.company_id, &b.request_id, &[MOBILE], &b.otp, &origin.ip)? {
-                otp::Checked::Accepted(v) if phones.contains(&v.destination) => v,
+            let verified = match codes::check(c, &key, user.company_id, &b.request_id, &[MOBILE], &b.otp, &origin.ip)? {
+                codes::Checked::Accepted(v) if phones.contains(&v.destination) => v,
                 _ => return Ok(false),
             };
             customer::set_status(c, user.id, "deleted", Some(now()))?;

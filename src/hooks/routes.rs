@@ -6,7 +6,7 @@ use utoipa::IntoParams;
 
 use super::{model::*, service};
 use crate::core::{
-    auth::extract::Admin,
+    auth::guard::Admin,
     error::{ApiResult, ErrorBody},
     extract::Json,
     query::Paging,

@@ -21,7 +21,7 @@ use super::{
     service,
 };
 use crate::core::{
-    auth::extract::Agent,
+    auth::guard::Agent,
     error::{ApiError, ApiResult, ErrorBody},
     media::model::MediaKind,
     state::AppState,

@@ -28,7 +28,7 @@ const SWEEP_BATCH: i64 = 100;
 
 /// Stores an agent's upload and records it as a `ready` attachment of the agent's company,
 /// not yet attached to a message (`POST /media/save`). The guarantees of the bytes are those
-/// of [`crate::core::media::store::MediaStore::save_stream`]; if the row cannot be written the object is
+/// of [`crate::core::media::blobs::MediaStore::save_stream`]; if the row cannot be written the object is
 /// deleted again.
 #[tracing::instrument(skip(st, p, body), fields(company_id = p.company_id))]
 pub async fn save_upload<S>(st: &AppState, p: &Principal, filename: Option<&str>, body: S) -> ApiResult<AttachmentRow>

@@ -12,7 +12,7 @@ use super::{
     store,
 };
 use crate::core::{
-    auth::extract::{Admin, Agent},
+    auth::guard::{Admin, Agent},
     config::Config,
     crypto::{random_token, token_hash},
     db::schema::{channels, invites, templates, users},
@@ -64,7 +64,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ChannelView,
         ChannelBody,
         ChannelBotBody,
-        Provider,
+        ChannelProvider,
         AgentView,
         InviteBody,
         InviteView,
@@ -254,13 +254,13 @@ async fn delete_template(admin: Admin, st: web::Data<AppState>, id: web::Path<i6
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Provider {
+pub enum ChannelProvider {
     Whatsapp,
     Twilio,
     Sandbox,
 }
 
-impl Provider {
+impl ChannelProvider {
     fn as_str(self) -> &'static str {
         match self {
             Self::Whatsapp => "whatsapp",
@@ -354,7 +354,7 @@ fn operator_api_url<'c>(config: &'c Config, provider: &str) -> Option<&'c str> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelBody {
-    pub provider: Provider,
+    pub provider: ChannelProvider,
     #[schema(value_type = String)]
     pub phone_number: Phone,
     pub phone_number_id: Option<String>,
@@ -392,7 +392,7 @@ impl ChannelBody {
         if self.display_name.trim().is_empty() || self.display_name.len() > 128 {
             return Err(ApiError::field("displayName", "must be 1 to 128 characters"));
         }
-        if self.provider == Provider::Whatsapp && self.phone_number_id.as_deref().is_none_or(str::is_empty) {
+        if self.provider == ChannelProvider::Whatsapp && self.phone_number_id.as_deref().is_none_or(str::is_empty) {
             return Err(ApiError::field("phoneNumberId", "is required for WhatsApp"));
         }
         if let Some(url) = self.api_base_url.as_deref().filter(|u| !u.is_empty())

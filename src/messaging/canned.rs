@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::model::MAX_TEXT_CHARS;
 use crate::core::{
-    auth::extract::{Admin, Agent},
+    auth::guard::{Admin, Agent},
     db::{Db, schema::canned_responses},
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,

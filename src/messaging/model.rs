@@ -111,36 +111,7 @@ impl ConversationStatus {
     }
 }
 
-/// Attachment kinds of the seed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum MediaKind {
-    Image,
-    Audio,
-    Video,
-    Document,
-}
-
-impl MediaKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Image => "IMAGE",
-            Self::Audio => "AUDIO",
-            Self::Video => "VIDEO",
-            Self::Document => "DOCUMENT",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_uppercase().as_str() {
-            "IMAGE" | "STICKER" => Some(Self::Image),
-            "AUDIO" | "VOICE" => Some(Self::Audio),
-            "VIDEO" => Some(Self::Video),
-            "DOCUMENT" | "FILE" => Some(Self::Document),
-            _ => None,
-        }
-    }
-}
+pub use crate::core::media::model::MediaKind;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = conversations)]

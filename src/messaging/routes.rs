@@ -11,7 +11,7 @@ use super::{
     store,
 };
 use crate::core::{
-    auth::extract::Agent,
+    auth::guard::Agent,
     db::dialect,
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use secrecy::ExposeSecret;
 
 use crate::core::{
-    auth::extract::bearer_token,
+    auth::guard::bearer_token,
     config::Config,
     crypto::{constant_time_eq, token_hash},
     error::{ApiError, ApiResult, ErrorBody},

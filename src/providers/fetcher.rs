@@ -1,7 +1,7 @@
 //! The media fetcher (ARCHITECTURE "Media"): takes `media_fetch` jobs, which `ingest` queues
 //! with each pending attachment of an inbound message, downloads the bytes from the channel's
 //! provider (WhatsApp: media id → URL → bytes with the bearer token; Twilio: `MediaUrlN` with
-//! basic auth), stores them through [`MediaStore::save_stream`](crate::core::media::store::MediaStore) —
+//! basic auth), stores them through [`MediaStore::save_stream`](crate::core::media::blobs::MediaStore) —
 //! sniffing and size limits as for uploads — and moves the attachment from `pending` to
 //! `ready` (or `failed`), emitting `message.updated`. Jobs are claimed with the same
 //! database lease as deliveries, so a crash retries them and two nodes never both fetch one.

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use super::session::Accepted;
 use crate::core::{
-    auth::extract::{Agent, bearer_token, resolve},
+    auth::guard::{Agent, bearer_token, resolve},
     error::{ApiError, ApiResult, ErrorBody},
     realtime::tickets,
     state::AppState,

@@ -2,7 +2,7 @@
 //! tokens and signing keys, the request middleware and role extractors, the per-address rate
 //! limit on auth routes and the failed-login lockout.
 
-pub mod extract;
+pub mod guard;
 pub mod jwt;
 pub mod lockout;
 pub mod ratelimit;

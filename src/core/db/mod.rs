@@ -3,10 +3,10 @@
 //! string as a file name). Queries are written once; the few that differ live in [`dialect`].
 
 pub mod dialect;
-mod group;
+mod group_commit;
 pub mod schema;
 
-pub use group::GroupStats;
+pub use group_commit::GroupStats;
 
 use std::{
     path::Path,
@@ -130,7 +130,7 @@ pub struct Pool {
     pool: r2d2::Pool<Manager>,
     backend: Backend,
     write_lock: Arc<Mutex<()>>,
-    committer: Arc<group::Committer>,
+    committer: Arc<group_commit::Committer>,
 }
 
 impl Pool {

@@ -36,12 +36,14 @@ impl MediaKind {
         }
     }
 
+    /// A stored kind, a seed's `documentType` or a provider's media type, in any case
+    /// (WhatsApp's `sticker` is an image, `voice` audio, Twilio's `file` a document).
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "IMAGE" => Some(Self::Image),
-            "AUDIO" => Some(Self::Audio),
+        match s.to_ascii_uppercase().as_str() {
+            "IMAGE" | "STICKER" => Some(Self::Image),
+            "AUDIO" | "VOICE" => Some(Self::Audio),
             "VIDEO" => Some(Self::Video),
-            "DOCUMENT" => Some(Self::Document),
+            "DOCUMENT" | "FILE" => Some(Self::Document),
             _ => None,
         }
     }

@@ -17,7 +17,7 @@ use super::{config::Settings, store};
 use crate::{
     core::{
         auth::{
-            extract::{Admin, bearer_token, credential_pair},
+            guard::{Admin, bearer_token, credential_pair},
             session::Principal,
         },
         config::Config,
