@@ -204,6 +204,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .configure(auth::routes::configure)
             .configure(messaging::routes::configure)
             .configure(messaging::admin::configure)
+            .configure(messaging::canned::configure)
             .configure(providers::webhooks::configure)
             .configure(realtime::routes::configure)
             .configure(fynd::configure)

@@ -113,8 +113,10 @@ async fn send_one(st: &AppState, campaign: &CampaignRow, r: RecipientRow) -> Api
                 target: Target::Customer { user_id, channel_id: Some(channel_id) },
                 content: Content::Template { template_id, params },
                 client_id: Some(format!("campaign-{campaign_id}-{}", r.id)),
+                private: false,
             };
-            let (sent, events) = messaging::service::send_tx(c, company_id, sender, &req)?;
+            // A template is never a private note, so it mentions no one: no notices.
+            let (sent, events, _) = messaging::service::send_tx(c, company_id, sender, &req)?;
             store::set_message(c, r.id, &sent.message.message_id)?;
             Ok(events)
         })

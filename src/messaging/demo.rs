@@ -139,6 +139,7 @@ pub fn fill(c: &mut Db, company_id: i64, count: usize) -> ApiResult<Filled> {
                     client_id: None,
                     sender_id: Some(customer_id).filter(|_| inbound),
                     created_at: at,
+                    private: false,
                 },
                 |c, row| {
                     if !with_image {

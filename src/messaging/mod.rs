@@ -1,6 +1,7 @@
 //! Conversations, messages, contacts, templates, channels and agents (CONTRACT §3).
 
 pub mod admin;
+pub mod canned;
 pub mod channel_cache;
 pub mod contacts;
 pub mod demo;

@@ -18,6 +18,9 @@ use crate::{
 pub const WINDOW: chrono::Duration = chrono::Duration::hours(24);
 /// WhatsApp's text limit.
 pub const MAX_TEXT_CHARS: usize = 4096;
+/// How long an agent may edit a message after sending it (issue 22; WhatsApp's own limit for
+/// edits is the same 15 minutes).
+pub const EDIT_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 
 /// Delivery status; `status_rank` makes it forward-only (CONTRACT §3: never backwards).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -159,6 +162,12 @@ pub struct MessageRow {
     pub seq: i64,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// A private note: agent-only, never sent to a provider (issue 22).
+    pub is_private: bool,
+    pub edited_at: Option<NaiveDateTime>,
+    /// Deleted (an agent's note or unsent message, or revoked by the customer): the content
+    /// is gone for everyone.
+    pub deleted_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -235,6 +244,28 @@ pub fn render_template(content: &str, params: &[String]) -> String {
     out
 }
 
+/// The agents an `@Name` in a private note mentions: every `(id, first name)` whose first
+/// name follows an `@` (case-insensitive) and ends there or at a character that cannot
+/// continue a name (`@Grace,` and `@Grace Hopper` mention Grace; `@Graceful` does not).
+pub fn mentioned(text: &str, staff: &[(i64, String)]) -> Vec<i64> {
+    let lower = text.to_lowercase();
+    let mut out = Vec::new();
+    for (at, _) in lower.match_indices('@') {
+        let rest = &lower[at + 1..];
+        for (id, first) in staff {
+            let first = first.trim().to_lowercase();
+            if first.is_empty() || out.contains(id) || !rest.starts_with(&first) {
+                continue;
+            }
+            let next = rest[first.len()..].chars().next();
+            if next.is_none_or(|ch| !(ch.is_alphanumeric() || ch == '_')) {
+                out.push(*id);
+            }
+        }
+    }
+    out
+}
+
 // ---- wire views (camelCase, seed 004) ----
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -282,6 +313,15 @@ pub struct MessageView {
     pub client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// A private note: seen by the company's agents only, never sent to the customer.
+    #[serde(default)]
+    pub private: bool,
+    /// When the text was last edited (an agent's edit, or the customer's on WhatsApp).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<String>,
+    /// Deleted: `content` is null and `attachments` empty for everyone.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 impl MessageView {
@@ -290,16 +330,39 @@ impl MessageView {
             message_id: m.id.clone(),
             conversation_id: m.conversation_id,
             direction: m.direction.clone(),
-            content: m.content.clone(),
+            content: if m.deleted_at.is_some() { None } else { m.content.clone() },
             datetime: rfc3339(m.created_at),
             status: m.status.clone(),
-            attachments: attachments.iter().map(AttachmentView::from).collect(),
+            attachments: if m.deleted_at.is_some() {
+                Vec::new()
+            } else {
+                attachments.iter().map(AttachmentView::from).collect()
+            },
             sender_id: m.sender_id,
             template_id: m.template_id,
             client_id: m.client_id.clone(),
             error_code: m.error_code.clone(),
+            private: m.is_private,
+            edited_at: m.edited_at.map(rfc3339),
+            deleted: m.deleted_at.is_some(),
         }
     }
+}
+
+/// An agent mentioned in a private note (issue 22): an item of `GET /mentions` and the data
+/// of the `mention` event on that agent's sockets.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MentionView {
+    pub mention_id: i64,
+    pub conversation_id: i64,
+    pub message_id: String,
+    /// The agent who wrote the note, and their name.
+    pub by_id: i64,
+    pub by_name: String,
+    /// The note as it is now (empty once deleted).
+    pub content: Option<String>,
+    pub datetime: String,
 }
 
 /// A customer as the messaging family shows it (CONTRACT §3 `GET /contact`, the `user` of a
@@ -361,6 +424,16 @@ mod tests {
         assert!(Failed.advances(Sent));
         assert!(!Failed.advances(Read));
         assert!(!Delivered.advances(Failed));
+    }
+
+    #[test]
+    fn mentions_match_first_names_at_a_word_end() {
+        let staff = [(1, "Grace".to_owned()), (2, "Alan".to_owned()), (3, "".to_owned()), (4, "Al".to_owned())];
+        assert_eq!(mentioned("@grace can you look? cc @Alan.", &staff), vec![1, 2]);
+        assert_eq!(mentioned("@Graceful @Alanis", &staff), Vec::<i64>::new());
+        assert_eq!(mentioned("mail grace@example.com", &staff), Vec::<i64>::new());
+        assert_eq!(mentioned("@Al and @Grace Hopper, @Grace", &staff), vec![4, 1]);
+        assert_eq!(mentioned("no mentions @", &staff), Vec::<i64>::new());
     }
 
     #[test]

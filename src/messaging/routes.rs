@@ -1,7 +1,7 @@
 //! Messaging routes (CONTRACT §3, seed 004 ConnectMe): conversations, messages, search,
 //! contacts and profiles. Wire types only; every rule lives in `service`.
 
-use actix_web::{HttpResponse, get, patch, post, put, web};
+use actix_web::{HttpResponse, delete, get, patch, post, put, web};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -26,8 +26,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(patch_conversation)
         .service(message_page_list)
         .service(post_message)
+        .service(edit_message)
+        .service(delete_message)
         .service(new_chat)
         .service(message_search)
+        .service(list_mentions)
         .service(contacts)
         .service(contact_search)
         .service(put_contact)
@@ -43,8 +46,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         patch_conversation,
         message_page_list,
         post_message,
+        edit_message,
+        delete_message,
         new_chat,
         message_search,
+        list_mentions,
         contacts,
         contact_search,
         put_contact,
@@ -65,7 +71,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ProfileBody,
         ProfileUpdatedView,
         MessageType,
-        ConversationStatus
+        ConversationStatus,
+        MentionView,
+        EditBody
     ))
 )]
 pub struct Api;
@@ -363,6 +371,10 @@ pub struct SendBody {
     pub params: Option<Vec<String>>,
     /// Makes a retry safe: the same agent sending the same clientId gets the same message.
     pub client_id: Option<String>,
+    /// A private note (text only): shown to the company's agents, never sent to the customer,
+    /// `DELIVERED` at once, allowed outside the 24-hour window; `@FirstName` mentions notify
+    /// those agents (`mention` event, `GET /mentions`).
+    pub private: Option<bool>,
 }
 
 impl SendBody {
@@ -417,7 +429,7 @@ impl SendBody {
                 }
             }
         };
-        Ok(SendRequest { target, content, client_id: self.client_id })
+        Ok(SendRequest { target, content, client_id: self.client_id, private: self.private.unwrap_or(false) })
     }
 }
 
@@ -435,6 +447,40 @@ async fn post_message(agent: Agent, st: web::Data<AppState>, Json(b): Json<SendB
     let sent = service::send(&st, &agent, b.into_request()?).await?;
     let mut res = if sent.created { HttpResponse::Created() } else { HttpResponse::Ok() };
     Ok(res.json(sent.message))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EditBody {
+    /// The new text (1 to 4096 characters).
+    pub text: String,
+}
+
+/// Edits the text of a message the caller sent (a text message or a private note) within 15
+/// minutes of sending it (issue 22). WhatsApp has no edit API: the customer keeps what they
+/// received, agents see the new text with `editedAt`. Emits `message.updated`.
+#[utoipa::path(tag = "messages", request_body = EditBody, security(("bearer" = [])),
+    responses((status = 200, body = MessageView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "`not_editable`, `message_deleted` or `edit_window_passed`")))]
+#[patch("/message/{messageId}")]
+async fn edit_message(
+    agent: Agent,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    Json(b): Json<EditBody>,
+) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(service::edit_message(&st, &agent, id.into_inner(), b.text).await?))
+}
+
+/// Deletes a private note, or a message that has not been handed to the provider yet (its
+/// delivery is cancelled), for everyone: `deleted: true`, `content` null (issue 22). The
+/// sender or an admin may; a message the worker is sending right now is 409
+/// `already_sending`, one that went out is 422 `not_deletable`. Emits `message.updated`.
+#[utoipa::path(tag = "messages", security(("bearer" = [])),
+    responses((status = 200, body = MessageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+#[delete("/message/{messageId}")]
+async fn delete_message(agent: Agent, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(service::delete_message(&st, &agent, id.into_inner()).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -498,6 +544,17 @@ async fn message_search(
             Ok((total, store::message_views(c, &rows)?))
         })
         .await?;
+    Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
+}
+
+/// The private notes that @-mention the calling agent, newest first (issue 22). The same
+/// items reach the agent's open sockets as `mention` events when the note is written.
+#[utoipa::path(tag = "messages", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<MentionView>), (status = 400, body = ErrorBody)))]
+#[get("/mentions")]
+async fn list_mentions(agent: Agent, st: web::Data<AppState>, q: web::Query<PageQuery>) -> ApiResult<HttpResponse> {
+    let Paging { page, size: limit, offset } = q.bounds()?;
+    let (data, total_count) = service::mentions(&st, &agent, offset, limit).await?;
     Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
 }
 

@@ -15,9 +15,12 @@ use crate::core::{
         schema::{conversations, messages, user_emails, user_phones, users},
     },
     error::{ApiError, ApiResult},
-    realtime::event::{CONVERSATION_CREATED, CONVERSATION_UPDATED, Event, MESSAGE_UPDATED},
+    realtime::{
+        event::{CONVERSATION_CREATED, CONVERSATION_UPDATED, Event, MENTION, MESSAGE_UPDATED},
+        hub::Bus,
+    },
     state::AppState,
-    types::{Phone, now, rfc3339},
+    types::{Phone, Role, now, rfc3339},
 };
 
 /// Where a send goes.
@@ -60,6 +63,10 @@ pub struct SendRequest {
     pub target: Target,
     pub content: Content,
     pub client_id: Option<String>,
+    /// A private note (issue 22): text for the company's agents only. Stored `DELIVERED` at
+    /// once, never queued for a provider, outside the 24-hour window rules; `@Name` mentions
+    /// notify those agents.
+    pub private: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +81,19 @@ fn publish(st: &AppState, events: Vec<Event>) {
     st.broker.publish(events);
 }
 
+/// An event for one agent's sockets only (a `mention`), published after commit.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub user_id: i64,
+    pub event: Event,
+}
+
+fn notify(st: &AppState, notices: Vec<Notice>) {
+    for n in notices {
+        st.broker.publish_bus(Bus::ToUser { user_id: n.user_id, event: n.event });
+    }
+}
+
 /// CONTRACT §3 `POST /message` and §4 `send`: role and tenancy (the caller is staff of the
 /// conversation's company), the 24-hour window for free text and media, template rendering
 /// with its params checked, and idempotency by (sender, `clientId`). One transaction writes
@@ -81,7 +101,7 @@ fn publish(st: &AppState, events: Vec<Event>) {
 /// published after commit and the delivery worker woken.
 #[tracing::instrument(skip(st, req), fields(company = agent.company_id, agent = agent.user_id))]
 pub async fn send(st: &AppState, agent: &Principal, mut req: SendRequest) -> ApiResult<Sent> {
-    validate(&req.content)?;
+    validate(&req)?;
     // The one `clientId` rule for REST and WebSocket sends alike.
     if req.client_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 128) {
         return Err(ApiError::field("clientId", "must be 1 to 128 characters"));
@@ -119,7 +139,7 @@ async fn send_stored(st: &AppState, company_id: i64, sender_id: i64, req: SendRe
         let req = req.clone();
         st.db.write(move |c| send_tx(c, company_id, sender_id, &req)).await
     };
-    let (sent, events) = match attempt {
+    let (sent, events, notices) = match attempt {
         Ok(done) => done,
         // Two sends with one clientId raced: the unique key let one in; answer with it.
         Err(e) if req.client_id.is_some() && e.is_unique_violation() => {
@@ -127,7 +147,11 @@ async fn send_stored(st: &AppState, company_id: i64, sender_id: i64, req: SendRe
             st.db
                 .run(move |c| {
                     let m = store::message_by_client_id(c, sender_id, &client_id)?.ok_or(ApiError::NotFound)?;
-                    Ok((Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq }, Vec::new()))
+                    Ok((
+                        Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq },
+                        Vec::new(),
+                        Vec::new(),
+                    ))
                 })
                 .await?
         }
@@ -135,12 +159,19 @@ async fn send_stored(st: &AppState, company_id: i64, sender_id: i64, req: SendRe
     };
     if sent.created {
         publish(st, events);
-        st.outbox_wake.notify_one();
+        notify(st, notices);
+        if !req.private {
+            st.outbox_wake.notify_one();
+        }
     }
     Ok(sent)
 }
 
-fn validate(content: &Content) -> ApiResult<()> {
+fn validate(req: &SendRequest) -> ApiResult<()> {
+    if req.private && !matches!(req.content, Content::Text(_)) {
+        return Err(ApiError::field("private", "a private note is text only"));
+    }
+    let content = &req.content;
     let check_text = |field: &str, t: &str| {
         if t.contains('\0') {
             return Err(ApiError::field(field, "must not contain NUL characters"));
@@ -164,13 +195,16 @@ fn validate(content: &Content) -> ApiResult<()> {
     }
 }
 
+pub type SendOutcome = (Sent, Vec<Event>, Vec<Notice>);
+
 /// [`send`] inside the caller's transaction (campaigns: the recipient's claim and its message
-/// commit together). The caller publishes the events after its commit and wakes the worker.
-pub fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> ApiResult<(Sent, Vec<Event>)> {
+/// commit together). The caller publishes the events and notices after its commit and wakes
+/// the worker.
+pub fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> ApiResult<SendOutcome> {
     if let Some(client_id) = &req.client_id
         && let Some(m) = store::message_by_client_id(c, sender_id, client_id)?
     {
-        return Ok((Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq }, Vec::new()));
+        return Ok((Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq }, Vec::new(), Vec::new()));
     }
     let (conv, opened) = match req.target {
         Target::Conversation(id) => (store::conversation(c, company_id, id)?, false),
@@ -186,9 +220,11 @@ pub fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -
         }
     };
     let t = now();
-    let window_open = conv.window_seconds_left(t) > 0;
+    // A private note never reaches the customer, so the window does not apply to it.
+    let window_open = req.private || conv.window_seconds_left(t) > 0;
     let closed = || ApiError::unprocessable("window_closed", "the 24-hour window is closed: send a template");
     let (kind, content, template_id, params, attachment_ids) = match &req.content {
+        Content::Text(text) if req.private => ("note".to_owned(), Some(text.clone()), None, Vec::new(), Vec::new()),
         Content::Text(text) => {
             if !window_open {
                 return Err(closed());
@@ -245,11 +281,12 @@ pub fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -
             content: content.as_deref(),
             template_id,
             params: &params,
-            status: Status::Pending,
+            status: if req.private { Status::Delivered } else { Status::Pending },
             provider_message_id: None,
             client_id: req.client_id.as_deref(),
             sender_id: Some(sender_id),
             created_at: t,
+            private: req.private,
         },
         |c, row| {
             for (i, id) in attachment_ids.iter().enumerate() {
@@ -259,8 +296,89 @@ pub fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -
         },
     )?;
     events.push(event);
-    store::enqueue(c, "send", &row.id, company_id, Some(conv.channel_id))?;
-    Ok((Sent { message, created: true, seq: row.seq }, events))
+    let mut notices = Vec::new();
+    if req.private {
+        notices = mention_notices(c, &row, sender_id)?;
+    } else {
+        store::enqueue(c, "send", &row.id, company_id, Some(conv.channel_id))?;
+    }
+    Ok((Sent { message, created: true, seq: row.seq }, events, notices))
+}
+
+/// Records the agents a private note mentions (`@Name`, the author excepted) and builds the
+/// `mention` event for each one's sockets.
+fn mention_notices(c: &mut Db, note: &MessageRow, by_id: i64) -> ApiResult<Vec<Notice>> {
+    let text = note.content.as_deref().unwrap_or("");
+    if !text.contains('@') {
+        return Ok(Vec::new());
+    }
+    let staff = crate::users::store::active_staff_first_names(c, note.company_id)?;
+    let ids: Vec<i64> = mentioned(text, &staff).into_iter().filter(|id| *id != by_id).collect();
+    let created = store::insert_mentions(c, note, by_id, &ids)?;
+    let by_name = staff_name(c, note.company_id, by_id)?;
+    created
+        .into_iter()
+        .map(|(mention_id, user_id)| {
+            let view = MentionView {
+                mention_id,
+                conversation_id: note.conversation_id,
+                message_id: note.id.clone(),
+                by_id,
+                by_name: by_name.clone(),
+                content: note.content.clone(),
+                datetime: rfc3339(note.created_at),
+            };
+            Ok(Notice {
+                user_id,
+                event: Event {
+                    company_id: note.company_id,
+                    conversation_id: note.conversation_id,
+                    seq: None,
+                    event: MENTION.to_owned(),
+                    data: serde_json::to_value(view).map_err(anyhow::Error::from)?,
+                    origin: None,
+                },
+            })
+        })
+        .collect()
+}
+
+/// "First Last" of a staff member (what a mention shows as its author).
+fn staff_name(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<String> {
+    let u = crate::users::store::get(c, company_id, user_id)?;
+    Ok(format!("{} {}", u.first_name, u.last_name).trim().to_owned())
+}
+
+/// CONTRACT §3 (issue 22) `GET /mentions`: the notes that mention this agent, newest first.
+pub async fn mentions(st: &AppState, agent: &Principal, offset: i64, limit: i64) -> ApiResult<(Vec<MentionView>, i64)> {
+    let (company_id, user_id) = (agent.company_id, agent.user_id);
+    st.db
+        .run(move |c| {
+            let (rows, total) = store::mentions_page(c, company_id, user_id, offset, limit)?;
+            let ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
+            let notes: HashMap<String, MessageRow> =
+                store::messages_by_ids(c, company_id, &ids)?.into_iter().map(|m| (m.id.clone(), m)).collect();
+            let mut names: HashMap<i64, String> = HashMap::new();
+            for r in &rows {
+                if let std::collections::hash_map::Entry::Vacant(e) = names.entry(r.by_id) {
+                    e.insert(staff_name(c, company_id, r.by_id)?);
+                }
+            }
+            let views = rows
+                .into_iter()
+                .map(|r| MentionView {
+                    mention_id: r.id,
+                    conversation_id: r.conversation_id,
+                    content: notes.get(&r.message_id).and_then(|m| m.content.clone()),
+                    message_id: r.message_id,
+                    by_name: names.get(&r.by_id).cloned().unwrap_or_default(),
+                    by_id: r.by_id,
+                    datetime: rfc3339(r.created_at),
+                })
+                .collect();
+            Ok((views, total))
+        })
+        .await
 }
 
 /// A non-persisted inbox event carrying the conversation view.
@@ -289,6 +407,8 @@ pub struct InboundMessage {
     pub text: Option<String>,
     pub media: Vec<InboundMedia>,
     pub timestamp: chrono::NaiveDateTime,
+    /// Set when this is not a new message but the customer's edit or deletion of an earlier one.
+    pub amends: Option<Amend>,
 }
 
 #[derive(Debug, Clone)]
@@ -309,6 +429,8 @@ pub struct StatusUpdate {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Ingested {
     pub created: usize,
+    /// Edits and deletions of earlier customer messages applied.
+    pub amended: usize,
     pub duplicates: usize,
     pub statuses_applied: usize,
     pub statuses_kept: usize,
@@ -358,6 +480,16 @@ fn ingest_tx(
     let mut outcome = Ingested::default();
     let mut events = Vec::new();
     for m in messages {
+        if let Some(amend) = &m.amends {
+            match amend_tx(c, channel, m, amend)? {
+                Some(e) => {
+                    events.push(e);
+                    outcome.amended += 1;
+                }
+                None => outcome.duplicates += 1,
+            }
+            continue;
+        }
         let known = |c: &mut Db| store::message_by_provider_id(c, channel.id, &m.provider_message_id);
         if known(c)?.is_some() {
             outcome.duplicates += 1;
@@ -415,6 +547,7 @@ fn ingest_one(c: &mut Db, channel: &ChannelRow, m: &InboundMessage) -> ApiResult
             client_id: None,
             sender_id: Some(customer_id),
             created_at: m.timestamp,
+            private: false,
         },
         |c, row| {
             for (i, media) in m.media.iter().enumerate() {
@@ -515,6 +648,131 @@ pub fn record_status_tx(c: &mut Db, message_id: &str, status: Status) -> ApiResu
 
 pub fn publish_events(st: &AppState, events: Vec<Event>) {
     publish(st, events);
+}
+
+/// Issue 22 `PATCH /message/{id}`: an agent edits the text of a message they sent (a text
+/// message or a private note, not deleted) within [`EDIT_WINDOW`] of sending it. WhatsApp has
+/// no edit API, so the customer keeps what they received; agents see the new text with
+/// `editedAt`. Emits `message.updated` with the conversation's next `seq`.
+#[tracing::instrument(skip(st, text), fields(company = agent.company_id, agent = agent.user_id))]
+pub async fn edit_message(
+    st: &AppState,
+    agent: &Principal,
+    message_id: String,
+    text: String,
+) -> ApiResult<MessageView> {
+    validate(&SendRequest {
+        target: Target::Conversation(0),
+        content: Content::Text(text.clone()),
+        client_id: None,
+        private: false,
+    })?;
+    let (company_id, user_id) = (agent.company_id, agent.user_id);
+    let (view, events) = st
+        .db
+        .write(move |c| {
+            let m = store::message(c, company_id, &message_id)?;
+            if m.direction != Direction::Sent.as_str() || m.sender_id != Some(user_id) {
+                return Err(ApiError::unprocessable("not_editable", "only the agent who sent a message can edit it"));
+            }
+            if m.deleted_at.is_some() {
+                return Err(ApiError::unprocessable("message_deleted", "the message was deleted"));
+            }
+            if m.kind != "text" && m.kind != "note" {
+                return Err(ApiError::unprocessable("not_editable", "only text messages and notes can be edited"));
+            }
+            if now() - m.created_at > EDIT_WINDOW {
+                return Err(ApiError::unprocessable("edit_window_passed", "messages can be edited for 15 minutes"));
+            }
+            if m.content.as_deref() == Some(text.as_str()) {
+                return Ok((store::message_view(c, &m)?, Vec::new()));
+            }
+            let edited = store::set_text(c, &m, &text)?;
+            message_updated(c, &edited)
+        })
+        .await?;
+    publish(st, events);
+    Ok(view)
+}
+
+/// Issue 22 `DELETE /message/{id}`: the sender (or an admin) deletes a private note, or a
+/// message that has not gone out yet (its send job is cancelled; one a worker is sending
+/// right now is 409 `already_sending`). What reached the customer cannot be taken back
+/// (422 `not_deletable`). The content is emptied for everyone; `message.updated`. Deleting a
+/// deleted message answers it again, without a new event.
+#[tracing::instrument(skip(st), fields(company = agent.company_id, agent = agent.user_id))]
+pub async fn delete_message(st: &AppState, agent: &Principal, message_id: String) -> ApiResult<MessageView> {
+    let (company_id, user_id, admin) = (agent.company_id, agent.user_id, agent.role == Role::Admin);
+    let (view, events) = st
+        .db
+        .write(move |c| {
+            let m = store::message(c, company_id, &message_id)?;
+            if m.deleted_at.is_some() {
+                return Ok((store::message_view(c, &m)?, Vec::new()));
+            }
+            if m.direction != Direction::Sent.as_str() || !(m.sender_id == Some(user_id) || admin) {
+                return Err(ApiError::unprocessable(
+                    "not_deletable",
+                    "only the agent who wrote a message (or an admin) can delete it",
+                ));
+            }
+            let unsent = m.provider_message_id.is_none() && m.status == Status::Pending.as_str();
+            if !m.is_private && !unsent {
+                return Err(ApiError::unprocessable(
+                    "not_deletable",
+                    "the message has reached the provider; only private notes and unsent messages can be deleted",
+                ));
+            }
+            if !m.is_private && !store::cancel_send(c, &m.id)? {
+                return Err(ApiError::conflict("already_sending", "the message is being sent right now"));
+            }
+            let deleted = store::mark_deleted(c, &m)?;
+            message_updated(c, &deleted)
+        })
+        .await?;
+    publish(st, events);
+    Ok(view)
+}
+
+/// Appends `message.updated` with the message's view; returns the view and the event.
+fn message_updated(c: &mut Db, m: &MessageRow) -> ApiResult<(MessageView, Vec<Event>)> {
+    let conv = store::conversation(c, m.company_id, m.conversation_id)?;
+    let view = store::message_view(c, m)?;
+    let event =
+        store::append_event(c, &conv, MESSAGE_UPDATED, serde_json::to_value(&view).map_err(anyhow::Error::from)?)?;
+    Ok((view, vec![event]))
+}
+
+/// A customer's change to a message they sent earlier (WhatsApp `edit` / `revoke` notices,
+/// issue 22), naming the original by its provider id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Amend {
+    /// The new text is the notice's `text`.
+    Edit(String),
+    Revoke(String),
+}
+
+/// Applies an edit or revoke notice to the customer's stored message: `None` when the
+/// original is unknown or the notice changes nothing (a retried delivery).
+fn amend_tx(c: &mut Db, channel: &ChannelRow, m: &InboundMessage, amend: &Amend) -> ApiResult<Option<Event>> {
+    let original_id = match amend {
+        Amend::Edit(id) | Amend::Revoke(id) => id,
+    };
+    let Some(original) = store::message_by_provider_id(c, channel.id, original_id)? else { return Ok(None) };
+    if original.direction != Direction::Received.as_str() || original.deleted_at.is_some() {
+        return Ok(None);
+    }
+    let changed = match amend {
+        Amend::Edit(_) => {
+            let text = m.text.clone().unwrap_or_default();
+            if original.content.as_deref() == Some(text.as_str()) {
+                return Ok(None);
+            }
+            store::set_text(c, &original, &text)?
+        }
+        Amend::Revoke(_) => store::mark_deleted(c, &original)?,
+    };
+    Ok(message_updated(c, &changed)?.1.pop())
 }
 
 /// What an agent may change on a conversation (CONTRACT §3 `PATCH /conversation/{id}`).
@@ -690,8 +948,12 @@ pub async fn new_chat(
         .write(move |c| Ok(store::find_or_create_customer(c, company_id, &phone, &first_name, &last_name, false)?.0))
         .await?;
     let target = Target::Customer { user_id, channel_id };
-    let sent =
-        send(st, agent, SendRequest { target, content: Content::Template { template_id, params }, client_id }).await?;
+    let sent = send(
+        st,
+        agent,
+        SendRequest { target, content: Content::Template { template_id, params }, client_id, private: false },
+    )
+    .await?;
     let conversation_id = sent.message.conversation_id;
     let view = st
         .db

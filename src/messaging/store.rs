@@ -325,6 +325,8 @@ pub struct NewMessage<'a> {
     pub client_id: Option<&'a str>,
     pub sender_id: Option<i64>,
     pub created_at: NaiveDateTime,
+    /// A private note (issue 22): stored and shown to agents, never queued for a provider.
+    pub private: bool,
 }
 
 /// A new message id: a UUIDv7 as 32 lowercase hex characters (CONTRACT §2).
@@ -384,6 +386,9 @@ pub fn create_message(
         seq,
         created_at: m.created_at,
         updated_at: t,
+        is_private: m.private,
+        edited_at: None,
+        deleted_at: None,
     };
     let values = (
         messages::id.eq(&row.id),
@@ -403,6 +408,7 @@ pub fn create_message(
         messages::seq.eq(seq),
         messages::created_at.eq(row.created_at),
         messages::updated_at.eq(t),
+        messages::is_private.eq(row.is_private),
     );
     let pk: i64 = crate::on_backend!(c, |c| diesel::insert_into(messages::table)
         .values(values)
@@ -526,6 +532,26 @@ pub fn advance_status(
     Ok(Some(message_by_id(c, &m.id)?))
 }
 
+/// Replaces a message's text (an edit, issue 22); search follows (FTS trigger / generated
+/// `tsvector`).
+pub fn set_text(c: &mut Db, m: &MessageRow, text: &str) -> ApiResult<MessageRow> {
+    let t = now();
+    diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
+        .set((messages::content.eq(text), messages::edited_at.eq(t), messages::updated_at.eq(t)))
+        .execute(c)?;
+    message_by_id(c, &m.id)
+}
+
+/// Deletes a message's content for everyone (issue 22): the row stays (its `seq` and place in
+/// the thread), the text is dropped from storage and search.
+pub fn mark_deleted(c: &mut Db, m: &MessageRow) -> ApiResult<MessageRow> {
+    let t = now();
+    diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
+        .set((messages::content.eq(None::<String>), messages::deleted_at.eq(t), messages::updated_at.eq(t)))
+        .execute(c)?;
+    message_by_id(c, &m.id)
+}
+
 // ---- attachments ----
 
 /// Attaches an uploaded attachment of the company to a message (once).
@@ -581,6 +607,20 @@ pub fn enqueue(c: &mut Db, kind: &str, ref_id: &str, company_id: i64, channel_id
     )
 }
 
+/// Cancels a message's `send` job unless a worker holds it (an unexpired lease: the send is
+/// in flight). True when the job was cancelled, or there was none left to run.
+pub fn cancel_send(c: &mut Db, message_id: &str) -> ApiResult<bool> {
+    let t = now();
+    let open = || {
+        outbox::table.filter(outbox::kind.eq("send").and(outbox::ref_id.eq(message_id)).and(outbox::done_at.is_null()))
+    };
+    diesel::update(open().filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t))))
+        .set((outbox::done_at.eq(t), outbox::last_error.eq("deleted before it was sent")))
+        .execute(c)?;
+    let left: i64 = open().count().get_result(c)?;
+    Ok(left == 0)
+}
+
 /// Statuses that arrived before their message, taken (deleted) for applying.
 pub fn take_pending_statuses(
     c: &mut Db,
@@ -627,4 +667,61 @@ pub fn keep_pending_status(
             .execute(c)?;
     }
     Ok(())
+}
+
+// ---- mentions (issue 22) ----
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = mentions)]
+pub struct MentionRow {
+    pub id: i64,
+    pub company_id: i64,
+    pub user_id: i64,
+    pub conversation_id: i64,
+    pub message_id: String,
+    pub by_id: i64,
+    pub created_at: NaiveDateTime,
+}
+
+/// Records that `message` mentions each of `user_ids` (once per message and user); returns
+/// `(mention id, user id)` pairs.
+pub fn insert_mentions(c: &mut Db, message: &MessageRow, by_id: i64, user_ids: &[i64]) -> ApiResult<Vec<(i64, i64)>> {
+    let t = now();
+    let mut out = Vec::with_capacity(user_ids.len());
+    for &user_id in user_ids {
+        let id: i64 = diesel::insert_into(mentions::table)
+            .values((
+                mentions::company_id.eq(message.company_id),
+                mentions::user_id.eq(user_id),
+                mentions::conversation_id.eq(message.conversation_id),
+                mentions::message_id.eq(&message.id),
+                mentions::by_id.eq(by_id),
+                mentions::created_at.eq(t),
+            ))
+            .returning(mentions::id)
+            .get_result(c)?;
+        out.push((id, user_id));
+    }
+    Ok(out)
+}
+
+/// A page of the mentions of `user_id`, newest first, and their total.
+pub fn mentions_page(
+    c: &mut Db,
+    company_id: i64,
+    user_id: i64,
+    offset: i64,
+    limit: i64,
+) -> ApiResult<(Vec<MentionRow>, i64)> {
+    let mine = || mentions::table.filter(mentions::company_id.eq(company_id).and(mentions::user_id.eq(user_id)));
+    let total: i64 = mine().count().get_result(c)?;
+    let rows = mine().order(mentions::id.desc()).offset(offset).limit(limit).select(MentionRow::as_select()).load(c)?;
+    Ok((rows, total))
+}
+
+pub fn messages_by_ids(c: &mut Db, company_id: i64, ids: &[String]) -> ApiResult<Vec<MessageRow>> {
+    Ok(messages::table
+        .filter(messages::company_id.eq(company_id).and(messages::id.eq_any(ids)))
+        .select(MessageRow::as_select())
+        .load(c)?)
 }

@@ -50,6 +50,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::auth::routes::Api::openapi());
     doc.merge(crate::messaging::routes::Api::openapi());
     doc.merge(crate::messaging::admin::Api::openapi());
+    doc.merge(crate::messaging::canned::Api::openapi());
     doc.merge(crate::providers::webhooks::Api::openapi());
     doc.merge(crate::realtime::routes::Api::openapi());
     doc.merge(crate::fynd::openapi());

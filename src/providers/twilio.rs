@@ -272,6 +272,7 @@ pub fn parse(params: &[(String, String)]) -> Parsed {
         text,
         media,
         timestamp: now(),
+        amends: None,
     })
 }
 

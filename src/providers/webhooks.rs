@@ -42,7 +42,7 @@ use crate::{
     messaging::{
         channel_cache::WebhookChannels,
         model::{ChannelRow, Status},
-        service::{self, InboundMessage, StatusUpdate},
+        service::{self, Amend, InboundMessage, StatusUpdate},
     },
 };
 
@@ -81,6 +81,11 @@ pub struct SandboxMessage {
     pub text: Option<String>,
     /// RFC 3339; defaults to now.
     pub timestamp: Option<String>,
+    /// This is the customer editing their earlier message with this id: `text` replaces it
+    /// (like WhatsApp's `edit` notice).
+    pub edits: Option<String>,
+    /// This is the customer deleting their earlier message with this id (WhatsApp `revoke`).
+    pub revokes: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -147,6 +152,14 @@ async fn sandbox_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiR
                 .naive_utc(),
             None => crate::core::types::now(),
         };
+        let amends = match (m.edits, m.revokes) {
+            (Some(id), None) => Some(Amend::Edit(id)),
+            (None, Some(id)) => Some(Amend::Revoke(id)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(ApiError::field("messages.edits", "a message edits or revokes, not both"));
+            }
+        };
         messages.push(InboundMessage {
             provider_message_id: m.id,
             from,
@@ -154,6 +167,7 @@ async fn sandbox_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiR
             text: m.text,
             media: Vec::new(),
             timestamp,
+            amends,
         });
     }
     let statuses = parsed

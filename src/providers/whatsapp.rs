@@ -11,7 +11,7 @@ use crate::{
     core::types::{Phone, now},
     messaging::{
         model::{MediaKind, Status},
-        service::{InboundMedia, InboundMessage, StatusUpdate},
+        service::{Amend, InboundMedia, InboundMessage, StatusUpdate},
     },
 };
 
@@ -244,8 +244,36 @@ fn inbound(m: &Value, contacts: Option<&Vec<Value>>) -> Result<InboundMessage, S
         .and_then(|cs| cs.iter().find(|c| str_at(c, &["wa_id"]) == Some(from)).or(cs.first()))
         .and_then(|c| str_at(c, &["profile", "name"]))
         .map(str::to_owned);
-    let (text, media) = content(kind, m)?;
-    Ok(InboundMessage { provider_message_id: id.to_owned(), from: phone, name, text, media, timestamp: timestamp(m) })
+    let (text, media, amends) = match kind {
+        // A customer's edit or deletion of an earlier message (Meta "Edit/Revoke messages
+        // webhook reference"): applied to the original, never stored as a new message. An
+        // edited media message keeps its media; only the caption changes.
+        "edit" => {
+            let original = str_at(m, &["edit", "original_message_id"]).filter(|i| !i.is_empty());
+            let original = original.ok_or("edit without original_message_id")?;
+            let inner = m.get("edit").and_then(|e| e.get("message")).unwrap_or(&Value::Null);
+            let (text, _) = content(str_at(inner, &["type"]).unwrap_or(""), inner)?;
+            (text, Vec::new(), Some(Amend::Edit(original.to_owned())))
+        }
+        "revoke" => {
+            let original = str_at(m, &["revoke", "original_message_id"]).filter(|i| !i.is_empty());
+            let original = original.ok_or("revoke without original_message_id")?;
+            (None, Vec::new(), Some(Amend::Revoke(original.to_owned())))
+        }
+        _ => {
+            let (text, media) = content(kind, m)?;
+            (text, media, None)
+        }
+    };
+    Ok(InboundMessage {
+        provider_message_id: id.to_owned(),
+        from: phone,
+        name,
+        text,
+        media,
+        timestamp: timestamp(m),
+        amends,
+    })
 }
 
 /// Text and media of a message by type. Types without a first-class representation
@@ -397,6 +425,20 @@ mod tests {
         assert_eq!(reaction.text.as_deref(), Some("Reacted 😮 to a message"));
         let removed = one(base("reaction", json!({"message_id": "wamid.x"})));
         assert_eq!(removed.text.as_deref(), Some("Removed a reaction"));
+        let edit = one(base(
+            "edit",
+            json!({"original_message_id": "wamid.orig", "message": {"type": "text", "text": {"body": "fixed typo"}}}),
+        ));
+        assert_eq!(edit.amends, Some(Amend::Edit("wamid.orig".into())));
+        assert_eq!(edit.text.as_deref(), Some("fixed typo"));
+        let caption = one(base(
+            "edit",
+            json!({"original_message_id": "wamid.img", "message": {"type": "image", "image": {"id": "9", "caption": "new caption"}}}),
+        ));
+        assert_eq!((caption.text.as_deref(), caption.media.len()), (Some("new caption"), 0));
+        let revoke = one(base("revoke", json!({"original_message_id": "wamid.orig"})));
+        assert_eq!(revoke.amends, Some(Amend::Revoke("wamid.orig".into())));
+        assert_eq!(one(base("text", json!({"body": "plain"}))).amends, None);
     }
 
     #[test]

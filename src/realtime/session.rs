@@ -73,8 +73,14 @@ pub async fn run(io: TcpStream, read: BytesMut, accepted: Accepted) {
     let Accepted { st, principal, slot } = accepted;
     let _ = io.set_nodelay(true);
     let key = u64::from_le_bytes(crate::core::crypto::random_bytes::<8>());
-    let conn =
-        Arc::new(Conn::new(key, principal.company_id, principal.session_id.clone(), io, st.config.ws_queue_frames));
+    let conn = Arc::new(Conn::new(
+        key,
+        principal.company_id,
+        principal.user_id,
+        principal.session_id.clone(),
+        io,
+        st.config.ws_queue_frames,
+    ));
     st.hub.do_send(Connect { conn: conn.clone() });
     st.broker.presence(&principal, true);
     let mut session =
@@ -229,7 +235,7 @@ impl Session {
                     }
                 });
             }
-            ClientFrame::Send { conversation_id, client_id, text, attachment_ids, template_id, params } => {
+            ClientFrame::Send { conversation_id, client_id, text, attachment_ids, template_id, params, private } => {
                 let content = match (template_id, attachment_ids.is_empty()) {
                     (Some(template_id), _) => Content::Template { template_id, params },
                     (None, false) => {
@@ -241,6 +247,7 @@ impl Session {
                     target: Target::Conversation(conversation_id),
                     content,
                     client_id: client_id.clone(),
+                    private,
                 };
                 let (st, conn, principal) = (st.clone(), conn.clone(), self.principal.clone());
                 // The same code path as REST `POST /message` (CONTRACT §4 `send`).

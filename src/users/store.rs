@@ -258,3 +258,14 @@ pub fn has_credentials(c: &mut Db, user_id: i64) -> ApiResult<bool> {
         diesel::select(diesel::dsl::exists(sessions::table.filter(sessions::user_id.eq(user_id)))).get_result(c)?;
     Ok(password || linked || signed_in)
 }
+
+/// The company's active staff as `(id, first name)`: whom an `@Name` can mention.
+pub fn active_staff_first_names(c: &mut Db, company_id: i64) -> ApiResult<Vec<(i64, String)>> {
+    Ok(users::table
+        .filter(users::company_id.eq(company_id))
+        .filter(users::role.eq_any(["admin", "agent"]))
+        .filter(users::status.eq("active").and(users::deleted_at.is_null()))
+        .order(users::id)
+        .select((users::id, users::first_name))
+        .load(c)?)
+}

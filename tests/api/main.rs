@@ -6,6 +6,7 @@ mod accounts;
 mod arc;
 mod arc_mfa;
 mod console;
+mod convtools;
 mod fynd_app;
 mod fynd_oauth;
 mod fynd_platform;

@@ -128,7 +128,7 @@ impl Mock {
         }
     }
 
-    fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+    pub(crate) fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.state.lock().unwrap().script.extend(replies);
     }
 
@@ -1047,6 +1047,7 @@ with_mock!(
                 target: confab::messaging::service::Target::Conversation(conv),
                 content: confab::messaging::service::Content::Text("survive a crash".into()),
                 client_id: None,
+                private: false,
             },
         )
         .await
@@ -1514,3 +1515,146 @@ both_backends!(a_rotated_secret_or_a_retired_channel_takes_effect_at_once, |app:
     let (status, body) = app.sandbox_webhook(&co, &say("rot-4")).await;
     assert_eq!(status, 401, "a retired channel takes no delivery: {body}");
 });
+
+// ---- issue 22 item 4: deleting unsent messages; customers' edits and deletions ----
+
+/// Waits (bounded) until the `send` job of a message has been tried and is waiting for its
+/// next attempt (no worker holds it).
+async fn wait_until_retry_pending(app: &TestApp, message_id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let id = message_id.to_owned();
+        let waiting: i64 = app
+            .state
+            .db
+            .run(move |c| {
+                use confab::core::db::schema::outbox;
+                Ok(outbox::table
+                    .filter(outbox::ref_id.eq(id).and(outbox::done_at.is_null()))
+                    .filter(outbox::attempts.ge(1).and(outbox::lease_until.is_null()))
+                    .count()
+                    .get_result(c)?)
+            })
+            .await
+            .unwrap();
+        if waiting == 1 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the send job of {message_id} never waited for a retry");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn slow_retries(cfg: &mut confab::core::config::Config) {
+    cfg.outbox_backoff_ms = 600_000;
+}
+
+with_mock!(
+    unsent_messages_can_be_deleted_until_the_worker_takes_them,
+    slow_retries,
+    |app: TestApp, mock: Mock| async move {
+        let co = app.default_company().await;
+        let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+        let (status, _) =
+            wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_text(PNID, "14155550123", "wamid.in1", "hi")).unwrap())
+                .await;
+        assert_eq!(status, 200);
+        let conv = conversation_of(&app, &co, channel).await;
+
+        // The provider is down: the first attempt fails, the next one is 10 minutes away.
+        mock.script([Reply::Json(500, meta_error(2, "Service temporarily unavailable")), Reply::Hang]);
+        let (status, first) =
+            app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "first"})).await;
+        assert_eq!(status, 201, "{first}");
+        let first_id = first["messageId"].as_str().unwrap().to_owned();
+        mock.wait_for_requests(1).await;
+        wait_until_retry_pending(&app, &first_id).await;
+        let (status, deleted) = app.delete(&format!("/message/{first_id}"), Some(&co.agent)).await;
+        assert_eq!(status, 200, "{deleted}");
+        assert_eq!(deleted["deleted"], true);
+        assert_eq!(deleted["content"], Value::Null);
+        assert_eq!(deleted["status"], "PENDING");
+        let jobs = {
+            let id = first_id.clone();
+            app.state
+                .db
+                .run(move |c| {
+                    use confab::core::db::schema::outbox;
+                    Ok(outbox::table
+                        .filter(outbox::ref_id.eq(id))
+                        .select((outbox::done_at.is_not_null(), outbox::last_error))
+                        .load::<(bool, Option<String>)>(c)?)
+                })
+                .await
+                .unwrap()
+        };
+        assert_eq!(jobs, vec![(true, Some("deleted before it was sent".to_owned()))], "the delivery is cancelled");
+
+        // A message the worker is sending right now cannot be taken back.
+        let (_, second) =
+            app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "second"})).await;
+        mock.wait_for_requests(2).await;
+        let (status, body) =
+            app.delete(&format!("/message/{}", second["messageId"].as_str().unwrap()), Some(&co.agent)).await;
+        assert_error(status, &body, 409, "already_sending");
+    }
+);
+
+with_mock!(
+    whatsapp_edit_and_revoke_notices_apply_to_the_stored_message,
+    normal,
+    |app: TestApp, mock: Mock| async move {
+        let co = app.default_company().await;
+        let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+        let post = |body: Value| {
+            let app = &app;
+            async move { wa_post(app, APP_SECRET, &serde_json::to_vec(&body).unwrap()).await }
+        };
+        assert_eq!(post(wa_text(PNID, "14155550123", "wamid.orig", "helo, my order?")).await.0, 200);
+        let conv = conversation_of(&app, &co, channel).await;
+        let notice = |id: &str, kind: &str, part: Value| {
+            let mut m = json!({"from": "14155550123", "id": id, "timestamp": unix_now(), "type": kind});
+            m[kind] = part;
+            envelope(
+                PNID,
+                json!({"contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "14155550123"}], "messages": [m]}),
+            )
+        };
+        let edit = notice(
+            "wamid.edit1",
+            "edit",
+            json!({"original_message_id": "wamid.orig", "message": {"type": "text", "text": {"body": "hello, my order?"}}}),
+        );
+        let (status, body) = post(edit.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        let seq_after_edit = app.get("/conversation/conversation-page-list", Some(&co.agent)).await.1["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["conversationId"] == conv)
+            .unwrap()["lastSeq"]
+            .clone();
+        let (_, page) = app.get(&format!("/message/message-page-list/{conv}"), Some(&co.agent)).await;
+        assert_eq!(page["totalCount"], 1, "an edit is not a new message: {page}");
+        assert_eq!(page["data"][0]["content"], "hello, my order?");
+        assert!(page["data"][0]["editedAt"].is_string());
+        // A retried delivery of the same notice changes nothing (no second event).
+        assert_eq!(post(edit).await.0, 200);
+        let (_, list) = app.get("/conversation/conversation-page-list", Some(&co.agent)).await;
+        let again =
+            list["data"].as_array().unwrap().iter().find(|c| c["conversationId"] == conv).unwrap()["lastSeq"].clone();
+        assert_eq!(again, seq_after_edit);
+
+        // A notice about a message never seen is recorded and ignored.
+        let (status, _) = post(notice("wamid.r0", "revoke", json!({"original_message_id": "wamid.unknown"}))).await;
+        assert_eq!(status, 200);
+        let (status, _) = post(notice("wamid.r1", "revoke", json!({"original_message_id": "wamid.orig"}))).await;
+        assert_eq!(status, 200);
+        let (_, page) = app.get(&format!("/message/message-page-list/{conv}"), Some(&co.agent)).await;
+        assert_eq!(page["totalCount"], 1);
+        assert_eq!(page["data"][0]["deleted"], true);
+        assert_eq!(page["data"][0]["content"], Value::Null);
+        let (_, hits) = app.get("/message/message-search/order", Some(&co.agent)).await;
+        assert_eq!(hits["totalCount"], 0, "a revoked message's text is gone from search too");
+    }
+);

@@ -331,6 +331,90 @@ test('typing indicator from a second agent', { skip: false }, async (t) => {
   }
 });
 
+test('private note: agent-only style, never sent; an @mention reaches the other agent', async (t) => {
+  if (!wsSupported) return t.skip('server has no WebSocket (/ws): mentions arrive on the socket');
+  const { c, p } = await newAgentPage(alan);
+  try {
+    await openConversation(page, 'Ada Lovelace');
+    await page.getByRole('button', { name: 'Private note', exact: true }).click();
+    const input = page.getByLabel('Message', { exact: true });
+    await input.fill('@Alan she is a VIP customer, please handle the refund.');
+    await input.press('Enter');
+    const note = page.locator('.msg.note', { hasText: 'VIP customer' });
+    await note.waitFor();
+    assert.equal(await note.locator('.note-tag').textContent(), 'Private note');
+    assert.equal(await note.locator('.tick').count(), 0, 'a note has no delivery ticks');
+    await p.locator('.toast', { hasText: /Grace Hopper mentioned you.*VIP customer/ }).waitFor({ timeout: 10000 });
+    const msgs = await app.ok('GET', `/message/message-page-list/${await adaId()}?limit=100`, { token: grace.token });
+    const stored = msgs.data.find((m) => m.content?.includes('VIP customer'));
+    assert.equal(stored.private, true);
+    assert.equal(stored.status, 'DELIVERED');
+    const mentions = await app.ok('GET', '/mentions', { token: alan.token });
+    assert.equal(mentions.data[0].messageId, stored.messageId);
+    await page.screenshot({ path: resolve(SHOTS, 'private-note.png') });
+    await page.getByRole('button', { name: 'Private note', exact: true }).click();
+    assert.equal(await page.getByRole('button', { name: 'Send', exact: true }).count(), 1, 'back to a customer reply');
+  } finally {
+    await c.close();
+  }
+});
+
+test('canned responses: /shortCode opens the picker, Enter inserts it with the contact and agent filled in', async () => {
+  await app.ok('POST', '/canned', { token: admin, body: { shortCode: 'thanks', content: 'Thanks {{contact.firstName}}, this is {{agent.firstName}} from support.' } });
+  await app.ok('POST', '/canned', { token: admin, body: { shortCode: 'hours', content: 'We are open from 9 to 5.' } });
+  await openConversation(page, 'Ada Lovelace');
+  const input = page.getByLabel('Message', { exact: true });
+  await input.fill('');
+  await input.pressSequentially('/');
+  const picker = page.getByRole('listbox', { name: 'Canned responses' });
+  await waitFor('both canned responses', async () => (await picker.getByRole('option').count()) === 2);
+  await input.pressSequentially('th');
+  await waitFor('only /thanks', async () => (await picker.getByRole('option').count()) === 1);
+  await picker.getByRole('option', { name: /\/thanks/ }).waitFor();
+  await input.press('Enter');
+  assert.equal(await input.inputValue(), 'Thanks Ada, this is Grace from support.');
+  assert.equal(await picker.isVisible(), false);
+  await input.press('Enter');
+  await page.locator('.msg.out[data-status="DELIVERED"]', { hasText: 'this is Grace from support' }).waitFor({ timeout: 15000 });
+});
+
+test('edit and delete: fix a typo in a note from its menu, then delete it for everyone', async () => {
+  await openConversation(page, 'Ada Lovelace');
+  await page.getByRole('button', { name: 'Private note', exact: true }).click();
+  const input = page.getByLabel('Message', { exact: true });
+  await input.fill('Refund aproved by finance.');
+  await input.press('Enter');
+  await page.getByRole('button', { name: 'Private note', exact: true }).click();
+  const stored = page.locator('.msg.note[data-status="DELIVERED"]', { hasText: 'Refund aproved' });
+  await stored.waitFor();
+  const id = await stored.getAttribute('data-message-id');
+  const note = page.locator(`.msg[data-message-id="${id}"]`);
+  await note.hover();
+  await note.getByRole('button', { name: 'Message actions' }).click();
+  await note.getByRole('menuitem', { name: 'Edit' }).click();
+  const box = note.getByLabel('Edit message');
+  await box.fill('Refund approved by finance.');
+  await box.press('Enter');
+  await note.locator('.edited').waitFor();
+  assert.equal(await note.locator('.text').textContent(), 'Refund approved by finance.');
+  await note.hover();
+  await note.getByRole('button', { name: 'Message actions' }).click();
+  await note.getByRole('menuitem', { name: 'Delete' }).click();
+  await note.locator('.text.deleted', { hasText: 'This note was deleted' }).waitFor();
+  const msgs = await app.ok('GET', `/message/message-page-list/${await adaId()}?limit=100`, { token: grace.token });
+  const m = msgs.data.find((x) => x.messageId === id);
+  assert.equal(m.deleted, true);
+  assert.equal(m.content, null);
+  assert.ok(m.editedAt, 'the edit was stored before the delete');
+  // A message that reached the customer offers no Delete, only Edit (for 15 minutes).
+  const sent = page.locator('.msg.out[data-status="DELIVERED"]', { hasText: 'this is Grace from support' });
+  await sent.hover();
+  await sent.getByRole('button', { name: 'Message actions' }).click();
+  assert.equal(await sent.getByRole('menuitem', { name: 'Delete' }).count(), 0);
+  await sent.getByRole('menuitem', { name: 'Edit' }).waitFor();
+  await page.keyboard.press('Escape');
+});
+
 test('image upload shows a progress bar and then its thumbnail', async (t) => {
   if (!mediaSupported) return t.skip('server has no POST /media/save (Media store not merged)');
   await openConversation(page, 'Ada Lovelace');

@@ -328,6 +328,32 @@ diesel::table! {
         seq -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        is_private -> Bool,
+        edited_at -> Nullable<Timestamp>,
+        deleted_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    canned_responses (id) {
+        id -> BigInt,
+        company_id -> BigInt,
+        short_code -> Text,
+        content -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    mentions (id) {
+        id -> BigInt,
+        company_id -> BigInt,
+        user_id -> BigInt,
+        conversation_id -> BigInt,
+        message_id -> Text,
+        by_id -> BigInt,
+        created_at -> Timestamp,
     }
 }
 
@@ -563,4 +589,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_attempts,
     campaigns,
     campaign_recipients,
+    mentions,
+    canned_responses,
 );

@@ -147,6 +147,8 @@ struct Inner {
 pub struct Conn {
     pub key: u64,
     pub company_id: i64,
+    /// The signed-in user: events addressed to them (`Bus::ToUser`) reach this connection.
+    pub user_id: i64,
     pub session_id: String,
     io: TcpStream,
     limit: usize,
@@ -163,10 +165,11 @@ pub struct Conn {
 pub struct Closed;
 
 impl Conn {
-    pub fn new(key: u64, company_id: i64, session_id: String, io: TcpStream, limit: usize) -> Self {
+    pub fn new(key: u64, company_id: i64, user_id: i64, session_id: String, io: TcpStream, limit: usize) -> Self {
         Self {
             key,
             company_id,
+            user_id,
             session_id,
             io,
             limit: limit.max(1),

@@ -23,3 +23,5 @@ pub const CONVERSATION_UPDATED: &str = "conversation.updated";
 pub const CONVERSATION_CREATED: &str = "conversation.created";
 pub const TYPING: &str = "typing";
 pub const PRESENCE: &str = "presence";
+/// An agent was @-mentioned in a private note: sent to that agent's sockets only, not persisted.
+pub const MENTION: &str = "mention";

@@ -43,6 +43,11 @@ pub enum Bus {
     Event(Event),
     /// Sessions revoked (logout, deactivation): their sockets close with 4001.
     Revoked(Vec<String>),
+    /// An event for one user's sockets only, on every node (a `mention`; not persisted).
+    ToUser {
+        user_id: i64,
+        event: Event,
+    },
 }
 
 #[derive(Message)]
@@ -228,6 +233,15 @@ impl Handler<Bus> for Hub {
                 let revoked: HashSet<String> = session_ids.into_iter().collect();
                 for c in self.connections.values().filter(|c| revoked.contains(&c.session_id)) {
                     c.close(kill::REVOKED);
+                }
+            }
+            Bus::ToUser { user_id, event } => {
+                let frame = conn::frame(&protocol::event_frame(&event));
+                let metrics = &self.metrics;
+                for c in self.connections.values() {
+                    if c.user_id == user_id && c.company_id == event.company_id {
+                        count(metrics, &c.inbox(event.conversation_id, None, &frame));
+                    }
                 }
             }
         }

@@ -26,6 +26,9 @@ pub enum ClientFrame {
         template_id: Option<i64>,
         #[serde(default)]
         params: Vec<String>,
+        /// A private note (issue 22).
+        #[serde(default)]
+        private: bool,
     },
     Typing {
         conversation_id: i64,

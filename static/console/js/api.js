@@ -134,6 +134,7 @@ export async function api(method, path, body) {
 export const get = (path) => api('GET', path);
 export const post = (path, body) => api('POST', path, body ?? {});
 export const patch = (path, body) => api('PATCH', path, body);
+export const del = (path) => api('DELETE', path);
 
 /** GET with the bearer, as a Blob (media for <img>/<audio>/<video>, which cannot send headers). */
 export async function blob(path) {

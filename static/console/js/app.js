@@ -19,6 +19,7 @@ const MODE_TEXT = {
 };
 
 let live, inbox, thread, pollTimer;
+let agentNameOf = (id) => `Agent #${id}`;
 const restQueue = new Map(); // clientId → local message, REST sends waiting for the network
 
 function askForCode(ask) {
@@ -99,6 +100,7 @@ async function start(me) {
     }
   }
   const agentName = (id) => agents.get(id) || `Agent #${id}`;
+  agentNameOf = agentName;
   live = new Live();
   inbox = new Inbox({ me, agentName, onOpen: openConversation });
   thread = new Thread({ live, inbox, me, agents, canListAgents });
@@ -157,6 +159,13 @@ function liveEvent(f) {
       inbox.upsert(f.data);
       thread.conversationUpdated(f.data);
       break;
+    case 'mention': {
+      // A private note @-mentions this agent (issue 22): say who and where.
+      const conv = inbox.convs.get(f.data.conversationId);
+      const where = conv ? ` in the conversation with ${personName(conv.user)}` : '';
+      toast(`${f.data.byName || agentNameOf(f.data.byId)} mentioned you${where}: ${f.data.content || ''}`, 'mention');
+      break;
+    }
     default:
       break;
   }
@@ -188,6 +197,7 @@ document.addEventListener('console:send', (e) => {
       attachmentIds: r.attachment ? [r.attachment.attachmentId] : [],
       templateId: r.templateId ?? null,
       params: r.params ?? [],
+      private: Boolean(r.private),
     });
     thread.updateLocal(m.clientId, { local: sent ? 'sending' : 'queued' });
     return;
@@ -201,6 +211,7 @@ async function restSend(m) {
   if (r.templateId) Object.assign(body, { type: 'template', templateId: r.templateId, params: r.params });
   else if (r.attachment) Object.assign(body, { type: r.attachment.documentType?.toLowerCase() || 'document', attachmentId: r.attachment.attachmentId, text: r.text || undefined });
   else Object.assign(body, { type: 'text', text: r.text });
+  if (r.private) body.private = true;
   try {
     const msg = await api.post('/message', body);
     restQueue.delete(m.clientId);

@@ -1,7 +1,7 @@
 // One open conversation: the message thread, the composer (text, attachments, templates), the
 // 24-hour window, and the conversation's status, assignee and labels.
 
-import { get, patch, post, blob, upload } from './api.js';
+import { get, patch, post, del, blob, upload } from './api.js';
 import { $, h, icon, personName, clock, dayLabel, sameDay, hms, fileSize, toast } from './dom.js';
 
 const PAGE = 30;
@@ -20,6 +20,9 @@ const REASONS = {
   21211: 'invalid phone number',
   21610: 'the customer unsubscribed (STOP)',
 };
+
+// Agents may edit their messages for 15 minutes (issue 22; the server checks it too).
+const EDIT_MS = 15 * 60 * 1000;
 
 const forward = (next, cur) =>
   next === 'FAILED' ? STATUS_RANK[cur] <= STATUS_RANK.SENT : cur !== 'FAILED' && STATUS_RANK[next] > STATUS_RANK[cur];
@@ -218,7 +221,8 @@ export class Thread {
     const want = open ? 'text' : 'template';
     if (left != null && this.windowOpen !== open) {
       this.windowOpen = open;
-      if (this.mode !== want) {
+      // A private note is allowed whatever the window.
+      if (this.mode !== want && this.mode !== 'note') {
         this.mode = want;
         this.renderComposer();
       }
@@ -244,7 +248,14 @@ export class Thread {
     if (prev) {
       const status = forward(m.status, prev.status) ? m.status : prev.status;
       m = { ...prev, ...m, status, errorCode: m.errorCode ?? prev.errorCode };
-      if (m.status === prev.status && m.attachments?.length === prev.attachments?.length && (m.attachments || []).every((a, i) => a.state === prev.attachments[i].state)) {
+      const same =
+        m.status === prev.status &&
+        m.content === prev.content &&
+        m.editedAt === prev.editedAt &&
+        Boolean(m.deleted) === Boolean(prev.deleted) &&
+        m.attachments?.length === prev.attachments?.length &&
+        (m.attachments || []).every((a, i) => a.state === prev.attachments[i].state);
+      if (same) {
         this.msgs.set(m.messageId, m);
         return;
       }
@@ -305,10 +316,11 @@ export class Thread {
 
   bubble(m) {
     const out = m.direction === 'SENT';
+    const note = Boolean(m.private);
     const status = m.status || 'PENDING';
     const localState = m.local; // 'sending' | 'queued' | 'error'
     let meta;
-    if (out) {
+    if (out && !note) {
       const word = localState === 'queued' ? 'Queued (offline)' : localState === 'error' ? 'Not sent' : STATUS_WORDS[status];
       const mark = localState === 'error' ? '!' : localState || status === 'PENDING' ? icon('clock') : TICKS[status];
       meta = h('span', { class: `tick tick-${localState || status.toLowerCase()}`, title: word, 'aria-label': word }, mark);
@@ -322,19 +334,108 @@ export class Thread {
     return h(
       'article',
       {
-        class: `msg ${out ? 'out' : 'in'}`,
+        class: `msg ${out ? 'out' : 'in'}${note ? ' note' : ''}`,
         dataset: { status: localState ? `local-${localState}` : status, messageId: m.messageId || '', clientId: m.clientId || '' },
-        'aria-label': `${out ? 'You' : 'Customer'} at ${clock(m.datetime)}${out ? `, ${localState || STATUS_WORDS[status]}` : ''}`,
+        'aria-label': note
+          ? `Private note by ${this.agents.get(m.senderId) || (m.senderId === this.me.userId ? 'you' : `agent #${m.senderId}`)} at ${clock(m.datetime)}`
+          : `${out ? 'You' : 'Customer'} at ${clock(m.datetime)}${out ? `, ${localState || STATUS_WORDS[status]}` : ''}`,
       },
       h(
         'div',
         { class: 'bubble' },
+        this.actions(m),
         (m.attachments || []).map((a) => this.attachment(a)),
-        m.content ? h('p', { class: 'text' }, m.content) : null,
-        h('span', { class: 'meta' }, m.templateId ? h('span', { class: 'tpl' }, 'template') : null, h('time', { datetime: m.datetime }, clock(m.datetime)), meta),
+        m.deleted
+          ? h('p', { class: 'text deleted' }, note ? 'This note was deleted' : 'This message was deleted')
+          : m.content
+            ? h('p', { class: 'text' }, m.content)
+            : null,
+        h(
+          'span',
+          { class: 'meta' },
+          note ? h('span', { class: 'tpl note-tag' }, 'Private note') : null,
+          m.editedAt && !m.deleted ? h('span', { class: 'edited', title: `Edited ${clock(m.editedAt)}` }, 'edited') : null,
+          m.templateId ? h('span', { class: 'tpl' }, 'template') : null,
+          h('time', { datetime: m.datetime }, clock(m.datetime)),
+          meta,
+        ),
         failure,
       ),
     );
+  }
+
+  // ---- edit and delete (issue 22) ----
+
+  /** The ⋯ menu of a message this agent may edit (own text or note, 15 minutes) or delete
+   * (own or, for admins, any note or message not sent yet). */
+  actions(m) {
+    if (!m.messageId || m.local || m.deleted || m.direction !== 'SENT') return null;
+    const own = m.senderId === this.me.userId;
+    const canEdit = own && !m.templateId && !(m.attachments || []).length && Date.now() - new Date(m.datetime) < EDIT_MS;
+    const canDelete = (own || this.me.role === 'admin') && (m.private || m.status === 'PENDING');
+    if (!canEdit && !canDelete) return null;
+    const menu = h('div', { class: 'msg-menu', role: 'menu', hidden: true });
+    const close = () => (menu.hidden = true);
+    if (canEdit) menu.append(h('button', { type: 'button', role: 'menuitem', onclick: () => (close(), this.startEdit(m)) }, 'Edit'));
+    if (canDelete) menu.append(h('button', { type: 'button', role: 'menuitem', onclick: () => (close(), this.remove(m)) }, 'Delete'));
+    const button = h('button', {
+      type: 'button',
+      class: 'ghost msg-actions',
+      'aria-label': 'Message actions',
+      'aria-haspopup': 'menu',
+      onclick: () => {
+        menu.hidden = !menu.hidden;
+        if (!menu.hidden) menu.querySelector('button')?.focus();
+      },
+    }, '⋯');
+    menu.addEventListener('keydown', (e) => e.key === 'Escape' && (e.stopPropagation(), close(), button.focus()));
+    return h('div', { class: 'msg-tools' }, button, menu);
+  }
+
+  startEdit(m) {
+    const el = this.els.get(m.messageId);
+    const text = el?.querySelector('.text');
+    if (!text) return;
+    const box = h('textarea', { class: 'edit-box', 'aria-label': 'Edit message', maxlength: '4096', rows: '2' });
+    box.value = m.content || '';
+    const done = () => {
+      this.els.delete(m.messageId);
+      this.render({ stick: 'keep' });
+    };
+    const save = async () => {
+      const value = box.value.trim();
+      if (!value || value === m.content) return done();
+      try {
+        this.upsert(await patch(`/message/${m.messageId}`, { text: value }));
+      } catch (e) {
+        toast(`Could not edit the message: ${e.message}`, 'error');
+        done();
+      }
+    };
+    box.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        save();
+      } else if (e.key === 'Escape') {
+        e.preventDefault();
+        e.stopPropagation();
+        done();
+      }
+    });
+    text.replaceWith(
+      h('div', { class: 'edit' }, box, h('div', { class: 'edit-actions' },
+        h('button', { type: 'button', class: 'ghost', onclick: done }, 'Cancel'),
+        h('button', { type: 'button', class: 'primary', onclick: save }, 'Save'))),
+    );
+    box.focus();
+  }
+
+  async remove(m) {
+    try {
+      this.upsert(await del(`/message/${m.messageId}`));
+    } catch (e) {
+      toast(e.code === 'already_sending' ? 'Too late: the message is being sent' : `Could not delete the message: ${e.message}`, 'error');
+    }
   }
 
   attachment(a) {
@@ -433,21 +534,38 @@ export class Thread {
 
   renderComposer() {
     if (this.mode === 'template') return this.renderTemplatePicker();
+    const note = this.mode === 'note';
     const input = h('textarea', {
       id: 'composer-input',
       rows: '1',
-      placeholder: 'Type a message…',
+      placeholder: note ? 'Private note: only agents see it (@Name mentions an agent)…' : 'Type a message…',
       title: 'Enter sends; Shift+Enter starts a new line',
       'aria-label': 'Message',
       'aria-describedby': 'composer-hint',
       maxlength: '4096',
     });
+    const picker = h('ul', { id: 'canned-picker', class: 'canned-picker', role: 'listbox', 'aria-label': 'Canned responses', hidden: true });
+    input.setAttribute('aria-controls', 'canned-picker');
     input.addEventListener('keydown', (e) => {
+      if (!picker.hidden && this.cannedKey(e, input, picker)) return;
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
         e.preventDefault();
         this.sendText(input);
       }
     });
+    input.addEventListener('input', () => this.cannedFilter(input, picker));
+    const noteToggle = h(
+      'button',
+      {
+        type: 'button',
+        class: `ghost note-toggle${note ? ' on' : ''}`,
+        'aria-pressed': String(note),
+        title: 'A private note is seen by agents only and never sent to the customer',
+        onclick: () => this.switchMode(note ? (this.windowOpen === false ? 'template' : 'text') : 'note'),
+      },
+      'Private note',
+    );
+    this.composer.classList.toggle('note-mode', note);
     input.addEventListener('input', () => {
       input.style.height = 'auto';
       input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
@@ -458,7 +576,8 @@ export class Thread {
     file.addEventListener('change', () => file.files[0] && this.sendFile(file.files[0], input).finally(() => (file.value = '')));
     this.progress = h('progress', { class: 'upload', max: '1', value: '0', hidden: true, 'aria-label': 'Upload progress' });
     this.composer.replaceChildren(
-      h('span', { id: 'composer-hint', class: 'visually-hidden' }, 'Enter sends; Shift+Enter starts a new line'),
+      h('span', { id: 'composer-hint', class: 'visually-hidden' }, 'Enter sends; Shift+Enter starts a new line; / picks a canned response'),
+      picker,
       this.progress,
       h(
         'div',
@@ -466,14 +585,86 @@ export class Thread {
         file,
         h('label', { class: 'ghost icon', for: 'composer-file', title: 'Attach a file' }, icon('clip'), h('span', { class: 'visually-hidden' }, 'Attach')),
         input,
-        h('button', { type: 'button', class: 'ghost', onclick: () => this.switchMode('template') }, 'Template'),
-        h('button', { type: 'button', class: 'primary', onclick: () => this.sendText(input) }, 'Send'),
+        noteToggle,
+        note ? null : h('button', { type: 'button', class: 'ghost', onclick: () => this.switchMode('template') }, 'Template'),
+        h('button', { type: 'button', class: 'primary', onclick: () => this.sendText(input) }, note ? 'Add note' : 'Send'),
       ),
     );
   }
 
+  // ---- canned responses (issue 22): `/shortCode` in an otherwise empty composer ----
+
+  async cannedFilter(input, picker) {
+    const m = /^\/([\w-]*)$/u.exec(input.value);
+    if (!m) {
+      picker.hidden = true;
+      return;
+    }
+    if (!this.canned) {
+      try {
+        this.canned = await get('/canned');
+      } catch {
+        this.canned = [];
+      }
+    }
+    const prefix = m[1].toLowerCase();
+    const hits = this.canned.filter((c) => c.shortCode.startsWith(prefix)).slice(0, 8);
+    picker.replaceChildren(
+      ...hits.map((c, i) =>
+        h(
+          'li',
+          { role: 'option', id: `canned-${c.cannedId}`, 'aria-selected': String(i === 0), dataset: { id: String(c.cannedId) }, onmousedown: (e) => {
+            e.preventDefault();
+            this.cannedInsert(c, input, picker);
+          } },
+          h('strong', {}, `/${c.shortCode}`),
+          ' ',
+          h('span', { class: 'muted' }, c.content),
+        ),
+      ),
+    );
+    picker.hidden = hits.length === 0 || input.value !== `/${m[1]}`;
+    input.setAttribute('aria-expanded', String(!picker.hidden));
+  }
+
+  /** Arrow keys move, Enter or Tab inserts, Escape closes; true when the key was the picker's. */
+  cannedKey(e, input, picker) {
+    const items = [...picker.querySelectorAll('li')];
+    const at = items.findIndex((li) => li.getAttribute('aria-selected') === 'true');
+    if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+      e.preventDefault();
+      const next = (at + (e.key === 'ArrowDown' ? 1 : items.length - 1)) % items.length;
+      items.forEach((li, i) => li.setAttribute('aria-selected', String(i === next)));
+      input.setAttribute('aria-activedescendant', items[next].id);
+      return true;
+    }
+    if (e.key === 'Enter' || e.key === 'Tab') {
+      e.preventDefault();
+      const c = this.canned.find((x) => String(x.cannedId) === items[Math.max(at, 0)]?.dataset.id);
+      if (c) this.cannedInsert(c, input, picker);
+      return true;
+    }
+    if (e.key === 'Escape') {
+      e.preventDefault();
+      e.stopPropagation();
+      picker.hidden = true;
+      return true;
+    }
+    return false;
+  }
+
+  cannedInsert(c, input, picker) {
+    const user = this.inbox.convs.get(this.id)?.user || {};
+    input.value = fillCanned(c.content, { contact: user, agent: this.me });
+    picker.hidden = true;
+    input.setAttribute('aria-expanded', 'false');
+    input.dispatchEvent(new Event('input'));
+    input.focus();
+  }
+
   switchMode(mode) {
     this.mode = mode;
+    this.composer.classList.toggle('note-mode', mode === 'note');
     this.renderComposer();
     (mode === 'template' ? $('#template-select') : $('#composer-input'))?.focus();
   }
@@ -485,6 +676,7 @@ export class Thread {
       { class: 'tpl-note' },
       closed ? 'The 24-hour window is closed: only an approved template can be sent.' : 'Send an approved template.',
       closed ? null : h('button', { type: 'button', class: 'link', onclick: () => this.switchMode('text') }, 'Back to free text'),
+      h('button', { type: 'button', class: 'link', onclick: () => this.switchMode('note') }, 'Write a private note'),
     );
     const select = h('select', { id: 'template-select', 'aria-label': 'Template' }, h('option', { value: '' }, 'Loading templates…'));
     const fields = h('div', { class: 'tpl-fields' });
@@ -540,7 +732,7 @@ export class Thread {
     input.value = '';
     input.style.height = 'auto';
     this.typingOff();
-    this.dispatch({ text });
+    this.dispatch({ text, private: this.mode === 'note' });
   }
 
   async sendFile(file, input) {
@@ -560,7 +752,7 @@ export class Thread {
 
   /** Optimistic send: the bubble shows at once with its clientId, then is replaced by the
    * server's message (ack / message.created / REST answer carry the same clientId). */
-  dispatch({ text, templateId, params, preview, attachment }) {
+  dispatch({ text, templateId, params, preview, attachment, private: isPrivate = false }) {
     const clientId = crypto.randomUUID();
     const local = {
       local: this.live.mode === 'live' || this.live.mode === 'polling' ? 'sending' : 'queued',
@@ -572,8 +764,10 @@ export class Thread {
       createdAt: performance.now(),
       status: 'PENDING',
       templateId,
+      private: isPrivate,
+      senderId: this.me.userId,
       attachments: attachment ? [{ local: true, filename: attachment.filename, filesize: attachment.filesize }] : [],
-      request: { text, templateId, params, attachment },
+      request: { text, templateId, params, attachment, private: isPrivate },
     };
     this.addLocal(local);
     document.dispatchEvent(new CustomEvent('console:send', { detail: local }));
@@ -600,6 +794,17 @@ export class Thread {
     if (this.typingSince && this.id != null) this.live.typing(this.id, false);
     this.typingSince = 0;
   }
+}
+
+/** A canned response's placeholders filled from the conversation's contact and the agent. */
+export function fillCanned(content, { contact, agent }) {
+  const values = {
+    'contact.firstName': contact?.firstName || '',
+    'contact.lastName': contact?.lastName || '',
+    'contact.phone': contact?.phone || '',
+    'agent.firstName': agent?.firstName || '',
+  };
+  return content.replace(/\{\{\s*(contact\.firstName|contact\.lastName|contact\.phone|agent\.firstName)\s*\}\}/g, (_, k) => values[k]);
 }
 
 export function placeholderCount(content) {

@@ -1,0 +1,4 @@
+-- Issue 22 item 4: agents edit their messages (15 minutes) and delete private notes and
+-- unsent messages; customers' WhatsApp edit/revoke notices apply to the stored message.
+ALTER TABLE messages ADD COLUMN edited_at TIMESTAMP(3);
+ALTER TABLE messages ADD COLUMN deleted_at TIMESTAMP(3);

@@ -1,0 +1,2 @@
+DROP TABLE mentions;
+ALTER TABLE messages DROP COLUMN is_private;
