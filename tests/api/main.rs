@@ -17,6 +17,7 @@ mod messaging;
 mod oidc;
 mod ops;
 mod realtime;
+mod reliability_auth;
 mod reliability_isolation;
 mod security_logins;
 mod security_media;

@@ -17,7 +17,7 @@ use crate::{
 const AUTH: &str = "/service/application/user/authentication/v1.0";
 
 /// Waits (up to 10 s) for a message of `kind` to `to` whose text is not in `seen`.
-async fn next_message(app: &TestApp, kind: &str, to: &str, seen: &[String]) -> String {
+pub(crate) async fn next_message(app: &TestApp, kind: &str, to: &str, seen: &[String]) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(m) = outbox(app, kind).into_iter().find(|m| m.to.contains(to) && !seen.iter().any(|s| s == &m.text))
@@ -29,7 +29,7 @@ async fn next_message(app: &TestApp, kind: &str, to: &str, seen: &[String]) -> S
     }
 }
 
-fn six_digits(text: &str) -> String {
+pub(crate) fn six_digits(text: &str) -> String {
     text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a 6-digit code").to_owned()
 }
 

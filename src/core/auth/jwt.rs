@@ -44,6 +44,9 @@ pub struct Claims {
     pub iss: String,
 }
 
+/// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
+const LEEWAY_SECS: u64 = 5;
+
 /// At most one re-read of the key table per second for tokens naming an unknown key.
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a key id that a fresh re-read did not find is refused without another read.
@@ -196,8 +199,14 @@ impl Keys {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
+        // A token that is not valid yet (`nbf`), or says it was issued in the future, is refused:
+        // this server never mints one, so it is forged or from a clock gone wrong (issue 24).
+        validation.validate_nbf = true;
         match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+            Ok(data) if data.claims.iat > now().and_utc().timestamp() + LEEWAY_SECS as i64 => {
+                Err(ApiError::Unauthorized("invalid_token"))
+            }
             Ok(data) => Ok(Some(data.claims)),
             Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 Err(ApiError::Unauthorized("token_expired"))
