@@ -211,9 +211,19 @@ pub async fn unify(
     let path = req.path().to_owned();
     match std::panic::AssertUnwindSafe(next.call(req)).catch_unwind().await {
         Ok(Ok(res)) => {
-            let foreign = res.response().error().filter(|e| e.as_error::<ApiError>().is_none()).map(|e| e.to_string());
-            let Some(message) = foreign else { return Ok(res.map_into_left_body()) };
+            use actix_web::body::BodySize;
             let status = res.status();
+            let foreign = res.response().error().filter(|e| e.as_error::<ApiError>().is_none()).map(|e| e.to_string());
+            // A failure without a body: actix's answer to a method a resource does not route
+            // (405), found by Schemathesis (issue 24).
+            let bare = status.as_u16() >= 400
+                && res.response().error().is_none()
+                && matches!(res.response().body().size(), BodySize::None | BodySize::Sized(0));
+            let message = match foreign {
+                Some(message) => message,
+                None if bare => status.canonical_reason().unwrap_or("error").to_lowercase(),
+                None => return Ok(res.map_into_left_body()),
+            };
             let api = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
             } else {

@@ -19,6 +19,7 @@ mod ops;
 mod realtime;
 mod reliability_auth;
 mod reliability_isolation;
+mod reliability_schema;
 mod security_logins;
 mod security_media;
 mod security_ops;

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use crate::{
     arc::new_client,
     both_backends,
-    fynd_platform::{create_app, platform},
+    fynd_platform::{app_bearer, create_app, platform},
     helpers::*,
     media::{png, upload},
 };
@@ -48,7 +48,9 @@ pub struct Tenant {
     /// An auth client of the company with the client-credentials grant: (id, secret).
     client: (String, String),
     /// `first-segment/param` → value, for every id a route can name.
-    ids: HashMap<&'static str, String>,
+    pub ids: HashMap<&'static str, String>,
+    /// The storefront's `Authorization` bearer of the company's application.
+    pub app_bearer: String,
 }
 
 impl Tenant {
@@ -108,7 +110,7 @@ impl Tenant {
         let (_, clients) = app.get("/auth-clients", Some(&co.admin)).await;
         let client =
             clients.as_array().unwrap().iter().find(|c| c["clientId"] == client_id.as_str()).unwrap()["id"].clone();
-        let (application, _) = create_app(app, &co.admin, &marker).await;
+        let (application, app_token) = create_app(app, &co.admin, &marker).await;
         let group_path = platform(co.company_id, application, "/user_group");
         let (status, group) = app
             .post(&group_path, Some(&co.admin), &json!({"name": marker, "description": format!("group {marker}")}))
@@ -159,7 +161,8 @@ impl Tenant {
         for (k, v) in &ids {
             assert!(!v.is_empty() && v != "null", "{k} has no value");
         }
-        Self { co, customer, marker, client: (client_id, secret.unwrap()), ids }
+        let app_bearer = app_bearer(application, &app_token);
+        Self { co, customer, marker, client: (client_id, secret.unwrap()), ids, app_bearer }
     }
 
     fn tokens(&self) -> [(&'static str, &str); 3] {
