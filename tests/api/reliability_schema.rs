@@ -102,6 +102,8 @@ async fn run_schemathesis(app: TestApp) {
     for (path, _) in EXCLUDED {
         cmd.args(["--exclude-path", path]);
     }
+    // Its cache (`.schemathesis/`) goes to the test's own directory, not the checkout.
+    cmd.current_dir(app.data_dir());
     cmd.env("SCHEMATHESIS_HOOKS", "hooks").env("PYTHONPATH", hooks).env("NO_COLOR", "1");
     let started = std::time::Instant::now();
     let out = actix_web::web::block(move || cmd.output()).await.unwrap().expect("schemathesis runs");
