@@ -3,7 +3,9 @@
 //! (`lease_owner`, `lease_until`) so two nodes never run one job at once and a job claimed by a
 //! process that died is taken again once its lease expires, retried with backoff, and finished
 //! exactly once. What a job does is its kind's: provider sends and media downloads
-//! (`providers`), webhook deliveries (`hooks`).
+//! (`providers`), webhook deliveries (`hooks`), reopening snoozed conversations (`messaging`).
+//! A job may fall due later than it is queued ([`insert_due`]): that is how scheduled sends
+//! and snoozes wait, with no scheduler of their own.
 
 use diesel::prelude::*;
 
@@ -21,8 +23,11 @@ pub const MAX_ATTEMPTS: i32 = 8;
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: i64,
+    pub kind: String,
     pub ref_id: String,
     pub attempts: i32,
+    /// The company the job works for (its handler's tenancy filter).
+    pub company_id: i64,
 }
 
 /// A job to queue in the caller's transaction (the outbox pattern, CONTRACT §6).
@@ -37,6 +42,13 @@ pub struct NewJob<'a> {
 }
 
 pub fn insert(c: &mut Db, job: &NewJob<'_>) -> ApiResult<()> {
+    insert_due(c, job, now())
+}
+
+/// Queues a job that falls due at `due` (a scheduled send, a snoozed conversation's reopening:
+/// issue 22); claimed, leased and finished like any other, so it runs once, on one node, also
+/// after a restart. A time in the past is due at once.
+pub fn insert_due(c: &mut Db, job: &NewJob<'_>, due: chrono::NaiveDateTime) -> ApiResult<()> {
     let t = now();
     diesel::insert_into(outbox::table)
         .values((
@@ -45,7 +57,7 @@ pub fn insert(c: &mut Db, job: &NewJob<'_>) -> ApiResult<()> {
             outbox::company_id.eq(job.company_id),
             outbox::channel_id.eq(job.channel_id),
             outbox::ordering_key.eq(job.ordering_key),
-            outbox::next_attempt_at.eq(t),
+            outbox::next_attempt_at.eq(due),
             outbox::created_at.eq(t),
         ))
         .execute(c)?;
@@ -56,7 +68,13 @@ pub fn insert(c: &mut Db, job: &NewJob<'_>) -> ApiResult<()> {
 /// concurrent claimers on other nodes cannot both win a row (on PostgreSQL the candidates are
 /// also locked with `FOR UPDATE SKIP LOCKED`, so claimers do not queue behind each other).
 pub async fn claim(st: &AppState, owner: &str, kind: &'static str) -> ApiResult<Vec<Job>> {
-    claim_where(st, owner, kind, false).await
+    claim_where(st, owner, vec![kind], false).await
+}
+
+/// Like [`claim`] for several kinds at once, in one transaction (a worker that runs them all:
+/// one write per round, not one per kind); each [`Job`] says its kind.
+pub async fn claim_kinds(st: &AppState, owner: &str, kinds: &[&'static str]) -> ApiResult<Vec<Job>> {
+    claim_where(st, owner, kinds.to_vec(), false).await
 }
 
 /// Like [`claim`], but of each `ordering_key` only the oldest unfinished job is claimable: a
@@ -64,18 +82,22 @@ pub async fn claim(st: &AppState, owner: &str, kind: &'static str) -> ApiResult<
 /// one waits for its retry or is running on another node. Jobs without a key are claimed as
 /// they fall due.
 pub async fn claim_ordered(st: &AppState, owner: &str, kind: &'static str) -> ApiResult<Vec<Job>> {
-    claim_where(st, owner, kind, true).await
+    claim_where(st, owner, vec![kind], true).await
 }
 
-async fn claim_where(st: &AppState, owner: &str, kind: &'static str, ordered: bool) -> ApiResult<Vec<Job>> {
+async fn claim_where(st: &AppState, owner: &str, kinds: Vec<&'static str>, ordered: bool) -> ApiResult<Vec<Job>> {
     let owner = owner.to_owned();
     let lease = chrono::Duration::seconds(st.config.outbox_lease_secs.max(1) as i64);
     st.db
         .write(move |c| {
             let t = now();
-            let mut ids = dialect::due_outbox_ids(c, kind, t, BATCH)?;
-            if ordered && !ids.is_empty() {
-                ids = heads_only(c, kind, ids)?;
+            let mut ids = Vec::new();
+            for kind in &kinds {
+                let mut due = dialect::due_outbox_ids(c, kind, t, BATCH)?;
+                if ordered && !due.is_empty() {
+                    due = heads_only(c, kind, due)?;
+                }
+                ids.extend(due);
             }
             if ids.is_empty() {
                 return Ok(Vec::new());
@@ -83,7 +105,7 @@ async fn claim_where(st: &AppState, owner: &str, kind: &'static str, ordered: bo
             let due = || {
                 outbox::table
                     .filter(outbox::done_at.is_null())
-                    .filter(outbox::kind.eq(kind))
+                    .filter(outbox::kind.eq_any(&kinds))
                     .filter(outbox::next_attempt_at.le(t))
                     .filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t)))
             };
@@ -94,11 +116,15 @@ async fn claim_where(st: &AppState, owner: &str, kind: &'static str, ordered: bo
                     outbox::attempts.eq(outbox::attempts + 1),
                 ))
                 .execute(c)?;
-            let rows: Vec<(i64, String, i32)> = outbox::table
+            let rows: Vec<(i64, String, String, i32, i64)> = outbox::table
                 .filter(outbox::id.eq_any(&ids).and(outbox::lease_owner.eq(&owner)).and(outbox::lease_until.gt(t)))
-                .select((outbox::id, outbox::ref_id, outbox::attempts))
+                .order(outbox::id)
+                .select((outbox::id, outbox::kind, outbox::ref_id, outbox::attempts, outbox::company_id))
                 .load(c)?;
-            Ok(rows.into_iter().map(|(id, ref_id, attempts)| Job { id, ref_id, attempts }).collect())
+            Ok(rows
+                .into_iter()
+                .map(|(id, kind, ref_id, attempts, company_id)| Job { id, kind, ref_id, attempts, company_id })
+                .collect())
         })
         .await
 }

@@ -131,6 +131,9 @@ pub struct ConversationRow {
     pub last_update_time: NaiveDateTime,
     pub last_free_message_time: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
+    /// While `status` is `snoozed`: when it reopens by itself (`None`: at the customer's next
+    /// message only).
+    pub snoozed_until: Option<NaiveDateTime>,
 }
 
 impl ConversationRow {
@@ -393,6 +396,9 @@ pub struct ConversationView {
     pub last_free_message_time: Option<String>,
     pub user: ContactView,
     pub status: String,
+    /// A snoozed conversation's reopening time (RFC 3339); `null` otherwise, or when it is
+    /// snoozed until the customer writes.
+    pub snoozed_until: Option<String>,
     pub assignee_id: Option<i64>,
     pub labels: Vec<String>,
     pub unread_count: i64,

@@ -211,6 +211,11 @@ fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result
 #[serde(rename_all = "camelCase")]
 pub struct PatchConversationBody {
     pub status: Option<ConversationStatus>,
+    /// With `status: "snoozed"`: when the conversation reopens by itself (RFC 3339, at most a
+    /// year ahead; a past time reopens it at once). Without it a snooze lasts until the
+    /// customer's next message, which ends any snooze.
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub snoozed_until: Option<String>,
     /// An agent id, or null to unassign.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<i64>)]
@@ -218,7 +223,21 @@ pub struct PatchConversationBody {
     pub labels: Option<Vec<String>>,
 }
 
-/// Status, assignee and labels; emits `conversation.updated` (CONTRACT §3).
+/// A time a client schedules something for (a snooze, a send): RFC 3339, at most a year ahead
+/// (400 `validation_failed` naming the field otherwise). A past time means "now".
+fn instant(field: &str, s: &str) -> ApiResult<chrono::NaiveDateTime> {
+    let t = chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map_err(|_| ApiError::field(field, "must be an RFC 3339 time, like 2026-12-24T09:00:00Z"))?
+        .naive_utc();
+    if t > now() + chrono::Duration::days(366) {
+        return Err(ApiError::field(field, "must be at most a year ahead"));
+    }
+    Ok(t)
+}
+
+/// Status (`snoozed` with `snoozedUntil`, issue 22), assignee and labels; emits
+/// `conversation.updated` (CONTRACT §3). A snoozed conversation reopens by itself at
+/// `snoozedUntil` (once, on one node, also after a restart) or at the customer's next message.
 #[utoipa::path(tag = "conversations", request_body = PatchConversationBody, security(("bearer" = [])),
     responses((status = 200, body = ConversationView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[patch("/conversation/{conversationId}")]
@@ -231,8 +250,12 @@ async fn patch_conversation(
     if b.labels.as_ref().is_some_and(|l| l.len() > 50 || l.iter().any(|s| s.chars().count() > 64)) {
         return Err(ApiError::field("labels", "at most 50 labels of at most 64 characters"));
     }
-    let patch =
-        ConversationPatch { status: b.status, assignee_id: b.assignee_id.map(|a| a.map(|id| id.0)), labels: b.labels };
+    let patch = ConversationPatch {
+        status: b.status,
+        snoozed_until: b.snoozed_until.as_deref().map(|t| instant("snoozedUntil", t)).transpose()?,
+        assignee_id: b.assignee_id.map(|a| a.map(|id| id.0)),
+        labels: b.labels,
+    };
     Ok(HttpResponse::Ok().json(service::update_conversation(&st, &agent, id.into_inner(), patch).await?))
 }
 

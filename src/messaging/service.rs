@@ -576,6 +576,10 @@ fn ingest_one(c: &mut Db, channel: &ChannelRow, m: &InboundMessage) -> ApiResult
         },
     )?;
     events.push(event);
+    // The message reopened a snoozed, pending or resolved conversation (issue 22).
+    if conv.status != ConversationStatus::Open.as_str() && !opened {
+        events.extend(conversation_updated(c, channel.company_id, conv.id)?.1);
+    }
     Ok(events)
 }
 
@@ -779,12 +783,19 @@ fn amend_tx(c: &mut Db, channel: &ChannelRow, m: &InboundMessage, amend: &Amend)
 #[derive(Debug, Clone, Default)]
 pub struct ConversationPatch {
     pub status: Option<ConversationStatus>,
+    /// With `status: snoozed` (or on a snoozed conversation): when it reopens by itself
+    /// (issue 22). `status: snoozed` without it snoozes until the customer's next message.
+    pub snoozed_until: Option<chrono::NaiveDateTime>,
     /// `Some(None)` unassigns.
     pub assignee_id: Option<Option<i64>>,
     pub labels: Option<Vec<String>>,
 }
 
-/// Applies a patch and emits `conversation.updated` (only when something changed).
+/// The outbox job that reopens a snoozed conversation when its time comes (issue 22).
+pub const UNSNOOZE_JOB: &str = "unsnooze";
+
+/// Applies a patch and emits `conversation.updated` (only when something changed). Snoozing
+/// with a time queues an [`UNSNOOZE_JOB`] due then ([`reopen_snoozed`]).
 pub async fn update_conversation(
     st: &AppState,
     agent: &Principal,
@@ -804,6 +815,17 @@ pub async fn update_conversation(
                 }
             }
             let status = patch.status.map(ConversationStatus::as_str).unwrap_or(&conv.status).to_owned();
+            let snoozed = status == ConversationStatus::Snoozed.as_str();
+            if patch.snoozed_until.is_some() && !snoozed {
+                return Err(ApiError::field("snoozedUntil", "is only for status snoozed"));
+            }
+            let snoozed_until = match (snoozed, patch.snoozed_until) {
+                (false, _) => None,
+                (true, Some(t)) => Some(t),
+                // `status: snoozed` without a time: until the customer writes.
+                (true, None) if patch.status.is_some() => None,
+                (true, None) => conv.snoozed_until,
+            };
             let assignee = patch.assignee_id.unwrap_or(conv.assignee_id);
             let labels = match &patch.labels {
                 Some(l) => {
@@ -814,23 +836,76 @@ pub async fn update_conversation(
                 }
                 None => conv.labels.clone(),
             };
-            let changed = status != conv.status || assignee != conv.assignee_id || labels != conv.labels;
+            let changed = status != conv.status
+                || snoozed_until != conv.snoozed_until
+                || assignee != conv.assignee_id
+                || labels != conv.labels;
             if !changed {
                 return Ok((conversation_views(c, &[conv])?.remove(0), Vec::new()));
             }
             diesel::update(conversations::table.find(conv.id))
                 .set((
                     conversations::status.eq(&status),
+                    conversations::snoozed_until.eq(snoozed_until),
                     conversations::assignee_id.eq(assignee),
                     conversations::labels.eq(&labels),
                     conversations::last_update_time.eq(now()),
                 ))
                 .execute(c)?;
+            if let Some(due) = snoozed_until.filter(|_| snoozed_until != conv.snoozed_until) {
+                let job = crate::core::outbox::NewJob {
+                    kind: UNSNOOZE_JOB,
+                    ref_id: &conv.id.to_string(),
+                    company_id,
+                    channel_id: None,
+                    ordering_key: None,
+                };
+                crate::core::outbox::insert_due(c, &job, due)?;
+            }
             conversation_updated(c, company_id, conv.id)
         })
         .await?;
     publish(st, events);
+    if view.snoozed_until.is_some() {
+        st.outbox_wake.notify_one();
+    }
     Ok(view)
+}
+
+/// Runs an [`UNSNOOZE_JOB`]: reopens the conversation if it is still snoozed and its time has
+/// come. The claim is the UPDATE `… WHERE status = 'snoozed' AND snoozed_until <= now`, in
+/// the transaction that finishes the job under its lease and appends `conversation.updated`,
+/// so it happens exactly once, on whichever node holds the job. A job left over from an
+/// earlier snooze (snoozed again for later, reopened by a customer message or by hand)
+/// changes nothing.
+pub async fn reopen_snoozed(st: &AppState, owner: &str, job: &crate::core::outbox::Job) -> ApiResult<()> {
+    let (job_id, company_id, owner) = (job.id, job.company_id, owner.to_owned());
+    let conv_id = job.ref_id.parse::<i64>().ok();
+    let events = st
+        .db
+        .write(move |c| {
+            crate::core::outbox::finish(c, job_id, &owner, None)?;
+            let Some(id) = conv_id else { return Ok(Vec::new()) };
+            let t = now();
+            let due = conversations::table
+                .filter(conversations::id.eq(id).and(conversations::company_id.eq(company_id)))
+                .filter(conversations::status.eq(ConversationStatus::Snoozed.as_str()))
+                .filter(conversations::snoozed_until.le(t));
+            let reopened = diesel::update(due)
+                .set((
+                    conversations::status.eq(ConversationStatus::Open.as_str()),
+                    conversations::snoozed_until.eq(None::<chrono::NaiveDateTime>),
+                    conversations::last_update_time.eq(t),
+                ))
+                .execute(c)?;
+            if reopened == 0 {
+                return Ok(Vec::new());
+            }
+            Ok(conversation_updated(c, company_id, id)?.1)
+        })
+        .await?;
+    publish(st, events);
+    Ok(())
 }
 
 /// Re-reads the conversation, appends `conversation.updated` with its view, and returns both.
@@ -918,6 +993,7 @@ pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec
                     opted_out,
                 },
                 status: r.status.clone(),
+                snoozed_until: r.snoozed_until.map(rfc3339),
                 assignee_id: r.assignee_id,
                 labels: serde_json::from_str(&r.labels).unwrap_or_default(),
                 unread_count: r.unread_count,

@@ -336,8 +336,8 @@ pub fn new_message_id() -> String {
 
 /// Stores a new message as its conversation's next event (CONTRACT §4), in four statements:
 /// one UPDATE takes the next `seq` and bumps the conversation's counters (a customer message
-/// also reopens the conversation and refreshes its 24-hour window), the message row is
-/// inserted with that seq, `attach` links its attachments (it returns how many), and
+/// also reopens the conversation, clears a snooze and refreshes its 24-hour window), the
+/// message row is inserted with that seq, `attach` links its attachments (it returns how many), and
 /// `message.created` is appended with the message view. Returns the row, its view and the event.
 pub fn create_message(
     c: &mut Db,
@@ -361,6 +361,7 @@ pub fn create_message(
             conversations::unread_count.eq(conversations::unread_count + 1),
             conversations::last_free_message_time.eq(lfmt),
             conversations::status.eq("open"),
+            conversations::snoozed_until.eq(None::<NaiveDateTime>),
         );
         crate::on_backend!(c, |c| diesel::update(target).set(reopen).returning(conversations::last_seq).get_result(c))?
     } else {

@@ -24,15 +24,16 @@ use crate::{
     },
 };
 
-pub use crate::core::outbox::{Job, MAX_ATTEMPTS, backoff, claim, finish, retry_later};
+pub use crate::core::outbox::{Job, MAX_ATTEMPTS, backoff, claim, claim_kinds, finish, retry_later};
 
-/// Updates the depth gauge and tells when the next unleased `send` or `media_fetch` job is due.
+/// Updates the depth gauge and tells when the next unleased job of the delivery worker
+/// (`send`, `media_fetch`, `unsnooze`) is due.
 pub async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>> {
     let (depth, next) = st
         .db
         .run(|c| {
             let depth: i64 = outbox::table.filter(outbox::done_at.is_null()).count().get_result(c)?;
-            Ok((depth, crate::core::outbox::next_due(c, &["send", "media_fetch"])?))
+            Ok((depth, crate::core::outbox::next_due(c, &["send", "media_fetch", service::UNSNOOZE_JOB])?))
         })
         .await?;
     st.metrics.outbox_depth.set(depth);

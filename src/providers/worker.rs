@@ -1,10 +1,15 @@
-//! The delivery worker: claims due `send` and `media_fetch` jobs from the outbox and runs them
-//! ([`outbox::deliver`], [`fetcher::fetch`]). Woken after commits, polling as a fallback.
+//! The delivery worker: claims due `send`, `media_fetch` and `unsnooze` jobs from the outbox
+//! and runs them ([`outbox::deliver`], [`fetcher::fetch`], `service::reopen_snoozed`). Woken
+//! after commits, polling as a fallback; a job queued to fall due later (a scheduled send, a
+//! snooze) is claimed when its time comes.
 
 use std::time::Duration;
 
 use super::{fetcher, outbox};
-use crate::core::{state::AppState, types::now};
+use crate::{
+    core::{state::AppState, types::now},
+    messaging::service::{UNSNOOZE_JOB, reopen_snoozed},
+};
 
 const POLL: Duration = Duration::from_secs(2);
 
@@ -12,20 +17,16 @@ const POLL: Duration = Duration::from_secs(2);
 pub async fn run(st: AppState) {
     let owner = crate::core::crypto::random_hex_id();
     loop {
-        let claimed = match outbox::claim(&st, &owner, "send").await {
-            Ok(sends) => outbox::claim(&st, &owner, "media_fetch").await.map(|fetches| (sends, fetches)),
-            Err(e) => Err(e),
-        };
-        match claimed {
-            Ok((sends, fetches)) if !sends.is_empty() || !fetches.is_empty() => {
-                for job in sends {
-                    if let Err(e) = outbox::deliver(&st, &owner, &job).await {
-                        tracing::warn!(job = job.id, error = ?e, "delivery attempt failed; retried after the lease");
-                    }
-                }
-                for job in fetches {
-                    if let Err(e) = fetcher::fetch(&st, &owner, &job).await {
-                        tracing::warn!(job = job.id, error = ?e, "media fetch failed; retried after the lease");
+        match outbox::claim_kinds(&st, &owner, &["send", "media_fetch", UNSNOOZE_JOB]).await {
+            Ok(jobs) if !jobs.is_empty() => {
+                for job in jobs {
+                    let done = match job.kind.as_str() {
+                        "send" => outbox::deliver(&st, &owner, &job).await,
+                        "media_fetch" => fetcher::fetch(&st, &owner, &job).await,
+                        _ => reopen_snoozed(&st, &owner, &job).await,
+                    };
+                    if let Err(e) = done {
+                        tracing::warn!(job = job.id, kind = %job.kind, error = ?e, "outbox job failed; retried after the lease");
                     }
                 }
                 continue;

@@ -1,5 +1,7 @@
 //! Conversation tools (issue 22): private notes and mentions, canned responses, edit and
-//! delete, snooze. REST and WebSocket against the real server, on both backends.
+//! delete, snooze, scheduled sends, reactions. REST and WebSocket against the real server, on
+//! both backends. Due times are set in the past or a second ahead and polled for with a
+//! generous deadline: nothing asserts how fast they fire.
 
 use serde_json::{Value, json};
 
@@ -324,4 +326,147 @@ both_backends!(agents_edit_their_messages_and_delete_notes, |app: TestApp| async
     let next = next_event(&mut ws, "message.created").await;
     assert_eq!(next["data"]["messageId"], n2["messageId"]);
     assert_eq!(next["seq"].as_i64().unwrap(), seq_before.as_i64().unwrap() + 1);
+});
+
+/// An RFC 3339 time `secs` from now.
+fn in_secs(secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The conversation as the list shows it.
+async fn conversation(app: &TestApp, token: &str, id: i64) -> Value {
+    let (status, list) = app.get("/conversation/conversation-page-list?limit=100", Some(token)).await;
+    assert_eq!(status, 200, "{list}");
+    list["data"].as_array().unwrap().iter().find(|c| c["conversationId"] == id).unwrap().clone()
+}
+
+/// Polls (bounded, generously) until the conversation has `status`.
+async fn wait_for_conversation_status(app: &TestApp, token: &str, id: i64, status: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let conv = conversation(app, token, id).await;
+        if conv["status"] == status {
+            return conv;
+        }
+        assert!(std::time::Instant::now() < deadline, "conversation {id} never became {status}: {conv}");
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The persisted events of a conversation after `after_seq`: (seq, kind, data).
+async fn stored_events(app: &TestApp, conv: i64, after_seq: i64) -> Vec<(i64, String, Value)> {
+    app.state
+        .db
+        .run(move |c| {
+            use confab::core::db::schema::events;
+            use diesel::prelude::*;
+            let rows: Vec<(i64, String, String)> = events::table
+                .filter(events::conversation_id.eq(conv).and(events::seq.gt(after_seq)))
+                .order(events::seq)
+                .select((events::seq, events::kind, events::payload))
+                .load(c)?;
+            Ok(rows.into_iter().map(|(s, k, p)| (s, k, serde_json::from_str(&p).unwrap())).collect())
+        })
+        .await
+        .unwrap()
+}
+
+both_backends!(snooze_reopens_once_at_its_time_or_at_the_next_customer_message, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let other = app.other_company("Snooze Elsewhere").await;
+    let conv = app.customer_says(&co, "+14155550190", "call me tomorrow").await;
+    let mut ws = Ws::connect(&app, &co.admin).await;
+    let (_, last) = ws.subscribe(conv, None).await;
+
+    // Bad input is 400 naming the field; another company's conversation is 404.
+    let path = format!("/conversation/{conv}");
+    for (body, field) in [
+        (json!({"status": "snoozed", "snoozedUntil": "tomorrow"}), "snoozedUntil"),
+        (json!({"status": "snoozed", "snoozedUntil": in_secs(2 * 366 * 86400)}), "snoozedUntil"),
+        (json!({"status": "open", "snoozedUntil": in_secs(60)}), "snoozedUntil"),
+        (json!({"status": "asleep"}), "status"),
+    ] {
+        let (status, b) = app.patch(&path, Some(&co.agent), &body).await;
+        assert_error(status, &b, 400, "validation_failed");
+        assert!(b["fields"][field].is_string(), "{b}");
+    }
+    let (status, b) =
+        app.patch(&path, Some(&other.agent), &json!({"status": "snoozed", "snoozedUntil": in_secs(3600)})).await;
+    assert_error(status, &b, 404, "not_found");
+
+    // Snoozed for an hour: the view says until when, conversation.updated has the next seq.
+    let (status, snoozed) =
+        app.patch(&path, Some(&co.agent), &json!({"status": "snoozed", "snoozedUntil": in_secs(3600)})).await;
+    assert_eq!(status, 200, "{snoozed}");
+    assert_eq!(snoozed["status"], "snoozed");
+    assert!(snoozed["snoozedUntil"].is_string(), "{snoozed}");
+    let ev = ws.events_until(conv, last + 1).await;
+    assert_eq!(ev[0]["event"], "conversation.updated");
+    assert_eq!(ev[0]["data"]["status"], "snoozed");
+    let (_, snoozed_list) = app.get("/conversation/conversation-page-list?status=snoozed", Some(&co.agent)).await;
+    assert_eq!(snoozed_list["totalCount"], 1);
+
+    // The customer writes: the snooze ends at once (message.created, then conversation.updated).
+    app.customer_says(&co, "+14155550190", "actually, now is fine").await;
+    let ev = ws.events_until(conv, last + 3).await;
+    assert_eq!(ev[0]["event"], "message.created");
+    assert_eq!(ev[1]["event"], "conversation.updated");
+    assert_eq!(ev[1]["data"]["status"], "open");
+    assert_eq!(ev[1]["data"]["snoozedUntil"], Value::Null);
+    let open = conversation(&app, &co.agent, conv).await;
+    assert_eq!(open["status"], "open");
+    assert_eq!(open["snoozedUntil"], Value::Null);
+
+    // Snoozed until the next message only (no time): nothing reopens it by itself.
+    let (status, b) = app.patch(&path, Some(&co.agent), &json!({"status": "snoozed"})).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["snoozedUntil"], Value::Null);
+
+    // A time already past: the worker reopens it, once, with conversation.updated.
+    let (status, b) =
+        app.patch(&path, Some(&co.agent), &json!({"status": "snoozed", "snoozedUntil": in_secs(-5)})).await;
+    assert_eq!(status, 200, "{b}");
+    let from = b["lastSeq"].as_i64().unwrap();
+    let reopened = wait_for_conversation_status(&app, &co.agent, conv, "open").await;
+    assert_eq!(reopened["snoozedUntil"], Value::Null);
+    let ev = ws.events_until(conv, from + 1).await;
+    assert_eq!(ev.last().unwrap()["event"], "conversation.updated");
+    assert_eq!(ev.last().unwrap()["data"]["status"], "open");
+
+    // A snooze a second ahead, set on a node that then stops: two other nodes started later
+    // on the same database reopen it exactly once between them.
+    let b_node = TestApp::start(app.backend, app.config.clone(), app.dir.clone(), app.pg.clone()).await;
+    app.stop().await;
+    let (status, b) =
+        b_node.patch(&path, Some(&co.agent), &json!({"status": "snoozed", "snoozedUntil": in_secs(1)})).await;
+    assert_eq!(status, 200, "{b}");
+    let from = b["lastSeq"].as_i64().unwrap();
+    b_node.stop().await;
+    let c_node = TestApp::start(app.backend, app.config.clone(), app.dir.clone(), app.pg.clone()).await;
+    let d_node = TestApp::start(app.backend, app.config.clone(), app.dir.clone(), app.pg.clone()).await;
+    wait_for_conversation_status(&c_node, &co.agent, conv, "open").await;
+    // Both nodes poll the outbox; the job is finished, so neither reopens it again.
+    let done = c_node
+        .state
+        .db
+        .run(move |c| {
+            use confab::core::db::schema::outbox;
+            use diesel::prelude::*;
+            Ok(outbox::table
+                .filter(outbox::kind.eq("unsnooze").and(outbox::ref_id.eq(conv.to_string())))
+                .filter(outbox::done_at.is_null())
+                .count()
+                .get_result::<i64>(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(done, 1, "only the hour-long snooze's job is left (it will change nothing)");
+    let reopens: Vec<_> = stored_events(&c_node, conv, from)
+        .await
+        .into_iter()
+        .filter(|(_, kind, data)| kind == "conversation.updated" && data["status"] == "open")
+        .collect();
+    assert_eq!(reopens.len(), 1, "{reopens:?}");
+    d_node.stop().await;
+    c_node.stop().await;
 });

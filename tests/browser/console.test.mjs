@@ -415,6 +415,25 @@ test('edit and delete: fix a typo in a note from its menu, then delete it for ev
   await page.keyboard.press('Escape');
 });
 
+test('snooze: a preset from the Snooze menu shows in the header and the inbox; the customer writing reopens it', async (t) => {
+  if (!wsSupported) return t.skip('server has no WebSocket (/ws): the reopening arrives as an event');
+  await openConversation(page, 'Ada Lovelace');
+  await page.getByRole('button', { name: 'Snooze', exact: true }).click();
+  await page.getByRole('menuitem', { name: 'Until tomorrow, 9:00' }).click();
+  await page.locator('.thread-head .snoozed-until', { hasText: 'Snoozed until' }).waitFor();
+  await page.locator('.conv', { hasText: 'Ada Lovelace' }).locator('.status-snoozed').waitFor();
+  const list = await app.ok('GET', '/conversation/conversation-page-list?limit=100', { token: grace.token });
+  const ada = list.data.find((c) => c.user.phone === ADA);
+  assert.equal(ada.status, 'snoozed');
+  const ahead = new Date(ada.snoozedUntil) - Date.now();
+  assert.ok(ahead > 0 && ahead <= 48 * 3600e3, `tomorrow 9:00 is ahead by ${ahead} ms`);
+  assert.equal(await page.getByLabel('Conversation status').inputValue(), 'snoozed');
+  await app.customerSays(ADA, 'Ada Lovelace', 'Are you still there?');
+  await page.locator('.conv', { hasText: 'Ada Lovelace' }).locator('.status-open').waitFor({ timeout: 15000 });
+  await waitFor('header reopened', async () => (await page.locator('.thread-head .snoozed-until').count()) === 0);
+  assert.equal(await page.getByLabel('Conversation status').inputValue(), 'open');
+});
+
 test('image upload shows a progress bar and then its thumbnail', async (t) => {
   if (!mediaSupported) return t.skip('server has no POST /media/save (Media store not merged)');
   await openConversation(page, 'Ada Lovelace');

@@ -304,6 +304,7 @@ diesel::table! {
         last_update_time -> Timestamp,
         last_free_message_time -> Nullable<Timestamp>,
         created_at -> Timestamp,
+        snoozed_until -> Nullable<Timestamp>,
     }
 }
 

@@ -118,3 +118,18 @@ export function icon(name, label) {
   svg.append(path);
   return svg;
 }
+
+/** A button that opens a menu of actions: `items` are `{ label, onclick }`. Escape closes it
+ * and gives the focus back to the button; `wrap` is the class of the element holding both. */
+export function menuButton({ label, text, cls = '', wrap = 'menu-wrap' }, items) {
+  const menu = h('div', { class: 'msg-menu', role: 'menu', 'aria-label': label, hidden: true });
+  const toggle = (open) => {
+    menu.hidden = !open;
+    button.setAttribute('aria-expanded', String(open));
+    if (open) menu.querySelector('button')?.focus();
+  };
+  const button = h('button', { type: 'button', class: `ghost ${cls}`.trim(), 'aria-label': label, 'aria-haspopup': 'menu', 'aria-expanded': 'false', onclick: () => toggle(menu.hidden) }, text);
+  for (const it of items) menu.append(h('button', { type: 'button', role: 'menuitem', onclick: () => (toggle(false), it.onclick()) }, it.label));
+  menu.addEventListener('keydown', (e) => e.key === 'Escape' && (e.stopPropagation(), toggle(false), button.focus()));
+  return h('div', { class: wrap }, button, menu);
+}

@@ -2,7 +2,7 @@
 // 24-hour window, and the conversation's status, assignee and labels.
 
 import { get, patch, post, del, blob, upload } from './api.js';
-import { $, h, icon, personName, clock, dayLabel, sameDay, hms, fileSize, toast } from './dom.js';
+import { $, h, icon, personName, clock, dayLabel, sameDay, hms, fileSize, toast, menuButton } from './dom.js';
 
 const PAGE = 30;
 const STATUS_RANK = { PENDING: 0, SENT: 1, DELIVERED: 2, READ: 3, FAILED: 4 };
@@ -23,6 +23,10 @@ const REASONS = {
 
 // Agents may edit their messages for 15 minutes (issue 22; the server checks it too).
 const EDIT_MS = 15 * 60 * 1000;
+
+const whenFmt = new Intl.DateTimeFormat(undefined, { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+/** "Mon 7 Dec, 09:00": a time to come (a snooze's end, a scheduled send). */
+const when = (iso) => whenFmt.format(new Date(iso));
 
 const forward = (next, cur) =>
   next === 'FAILED' ? STATUS_RANK[cur] <= STATUS_RANK.SENT : cur !== 'FAILED' && STATUS_RANK[next] > STATUS_RANK[cur];
@@ -131,13 +135,37 @@ export class Thread {
       h('li', {}, labelInput),
     );
     this.windowEl = this.windowEl || h('span', { class: 'window', role: 'timer', 'aria-live': 'off' });
+    const snoozed =
+      view.status === 'snoozed'
+        ? h('span', { class: 'chip snoozed-until', title: 'A customer message reopens it at once' }, `Snoozed until ${view.snoozedUntil ? when(view.snoozedUntil) : 'the customer replies'}`)
+        : null;
     this.header.replaceChildren(
       back,
       h('div', { class: 'who' }, h('h2', {}, personName(view.user)), h('span', { class: 'muted phone' }, view.user?.phone || '')),
       this.windowEl,
-      h('div', { class: 'controls' }, status, assign),
+      snoozed,
+      h('div', { class: 'controls' }, status, this.snoozeMenu(), assign),
       labels,
     );
+  }
+
+  /** Snooze presets (issue 22): the conversation reopens by itself at that time, or when the
+   * customer writes. */
+  snoozeMenu() {
+    const at = (days, hour, weekday) => {
+      const d = new Date();
+      if (weekday != null) days = ((weekday - d.getDay() + 7) % 7) || 7;
+      d.setDate(d.getDate() + days);
+      d.setHours(hour, 0, 0, 0);
+      return d;
+    };
+    const snooze = (until) => this.patch({ status: 'snoozed', ...(until ? { snoozedUntil: until.toISOString() } : {}) });
+    return menuButton({ label: 'Snooze', text: 'Snooze', cls: 'snooze' }, [
+      { label: 'For 1 hour', onclick: () => snooze(new Date(Date.now() + 3600e3)) },
+      { label: 'Until tomorrow, 9:00', onclick: () => snooze(at(1, 9)) },
+      { label: 'Until Monday, 9:00', onclick: () => snooze(at(0, 9, 1)) },
+      { label: 'Until the customer replies', onclick: () => snooze(null) },
+    ]);
   }
 
   async patch(body) {
@@ -374,22 +402,10 @@ export class Thread {
     const canEdit = own && !m.templateId && !(m.attachments || []).length && Date.now() - new Date(m.datetime) < EDIT_MS;
     const canDelete = (own || this.me.role === 'admin') && (m.private || m.status === 'PENDING');
     if (!canEdit && !canDelete) return null;
-    const menu = h('div', { class: 'msg-menu', role: 'menu', hidden: true });
-    const close = () => (menu.hidden = true);
-    if (canEdit) menu.append(h('button', { type: 'button', role: 'menuitem', onclick: () => (close(), this.startEdit(m)) }, 'Edit'));
-    if (canDelete) menu.append(h('button', { type: 'button', role: 'menuitem', onclick: () => (close(), this.remove(m)) }, 'Delete'));
-    const button = h('button', {
-      type: 'button',
-      class: 'ghost msg-actions',
-      'aria-label': 'Message actions',
-      'aria-haspopup': 'menu',
-      onclick: () => {
-        menu.hidden = !menu.hidden;
-        if (!menu.hidden) menu.querySelector('button')?.focus();
-      },
-    }, '⋯');
-    menu.addEventListener('keydown', (e) => e.key === 'Escape' && (e.stopPropagation(), close(), button.focus()));
-    return h('div', { class: 'msg-tools' }, button, menu);
+    const items = [];
+    if (canEdit) items.push({ label: 'Edit', onclick: () => this.startEdit(m) });
+    if (canDelete) items.push({ label: 'Delete', onclick: () => this.remove(m) });
+    return menuButton({ label: 'Message actions', text: '⋯', cls: 'msg-actions', wrap: 'msg-tools' }, items);
   }
 
   startEdit(m) {

@@ -1,0 +1,1 @@
+ALTER TABLE conversations DROP COLUMN snoozed_until;
