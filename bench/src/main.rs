@@ -87,8 +87,9 @@ pub enum Scenario {
         #[arg(long)]
         idle_seconds: Option<u64>,
     },
-    /// Signed webhooks as fast as they are acknowledged, 1/16/64 senders, SQLite and
-    /// PostgreSQL; then every acknowledged message is looked up in the database.
+    /// Signed webhooks and agents' sends (REST, WebSocket) as fast as they are acknowledged,
+    /// 1/16/64 senders, SQLite and PostgreSQL; then the server is killed with SIGKILL and
+    /// every acknowledged message is looked up in the database.
     Ingest {
         #[arg(long, value_enum, default_value = "small")]
         size: Size,
@@ -99,6 +100,10 @@ pub enum Scenario {
         /// sqlite, postgres
         #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
         backends: Vec<String>,
+        /// How messages come in: webhook (signed sandbox webhooks from customers), rest
+        /// (agents' `POST /message` with `clientId`), ws (agents' WebSocket `send` with `clientId`).
+        #[arg(long, value_delimiter = ',', default_value = "webhook,rest,ws")]
+        paths: Vec<String>,
     },
     /// One conversation with many messages generated straight into SQLite; latency of deep
     /// pages by offset and by keyset (`before=`).

@@ -209,10 +209,11 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
                 };
                 idle(&mut ctx, p).await
             }
-            Scenario::Ingest { size, seconds, senders, backends } => {
+            Scenario::Ingest { size, seconds, senders, backends, paths } => {
                 let mut p = IngestParams::of(size);
                 p.seconds = seconds.unwrap_or(p.seconds);
                 p.senders = senders.unwrap_or(p.senders);
+                p.paths = paths.iter().map(|s| IngestPath::parse(s)).collect::<anyhow::Result<_>>()?;
                 ingest(&mut ctx, p, &backends).await
             }
             Scenario::Paging { size, messages, repeats } => {
@@ -640,14 +641,48 @@ struct IngestParams {
     seconds: u64,
     senders: Vec<usize>,
     customers: usize,
+    paths: Vec<IngestPath>,
 }
 
 impl IngestParams {
     fn of(size: Size) -> Self {
+        let paths = vec![IngestPath::Webhook, IngestPath::Rest, IngestPath::Ws];
         match size {
-            Size::Smoke => Self { seconds: 1, senders: vec![1, 16, 64], customers: 50 },
-            Size::Small => Self { seconds: 5, senders: vec![1, 16, 64], customers: 1000 },
-            Size::Large => Self { seconds: 15, senders: vec![1, 16, 64], customers: 1000 },
+            Size::Smoke => Self { seconds: 1, senders: vec![1, 16, 64], customers: 50, paths },
+            Size::Small => Self { seconds: 5, senders: vec![1, 16, 64], customers: 1000, paths },
+            Size::Large => Self { seconds: 15, senders: vec![1, 16, 64], customers: 1000, paths },
+        }
+    }
+}
+
+/// How the messages of an ingest point come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IngestPath {
+    /// Customers' messages: signed sandbox webhooks, one message each; acknowledged = 200 with
+    /// `received: 1`; identified by the provider message id.
+    Webhook,
+    /// Agents' `POST /message` with a `clientId`; acknowledged = 201.
+    Rest,
+    /// Agents' WebSocket `send` with a `clientId`, one connection per sender; acknowledged =
+    /// the `ack` frame naming the `clientId`.
+    Ws,
+}
+
+impl IngestPath {
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "webhook" => Ok(Self::Webhook),
+            "rest" => Ok(Self::Rest),
+            "ws" | "websocket" => Ok(Self::Ws),
+            other => bail!("unknown ingest path {other} (webhook, rest, ws)"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Rest => "REST send",
+            Self::Ws => "WS send",
         }
     }
 }
@@ -658,11 +693,94 @@ struct IdRow {
     id: String,
 }
 
+#[derive(QueryableByName)]
+struct CountRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// What one closed-loop sender did: acknowledged ids, their latencies in µs, failures.
+type SenderResult = (Vec<String>, Vec<u32>, u64);
+
+/// One closed-loop sender of an ingest point: sends until `deadline`, one message in flight.
+/// `ws` is its WebSocket connection on the `Ws` path (opened before the clock starts).
+#[allow(clippy::too_many_arguments)]
+async fn ingest_sender(
+    c: &Confab,
+    s: &Setup,
+    path: IngestPath,
+    conversations: &[i64],
+    customers: usize,
+    run: &str,
+    task: usize,
+    deadline: Instant,
+    mut ws: Option<wsload::Ws>,
+) -> SenderResult {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut acked = Vec::new();
+    let mut lat = Vec::new();
+    let mut errors = 0u64;
+    let token = &s.agent_tokens[task % s.agent_tokens.len().max(1)];
+    for n in 0..1_000_000u64 {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let id = format!("{run}-{task}-{n}");
+        let pick = (task * 7919 + n as usize) % customers;
+        let t = Instant::now();
+        let ok = match path {
+            IngestPath::Webhook => {
+                let body = confab::webhook_body(s.channel_id, &id, &phone(pick), "ingest benchmark message");
+                matches!(c.webhook(s, body).await, Ok((200, text))
+                    if serde_json::from_str::<Value>(&text).is_ok_and(|v| v["received"] == 1))
+            }
+            IngestPath::Rest => {
+                let body = serde_json::json!({"conversationId": conversations[pick], "clientId": id,
+                    "text": "ingest benchmark reply"});
+                matches!(c.call(reqwest::Method::POST, "/message", Some(token), Some(&body)).await,
+                    Ok((201, v)) if v["clientId"] == id.as_str())
+            }
+            IngestPath::Ws => {
+                let Some(socket) = ws.as_mut() else { return (acked, lat, errors + 1) };
+                let frame = serde_json::json!({"type": "send", "conversationId": conversations[pick],
+                    "clientId": id, "text": "ingest benchmark reply"})
+                .to_string();
+                let mut answer = None;
+                if socket.send(Message::Text(frame)).await.is_ok() {
+                    // Not subscribed to anything: the frames are this connection's acks and errors.
+                    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
+                        let Message::Text(text) = msg else { continue };
+                        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                        if v["clientId"] == id.as_str() {
+                            answer = Some(v["type"] == "ack");
+                            break;
+                        }
+                    }
+                }
+                if answer.is_none() {
+                    // The connection is gone or stuck: this sender stops.
+                    ws = None;
+                }
+                answer == Some(true)
+            }
+        };
+        if ok {
+            lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            acked.push(id);
+        } else {
+            errors += 1;
+        }
+    }
+    (acked, lat, errors)
+}
+
 async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::Result<()> {
     let mut t = Table::new(
-        format!("ingest: signed sandbox webhooks (one message each), closed loop, {} s per point", p.seconds),
+        format!("ingest: one message per request, closed loop, {} s per point", p.seconds),
         &[
             "backend",
+            "path",
             "senders",
             "acknowledged",
             "errors",
@@ -687,78 +805,77 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
             }
             Err(e) => return Err(e),
         };
-        let s = c.setup(0).await?;
-        c.customers(&s, p.customers).await?;
-        let mut acked_all: Vec<String> = Vec::new();
+        let agents = if p.paths.iter().any(|p| *p != IngestPath::Webhook) { 4 } else { 0 };
+        let s = c.setup(agents).await?;
+        let conversations = c.customers(&s, p.customers).await?;
+        let (mut by_provider_id, mut by_client_id): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
         let mut points = Vec::new();
-        for &senders in &p.senders {
-            eprintln!("ingest: {}: {senders} senders", backend.name());
-            let run = format!("in{senders}-{}", &::confab::core::crypto::random_hex_id()[..8]);
-            let (cpu0, t0) = (c.proc.cpu_secs(), Instant::now());
-            let deadline = t0 + Duration::from_secs(p.seconds);
-            let c_ref = &c;
-            let s_ref = &s;
-            let tasks = (0..senders).map(|task| {
-                let run = run.clone();
-                async move {
-                    let mut acked = Vec::new();
-                    let mut lat = Vec::new();
-                    let mut errors = 0u64;
-                    for n in 0..1_000_000u64 {
-                        if Instant::now() >= deadline {
-                            break;
-                        }
-                        let id = format!("{run}-{task}-{n}");
-                        let from = phone((task * 7919 + n as usize) % p.customers);
-                        let body = confab::webhook_body(s_ref.channel_id, &id, &from, "ingest benchmark message");
-                        let t = Instant::now();
-                        match c_ref.webhook(s_ref, body).await {
-                            Ok((200, text))
-                                if serde_json::from_str::<Value>(&text).is_ok_and(|v| v["received"] == 1) =>
-                            {
-                                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                                acked.push(id);
-                            }
-                            _ => errors += 1,
-                        }
+        for &path in &p.paths {
+            for &senders in &p.senders {
+                eprintln!("ingest: {}: {}, {senders} senders", backend.name(), path.name());
+                let run = format!("in{senders}-{}", &::confab::core::crypto::random_hex_id()[..8]);
+                let mut sockets: Vec<Option<wsload::Ws>> = Vec::new();
+                if path == IngestPath::Ws {
+                    let target = Target { proto: Proto::Json, url: c.ws_url(), tokens: s.agent_tokens.clone() };
+                    for i in 0..senders {
+                        sockets.push(Some(wsload::connect_many(&target, i, &[]).await?));
                     }
-                    (acked, lat, errors)
+                } else {
+                    sockets.resize_with(senders, || None);
                 }
-            });
-            let results = futures_util::future::join_all(tasks).await;
-            let wall = t0.elapsed().as_secs_f64();
-            let cpu = c.proc.cpu_secs() - cpu0;
-            let mut lat = Vec::new();
-            let mut errors = 0;
-            let mut acked = 0usize;
-            for (a, l, e) in results {
-                acked += a.len();
-                acked_all.extend(a);
-                lat.extend(l);
-                errors += e;
+                let (cpu0, t0) = (c.proc.cpu_secs(), Instant::now());
+                let deadline = t0 + Duration::from_secs(p.seconds);
+                let (c_ref, s_ref, convs, run) = (&c, &s, &conversations[..], &run);
+                let tasks = sockets
+                    .into_iter()
+                    .enumerate()
+                    .map(|(task, ws)| ingest_sender(c_ref, s_ref, path, convs, p.customers, run, task, deadline, ws));
+                let results = futures_util::future::join_all(tasks).await;
+                let wall = t0.elapsed().as_secs_f64();
+                let cpu = c.proc.cpu_secs() - cpu0;
+                let mut lat = Vec::new();
+                let mut errors = 0;
+                let mut acked = 0usize;
+                for (a, l, e) in results {
+                    acked += a.len();
+                    match path {
+                        IngestPath::Webhook => by_provider_id.extend(a),
+                        IngestPath::Rest | IngestPath::Ws => by_client_id.extend(a),
+                    }
+                    lat.extend(l);
+                    errors += e;
+                }
+                let (p50, p99, _) = summary_ms(&mut lat);
+                let cpu_ms = 1000.0 * cpu / acked.max(1) as f64;
+                points.push((path, senders, acked, errors, acked as f64 / wall, p50, p99, cpu_ms));
             }
-            let (p50, p99, _) = summary_ms(&mut lat);
-            points.push((senders, acked, errors, acked as f64 / wall, p50, p99, 1000.0 * cpu / acked.max(1) as f64));
         }
         // Crash the server (no graceful shutdown), then look every acknowledged id up.
         c.proc.kill9();
-        let (present, dupes) = verify_ingest(&c, s.channel_id).await?;
-        let missing = acked_all.iter().filter(|id| !present.contains(id.as_str())).count();
-        let verdict = if missing == 0 && dupes == 0 {
-            format!("yes ({} of {})", acked_all.len(), acked_all.len())
-        } else {
-            ctx.fail(format!("ingest {}: {missing} acknowledged messages missing, {dupes} duplicates", backend.name()));
-            format!("NO: {missing} missing, {dupes} duplicates")
+        let check = verify_ingest(&c, s.channel_id, &by_provider_id, &by_client_id).await?;
+        let acked_total = by_provider_id.len() + by_client_id.len();
+        let verdict = match check {
+            IngestCheck { missing: 0, duplicates: 0, seq_gaps: 0 } => format!("yes ({acked_total} of {acked_total})"),
+            IngestCheck { missing, duplicates, seq_gaps } => {
+                ctx.fail(format!(
+                    "ingest {}: {missing} acknowledged messages missing, {duplicates} duplicates, \
+                     {seq_gaps} conversations whose seq has a gap",
+                    backend.name()
+                ));
+                format!("NO: {missing} missing, {duplicates} duplicates, {seq_gaps} seq gaps")
+            }
         };
-        for (senders, acked, errors, rate, p50, p99, cpu_ms) in points {
+        for (path, senders, acked, errors, rate, p50, p99, cpu_ms) in points {
             if errors > 0 {
                 ctx.fail(format!(
-                    "ingest {} with {senders} senders: {errors} webhooks not acknowledged",
-                    backend.name()
+                    "ingest {} {} with {senders} senders: {errors} messages not acknowledged",
+                    backend.name(),
+                    path.name()
                 ));
             }
             t.row(vec![
                 backend.name().into(),
+                path.name().into(),
                 senders.to_string(),
                 acked.to_string(),
                 errors.to_string(),
@@ -770,32 +887,65 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
             ]);
         }
     }
-    t.note("Acknowledged = HTTP 200 with received=1. After the last point the server is killed with SIGKILL and the database is read directly.");
+    t.note("Acknowledged: webhook = HTTP 200 with received=1; REST send = 201 echoing the clientId; WS send = the ack frame of the clientId.");
+    t.note("After the last point the server is killed with SIGKILL and the database is read directly: every acknowledged provider id and clientId must be there exactly once, and every conversation's events must number 1..last_seq without a gap.");
     t.print();
     Ok(())
 }
 
-/// Provider ids of the benchmark's messages in the database, and the number of duplicates.
-async fn verify_ingest(c: &Confab, channel_id: i64) -> anyhow::Result<(HashSet<String>, i64)> {
-    let sql = format!(
+struct IngestCheck {
+    missing: usize,
+    duplicates: usize,
+    seq_gaps: i64,
+}
+
+/// Looks every acknowledged provider id (webhooks on `channel_id`) and clientId (agents'
+/// sends) up in the database, and counts conversations whose `last_seq` is not the number of
+/// their events (a gap, a duplicate or a lost event).
+async fn verify_ingest(
+    c: &Confab,
+    channel_id: i64,
+    provider_ids: &[String],
+    client_ids: &[String],
+) -> anyhow::Result<IngestCheck> {
+    let by_provider = format!(
         "SELECT provider_message_id AS id FROM messages WHERE channel_id = {channel_id} AND provider_message_id LIKE 'in%'"
     );
+    let by_client = "SELECT client_id AS id FROM messages WHERE client_id LIKE 'in%'".to_owned();
+    let gaps = "SELECT count(*) AS n FROM conversations c \
+                WHERE c.last_seq <> (SELECT count(*) FROM events e WHERE e.conversation_id = c.id)"
+        .to_owned();
     let (backend, url, path) = (c.backend, c.db_url.clone(), c.sqlite_path.clone());
-    let rows: Vec<IdRow> = blocking(move || {
+    let (providers, clients, gaps): (Vec<IdRow>, Vec<IdRow>, CountRow) = blocking(move || {
         Ok(match backend {
             Backend::Sqlite => {
                 let path = path.ok_or_else(|| anyhow!("no SQLite path"))?;
                 let mut conn = SqliteConnection::establish(&path.display().to_string())?;
-                diesel::sql_query(sql).load(&mut conn)?
+                (
+                    diesel::sql_query(by_provider).load(&mut conn)?,
+                    diesel::sql_query(by_client).load(&mut conn)?,
+                    diesel::sql_query(gaps).get_result(&mut conn)?,
+                )
             }
-            Backend::Postgres => diesel::sql_query(sql).load(&mut PgConnection::establish(&url)?)?,
+            Backend::Postgres => {
+                let mut conn = PgConnection::establish(&url)?;
+                (
+                    diesel::sql_query(by_provider).load(&mut conn)?,
+                    diesel::sql_query(by_client).load(&mut conn)?,
+                    diesel::sql_query(gaps).get_result(&mut conn)?,
+                )
+            }
         })
     })
     .await?;
-    let total = rows.len() as i64;
-    let set: HashSet<String> = rows.into_iter().map(|r| r.id).collect();
-    let dupes = total - set.len() as i64;
-    Ok((set, dupes))
+    let mut check = IngestCheck { missing: 0, duplicates: 0, seq_gaps: gaps.n };
+    for (rows, acked) in [(providers, provider_ids), (clients, client_ids)] {
+        let total = rows.len();
+        let set: HashSet<String> = rows.into_iter().map(|r| r.id).collect();
+        check.duplicates += total - set.len();
+        check.missing += acked.iter().filter(|id| !set.contains(id.as_str())).count();
+    }
+    Ok(check)
 }
 
 // ---------------------------------------------------------------- paging
