@@ -127,22 +127,47 @@ pub fn delete(c: &mut Db, company_id: i64, id: i64) -> ApiResult<()> {
 /// appended (its row lock serialises them), so a receiver gets them in `seq` order.
 /// Returns how many deliveries were queued.
 pub fn enqueue(c: &mut Db, event: &Event, assignee_id: Option<i64>) -> ApiResult<usize> {
-    if !EVENT_TYPES.contains(&event.event.as_str()) {
-        return Ok(0);
+    enqueue_all(c, &[(event, assignee_id)])
+}
+
+/// [`enqueue`] for several events (of a group commit): each company's subscriptions are read
+/// once.
+pub fn enqueue_all(c: &mut Db, events: &[(&Event, Option<i64>)]) -> ApiResult<usize> {
+    type Subs = Vec<(i64, String, Option<i64>)>;
+    let mut subs_of: Vec<(i64, Subs)> = Vec::new();
+    let mut queued = 0;
+    for (event, assignee_id) in events {
+        if !EVENT_TYPES.contains(&event.event.as_str()) {
+            continue;
+        }
+        let at = match subs_of.iter().position(|(company, _)| *company == event.company_id) {
+            Some(at) => at,
+            None => {
+                let subs: Subs = webhook_subscriptions::table
+                    .filter(webhook_subscriptions::company_id.eq(event.company_id))
+                    .filter(webhook_subscriptions::active)
+                    .select((webhook_subscriptions::id, webhook_subscriptions::events, webhook_subscriptions::bot_id))
+                    .load(c)?;
+                subs_of.push((event.company_id, subs));
+                subs_of.len() - 1
+            }
+        };
+        let wanted: Vec<i64> = subs_of[at]
+            .1
+            .iter()
+            .filter(|(_, types, bot)| {
+                let types: Vec<String> = serde_json::from_str(types).unwrap_or_default();
+                types.contains(&event.event) && bot.is_none_or(|b| *assignee_id == Some(b))
+            })
+            .map(|(id, _, _)| *id)
+            .collect();
+        queued += deliver_to(c, event, &wanted)?;
     }
-    let subs: Vec<(i64, String, Option<i64>)> = webhook_subscriptions::table
-        .filter(webhook_subscriptions::company_id.eq(event.company_id))
-        .filter(webhook_subscriptions::active)
-        .select((webhook_subscriptions::id, webhook_subscriptions::events, webhook_subscriptions::bot_id))
-        .load(c)?;
-    let wanted: Vec<i64> = subs
-        .into_iter()
-        .filter(|(_, events, bot)| {
-            let types: Vec<String> = serde_json::from_str(events).unwrap_or_default();
-            types.contains(&event.event) && bot.is_none_or(|b| assignee_id == Some(b))
-        })
-        .map(|(id, _, _)| id)
-        .collect();
+    Ok(queued)
+}
+
+/// Queues `event` for each of the subscriptions `wanted`.
+fn deliver_to(c: &mut Db, event: &Event, wanted: &[i64]) -> ApiResult<usize> {
     if wanted.is_empty() {
         return Ok(0);
     }
@@ -158,7 +183,7 @@ pub fn enqueue(c: &mut Db, event: &Event, assignee_id: Option<i64>) -> ApiResult
         "data": event.data,
     })
     .to_string();
-    for subscription_id in &wanted {
+    for subscription_id in wanted {
         let id: i64 = diesel::insert_into(webhook_deliveries::table)
             .values((
                 webhook_deliveries::company_id.eq(event.company_id),

@@ -3,7 +3,7 @@
 //! an agent can see appends an event with the conversation's next `seq` in the same
 //! transaction; events are published only after commit (CONTRACT §4).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 
@@ -11,7 +11,7 @@ use super::{model::*, store};
 use crate::core::{
     auth::session::Principal,
     db::{
-        Db,
+        Batched, Db,
         schema::{conversations, messages, user_emails, user_phones, users},
     },
     error::{ApiError, ApiResult},
@@ -88,12 +88,6 @@ pub struct Notice {
     pub event: Event,
 }
 
-fn notify(st: &AppState, notices: Vec<Notice>) {
-    for n in notices {
-        st.broker.publish_bus(Bus::ToUser { user_id: n.user_id, event: n.event });
-    }
-}
-
 /// CONTRACT §3 `POST /message` and §4 `send`: role and tenancy (the caller is staff of the
 /// conversation's company), the 24-hour window for free text and media, template rendering
 /// with its params checked, and idempotency by (sender, `clientId`). One transaction writes
@@ -135,36 +129,186 @@ pub async fn send(st: &AppState, agent: &Principal, mut req: SendRequest) -> Api
 }
 
 async fn send_stored(st: &AppState, company_id: i64, sender_id: i64, req: SendRequest) -> ApiResult<Sent> {
-    let attempt = {
-        let req = req.clone();
-        st.db.write(move |c| send_tx(c, company_id, sender_id, &req)).await
-    };
-    let (sent, events, notices) = match attempt {
-        Ok(done) => done,
+    let client_id = req.client_id.clone();
+    let (broker, wake) = (st.broker.clone(), st.outbox_wake.clone());
+    let item = Write::Send(SendItem { company_id, sender_id, req });
+    let attempt = st
+        .db
+        .write_batched(item, move |written: &mut Written| {
+            let Written::Send(done) = written else { return };
+            let (sent, events, notices) = &mut **done;
+            if sent.created {
+                broker.publish(std::mem::take(events));
+                for n in std::mem::take(notices) {
+                    broker.publish_bus(Bus::ToUser { user_id: n.user_id, event: n.event });
+                }
+                if !sent.message.private {
+                    wake.notify_one();
+                }
+            }
+        })
+        .await;
+    match attempt {
+        Ok(Written::Send(done)) => Ok(done.0),
+        Ok(Written::Delivery(..)) => Err(ApiError::Internal(anyhow::anyhow!("a send was answered as a delivery"))),
         // Two sends with one clientId raced: the unique key let one in; answer with it.
-        Err(e) if req.client_id.is_some() && e.is_unique_violation() => {
-            let client_id = req.client_id.clone().unwrap_or_default();
+        Err(e) if client_id.is_some() && e.is_unique_violation() => {
+            let client_id = client_id.unwrap_or_default();
             st.db
                 .run(move |c| {
                     let m = store::message_by_client_id(c, sender_id, &client_id)?.ok_or(ApiError::NotFound)?;
-                    Ok((
-                        Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq },
-                        Vec::new(),
-                        Vec::new(),
-                    ))
+                    Ok(Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq })
                 })
-                .await?
+                .await
         }
-        Err(e) => return Err(e),
-    };
-    if sent.created {
-        publish(st, events);
-        notify(st, notices);
-        if !req.private {
-            st.outbox_wake.notify_one();
-        }
+        Err(e) => Err(e),
     }
-    Ok(sent)
+}
+
+/// A write of the messaging hot path: the group committer applies every one queued at the same
+/// time in one call ([`apply_writes`]), so their messages and events are written together.
+pub enum Write {
+    Delivery(Delivery),
+    Send(SendItem),
+}
+
+/// What a [`Write`] gave.
+pub enum Written {
+    Delivery(Ingested, Vec<Event>),
+    Send(Box<SendOutcome>),
+}
+
+/// A verified provider webhook delivery.
+pub struct Delivery {
+    pub channel: ChannelRow,
+    pub messages: Vec<InboundMessage>,
+    pub statuses: Vec<StatusUpdate>,
+}
+
+/// An agent's send (REST `POST /message`, WebSocket `send`).
+pub struct SendItem {
+    pub company_id: i64,
+    pub sender_id: i64,
+    pub req: SendRequest,
+}
+
+impl Batched for Write {
+    type Out = Written;
+
+    fn apply(c: &mut Db, items: &[Self]) -> ApiResult<Vec<Written>> {
+        apply_writes(c, items)
+    }
+}
+
+/// Applies writes together: what each needs is looked up for all of them at once (known
+/// provider ids, customers, conversations), their new messages go into one [`store::Stage`]
+/// (one multi-row INSERT each for messages and events), then each is answered.
+fn apply_writes(c: &mut Db, items: &[Write]) -> ApiResult<Vec<Written>> {
+    let deliveries: Vec<&Delivery> = items
+        .iter()
+        .filter_map(|w| match w {
+            Write::Delivery(d) => Some(d),
+            Write::Send(_) => None,
+        })
+        .collect();
+    let mut lookups = Lookups::prefetch(c, &deliveries)?;
+    let mut stage = store::Stage::default();
+    let mut drafts = Vec::with_capacity(items.len());
+    for item in items {
+        drafts.push(match item {
+            Write::Delivery(d) => Draft::Delivery(ingest_staged(c, &mut stage, &mut lookups, d)?),
+            Write::Send(s) => Draft::Send(Box::new(send_staged(c, &mut stage, s.company_id, s.sender_id, &s.req)?)),
+        });
+    }
+    let created = stage.finish(c)?;
+    drafts
+        .into_iter()
+        .map(|d| match d {
+            Draft::Delivery((outcome, slots)) => {
+                let events = slots
+                    .into_iter()
+                    .map(|slot| match slot {
+                        Slot::Ready(e) => e,
+                        Slot::Staged(at) => created[at].event.clone(),
+                    })
+                    .collect();
+                Ok(Written::Delivery(outcome, events))
+            }
+            Draft::Send(draft) => Ok(Written::Send(Box::new(send_finish(c, *draft, &created)?))),
+        })
+        .collect()
+}
+
+enum Draft {
+    Delivery((Ingested, Vec<Slot>)),
+    Send(Box<SendDraft>),
+}
+
+/// An event of a delivery: built already, or a staged message's `message.created`.
+enum Slot {
+    Ready(Event),
+    Staged(usize),
+}
+
+/// What the deliveries of one group commit need, looked up once for all of them and kept up
+/// to date as they are applied.
+#[derive(Default)]
+struct Lookups {
+    /// (channel, provider message id) of messages stored or staged.
+    known: HashSet<(i64, String)>,
+    /// (company, E.164) → customer.
+    customers: HashMap<(i64, String), i64>,
+    /// (channel, customer) → conversation.
+    conversations: HashMap<(i64, i64), ConversationRow>,
+}
+
+impl Lookups {
+    fn prefetch(c: &mut Db, deliveries: &[&Delivery]) -> ApiResult<Self> {
+        let mut l = Lookups::default();
+        if deliveries.iter().all(|d| d.messages.is_empty()) {
+            return Ok(l);
+        }
+        let mut channels: Vec<&ChannelRow> = Vec::new();
+        for d in deliveries {
+            if !channels.iter().any(|ch| ch.id == d.channel.id) {
+                channels.push(&d.channel);
+            }
+        }
+        let mut companies: Vec<i64> = channels.iter().map(|ch| ch.company_id).collect();
+        companies.sort_unstable();
+        companies.dedup();
+        let of_channel = |id: i64| deliveries.iter().filter(move |d| d.channel.id == id).flat_map(|d| &d.messages);
+        for ch in &channels {
+            let ids: Vec<&str> = of_channel(ch.id).map(|m| m.provider_message_id.as_str()).collect();
+            for id in store::known_provider_ids(c, ch.id, &ids)? {
+                l.known.insert((ch.id, id));
+            }
+        }
+        for company in companies {
+            let mut phones: Vec<&str> = deliveries
+                .iter()
+                .filter(|d| d.channel.company_id == company)
+                .flat_map(|d| &d.messages)
+                .map(|m| m.from.as_str())
+                .collect();
+            phones.sort_unstable();
+            phones.dedup();
+            for (e164, user_id) in store::customers_by_phone(c, company, &phones)? {
+                l.customers.insert((company, e164), user_id);
+            }
+        }
+        for ch in &channels {
+            let mut customers: Vec<i64> = of_channel(ch.id)
+                .filter_map(|m| l.customers.get(&(ch.company_id, m.from.as_str().to_owned())).copied())
+                .collect();
+            customers.sort_unstable();
+            customers.dedup();
+            for conv in store::conversations_of(c, ch.id, &customers)? {
+                l.conversations.insert((ch.id, conv.customer_id), conv);
+            }
+        }
+        Ok(l)
+    }
 }
 
 fn validate(req: &SendRequest) -> ApiResult<()> {
@@ -201,10 +345,25 @@ pub type SendOutcome = (Sent, Vec<Event>, Vec<Notice>);
 /// commit together). The caller publishes the events and notices after its commit and wakes
 /// the worker.
 pub fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> ApiResult<SendOutcome> {
+    let mut stage = store::Stage::default();
+    let draft = send_staged(c, &mut stage, company_id, sender_id, req)?;
+    let created = stage.finish(c)?;
+    send_finish(c, draft, &created)
+}
+
+/// Checks a send and stages its message (everything of [`send_tx`] up to the write).
+fn send_staged<'a>(
+    c: &mut Db,
+    stage: &mut store::Stage<'a>,
+    company_id: i64,
+    sender_id: i64,
+    req: &SendRequest,
+) -> ApiResult<SendDraft> {
     if let Some(client_id) = &req.client_id
         && let Some(m) = store::message_by_client_id(c, sender_id, client_id)?
     {
-        return Ok((Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq }, Vec::new(), Vec::new()));
+        let sent = Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq };
+        return Ok(SendDraft::Replay(Box::new((sent, Vec::new(), Vec::new()))));
     }
     let (conv, opened) = match req.target {
         Target::Conversation(id) => (store::conversation(c, company_id, id)?, false),
@@ -272,8 +431,17 @@ pub fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -
     if opened {
         events.push(conversation_event(c, &conv, CONVERSATION_CREATED)?);
     }
-    let (row, message, event) = store::create_message(
-        c,
+    let attach: Option<store::AfterInsert<'a>> = if attachment_ids.is_empty() {
+        None
+    } else {
+        Some(Box::new(move |c: &mut Db, row: &MessageRow| {
+            for (i, id) in attachment_ids.iter().enumerate() {
+                store::attach(c, company_id, *id, &row.id, i as i32)?;
+            }
+            Ok(attachment_ids.len())
+        }))
+    };
+    let at = stage.push(
         &store::NewMessage {
             conversation: &conv,
             direction: Direction::Sent,
@@ -288,21 +456,40 @@ pub fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -
             created_at: t,
             private: req.private,
         },
-        |c, row| {
-            for (i, id) in attachment_ids.iter().enumerate() {
-                store::attach(c, company_id, *id, &row.id, i as i32)?;
-            }
-            Ok(attachment_ids.len())
-        },
-    )?;
+        attach,
+    );
+    Ok(SendDraft::Staged { at, events, private: req.private, sender_id })
+}
+
+/// A send up to its [`store::Stage`]: answered already (a `clientId` replay), or staged.
+enum SendDraft {
+    Replay(Box<SendOutcome>),
+    Staged {
+        at: usize,
+        /// `conversation.created` when the send opened the conversation.
+        events: Vec<Event>,
+        private: bool,
+        sender_id: i64,
+    },
+}
+
+/// Completes a staged send once its message is stored: a private note's mentions, or the
+/// delivery job (outbox).
+fn send_finish(c: &mut Db, draft: SendDraft, created: &[store::Created]) -> ApiResult<SendOutcome> {
+    let (at, mut events, private, sender_id) = match draft {
+        SendDraft::Replay(done) => return Ok(*done),
+        SendDraft::Staged { at, events, private, sender_id } => (at, events, private, sender_id),
+    };
+    let store::Created { row, view, event } =
+        created.get(at).cloned().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a staged send was not stored")))?;
     events.push(event);
     let mut notices = Vec::new();
-    if req.private {
+    if private {
         notices = mention_notices(c, &row, sender_id)?;
     } else {
-        store::enqueue(c, "send", &row.id, company_id, Some(conv.channel_id))?;
+        store::enqueue(c, "send", &row.id, row.company_id, Some(row.channel_id))?;
     }
-    Ok((Sent { message, created: true, seq: row.seq }, events, notices))
+    Ok((Sent { message: view, created: true, seq: row.seq }, events, notices))
 }
 
 /// Records the agents a private note mentions (`@Name`, the author excepted) and builds the
@@ -436,14 +623,13 @@ pub struct Ingested {
     pub statuses_kept: usize,
 }
 
-/// CONTRACT §6 inbound: a whole webhook delivery is applied atomically (its own savepoint in
-/// a group commit shared with concurrent deliveries, [`crate::core::db::Pool::write_grouped`]) and
+/// CONTRACT §6 inbound: a whole webhook delivery is applied atomically (in a group commit
+/// shared with concurrent deliveries and sends, [`crate::core::db::Pool::write_batched`]) and
 /// answered only after that commit. Each message finds or creates its customer (by E.164) and
 /// conversation, is stored unless its provider id is already known (retries are harmless),
 /// refreshes `lastFreeMessageTime` and emits `message.created`; media arrive as pending
 /// attachments with a `media_fetch` job. Statuses go through the same forward-only path as
-/// [`apply_status`]. On SQLite, deliveries are applied and their events published in arrival
-/// order.
+/// [`apply_status`]. Deliveries are applied and their events published in arrival order.
 #[tracing::instrument(skip_all, fields(channel = channel.id, messages = messages.len(), statuses = statuses.len()))]
 pub async fn ingest(
     st: &AppState,
@@ -451,66 +637,67 @@ pub async fn ingest(
     messages: Vec<InboundMessage>,
     statuses: Vec<StatusUpdate>,
 ) -> ApiResult<Ingested> {
-    let channel = channel.clone();
-    let (broker, wake) = (st.broker.clone(), st.outbox_wake.clone());
     // Only media queue outbox jobs (`media_fetch`): waking the worker for text alone made it
     // take the write lock for nothing after every commit.
     let queues_jobs = messages.iter().any(|m| !m.media.is_empty());
-    let (outcome, _) = st
+    let delivery = Write::Delivery(Delivery { channel: channel.clone(), messages, statuses });
+    let (broker, wake) = (st.broker.clone(), st.outbox_wake.clone());
+    let written = st
         .db
-        .write_grouped(
-            move |c| ingest_tx(c, &channel, &messages, &statuses),
-            move |(outcome, events): &mut (Ingested, Vec<Event>)| {
+        .write_batched(delivery, move |written: &mut Written| {
+            if let Written::Delivery(outcome, events) = written {
                 broker.publish(std::mem::take(events));
                 if outcome.created > 0 && queues_jobs {
                     wake.notify_one();
                 }
-            },
-        )
+            }
+        })
         .await?;
-    Ok(outcome)
+    match written {
+        Written::Delivery(outcome, _) => Ok(outcome),
+        Written::Send(_) => Err(ApiError::Internal(anyhow::anyhow!("a delivery was answered as a send"))),
+    }
 }
 
-fn ingest_tx(
+/// Applies one delivery: new messages are staged (written by the caller's
+/// [`store::Stage::flush`]); edits, revokes and statuses, which read stored messages, flush
+/// the stage first.
+fn ingest_staged(
     c: &mut Db,
-    channel: &ChannelRow,
-    messages: &[InboundMessage],
-    statuses: &[StatusUpdate],
-) -> ApiResult<(Ingested, Vec<Event>)> {
+    stage: &mut store::Stage<'_>,
+    lookups: &mut Lookups,
+    d: &Delivery,
+) -> ApiResult<(Ingested, Vec<Slot>)> {
+    let channel = &d.channel;
     let mut outcome = Ingested::default();
     let mut events = Vec::new();
-    for m in messages {
+    for m in &d.messages {
         if let Some(amend) = &m.amends {
+            stage.flush(c)?;
             match amend_tx(c, channel, m, amend)? {
                 Some(e) => {
-                    events.push(e);
+                    events.push(Slot::Ready(e));
                     outcome.amended += 1;
                 }
                 None => outcome.duplicates += 1,
             }
             continue;
         }
-        let known = |c: &mut Db| store::message_by_provider_id(c, channel.id, &m.provider_message_id);
-        if known(c)?.is_some() {
+        if !lookups.known.insert((channel.id, m.provider_message_id.clone())) {
             outcome.duplicates += 1;
             continue;
         }
-        match c.transaction(|c| ingest_one(c, channel, m)) {
-            Ok(e) => {
-                events.extend(e);
-                outcome.created += 1;
-            }
-            // The same message came in at the same time on another connection (PostgreSQL runs
-            // deliveries concurrently) and committed first: a retry, not a failure.
-            Err(e) if e.is_unique_violation() && known(c)?.is_some() => outcome.duplicates += 1,
-            Err(e) => return Err(e),
-        }
+        events.extend(ingest_one(c, stage, lookups, channel, m)?);
+        outcome.created += 1;
     }
-    for s in statuses {
+    if !d.statuses.is_empty() {
+        stage.flush(c)?;
+    }
+    for s in &d.statuses {
         match apply_status_tx(c, channel, s)? {
             Some(e) => {
                 outcome.statuses_applied += 1;
-                events.extend(e);
+                events.extend(e.into_iter().map(Slot::Ready));
             }
             None => outcome.statuses_kept += 1,
         }
@@ -518,43 +705,54 @@ fn ingest_tx(
     Ok((outcome, events))
 }
 
-fn ingest_one(c: &mut Db, channel: &ChannelRow, m: &InboundMessage) -> ApiResult<Vec<Event>> {
-    let (first, last) = split_name(m.name.as_deref().unwrap_or(""));
-    let (customer_id, _) = store::find_or_create_customer(c, channel.company_id, &m.from, &first, &last, true)?;
+fn ingest_one(
+    c: &mut Db,
+    stage: &mut store::Stage<'_>,
+    lookups: &mut Lookups,
+    channel: &ChannelRow,
+    m: &InboundMessage,
+) -> ApiResult<Vec<Slot>> {
+    let company_id = channel.company_id;
+    let customer_id = match lookups.customers.get(&(company_id, m.from.as_str().to_owned())) {
+        Some(id) => *id,
+        None => {
+            let (first, last) = split_name(m.name.as_deref().unwrap_or(""));
+            let (id, _) = store::find_or_create_customer(c, company_id, &m.from, &first, &last, true)?;
+            lookups.customers.insert((company_id, m.from.as_str().to_owned()), id);
+            id
+        }
+    };
     // Opting out of campaigns by keyword, as WhatsApp and Twilio advise (issue 23).
     match m.text.as_deref().map(|t| t.trim().to_ascii_uppercase()).as_deref() {
         Some("STOP" | "UNSUBSCRIBE") => crate::users::store::set_opted_out(c, customer_id, true)?,
         Some("START") => crate::users::store::set_opted_out(c, customer_id, false)?,
         _ => {}
     }
-    let (conv, opened) = store::find_or_create_conversation(c, channel.company_id, channel.id, customer_id)?;
-    let kind = m.media.first().map(|a| a.kind.as_str().to_ascii_lowercase()).unwrap_or_else(|| "text".into());
     let mut events = Vec::new();
-    if opened {
-        events.push(conversation_event(c, &conv, CONVERSATION_CREATED)?);
-    }
-    let (_, _, event) = store::create_message(
-        c,
-        &store::NewMessage {
-            conversation: &conv,
-            direction: Direction::Received,
-            kind: &kind,
-            content: m.text.as_deref(),
-            template_id: None,
-            params: &[],
-            status: Status::Delivered,
-            provider_message_id: Some(&m.provider_message_id),
-            client_id: None,
-            sender_id: Some(customer_id),
-            created_at: m.timestamp,
-            private: false,
-        },
-        |c, row| {
-            for (i, media) in m.media.iter().enumerate() {
+    let mut opened = false;
+    let conv = match lookups.conversations.get(&(channel.id, customer_id)) {
+        Some(conv) => conv.clone(),
+        None => {
+            let (conv, created) = store::find_or_create_conversation(c, company_id, channel.id, customer_id)?;
+            if created {
+                events.push(Slot::Ready(conversation_event(c, &conv, CONVERSATION_CREATED)?));
+            }
+            opened = created;
+            lookups.conversations.insert((channel.id, customer_id), conv.clone());
+            conv
+        }
+    };
+    let kind = m.media.first().map(|a| a.kind.as_str().to_ascii_lowercase()).unwrap_or_else(|| "text".into());
+    let media = m.media.clone();
+    let after_insert: Option<store::AfterInsert<'_>> = if media.is_empty() {
+        None
+    } else {
+        Some(Box::new(move |c: &mut Db, row: &MessageRow| {
+            for (i, media) in media.iter().enumerate() {
                 let id = crate::media::db::insert(
                     c,
                     &crate::media::db::NewAttachment {
-                        company_id: channel.company_id,
+                        company_id,
                         message_id: Some(&row.id),
                         ord: Some(i as i32),
                         kind: media.kind.as_str(),
@@ -570,15 +768,38 @@ fn ingest_one(c: &mut Db, channel: &ChannelRow, m: &InboundMessage) -> ApiResult
                     },
                 )?
                 .id;
-                store::enqueue(c, "media_fetch", &id.to_string(), channel.company_id, Some(channel.id))?;
+                store::enqueue(c, "media_fetch", &id.to_string(), company_id, Some(row.channel_id))?;
             }
-            Ok(m.media.len())
+            Ok(media.len())
+        }))
+    };
+    let at = stage.push(
+        &store::NewMessage {
+            conversation: &conv,
+            direction: Direction::Received,
+            kind: &kind,
+            content: m.text.as_deref(),
+            template_id: None,
+            params: &[],
+            status: Status::Delivered,
+            provider_message_id: Some(&m.provider_message_id),
+            client_id: None,
+            sender_id: Some(customer_id),
+            created_at: m.timestamp,
+            private: false,
         },
-    )?;
-    events.push(event);
-    // The message reopened a snoozed, pending or resolved conversation (issue 22).
+        after_insert,
+    );
+    events.push(Slot::Staged(at));
+    // The message reopened a snoozed, pending or resolved conversation (issue 22): written now,
+    // so that `conversation.updated` follows it with the next seq and shows it open.
     if conv.status != ConversationStatus::Open.as_str() && !opened {
-        events.extend(conversation_updated(c, channel.company_id, conv.id)?.1);
+        stage.flush(c)?;
+        events.extend(conversation_updated(c, company_id, conv.id)?.1.into_iter().map(Slot::Ready));
+        if let Some(cached) = lookups.conversations.get_mut(&(channel.id, customer_id)) {
+            cached.status = ConversationStatus::Open.as_str().to_owned();
+            cached.snoozed_until = None;
+        }
     }
     Ok(events)
 }

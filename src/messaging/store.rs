@@ -111,6 +111,19 @@ pub fn find_or_create_customer(
     Ok((user.id, true))
 }
 
+/// The customers of a company with these E.164 phones (active numbers): `(e164, user id)`.
+pub fn customers_by_phone(c: &mut Db, company_id: i64, phones: &[&str]) -> ApiResult<Vec<(String, i64)>> {
+    if phones.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(crate::on_backend!(c, |c| user_phones::table
+        .filter(user_phones::company_id.eq(company_id))
+        .filter(user_phones::e164.eq_any(phones))
+        .filter(user_phones::active)
+        .select((user_phones::e164, user_phones::user_id))
+        .load(c))?)
+}
+
 pub fn customer(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<crate::users::model::UserRow> {
     let u = crate::users::store::get(c, company_id, user_id)?;
     if u.role != "customer" {
@@ -175,6 +188,17 @@ pub fn find_or_create_conversation(
     Ok((conversation(c, company_id, id)?, true))
 }
 
+/// The conversations of these customers on a channel.
+pub fn conversations_of(c: &mut Db, channel_id: i64, customer_ids: &[i64]) -> ApiResult<Vec<ConversationRow>> {
+    if customer_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(crate::on_backend!(c, |c| conversations::table
+        .filter(conversations::channel_id.eq(channel_id).and(conversations::customer_id.eq_any(customer_ids)))
+        .select(ConversationRow::as_select())
+        .load(c))?)
+}
+
 /// Appends a persisted event to a conversation: takes the next `seq` (the row lock of this
 /// UPDATE serialises concurrent writers on PostgreSQL; SQLite has one writer) and inserts the
 /// event row in the caller's transaction. Gap-free because a rolled-back transaction rolls
@@ -184,20 +208,6 @@ pub fn append_event(c: &mut Db, conv: &ConversationRow, kind: &str, data: serde_
         .set(conversations::last_seq.eq(conversations::last_seq + 1))
         .returning(conversations::last_seq)
         .get_result(c)?;
-    insert_event(c, conv, seq, kind, data)
-}
-
-/// Inserts the event row of a `seq` the caller has just taken from the conversation.
-fn insert_event(c: &mut Db, conv: &ConversationRow, seq: i64, kind: &str, data: serde_json::Value) -> ApiResult<Event> {
-    let values = (
-        events::conversation_id.eq(conv.id),
-        events::seq.eq(seq),
-        events::company_id.eq(conv.company_id),
-        events::kind.eq(kind),
-        events::payload.eq(data.to_string()),
-        events::created_at.eq(now()),
-    );
-    crate::on_backend!(c, |c| diesel::insert_into(events::table).values(values).execute(c))?;
     let event = Event {
         company_id: conv.company_id,
         conversation_id: conv.id,
@@ -206,9 +216,33 @@ fn insert_event(c: &mut Db, conv: &ConversationRow, seq: i64, kind: &str, data: 
         data,
         origin: None,
     };
-    // Outgoing webhooks are queued with the event, in its transaction (issue 23).
-    crate::hooks::store::enqueue(c, &event, conv.assignee_id)?;
+    insert_events(c, &[(&event, conv.assignee_id)])?;
     Ok(event)
+}
+
+/// Inserts the rows of events whose `seq` the caller has just taken from their conversations
+/// (one multi-row INSERT), and queues their outgoing webhooks in the same transaction (issue
+/// 23). Each event comes with its conversation's assignee (bot subscriptions follow it).
+fn insert_events(c: &mut Db, events: &[(&Event, Option<i64>)]) -> ApiResult<()> {
+    let t = now();
+    let payloads: Vec<String> = events.iter().map(|(e, _)| e.data.to_string()).collect();
+    let rows: Vec<_> = events
+        .iter()
+        .zip(&payloads)
+        .map(|((e, _), payload)| {
+            (
+                events::conversation_id.eq(e.conversation_id),
+                events::seq.eq(e.seq.unwrap_or_default()),
+                events::company_id.eq(e.company_id),
+                events::kind.eq(&e.event),
+                events::payload.eq(payload),
+                events::created_at.eq(t),
+            )
+        })
+        .collect();
+    crate::on_backend!(c, |c| diesel::insert_into(events::table).values(rows).execute(c))?;
+    crate::hooks::store::enqueue_all(c, events)?;
+    Ok(())
 }
 
 /// Events of a conversation after `after_seq`, oldest first (resume, CONTRACT §4).
@@ -334,95 +368,254 @@ pub fn new_message_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-/// Stores a new message as its conversation's next event (CONTRACT §4), in four statements:
-/// one UPDATE takes the next `seq` and bumps the conversation's counters (a customer message
-/// also reopens the conversation, clears a snooze and refreshes its 24-hour window), the
-/// message row is inserted with that seq, `attach` links its attachments (it returns how many), and
-/// `message.created` is appended with the message view. Returns the row, its view and the event.
-pub fn create_message(
+/// Stores a new message as its conversation's next event (CONTRACT §4): a [`Stage`] of one.
+/// `attach` links the message's attachments once its row exists and returns how many.
+/// Returns the row, its view and the event.
+pub fn create_message<'a>(
     c: &mut Db,
     m: &NewMessage<'_>,
-    attach: impl FnOnce(&mut Db, &MessageRow) -> ApiResult<usize>,
+    attach: impl FnOnce(&mut Db, &MessageRow) -> ApiResult<usize> + 'a,
 ) -> ApiResult<(MessageRow, MessageView, Event)> {
-    let conv = m.conversation;
-    let id = new_message_id();
-    let t = now();
-    let target = conversations::table.find(conv.id);
-    let bump = (
-        conversations::last_seq.eq(conversations::last_seq + 1),
-        conversations::message_count.eq(conversations::message_count + 1),
-        conversations::last_update_time.eq(t),
-        conversations::last_message_id.eq(id.clone()),
-    );
-    let seq: i64 = if m.direction == Direction::Received {
-        let lfmt = conv.last_free_message_time.map_or(m.created_at, |old| old.max(m.created_at));
-        let reopen = (
-            bump,
-            conversations::unread_count.eq(conversations::unread_count + 1),
-            conversations::last_free_message_time.eq(lfmt),
-            conversations::status.eq("open"),
-            conversations::snoozed_until.eq(None::<NaiveDateTime>),
-        );
-        crate::on_backend!(c, |c| diesel::update(target).set(reopen).returning(conversations::last_seq).get_result(c))?
-    } else {
-        crate::on_backend!(c, |c| diesel::update(target).set(bump).returning(conversations::last_seq).get_result(c))?
-    };
-    let row = MessageRow {
-        pk: 0,
-        id,
-        conversation_id: conv.id,
-        company_id: conv.company_id,
-        channel_id: conv.channel_id,
-        direction: m.direction.as_str().to_owned(),
-        kind: m.kind.to_owned(),
-        content: m.content.map(str::to_owned),
-        template_id: m.template_id,
-        params: serde_json::to_string(m.params).unwrap_or_else(|_| "[]".into()),
-        status: m.status.as_str().to_owned(),
-        status_rank: m.status.rank(),
-        provider_message_id: m.provider_message_id.map(str::to_owned),
-        client_id: m.client_id.map(str::to_owned),
-        sender_id: m.sender_id,
-        error_code: None,
-        seq,
-        created_at: m.created_at,
-        updated_at: t,
-        is_private: m.private,
-        edited_at: None,
-        deleted_at: None,
-    };
-    let values = (
-        messages::id.eq(&row.id),
-        messages::conversation_id.eq(row.conversation_id),
-        messages::company_id.eq(row.company_id),
-        messages::channel_id.eq(row.channel_id),
-        messages::direction.eq(&row.direction),
-        messages::kind.eq(&row.kind),
-        messages::content.eq(&row.content),
-        messages::template_id.eq(row.template_id),
-        messages::params.eq(&row.params),
-        messages::status.eq(&row.status),
-        messages::status_rank.eq(row.status_rank),
-        messages::provider_message_id.eq(&row.provider_message_id),
-        messages::client_id.eq(&row.client_id),
-        messages::sender_id.eq(row.sender_id),
-        messages::seq.eq(seq),
-        messages::created_at.eq(row.created_at),
-        messages::updated_at.eq(t),
-        messages::is_private.eq(row.is_private),
-    );
-    let pk: i64 = crate::on_backend!(c, |c| diesel::insert_into(messages::table)
-        .values(values)
-        .returning(messages::pk)
-        .get_result(c))?;
-    let row = MessageRow { pk, ..row };
-    let view = match attach(c, &row)? {
-        0 => MessageView::new(&row, &[]),
-        _ => message_view(c, &row)?,
-    };
-    let data = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
-    let event = insert_event(c, conv, seq, MESSAGE_CREATED, data)?;
+    let mut stage = Stage::default();
+    stage.push(m, Some(Box::new(attach)));
+    let Created { row, view, event } =
+        stage.finish(c)?.pop().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a stage of one gave nothing")))?;
     Ok((row, view, event))
+}
+
+/// What runs once a staged message's row exists (its attachments), before its event is built;
+/// returns how many attachments it linked.
+pub type AfterInsert<'a> = Box<dyn FnOnce(&mut Db, &MessageRow) -> ApiResult<usize> + 'a>;
+
+/// New messages written together (a group commit's, bench/README.md "Ingest"): each message
+/// is its conversation's next event (CONTRACT §4). [`Stage::flush`] takes the seqs with one
+/// UPDATE per touched conversation (SQLite) or one for all of them (PostgreSQL), which also
+/// bumps the counters (a customer message reopens the conversation, clears a snooze, counts
+/// as unread and refreshes its 24-hour window), inserts every message with one multi-row INSERT, runs each
+/// message's [`AfterInsert`], and inserts every `message.created` event with one more. Seqs
+/// follow the order of [`Stage::push`], so they stay gap-free and in order per conversation.
+#[derive(Default)]
+pub struct Stage<'a> {
+    pending: Vec<(MessageRow, ConversationRow, Option<AfterInsert<'a>>)>,
+    done: Vec<Created>,
+}
+
+/// A stored message: its row, its view and its `message.created` event.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub row: MessageRow,
+    pub view: MessageView,
+    pub event: Event,
+}
+
+#[derive(QueryableByName)]
+struct Bumped {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    last_seq: i64,
+}
+
+impl<'a> Stage<'a> {
+    /// Stages a message; returns its index among everything this stage created (the position
+    /// of its [`Created`] in what [`Stage::finish`] returns).
+    pub fn push(&mut self, m: &NewMessage<'_>, after_insert: Option<AfterInsert<'a>>) -> usize {
+        let conv = m.conversation;
+        let row = MessageRow {
+            pk: 0,
+            id: new_message_id(),
+            conversation_id: conv.id,
+            company_id: conv.company_id,
+            channel_id: conv.channel_id,
+            direction: m.direction.as_str().to_owned(),
+            kind: m.kind.to_owned(),
+            content: m.content.map(str::to_owned),
+            template_id: m.template_id,
+            params: serde_json::to_string(m.params).unwrap_or_else(|_| "[]".into()),
+            status: m.status.as_str().to_owned(),
+            status_rank: m.status.rank(),
+            provider_message_id: m.provider_message_id.map(str::to_owned),
+            client_id: m.client_id.map(str::to_owned),
+            sender_id: m.sender_id,
+            error_code: None,
+            seq: 0,
+            created_at: m.created_at,
+            updated_at: now(),
+            is_private: m.private,
+            edited_at: None,
+            deleted_at: None,
+        };
+        self.pending.push((row, conv.clone(), after_insert));
+        self.done.len() + self.pending.len() - 1
+    }
+
+    /// Writes everything staged so far (later reads in the transaction see it).
+    pub fn flush(&mut self, c: &mut Db) -> ApiResult<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        let t = now();
+        // Per conversation, in order of first appearance: how many messages, how many from the
+        // customer, the newest customer message time, the last message.
+        let mut touched: Vec<Touch> = Vec::new();
+        for (row, _, _) in &pending {
+            let at = match touched.iter().position(|x| x.id == row.conversation_id) {
+                Some(at) => at,
+                None => {
+                    touched.push(Touch { id: row.conversation_id, ..Touch::default() });
+                    touched.len() - 1
+                }
+            };
+            let x = &mut touched[at];
+            x.count += 1;
+            x.last_id = row.id.clone();
+            if row.direction == Direction::Received.as_str() {
+                x.received += 1;
+                x.free_time = Some(x.free_time.map_or(row.created_at, |f: NaiveDateTime| f.max(row.created_at)));
+            }
+        }
+        let bumped = bump_conversations(c, &touched, t)?;
+        // Seqs: the conversation's new last_seq is its last staged message's.
+        for x in &touched {
+            let last = bumped
+                .iter()
+                .find(|b| b.id == x.id)
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("conversation {} was not updated", x.id)))?
+                .last_seq;
+            let mut seq = last - x.count;
+            for (row, _, _) in pending.iter_mut().filter(|(r, _, _)| r.conversation_id == x.id) {
+                seq += 1;
+                row.seq = seq;
+            }
+        }
+        let values: Vec<_> = pending
+            .iter()
+            .map(|(row, _, _)| {
+                (
+                    messages::id.eq(&row.id),
+                    messages::conversation_id.eq(row.conversation_id),
+                    messages::company_id.eq(row.company_id),
+                    messages::channel_id.eq(row.channel_id),
+                    messages::direction.eq(&row.direction),
+                    messages::kind.eq(&row.kind),
+                    messages::content.eq(&row.content),
+                    messages::template_id.eq(row.template_id),
+                    messages::params.eq(&row.params),
+                    messages::status.eq(&row.status),
+                    messages::status_rank.eq(row.status_rank),
+                    messages::provider_message_id.eq(&row.provider_message_id),
+                    messages::client_id.eq(&row.client_id),
+                    messages::sender_id.eq(row.sender_id),
+                    messages::seq.eq(row.seq),
+                    messages::created_at.eq(row.created_at),
+                    messages::updated_at.eq(row.updated_at),
+                    messages::is_private.eq(row.is_private),
+                )
+            })
+            .collect();
+        let pks: Vec<(String, i64)> = crate::on_backend!(c, |c| diesel::insert_into(messages::table)
+            .values(values)
+            .returning((messages::id, messages::pk))
+            .get_results(c))?;
+        let mut created = Vec::with_capacity(pending.len());
+        for (mut row, conv, after_insert) in pending {
+            row.pk = pks
+                .iter()
+                .find(|(id, _)| *id == row.id)
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("message {} was not inserted", row.id)))?
+                .1;
+            let attached = match after_insert {
+                Some(f) => f(c, &row)?,
+                None => 0,
+            };
+            let view = match attached {
+                0 => MessageView::new(&row, &[]),
+                _ => message_view(c, &row)?,
+            };
+            let data = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
+            let event = Event {
+                company_id: conv.company_id,
+                conversation_id: conv.id,
+                seq: Some(row.seq),
+                event: MESSAGE_CREATED.to_owned(),
+                data,
+                origin: None,
+            };
+            created.push((Created { row, view, event }, conv.assignee_id));
+        }
+        let events: Vec<(&Event, Option<i64>)> = created.iter().map(|(x, a)| (&x.event, *a)).collect();
+        insert_events(c, &events)?;
+        self.done.extend(created.into_iter().map(|(x, _)| x));
+        Ok(())
+    }
+
+    /// Flushes, then gives every message this stage created, in the order they were pushed.
+    pub fn finish(mut self, c: &mut Db) -> ApiResult<Vec<Created>> {
+        self.flush(c)?;
+        Ok(self.done)
+    }
+}
+
+/// One conversation's share of a [`Stage`] flush.
+#[derive(Default)]
+struct Touch {
+    id: i64,
+    count: i64,
+    received: i64,
+    free_time: Option<NaiveDateTime>,
+    last_id: String,
+}
+
+/// Takes `count` seqs from each touched conversation and bumps its counters; returns each
+/// one's new `last_seq`. A customer message reopens the conversation, clears a snooze, counts as unread and
+/// moves `last_free_message_time` forward (never back).
+fn bump_conversations(c: &mut Db, touched: &[Touch], t: NaiveDateTime) -> ApiResult<Vec<Bumped>> {
+    use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamp};
+    match c {
+        Db::Sqlite(conn) => {
+            let mut out = Vec::with_capacity(touched.len());
+            for x in touched {
+                let b: Bumped = diesel::sql_query(
+                    "UPDATE conversations SET last_seq = last_seq + ?1, message_count = message_count + ?1, \
+                     unread_count = unread_count + ?2, last_update_time = ?3, last_message_id = ?4, \
+                     last_free_message_time = CASE WHEN ?5 IS NULL THEN last_free_message_time \
+                       WHEN last_free_message_time IS NULL OR last_free_message_time < ?5 THEN ?5 \
+                       ELSE last_free_message_time END, \
+                     status = CASE WHEN ?2 > 0 THEN 'open' ELSE status END, \
+                     snoozed_until = CASE WHEN ?2 > 0 THEN NULL ELSE snoozed_until END \
+                     WHERE id = ?6 RETURNING id, last_seq",
+                )
+                .bind::<BigInt, _>(x.count)
+                .bind::<BigInt, _>(x.received)
+                .bind::<Timestamp, _>(t)
+                .bind::<Text, _>(&x.last_id)
+                .bind::<Nullable<Timestamp>, _>(x.free_time)
+                .bind::<BigInt, _>(x.id)
+                .get_result(conn)?;
+                out.push(b);
+            }
+            Ok(out)
+        }
+        Db::Pg(conn) => Ok(diesel::sql_query(
+            "UPDATE conversations AS c SET last_seq = c.last_seq + v.k, message_count = c.message_count + v.k, \
+             unread_count = c.unread_count + v.received, last_update_time = $6, last_message_id = v.last_id, \
+             last_free_message_time = CASE WHEN v.free_time IS NULL THEN c.last_free_message_time \
+               ELSE GREATEST(c.last_free_message_time, v.free_time) END, \
+             status = CASE WHEN v.received > 0 THEN 'open' ELSE c.status END, \
+             snoozed_until = CASE WHEN v.received > 0 THEN NULL ELSE c.snoozed_until END \
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamp[]) \
+               AS v(id, k, received, last_id, free_time) \
+             WHERE c.id = v.id RETURNING c.id AS id, c.last_seq AS last_seq",
+        )
+        .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.id).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.count).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.received).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(touched.iter().map(|x| x.last_id.clone()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamp>>, _>(touched.iter().map(|x| x.free_time).collect::<Vec<_>>())
+        .bind::<Timestamp, _>(t)
+        .load(conn)?),
+    }
 }
 
 pub fn message_by_id(c: &mut Db, id: &str) -> ApiResult<MessageRow> {
@@ -450,6 +643,18 @@ pub fn message_by_provider_id(c: &mut Db, channel_id: i64, provider_id: &str) ->
         .select(MessageRow::as_select())
         .first(c)
         .optional())?)
+}
+
+/// Which of these provider message ids a channel already has.
+pub fn known_provider_ids(c: &mut Db, channel_id: i64, provider_ids: &[&str]) -> ApiResult<Vec<String>> {
+    if provider_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let known: Vec<Option<String>> = crate::on_backend!(c, |c| messages::table
+        .filter(messages::channel_id.eq(channel_id).and(messages::provider_message_id.eq_any(provider_ids)))
+        .select(messages::provider_message_id)
+        .load(c))?;
+    Ok(known.into_iter().flatten().collect())
 }
 
 /// Newest first; either by offset or, with `before_pk`, by keyset (no OFFSET scan).

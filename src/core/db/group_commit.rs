@@ -1,23 +1,33 @@
 //! Group commit: concurrent writers hand their work to a committer, which runs a batch of
-//! them in ONE transaction (one fsync) and then answers every writer. Each item of a batch of
-//! several runs inside its own SAVEPOINT (a nested diesel transaction), so an item that fails is
-//! rolled back alone and answered with its own error; the others commit. An item alone in its
-//! batch is the transaction itself (two statements fewer).
+//! them in ONE transaction (one fsync) and then answers every writer.
+//!
+//! Two kinds of work:
+//! - [`Pool::write_grouped`]: a closure. Each closure of a batch of several runs inside its own
+//!   SAVEPOINT (a nested diesel transaction), so one that fails is rolled back alone and
+//!   answered with its own error; the others commit. A closure alone in its batch is the
+//!   transaction itself (two statements fewer).
+//! - [`Pool::write_batched`]: an item of a [`Batched`] type. Every queued item of one type is
+//!   handed to [`Batched::apply`] at once, which writes them with set-based statements (one
+//!   multi-row INSERT for all their rows rather than one per item). When that fails, each item
+//!   is applied again alone in its own savepoint, so an item's failure stays its own.
 //!
 //! Batching policy per backend (measured, bench/README.md "Ingest"):
 //! - SQLite has one writer at a time, so writers queue anyway: there the first writer to find
 //!   the queue idle becomes the leader and drains the queue on a blocking thread, one
 //!   transaction per turn over everything queued (at most [`MAX_BATCH`]), until it is empty.
-//! - PostgreSQL already merges the WAL flushes of concurrent commits, while one batch applies
-//!   its items one statement round trip after another: serialising writers behind one batch
-//!   halved the throughput there. So on PostgreSQL every item is its own batch of one, on its
-//!   own connection, concurrently (the same path, savepoint included).
+//! - PostgreSQL already merges the WAL flushes of concurrent commits, while a batch of closures
+//!   applies its items one statement round trip after another: serialising closures behind one
+//!   batch halved the throughput there. So on PostgreSQL every closure is its own batch of one,
+//!   on its own connection, concurrently (the same path, savepoint included). [`Batched`]
+//!   items, whose batch costs a few round trips whatever its size, queue behind one leader as
+//!   on SQLite.
 //!
 //! The blocking thread runs to completion even when the request that started it goes away, so
 //! no queued item is left unanswered, and an item is acknowledged only after the commit that
 //! holds it.
 
 use std::{
+    any::{Any, TypeId},
     panic::AssertUnwindSafe,
     sync::{
         Mutex,
@@ -42,6 +52,37 @@ type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 /// then rolls the whole transaction back.
 /// The `bool` argument says whether the item is alone in its batch.
 type Job = Box<dyn FnOnce(&mut Db, bool) -> (Completion, bool) + Send>;
+/// Applies every queued item of one [`Batched`] type (type-erased [`Pending`]s); returns their
+/// answers in order and whether the transaction may commit. The `bool` argument says whether
+/// they are alone in the batch (then one item, without a savepoint).
+type RunBatch = fn(&mut Db, Vec<Box<dyn Any + Send>>, bool) -> (Vec<Completion>, bool);
+
+/// Work that is applied together with the other queued work of its type: the committer hands
+/// every queued item of the type to [`Batched::apply`] in one call, inside the shared
+/// transaction.
+pub trait Batched: Send + Sized + 'static {
+    type Out: Send + 'static;
+
+    /// Applies `items` (in arrival order) and returns one output per item, in the same order.
+    /// An error fails them all; the committer then applies each item alone, in its own
+    /// savepoint, so only the item at fault answers with the error.
+    fn apply(c: &mut Db, items: &[Self]) -> ApiResult<Vec<Self::Out>>;
+}
+
+/// One queued [`Batched`] item with its answer channel and its after-commit hook.
+struct Pending<B: Batched> {
+    item: B,
+    tx: tokio::sync::oneshot::Sender<ApiResult<B::Out>>,
+    on_commit: OnCommit<B>,
+}
+
+/// What runs after the commit that holds an item, with its output.
+type OnCommit<B> = Box<dyn FnOnce(&mut <B as Batched>::Out) + Send>;
+
+enum Entry {
+    Single(Job),
+    Batched { kind: TypeId, payload: Box<dyn Any + Send>, run: RunBatch },
+}
 
 #[derive(Default)]
 pub struct Committer {
@@ -52,7 +93,7 @@ pub struct Committer {
 
 #[derive(Default)]
 struct Queue {
-    jobs: Vec<Job>,
+    jobs: Vec<Entry>,
     leading: bool,
 }
 
@@ -93,23 +134,41 @@ impl Pool {
             (answer, ok)
         });
         match self.backend {
-            Backend::Sqlite => {
-                let lead = {
-                    let mut q = self.committer.queue.lock().unwrap_or_else(|p| p.into_inner());
-                    q.jobs.push(job);
-                    !std::mem::replace(&mut q.leading, true)
-                };
-                if lead {
-                    let this = self.clone();
-                    actix_web::rt::task::spawn_blocking(move || this.drain());
-                }
-            }
+            Backend::Sqlite => self.enqueue(Entry::Single(job)),
             Backend::Postgres => {
                 let this = self.clone();
-                actix_web::rt::task::spawn_blocking(move || this.commit(vec![job]));
+                actix_web::rt::task::spawn_blocking(move || this.commit(vec![Entry::Single(job)]));
             }
         }
         rx.await.map_err(|_| ApiError::Internal(anyhow!("the group commit holding this write panicked")))?
+    }
+
+    /// Queues `item` for the committer, which applies it with every other queued item of its
+    /// type ([`Batched::apply`]) in one transaction, and returns its output once that
+    /// transaction has committed. `on_commit` runs right after the commit, exactly once, even
+    /// if the caller has gone away (publish events there), in the order the items were queued.
+    pub async fn write_batched<B, C>(&self, item: B, on_commit: C) -> ApiResult<B::Out>
+    where
+        B: Batched,
+        C: FnOnce(&mut B::Out) + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pending = Pending { item, tx, on_commit: Box::new(on_commit) };
+        self.enqueue(Entry::Batched { kind: TypeId::of::<B>(), payload: Box::new(pending), run: run_batched::<B> });
+        rx.await.map_err(|_| ApiError::Internal(anyhow!("the group commit holding this write panicked")))?
+    }
+
+    /// Queues an entry for the leader, becoming the leader when there is none.
+    fn enqueue(&self, entry: Entry) {
+        let lead = {
+            let mut q = self.committer.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.jobs.push(entry);
+            !std::mem::replace(&mut q.leading, true)
+        };
+        if lead {
+            let this = self.clone();
+            actix_web::rt::task::spawn_blocking(move || this.drain());
+        }
     }
 
     pub fn group_stats(&self) -> GroupStats {
@@ -119,7 +178,7 @@ impl Pool {
         }
     }
 
-    /// The SQLite leader's loop: one transaction per turn over everything queued, until none is.
+    /// The leader's loop: one transaction per turn over everything queued, until none is.
     fn drain(&self) {
         loop {
             let jobs = {
@@ -137,19 +196,46 @@ impl Pool {
         }
     }
 
-    /// One transaction over `jobs`, then every answer, in order.
-    fn commit(&self, jobs: Vec<Job>) {
+    /// One transaction over `jobs`, then every answer, in the order the jobs were queued.
+    /// Consecutive or not, the [`Batched`] entries of one type are applied in one call.
+    fn commit(&self, jobs: Vec<Entry>) {
         let n = jobs.len() as u64;
-        let mut answers: Vec<Completion> = Vec::with_capacity(jobs.len());
+        // Singles keep their place; batched items join the group of their type, placed where
+        // the type's first item was queued.
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, job) in jobs.into_iter().enumerate() {
+            match job {
+                Entry::Single(job) => groups.push(Group::Single(i, job)),
+                Entry::Batched { kind, payload, run } => {
+                    match groups.iter_mut().find_map(|g| match g {
+                        Group::Batched { kind: k, at, payloads, .. } if *k == kind => Some((at, payloads)),
+                        _ => None,
+                    }) {
+                        Some((at, payloads)) => {
+                            at.push(i);
+                            payloads.push(payload);
+                        }
+                        None => groups.push(Group::Batched { kind, run, at: vec![i], payloads: vec![payload] }),
+                    }
+                }
+            }
+        }
+        let mut answers: Vec<(usize, Completion)> = Vec::with_capacity(n as usize);
         // A panicking item drops its own answer and those not yet applied (their callers get an
         // error); the transaction is not committed.
-        let alone = jobs.len() == 1;
+        let alone = n == 1;
         let mut alone_failed = false;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.write_blocking(|c| {
-                for job in jobs {
-                    let (answer, ok) = job(c, alone);
-                    answers.push(answer);
+                for group in groups {
+                    let (at, (done, ok)) = match group {
+                        Group::Single(i, job) => {
+                            let (answer, ok) = job(c, alone);
+                            (vec![i], (vec![answer], ok))
+                        }
+                        Group::Batched { run, at, payloads, .. } => (at, run(c, payloads, alone)),
+                    };
+                    answers.extend(at.into_iter().zip(done));
                     if !ok && alone {
                         // Its own error answers it; the transaction must not keep its half.
                         alone_failed = true;
@@ -172,8 +258,68 @@ impl Pool {
             }
             Err(_) => Some("an item panicked".to_owned()),
         };
-        for answer in answers {
+        answers.sort_by_key(|(i, _)| *i);
+        for (_, answer) in answers {
             answer(failed.as_deref());
         }
     }
+}
+
+enum Group {
+    Single(usize, Job),
+    Batched { kind: TypeId, run: RunBatch, at: Vec<usize>, payloads: Vec<Box<dyn Any + Send>> },
+}
+
+/// [`RunBatch`] of a [`Batched`] type: all its items in one [`Batched::apply`] (in a savepoint
+/// unless alone); when that fails, each item alone in its own savepoint.
+fn run_batched<B: Batched>(c: &mut Db, payloads: Vec<Box<dyn Any + Send>>, alone: bool) -> (Vec<Completion>, bool) {
+    let mut items = Vec::with_capacity(payloads.len());
+    let mut hooks = Vec::with_capacity(payloads.len());
+    for p in payloads {
+        let p = p.downcast::<Pending<B>>().expect("a batch group holds one type");
+        let Pending { item, tx, on_commit } = *p;
+        items.push(item);
+        hooks.push((tx, on_commit));
+    }
+    let all = |c: &mut Db, items: &[B]| -> ApiResult<Vec<B::Out>> {
+        let outs = B::apply(c, items)?;
+        if outs.len() != items.len() {
+            return Err(ApiError::Internal(anyhow!("a batch gave {} outputs for {} items", outs.len(), items.len())));
+        }
+        Ok(outs)
+    };
+    let outcomes: Vec<ApiResult<B::Out>> = if alone {
+        match all(c, &items) {
+            Ok(outs) => outs.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        }
+    } else {
+        match c.transaction(|c| all(c, &items)) {
+            Ok(outs) => outs.into_iter().map(Ok).collect(),
+            Err(e) if items.len() == 1 => vec![Err(e)],
+            Err(_) => items
+                .iter()
+                .map(|item| c.transaction(|c| all(c, std::slice::from_ref(item))).map(|mut v| v.remove(0)))
+                .collect(),
+        }
+    };
+    let ok = !(alone && outcomes.iter().any(Result::is_err));
+    let answers = hooks
+        .into_iter()
+        .zip(outcomes)
+        .map(|((tx, on_commit), applied)| -> Completion {
+            Box::new(move |commit_failed: Option<&str>| {
+                let answer = match (applied, commit_failed) {
+                    (Ok(mut value), None) => {
+                        on_commit(&mut value);
+                        Ok(value)
+                    }
+                    (Ok(_), Some(why)) => Err(ApiError::Internal(anyhow!("group commit failed: {why}"))),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = tx.send(answer);
+            })
+        })
+        .collect();
+    (answers, ok)
 }

@@ -6,7 +6,7 @@ pub mod dialect;
 mod group_commit;
 pub mod schema;
 
-pub use group_commit::GroupStats;
+pub use group_commit::{Batched, GroupStats};
 
 use std::{
     path::Path,
