@@ -55,6 +55,19 @@ pub enum Size {
     Large,
 }
 
+/// Named fan-out shapes, so that figures from different runs and harnesses compare.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Preset {
+    /// 5,000 agents, 50 conversations (100 per conversation), 200 msg/s, 10 s: fan-out-heavy.
+    Heavy,
+    /// 5,000 agents, 1,000 conversations (5 per conversation), 1,000 msg/s, 10 s: issue 20's
+    /// latency target.
+    Target,
+    /// 5,000 agents, 500 conversations (10 per conversation), 1,000 signed webhooks/s, 10 s:
+    /// the shape of an independent harness's measurement.
+    Harness,
+}
+
 #[derive(Subcommand, Debug, Clone)]
 pub enum Scenario {
     /// A agents over WebSocket, each subscribed to one of C conversations; signed sandbox
@@ -62,6 +75,9 @@ pub enum Scenario {
     FanOut {
         #[arg(long, value_enum, default_value = "small")]
         size: Size,
+        /// A named shape (overrides `--size`; `--agents` etc. still override it).
+        #[arg(long, value_enum)]
+        preset: Option<Preset>,
         #[arg(long)]
         agents: Option<usize>,
         #[arg(long)]

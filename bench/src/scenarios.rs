@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 
 use crate::{
-    Cli, Scenario, Size,
+    Cli, Preset, Scenario, Size,
     confab::{self, Backend, Confab, Setup, blocking, phone},
     report::{Table, f0, f1, f2, summary_ms},
     server::{self, Proc, Spawn},
@@ -197,8 +197,9 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         .build()?;
     rt.block_on(async {
         match cli.scenario.clone() {
-            Scenario::FanOut { size, agents, conversations, rate, seconds } => {
-                let p = FanOutParams::of(size).with(agents, conversations, rate, seconds);
+            Scenario::FanOut { size, preset, agents, conversations, rate, seconds } => {
+                let base = preset.map_or(FanOutParams::of(size), FanOutParams::preset);
+                let p = base.with(agents, conversations, rate, seconds);
                 fan_out(&mut ctx, p).await
             }
             Scenario::Idle { size, connections, subscriptions, idle_seconds } => {
@@ -258,6 +259,14 @@ impl FanOutParams {
             Size::Smoke => Self { agents: 40, conversations: 8, rate: 40, seconds: 2 },
             Size::Small => Self { agents: 1000, conversations: 100, rate: 500, seconds: 10 },
             Size::Large => Self { agents: 5000, conversations: 1000, rate: 1000, seconds: 20 },
+        }
+    }
+
+    fn preset(preset: Preset) -> Self {
+        match preset {
+            Preset::Heavy => Self { agents: 5000, conversations: 50, rate: 200, seconds: 10 },
+            Preset::Target => Self { agents: 5000, conversations: 1000, rate: 1000, seconds: 10 },
+            Preset::Harness => Self { agents: 5000, conversations: 500, rate: 1000, seconds: 10 },
         }
     }
 
@@ -537,6 +546,8 @@ impl IdleParams {
 struct IdleRow {
     rss0: u64,
     rss1: u64,
+    /// RSS at the end of the idle period (threads and buffers of the connection burst gone).
+    rss2: Option<u64>,
     connected: u64,
     /// Server CPU while idle, in % of one core (None when not measured).
     cpu_pct: Option<f64>,
@@ -565,18 +576,18 @@ async fn idle_one(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss1 = proc.rss_bytes();
     // The readers answer the server's pings (tungstenite does), as real clients do.
-    let cpu_pct = if p.idle_seconds > 0 {
+    let (cpu_pct, rss2) = if p.idle_seconds > 0 {
         let (c0, t0) = (proc.cpu_secs(), Instant::now());
         tokio::time::sleep(Duration::from_secs(p.idle_seconds)).await;
-        Some((proc.cpu_secs() - c0) / t0.elapsed().as_secs_f64() * 100.0)
+        (Some((proc.cpu_secs() - c0) / t0.elapsed().as_secs_f64() * 100.0), Some(proc.rss_bytes()))
     } else {
-        None
+        (None, None)
     };
     let _ = stop_tx.send(true);
     for r in readers {
         let _ = tokio::time::timeout(Duration::from_secs(30), r).await;
     }
-    Ok(IdleRow { rss0, rss1, connected, cpu_pct })
+    Ok(IdleRow { rss0, rss1, rss2, connected, cpu_pct })
 }
 
 async fn idle(ctx: &mut Ctx, p: IdleParams) -> anyhow::Result<()> {
@@ -594,6 +605,7 @@ async fn idle(ctx: &mut Ctx, p: IdleParams) -> anyhow::Result<()> {
             "bytes per connection",
             "confab ÷ this",
             "idle CPU % of a core",
+            "bytes per connection after the idle period",
         ],
     );
     let mut rows = Vec::new();
@@ -628,6 +640,7 @@ async fn idle(ctx: &mut Ctx, p: IdleParams) -> anyhow::Result<()> {
             f0(per(r)),
             f2(confab_per / per(r)),
             r.cpu_pct.map_or("—".into(), f2),
+            r.rss2.map_or("—".into(), |rss2| f0(rss2.saturating_sub(r.rss0) as f64 / r.connected.max(1) as f64)),
         ]);
     }
     t.note("Kernel socket memory (about 4.8 KB per TCP endpoint here) is not included. Node's figure includes V8 heap not yet collected.");

@@ -85,8 +85,14 @@ pub async fn run(io: TcpStream, read: BytesMut, accepted: Accepted) {
     st.broker.presence(&principal, true);
     let mut session =
         Session { st, principal, conn, codec: Codec::new().max_size(MAX_FRAME), partial: BytesMut::new() };
+    // Copied, not kept: `read` is a view into actix-http's 8 KiB read buffer, which would stay
+    // allocated (and mostly resident) for the connection's whole life (issue 20: it was most
+    // of an idle connection's bytes).
     if !read.is_empty() {
-        session.partial = read;
+        session.partial = BytesMut::from(&read[..]);
+    }
+    drop(read);
+    if !session.partial.is_empty() {
         session.decode();
     }
     // Boxed: the rare paths' state does not sit in every idle connection's task.

@@ -95,7 +95,11 @@ impl Subs {
     fn insert(&mut self, id: i64, sub: Sub) {
         match self.get_mut(&id) {
             Some(s) => *s = sub,
-            None => self.0.push((id, sub)),
+            None => {
+                // Exactly as many slots as subscriptions: no growth slack in every connection.
+                self.0.reserve_exact(1);
+                self.0.push((id, sub));
+            }
         }
     }
 
