@@ -49,6 +49,7 @@ use crate::{
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(clients::configure)
         .configure(super::oauth::configure)
+        .configure(super::saml::configure)
         .configure(otp::configure)
         .configure(totp::configure)
         .configure(super::recovery::configure);

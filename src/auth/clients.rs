@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use super::{
     oauth::{self, IdentityProvider, ProviderConfig},
     password,
+    saml::{self, SamlBody, SamlView},
 };
 use crate::core::{
     auth::guard::Admin,
@@ -54,6 +55,8 @@ pub struct ClientRow {
     pub oidc: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// The SAML identity provider (`auth::saml`), JSON.
+    pub saml: Option<String>,
 }
 
 impl ClientRow {
@@ -142,6 +145,10 @@ pub struct ClientBody {
     /// `google`, `apple`, `azure`, `cognito`, `keycloak`, `facebook`, `instagram`.
     #[schema(value_type = Option<BTreeMap<String, ProviderConfig>>)]
     pub providers: Option<BTreeMap<String, Option<ProviderConfig>>>,
+    /// The SAML identity provider for `POST /auth/saml` (README "Authentication service").
+    #[serde(default, deserialize_with = "saml::present")]
+    #[schema(value_type = Option<SamlBody>)]
+    pub saml: Option<Option<SamlBody>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -158,6 +165,11 @@ pub struct ClientPatch {
     /// `clientSecret` keeps its current secret.
     #[schema(value_type = Option<BTreeMap<String, ProviderConfig>>)]
     pub providers: Option<BTreeMap<String, Option<ProviderConfig>>>,
+    /// Sets the SAML identity provider (without metadata: keeps the current one, with a new
+    /// `spEntityId`); `null` removes it.
+    #[serde(default, deserialize_with = "saml::present")]
+    #[schema(value_type = Option<SamlBody>)]
+    pub saml: Option<Option<SamlBody>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -177,13 +189,16 @@ pub struct ClientView {
     /// The upstream providers, without their secrets.
     #[schema(value_type = BTreeMap<String, ProviderConfig>)]
     pub providers: BTreeMap<IdentityProvider, ProviderConfig>,
+    /// The SAML identity provider, when one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saml: Option<SamlView>,
     pub deleted: bool,
     pub created_on: String,
     pub modified_on: String,
 }
 
 impl ClientView {
-    fn new(row: &ClientRow, secret: Option<String>) -> Self {
+    fn new(st: &AppState, row: &ClientRow, secret: Option<String>) -> Self {
         Self {
             id: row.id,
             client_id: row.client_id.clone(),
@@ -195,6 +210,7 @@ impl ClientView {
             auth_code_expiration: row.auth_code_ttl,
             grants: serde_json::from_str(&row.grants).unwrap_or_default(),
             providers: oauth::public_view(&row.oidc),
+            saml: saml::public_view(st, row),
             deleted: false,
             created_on: rfc3339(row.created_at),
             modified_on: rfc3339(row.updated_at),
@@ -277,6 +293,7 @@ async fn create(st: web::Data<AppState>, admin: Admin, Json(b): Json<ClientBody>
     let redirect_urls = redirects(b.redirect_url.as_deref())?;
     let grants = grants(b.grants)?;
     let providers = oauth::merge("{}", b.providers.unwrap_or_default(), &st.data_key)?;
+    let saml = saml::merge(&st, &client_id, None, b.saml.flatten()).await?;
     let secret_hash = match &secret {
         Some(s) => Some(hash(s.clone()).await?),
         None => None,
@@ -298,6 +315,7 @@ async fn create(st: web::Data<AppState>, admin: Admin, Json(b): Json<ClientBody>
                         auth_clients::refresh_token_ttl.eq(refresh),
                         auth_clients::auth_code_ttl.eq(code),
                         auth_clients::oidc.eq(&providers),
+                        auth_clients::saml.eq(&saml),
                         auth_clients::created_at.eq(t),
                         auth_clients::updated_at.eq(t),
                     ))
@@ -313,7 +331,7 @@ async fn create(st: web::Data<AppState>, admin: Admin, Json(b): Json<ClientBody>
             }
         })
         .await?;
-    Ok(HttpResponse::Created().json(ClientView::new(&row, secret)))
+    Ok(HttpResponse::Created().json(ClientView::new(&st, &row, secret)))
 }
 
 /// The admin's company's clients (secrets never shown).
@@ -331,7 +349,7 @@ async fn list(st: web::Data<AppState>, admin: Admin) -> ApiResult<HttpResponse> 
                 .load(c)?)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(rows.iter().map(|r| ClientView::new(r, None)).collect::<Vec<_>>()))
+    Ok(HttpResponse::Ok().json(rows.iter().map(|r| ClientView::new(&st, r, None)).collect::<Vec<_>>()))
 }
 
 #[utoipa::path(tag = "auth-clients", params(("id" = i64, Path)), responses(
@@ -340,7 +358,7 @@ async fn list(st: web::Data<AppState>, admin: Admin) -> ApiResult<HttpResponse> 
 async fn show(st: web::Data<AppState>, admin: Admin, id: web::Path<i64>) -> ApiResult<HttpResponse> {
     let (company_id, id) = (admin.company_id, id.into_inner());
     let row = st.db.run(move |c| load(c, company_id, id)).await?;
-    Ok(HttpResponse::Ok().json(ClientView::new(&row, None)))
+    Ok(HttpResponse::Ok().json(ClientView::new(&st, &row, None)))
 }
 
 /// Changes lifetimes, redirect URLs, grants, or sets a new secret (shown once, here).
@@ -374,6 +392,11 @@ async fn update(
         Some(p) => oauth::merge(&current.oidc, p, &st.data_key)?,
         None => current.oidc.clone(),
     };
+    let saml = match b.saml {
+        Some(Some(body)) => saml::merge(&st, &current.client_id, current.saml.as_deref(), Some(body)).await?,
+        Some(None) => None,
+        None => current.saml.clone(),
+    };
     let secret = b.client_secret;
     if let Some(s) = &secret {
         check_secret(s)?;
@@ -394,13 +417,14 @@ async fn update(
                     auth_clients::refresh_token_ttl.eq(refresh),
                     auth_clients::auth_code_ttl.eq(code),
                     auth_clients::oidc.eq(&providers),
+                    auth_clients::saml.eq(&saml),
                     auth_clients::updated_at.eq(now()),
                 ))
                 .execute(c)?;
             load(c, company_id, id)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(ClientView::new(&row, secret)))
+    Ok(HttpResponse::Ok().json(ClientView::new(&st, &row, secret)))
 }
 
 /// Deletes a client; its unused codes stop working.

@@ -9,6 +9,7 @@ pub mod password;
 pub mod proof;
 pub mod recovery;
 pub mod routes;
+pub mod saml;
 pub mod service;
 pub mod totp;
 
@@ -19,6 +20,7 @@ pub fn arc_openapi() -> utoipa::openapi::OpenApi {
     let mut doc = arc::Api::openapi();
     doc.merge(clients::Api::openapi());
     doc.merge(oauth::Api::openapi());
+    doc.merge(saml::Api::openapi());
     doc.merge(otp::Api::openapi());
     doc.merge(totp::Api::openapi());
     doc.merge(recovery::Api::openapi());

@@ -1,6 +1,7 @@
 //! Social and enterprise logins (CONTRACT §5, seed 003, auth.md §1.9): OpenID Connect for
 //! Google, Apple, Azure (Entra ID), Cognito and Keycloak (`openidconnect`), plain OAuth 2 plus a
-//! profile endpoint for Facebook and Instagram (`oauth2`). SAML is not offered (README).
+//! profile endpoint for Facebook and Instagram (`oauth2`). SAML ends in the same place
+//! ([`finish`], `auth::saml`).
 //!
 //! ARC's routes and outcome are kept: `POST /auth/{provider}` with a confab auth client's
 //! `client_id`/`client_secret` answers 302 to the provider, the provider calls
@@ -250,7 +251,7 @@ pub fn merge(current: &str, changes: BTreeMap<String, Option<ProviderConfig>>, k
     serde_json::to_string(&all).map_err(|e| ApiError::Internal(e.into()))
 }
 
-/// Every login route of this module, and the SAML routes that answer 501.
+/// Every login route of this module.
 #[allow(deprecated)]
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for p in IdentityProvider::ALL {
@@ -266,14 +267,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(callback_route)),
         );
     }
-    cfg.service(
-        web::resource(["/auth/saml", "/auth/saml-auth-redirect", "/auth/saml-redirect"]).to(saml_not_supported),
-    );
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(start_post, start_get, callback_route, saml_not_supported),
+    paths(start_post, start_get, callback_route),
     components(schemas(StartBody, IdentityProvider, ProviderConfig))
 )]
 pub struct Api;
@@ -359,7 +357,7 @@ async fn callback_route(
 }
 
 /// Parameters from the query string of a `GET`, else from a JSON or form body.
-fn read_params<T: serde::de::DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) -> ApiResult<T> {
+pub(super) fn read_params<T: serde::de::DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) -> ApiResult<T> {
     if req.method() == actix_web::http::Method::GET {
         serde_urlencoded::from_str(req.query_string())
             .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))
@@ -368,15 +366,7 @@ fn read_params<T: serde::de::DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) 
     }
 }
 
-/// SAML is not offered (README: the Rust SAML crates need libxml2/xmlsec or are pre-1.0 and
-/// unaudited; XML signature wrapping). Answers 501 `saml_not_supported` on
-/// `POST /auth/saml`, `GET /auth/saml-auth-redirect` and `POST /auth/saml-redirect`.
-#[utoipa::path(post, path = "/auth/saml", tag = "auth", responses((status = 501, body = ErrorBody)))]
-async fn saml_not_supported() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotImplemented { code: "saml_not_supported", message: "SAML login is not supported".into() })
-}
-
-fn redirect_to(location: &str) -> HttpResponse {
+pub(super) fn redirect_to(location: &str) -> HttpResponse {
     HttpResponse::Found()
         .insert_header((header::LOCATION, location))
         .insert_header(header::CacheControl(vec![header::CacheDirective::NoStore]))
@@ -576,10 +566,12 @@ impl Upstream {
     }
 }
 
-struct Identity {
-    subject: String,
-    email: Option<String>,
-    email_verified: bool,
+/// Who an upstream provider (OAuth, OIDC or SAML) says the user is.
+pub(super) struct Identity {
+    /// The provider's stable id of the account (linked in `oauth_identities`).
+    pub subject: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
 }
 
 /// `POST /auth/{provider}`: authenticates the confab client, records the state and answers
@@ -595,9 +587,35 @@ async fn start(st: &AppState, provider: IdentityProvider, b: StartBody) -> ApiRe
     let (pkce, verifier) = PkceCodeChallenge::new_random_sha256();
     let (state, nonce) = (CsrfToken::new_random(), Nonce::new_random());
     let url = upstream.authorize_url(&state, &nonce, pkce).await?;
-    let sealed_verifier = st.data_key.encrypt(verifier.secret().as_bytes());
-    let hash = token_hash(state.secret());
-    let nonce = provider.is_oidc().then(|| nonce.secret().clone());
+    let pending = Pending {
+        provider: provider.name(),
+        sealed_verifier: st.data_key.encrypt(verifier.secret().as_bytes()),
+        nonce: provider.is_oidc().then(|| nonce.secret().clone()),
+        redirect: target,
+        challenge,
+    };
+    record_state(st, state.secret(), &client, pending).await?;
+    Ok(redirect_to(url.as_str()))
+}
+
+/// What a state record remembers until the provider sends the browser back.
+pub(super) struct Pending {
+    /// `google`, …, or `saml`: the record is claimed only at that provider's callback.
+    pub provider: &'static str,
+    /// The PKCE verifier towards the provider, sealed with the data key (empty for SAML).
+    pub sealed_verifier: String,
+    /// OIDC: the nonce; SAML: the AuthnRequest ID the Response must answer (`InResponseTo`).
+    pub nonce: Option<String>,
+    /// The auth client's redirect URL the confab code goes to.
+    pub redirect: String,
+    /// The confab client's own PKCE challenge.
+    pub challenge: Option<String>,
+}
+
+/// Stores the state record (as the state's SHA-256, 10 minutes), deleting expired ones.
+pub(super) async fn record_state(st: &AppState, state: &str, client: &ClientRow, p: Pending) -> ApiResult<()> {
+    let hash = token_hash(state);
+    let client_id = client.client_id.clone();
     st.db
         .write(move |c| {
             let t = now();
@@ -605,24 +623,23 @@ async fn start(st: &AppState, provider: IdentityProvider, b: StartBody) -> ApiRe
             diesel::insert_into(oauth_states::table)
                 .values((
                     oauth_states::state_hash.eq(hash),
-                    oauth_states::client_id.eq(&client.client_id),
-                    oauth_states::provider.eq(provider.name()),
-                    oauth_states::pkce_verifier.eq(sealed_verifier),
-                    oauth_states::nonce.eq(nonce),
-                    oauth_states::redirect_uri.eq(target),
-                    oauth_states::code_challenge.eq(challenge),
+                    oauth_states::client_id.eq(&client_id),
+                    oauth_states::provider.eq(p.provider),
+                    oauth_states::pkce_verifier.eq(p.sealed_verifier),
+                    oauth_states::nonce.eq(p.nonce),
+                    oauth_states::redirect_uri.eq(p.redirect),
+                    oauth_states::code_challenge.eq(p.challenge),
                     oauth_states::expires_at.eq(t + ChronoDuration::seconds(STATE_TTL_SECS)),
                     oauth_states::created_at.eq(t),
                 ))
                 .execute(c)?;
             Ok(())
         })
-        .await?;
-    Ok(redirect_to(url.as_str()))
+        .await
 }
 
 /// The requested redirect URL when it is one of the client's, else the client's first.
-fn redirect_target(client: &ClientRow, wanted: Option<&str>) -> ApiResult<String> {
+pub(super) fn redirect_target(client: &ClientRow, wanted: Option<&str>) -> ApiResult<String> {
     let urls = client.redirect_urls();
     match wanted {
         Some(w) => urls
@@ -640,23 +657,24 @@ fn redirect_target(client: &ClientRow, wanted: Option<&str>) -> ApiResult<String
 type StateRow = (Option<String>, String, Option<String>, Option<String>, Option<String>);
 
 /// A claimed state record.
-struct Claimed {
-    client_id: String,
-    verifier: String,
-    nonce: Option<String>,
+pub(super) struct Claimed {
+    /// The PKCE verifier towards the provider, still sealed.
+    sealed_verifier: String,
+    /// OIDC nonce, or the SAML AuthnRequest ID.
+    pub nonce: Option<String>,
     redirect: String,
     challenge: Option<String>,
 }
 
 /// Claims the state record once: only the request whose `UPDATE … WHERE used_at IS NULL`
 /// changes the row goes on; unknown, used, expired and other-provider states are all `None`.
-fn claim_state(c: &mut Db, hash: &str, provider: IdentityProvider) -> ApiResult<Option<StateRow>> {
+fn claim_state(c: &mut Db, hash: &str, provider: &str) -> ApiResult<Option<StateRow>> {
     let t = now();
     let claimed = diesel::update(
         oauth_states::table
             .find(hash)
             .filter(oauth_states::used_at.is_null())
-            .filter(oauth_states::provider.eq(provider.name()))
+            .filter(oauth_states::provider.eq(provider))
             .filter(oauth_states::expires_at.gt(t)),
     )
     .set(oauth_states::used_at.eq(t))
@@ -685,21 +703,51 @@ async fn callback(
     origin: &Origin,
     q: CallbackQuery,
 ) -> ApiResult<HttpResponse> {
-    let state = q.state.filter(|s| !s.is_empty()).ok_or(ApiError::Unauthorized("invalid_state"))?;
+    let (claimed, client) = claim(st, provider.name(), q.state).await?;
+    let who = upstream_identity(st, provider, &client, &claimed, q.code, q.error).await;
+    finish(st, provider.name(), &client, &claimed, origin, who).await
+}
+
+/// Claims the state record made for `provider` (once: unknown, used, expired and
+/// other-provider states are all 401 `invalid_state`) and loads its auth client.
+pub(super) async fn claim(
+    st: &AppState,
+    provider: &'static str,
+    state: Option<String>,
+) -> ApiResult<(Claimed, ClientRow)> {
+    let state = state.filter(|s| !s.is_empty()).ok_or(ApiError::Unauthorized("invalid_state"))?;
     let hash = token_hash(&state);
     let row = st.db.write(move |c| claim_state(c, &hash, provider)).await?;
-    let Some((Some(client_id), sealed, nonce, Some(redirect), challenge)) = row else {
+    let Some((Some(client_id), sealed_verifier, nonce, Some(redirect), challenge)) = row else {
         return Err(ApiError::Unauthorized("invalid_state"));
     };
-    let verifier = String::from_utf8(st.data_key.decrypt(&sealed)?)
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("PKCE verifier")))?;
-    let claimed = Claimed { client_id, verifier, nonce, redirect, challenge };
-    let id = claimed.client_id.clone();
-    let client =
-        st.db.run(move |c| clients::by_client_id(c, &id)).await?.ok_or(ApiError::Unauthorized("invalid_state"))?;
-    let outcome = login(st, provider, &client, &claimed, q.code, q.error, &origin.ip).await;
+    let client = st
+        .db
+        .run(move |c| clients::by_client_id(c, &client_id))
+        .await?
+        .ok_or(ApiError::Unauthorized("invalid_state"))?;
+    Ok((Claimed { sealed_verifier, nonce, redirect, challenge }, client))
+}
+
+/// The end of every upstream login, OAuth, OIDC and SAML alike: the account with the
+/// identity's verified e-mail in the client's company, the confab code through
+/// [`arc::issue_code`] like a password login, the audit entry (`oauth_login` or
+/// `oauth_login_failed` with the reason), and 302 to the client's redirect URL with `?code=`
+/// (and `&mfa=true`).
+pub(super) async fn finish(
+    st: &AppState,
+    provider: &'static str,
+    client: &ClientRow,
+    claimed: &Claimed,
+    origin: &Origin,
+    who: ApiResult<Identity>,
+) -> ApiResult<HttpResponse> {
+    let outcome = match who {
+        Ok(who) => account_code(st, provider, client, claimed.challenge.clone(), who, &origin.ip).await,
+        Err(e) => Err((None, e)),
+    };
     let (ip, company) = (origin.ip.clone(), client.company_id);
-    let detail = serde_json::json!({"provider": provider.name(), "client": client.client_id});
+    let detail = serde_json::json!({"provider": provider, "client": client.client_id});
     match outcome {
         Ok((user, code, mfa)) => {
             st.db.write(move |c| store::audit(c, Some(company), Some(user), "oauth_login", &ip, detail)).await?;
@@ -725,28 +773,41 @@ type Failed = (Option<i64>, ApiError);
 /// The user, the confab code and whether it opens the MFA step; or who failed and why.
 type LoginOutcome = Result<(i64, String, bool), Failed>;
 
-/// Upstream login then the confab code, through [`arc::issue_code`] like a password login.
-async fn login(
+/// The OAuth/OIDC provider's answer: the code exchanged (with the PKCE verifier) for who the
+/// user is.
+async fn upstream_identity(
     st: &AppState,
     provider: IdentityProvider,
     client: &ClientRow,
     claimed: &Claimed,
     code: Option<String>,
     error: Option<String>,
+) -> ApiResult<Identity> {
+    if error.is_some() {
+        return Err(ApiError::Unauthorized("provider_error"));
+    }
+    let code = code.filter(|c| !c.is_empty()).ok_or(ApiError::Unauthorized("provider_error"))?;
+    let verifier = String::from_utf8(st.data_key.decrypt(&claimed.sealed_verifier)?)
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("PKCE verifier")))?;
+    let upstream = Upstream::of(st, client, provider)?;
+    upstream.identify(code, verifier, claimed.nonce.clone()).await
+}
+
+/// The account of an upstream identity, then the confab code.
+async fn account_code(
+    st: &AppState,
+    provider: &'static str,
+    client: &ClientRow,
+    challenge: Option<String>,
+    who: Identity,
     ip: &str,
 ) -> LoginOutcome {
     let fail = |e: ApiError| (None, e);
-    if error.is_some() {
-        return Err(fail(ApiError::Unauthorized("provider_error")));
-    }
-    let code = code.filter(|c| !c.is_empty()).ok_or(fail(ApiError::Unauthorized("provider_error")))?;
-    let upstream = Upstream::of(st, client, provider).map_err(fail)?;
-    let who = upstream.identify(code, claimed.verifier.clone(), claimed.nonce.clone()).await.map_err(fail)?;
     if !who.email_verified {
         return Err(fail(ApiError::Unauthorized("email_not_verified")));
     }
     let email = who.email.and_then(|e| Email::try_from(e).ok()).ok_or(fail(ApiError::Unauthorized("no_account")))?;
-    let (cl, challenge, ip) = (client.clone(), claimed.challenge.clone(), ip.to_owned());
+    let (cl, ip) = (client.clone(), ip.to_owned());
     let (outcome, revoked) = st
         .db
         .write(move |c| -> ApiResult<(LoginOutcome, Vec<String>)> {
@@ -759,7 +820,7 @@ async fn login(
             let revoked = match proof::prove(c, user.id, proof::Contact::Email(email.as_str()))? {
                 proof::Proof::AlreadyVerified => Vec::new(),
                 proof::Proof::Claimed { revoked } => {
-                    let detail = serde_json::json!({"via": provider.name(), "contact": "email"});
+                    let detail = serde_json::json!({"via": provider, "contact": "email"});
                     store::audit(c, Some(user.company_id), Some(user.id), "account_claimed", &ip, detail)?;
                     revoked
                 }
@@ -782,9 +843,9 @@ async fn login(
 /// Remembers which provider account logged in as which user. The first login links; later
 /// logins of that provider account must resolve to the same user (a provider account whose
 /// e-mail was changed to another user's does not take over that user).
-fn link_identity(c: &mut Db, provider: IdentityProvider, subject: &str, user_id: i64) -> ApiResult<bool> {
+fn link_identity(c: &mut Db, provider: &str, subject: &str, user_id: i64) -> ApiResult<bool> {
     let linked: Option<i64> = oauth_identities::table
-        .filter(oauth_identities::provider.eq(provider.name()))
+        .filter(oauth_identities::provider.eq(provider))
         .filter(oauth_identities::subject.eq(subject))
         .select(oauth_identities::user_id)
         .first(c)
@@ -794,7 +855,7 @@ fn link_identity(c: &mut Db, provider: IdentityProvider, subject: &str, user_id:
         None => {
             diesel::insert_into(oauth_identities::table)
                 .values((
-                    oauth_identities::provider.eq(provider.name()),
+                    oauth_identities::provider.eq(provider),
                     oauth_identities::subject.eq(subject),
                     oauth_identities::user_id.eq(user_id),
                     oauth_identities::created_at.eq(now()),

@@ -20,6 +20,7 @@ mod realtime;
 mod reliability_auth;
 mod reliability_isolation;
 mod reliability_schema;
+mod saml;
 mod security_logins;
 mod security_media;
 mod security_ops;

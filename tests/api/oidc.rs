@@ -536,7 +536,7 @@ both_backends!(google_login_rejections, |app: TestApp| async move {
     assert!(reasons.contains(&"no_account") && reasons.contains(&"provider_error"), "{reasons:?}");
 });
 
-both_backends!(start_errors_and_saml, |app: TestApp| async move {
+both_backends!(start_errors, |app: TestApp| async move {
     let mock = Mock::start().await;
     let admin = app.admin_token().await;
     let (client, secret) = client_with(&app, &admin, &mock, "google").await;
@@ -588,12 +588,6 @@ both_backends!(start_errors_and_saml, |app: TestApp| async move {
         app.patch(&format!("/auth-clients/{id}"), Some(&admin), &json!({"providers": {"keycloak": null}})).await;
     assert_eq!(status, 200);
     assert!(body["providers"].get("keycloak").is_none(), "{body}");
-
-    for (method, path) in [("POST", "/auth/saml"), ("GET", "/auth/saml-auth-redirect")] {
-        let res = app.client.request(method.parse().unwrap(), app.url(path)).send().await.unwrap();
-        let (status, body) = into_json(res).await;
-        assert_error(status, &body, 501, "saml_not_supported");
-    }
 });
 
 both_backends!(facebook_login, |app: TestApp| async move {

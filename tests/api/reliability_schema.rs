@@ -1,8 +1,8 @@
 //! Issue 24 item 3 (README "Reliability"): Schemathesis (PyPI, pinned and installed by
 //! `.ci/run`) generates valid and invalid requests for every operation of the running server's
 //! `/openapi.json`, with an admin's bearer token, against a company that has one of every
-//! resource. Checks (`tests/schemathesis/hooks.py`): no 5xx (but the documented 501 of the
-//! SAML routes), and every 4xx/5xx carries the unified error body. Short form: a bounded number of examples per operation;
+//! resource. Checks (`tests/schemathesis/hooks.py`): no 5xx, and every 4xx/5xx
+//! carries the unified error body. Short form: a bounded number of examples per operation;
 //! `CONFAB_SOAK=1` runs many more, on both backends.
 //!
 //! Without schemathesis (`python3 -m schemathesis.cli`) the test says so and passes, unless

@@ -1,7 +1,6 @@
 """Schemathesis hooks for confab (README "Reliability", issue 24 item 3).
 
-`no_server_error`: no 5xx, except the documented 501 `saml_not_supported` of the SAML routes
-(README "Security": SAML is not offered).
+`no_server_error`: no 5xx.
 `unified_error_body`: every 4xx/5xx answer is CONTRACT §2's unified error body
 `{statusCode, error, message, code, fields?}` with `statusCode` equal to the HTTP status.
 Loaded by tests/api/reliability_schema.rs through SCHEMATHESIS_HOOKS.
@@ -15,12 +14,6 @@ import schemathesis
 @schemathesis.check
 def no_server_error(ctx, response, case):
     if response.status_code < 500:
-        return None
-    try:
-        code = json.loads(response.content or b"").get("code")
-    except (ValueError, AttributeError):
-        code = None
-    if response.status_code == 501 and code == "saml_not_supported":
         return None
     raise AssertionError(f"server error {response.status_code}: {response.content[:300]!r}")
 

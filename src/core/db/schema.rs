@@ -159,6 +159,7 @@ diesel::table! {
         oidc -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        saml -> Nullable<Text>,
     }
 }
 
@@ -243,6 +244,14 @@ diesel::table! {
         provider -> Text,
         subject -> Text,
         user_id -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    saml_assertions (assertion_key) {
+        assertion_key -> Text,
+        expires_at -> Timestamp,
         created_at -> Timestamp,
     }
 }
@@ -573,6 +582,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     recovery_codes,
     login_failures,
     oauth_states,
+    saml_assertions,
     oauth_identities,
     signing_keys,
     audit_log,

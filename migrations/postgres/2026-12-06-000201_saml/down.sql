@@ -1,0 +1,2 @@
+DROP TABLE saml_assertions;
+ALTER TABLE auth_clients DROP COLUMN saml;
