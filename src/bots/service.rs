@@ -145,9 +145,10 @@ pub async fn rotate_token(st: &AppState, company_id: i64, id: i64) -> ApiResult<
 }
 
 /// Deletes the bot: its token stops working, its webhook subscription and its place on
-/// channels go. Conversations assigned to it keep their assignee until someone reassigns them.
+/// channels go, and its conversations are unassigned (`conversation.updated` each), back in
+/// the humans' Unassigned list.
 pub async fn delete(st: &AppState, company_id: i64, id: i64) -> ApiResult<()> {
-    let revoked = st
+    let (revoked, events) = st
         .db
         .write(move |c| {
             bot(c, company_id, id)?;
@@ -157,9 +158,11 @@ pub async fn delete(st: &AppState, company_id: i64, id: i64) -> ApiResult<()> {
                 hooks::store::delete(c, company_id, sub.id)?;
             }
             messaging::store::clear_channel_bot(c, company_id, id)?;
-            Ok(revoked)
+            let events = messaging::service::unassign_all_tx(c, company_id, id)?;
+            Ok((revoked, events))
         })
         .await?;
+    messaging::service::publish_events(st, events);
     for sid in revoked {
         st.sessions.forget(&sid);
     }

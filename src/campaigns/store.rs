@@ -158,9 +158,17 @@ pub fn add_recipients(
     Ok(added)
 }
 
-/// Takes the lease of one campaign that is due to send (running, or scheduled and past its
-/// start) and not held by a live lease elsewhere; marks it running.
-pub fn claim_campaign(c: &mut Db, owner: &str, lease: chrono::Duration) -> ApiResult<Option<CampaignRow>> {
+/// Takes the leases of up to `limit` campaigns that are due to send (running, or scheduled and
+/// past their start), not in `held` (this node sends them already) and not held by a live
+/// lease elsewhere; marks them running. Each is taken by an UPDATE that re-checks the lease,
+/// so two nodes never both win one.
+pub fn claim_campaigns(
+    c: &mut Db,
+    owner: &str,
+    lease: chrono::Duration,
+    held: &[i64],
+    limit: usize,
+) -> ApiResult<Vec<CampaignRow>> {
     let t = now();
     let due = || {
         campaigns::table
@@ -168,17 +176,23 @@ pub fn claim_campaign(c: &mut Db, owner: &str, lease: chrono::Duration) -> ApiRe
                 campaigns::status.eq("running").or(campaigns::status.eq("scheduled").and(campaigns::start_at.le(t))),
             )
             .filter(campaigns::lease_until.is_null().or(campaigns::lease_until.lt(t)))
+            .filter(campaigns::id.ne_all(held))
     };
-    let Some(id) = due().order(campaigns::id).select(campaigns::id).first::<i64>(c).optional()? else {
-        return Ok(None);
-    };
-    let n = diesel::update(due().filter(campaigns::id.eq(id)))
-        .set((campaigns::status.eq("running"), campaigns::lease_owner.eq(owner), campaigns::lease_until.eq(t + lease)))
-        .execute(c)?;
-    if n == 0 {
-        return Ok(None);
+    let ids: Vec<i64> = due().order(campaigns::id).limit(limit as i64).select(campaigns::id).load(c)?;
+    let mut out = Vec::new();
+    for id in ids {
+        let n = diesel::update(due().filter(campaigns::id.eq(id)))
+            .set((
+                campaigns::status.eq("running"),
+                campaigns::lease_owner.eq(owner),
+                campaigns::lease_until.eq(t + lease),
+            ))
+            .execute(c)?;
+        if n == 1 {
+            out.push(campaigns::table.find(id).select(CampaignRow::as_select()).first(c)?);
+        }
     }
-    Ok(Some(campaigns::table.find(id).select(CampaignRow::as_select()).first(c)?))
+    Ok(out)
 }
 
 /// Extends this node's lease; `None` when it lost it or the campaign stopped running (paused,

@@ -1,10 +1,15 @@
-//! The campaign runner: takes the lease of one running campaign at a time (so one node sends
-//! it, at its rate), sends up to `ratePerSecond` recipients each second, each in one
-//! transaction with its claim (exactly once), renews the lease between batches (a pause or a
-//! cancel is seen within a second) and completes the campaign when nothing is queued. A node
-//! that dies leaves its campaign to another once the lease expires.
+//! The campaign runner: each node sends up to [`PER_NODE`] running campaigns at once, one task
+//! per campaign, each holding the campaign's lease (so one node sends it, at its rate). A task
+//! sends up to `ratePerSecond` recipients each second, each in one transaction with its claim
+//! (exactly once), renews the lease between batches (a pause or a cancel is seen within a
+//! second) and completes the campaign when nothing is queued. A node that dies leaves its
+//! campaigns to another once their leases expire (`CONFAB_OUTBOX_LEASE_SECS`).
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use super::store::{self, CampaignRow, RecipientRow};
 use crate::{
@@ -21,38 +26,59 @@ use crate::{
     users,
 };
 
-const LEASE: chrono::Duration = chrono::Duration::seconds(30);
 const POLL: Duration = Duration::from_secs(1);
+/// Campaigns one node sends at the same time; more wait for a free slot (or another node).
+pub const PER_NODE: usize = 8;
+
+fn lease(st: &AppState) -> chrono::Duration {
+    chrono::Duration::seconds(st.config.outbox_lease_secs.max(1) as i64)
+}
 
 /// Runs until the process stops.
 pub async fn run(st: AppState) {
     let owner = random_hex_id();
+    // The campaigns this node's tasks are sending: never claimed twice here, also when a slow
+    // batch let a lease run out.
+    let active: Arc<Mutex<HashSet<i64>>> = Arc::default();
     loop {
-        let claimed = {
-            let owner = owner.clone();
-            st.db.write(move |c| store::claim_campaign(c, &owner, LEASE)).await
+        let held: Vec<i64> = active.lock().map(|a| a.iter().copied().collect()).unwrap_or_default();
+        let claimed = if held.len() < PER_NODE {
+            let (owner, lease, room) = (owner.clone(), lease(&st), PER_NODE - held.len());
+            st.db.write(move |c| store::claim_campaigns(c, &owner, lease, &held, room)).await
+        } else {
+            Ok(Vec::new())
         };
         match claimed {
-            Ok(Some(campaign)) => {
-                if let Err(e) = send_campaign(&st, &owner, campaign).await {
-                    tracing::warn!(error = ?e, "campaign batch failed; retried after the lease");
+            Ok(campaigns) => {
+                for campaign in campaigns {
+                    let id = campaign.id;
+                    if let Ok(mut a) = active.lock() {
+                        a.insert(id);
+                    }
+                    let (st, owner, active) = (st.clone(), owner.clone(), active.clone());
+                    actix_web::rt::spawn(async move {
+                        if let Err(e) = send_campaign(&st, &owner, campaign).await {
+                            tracing::warn!(campaign = id, error = ?e, "campaign batch failed; retried after the lease");
+                        }
+                        if let Ok(mut a) = active.lock() {
+                            a.remove(&id);
+                        }
+                        // A slot is free: look for waiting campaigns now.
+                        st.campaign_wake.notify_one();
+                    });
                 }
             }
-            Ok(None) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = st.campaign_wake.notified() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = ?e, "claiming campaigns");
-                tokio::time::sleep(POLL).await;
-            }
+            Err(e) => tracing::warn!(error = ?e, "claiming campaigns"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = st.campaign_wake.notified() => {}
         }
     }
 }
 
 async fn send_campaign(st: &AppState, owner: &str, mut campaign: CampaignRow) -> ApiResult<()> {
+    let lease = lease(st);
     loop {
         let started = Instant::now();
         let (id, rate) = (campaign.id, campaign.rate_per_second.max(1) as i64);
@@ -62,7 +88,7 @@ async fn send_campaign(st: &AppState, owner: &str, mut campaign: CampaignRow) ->
             return st
                 .db
                 .write(move |c| {
-                    if !store::has_queued(c, id)? && store::renew(c, id, &owner, LEASE)?.is_some() {
+                    if !store::has_queued(c, id)? && store::renew(c, id, &owner, lease)?.is_some() {
                         store::set_status(c, id, "completed")?;
                     }
                     store::release(c, id, &owner)
@@ -74,7 +100,7 @@ async fn send_campaign(st: &AppState, owner: &str, mut campaign: CampaignRow) ->
         }
         let renewed = {
             let owner = owner.to_owned();
-            st.db.write(move |c| store::renew(c, id, &owner, LEASE)).await?
+            st.db.write(move |c| store::renew(c, id, &owner, lease)).await?
         };
         match renewed {
             Some(c) => campaign = c,
@@ -101,7 +127,13 @@ async fn send_one(st: &AppState, campaign: &CampaignRow, r: RecipientRow) -> Api
         .write(move |c| {
             let phone = Phone::try_from(r.phone.clone()).map_err(|e| ApiError::field("phone", e.to_string()))?;
             let (user_id, _) = messaging::store::find_or_create_customer(c, company_id, &phone, "", "", false)?;
-            if users::store::get(c, company_id, user_id)?.opted_out {
+            let user = users::store::get(c, company_id, user_id)?;
+            if user.role() != crate::core::types::Role::Customer {
+                // The company's own staff (or a bot) has this number: not a customer to message.
+                store::claim_recipient(c, r.id, store::FAILED, None, Some("the phone belongs to a staff member"))?;
+                return Ok(Vec::new());
+            }
+            if user.opted_out {
                 store::claim_recipient(c, r.id, store::SKIPPED, None, Some("opted_out"))?;
                 return Ok(Vec::new());
             }
@@ -118,6 +150,8 @@ async fn send_one(st: &AppState, campaign: &CampaignRow, r: RecipientRow) -> Api
             // A template is never a private note, so it mentions no one: no notices.
             let (sent, events, _) = messaging::service::send_tx(c, company_id, sender, &req)?;
             store::set_message(c, r.id, &sent.message.message_id)?;
+            // Never sent twice, also when a process dies during the provider call.
+            crate::core::outbox::mark_at_most_once(c, "send", &sent.message.message_id)?;
             Ok(events)
         })
         .await;

@@ -131,8 +131,8 @@ pub struct Config {
     /// base·2ⁿ, capped at 10 minutes, ±25 % jitter).
     #[arg(long, env = "CONFAB_OUTBOX_BACKOFF_MS", default_value_t = 1000, global = true)]
     pub outbox_backoff_ms: u64,
-    /// How long a claimed delivery job stays leased to its node; a job claimed by a node that
-    /// died is taken again after this. Keep it above the provider timeout.
+    /// How long a claimed delivery job (and a running campaign) stays leased to its node; one
+    /// claimed by a node that died is taken again after this. Keep it above the provider timeout.
     #[arg(long, env = "CONFAB_OUTBOX_LEASE_SECS", default_value_t = 60, global = true)]
     pub outbox_lease_secs: u64,
     /// Timeout of each call to a provider's API (send, media download), in seconds.

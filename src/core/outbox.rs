@@ -28,6 +28,12 @@ pub struct Job {
     pub attempts: i32,
     /// The company the job works for (its handler's tenancy filter).
     pub company_id: i64,
+    /// Must never run twice ([`mark_at_most_once`]).
+    pub at_most_once: bool,
+    /// An earlier attempt of an at-most-once job began ([`begin_attempt`]) and recorded no
+    /// outcome: its process died (or its lease ran out) during the call, which may have done
+    /// its work.
+    pub interrupted: bool,
 }
 
 /// A job to queue in the caller's transaction (the outbox pattern, CONTRACT §6).
@@ -116,14 +122,31 @@ async fn claim_where(st: &AppState, owner: &str, kinds: Vec<&'static str>, order
                     outbox::attempts.eq(outbox::attempts + 1),
                 ))
                 .execute(c)?;
-            let rows: Vec<(i64, String, String, i32, i64)> = outbox::table
+            type Claimed = (i64, String, String, i32, i64, bool, Option<chrono::NaiveDateTime>);
+            let rows: Vec<Claimed> = outbox::table
                 .filter(outbox::id.eq_any(&ids).and(outbox::lease_owner.eq(&owner)).and(outbox::lease_until.gt(t)))
                 .order(outbox::id)
-                .select((outbox::id, outbox::kind, outbox::ref_id, outbox::attempts, outbox::company_id))
+                .select((
+                    outbox::id,
+                    outbox::kind,
+                    outbox::ref_id,
+                    outbox::attempts,
+                    outbox::company_id,
+                    outbox::at_most_once,
+                    outbox::attempt_started_at,
+                ))
                 .load(c)?;
             Ok(rows
                 .into_iter()
-                .map(|(id, kind, ref_id, attempts, company_id)| Job { id, kind, ref_id, attempts, company_id })
+                .map(|(id, kind, ref_id, attempts, company_id, at_most_once, started)| Job {
+                    id,
+                    kind,
+                    ref_id,
+                    attempts,
+                    company_id,
+                    at_most_once,
+                    interrupted: at_most_once && started.is_some(),
+                })
                 .collect())
         })
         .await
@@ -190,6 +213,34 @@ pub fn finish(c: &mut Db, job_id: i64, owner: &str, error: Option<&str>) -> ApiR
     Ok(())
 }
 
+/// Marks the unfinished jobs of this kind and reference as at-most-once, in the transaction
+/// that queued them: their worker calls [`begin_attempt`] before the work, and a job found
+/// begun but unfinished ([`Job::interrupted`]) is not run again (issue 23: a campaign never
+/// sends a recipient twice, also when a process is killed in the middle of a provider call).
+pub fn mark_at_most_once(c: &mut Db, kind: &str, ref_id: &str) -> ApiResult<()> {
+    diesel::update(
+        outbox::table.filter(outbox::kind.eq(kind).and(outbox::ref_id.eq(ref_id))).filter(outbox::done_at.is_null()),
+    )
+    .set(outbox::at_most_once.eq(true))
+    .execute(c)?;
+    Ok(())
+}
+
+/// Records, committed before the work starts, that an attempt of this job begins (only while
+/// this worker holds it). [`retry_later`] clears it when the attempt ended with a definite
+/// "not done".
+pub fn begin_attempt(c: &mut Db, job_id: i64, owner: &str) -> ApiResult<()> {
+    let n = diesel::update(
+        outbox::table.find(job_id).filter(outbox::lease_owner.eq(owner)).filter(outbox::done_at.is_null()),
+    )
+    .set(outbox::attempt_started_at.eq(now()))
+    .execute(c)?;
+    if n == 0 {
+        return Err(ApiError::conflict("lease_lost", "the job's lease passed to another worker"));
+    }
+    Ok(())
+}
+
 /// Releases the job for another attempt after `delay` (only while this worker holds it).
 pub fn retry_later(c: &mut Db, job_id: i64, owner: &str, delay: chrono::Duration, reason: &str) -> ApiResult<()> {
     let n = diesel::update(
@@ -200,6 +251,7 @@ pub fn retry_later(c: &mut Db, job_id: i64, owner: &str, delay: chrono::Duration
         outbox::lease_owner.eq(None::<String>),
         outbox::lease_until.eq(None::<chrono::NaiveDateTime>),
         outbox::last_error.eq(reason),
+        outbox::attempt_started_at.eq(None::<chrono::NaiveDateTime>),
     ))
     .execute(c)?;
     if n == 0 {

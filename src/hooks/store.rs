@@ -303,6 +303,14 @@ pub fn record_attempt(c: &mut Db, delivery_id: i64, a: &NewAttempt<'_>, status: 
     Ok(())
 }
 
+/// Fails a delivery without an attempt (its subscription was switched off before it went).
+pub fn skip(c: &mut Db, delivery_id: i64, reason: &str) -> ApiResult<()> {
+    diesel::update(webhook_deliveries::table.find(delivery_id))
+        .set((webhook_deliveries::status.eq(FAILED), webhook_deliveries::last_error.eq(reason)))
+        .execute(c)?;
+    Ok(())
+}
+
 /// Queues a finished delivery again (a replay: outside the subscription's order, with a fresh
 /// budget of attempts). A delivery still pending is 409 `delivery_pending`.
 pub fn replay(c: &mut Db, company_id: i64, subscription_id: i64, id: i64) -> ApiResult<DeliveryRow> {

@@ -92,6 +92,19 @@ async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, job: &outbo
         // The subscription was deleted with its deliveries.
         return st.db.write(move |c| outbox::finish(c, job_id, &owner, Some("the subscription was deleted"))).await;
     };
+    if !sub.active {
+        // Switched off after this delivery was queued: nothing more goes to its URL. The
+        // delivery is failed (not an attempt: nothing was sent); `POST …/retry` replays it once
+        // the subscription is active again.
+        let reason = "the subscription is inactive";
+        return st
+            .db
+            .write(move |c| {
+                store::skip(c, d.id, reason)?;
+                outbox::finish(c, job_id, &owner, Some(reason))
+            })
+            .await;
+    }
     let secrets = service::signing_secrets(st, &sub.secrets)?;
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let t = chrono::Utc::now().timestamp();

@@ -1129,6 +1129,25 @@ pub async fn reopen_snoozed(st: &AppState, owner: &str, job: &crate::core::outbo
     Ok(())
 }
 
+/// Unassigns every conversation of the company assigned to `user_id` (a deleted bot, issue 23:
+/// its conversations go back to the humans' Unassigned list), each with `conversation.updated`;
+/// the events are the caller's to publish after its commit.
+pub fn unassign_all_tx(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<Vec<Event>> {
+    let ids: Vec<i64> = conversations::table
+        .filter(conversations::company_id.eq(company_id))
+        .filter(conversations::assignee_id.eq(user_id))
+        .select(conversations::id)
+        .load(c)?;
+    let mut events = Vec::new();
+    for id in ids {
+        diesel::update(conversations::table.find(id))
+            .set((conversations::assignee_id.eq(None::<i64>), conversations::last_update_time.eq(now())))
+            .execute(c)?;
+        events.extend(conversation_updated(c, company_id, id)?.1);
+    }
+    Ok(events)
+}
+
 /// Re-reads the conversation, appends `conversation.updated` with its view, and returns both.
 fn conversation_updated(c: &mut Db, company_id: i64, id: i64) -> ApiResult<(ConversationView, Vec<Event>)> {
     let conv = store::conversation(c, company_id, id)?;

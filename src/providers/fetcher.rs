@@ -54,7 +54,10 @@ pub async fn fetch(st: &AppState, owner: &str, job: &outbox::Job) -> ApiResult<(
     };
     let (job_id, owner, attempts) = (job.id, owner.to_owned(), job.attempts);
     let retry = match &outcome {
-        Err(SendError::Transient(reason)) if attempts < outbox::MAX_ATTEMPTS => Some(reason.clone()),
+        // A download changes nothing at the provider: an uncertain one is simply repeated.
+        Err(SendError::Transient(reason) | SendError::Uncertain(reason)) if attempts < outbox::MAX_ATTEMPTS => {
+            Some(reason.clone())
+        }
         _ => None,
     };
     if let Some(reason) = retry {

@@ -30,8 +30,13 @@ use crate::{
 /// Why a send did not go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
-    /// Worth retrying with backoff (timeouts, 429, 5xx).
+    /// Worth retrying with backoff (429, 5xx, provider unreachable): the provider did not
+    /// take the message.
     Transient(String),
+    /// The request was sent and no usable answer came (a timeout, the connection lost): the
+    /// provider may have taken it. Retried like [`SendError::Transient`], except for jobs that
+    /// must not run twice (a campaign's sends), which end as `outcome_unknown`.
+    Uncertain(String),
     /// Final: the message becomes `FAILED` with this provider error code.
     Permanent { code: String, message: String },
 }
@@ -248,14 +253,18 @@ impl MediaPolicy {
     }
 }
 
-/// How an HTTP failure of a provider call is classified: network errors, timeouts, 429 and
-/// 5xx are transient; other statuses, and an address the outbound checks refused, are
+/// How an HTTP failure of a provider call is classified: no connection (the request never
+/// left), 429 and 5xx are transient; a failure after the request went out (timeout, connection
+/// lost) is uncertain; other statuses, and an address the outbound checks refused, are
 /// permanent.
 fn transport_error(e: reqwest::Error) -> SendError {
     if crate::core::net::is_refused(&e) {
         return SendError::Permanent { code: "address_refused".into(), message: outbound_error(e) };
     }
-    SendError::Transient(format!("provider unreachable: {}", outbound_error(e)))
+    if e.is_connect() {
+        return SendError::Transient(format!("provider unreachable: {}", outbound_error(e)));
+    }
+    SendError::Uncertain(format!("no answer from the provider: {}", outbound_error(e)))
 }
 
 fn is_transient_status(status: reqwest::StatusCode) -> bool {

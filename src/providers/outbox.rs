@@ -24,7 +24,11 @@ use crate::{
     },
 };
 
-pub use crate::core::outbox::{Job, MAX_ATTEMPTS, backoff, claim, claim_kinds, finish, retry_later};
+pub use crate::core::outbox::{Job, MAX_ATTEMPTS, backoff, begin_attempt, claim, claim_kinds, finish, retry_later};
+
+/// The error code of a message whose at-most-once send was interrupted (the process died, or
+/// no answer came, after the request may have reached the provider): it is not sent again.
+pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 
 /// Updates the depth gauge and tells when the next unleased job of the delivery worker
 /// (`send`, `media_fetch`, `unsnooze`) is due.
@@ -91,7 +95,15 @@ fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbo
     Ok(Ok(Outbound { message_id: m.id.clone(), to, body }))
 }
 
+/// Sends one `send` job's message and records the outcome. An at-most-once job (a campaign's
+/// send) records that its attempt began before calling the provider; one found begun and
+/// unfinished, or one whose call got no answer, is not repeated: its message fails with
+/// [`OUTCOME_UNKNOWN`] (README "Campaigns").
 pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
+    if job.interrupted {
+        tracing::warn!(job = job.id, "an at-most-once send was interrupted; its outcome is unknown, not sent again");
+        return give_up(st, owner, job, "interrupted during the provider call", OUTCOME_UNKNOWN).await;
+    }
     let message_id = job.ref_id.clone();
     let state = st.clone();
     let loaded = st
@@ -125,6 +137,10 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
     };
     let provider = Provider::for_channel(st, &channel);
     let name = provider.as_ref().map(Provider::name).unwrap_or("unknown");
+    if job.at_most_once {
+        let (job_id, owner) = (job.id, owner.to_owned());
+        st.db.write(move |c| begin_attempt(c, job_id, &owner)).await?;
+    }
     let outcome = match (&provider, out) {
         (Ok(p), Ok(out)) => p.send(&out).await,
         (Err(e), _) => Err(SendError::Permanent { code: "channel_misconfigured".into(), message: e.to_string() }),
@@ -163,7 +179,13 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
                 .await?;
             service::publish_events(st, events);
         }
-        Err(SendError::Transient(reason)) if attempts >= MAX_ATTEMPTS => {
+        Err(SendError::Uncertain(reason)) if job.at_most_once => {
+            tracing::warn!(job = job_id, %reason, "an at-most-once send got no answer; not sent again");
+            m.outbox_attempts.with_label_values(&[name, "uncertain"]).inc();
+            m.outbox_failures.with_label_values(&[name]).inc();
+            give_up(st, &owner, job, &reason, OUTCOME_UNKNOWN).await?;
+        }
+        Err(SendError::Transient(reason) | SendError::Uncertain(reason)) if attempts >= MAX_ATTEMPTS => {
             m.outbox_attempts.with_label_values(&[name, "transient"]).inc();
             m.outbox_failures.with_label_values(&[name]).inc();
             let events = st
@@ -175,12 +197,30 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
                 .await?;
             service::publish_events(st, events);
         }
-        Err(SendError::Transient(reason)) => {
+        Err(SendError::Transient(reason) | SendError::Uncertain(reason)) => {
             tracing::info!(job = job_id, attempts, %reason, "delivery failed; retrying");
             m.outbox_attempts.with_label_values(&[name, "transient"]).inc();
             let delay = backoff(st.config.outbox_backoff_ms, attempts);
             st.db.write(move |c| retry_later(c, job_id, &owner, delay, &reason)).await?;
         }
     }
+    Ok(())
+}
+
+/// Finishes the job and fails its message with `code`.
+async fn give_up(st: &AppState, owner: &str, job: &Job, reason: &str, code: &'static str) -> ApiResult<()> {
+    let (job_id, owner, message_id, reason) = (job.id, owner.to_owned(), job.ref_id.clone(), reason.to_owned());
+    let events = st
+        .db
+        .write(move |c| {
+            finish(c, job_id, &owner, Some(&reason))?;
+            match store::message_by_id(c, &message_id) {
+                Ok(_) => service::record_failed_tx(c, &message_id, code),
+                Err(ApiError::NotFound) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+    service::publish_events(st, events);
     Ok(())
 }

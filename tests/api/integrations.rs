@@ -350,6 +350,45 @@ both_with!(failed_deliveries_are_retried_in_order_then_dead_lettered_and_replaye
     assert_error(status, &body, 404, "not_found");
 });
 
+fn slow_retry(cfg: &mut confab::core::config::Config) {
+    cfg.webhook_backoff_ms = 1000;
+}
+
+// A delivery queued before the subscription was switched off is not sent: it fails as
+// "inactive" without an attempt, and a replay after switching it on delivers it.
+both_with!(an_inactive_subscription_sends_nothing_already_queued, slow_retry, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let rx = Receiver::start().await;
+    let (status, sub) = app
+        .post("/webhook-subscriptions", Some(&co.admin), &json!({"url": rx.url, "events": ["message.created"]}))
+        .await;
+    assert_eq!(status, 201, "{sub}");
+    let sub = sub["subscriptionId"].as_i64().unwrap();
+    // The first attempt fails; the retry waits ~2 s (backoff 1 s · 2¹), during which it is
+    // switched off.
+    rx.script([500]);
+    app.customer_says(&co, "+14155550105", "queued").await;
+    rx.wait_until("the first attempt", |got| got.len() == 1).await;
+    let (status, off) =
+        app.put(&format!("/webhook-subscriptions/{sub}"), Some(&co.admin), &json!({"active": false})).await;
+    assert_eq!((status, off["active"].as_bool()), (200, Some(false)), "{off}");
+    let sent_before_off = rx.got().len();
+    let items = wait_deliveries(&app, &co.admin, sub, "failed as inactive", |items| {
+        items.len() == 1 && items[0]["status"] == "failed"
+    })
+    .await;
+    assert_eq!(rx.got().len(), sent_before_off, "nothing sent after it was switched off");
+    assert_eq!(items[0]["attempts"].as_array().unwrap().len(), sent_before_off, "{items:?}");
+    let (status, on) =
+        app.put(&format!("/webhook-subscriptions/{sub}"), Some(&co.admin), &json!({"active": true})).await;
+    assert_eq!(status, 200, "{on}");
+    let id = items[0]["deliveryId"].as_i64().unwrap();
+    let (status, replay) =
+        app.post(&format!("/webhook-subscriptions/{sub}/deliveries/{id}/retry"), Some(&co.admin), &json!({})).await;
+    assert_eq!(status, 202, "{replay}");
+    wait_deliveries(&app, &co.admin, sub, "the replay delivered", |items| items[0]["status"] == "delivered").await;
+});
+
 both_backends!(subscriptions_are_admin_only_validated_and_per_company, |app: TestApp| async move {
     let co = app.default_company().await;
     let other = app.other_company("Initech").await;
@@ -493,8 +532,17 @@ both_with!(a_bot_gets_new_conversations_answers_and_hands_off, fast, |app: TestA
     assert_eq!(status, 200);
     let (status, body) = app.get("/template", Some("cfbot_not-a-token")).await;
     assert_error(status, &body, 401, "invalid_token");
+    // A conversation still with the bot when it is deleted goes back to the humans, unassigned.
+    let kept = app.customer_says(&co, "+14155550104", "Hello? Anyone?").await;
+    let assignee = |list: &Value| {
+        list["data"].as_array().unwrap().iter().find(|c| c["conversationId"] == kept).unwrap()["assigneeId"].clone()
+    };
+    let (_, list) = app.get("/conversation/conversation-page-list?limit=100", Some(&co.agent)).await;
+    assert_eq!(assignee(&list), bot_id, "{list}");
     let (status, _) = app.delete(&format!("/bots/{bot_id}"), Some(&co.admin)).await;
     assert_eq!(status, 204);
+    let (_, list) = app.get("/conversation/conversation-page-list?limit=100", Some(&co.agent)).await;
+    assert!(assignee(&list).is_null(), "{list}");
     let (status, _) = app.get("/template", Some(&new_token)).await;
     assert_eq!(status, 401);
     let (_, channels) = app.get("/channel", Some(&co.admin)).await;

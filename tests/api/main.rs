@@ -5,6 +5,7 @@ mod helpers;
 mod accounts;
 mod arc;
 mod arc_mfa;
+mod campaigns;
 mod console;
 mod convtools;
 mod fynd_app;

@@ -437,6 +437,8 @@ diesel::table! {
         done_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         ordering_key -> Nullable<Text>,
+        at_most_once -> Bool,
+        attempt_started_at -> Nullable<Timestamp>,
     }
 }
 

@@ -1,0 +1,2 @@
+ALTER TABLE outbox DROP COLUMN attempt_started_at;
+ALTER TABLE outbox DROP COLUMN at_most_once;
