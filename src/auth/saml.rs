@@ -170,7 +170,7 @@ fn identity_provider(xml: &str) -> Result<IdpDescriptor, SamlError> {
 }
 
 /// Applies `saml` from a create or update body: the metadata is read (fetched when a URL is
-/// given), parsed, and must name a signing certificate and an SSO endpoint confab can start
+/// given), parsed, and must name an HTTP-Redirect SSO endpoint confab can start
 /// a login at; `current` keeps its metadata when the body brings none.
 pub async fn merge(
     st: &AppState,
