@@ -211,6 +211,15 @@ fn apply_writes(c: &mut Db, items: &[Write]) -> ApiResult<Vec<Written>> {
             Write::Send(_) => None,
         })
         .collect();
+    let mut keys: Vec<(i64, &str)> = deliveries
+        .iter()
+        .flat_map(|d| d.statuses.iter().map(|s| (d.channel.id, s.provider_message_id.as_str())))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for (channel_id, provider_id) in keys {
+        lock_pending(c, channel_id, provider_id)?;
+    }
     let mut lookups = Lookups::prefetch(c, &deliveries)?;
     let mut stage = store::Stage::default();
     let mut drafts = Vec::with_capacity(items.len());
@@ -816,14 +825,32 @@ fn split_name(name: &str) -> (String, String) {
 /// message not known yet is kept and applied when the message's provider id is recorded.
 pub async fn apply_status(st: &AppState, channel: &ChannelRow, update: StatusUpdate) -> ApiResult<bool> {
     let channel = channel.clone();
-    let events = st.db.write(move |c| apply_status_tx(c, &channel, &update)).await?;
+    let events = st
+        .db
+        .write(move |c| {
+            lock_pending(c, channel.id, &update.provider_message_id)?;
+            apply_status_tx(c, &channel, &update)
+        })
+        .await?;
     let applied = events.is_some();
     publish(st, events.unwrap_or_default());
     Ok(applied)
 }
 
+/// Serialises a status for a provider id with the delivery worker's record of that id
+/// ([`record_sent_tx`]): a status that finds no message is kept in `pending_statuses`, and the
+/// record takes what is kept there; without the lock, on PostgreSQL, a status whose lookup ran
+/// before the record committed, and whose keeping committed after the record's take, stayed
+/// kept for ever and the message never moved past `SENT` (found by `reliability_crash`). The
+/// lock (`pg_advisory_xact_lock`; nothing on SQLite, whose writers run one at a time) is taken
+/// before the transaction touches a message, event or conversation row, all of a group
+/// commit's in one order, so it cannot take part in a deadlock.
+fn lock_pending(c: &mut Db, channel_id: i64, provider_id: &str) -> ApiResult<()> {
+    crate::core::db::dialect::lock_key(c, &format!("pending_status:{channel_id}:{provider_id}"))
+}
+
 /// `None` when kept for later (message unknown); `Some(events)` (possibly empty when the
-/// status did not move the message forward) otherwise.
+/// status did not move the message forward) otherwise. The caller holds [`lock_pending`].
 fn apply_status_tx(c: &mut Db, channel: &ChannelRow, s: &StatusUpdate) -> ApiResult<Option<Vec<Event>>> {
     match store::message_by_provider_id(c, channel.id, &s.provider_message_id)? {
         None => {
@@ -845,6 +872,7 @@ fn advance(c: &mut Db, m: &MessageRow, to: Status, error_code: Option<&str>) -> 
 /// applies any statuses that arrived before this id was known.
 pub fn record_sent_tx(c: &mut Db, message_id: &str, provider_id: &str) -> ApiResult<Vec<Event>> {
     let m = store::message_by_id(c, message_id)?;
+    lock_pending(c, m.channel_id, provider_id)?;
     diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
         .set(messages::provider_message_id.eq(provider_id))
         .execute(c)?;

@@ -19,6 +19,7 @@ mod oidc;
 mod ops;
 mod realtime;
 mod reliability_auth;
+mod reliability_crash;
 mod reliability_isolation;
 mod reliability_schema;
 mod saml;

@@ -53,11 +53,15 @@ pub(crate) fn fast(cfg: &mut confab::core::config::Config) {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Seen {
-    method: String,
+    pub(crate) method: String,
     pub(crate) path: String,
     pub(crate) authorization: Option<String>,
     content_type: Option<String>,
     body: Vec<u8>,
+    /// When the mock received it (the crash test orders sends and kills).
+    pub(crate) at: std::time::Instant,
+    /// The message id the mock answered a WhatsApp send with (`wamid.mock-N`).
+    pub(crate) wamid: Option<String>,
 }
 
 impl Seen {
@@ -163,6 +167,8 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<Mutex<M
             authorization: header("Authorization"),
             content_type: header("Content-Type"),
             body: body.to_vec(),
+            at: std::time::Instant::now(),
+            wamid: None,
         });
         s.counter += 1;
         let n = s.counter;
@@ -179,6 +185,9 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<Mutex<M
         } else if req.path().contains("/Accounts/") {
             Reply::Json(201, json!({"sid": format!("SMmock{n}"), "status": "queued"}))
         } else {
+            if let Some(last) = s.seen.last_mut() {
+                last.wamid = Some(format!("wamid.mock-{n}"));
+            }
             Reply::Json(
                 200,
                 json!({"messaging_product": "whatsapp", "contacts": [{"input": "x", "wa_id": "x"}],
@@ -240,7 +249,7 @@ pub(crate) async fn whatsapp_channel(app: &TestApp, co: &Company, mock: &Mock, p
     ch["channelId"].as_i64().unwrap()
 }
 
-fn sign(secret: &str, body: &[u8]) -> String {
+pub(crate) fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = <hmac::SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
@@ -272,7 +281,7 @@ pub(crate) fn envelope(pnid: &str, value: Value) -> Value {
            "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}]})
 }
 
-fn wa_text(pnid: &str, from: &str, id: &str, text: &str) -> Value {
+pub(crate) fn wa_text(pnid: &str, from: &str, id: &str, text: &str) -> Value {
     envelope(
         pnid,
         json!({"contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": from}],
@@ -280,7 +289,7 @@ fn wa_text(pnid: &str, from: &str, id: &str, text: &str) -> Value {
     )
 }
 
-fn wa_statuses(pnid: &str, statuses: &[(&str, &str)]) -> Value {
+pub(crate) fn wa_statuses(pnid: &str, statuses: &[(&str, &str)]) -> Value {
     let list: Vec<Value> = statuses
         .iter()
         .map(|(id, st)| {
