@@ -515,6 +515,63 @@ test('two-step sign-in: enrol an authenticator, sign in with its code, turn it o
   }
 });
 
+test('campaigns: an admin creates one from a template and a CSV file, starts it and sees the counts move; pause, resume, cancel', async () => {
+  const { c, p } = await newAgentPage({ email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
+  try {
+    // Agents have no Campaigns page; admins do.
+    assert.equal(await page.getByRole('button', { name: 'Campaigns' }).isVisible(), false);
+    await p.getByRole('button', { name: 'Campaigns' }).click();
+    const dialog = p.getByRole('dialog', { name: 'Campaigns' });
+    await dialog.getByLabel('Name', { exact: true }).fill('Spring sale');
+    await dialog.getByLabel('Message template').selectOption({ label: 'order_shipped · en_US' });
+    await dialog.getByLabel('Value of {{1}} for everyone').fill('friend');
+    await dialog.getByLabel('Value of {{2}} for everyone').fill('A-100');
+    await dialog.getByText('Preview: Hi friend, your order A-100 has shipped.').waitFor();
+    const csv = 'phone,name,order\n+14155559001,Ada,X-1\n+1 415 555 9002\n+14155559003,Carl,X-3\n+14155559001,Again,X-9\n';
+    await dialog.getByLabel('Load recipients from a CSV file').setInputFiles({ name: 'recipients.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
+    await waitFor('the file in the recipients box', async () => (await dialog.getByLabel('Recipients', { exact: true }).inputValue()).includes('+14155559003'));
+    await dialog.getByRole('button', { name: 'Create draft' }).click();
+    await p.getByText('Spring sale: 3 recipients, 1 duplicates dropped').waitFor();
+    const row = dialog.locator('tr', { hasText: 'Spring sale' });
+    await row.locator('.campaign-status', { hasText: 'draft' }).waitFor();
+    assert.equal(await row.locator('[data-count=queued]').textContent(), '3');
+    await p.screenshot({ path: `${SHOTS}/campaigns.png` });
+    await row.getByRole('button', { name: 'Start Spring sale' }).click();
+    // The sandbox delivers at once; the page's own refresh (no reload) shows the counts move.
+    await waitFor('3 delivered', async () => (await row.locator('[data-count=delivered]').textContent()) === '3', { timeout: 30000 });
+    await row.locator('.campaign-status', { hasText: 'completed' }).waitFor({ timeout: 30000 });
+    assert.equal(await row.getByRole('button').count(), 0, 'a completed campaign has no actions');
+    const sale = (await app.ok('GET', '/campaigns', { token: admin })).find((x) => x.name === 'Spring sale');
+    assert.deepEqual(sale.counts, { queued: 0, sent: 0, delivered: 3, read: 0, failed: 0, skipped: 0 });
+
+    // One message a second: pause, resume and cancel while it runs.
+    await dialog.getByLabel('Name', { exact: true }).fill('Slow drip');
+    await dialog.getByLabel('Message template').selectOption({ label: 'order_shipped · en_US' });
+    await dialog.getByLabel('Value of {{1}} for everyone').fill('you');
+    await dialog.getByLabel('Value of {{2}} for everyone').fill('B-1');
+    await dialog.getByLabel('Messages a second').fill('1');
+    const phones = Array.from({ length: 30 }, (_, i) => `+1415556${String(i).padStart(4, '0')}`);
+    await dialog.getByLabel('Recipients', { exact: true }).fill(phones.join('\n'));
+    await dialog.getByRole('button', { name: 'Create draft' }).click();
+    const slow = dialog.locator('tr', { hasText: 'Slow drip' });
+    await slow.getByRole('button', { name: 'Start Slow drip' }).click();
+    await slow.locator('.campaign-status', { hasText: 'running' }).waitFor();
+    await waitFor('the first sends counted live', async () => (await slow.locator('[data-count=queued]').textContent()) !== '30', { timeout: 30000 });
+    await slow.getByRole('button', { name: 'Pause Slow drip' }).click();
+    await slow.locator('.campaign-status', { hasText: 'paused' }).waitFor();
+    await slow.getByRole('button', { name: 'Resume Slow drip' }).click();
+    await slow.locator('.campaign-status', { hasText: 'running' }).waitFor();
+    await slow.getByRole('button', { name: 'Cancel Slow drip' }).click();
+    await slow.locator('.campaign-status', { hasText: 'cancelled' }).waitFor();
+    const drip = (await app.ok('GET', '/campaigns', { token: admin })).find((x) => x.name === 'Slow drip');
+    assert.equal(drip.status, 'cancelled');
+    assert.ok(drip.counts.queued > 0 && drip.counts.queued < 30, JSON.stringify(drip.counts));
+    await dialog.getByRole('button', { name: 'Close' }).click();
+  } finally {
+    await c.close();
+  }
+});
+
 test('logout ends the session and returns to the login form', async () => {
   await page.getByRole('button', { name: 'Log out' }).click();
   await page.locator('#login-form').waitFor();

@@ -26,16 +26,17 @@ export const currentUser = () => session?.user ?? null;
 export const accessToken = () => session?.accessToken ?? null;
 export const onSessionEnd = (fn) => ended.add(fn);
 
-async function raw(method, path, body, token) {
+/** `body`: JSON, or with `type` a string sent as it is (a CSV upload). */
+async function raw(method, path, body, token, type) {
   const headers = { Accept: 'application/json' };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (body !== undefined) headers['Content-Type'] = type || 'application/json';
   if (token) headers.Authorization = `Bearer ${token}`;
   let res;
   try {
     res = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined ? undefined : type ? body : JSON.stringify(body),
       signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
   } catch {
@@ -120,14 +121,14 @@ export const sessionRevoked = () => end('revoked');
 // and retrying them would count a guess twice.
 const TOKEN_REFUSED = new Set(['invalid_token', 'token_expired', 'unauthorized', 'session_revoked']);
 
-export async function api(method, path, body) {
+export async function api(method, path, body, type) {
   if (!session) throw new ApiError(401, { code: 'unauthorized', message: 'not logged in' });
   try {
-    return await raw(method, path, body, session.accessToken);
+    return await raw(method, path, body, session.accessToken, type);
   } catch (e) {
     if (e.status !== 401 || !TOKEN_REFUSED.has(e.code) || !session) throw e;
     await refresh();
-    return raw(method, path, body, session.accessToken);
+    return raw(method, path, body, session.accessToken, type);
   }
 }
 
@@ -135,6 +136,8 @@ export const get = (path) => api('GET', path);
 export const post = (path, body) => api('POST', path, body ?? {});
 export const patch = (path, body) => api('PATCH', path, body);
 export const del = (path) => api('DELETE', path);
+/** POST a CSV text as it is (`Content-Type: text/csv`). */
+export const postCsv = (path, text) => api('POST', path, text, 'text/csv');
 
 /** GET with the bearer, as a Blob (media for <img>/<audio>/<video>, which cannot send headers). */
 export async function blob(path) {

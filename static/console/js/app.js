@@ -7,6 +7,7 @@ import { Live } from './realtime.js';
 import { Inbox } from './inbox.js';
 import { Thread } from './thread.js';
 import { bindSecurity } from './security.js';
+import { bindCampaigns } from './campaigns.js';
 
 const POLL_MS = 4000;
 const POLL_HIDDEN_MS = 15000;
@@ -88,6 +89,7 @@ async function start(me) {
   $('#login-view').hidden = true;
   $('#app-view').hidden = false;
   $('#me-name').textContent = `${personName(me)} · ${me.role}`;
+  bindCampaigns(me);
   // Names for the assignee picker: admins may list agents; agents know themselves.
   const agents = new Map([[me.userId, personName(me)]]);
   let canListAgents = false;
@@ -283,7 +285,7 @@ function bindShell() {
   });
   document.addEventListener('console:back', back);
   document.addEventListener('keydown', (e) => {
-    if (!thread || $('#security').open) return;
+    if (!thread || $('#security').open || $('#campaigns').open) return;
     const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName);
     if (e.key === '/' && !typing) {
       e.preventDefault();
