@@ -20,6 +20,7 @@ mod ops;
 mod realtime;
 mod reliability_auth;
 mod reliability_crash;
+mod reliability_hostile;
 mod reliability_isolation;
 mod reliability_schema;
 mod saml;

@@ -88,7 +88,6 @@ pub(crate) struct Launcher {
 pub(crate) struct Proc {
     child: Child,
     pub(crate) base: String,
-    #[allow(dead_code)]
     pub(crate) pid: u32,
     log: PathBuf,
 }
