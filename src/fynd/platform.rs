@@ -26,7 +26,7 @@ use crate::{
     users::{
         application,
         customer::{self, Contact, ProfileChange},
-        group::{self, GroupChange, GroupFilter, NewGroup},
+        group::{self, Condition, GroupChange, GroupFilter, NewGroup, Op},
         store,
     },
 };
@@ -671,17 +671,49 @@ pub struct CreateGroupBody {
     /// Optional (seed 001 marks it required; the SDK does not).
     pub description: Option<String>,
     pub file_url: Option<String>,
+    /// `basic` (the default), `bulk`, or `conditional` (then `conditions` is required).
     #[serde(rename = "type")]
     pub kind: Option<String>,
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub conditions: Option<Vec<Value>>,
+    /// A conditional group's rules: its members are the application's customers whose
+    /// attributes meet all of them.
+    pub conditions: Option<Vec<Condition>>,
 }
 
 fn group_kind(kind: Option<String>) -> ApiResult<Option<String>> {
     match kind.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(k @ ("basic" | "bulk")) => Ok(Some(k.to_owned())),
-        Some(_) => Err(ApiError::field("type", "must be basic or bulk (conditional groups are not supported)")),
+        Some(k @ ("basic" | "bulk" | "conditional")) => Ok(Some(k.to_owned())),
+        Some(_) => Err(ApiError::field("type", "must be basic, bulk or conditional")),
+    }
+}
+
+/// The type and stored rules of a group being created, or of one whose `type` or
+/// `conditions` change (`current`: its type now). Rules make a group `conditional` and a
+/// conditional group needs them; a group never changes between conditional and listed
+/// members, since that would silently drop one or the other.
+fn group_rules(
+    current: Option<&str>,
+    kind: Option<String>,
+    conditions: Option<Vec<Condition>>,
+) -> ApiResult<(Option<String>, Option<String>)> {
+    let kind = group_kind(kind)?;
+    let conditional = match (current, kind.as_deref(), &conditions) {
+        (Some(now), Some(k), _) if (now == "conditional") != (k == "conditional") => {
+            return Err(ApiError::field("type", "a group cannot change between conditional and listed members"));
+        }
+        (Some(now), _, _) => now == "conditional",
+        (None, Some(k), _) => k == "conditional",
+        (None, None, rules) => rules.as_ref().is_some_and(|r| !r.is_empty()),
+    };
+    match (conditional, conditions) {
+        (true, Some(rules)) => Ok((Some("conditional".into()), Some(group::stored_conditions(&rules)?))),
+        (true, None) if current.is_none() => {
+            Err(ApiError::field("conditions", "a conditional group needs at least one condition"))
+        }
+        (false, Some(rules)) if !rules.is_empty() => {
+            Err(ApiError::field("conditions", "only a conditional group has conditions"))
+        }
+        (_, _) => Ok((kind, None)),
     }
 }
 
@@ -693,8 +725,9 @@ fn non_empty(v: &str, field: &str) -> ApiResult<String> {
     Ok(v.to_owned())
 }
 
-/// `createUserGroup`. Membership is managed with `updateUserGroupPartially`; rule-based
-/// (`conditions`) groups are not supported and answer 400.
+/// `createUserGroup`. A `basic` or `bulk` group's members are added and removed with
+/// `updateUserGroupPartially`; a `conditional` group's members are the customers meeting its
+/// `conditions` (see [`Op`] for the comparisons).
 #[utoipa::path(tag = "fynd-platform", params(("company_id" = String, Path), ("application_id" = String, Path)),
     request_body = CreateGroupBody, responses((status = 200, body = GroupView), (status = 400, body = ErrorBody),
     (status = 404, body = ErrorBody)), security(("bearer" = [])))]
@@ -704,22 +737,23 @@ async fn create_user_group(
     st: web::Data<AppState>,
     Json(b): Json<CreateGroupBody>,
 ) -> ApiResult<HttpResponse> {
-    if b.conditions.as_ref().is_some_and(|c| !c.is_empty()) {
-        return Err(ApiError::field("conditions", "conditional groups are not supported"));
-    }
     let name = non_empty(&b.name, "name")?;
     let description = b.description.as_deref().unwrap_or("").trim().to_owned();
-    let kind = group_kind(b.kind)?.unwrap_or_else(|| "basic".into());
+    let (kind, conditions) = group_rules(None, b.kind, b.conditions)?;
+    let kind = kind.unwrap_or_else(|| "basic".into());
+    let conditions = conditions.unwrap_or_else(|| "[]".into());
     let file_url = b.file_url.filter(|u| !u.trim().is_empty());
     let row = st
         .db
         .write(move |c| {
-            group::insert(
-                c,
-                app.company_id,
-                app.id,
-                &NewGroup { name: &name, description: &description, file_url: file_url.as_deref(), kind: &kind },
-            )
+            let new = NewGroup {
+                name: &name,
+                description: &description,
+                file_url: file_url.as_deref(),
+                kind: &kind,
+                conditions: &conditions,
+            };
+            group::insert(c, app.company_id, app.id, &new)
         })
         .await?;
     Ok(HttpResponse::Ok().json(GroupView::from(row)))
@@ -783,6 +817,8 @@ pub struct UpdateGroupBody {
     pub name: Option<String>,
     pub description: Option<String>,
     pub file_url: Option<String>,
+    /// Replaces a conditional group's rules.
+    pub conditions: Option<Vec<Condition>>,
 }
 
 /// `updateUserGroup`.
@@ -797,16 +833,17 @@ async fn update_user_group(
     Json(b): Json<UpdateGroupBody>,
 ) -> ApiResult<HttpResponse> {
     let id = parse_id(&path.2)?;
-    let change = GroupChange {
+    let mut change = GroupChange {
         name: b.name.as_deref().map(|n| non_empty(n, "name")).transpose()?,
         description: b.description.map(|d| d.trim().to_owned()),
         file_url: b.file_url,
-        kind: None,
+        ..Default::default()
     };
     let row = st
         .db
         .write(move |c| {
-            group::get(c, app.company_id, app.id, id)?;
+            let row = group::get(c, app.company_id, app.id, id)?;
+            (change.kind, change.conditions) = group_rules(Some(&row.kind), None, b.conditions)?;
             group::update(c, id, &change)
         })
         .await?;
@@ -837,7 +874,10 @@ pub struct PatchGroupBody {
     pub name: Option<String>,
     pub description: Option<String>,
     pub file_url: Option<String>,
+    /// Members to add or remove; not for a conditional group, whose members follow its rules.
     pub user_data: Option<Vec<UserDataBody>>,
+    /// Replaces a conditional group's rules.
+    pub conditions: Option<Vec<Condition>>,
 }
 
 /// `updateUserGroupPartially`: changes the fields sent and adds or removes members, each named
@@ -854,12 +894,13 @@ async fn update_user_group_partially(
     Json(b): Json<PatchGroupBody>,
 ) -> ApiResult<HttpResponse> {
     let id = parse_id(&path.2)?;
-    let change = GroupChange {
+    let mut change = GroupChange {
         name: b.name.as_deref().map(|n| non_empty(n, "name")).transpose()?,
         description: b.description.map(|d| d.trim().to_owned()),
         file_url: b.file_url,
-        kind: group_kind(b.kind)?,
+        ..Default::default()
     };
+    let (kind, conditions) = (b.kind, b.conditions);
     let mut members = Vec::new();
     for (i, d) in b.user_data.unwrap_or_default().into_iter().enumerate() {
         let field = format!("user_data[{i}]");
@@ -877,7 +918,11 @@ async fn update_user_group_partially(
     let row = st
         .db
         .write(move |c| {
-            group::get(c, app.company_id, app.id, id)?;
+            let row = group::get(c, app.company_id, app.id, id)?;
+            if row.kind == "conditional" && !members.is_empty() {
+                return Err(ApiError::field("user_data", "a conditional group's members follow its conditions"));
+            }
+            (change.kind, change.conditions) = group_rules(Some(&row.kind), kind, conditions)?;
             let row = group::update(c, id, &change)?;
             for (field, who, action) in &members {
                 let user = match who {
@@ -1000,6 +1045,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         MemberAction,
         PatchGroupBody,
         DeleteGroupView,
+        Condition,
+        Op,
         IdParam
     ))
 )]

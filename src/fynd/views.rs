@@ -12,7 +12,10 @@ use crate::{
         query::Paging,
         types::{Phone, rfc3339},
     },
-    users::{customer::Customer, group::GroupRow},
+    users::{
+        customer::Customer,
+        group::{Condition, GroupRow},
+    },
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -168,6 +171,8 @@ pub struct GroupView {
     pub is_active: bool,
     #[serde(rename = "type")]
     pub kind: String,
+    /// A `conditional` group's rules; `[]` for groups of listed members.
+    pub conditions: Vec<Condition>,
     pub application_id: String,
     pub created_at: String,
     pub modified_at: String,
@@ -180,6 +185,7 @@ impl From<GroupRow> for GroupView {
             _id: g.id.to_string(),
             uid: g.id,
             is_active: g.status == "active",
+            conditions: g.conditions(),
             name: g.name,
             description: g.description,
             file_url: g.file_url,

@@ -117,6 +117,10 @@ pub struct TemplateView {
     pub category: String,
     /// How many `{{n}}` params a send must supply.
     pub param_count: i32,
+    /// The Twilio Content template (`HX` + 32 hex digits) sent on Twilio channels; absent when
+    /// none is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_sid: Option<String>,
 }
 
 impl From<TemplateRow> for TemplateView {
@@ -128,6 +132,7 @@ impl From<TemplateRow> for TemplateView {
             language: t.language,
             category: t.category,
             param_count: t.param_count,
+            content_sid: t.content_sid,
         }
     }
 }
@@ -140,9 +145,48 @@ pub struct TemplateBody {
     /// e.g. `en_US`
     pub language: String,
     pub category: Category,
+    /// Twilio channels send this template as a Twilio Content template: `ContentSid` plus
+    /// `ContentVariables` (`{"1": first param, …}`) instead of the rendered text, which Twilio
+    /// refuses for business-initiated WhatsApp messages. `HX` + 32 hex digits; omit or `null`
+    /// for none (WhatsApp Cloud API channels send by `name` and `language`).
+    #[serde(default)]
+    pub content_sid: Option<String>,
+}
+
+/// The stored columns of a template, for both its insert and its update.
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = templates, treat_none_as_null = true)]
+struct TemplateFields<'a> {
+    name: &'a str,
+    language: &'a str,
+    category: &'static str,
+    content: &'a str,
+    param_count: i32,
+    content_sid: Option<&'a str>,
+    updated_at: chrono::NaiveDateTime,
 }
 
 impl TemplateBody {
+    /// The checked body as the row's columns.
+    fn fields(&self) -> ApiResult<TemplateFields<'_>> {
+        let param_count = self.check()? as i32;
+        if let Some(sid) = &self.content_sid {
+            let hex = sid.strip_prefix("HX").filter(|h| h.len() == 32 && h.chars().all(|c| c.is_ascii_hexdigit()));
+            if hex.is_none() {
+                return Err(ApiError::field("contentSid", "must be a Twilio Content SID: HX and 32 hex digits"));
+            }
+        }
+        Ok(TemplateFields {
+            name: self.name.trim(),
+            language: &self.language,
+            category: self.category.as_str(),
+            content: &self.content,
+            param_count,
+            content_sid: self.content_sid.as_deref(),
+            updated_at: now(),
+        })
+    }
+
     fn check(&self) -> ApiResult<usize> {
         if self.name.trim().is_empty() || self.name.len() > 512 {
             return Err(ApiError::field("name", "must be 1 to 512 characters"));
@@ -177,23 +221,14 @@ async fn create_template(
     st: web::Data<AppState>,
     Json(b): Json<TemplateBody>,
 ) -> ApiResult<HttpResponse> {
-    let params = b.check()? as i32;
+    b.fields()?;
     let company_id = admin.company_id;
     let row = st
         .db
         .write(move |c| {
-            let t = now();
+            let fields = b.fields()?;
             let id: i64 = diesel::insert_into(templates::table)
-                .values((
-                    templates::company_id.eq(company_id),
-                    templates::name.eq(b.name.trim()),
-                    templates::language.eq(&b.language),
-                    templates::category.eq(b.category.as_str()),
-                    templates::content.eq(&b.content),
-                    templates::param_count.eq(params),
-                    templates::created_at.eq(t),
-                    templates::updated_at.eq(t),
-                ))
+                .values((templates::company_id.eq(company_id), templates::created_at.eq(fields.updated_at), fields))
                 .returning(templates::id)
                 .get_result(c)?;
             store::template(c, company_id, id)
@@ -212,22 +247,13 @@ async fn update_template(
     id: web::Path<i64>,
     Json(b): Json<TemplateBody>,
 ) -> ApiResult<HttpResponse> {
-    let params = b.check()? as i32;
+    b.fields()?;
     let (company_id, id) = (admin.company_id, id.into_inner());
     let row = st
         .db
         .write(move |c| {
             store::template(c, company_id, id)?;
-            diesel::update(templates::table.find(id))
-                .set((
-                    templates::name.eq(b.name.trim()),
-                    templates::language.eq(&b.language),
-                    templates::category.eq(b.category.as_str()),
-                    templates::content.eq(&b.content),
-                    templates::param_count.eq(params),
-                    templates::updated_at.eq(now()),
-                ))
-                .execute(c)?;
+            diesel::update(templates::table.find(id)).set(b.fields()?).execute(c)?;
             store::template(c, company_id, id)
         })
         .await

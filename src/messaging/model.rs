@@ -185,6 +185,8 @@ pub struct TemplateRow {
     pub param_count: i32,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// The Twilio Content template (`HX…`) this template is sent as on Twilio channels.
+    pub content_sid: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -383,6 +385,10 @@ pub struct ContactView {
     pub email: Option<String>,
     /// The customer sent STOP (START undoes it): campaigns skip them.
     pub opted_out: bool,
+    /// The customer's WhatsApp business-scoped user id (`US.1349…`), or `null`. A customer
+    /// with a WhatsApp username may have this and no `phone`; replies reach them on WhatsApp
+    /// Cloud API channels (Twilio needs a phone).
+    pub whatsapp_user_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -265,7 +265,7 @@ enum Slot {
 struct Lookups {
     /// (channel, provider message id) of messages stored or staged.
     known: HashSet<(i64, String)>,
-    /// (company, E.164) → customer.
+    /// (company, sender key: BSUID or E.164) → customer.
     customers: HashMap<(i64, String), i64>,
     /// (channel, customer) → conversation.
     conversations: HashMap<(i64, i64), ConversationRow>,
@@ -294,21 +294,25 @@ impl Lookups {
             }
         }
         for company in companies {
-            let mut phones: Vec<&str> = deliveries
-                .iter()
-                .filter(|d| d.channel.company_id == company)
-                .flat_map(|d| &d.messages)
-                .map(|m| m.from.as_str())
-                .collect();
-            phones.sort_unstable();
-            phones.dedup();
-            for (e164, user_id) in store::customers_by_phone(c, company, &phones)? {
-                l.customers.insert((company, e164), user_id);
+            let of_company = || deliveries.iter().filter(|d| d.channel.company_id == company).flat_map(|d| &d.messages);
+            let mut bsuids: Vec<&str> = of_company().filter_map(|m| m.bsuid.as_deref()).collect();
+            let mut phones: Vec<&str> =
+                of_company().filter(|m| m.bsuid.is_none()).filter_map(|m| m.from.as_ref().map(Phone::as_str)).collect();
+            for keys in [&mut bsuids, &mut phones] {
+                keys.sort_unstable();
+                keys.dedup();
+            }
+            let found = [
+                crate::users::store::customers_by_bsuid(c, company, &bsuids)?,
+                store::customers_by_phone(c, company, &phones)?,
+            ];
+            for (key, user_id) in found.into_iter().flatten() {
+                l.customers.insert((company, key), user_id);
             }
         }
         for ch in &channels {
             let mut customers: Vec<i64> = of_channel(ch.id)
-                .filter_map(|m| l.customers.get(&(ch.company_id, m.from.as_str().to_owned())).copied())
+                .filter_map(|m| l.customers.get(&(ch.company_id, m.sender_key().to_owned())).copied())
                 .collect();
             customers.sort_unstable();
             customers.dedup();
@@ -598,13 +602,24 @@ fn conversation_event(c: &mut Db, conv: &ConversationRow, kind: &str) -> ApiResu
 #[derive(Debug, Clone)]
 pub struct InboundMessage {
     pub provider_message_id: String,
-    pub from: Phone,
+    /// The sender's phone; WhatsApp users with a username may come with only a BSUID.
+    pub from: Option<Phone>,
+    /// The sender's WhatsApp business-scoped user id (`US.1349…`), when the provider gave one.
+    pub bsuid: Option<String>,
     pub name: Option<String>,
     pub text: Option<String>,
     pub media: Vec<InboundMedia>,
     pub timestamp: chrono::NaiveDateTime,
     /// Set when this is not a new message but the customer's edit or deletion of an earlier one.
     pub amends: Option<Amend>,
+}
+
+impl InboundMessage {
+    /// The sender as the batch lookups key it: the BSUID when there is one, else the phone
+    /// (E.164 starts with `+`, a BSUID never does). The parsers give at least one of them.
+    fn sender_key(&self) -> &str {
+        self.bsuid.as_deref().or(self.from.as_ref().map(Phone::as_str)).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -722,12 +737,12 @@ fn ingest_one(
     m: &InboundMessage,
 ) -> ApiResult<Vec<Slot>> {
     let company_id = channel.company_id;
-    let customer_id = match lookups.customers.get(&(company_id, m.from.as_str().to_owned())) {
+    let customer_id = match lookups.customers.get(&(company_id, m.sender_key().to_owned())) {
         Some(id) => *id,
         None => {
             let (first, last) = split_name(m.name.as_deref().unwrap_or(""));
-            let (id, _) = store::find_or_create_customer(c, company_id, &m.from, &first, &last, true)?;
-            lookups.customers.insert((company_id, m.from.as_str().to_owned()), id);
+            let id = store::find_or_create_sender(c, company_id, m.from.as_ref(), m.bsuid.as_deref(), &first, &last)?;
+            lookups.customers.insert((company_id, m.sender_key().to_owned()), id);
             id
         }
     };
@@ -1211,12 +1226,13 @@ pub async fn mark_read(st: &AppState, agent: &Principal, id: i64, seq: i64) -> A
 /// Views for conversation rows, with customers and last messages loaded in batches.
 pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec<ConversationView>> {
     let customer_ids: Vec<i64> = rows.iter().map(|r| r.customer_id).collect();
-    let people: HashMap<i64, (String, String, bool)> = users::table
+    type Person = (String, String, bool, Option<String>);
+    let people: HashMap<i64, Person> = users::table
         .filter(users::id.eq_any(&customer_ids))
-        .select((users::id, users::first_name, users::last_name, users::opted_out))
-        .load::<(i64, String, String, bool)>(c)?
+        .select((users::id, users::first_name, users::last_name, users::opted_out, users::wa_bsuid))
+        .load::<(i64, String, String, bool, Option<String>)>(c)?
         .into_iter()
-        .map(|(id, f, l, o)| (id, (f, l, o)))
+        .map(|(id, f, l, o, b)| (id, (f, l, o, b)))
         .collect();
     let mut phones: HashMap<i64, String> = HashMap::new();
     for (uid, e164) in user_phones::table
@@ -1244,7 +1260,8 @@ pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec
     Ok(rows
         .iter()
         .map(|r| {
-            let (first_name, last_name, opted_out) = people.get(&r.customer_id).cloned().unwrap_or_default();
+            let (first_name, last_name, opted_out, whatsapp_user_id) =
+                people.get(&r.customer_id).cloned().unwrap_or_default();
             ConversationView {
                 conversation_id: r.id,
                 company_id: r.company_id,
@@ -1259,6 +1276,7 @@ pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec
                     phone: phones.get(&r.customer_id).cloned(),
                     email: emails.get(&r.customer_id).cloned(),
                     opted_out,
+                    whatsapp_user_id,
                 },
                 status: r.status.clone(),
                 snoozed_until: r.snoozed_until.map(rfc3339),

@@ -111,6 +111,36 @@ pub fn find_or_create_customer(
     Ok((user.id, true))
 }
 
+/// The customer who sent an inbound message: by WhatsApp business-scoped user id first (the
+/// identity WhatsApp keeps when a phone changes or is hidden), then by phone; created when
+/// neither is known, with whichever the provider gave. A customer found by phone learns the
+/// BSUID that came with it.
+pub fn find_or_create_sender(
+    c: &mut Db,
+    company_id: i64,
+    phone: Option<&crate::core::types::Phone>,
+    bsuid: Option<&str>,
+    first_name: &str,
+    last_name: &str,
+) -> ApiResult<i64> {
+    if let Some(b) = bsuid
+        && let Some((_, id)) = crate::users::store::customers_by_bsuid(c, company_id, &[b])?.pop()
+    {
+        return Ok(id);
+    }
+    let id = match phone {
+        Some(phone) => find_or_create_customer(c, company_id, phone, first_name, last_name, true)?.0,
+        None => {
+            let role = crate::core::types::Role::Customer;
+            crate::users::store::create_person(c, company_id, role, first_name, last_name, None, None, None, true)?.id
+        }
+    };
+    if let Some(b) = bsuid {
+        crate::users::store::set_bsuid_if_unset(c, id, b)?;
+    }
+    Ok(id)
+}
+
 /// The customers of a company with these E.164 phones (active numbers): `(e164, user id)`.
 pub fn customers_by_phone(c: &mut Db, company_id: i64, phones: &[&str]) -> ApiResult<Vec<(String, i64)>> {
     if phones.is_empty() {
@@ -141,6 +171,7 @@ pub fn contact_view(c: &mut Db, user: crate::users::model::UserRow) -> ApiResult
         phone: p.phone,
         email: p.email,
         opted_out: p.user.opted_out,
+        whatsapp_user_id: p.user.wa_bsuid,
     })
 }
 

@@ -54,21 +54,32 @@ pub struct Accepted {
 pub struct Outbound {
     /// confab's message id (sent along where the provider echoes it back).
     pub message_id: String,
-    /// The customer's E.164 number.
-    pub to: String,
+    pub to: Recipient,
     pub body: OutboundBody,
+}
+
+/// Who a message goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// An E.164 number.
+    Phone(String),
+    /// A WhatsApp business-scoped user id: a customer WhatsApp gave confab no phone for, whom
+    /// only the WhatsApp Cloud API can reach (its `recipient` field).
+    Bsuid(String),
 }
 
 #[derive(Debug, Clone)]
 pub enum OutboundBody {
     Text(String),
     /// A pre-approved template: name and language from the `templates` table, the positional
-    /// body parameters, and the text as rendered by confab (for providers without templates).
+    /// body parameters, the text as rendered by confab (for providers without templates) and
+    /// the template's Twilio Content SID when it has one.
     Template {
         name: String,
         language: String,
         params: Vec<String>,
         rendered: String,
+        content_sid: Option<String>,
     },
     /// Media by link: the caption goes with the first item.
     Media {
@@ -187,7 +198,7 @@ pub async fn send_sms(st: &AppState, company_id: i64, to: &str, body: &str) -> A
     client.status_callback = None;
     let out = Outbound {
         message_id: crate::core::crypto::random_hex_id(),
-        to: to.to_owned(),
+        to: Recipient::Phone(to.to_owned()),
         body: OutboundBody::Text(body.to_owned()),
     };
     client.send(&out).await.map(|_| ()).map_err(|e| {

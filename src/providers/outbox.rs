@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 
-use super::{Accepted, Outbound, OutboundBody, OutboundMedia, Provider, SendError};
+use super::{Accepted, Outbound, OutboundBody, OutboundMedia, Provider, Recipient, SendError};
 use crate::{
     core::{
         db::{
@@ -44,8 +44,9 @@ pub async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>>
     Ok(next)
 }
 
-/// The provider-neutral description of a stored outbound message: the customer's number, the
-/// text, the template (name, language, params) or the attachments as links.
+/// The provider-neutral description of a stored outbound message: the customer's number (or,
+/// for a customer WhatsApp gave no number for, their business-scoped user id), the text, the
+/// template (name, language, params) or the attachments as links.
 ///
 /// Media go by signed link (`media::signed_url`, valid an hour), which the provider fetches
 /// without credentials (CONTRACT §7).
@@ -57,8 +58,15 @@ fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbo
         .select(user_phones::e164)
         .first(c)
         .optional()?;
-    let Some(to) = phone else {
-        return Ok(Err(SendError::Permanent { code: "no_phone".into(), message: "the customer has no phone".into() }));
+    let to = match phone {
+        Some(phone) => Recipient::Phone(phone),
+        None => match crate::users::store::bsuid_of(c, customer_id)? {
+            Some(bsuid) => Recipient::Bsuid(bsuid),
+            None => {
+                let message = "the customer has no phone".into();
+                return Ok(Err(SendError::Permanent { code: "no_phone".into(), message }));
+            }
+        },
     };
     let text = m.content.clone().unwrap_or_default();
     let body = match m.kind.as_str() {
@@ -75,6 +83,7 @@ fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbo
                 language: tpl.language,
                 params: serde_json::from_str(&m.params).unwrap_or_default(),
                 rendered: text,
+                content_sid: tpl.content_sid,
             }
         }
         _ => {

@@ -10,7 +10,8 @@ use hmac::{Mac, SimpleHmac};
 use sha1::Sha1;
 
 use super::{
-    Accepted, FetchedMedia, Outbound, OutboundBody, SendError, is_transient_status, read_media, transport_error,
+    Accepted, FetchedMedia, Outbound, OutboundBody, Recipient, SendError, is_transient_status, read_media,
+    transport_error,
 };
 use crate::{
     core::{
@@ -43,7 +44,13 @@ impl Client {
     /// `POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded, basic auth.
     pub async fn send(&self, out: &Outbound) -> Result<Accepted, SendError> {
         let whatsapp = self.from.starts_with("whatsapp:");
-        let to = if whatsapp { format!("whatsapp:{}", out.to) } else { out.to.clone() };
+        let Recipient::Phone(to) = &out.to else {
+            return Err(SendError::Permanent {
+                code: "no_phone".into(),
+                message: "Twilio sends to phone numbers; this customer has only a WhatsApp user id".into(),
+            });
+        };
+        let to = if whatsapp { format!("whatsapp:{to}") } else { to.clone() };
         let mut form: Vec<(&str, String)> = vec![("To", to)];
         if self.from.starts_with("MG") {
             form.push(("MessagingServiceSid", self.from.clone()));
@@ -52,8 +59,16 @@ impl Client {
         }
         match &out.body {
             OutboundBody::Text(t) => form.push(("Body", t.clone())),
-            // Twilio WhatsApp templates need a ContentSid, which confab's templates do not
-            // carry: the rendered text goes as the body (fine inside the window and for SMS).
+            // A Twilio Content template: its SID and the params as `{"1": …, "2": …}`, no body
+            // (Twilio's rule for business-initiated WhatsApp messages).
+            OutboundBody::Template { content_sid: Some(sid), params, .. } => {
+                let variables: serde_json::Map<String, serde_json::Value> =
+                    params.iter().enumerate().map(|(i, p)| ((i + 1).to_string(), p.clone().into())).collect();
+                form.push(("ContentSid", sid.clone()));
+                form.push(("ContentVariables", serde_json::Value::Object(variables).to_string()));
+            }
+            // Without a Content SID the rendered text goes as the body (fine inside the
+            // 24-hour window and for SMS).
             OutboundBody::Template { rendered, .. } => form.push(("Body", rendered.clone())),
             OutboundBody::Media { items, caption } => {
                 if let Some(c) = caption {
@@ -267,7 +282,8 @@ pub fn parse(params: &[(String, String)]) -> Parsed {
     }
     Parsed::Message(InboundMessage {
         provider_message_id: sid.to_owned(),
-        from,
+        from: Some(from),
+        bsuid: None,
         name: param(params, "ProfileName").map(str::to_owned),
         text,
         media,
@@ -334,8 +350,8 @@ mod tests {
         assert_eq!(our_number(&inbound).unwrap().as_str(), "+14155238886");
         let Parsed::Message(m) = parse(&inbound) else { panic!("a message") };
         assert_eq!(
-            (m.from.as_str(), m.text.as_deref(), m.name.as_deref()),
-            ("+14155550123", Some("hello"), Some("Ada"))
+            (m.from.as_ref().map(Phone::as_str), m.text.as_deref(), m.name.as_deref()),
+            (Some("+14155550123"), Some("hello"), Some("Ada"))
         );
         assert_eq!(m.media[0].kind, MediaKind::Image);
         let status = pairs(&[

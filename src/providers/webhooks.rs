@@ -162,7 +162,8 @@ async fn sandbox_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiR
         };
         messages.push(InboundMessage {
             provider_message_id: m.id,
-            from,
+            from: Some(from),
+            bsuid: None,
             name: m.name,
             text: m.text,
             media: Vec::new(),

@@ -5,7 +5,8 @@ use chrono::NaiveDateTime;
 use serde_json::{Value, json};
 
 use super::{
-    Accepted, FetchedMedia, Outbound, OutboundBody, SendError, is_transient_status, read_media, transport_error,
+    Accepted, FetchedMedia, Outbound, OutboundBody, Recipient, SendError, is_transient_status, read_media,
+    transport_error,
 };
 use crate::{
     core::types::{Phone, now},
@@ -108,15 +109,18 @@ fn truncate(s: &str) -> String {
 
 /// The Cloud API request bodies for one outbound message (providers.md §2.6).
 pub fn request_bodies(out: &Outbound) -> Vec<Value> {
-    let to = out.to.trim_start_matches('+');
     let envelope = |kind: &str, payload: Value| {
         let mut v = json!({
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": to,
             "type": kind,
             "biz_opaque_callback_data": out.message_id,
         });
+        // A phone goes as `to` (digits only), a business-scoped user id as `recipient`.
+        match &out.to {
+            Recipient::Phone(phone) => v["to"] = json!(phone.trim_start_matches('+')),
+            Recipient::Bsuid(bsuid) => v["recipient"] = json!(bsuid),
+        }
         v[kind] = payload;
         v
     };
@@ -237,13 +241,30 @@ fn status(s: &Value) -> Option<StatusUpdate> {
 /// One inbound message, or the reason it is not stored (recorded by the caller).
 fn inbound(m: &Value, contacts: Option<&Vec<Value>>) -> Result<InboundMessage, String> {
     let id = str_at(m, &["id"]).filter(|i| !i.is_empty()).ok_or("message without id")?;
-    let from = str_at(m, &["from"]).filter(|f| !f.is_empty()).ok_or("message without a phone number (BSUID only)")?;
-    let phone = Phone::try_from(from.to_owned()).map_err(|_| format!("unusable sender number {from}"))?;
+    // The sender: a phone (`from`, the contact's `wa_id`) and, since 2026, a business-scoped
+    // user id (`from_user_id`, the contact's `user_id`); users with a username may have no
+    // phone in the webhook at all (providers.md "BSUID").
+    let from = str_at(m, &["from"]).filter(|f| !f.is_empty());
+    let from_user_id = str_at(m, &["from_user_id"]).filter(|f| !f.is_empty());
+    let contact = contacts.and_then(|cs| {
+        cs.iter()
+            .find(|c| from.is_some() && str_at(c, &["wa_id"]) == from)
+            .or_else(|| cs.iter().find(|c| from_user_id.is_some() && str_at(c, &["user_id"]) == from_user_id))
+            .or(cs.first())
+    });
+    let bsuid = from_user_id.or_else(|| contact.and_then(|c| str_at(c, &["user_id"])));
+    let bsuid = match bsuid {
+        Some(b) if is_bsuid(b) => Some(b.to_owned()),
+        Some(b) => return Err(format!("unusable business-scoped user id {b}")),
+        None => None,
+    };
+    let phone =
+        from.map(|f| Phone::try_from(f.to_owned()).map_err(|_| format!("unusable sender number {f}"))).transpose()?;
+    if phone.is_none() && bsuid.is_none() {
+        return Err("message without a sender (no phone, no business-scoped user id)".into());
+    }
     let kind = str_at(m, &["type"]).unwrap_or("");
-    let name = contacts
-        .and_then(|cs| cs.iter().find(|c| str_at(c, &["wa_id"]) == Some(from)).or(cs.first()))
-        .and_then(|c| str_at(c, &["profile", "name"]))
-        .map(str::to_owned);
+    let name = contact.and_then(|c| str_at(c, &["profile", "name"])).map(str::to_owned);
     let (text, media, amends) = match kind {
         // A customer's edit or deletion of an earlier message (Meta "Edit/Revoke messages
         // webhook reference"): applied to the original, never stored as a new message. An
@@ -268,12 +289,25 @@ fn inbound(m: &Value, contacts: Option<&Vec<Value>>) -> Result<InboundMessage, S
     Ok(InboundMessage {
         provider_message_id: id.to_owned(),
         from: phone,
+        bsuid,
         name,
         text,
         media,
         timestamp: timestamp(m),
         amends,
     })
+}
+
+/// A WhatsApp business-scoped user id as Meta writes them: a two-letter country code, a dot,
+/// then digits (`US.13491208655302741918`), the parent ids with `ENT.` between
+/// (`US.ENT.…`).
+pub fn is_bsuid(s: &str) -> bool {
+    let Some((country, rest)) = s.split_once('.') else { return false };
+    let id = rest.strip_prefix("ENT.").unwrap_or(rest);
+    country.len() == 2
+        && country.chars().all(|c| c.is_ascii_uppercase())
+        && (1..=64).contains(&id.len())
+        && id.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 /// Text and media of a message by type. Types without a first-class representation
@@ -377,6 +411,45 @@ mod tests {
     }
 
     #[test]
+    fn business_scoped_user_ids() {
+        assert!(is_bsuid("US.13491208655302741918") && is_bsuid("US.ENT.13491208655302741918"));
+        for bad in ["13491208655302741918", "us.1349", "US.", "USA.1349", "US.13 49", "+14155550123", "US.ENT."] {
+            assert!(!is_bsuid(bad), "{bad}");
+        }
+        let parse_one = |contacts: Value, m: Value| {
+            let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
+                "value": {"messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550783881", "phone_number_id": "1"},
+                          "contacts": contacts, "messages": [m]}}]}]});
+            parse(&serde_json::to_vec(&body).unwrap()).unwrap().remove(0)
+        };
+        let text = |sender: Value| {
+            let mut m = json!({"id": "wamid.b", "timestamp": "1749416383", "type": "text", "text": {"body": "hi"}});
+            m.as_object_mut().unwrap().extend(sender.as_object().unwrap().clone());
+            m
+        };
+        let bsuid = "US.13491208655302741918";
+        // A username user: no phone anywhere, the BSUID on the message and its contact.
+        let change =
+            parse_one(json!([{"profile": {"name": "Kai"}, "user_id": bsuid}]), text(json!({"from_user_id": bsuid})));
+        let m = &change.messages[0];
+        assert_eq!((m.from.as_ref(), m.bsuid.as_deref(), m.name.as_deref()), (None, Some(bsuid), Some("Kai")));
+        // Phone and BSUID: the BSUID from the sender's own contact.
+        let change = parse_one(
+            json!([{"profile": {"name": "Other"}, "wa_id": "14155550999", "user_id": "US.1"},
+                   {"profile": {"name": "Ann"}, "wa_id": "14155550123", "user_id": bsuid}]),
+            text(json!({"from": "14155550123"})),
+        );
+        let m = &change.messages[0];
+        assert_eq!(m.from.as_ref().map(Phone::as_str), Some("+14155550123"));
+        assert_eq!((m.bsuid.as_deref(), m.name.as_deref()), (Some(bsuid), Some("Ann")));
+        // Neither, or a malformed BSUID: not stored, recorded as ignored.
+        for sender in [json!({}), json!({"from_user_id": "not a bsuid"})] {
+            let change = parse_one(json!([]), text(sender));
+            assert!(change.messages.is_empty() && change.ignored.len() == 1, "{:?}", change.ignored);
+        }
+    }
+
+    #[test]
     fn every_reference_type_parses() {
         let base = |kind: &str, part: Value| {
             let mut m =
@@ -387,7 +460,7 @@ mod tests {
         let t = one(base("text", json!({"body": "Does it come in another color?"})));
         assert_eq!(t.text.as_deref(), Some("Does it come in another color?"));
         assert_eq!(t.name.as_deref(), Some("Sheena Nelson"));
-        assert_eq!(t.from.as_str(), "+14155550123");
+        assert_eq!(t.from.as_ref().map(Phone::as_str), Some("+14155550123"));
         assert_eq!(t.timestamp, chrono::DateTime::from_timestamp(1749416383, 0).unwrap().naive_utc());
 
         let img = one(base("image", json!({"mime_type": "image/jpeg", "sha256": "x", "id": "65463453"})));
@@ -485,12 +558,13 @@ mod tests {
     fn template_and_media_bodies() {
         let out = Outbound {
             message_id: "m1".into(),
-            to: "+14155550123".into(),
+            to: Recipient::Phone("+14155550123".into()),
             body: OutboundBody::Template {
                 name: "order_update".into(),
                 language: "en_US".into(),
                 params: vec!["John".into()],
                 rendered: "Hi John".into(),
+                content_sid: None,
             },
         };
         let b = &request_bodies(&out)[0];
@@ -512,5 +586,8 @@ mod tests {
         let b = &request_bodies(&media)[0];
         assert_eq!(b["type"], "document");
         assert_eq!(b["document"], json!({"link": "https://x/media/1", "caption": "see", "filename": "a.pdf"}));
+        let by_bsuid = Outbound { to: Recipient::Bsuid("US.13491208655302741918".into()), ..media };
+        let b = &request_bodies(&by_bsuid)[0];
+        assert_eq!((b.get("to"), &b["recipient"]), (None, &json!("US.13491208655302741918")));
     }
 }

@@ -30,6 +30,9 @@ pub struct UserRow {
     pub deleted_at: Option<NaiveDateTime>,
     /// The customer sent STOP: no campaign messages (issue 23).
     pub opted_out: bool,
+    /// The customer's WhatsApp business-scoped user id (`US.1349…`), set once known; a
+    /// customer may have it and no phone.
+    pub wa_bsuid: Option<String>,
 }
 
 impl UserRow {

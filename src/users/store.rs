@@ -145,6 +145,33 @@ pub fn set_opted_out(c: &mut Db, user_id: i64, opted_out: bool) -> ApiResult<()>
     Ok(())
 }
 
+/// The company's customers with these WhatsApp business-scoped user ids: `(bsuid, user id)`.
+pub fn customers_by_bsuid(c: &mut Db, company_id: i64, bsuids: &[&str]) -> ApiResult<Vec<(String, i64)>> {
+    if bsuids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(Option<String>, i64)> = users::table
+        .filter(users::company_id.eq(company_id))
+        .filter(users::wa_bsuid.eq_any(bsuids))
+        .select((users::wa_bsuid, users::id))
+        .load(c)?;
+    Ok(rows.into_iter().filter_map(|(b, id)| Some((b?, id))).collect())
+}
+
+/// The customer's WhatsApp business-scoped user id, if known.
+pub fn bsuid_of(c: &mut Db, user_id: i64) -> ApiResult<Option<String>> {
+    Ok(users::table.find(user_id).select(users::wa_bsuid).first::<Option<String>>(c).optional()?.flatten())
+}
+
+/// Records a customer's business-scoped user id when the customer has none yet (a customer's
+/// BSUID, once known, is their WhatsApp identity and does not change).
+pub fn set_bsuid_if_unset(c: &mut Db, user_id: i64, bsuid: &str) -> ApiResult<()> {
+    diesel::update(users::table.find(user_id).filter(users::wa_bsuid.is_null()))
+        .set((users::wa_bsuid.eq(bsuid), users::updated_at.eq(now())))
+        .execute(c)?;
+    Ok(())
+}
+
 /// The company's users of one role that are not deleted, oldest first.
 pub fn with_role(c: &mut Db, company_id: i64, role: Role) -> ApiResult<Vec<UserRow>> {
     Ok(users::table

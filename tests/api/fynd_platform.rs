@@ -639,6 +639,7 @@ both_backends!(user_groups_create_list_update_and_members, |app: TestApp| async 
             "__v",
             "_id",
             "application_id",
+            "conditions",
             "created_at",
             "description",
             "file_url",
@@ -729,6 +730,104 @@ both_backends!(user_groups_create_list_update_and_members, |app: TestApp| async 
         )
         .await;
     assert_eq!(status, 400, "{body}");
+});
+
+both_backends!(conditional_user_groups_follow_customer_attributes, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    let company = company_of(&app, &admin).await;
+    let (app_id, token) = create_app(&app, &admin, "rules").await;
+    let bearer = app_bearer(app_id, &token);
+    // Three storefront customers with attributes set as the customers set them.
+    let mut ids = Vec::new();
+    for (i, attributes) in [
+        json!({"tier": "gold", "orders": 12, "tags": ["sale"]}),
+        json!({"tier": "silver", "orders": 3}),
+        json!({"tier": "gold", "orders": 2}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cookie =
+            register(&app, &bearer, &format!("r{i}@shop.test"), &format!("987650000{i}"), "password-123").await;
+        let (status, body, _) = storefront(
+            &app,
+            Method::PATCH,
+            "/service/application/user/profile/v1.0/user-attributes",
+            &bearer,
+            Some(&cookie),
+            Some(&json!({"attributes": attributes})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let (_, me, _) = storefront(
+            &app,
+            Method::GET,
+            "/service/application/user/authentication/v1.0/session",
+            &bearer,
+            Some(&cookie),
+            None,
+        )
+        .await;
+        ids.push((me["user"]["_id"].as_str().unwrap().parse::<i64>().unwrap(), cookie));
+    }
+    let groups = platform(company, app_id, "/user_group");
+    // The SDK's shape: `conditions: [{user_attribute_definition_id, type, value}]`.
+    let rules = json!([{"user_attribute_definition_id": "tier", "type": "eq", "value": "gold"},
+                       {"user_attribute_definition_id": "orders", "type": "gte", "value": "10"}]);
+    let (status, g) = app
+        .post(&groups, Some(&admin), &json!({"name": "Loyal", "description": "gold, 10+ orders", "conditions": rules}))
+        .await;
+    assert_eq!(status, 200, "{g}");
+    assert_eq!((&g["type"], &g["conditions"]), (&json!("conditional"), &rules));
+    let gid: i64 = g["uid"].as_i64().unwrap();
+    let members = |app: &TestApp| {
+        let state = app.state.clone();
+        async move { state.db.run(move |c| confab::users::group::members(c, gid)).await.unwrap() }
+    };
+    assert_eq!(members(&app).await, vec![ids[0].0]);
+    // Members follow attribute changes: the third customer reaches 10 orders.
+    let (status, _, _) = storefront(
+        &app,
+        Method::PATCH,
+        "/service/application/user/profile/v1.0/user-attributes",
+        &bearer,
+        Some(&ids[2].1),
+        Some(&json!({"attributes": {"orders": 10}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(members(&app).await, vec![ids[0].0, ids[2].0]);
+    // The rules can be replaced; members cannot be listed by hand.
+    let path = platform(company, app_id, &format!("/user_group/{gid}"));
+    let silver = json!([{"user_attribute_definition_id": "tier", "type": "in", "value": "silver, bronze"}]);
+    let (status, put) = app.put(&path, Some(&admin), &json!({"conditions": silver})).await;
+    assert_eq!((status, &put["conditions"]), (200, &silver), "{put}");
+    assert_eq!(members(&app).await, vec![ids[1].0]);
+    let (status, body) = app
+        .patch(&path, Some(&admin), &json!({"user_data": [{"user_id": ids[0].0.to_string(), "action": "add"}]}))
+        .await;
+    assert_error(status, &body, 400, "validation_failed");
+    assert!(body["fields"]["user_data"].is_string(), "{body}");
+
+    // Refused: an unknown comparison, no rules for a conditional group, rules on a basic
+    // group, and turning a conditional group into a listed one.
+    for bad in [
+        json!({"name": "x", "conditions": [{"user_attribute_definition_id": "tier", "type": "like", "value": "g"}]}),
+        json!({"name": "x", "type": "conditional"}),
+        json!({"name": "x", "type": "conditional", "conditions": []}),
+        json!({"name": "x", "type": "basic", "conditions": rules}),
+        json!({"name": "x", "conditions": [{"user_attribute_definition_id": "", "type": "eq", "value": "g"}]}),
+    ] {
+        let (status, body) = app.post(&groups, Some(&admin), &bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, body) = app.patch(&path, Some(&admin), &json!({"type": "basic"})).await;
+    assert_error(status, &body, 400, "validation_failed");
+    let (status, basic) = app.post(&groups, Some(&admin), &json!({"name": "Plain"})).await;
+    assert_eq!((status, &basic["conditions"]), (200, &json!([])));
+    let plain = platform(company, app_id, &format!("/user_group/{}", basic["uid"]));
+    let (status, body) = app.put(&plain, Some(&admin), &json!({"conditions": rules})).await;
+    assert_error(status, &body, 400, "validation_failed");
 });
 
 both_backends!(whatsapp_contact_and_storefront_user_are_one_identity, |app: TestApp| async move {

@@ -778,6 +778,76 @@ with_mock!(templates_go_out_as_template_messages, fast, |app: TestApp, mock: Moc
     );
 });
 
+with_mock!(whatsapp_users_known_only_by_bsuid_are_stored_and_answered, fast, |app: TestApp, mock: Mock| async move {
+    let co = app.default_company().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let bsuid = "US.13491208655302741918";
+    // A username user (WhatsApp 2026): no `from`, no `wa_id`, only business-scoped user ids.
+    let username_text = |id: &str, text: &str| {
+        envelope(
+            PNID,
+            json!({"contacts": [{"profile": {"name": "Kai Username"}, "user_id": bsuid, "parent_user_id": "US.ENT.1349"}],
+                   "messages": [{"from_user_id": bsuid, "id": id, "timestamp": unix_now(), "type": "text", "text": {"body": text}}]}),
+        )
+    };
+    let before = counts(&app).await;
+    for (id, text) in [("wamid.bsuid-1", "hi, no number here"), ("wamid.bsuid-2", "still me")] {
+        let (status, body) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&username_text(id, text)).unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["received"], 1, "{body}");
+    }
+    let after = counts(&app).await;
+    assert_eq!((after.users - before.users, after.conversations - before.conversations), (1, 1), "one customer");
+    assert_eq!(after.messages - before.messages, 2);
+    let (_, list) = app.get("/conversation/conversation-page-list?limit=100", Some(&co.agent)).await;
+    let conv = list["data"].as_array().unwrap().iter().find(|c| c["channelId"] == channel).unwrap().clone();
+    assert_eq!(conv["user"]["whatsappUserId"], bsuid);
+    assert_eq!(conv["user"]["phone"], Value::Null);
+    assert_eq!(conv["user"]["firstName"], "Kai");
+    let conv = conv["conversationId"].as_i64().unwrap();
+
+    // The agent's reply goes to the BSUID as `recipient`, never as `to`.
+    let (status, sent) =
+        app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "hello Kai"})).await;
+    assert_eq!(status, 201, "{sent}");
+    app.wait_for_message_status(&co.agent, conv, sent["messageId"].as_str().unwrap(), "SENT").await;
+    let body = mock.wait_for_requests(1).await[0].json();
+    assert_eq!(body["recipient"], bsuid);
+    assert!(body.get("to").is_none(), "{body}");
+    assert_eq!(body["text"]["body"], "hello Kai");
+
+    // A customer known by phone who then writes with phone and BSUID stays one customer and
+    // learns the BSUID.
+    let by_phone = wa_text(PNID, "14155550123", "wamid.phone", "by phone");
+    let (status, body) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&by_phone).unwrap()).await;
+    assert_eq!((status, &body["received"]), (200, &json!(1)), "{body}");
+    let users = counts(&app).await.users;
+    let other = "US.99990000111122223333";
+    let both = envelope(
+        PNID,
+        json!({"contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "14155550123", "user_id": other}],
+               "messages": [{"from": "14155550123", "from_user_id": other, "id": "wamid.both", "timestamp": unix_now(),
+                             "type": "text", "text": {"body": "now with a BSUID"}}]}),
+    );
+    let (status, body) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&both).unwrap()).await;
+    assert_eq!((status, &body["received"]), (200, &json!(1)), "{body}");
+    assert_eq!(counts(&app).await.users, users, "no new customer");
+    let (_, list) = app.get("/conversation/conversation-page-list?limit=100", Some(&co.agent)).await;
+    let conv = list["data"].as_array().unwrap().iter().find(|c| c["user"]["phone"] == "+14155550123").unwrap().clone();
+    assert_eq!(conv["user"]["whatsappUserId"], other, "{conv}");
+
+    // A message with neither a phone nor a usable BSUID is acknowledged and not stored.
+    let nobody = envelope(
+        PNID,
+        json!({"messages": [{"from_user_id": "not-a-bsuid", "id": "wamid.nobody", "timestamp": unix_now(),
+                             "type": "text", "text": {"body": "?"}}]}),
+    );
+    let messages = counts(&app).await.messages;
+    let (status, body) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&nobody).unwrap()).await;
+    assert_eq!((status, &body["received"]), (200, &json!(0)), "{body}");
+    assert_eq!(counts(&app).await.messages, messages);
+});
+
 // ---- Twilio ----
 
 pub(crate) const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -976,6 +1046,74 @@ with_mock!(twilio_inbound_status_and_outbound, fast, |app: TestApp, mock: Mock| 
         assert_eq!(status, 200, "{res}");
     }
     app.wait_for_message_status(&co.agent, conv, &mid, "READ").await;
+});
+
+/// A customer's first Twilio WhatsApp message into `channel`; answers its conversation.
+async fn twilio_customer_says(app: &TestApp, co: &Company, channel: i64, text: &str) -> i64 {
+    let public = app.config.public_url.trim_end_matches('/').to_owned();
+    let inbound = [
+        ("MessageSid", "SM21"),
+        ("NumMedia", "0"),
+        ("WaId", "14155550123"),
+        ("Body", text),
+        ("To", "whatsapp:+14155238886"),
+        ("AccountSid", TWILIO_SID),
+        ("From", "whatsapp:+14155550123"),
+    ];
+    let sig = twilio_signature(TWILIO_TOKEN, &format!("{public}/webhooks/twilio"), &inbound);
+    let (status, res) = twilio_post(app, "/webhooks/twilio", &inbound, sig).await;
+    assert_eq!(status, 200, "{res}");
+    conversation_of(app, co, channel).await
+}
+
+with_mock!(twilio_content_templates_send_content_sid_and_variables, fast, |app: TestApp, mock: Mock| async move {
+    let co = app.default_company().await;
+    let channel = twilio_channel(&app, &co, &mock).await;
+    let conv = twilio_customer_says(&app, &co, channel, "hi").await;
+    let template = |sid: Value| {
+        json!({"name": "order_update", "content": "Hi {{1}}, your order {{2}} shipped", "language": "en_US",
+               "category": "UTILITY", "contentSid": sid})
+    };
+    for bad in
+        [json!("HX123"), json!("MG0123456789abcdef0123456789abcdef"), json!("HX0123456789abcdef0123456789abcdeg")]
+    {
+        let (status, res) = app.post("/template", Some(&co.admin), &template(bad)).await;
+        assert_error(status, &res, 400, "validation_failed");
+    }
+    let sid = "HX0123456789abcdef0123456789abcdef";
+    let (status, tpl) = app.post("/template", Some(&co.admin), &template(json!(sid))).await;
+    assert_eq!(status, 201, "{tpl}");
+    assert_eq!(tpl["contentSid"], sid);
+    let tid = tpl["templateId"].as_i64().unwrap();
+    let (status, sent) = app
+        .post(
+            "/message",
+            Some(&co.agent),
+            &json!({"conversationId": conv, "templateId": tid, "params": ["Ann", "#42"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    app.wait_for_message_status(&co.agent, conv, sent["messageId"].as_str().unwrap(), "SENT").await;
+    let form = mock.wait_for_requests(1).await[0].form();
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("ContentSid").as_deref(), Some(sid));
+    let variables: Value = serde_json::from_str(&get("ContentVariables").unwrap()).unwrap();
+    assert_eq!(variables, json!({"1": "Ann", "2": "#42"}));
+    assert_eq!(get("Body"), None, "a Content template goes without a body");
+    assert_eq!(get("To").as_deref(), Some("whatsapp:+14155550123"));
+
+    // Without a Content SID (set back to null) the rendered text goes as the body.
+    let (status, tpl) = app.put(&format!("/template/{tid}"), Some(&co.admin), &template(Value::Null)).await;
+    assert_eq!(status, 200, "{tpl}");
+    assert!(tpl.get("contentSid").is_none(), "{tpl}");
+    let (_, sent) = app
+        .post("/message", Some(&co.agent), &json!({"conversationId": conv, "templateId": tid, "params": ["Bo", "#7"]}))
+        .await;
+    app.wait_for_message_status(&co.agent, conv, sent["messageId"].as_str().unwrap(), "SENT").await;
+    let form = mock.wait_for_requests(2).await[1].form();
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("Body").as_deref(), Some("Hi Bo, your order #7 shipped"));
+    assert_eq!(get("ContentSid"), None);
 });
 
 /// Several nodes are a PostgreSQL deployment (CONTRACT §8): two servers on one database, each

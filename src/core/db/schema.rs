@@ -48,6 +48,7 @@ diesel::table! {
         updated_at -> Timestamp,
         deleted_at -> Nullable<Timestamp>,
         opted_out -> Bool,
+        wa_bsuid -> Nullable<Text>,
     }
 }
 
@@ -90,6 +91,7 @@ diesel::table! {
         kind -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        conditions -> Text,
     }
 }
 
@@ -419,6 +421,7 @@ diesel::table! {
         param_count -> Integer,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        content_sid -> Nullable<Text>,
     }
 }
 

@@ -1,0 +1,2 @@
+DROP INDEX users_wa_bsuid;
+ALTER TABLE users DROP COLUMN wa_bsuid;
