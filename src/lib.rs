@@ -51,6 +51,7 @@ use crate::{
             broker::Broker,
             hub::{Hub, Shutdown},
             limit::WsSlots,
+            presence::Presence,
             tickets::Tickets,
         },
         redact::RedactedRootSpan,
@@ -143,6 +144,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         }
     });
     let auth_limiter = Arc::new(AuthLimiter::new(config.auth_rate_per_minute, broker.redis(), &data_key));
+    let presence = Presence::start(db.clone());
     let state = web::Data::new(AppState {
         config: config.clone(),
         db,
@@ -161,6 +163,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         hub,
         tickets,
         ws_slots: WsSlots::new(config.ws_max_per_user),
+        presence,
         http: net::client(&config)?,
     });
     actix_web::rt::spawn(providers::worker::run(state.get_ref().clone()));
@@ -205,6 +208,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .configure(messaging::routes::configure)
             .configure(messaging::admin::configure)
             .configure(messaging::canned::configure)
+            .configure(messaging::teams::configure)
             .configure(providers::webhooks::configure)
             .configure(realtime::routes::configure)
             .configure(fynd::configure)

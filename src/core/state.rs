@@ -11,7 +11,7 @@ use crate::core::{
     db::Pool,
     media::MediaStore,
     metrics::Metrics,
-    realtime::{broker::Broker, hub::Hub, limit::WsSlots, tickets::Tickets},
+    realtime::{broker::Broker, hub::Hub, limit::WsSlots, presence::Presence, tickets::Tickets},
 };
 
 #[derive(Clone)]
@@ -38,6 +38,8 @@ pub struct AppState {
     pub tickets: Tickets,
     /// Open WebSockets per user on this node (`CONFAB_WS_MAX_PER_USER`).
     pub ws_slots: Arc<WsSlots>,
+    /// Records which agents have a live WebSocket here, for every node to read (issue 22).
+    pub presence: Presence,
     /// The outbound HTTP client, with the address checks ([`crate::core::net`]).
     pub http: reqwest::Client,
 }

@@ -33,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(update_channel)
         .service(delete_channel)
         .service(put_channel_bot)
+        .service(put_channel_team)
         .service(list_agents)
         .service(get_agent)
         .service(invite_agent)
@@ -52,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         update_channel,
         delete_channel,
         put_channel_bot,
+        put_channel_team,
         list_agents,
         get_agent,
         invite_agent,
@@ -64,6 +66,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ChannelView,
         ChannelBody,
         ChannelBotBody,
+        ChannelTeamBody,
         ChannelProvider,
         AgentView,
         InviteBody,
@@ -323,6 +326,8 @@ pub struct ChannelView {
     /// The agent bot every new conversation of the channel is assigned to first
     /// (`PUT /channel/{id}/bot`).
     pub bot_id: Option<i64>,
+    /// The team every new conversation of the channel belongs to (`PUT /channel/{id}/team`).
+    pub team_id: Option<i64>,
 }
 
 impl ChannelView {
@@ -339,6 +344,7 @@ impl ChannelView {
             is_default: ch.is_default,
             secrets_set: secrets.keys().cloned().collect(),
             bot_id: ch.bot_id,
+            team_id: ch.team_id,
         }
     }
 }
@@ -365,6 +371,37 @@ async fn put_channel_bot(
 ) -> ApiResult<HttpResponse> {
     let (company_id, id) = (admin.company_id, id.into_inner());
     let row = st.db.write(move |c| store::set_channel_bot(c, company_id, id, b.bot_id)).await?;
+    Ok(HttpResponse::Ok().json(ChannelView::new(row, &st)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelTeamBody {
+    /// A team of the company (`GET /team`), or `null` for none.
+    pub team_id: Option<i64>,
+}
+
+/// Sets the team every new conversation of the channel belongs to (issue 22); with the team's
+/// `autoAssign` it goes to one of the team's online agents unless the channel's bot takes it.
+/// Conversations that exist keep their team.
+#[utoipa::path(tag = "channels", request_body = ChannelTeamBody, security(("bearer" = [])),
+    responses((status = 200, body = ChannelView), (status = 400, body = ErrorBody, description = "not a team of the company"),
+        (status = 404, body = ErrorBody)))]
+#[put("/channel/{id}/team")]
+async fn put_channel_team(
+    admin: Admin,
+    st: web::Data<AppState>,
+    id: web::Path<i64>,
+    Json(b): Json<ChannelTeamBody>,
+) -> ApiResult<HttpResponse> {
+    let (company_id, id) = (admin.company_id, id.into_inner());
+    let row = st
+        .db
+        .write(move |c| {
+            super::teams::set_channel_team(c, company_id, id, b.team_id)?;
+            store::channel(c, company_id, id)
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(ChannelView::new(row, &st)))
 }
 

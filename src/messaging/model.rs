@@ -134,6 +134,8 @@ pub struct ConversationRow {
     /// While `status` is `snoozed`: when it reopens by itself (`None`: at the customer's next
     /// message only).
     pub snoozed_until: Option<NaiveDateTime>,
+    /// The team working it (issue 22): its channel's team when it opened, or set by an agent.
+    pub team_id: Option<i64>,
 }
 
 impl ConversationRow {
@@ -205,6 +207,8 @@ pub struct ChannelRow {
     pub deleted_at: Option<NaiveDateTime>,
     /// The agent bot that gets every new conversation of the channel first (issue 23).
     pub bot_id: Option<i64>,
+    /// The team every new conversation of the channel belongs to (issue 22).
+    pub team_id: Option<i64>,
 }
 
 /// Counts the `{{n}}` placeholders of a template: the highest n, which must equal the number
@@ -406,6 +410,8 @@ pub struct ConversationView {
     /// snoozed until the customer writes.
     pub snoozed_until: Option<String>,
     pub assignee_id: Option<i64>,
+    /// The team working the conversation (`GET /team`), or `null`.
+    pub team_id: Option<i64>,
     pub labels: Vec<String>,
     pub unread_count: i64,
     /// The conversation's latest event sequence number (resume point for `subscribe`).

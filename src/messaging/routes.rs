@@ -22,6 +22,7 @@ use crate::core::{
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(conversation_page_list)
+        .service(conversation_counts)
         .service(chat_time_report)
         .service(patch_conversation)
         .service(message_page_list)
@@ -42,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[openapi(
     paths(
         conversation_page_list,
+        conversation_counts,
         chat_time_report,
         patch_conversation,
         message_page_list,
@@ -59,6 +61,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ),
     components(schemas(
         ConversationView,
+        ConversationCounts,
+        StatusCounts,
         MessageView,
         AttachmentView,
         ContactView,
@@ -128,6 +132,21 @@ pub struct ConversationQuery {
     pub q: Option<String>,
     /// Keyset paging: conversations updated before this RFC 3339 time.
     pub before_update: Option<String>,
+    /// A team id (`GET /team`), or `none` for conversations of no team.
+    pub team_id: Option<String>,
+}
+
+/// An id filter that may also be `none` (`assigneeId`, `teamId`): `(Some(id), false)`,
+/// `(None, true)` for none, `(None, false)` when absent.
+fn id_or_none(field: &str, v: Option<&str>) -> ApiResult<(Option<i64>, bool)> {
+    match v {
+        None => Ok((None, false)),
+        Some("none") | Some("unassigned") => Ok((None, true)),
+        Some(s) => s
+            .parse::<i64>()
+            .map(|id| (Some(id), false))
+            .map_err(|_| ApiError::bad_request("invalid_query", format!("{field} must be an id or `none`"))),
+    }
 }
 
 /// The company's conversations, newest `lastUpdateTime` first (CONTRACT §3).
@@ -140,17 +159,8 @@ async fn conversation_page_list(
     q: web::Query<ConversationQuery>,
 ) -> ApiResult<HttpResponse> {
     let Paging { page, size: limit, offset } = PageQuery { page: q.page, limit: q.limit, before: None }.bounds()?;
-    let (assignee_id, unassigned) = match q.assignee_id.as_deref() {
-        None => (None, false),
-        Some("none") | Some("unassigned") => (None, true),
-        Some(s) => (
-            Some(
-                s.parse::<i64>()
-                    .map_err(|_| ApiError::bad_request("invalid_query", "assigneeId must be an id or `none`"))?,
-            ),
-            false,
-        ),
-    };
+    let (assignee_id, unassigned) = id_or_none("assigneeId", q.assignee_id.as_deref())?;
+    let (team_id, no_team) = id_or_none("teamId", q.team_id.as_deref())?;
     let before_update = match q.before_update.as_deref() {
         None => None,
         Some(s) => Some(
@@ -163,6 +173,8 @@ async fn conversation_page_list(
         status: q.status.map(|s| s.as_str().to_owned()),
         assignee_id,
         unassigned,
+        team_id,
+        no_team,
         unread: q.unread.unwrap_or(false),
         q: q.q.as_deref().map(|t| search_text("q", t)).transpose()?.flatten(),
         before_update,
@@ -177,6 +189,63 @@ async fn conversation_page_list(
         })
         .await?;
     Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct CountsQuery {
+    /// Count only this team's conversations (an id, or `none` for those of no team).
+    pub team_id: Option<String>,
+}
+
+/// How many conversations have each status.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct StatusCounts {
+    pub open: i64,
+    pub pending: i64,
+    pub resolved: i64,
+    pub snoozed: i64,
+}
+
+/// `GET /conversation/counts` (issue 22): the inbox tabs' counters.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ConversationCounts {
+    /// Assigned to the caller.
+    pub mine: StatusCounts,
+    pub unassigned: StatusCounts,
+    pub all: StatusCounts,
+}
+
+/// The counters of the inbox tabs (issue 22): the company's conversations by status, all of
+/// them, the caller's and the unassigned ones; `teamId` narrows them to a team like the list.
+#[utoipa::path(tag = "conversations", params(CountsQuery), security(("bearer" = [])),
+    responses((status = 200, body = ConversationCounts), (status = 400, body = ErrorBody)))]
+#[get("/conversation/counts")]
+async fn conversation_counts(
+    agent: Agent,
+    st: web::Data<AppState>,
+    q: web::Query<CountsQuery>,
+) -> ApiResult<HttpResponse> {
+    let team = id_or_none("teamId", q.team_id.as_deref())?;
+    let (company_id, me) = (agent.company_id, agent.user_id);
+    let rows = st.db.run(move |c| store::conversation_counts(c, company_id, team)).await?;
+    let mut counts = ConversationCounts::default();
+    for (status, assignee, n) in rows {
+        let add = |s: &mut StatusCounts| match status.as_str() {
+            "open" => s.open += n,
+            "pending" => s.pending += n,
+            "resolved" => s.resolved += n,
+            "snoozed" => s.snoozed += n,
+            _ => {}
+        };
+        add(&mut counts.all);
+        match assignee {
+            None => add(&mut counts.unassigned),
+            Some(a) if a == me => add(&mut counts.mine),
+            Some(_) => {}
+        }
+    }
+    Ok(HttpResponse::Ok().json(counts))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -221,6 +290,11 @@ pub struct PatchConversationBody {
     #[schema(value_type = Option<i64>)]
     pub assignee_id: Option<Option<FlexId>>,
     pub labels: Option<Vec<String>>,
+    /// A team of the company (`GET /team`), or null for none. Moving an open, unassigned
+    /// conversation to a team with `autoAssign` assigns it to one of its online agents.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub team_id: Option<Option<FlexId>>,
 }
 
 /// A time a client schedules something for (a snooze, a send): RFC 3339, at most a year ahead
@@ -255,6 +329,7 @@ async fn patch_conversation(
         snoozed_until: b.snoozed_until.as_deref().map(|t| instant("snoozedUntil", t)).transpose()?,
         assignee_id: b.assignee_id.map(|a| a.map(|id| id.0)),
         labels: b.labels,
+        team_id: b.team_id.map(|t| t.map(|id| id.0)),
     };
     Ok(HttpResponse::Ok().json(service::update_conversation(&st, &agent, id.into_inner(), patch).await?))
 }

@@ -670,8 +670,10 @@ pub async fn ingest(
         .db
         .write_batched(delivery, move |written: &mut Written| {
             if let Written::Delivery(outcome, events) = written {
+                // A conversation opened or reopened may have queued its team's auto-assignment.
+                let opened = events.iter().any(|e| e.event == CONVERSATION_CREATED || e.event == CONVERSATION_UPDATED);
                 broker.publish(std::mem::take(events));
-                if outcome.created > 0 && queues_jobs {
+                if outcome.created > 0 && (queues_jobs || opened) {
                     wake.notify_one();
                 }
             }
@@ -819,6 +821,8 @@ fn ingest_one(
     // so that `conversation.updated` follows it with the next seq and shows it open.
     if conv.status != ConversationStatus::Open.as_str() && !opened {
         stage.flush(c)?;
+        let reopened = store::conversation(c, company_id, conv.id)?;
+        super::teams::queue_assignment(c, &reopened)?;
         events.extend(conversation_updated(c, company_id, conv.id)?.1.into_iter().map(Slot::Ready));
         if let Some(cached) = lookups.conversations.get_mut(&(channel.id, customer_id)) {
             cached.status = ConversationStatus::Open.as_str().to_owned();
@@ -1053,6 +1057,8 @@ pub struct ConversationPatch {
     /// `Some(None)` unassigns.
     pub assignee_id: Option<Option<i64>>,
     pub labels: Option<Vec<String>>,
+    /// `Some(None)` takes the conversation out of its team (issue 22).
+    pub team_id: Option<Option<i64>>,
 }
 
 /// The outbox job that reopens a snoozed conversation when its time comes (issue 22).
@@ -1078,6 +1084,9 @@ pub async fn update_conversation(
                     return Err(ApiError::field("assigneeId", "no such agent in this company"));
                 }
             }
+            if let Some(Some(team)) = patch.team_id {
+                super::teams::named(c, company_id, team)?;
+            }
             let status = patch.status.map(ConversationStatus::as_str).unwrap_or(&conv.status).to_owned();
             let snoozed = status == ConversationStatus::Snoozed.as_str();
             if patch.snoozed_until.is_some() && !snoozed {
@@ -1091,6 +1100,7 @@ pub async fn update_conversation(
                 (true, None) => conv.snoozed_until,
             };
             let assignee = patch.assignee_id.unwrap_or(conv.assignee_id);
+            let team = patch.team_id.unwrap_or(conv.team_id);
             let labels = match &patch.labels {
                 Some(l) => {
                     let mut l: Vec<String> = l.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
@@ -1103,6 +1113,7 @@ pub async fn update_conversation(
             let changed = status != conv.status
                 || snoozed_until != conv.snoozed_until
                 || assignee != conv.assignee_id
+                || team != conv.team_id
                 || labels != conv.labels;
             if !changed {
                 return Ok((conversation_views(c, &[conv])?.remove(0), Vec::new()));
@@ -1112,10 +1123,18 @@ pub async fn update_conversation(
                     conversations::status.eq(&status),
                     conversations::snoozed_until.eq(snoozed_until),
                     conversations::assignee_id.eq(assignee),
+                    conversations::team_id.eq(team),
                     conversations::labels.eq(&labels),
                     conversations::last_update_time.eq(now()),
                 ))
                 .execute(c)?;
+            // Opening (or reopening), or moving to a team, without an assignee: the team's
+            // auto-assignment takes it (issue 22).
+            let open = ConversationStatus::Open.as_str();
+            if status == open && (conv.status != open || team != conv.team_id) {
+                let now_open = store::conversation(c, company_id, conv.id)?;
+                super::teams::queue_assignment(c, &now_open)?;
+            }
             if let Some(due) = snoozed_until.filter(|_| snoozed_until != conv.snoozed_until) {
                 let job = crate::core::outbox::NewJob {
                     kind: UNSNOOZE_JOB,
@@ -1130,7 +1149,7 @@ pub async fn update_conversation(
         })
         .await?;
     publish(st, events);
-    if view.snoozed_until.is_some() {
+    if view.snoozed_until.is_some() || view.team_id.is_some() {
         st.outbox_wake.notify_one();
     }
     Ok(view)
@@ -1165,6 +1184,8 @@ pub async fn reopen_snoozed(st: &AppState, owner: &str, job: &crate::core::outbo
             if reopened == 0 {
                 return Ok(Vec::new());
             }
+            let reopened = store::conversation(c, company_id, id)?;
+            super::teams::queue_assignment(c, &reopened)?;
             Ok(conversation_updated(c, company_id, id)?.1)
         })
         .await?;
@@ -1192,7 +1213,7 @@ pub fn unassign_all_tx(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<V
 }
 
 /// Re-reads the conversation, appends `conversation.updated` with its view, and returns both.
-fn conversation_updated(c: &mut Db, company_id: i64, id: i64) -> ApiResult<(ConversationView, Vec<Event>)> {
+pub(crate) fn conversation_updated(c: &mut Db, company_id: i64, id: i64) -> ApiResult<(ConversationView, Vec<Event>)> {
     let conv = store::conversation(c, company_id, id)?;
     let view = conversation_views(c, std::slice::from_ref(&conv))?.remove(0);
     let event =
@@ -1281,6 +1302,7 @@ pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec
                 status: r.status.clone(),
                 snoozed_until: r.snoozed_until.map(rfc3339),
                 assignee_id: r.assignee_id,
+                team_id: r.team_id,
                 labels: serde_json::from_str(&r.labels).unwrap_or_default(),
                 unread_count: r.unread_count,
                 last_seq: r.last_seq,

@@ -201,14 +201,17 @@ pub fn find_or_create_conversation(
         return Ok((conv, false));
     }
     let t = now();
-    // A channel's agent bot gets every new conversation first (issue 23).
-    let bot: Option<i64> = channels::table.find(channel_id).select(channels::bot_id).first(c)?;
+    // A channel's agent bot gets every new conversation first (issue 23); its team, if any,
+    // works it (issue 22) and auto-assigns it when the bot does not take it.
+    let (bot, team): (Option<i64>, Option<i64>) =
+        channels::table.find(channel_id).select((channels::bot_id, channels::team_id)).first(c)?;
     let id: i64 = diesel::insert_into(conversations::table)
         .values((
             conversations::company_id.eq(company_id),
             conversations::channel_id.eq(channel_id),
             conversations::customer_id.eq(customer_id),
             conversations::assignee_id.eq(bot),
+            conversations::team_id.eq(team),
             conversations::status.eq("open"),
             conversations::labels.eq("[]"),
             conversations::last_update_time.eq(t),
@@ -216,7 +219,9 @@ pub fn find_or_create_conversation(
         ))
         .returning(conversations::id)
         .get_result(c)?;
-    Ok((conversation(c, company_id, id)?, true))
+    let conv = conversation(c, company_id, id)?;
+    super::teams::queue_assignment(c, &conv)?;
+    Ok((conv, true))
 }
 
 /// The conversations of these customers on a channel.
@@ -311,6 +316,9 @@ pub struct ConversationFilter {
     pub status: Option<String>,
     pub assignee_id: Option<i64>,
     pub unassigned: bool,
+    /// A team (issue 22), or with `no_team` conversations of none.
+    pub team_id: Option<i64>,
+    pub no_team: bool,
     pub unread: bool,
     pub q: Option<String>,
     pub before_update: Option<NaiveDateTime>,
@@ -334,6 +342,12 @@ pub fn conversations_page(
         }
         if f.unassigned {
             q = q.filter(conversations::assignee_id.is_null());
+        }
+        if let Some(t) = f.team_id {
+            q = q.filter(conversations::team_id.eq(t));
+        }
+        if f.no_team {
+            q = q.filter(conversations::team_id.is_null());
         }
         if f.unread {
             q = q.filter(conversations::unread_count.gt(0));
@@ -374,6 +388,24 @@ pub fn conversations_page(
         .select(ConversationRow::as_select())
         .load(c)?;
     Ok((rows, total))
+}
+
+/// The company's conversations counted by (status, assignee), optionally of one team
+/// (`(Some(id), _)`) or of none (`(None, true)`): the inbox counters (issue 22).
+pub fn conversation_counts(
+    c: &mut Db,
+    company_id: i64,
+    (team_id, no_team): (Option<i64>, bool),
+) -> ApiResult<Vec<(String, Option<i64>, i64)>> {
+    let all = conversations::table.filter(conversations::company_id.eq(company_id));
+    let group = (conversations::status, conversations::assignee_id);
+    let count = (conversations::status, conversations::assignee_id, diesel::dsl::count_star());
+    // Not boxed: diesel cannot group a boxed query.
+    Ok(match (team_id, no_team) {
+        (Some(t), _) => all.filter(conversations::team_id.eq(t)).group_by(group).select(count).load(c)?,
+        (None, true) => all.filter(conversations::team_id.is_null()).group_by(group).select(count).load(c)?,
+        (None, false) => all.group_by(group).select(count).load(c)?,
+    })
 }
 
 // ---- messages ----

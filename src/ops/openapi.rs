@@ -51,6 +51,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::messaging::routes::Api::openapi());
     doc.merge(crate::messaging::admin::Api::openapi());
     doc.merge(crate::messaging::canned::Api::openapi());
+    doc.merge(crate::messaging::teams::Api::openapi());
     doc.merge(crate::providers::webhooks::Api::openapi());
     doc.merge(crate::realtime::routes::Api::openapi());
     doc.merge(crate::fynd::openapi());

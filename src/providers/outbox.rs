@@ -31,13 +31,19 @@ pub use crate::core::outbox::{Job, MAX_ATTEMPTS, backoff, begin_attempt, claim, 
 pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 
 /// Updates the depth gauge and tells when the next unleased job of the delivery worker
-/// (`send`, `media_fetch`, `unsnooze`) is due.
+/// (`send`, `media_fetch`, `unsnooze`, `auto_assign`) is due.
 pub async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>> {
     let (depth, next) = st
         .db
         .run(|c| {
             let depth: i64 = outbox::table.filter(outbox::done_at.is_null()).count().get_result(c)?;
-            Ok((depth, crate::core::outbox::next_due(c, &["send", "media_fetch", service::UNSNOOZE_JOB])?))
+            Ok((
+                depth,
+                crate::core::outbox::next_due(
+                    c,
+                    &["send", "media_fetch", service::UNSNOOZE_JOB, crate::messaging::teams::AUTO_ASSIGN_JOB],
+                )?,
+            ))
         })
         .await?;
     st.metrics.outbox_depth.set(depth);

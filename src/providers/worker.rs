@@ -1,5 +1,6 @@
-//! The delivery worker: claims due `send`, `media_fetch` and `unsnooze` jobs from the outbox
-//! and runs them ([`outbox::deliver`], [`fetcher::fetch`], `service::reopen_snoozed`). Woken
+//! The delivery worker: claims due `send`, `media_fetch`, `unsnooze` and `auto_assign` jobs
+//! from the outbox and runs them ([`outbox::deliver`], [`fetcher::fetch`],
+//! `service::reopen_snoozed`, `teams::auto_assign`). Woken
 //! after commits, polling as a fallback; a job queued to fall due later (a scheduled send, a
 //! snooze) is claimed when its time comes.
 
@@ -8,7 +9,10 @@ use std::time::Duration;
 use super::{fetcher, outbox};
 use crate::{
     core::{state::AppState, types::now},
-    messaging::service::{UNSNOOZE_JOB, reopen_snoozed},
+    messaging::{
+        service::{UNSNOOZE_JOB, reopen_snoozed},
+        teams::{AUTO_ASSIGN_JOB, auto_assign},
+    },
 };
 
 const POLL: Duration = Duration::from_secs(2);
@@ -17,12 +21,13 @@ const POLL: Duration = Duration::from_secs(2);
 pub async fn run(st: AppState) {
     let owner = crate::core::crypto::random_hex_id();
     loop {
-        match outbox::claim_kinds(&st, &owner, &["send", "media_fetch", UNSNOOZE_JOB]).await {
+        match outbox::claim_kinds(&st, &owner, &["send", "media_fetch", UNSNOOZE_JOB, AUTO_ASSIGN_JOB]).await {
             Ok(jobs) if !jobs.is_empty() => {
                 for job in jobs {
                     let done = match job.kind.as_str() {
                         "send" => outbox::deliver(&st, &owner, &job).await,
                         "media_fetch" => fetcher::fetch(&st, &owner, &job).await,
+                        AUTO_ASSIGN_JOB => auto_assign(&st, &owner, &job).await,
                         _ => reopen_snoozed(&st, &owner, &job).await,
                     };
                     if let Err(e) = done {

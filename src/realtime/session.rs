@@ -83,6 +83,7 @@ pub async fn run(io: TcpStream, read: BytesMut, accepted: Accepted) {
     ));
     st.hub.do_send(Connect { conn: conn.clone() });
     st.broker.presence(&principal, true);
+    st.presence.opened(&principal);
     let mut session =
         Session { st, principal, conn, codec: Codec::new().max_size(MAX_FRAME), partial: BytesMut::new() };
     // Copied, not kept: `read` is a view into actix-http's 8 KiB read buffer, which would stay
@@ -99,6 +100,7 @@ pub async fn run(io: TcpStream, read: BytesMut, accepted: Accepted) {
     Box::pin(session.serve()).await;
     session.st.hub.do_send(Disconnect { key });
     session.st.broker.presence(&session.principal, false);
+    session.st.presence.closed(&session.principal);
     drop(slot);
 }
 

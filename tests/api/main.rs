@@ -29,4 +29,5 @@ mod security_media;
 mod security_ops;
 mod security_takeover;
 mod seed_shapes;
+mod teams;
 mod webhooks;

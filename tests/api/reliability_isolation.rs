@@ -100,6 +100,7 @@ impl Tenant {
         )
         .await;
         let bot = post("/bots", json!({"name": marker, "webhookUrl": hook})).await;
+        let team = post("/team", json!({"name": marker, "agentIds": [co.agent_id]})).await;
         let campaign = post(
             "/campaigns",
             json!({"name": marker, "channelId": co.channel_id, "templateId": template["templateId"],
@@ -139,6 +140,7 @@ impl Tenant {
             ("canned/id", s(&canned["cannedId"])),
             ("template/id", s(&template["templateId"])),
             ("bots/id", s(&bot["botId"])),
+            ("team/id", s(&team["teamId"])),
             ("campaigns/id", s(&campaign["campaignId"])),
             ("webhook-subscriptions/id", sub.to_string()),
             ("webhook-subscriptions/delivery_id", delivery),
@@ -317,13 +319,17 @@ fn body_for(op: &Operation, own: &Tenant, target: &Tenant) -> Payload {
         "/channel/{id}" => json!({"provider": "sandbox", "phoneNumber": "+14155550123", "displayName": "Sandbox",
                                   "webhookSecret": "attacker-secret"}),
         "/channel/{id}/bot" => json!({"botId": target.ids["bots/id"].parse::<i64>().unwrap()}),
+        "/channel/{id}/team" => json!({"teamId": target.ids["team/id"].parse::<i64>().unwrap()}),
+        "/team/{id}" => json!({"name": "stolen", "agentIds": [target.co.agent_id]}),
         "/canned/{id}" => json!({"shortCode": "stolen", "content": "stolen"}),
         "/template/{id}" => {
             json!({"name": "stolen", "content": "Hello {{1}}", "language": "en_US", "category": "utility"})
         }
         "/agent/{id}" => json!({"role": "admin"}),
         "/auth-clients/{id}" => json!({"redirectUrl": "https://evil.example/callback"}),
-        "/conversation/{conversationId}" => json!({"status": "resolved"}),
+        "/conversation/{conversationId}" => {
+            json!({"status": "resolved", "teamId": target.ids["team/id"].parse::<i64>().unwrap()})
+        }
         "/message/{messageId}" => json!({"text": "stolen"}),
         "/webhook-subscriptions/{id}" => json!({"url": "http://127.0.0.1:9/evil", "events": ["message.created"]}),
         _ if t.ends_with("/user_group/{group_id}") || t.ends_with("/user_group") => {

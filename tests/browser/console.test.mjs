@@ -515,6 +515,31 @@ test('two-step sign-in: enrol an authenticator, sign in with its code, turn it o
   }
 });
 
+test('teams: the team filter narrows the inbox, rows show their team, the counters follow live', async () => {
+  const billing = await app.ok('POST', '/team', { token: admin, body: { name: 'Billing', agentIds: [grace.userId, alan.userId] } });
+  const list = await app.ok('GET', '/conversation/conversation-page-list?limit=100', { token: admin });
+  const charles = list.data.find((c) => c.user.phone === '+15551230003');
+  await app.ok('PATCH', `/conversation/${charles.conversationId}`, { token: admin, body: { teamId: billing.teamId, assigneeId: null, status: 'open' } });
+  // The filter shows once the company has a team (teams load with the list).
+  await page.getByRole('radio', { name: 'All' }).click();
+  const team = page.getByLabel('Team', { exact: true });
+  await team.waitFor();
+  await team.selectOption({ label: 'Billing' });
+  await waitFor('only the Billing conversation', async () => (await page.locator('.conv').count()) === 1);
+  await page.locator('.conv', { hasText: 'Charles Babbage' }).locator('.chip.team', { hasText: 'Billing' }).waitFor();
+  const count = (who) => page.locator(`[data-count="${who}"]`).textContent();
+  await waitFor('the counters of the team', async () => (await count('all')) === '1' && (await count('unassigned')) === '1' && (await count('mine')) === '0');
+  const counts = await app.ok('GET', `/conversation/counts?teamId=${billing.teamId}`, { token: grace.token });
+  assert.deepEqual(counts.all, { open: 1, pending: 0, resolved: 0, snoozed: 0 });
+  if (wsSupported) {
+    // Assigned to Grace by someone else: her counters move without a reload.
+    await app.ok('PATCH', `/conversation/${charles.conversationId}`, { token: admin, body: { assigneeId: grace.userId } });
+    await waitFor('mine 1, unassigned 0', async () => (await count('mine')) === '1' && (await count('unassigned')) === '0');
+  }
+  await team.selectOption({ label: 'Any team' });
+  await waitFor('every conversation again', async () => (await page.locator('.conv').count()) > 1);
+});
+
 test('campaigns: an admin creates one from a template and a CSV file, starts it and sees the counts move; pause, resume, cancel', async () => {
   const { c, p } = await newAgentPage({ email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
   try {

@@ -295,6 +295,7 @@ diesel::table! {
         updated_at -> Timestamp,
         deleted_at -> Nullable<Timestamp>,
         bot_id -> Nullable<BigInt>,
+        team_id -> Nullable<BigInt>,
     }
 }
 
@@ -316,6 +317,7 @@ diesel::table! {
         last_free_message_time -> Nullable<Timestamp>,
         created_at -> Timestamp,
         snoozed_until -> Nullable<Timestamp>,
+        team_id -> Nullable<BigInt>,
     }
 }
 
@@ -354,6 +356,36 @@ diesel::table! {
         content -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    teams (id) {
+        id -> BigInt,
+        company_id -> BigInt,
+        name -> Text,
+        auto_assign -> Bool,
+        max_open_per_agent -> Nullable<Integer>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    team_members (team_id, user_id) {
+        team_id -> BigInt,
+        user_id -> BigInt,
+        company_id -> BigInt,
+        last_assigned_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    agent_presence (user_id, node) {
+        user_id -> BigInt,
+        node -> Text,
+        company_id -> BigInt,
+        seen_at -> Timestamp,
     }
 }
 
@@ -607,4 +639,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     campaign_recipients,
     mentions,
     canned_responses,
+    teams,
+    team_members,
+    agent_presence,
 );

@@ -9,5 +9,6 @@ pub mod event;
 pub mod hub;
 pub mod kill;
 pub mod limit;
+pub mod presence;
 pub mod protocol;
 pub mod tickets;

@@ -12,7 +12,8 @@ export class Inbox {
     this.onOpen = onOpen;
     this.convs = new Map(); // id → ConversationView (every one this page knows)
     this.shown = []; // ids in the list, newest lastUpdateTime first
-    this.filter = { who: 'all', status: '', unread: false, q: '' };
+    this.filter = { who: 'all', status: '', unread: false, q: '', team: '' };
+    this.teams = new Map(); // teamId → name (issue 22)
     this.done = false;
     this.loading = null;
     this.openId = null;
@@ -39,6 +40,12 @@ export class Inbox {
       this.filter.unread = e.target.checked;
       this.reload();
     });
+    const team = $('#filter-team');
+    team.addEventListener('change', (e) => {
+      this.filter.team = e.target.value;
+      this.reload();
+    });
+    team.addEventListener('focus', () => this.loadTeams());
     const search = $('#search');
     const run = debounce(() => {
       this.filter.q = search.value.trim();
@@ -98,6 +105,7 @@ export class Inbox {
     if (f.status) p.set('status', f.status);
     if (f.unread) p.set('unread', 'true');
     if (f.q) p.set('q', f.q);
+    if (f.team) p.set('teamId', f.team);
     if (beforeUpdate) p.set('beforeUpdate', beforeUpdate);
     return `/conversation/conversation-page-list?${p}`;
   }
@@ -108,6 +116,7 @@ export class Inbox {
     if (f.who === 'unassigned' && c.assigneeId != null) return false;
     if (f.status && c.status !== f.status) return false;
     if (f.unread && !(c.unreadCount > 0)) return false;
+    if (f.team === 'none' ? c.teamId != null : f.team && String(c.teamId) !== f.team) return false;
     if (f.q) {
       const q = f.q.toLowerCase();
       const digits = q.replace(/\D/g, '');
@@ -119,6 +128,8 @@ export class Inbox {
   }
 
   async reload() {
+    this.loadTeams();
+    this.refreshCounts();
     this.done = false;
     this.shown = [];
     const gen = (this.gen = (this.gen || 0) + 1);
@@ -175,6 +186,7 @@ export class Inbox {
 
   /** REST polling: merge the first page; rows newer than its last that it lacks left the filter. */
   async poll() {
+    this.refreshCounts();
     const gen = this.gen;
     const page = await get(this.query());
     if (gen !== this.gen) return;
@@ -192,7 +204,54 @@ export class Inbox {
     if (prev && (prev.lastSeq ?? 0) > (view.lastSeq ?? 0)) return; // an older view
     this.convs.set(view.conversationId, { ...prev, ...view });
     this.place(view.conversationId);
+    this.countsSoon();
   }
+
+  /** The company's teams for the filter and the rows' team chips (issue 22); the filter is
+   * shown once there is a team. */
+  async loadTeams() {
+    let teams;
+    try {
+      teams = await get('/team');
+    } catch {
+      return; // the filter keeps what it had
+    }
+    this.teams = new Map(teams.map((t) => [t.teamId, t.name]));
+    const select = $('#filter-team');
+    const keep = this.filter.team;
+    select.replaceChildren(
+      h('option', { value: '' }, 'Any team'),
+      ...teams.map((t) => h('option', { value: String(t.teamId) }, t.name)),
+      h('option', { value: 'none' }, 'No team'),
+    );
+    select.value = keep && [...select.options].some((o) => o.value === keep) ? keep : '';
+    select.hidden = teams.length === 0 && !keep;
+    this.render();
+  }
+
+  /** The tabs' counters (GET /conversation/counts): for the chosen status, or all statuses,
+   * within the chosen team. */
+  async refreshCounts() {
+    const p = new URLSearchParams();
+    if (this.filter.team) p.set('teamId', this.filter.team);
+    const gen = (this.countGen = (this.countGen || 0) + 1);
+    let counts;
+    try {
+      counts = await get(`/conversation/counts?${p}`);
+    } catch {
+      return;
+    }
+    if (gen !== this.countGen) return;
+    const status = this.filter.status;
+    for (const who of ['mine', 'unassigned', 'all']) {
+      const c = counts[who] || {};
+      const n = status ? c[status] || 0 : Object.values(c).reduce((a, b) => a + b, 0);
+      const el = document.querySelector(`[data-count="${who}"]`);
+      if (el) el.textContent = String(n);
+    }
+  }
+
+  countsSoon = debounce(() => this.refreshCounts(), 300);
 
   place(id) {
     const c = this.convs.get(id);
@@ -223,6 +282,7 @@ export class Inbox {
     c.lastUpdateTime = m.datetime > (c.lastUpdateTime || '') ? m.datetime : c.lastUpdateTime;
     if (m.direction === 'RECEIVED' && !viewing) c.unreadCount = (c.unreadCount || 0) + 1;
     this.place(m.conversationId);
+    this.countsSoon();
   }
 
   /** message.updated: a status change of the last message shows in its preview. */
@@ -290,7 +350,14 @@ export class Inbox {
           h('span', { class: 'conv-preview' }, preview),
           unread ? h('span', { class: 'badge', 'aria-hidden': 'true' }, c.unreadCount > 99 ? '99+' : String(c.unreadCount)) : null,
         ),
-        h('span', { class: 'conv-meta' }, h('span', { class: `chip status-${c.status}` }, c.status), h('span', { class: 'assignee' }, this.assigneeLabel(c)), ...(c.labels || []).map((l) => h('span', { class: 'chip label' }, l))),
+        h(
+          'span',
+          { class: 'conv-meta' },
+          h('span', { class: `chip status-${c.status}` }, c.status),
+          h('span', { class: 'assignee' }, this.assigneeLabel(c)),
+          c.teamId != null ? h('span', { class: 'chip team' }, this.teams.get(c.teamId) || `Team #${c.teamId}`) : null,
+          ...(c.labels || []).map((l) => h('span', { class: 'chip label' }, l)),
+        ),
       ),
     );
   }
