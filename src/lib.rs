@@ -49,7 +49,7 @@ use crate::{
         net, notify,
         realtime::{
             broker::Broker,
-            hub::{Hub, Shutdown},
+            hub::{Bus, Hub, Shutdown},
             limit::WsSlots,
             presence::Presence,
             tickets::Tickets,
@@ -137,7 +137,10 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "hub lagged behind the broker; subscribers heal from the database");
+                    tracing::warn!(missed = n, "hub lagged behind the broker; subscribers catch up from the database");
+                    if hub_feed.send(Bus::CatchUp).await.is_err() {
+                        break;
+                    }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             }

@@ -22,6 +22,7 @@ mod reliability_auth;
 mod reliability_crash;
 mod reliability_hostile;
 mod reliability_isolation;
+mod reliability_resume;
 mod reliability_schema;
 mod saml;
 mod security_logins;

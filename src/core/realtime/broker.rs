@@ -7,6 +7,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use futures_util::StreamExt;
@@ -22,6 +23,15 @@ use crate::core::auth::session::Principal;
 /// Messages buffered for a slow hub before it lags (and its subscribers heal from the database).
 const CAPACITY: usize = 65_536;
 const CHANNEL: &str = "confab:bus";
+/// The wait before taking a lost Redis subscription again, doubled up to the maximum.
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+
+async fn resubscribe(client: &redis::Client) -> redis::RedisResult<redis::aio::PubSub> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(CHANNEL).await?;
+    Ok(pubsub)
+}
 
 #[derive(Clone)]
 pub struct Broker {
@@ -60,6 +70,10 @@ impl Broker {
     }
 
     /// Connects to Redis: one task publishes in order, one forwards other nodes' messages.
+    /// Redis may go away (a restart, a failover): publishing goes on through the reconnecting
+    /// connection manager, and the subscription is taken again with a bounded backoff, after
+    /// which every live subscription of this node catches up from the database (the events
+    /// published while it was down never arrive through Redis).
     pub async fn with_redis(url: &str) -> anyhow::Result<Self> {
         let mut broker = Self::local();
         let client = redis::Client::open(url)?;
@@ -73,24 +87,44 @@ impl Broker {
                 let sent: redis::RedisResult<()> =
                     redis::cmd("PUBLISH").arg(CHANNEL).arg(payload).query_async(&mut out).await;
                 if let Err(e) = sent {
-                    tracing::warn!(error = %e, "publishing to Redis; other nodes catch up on resume");
+                    tracing::warn!(error = %e, "publishing to Redis; other nodes catch up when their link is back");
                 }
             }
         });
         let (tx, node) = (broker.tx.clone(), broker.node);
         actix_web::rt::spawn(async move {
-            let mut messages = pubsub.into_on_message();
-            while let Some(msg) = messages.next().await {
-                let Ok(payload) = msg.get_payload::<String>() else { continue };
-                match serde_json::from_str::<Envelope>(&payload) {
-                    Ok(env) if env.node != node => {
-                        let _ = tx.send(env.bus);
+            let mut pubsub = Some(pubsub);
+            let mut backoff = RESUBSCRIBE_MIN;
+            loop {
+                let Some(sub) = pubsub.take() else {
+                    actix_web::rt::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
+                    match resubscribe(&client).await {
+                        Ok(sub) => {
+                            tracing::info!("Redis subscription re-established; live subscriptions catch up");
+                            backoff = RESUBSCRIBE_MIN;
+                            pubsub = Some(sub);
+                            if tx.send(Bus::CatchUp).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "Redis subscription: reconnecting"),
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "undecodable bus message"),
+                    continue;
+                };
+                let mut messages = sub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(payload) = msg.get_payload::<String>() else { continue };
+                    match serde_json::from_str::<Envelope>(&payload) {
+                        Ok(env) if env.node != node => {
+                            let _ = tx.send(env.bus);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "undecodable bus message"),
+                    }
                 }
+                tracing::warn!("Redis subscription lost; live events from other nodes resume after reconnecting");
             }
-            tracing::error!("Redis subscription ended; live events from other nodes stop until restart");
         });
         broker.redis = Some(Redis { publish, conn });
         Ok(broker)

@@ -504,6 +504,34 @@ impl Conn {
         self.lock().subs.remove(&conversation_id).is_some()
     }
 
+    /// Events may have been missed without a later one showing the gap (the broker's link to
+    /// the other nodes was down, or the hub lagged): every live subscription reads the
+    /// database after its last `seq`, as a gap fill does, and goes live again after it.
+    pub fn catch_up(&self) {
+        let mut inner = self.lock();
+        if inner.closing {
+            return;
+        }
+        let live: Vec<(i64, i64)> = inner
+            .subs
+            .0
+            .iter()
+            .filter_map(|(c, s)| match s {
+                Sub::Live(last) => Some((*c, *last)),
+                _ => None,
+            })
+            .collect();
+        for (conversation_id, after) in live {
+            inner.generation = inner.generation.wrapping_add(1);
+            let generation = inner.generation;
+            inner.subs.insert(conversation_id, Sub::Buffering { generation, buffer: Vec::new() });
+            inner.fills.push((conversation_id, after, generation));
+        }
+        if !inner.fills.is_empty() {
+            self.wake.notify_one();
+        }
+    }
+
     /// Gaps the connection's task should fill from the database.
     pub fn take_fills(&self) -> Vec<Fill> {
         std::mem::take(&mut self.lock().fills)

@@ -48,6 +48,10 @@ pub enum Bus {
         user_id: i64,
         event: Event,
     },
+    /// This node may have missed events (its Redis subscription was re-established, or the
+    /// hub lagged behind the broker): every live subscription catches up from the database.
+    /// Local to a node, never published.
+    CatchUp,
 }
 
 #[derive(Message)]
@@ -233,6 +237,11 @@ impl Handler<Bus> for Hub {
                 let revoked: HashSet<String> = session_ids.into_iter().collect();
                 for c in self.connections.values().filter(|c| revoked.contains(&c.session_id)) {
                     c.close(kill::REVOKED);
+                }
+            }
+            Bus::CatchUp => {
+                for c in self.connections.values() {
+                    c.catch_up();
                 }
             }
             Bus::ToUser { user_id, event } => {
