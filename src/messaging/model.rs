@@ -136,6 +136,8 @@ pub struct ConversationRow {
     pub snoozed_until: Option<NaiveDateTime>,
     /// The team working it (issue 22): its channel's team when it opened, or set by an agent.
     pub team_id: Option<i64>,
+    /// Merged into that conversation (issue 22): its messages are there now.
+    pub merged_into: Option<i64>,
 }
 
 impl ConversationRow {
@@ -412,6 +414,9 @@ pub struct ConversationView {
     pub assignee_id: Option<i64>,
     /// The team working the conversation (`GET /team`), or `null`.
     pub team_id: Option<i64>,
+    /// Set when this conversation was merged into that one (`POST /conversation/{id}/merge`):
+    /// it is resolved, and its message list answers from that conversation.
+    pub merged_into: Option<i64>,
     pub labels: Vec<String>,
     pub unread_count: i64,
     /// The conversation's latest event sequence number (resume point for `subscribe`).

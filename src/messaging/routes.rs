@@ -25,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(conversation_counts)
         .service(chat_time_report)
         .service(patch_conversation)
+        .service(merge_conversation)
         .service(message_page_list)
         .service(post_message)
         .service(edit_message)
@@ -46,6 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         conversation_counts,
         chat_time_report,
         patch_conversation,
+        merge_conversation,
         message_page_list,
         post_message,
         edit_message,
@@ -70,6 +72,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         NewChatBody,
         NewChatView,
         PatchConversationBody,
+        MergeBody,
         ChatTimeView,
         ContactBody,
         ProfileBody,
@@ -134,6 +137,8 @@ pub struct ConversationQuery {
     pub before_update: Option<String>,
     /// A team id (`GET /team`), or `none` for conversations of no team.
     pub team_id: Option<String>,
+    /// One customer's conversations (their `userId`).
+    pub user_id: Option<i64>,
 }
 
 /// An id filter that may also be `none` (`assigneeId`, `teamId`): `(Some(id), false)`,
@@ -175,6 +180,7 @@ async fn conversation_page_list(
         unassigned,
         team_id,
         no_team,
+        customer_id: q.user_id,
         unread: q.unread.unwrap_or(false),
         q: q.q.as_deref().map(|t| search_text("q", t)).transpose()?.flatten(),
         before_update,
@@ -334,6 +340,32 @@ async fn patch_conversation(
     Ok(HttpResponse::Ok().json(service::update_conversation(&st, &agent, id.into_inner(), patch).await?))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MergeBody {
+    /// Another conversation of the same customer, which receives the messages.
+    pub into_conversation_id: FlexId,
+}
+
+/// Merges this conversation into another of the same customer (issue 22): its messages move
+/// there in time order (the target's subscribers get them as `message.created` with the
+/// target's next seqs, then `conversation.updated`); this one becomes `resolved` with
+/// `mergedInto`, and its message list answers from the target. Answers the target's view.
+#[utoipa::path(tag = "conversations", request_body = MergeBody, security(("bearer" = [])),
+    responses((status = 200, body = ConversationView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "one of them is merged already"),
+        (status = 422, body = ErrorBody, description = "the same conversation, or another customer's")))]
+#[post("/conversation/{conversationId}/merge")]
+async fn merge_conversation(
+    agent: Agent,
+    st: web::Data<AppState>,
+    id: web::Path<i64>,
+    Json(b): Json<MergeBody>,
+) -> ApiResult<HttpResponse> {
+    let view = service::merge_conversations(&st, &agent, id.into_inner(), b.into_conversation_id.0).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
 /// A conversation's messages, newest first; `before=<messageId>` pages by keyset and stays as
 /// fast at any depth. `totalCount` is the conversation's maintained counter.
 #[utoipa::path(tag = "messages", params(PageQuery), security(("bearer" = [])),
@@ -351,6 +383,11 @@ async fn message_page_list(
         .db
         .run(move |c| {
             let conv = store::conversation(c, company_id, id)?;
+            // A merged conversation's messages are in the one it was merged into (issue 22).
+            let conv = match conv.merged_into {
+                Some(into) => store::conversation(c, company_id, into)?,
+                None => conv,
+            };
             let before_pk = match before {
                 Some(mid) => {
                     let m = store::message(c, company_id, &mid).map_err(|_| {

@@ -379,7 +379,7 @@ fn send_staged<'a>(
         return Ok(SendDraft::Replay(Box::new((sent, Vec::new(), Vec::new()))));
     }
     let (conv, opened) = match req.target {
-        Target::Conversation(id) => (store::conversation(c, company_id, id)?, false),
+        Target::Conversation(id) => (not_merged(store::conversation(c, company_id, id)?)?, false),
         Target::Customer { user_id, channel_id } => {
             store::customer(c, company_id, user_id)?;
             let channel = match channel_id {
@@ -388,7 +388,9 @@ fn send_staged<'a>(
                 }
                 None => store::default_channel(c, company_id)?,
             };
-            store::find_or_create_conversation(c, company_id, channel.id, user_id)?
+            let (mut conv, opened) = store::find_or_create_conversation(c, company_id, channel.id, user_id)?;
+            store::unmerge(c, &mut conv)?;
+            (conv, opened)
         }
     };
     let t = now();
@@ -768,6 +770,15 @@ fn ingest_one(
             conv
         }
     };
+    // The customer writes to a conversation merged into another (issue 22): it comes back as a
+    // conversation of its own; what was merged stays in the other.
+    let mut conv = conv;
+    if conv.merged_into.is_some() {
+        store::unmerge(c, &mut conv)?;
+        if let Some(cached) = lookups.conversations.get_mut(&(channel.id, customer_id)) {
+            cached.merged_into = None;
+        }
+    }
     let kind = m.media.first().map(|a| a.kind.as_str().to_ascii_lowercase()).unwrap_or_else(|| "text".into());
     let media = m.media.clone();
     let after_insert: Option<store::AfterInsert<'_>> = if media.is_empty() {
@@ -1076,7 +1087,7 @@ pub async fn update_conversation(
     let (view, events) = st
         .db
         .write(move |c| {
-            let conv = store::conversation(c, company_id, id)?;
+            let conv = not_merged(store::conversation(c, company_id, id)?)?;
             if let Some(Some(assignee)) = patch.assignee_id {
                 let staff = crate::users::store::get(c, company_id, assignee)
                     .map_err(|_| ApiError::field("assigneeId", "no such agent in this company"))?;
@@ -1193,6 +1204,100 @@ pub async fn reopen_snoozed(st: &AppState, owner: &str, job: &crate::core::outbo
     Ok(())
 }
 
+/// Issue 22 `POST /conversation/{id}/merge`: moves every message of the conversation
+/// `source_id` into `into_id`, another conversation of the same customer (on another channel).
+/// Each moved message becomes the target's next event (`message.created` with the target's
+/// next `seq`, the messages in time order), then the target's `conversation.updated` (its
+/// counts, last message, both conversations' labels); the source becomes `resolved` with
+/// `mergedInto` (its own `conversation.updated`) and its message list answers from the target.
+/// Conversations merged into the source before now point at the target. Refused: the same
+/// conversation (422 `same_conversation`), another customer's (422 `different_customer`), a
+/// source or target already merged (409 `already_merged`); a target that is not the company's
+/// is 400 on `intoConversationId`. One transaction.
+#[tracing::instrument(skip(st), fields(company = agent.company_id, agent = agent.user_id))]
+pub async fn merge_conversations(
+    st: &AppState,
+    agent: &Principal,
+    source_id: i64,
+    into_id: i64,
+) -> ApiResult<ConversationView> {
+    let company_id = agent.company_id;
+    let (view, events) = st.db.write(move |c| merge_tx(c, company_id, source_id, into_id)).await?;
+    publish(st, events);
+    Ok(view)
+}
+
+fn merge_tx(c: &mut Db, company_id: i64, source_id: i64, into_id: i64) -> ApiResult<(ConversationView, Vec<Event>)> {
+    store::conversation(c, company_id, source_id)?;
+    if source_id == into_id {
+        return Err(ApiError::unprocessable("same_conversation", "a conversation cannot be merged into itself"));
+    }
+    store::conversation(c, company_id, into_id)
+        .map_err(|_| ApiError::field("intoConversationId", "no such conversation in this company"))?;
+    // Both rows locked, in id order, before they are read for the merge: two merges, or a
+    // merge and another writer, cannot interleave on PostgreSQL (SQLite has one writer).
+    for id in [source_id.min(into_id), source_id.max(into_id)] {
+        diesel::update(conversations::table.find(id))
+            .set(conversations::last_seq.eq(conversations::last_seq))
+            .execute(c)?;
+    }
+    let source = store::conversation(c, company_id, source_id)?;
+    let target = store::conversation(c, company_id, into_id)?;
+    if source.merged_into.is_some() || target.merged_into.is_some() {
+        return Err(ApiError::conflict("already_merged", "the conversation was merged into another one"));
+    }
+    if source.customer_id != target.customer_id {
+        return Err(ApiError::unprocessable(
+            "different_customer",
+            "only conversations of the same customer can be merged",
+        ));
+    }
+    let mut events = Vec::new();
+    let moved = store::messages_in_time_order(c, source.id)?;
+    for m in &moved {
+        events.push(store::move_message(c, m, &target)?);
+    }
+    store::absorb_counters(c, &source, &target, moved.len() as i64)?;
+    events.extend(conversation_updated(c, company_id, target.id)?.1);
+    let t = now();
+    diesel::update(conversations::table.find(source.id))
+        .set((
+            conversations::status.eq(ConversationStatus::Resolved.as_str()),
+            conversations::merged_into.eq(target.id),
+            conversations::message_count.eq(0),
+            conversations::unread_count.eq(0),
+            conversations::last_message_id.eq(None::<String>),
+            conversations::snoozed_until.eq(None::<chrono::NaiveDateTime>),
+            conversations::last_update_time.eq(t),
+        ))
+        .execute(c)?;
+    events.extend(conversation_updated(c, company_id, source.id)?.1);
+    // Earlier merges into the source now lead straight to the target.
+    let earlier: Vec<i64> = conversations::table
+        .filter(conversations::company_id.eq(company_id).and(conversations::merged_into.eq(source.id)))
+        .select(conversations::id)
+        .load(c)?;
+    for id in earlier {
+        diesel::update(conversations::table.find(id)).set(conversations::merged_into.eq(target.id)).execute(c)?;
+        events.extend(conversation_updated(c, company_id, id)?.1);
+    }
+    let merged = store::conversation(c, company_id, target.id)?;
+    let view = conversation_views(c, &[merged])?.remove(0);
+    Ok((view, events))
+}
+
+/// A merged conversation takes no sends or changes: 409 `conversation_merged` naming where its
+/// messages went.
+fn not_merged(conv: ConversationRow) -> ApiResult<ConversationRow> {
+    match conv.merged_into {
+        Some(into) => Err(ApiError::conflict(
+            "conversation_merged",
+            format!("the conversation was merged into conversation {into}"),
+        )),
+        None => Ok(conv),
+    }
+}
+
 /// Unassigns every conversation of the company assigned to `user_id` (a deleted bot, issue 23:
 /// its conversations go back to the humans' Unassigned list), each with `conversation.updated`;
 /// the events are the caller's to publish after its commit.
@@ -1303,6 +1408,7 @@ pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec
                 snoozed_until: r.snoozed_until.map(rfc3339),
                 assignee_id: r.assignee_id,
                 team_id: r.team_id,
+                merged_into: r.merged_into,
                 labels: serde_json::from_str(&r.labels).unwrap_or_default(),
                 unread_count: r.unread_count,
                 last_seq: r.last_seq,

@@ -319,6 +319,8 @@ pub struct ConversationFilter {
     /// A team (issue 22), or with `no_team` conversations of none.
     pub team_id: Option<i64>,
     pub no_team: bool,
+    /// One customer's conversations (the console's merge dialog).
+    pub customer_id: Option<i64>,
     pub unread: bool,
     pub q: Option<String>,
     pub before_update: Option<NaiveDateTime>,
@@ -348,6 +350,9 @@ pub fn conversations_page(
         }
         if f.no_team {
             q = q.filter(conversations::team_id.is_null());
+        }
+        if let Some(u) = f.customer_id {
+            q = q.filter(conversations::customer_id.eq(u));
         }
         if f.unread {
             q = q.filter(conversations::unread_count.gt(0));
@@ -406,6 +411,75 @@ pub fn conversation_counts(
         (None, true) => all.filter(conversations::team_id.is_null()).group_by(group).select(count).load(c)?,
         (None, false) => all.group_by(group).select(count).load(c)?,
     })
+}
+
+// ---- merging (issue 22) ----
+
+/// A conversation's messages, oldest first (time, then arrival).
+pub fn messages_in_time_order(c: &mut Db, conversation_id: i64) -> ApiResult<Vec<MessageRow>> {
+    Ok(messages::table
+        .filter(messages::conversation_id.eq(conversation_id))
+        .order((messages::created_at, messages::pk))
+        .select(MessageRow::as_select())
+        .load(c)?)
+}
+
+/// Moves a message into another conversation of its company as that conversation's next
+/// event (`message.created` with its next `seq`, issue 22 merge); its mentions follow it. The
+/// row keeps its id and `pk`, so the thread (ordered by `pk`) shows it in its time.
+pub fn move_message(c: &mut Db, m: &MessageRow, into: &ConversationRow) -> ApiResult<Event> {
+    diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
+        .set(messages::conversation_id.eq(into.id))
+        .execute(c)?;
+    diesel::update(mentions::table.filter(mentions::message_id.eq(&m.id)))
+        .set(mentions::conversation_id.eq(into.id))
+        .execute(c)?;
+    let moved = message_by_id(c, &m.id)?;
+    let view = serde_json::to_value(message_view(c, &moved)?).map_err(anyhow::Error::from)?;
+    let event = append_event(c, into, MESSAGE_CREATED, view)?;
+    diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
+        .set(messages::seq.eq(event.seq.unwrap_or_default()))
+        .execute(c)?;
+    Ok(event)
+}
+
+/// The target of a merge takes over the source's counters: message and unread counts, the
+/// later 24-hour window, the newest message, both sets of labels.
+pub fn absorb_counters(c: &mut Db, source: &ConversationRow, target: &ConversationRow, moved: i64) -> ApiResult<()> {
+    let last: Option<String> = messages::table
+        .filter(messages::conversation_id.eq(target.id))
+        .order(messages::pk.desc())
+        .select(messages::id)
+        .first(c)
+        .optional()?;
+    let mut labels: Vec<String> = serde_json::from_str(&target.labels).unwrap_or_default();
+    labels.extend(serde_json::from_str::<Vec<String>>(&source.labels).unwrap_or_default());
+    labels.sort();
+    labels.dedup();
+    diesel::update(conversations::table.find(target.id))
+        .set((
+            conversations::message_count.eq(conversations::message_count + moved),
+            conversations::unread_count.eq(conversations::unread_count + source.unread_count),
+            conversations::last_free_message_time.eq(target.last_free_message_time.max(source.last_free_message_time)),
+            conversations::last_message_id.eq(last),
+            conversations::labels.eq(serde_json::to_string(&labels).map_err(anyhow::Error::from)?),
+            conversations::last_update_time.eq(now()),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+/// A merged conversation the customer writes to again (or an agent opens again on its channel)
+/// comes back as a conversation of its own (issue 22): no longer merged; its earlier messages
+/// stay in the target.
+pub fn unmerge(c: &mut Db, conv: &mut ConversationRow) -> ApiResult<()> {
+    if conv.merged_into.is_some() {
+        diesel::update(conversations::table.find(conv.id))
+            .set(conversations::merged_into.eq(None::<i64>))
+            .execute(c)?;
+        conv.merged_into = None;
+    }
+    Ok(())
 }
 
 // ---- messages ----

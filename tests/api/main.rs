@@ -14,6 +14,7 @@ mod fynd_platform;
 mod fynd_social;
 mod integrations;
 mod media;
+mod merge;
 mod messaging;
 mod oidc;
 mod ops;

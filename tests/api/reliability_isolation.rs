@@ -330,6 +330,9 @@ fn body_for(op: &Operation, own: &Tenant, target: &Tenant) -> Payload {
         "/conversation/{conversationId}" => {
             json!({"status": "resolved", "teamId": target.ids["team/id"].parse::<i64>().unwrap()})
         }
+        "/conversation/{conversationId}/merge" => {
+            json!({"intoConversationId": target.ids["conversation/conversationId"].parse::<i64>().unwrap()})
+        }
         "/message/{messageId}" => json!({"text": "stolen"}),
         "/webhook-subscriptions/{id}" => json!({"url": "http://127.0.0.1:9/evil", "events": ["message.created"]}),
         _ if t.ends_with("/user_group/{group_id}") || t.ends_with("/user_group") => {

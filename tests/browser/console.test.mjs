@@ -540,6 +540,33 @@ test('teams: the team filter narrows the inbox, rows show their team, the counte
   await waitFor('every conversation again', async () => (await page.locator('.conv').count()) > 1);
 });
 
+test('merge: the Merge dialog moves a second-line conversation into the first; the merged one is resolved', async () => {
+  const secret = 'console-second-line';
+  const line2 = await app.ok('POST', '/channel', { token: admin, body: { provider: 'sandbox', phoneNumber: '+14155550124', displayName: 'Second line', webhookSecret: secret } });
+  await app.customerSays(ADA, 'Ada Lovelace', 'Second line: did my order leave?', { channelId: line2.channelId, secret });
+  const list = async () => (await app.ok('GET', '/conversation/conversation-page-list?limit=100', { token: grace.token })).data.filter((c) => c.user.phone === ADA);
+  const [first] = (await list()).filter((c) => c.channelId !== line2.channelId);
+  await page.getByRole('radio', { name: 'All' }).click();
+  const row = page.locator('.conv', { hasText: 'Second line: did my order leave?' });
+  await row.click();
+  await bubble(page, 'Second line: did my order leave?').waitFor();
+  await page.getByRole('button', { name: 'Merge…' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Merge into another conversation' });
+  await dialog.getByRole('radio', { name: `Conversation #${first.conversationId}` }).check();
+  await dialog.getByRole('button', { name: 'Merge', exact: true }).click();
+  // The target opens with both lines' messages, in time order.
+  await waitFor('the target open', async () => (await page.locator('.messages').getAttribute('aria-label')) === 'Messages with Ada Lovelace' && (await bubble(page, 'Hello, I need help with my order #1843.').count()) === 1);
+  await bubble(page, 'Second line: did my order leave?').waitFor();
+  const texts = await page.locator('.messages .msg .text').allTextContents();
+  assert.ok(texts.indexOf('Second line: did my order leave?') > texts.indexOf('Hello, I need help with my order #1843.'), texts.join(' | '));
+  const after = await list();
+  const source = after.find((c) => c.channelId === line2.channelId);
+  assert.equal(source.status, 'resolved');
+  assert.equal(source.mergedInto, first.conversationId);
+  // Its row turns resolved (the inbox feed's conversation.updated); its preview is gone with its messages.
+  if (wsSupported) await page.locator(`.conv[data-id="${source.conversationId}"] .status-resolved`).waitFor();
+});
+
 test('campaigns: an admin creates one from a template and a CSV file, starts it and sees the counts move; pause, resume, cancel', async () => {
   const { c, p } = await newAgentPage({ email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
   try {

@@ -126,13 +126,14 @@ export class Confab {
     this.channelId = ch.channelId;
   }
 
-  /** CONTRACT §6 sandbox webhook, signed like a provider would. */
-  async customerSays(from, name, text) {
+  /** CONTRACT §6 sandbox webhook, signed like a provider would (on another sandbox channel
+   * with `{channelId, secret}`). */
+  async customerSays(from, name, text, { channelId = this.channelId, secret = this.secret } = {}) {
     const raw = JSON.stringify({
-      channelId: this.channelId,
+      channelId,
       messages: [{ id: `sb-${Math.random().toString(16).slice(2)}${Date.now()}`, from, name, text, timestamp: new Date().toISOString() }],
     });
-    const sig = `sha256=${createHmac('sha256', this.secret).update(raw).digest('hex')}`;
+    const sig = `sha256=${createHmac('sha256', secret).update(raw).digest('hex')}`;
     const res = await fetch(`${this.base}/webhooks/sandbox`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', 'X-Confab-Signature': sig },

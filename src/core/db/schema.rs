@@ -318,6 +318,7 @@ diesel::table! {
         created_at -> Timestamp,
         snoozed_until -> Nullable<Timestamp>,
         team_id -> Nullable<BigInt>,
+        merged_into -> Nullable<BigInt>,
     }
 }
 

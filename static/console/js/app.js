@@ -284,6 +284,7 @@ function bindShell() {
     showLogin(reason === 'logout' ? '' : 'Your session ended. Please sign in again.');
   });
   document.addEventListener('console:back', back);
+  document.addEventListener('console:open', (e) => thread && openConversation(e.detail));
   document.addEventListener('keydown', (e) => {
     if (!thread || $('#security').open || $('#campaigns').open) return;
     const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName);

@@ -3,6 +3,7 @@
 
 import { get, patch, post, del, blob, upload } from './api.js';
 import { $, h, icon, personName, clock, dayLabel, sameDay, hms, fileSize, toast, menuButton } from './dom.js';
+import { openMergeDialog } from './merge.js';
 
 const PAGE = 30;
 const STATUS_RANK = { PENDING: 0, SENT: 1, DELIVERED: 2, READ: 3, FAILED: 4 };
@@ -139,13 +140,40 @@ export class Thread {
       view.status === 'snoozed'
         ? h('span', { class: 'chip snoozed-until', title: 'A customer message reopens it at once' }, `Snoozed until ${view.snoozedUntil ? when(view.snoozedUntil) : 'the customer replies'}`)
         : null;
+    // Merged (issue 22): its messages are in the other conversation, one click away.
+    const merged =
+      view.mergedInto != null
+        ? h(
+            'span',
+            { class: 'chip merged-into' },
+            `Merged into #${view.mergedInto}`,
+            h('button', { type: 'button', class: 'chip-x', onclick: () => document.dispatchEvent(new CustomEvent('console:open', { detail: view.mergedInto })) }, 'Open'),
+          )
+        : h(
+            'button',
+            {
+              type: 'button',
+              class: 'ghost merge',
+              onclick: () =>
+                openMergeDialog(view, {
+                  onMerged: (target) => {
+                    this.inbox.upsert(target);
+                    document.dispatchEvent(new CustomEvent('console:open', { detail: target.conversationId }));
+                  },
+                }),
+            },
+            'Merge…',
+          );
+    // `replaceChildren` would write a null out as the text "null": absent parts are dropped.
     this.header.replaceChildren(
-      back,
-      h('div', { class: 'who' }, h('h2', {}, personName(view.user)), h('span', { class: 'muted phone' }, view.user?.phone || '')),
-      this.windowEl,
-      snoozed,
-      h('div', { class: 'controls' }, status, this.snoozeMenu(), assign),
-      labels,
+      ...[
+        back,
+        h('div', { class: 'who' }, h('h2', {}, personName(view.user)), h('span', { class: 'muted phone' }, view.user?.phone || '')),
+        this.windowEl,
+        snoozed,
+        h('div', { class: 'controls' }, status, this.snoozeMenu(), merged, assign),
+        labels,
+      ].filter(Boolean),
     );
   }
 
