@@ -204,7 +204,6 @@ export class Inbox {
     if (prev && (prev.lastSeq ?? 0) > (view.lastSeq ?? 0)) return; // an older view
     this.convs.set(view.conversationId, { ...prev, ...view });
     this.place(view.conversationId);
-    this.countsSoon();
   }
 
   /** The company's teams for the filter and the rows' team chips (issue 22); the filter is
@@ -251,7 +250,15 @@ export class Inbox {
     }
   }
 
-  countsSoon = debounce(() => this.refreshCounts(), 300);
+  /** At most one counters refresh every 300 ms, however busy the inbox (a debounce would
+   * never fire while events keep coming). */
+  countsSoon() {
+    if (this.countsTimer) return;
+    this.countsTimer = setTimeout(() => {
+      this.countsTimer = null;
+      this.refreshCounts();
+    }, 300);
+  }
 
   place(id) {
     const c = this.convs.get(id);
@@ -282,7 +289,6 @@ export class Inbox {
     c.lastUpdateTime = m.datetime > (c.lastUpdateTime || '') ? m.datetime : c.lastUpdateTime;
     if (m.direction === 'RECEIVED' && !viewing) c.unreadCount = (c.unreadCount || 0) + 1;
     this.place(m.conversationId);
-    this.countsSoon();
   }
 
   /** message.updated: a status change of the last message shows in its preview. */
@@ -310,6 +316,8 @@ export class Inbox {
     if (focusable) focusable.tabIndex = 0;
     if (focusedId && focusable?.dataset.id === focusedId) focusable.focus({ preventScroll: true });
     $('#inbox-count').textContent = `${this.total} conversation${this.total === 1 ? '' : 's'}`;
+    // Whatever changed the list may have changed the tabs' counters too.
+    this.countsSoon();
   }
 
   assigneeLabel(c) {
