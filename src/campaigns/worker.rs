@@ -146,6 +146,7 @@ async fn send_one(st: &AppState, campaign: &CampaignRow, r: RecipientRow) -> Api
                 content: Content::Template { template_id, params },
                 client_id: Some(format!("campaign-{campaign_id}-{}", r.id)),
                 private: false,
+                schedule: None,
             };
             // A template is never a private note, so it mentions no one: no notices.
             let (sent, events, _) = messaging::service::send_tx(c, company_id, sender, &req)?;

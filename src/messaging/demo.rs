@@ -140,6 +140,8 @@ pub fn fill(c: &mut Db, company_id: i64, count: usize) -> ApiResult<Filled> {
                     sender_id: Some(customer_id).filter(|_| inbound),
                     created_at: at,
                     private: false,
+                    send_at: None,
+                    fallback_template_id: None,
                 },
                 |c, row| {
                     if !with_image {

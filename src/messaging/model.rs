@@ -22,10 +22,17 @@ pub const MAX_TEXT_CHARS: usize = 4096;
 /// edits is the same 15 minutes).
 pub const EDIT_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 
+/// The outbox job that hands a scheduled send to the delivery worker at its `sendAt`
+/// (issue 22; `service::release_scheduled`).
+pub const SCHEDULED_SEND_JOB: &str = "scheduled_send";
+
 /// Delivery status; `status_rank` makes it forward-only (CONTRACT §3: never backwards).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
+    /// A scheduled send waiting for its time (issue 22); `PENDING` when it is handed to the
+    /// delivery worker, or `FAILED` (`window_closed`).
+    Scheduled,
     Pending,
     Sent,
     Delivered,
@@ -36,6 +43,7 @@ pub enum Status {
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Scheduled => "SCHEDULED",
             Status::Pending => "PENDING",
             Status::Sent => "SENT",
             Status::Delivered => "DELIVERED",
@@ -46,6 +54,7 @@ impl Status {
 
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_uppercase().as_str() {
+            "SCHEDULED" => Some(Status::Scheduled),
             "PENDING" | "QUEUED" | "ACCEPTED" => Some(Status::Pending),
             "SENT" => Some(Status::Sent),
             "DELIVERED" => Some(Status::Delivered),
@@ -57,6 +66,7 @@ impl Status {
 
     pub fn rank(self) -> i32 {
         match self {
+            Status::Scheduled => -1,
             Status::Pending => 0,
             Status::Sent => 1,
             Status::Delivered => 2,
@@ -175,6 +185,11 @@ pub struct MessageRow {
     /// Deleted (an agent's note or unsent message, or revoked by the customer): the content
     /// is gone for everyone.
     pub deleted_at: Option<NaiveDateTime>,
+    /// A scheduled send's time (issue 22): the message waits as `SCHEDULED` until then.
+    pub send_at: Option<NaiveDateTime>,
+    /// The template a scheduled text goes out as (with `params`) when the 24-hour window has
+    /// closed by its time.
+    pub fallback_template_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -333,6 +348,12 @@ pub struct MessageView {
     /// Deleted: `content` is null and `attachments` empty for everyone.
     #[serde(default)]
     pub deleted: bool,
+    /// A scheduled send's time (RFC 3339): `status` is `SCHEDULED` until then (issue 22).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<String>,
+    /// The template a scheduled send goes out as if the 24-hour window has closed by then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_template_id: Option<i64>,
 }
 
 impl MessageView {
@@ -356,6 +377,8 @@ impl MessageView {
             private: m.is_private,
             edited_at: m.edited_at.map(rfc3339),
             deleted: m.deleted_at.is_some(),
+            send_at: m.send_at.map(rfc3339),
+            fallback_template_id: m.fallback_template_id,
         }
     }
 }
@@ -447,6 +470,9 @@ mod tests {
         assert!(Failed.advances(Sent));
         assert!(!Failed.advances(Read));
         assert!(!Delivered.advances(Failed));
+        assert!(Pending.advances(Scheduled), "a scheduled send is handed to the worker");
+        assert!(Failed.advances(Scheduled), "window_closed");
+        assert!(!Scheduled.advances(Pending), "never back to scheduled");
     }
 
     #[test]

@@ -303,18 +303,6 @@ pub struct PatchConversationBody {
     pub team_id: Option<Option<FlexId>>,
 }
 
-/// A time a client schedules something for (a snooze, a send): RFC 3339, at most a year ahead
-/// (400 `validation_failed` naming the field otherwise). A past time means "now".
-fn instant(field: &str, s: &str) -> ApiResult<chrono::NaiveDateTime> {
-    let t = chrono::DateTime::parse_from_rfc3339(s.trim())
-        .map_err(|_| ApiError::field(field, "must be an RFC 3339 time, like 2026-12-24T09:00:00Z"))?
-        .naive_utc();
-    if t > now() + chrono::Duration::days(366) {
-        return Err(ApiError::field(field, "must be at most a year ahead"));
-    }
-    Ok(t)
-}
-
 /// Status (`snoozed` with `snoozedUntil`, issue 22), assignee and labels; emits
 /// `conversation.updated` (CONTRACT §3). A snoozed conversation reopens by itself at
 /// `snoozedUntil` (once, on one node, also after a restart) or at the customer's next message.
@@ -332,7 +320,7 @@ async fn patch_conversation(
     }
     let patch = ConversationPatch {
         status: b.status,
-        snoozed_until: b.snoozed_until.as_deref().map(|t| instant("snoozedUntil", t)).transpose()?,
+        snoozed_until: b.snoozed_until.as_deref().map(|t| service::instant("snoozedUntil", t)).transpose()?,
         assignee_id: b.assignee_id.map(|a| a.map(|id| id.0)),
         labels: b.labels,
         team_id: b.team_id.map(|t| t.map(|id| id.0)),
@@ -510,6 +498,15 @@ pub struct SendBody {
     /// `DELIVERED` at once, allowed outside the 24-hour window; `@FirstName` mentions notify
     /// those agents (`mention` event, `GET /mentions`).
     pub private: Option<bool>,
+    /// Schedules the send (issue 22): RFC 3339, in the future, at most a year ahead. The
+    /// message is `SCHEDULED` until then, `DELETE /message/{messageId}` cancels it, and at
+    /// that time it goes out once (on one node, also after a restart).
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub send_at: Option<String>,
+    /// With `sendAt` and text: the template (its `params` are this body's `params`) sent
+    /// instead if the 24-hour window has closed by `sendAt`; without one such a send becomes
+    /// `FAILED` with `errorCode` `window_closed`. `0` or `null` means none.
+    pub fallback_template_id: Option<FlexId>,
 }
 
 impl SendBody {
@@ -549,11 +546,13 @@ impl SendBody {
             None if self.template_id.is_some() => MessageType::Template,
             None => MessageType::Text,
         };
+        let params = self.params.unwrap_or_default();
+        let schedule = service::schedule(self.send_at.as_deref(), self.fallback_template_id.map(|id| id.0), &params)?;
         let content = match kind {
             MessageType::Text => Content::Text(self.text.ok_or_else(|| ApiError::field("text", "is required"))?),
             MessageType::Template => Content::Template {
                 template_id: self.template_id.ok_or_else(|| ApiError::field("templateId", "is required"))?.0,
-                params: self.params.unwrap_or_default(),
+                params,
             },
             MessageType::Image | MessageType::Audio | MessageType::Video | MessageType::Document => {
                 let caption = self.text.filter(|t| !t.trim().is_empty());
@@ -564,13 +563,15 @@ impl SendBody {
                 }
             }
         };
-        Ok(SendRequest { target, content, client_id: self.client_id, private: self.private.unwrap_or(false) })
+        Ok(SendRequest { target, content, client_id: self.client_id, private: self.private.unwrap_or(false), schedule })
     }
 }
 
 /// Sends a message (CONTRACT §3): 201 with the new message (`PENDING`), or 200 with the
 /// earlier one when this agent already sent this `clientId`. Free text and media need the
-/// 24-hour window (else 422 `window_closed`); templates are always allowed. Seed 004's body is
+/// 24-hour window (else 422 `window_closed`); templates are always allowed. With `sendAt`
+/// the message is `SCHEDULED` and goes out at that time (issue 22): the window is checked
+/// then, and a closed one sends `fallbackTemplateId` or fails the message `window_closed`. Seed 004's body is
 /// accepted as written (README "Seed shapes"): `type` in any case, `attachmentId: 0`, a
 /// `mediaUrl` the server downloads (422 `media_url_refused`, 502 `media_fetch_failed`).
 #[utoipa::path(tag = "messages", request_body = SendBody, security(("bearer" = [])),

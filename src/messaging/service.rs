@@ -23,6 +23,10 @@ use crate::core::{
     types::{Phone, Role, now, rfc3339},
 };
 
+/// The error code of a scheduled send whose time came after the 24-hour window closed, with
+/// no fallback template (issue 22).
+pub const WINDOW_CLOSED: &str = "window_closed";
+
 /// Where a send goes.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -67,6 +71,50 @@ pub struct SendRequest {
     /// once, never queued for a provider, outside the 24-hour window rules; `@Name` mentions
     /// notify those agents.
     pub private: bool,
+    /// A scheduled send (issue 22): stored `SCHEDULED`, handed to the delivery worker at its
+    /// time ([`release_scheduled`]).
+    pub schedule: Option<Schedule>,
+}
+
+/// When a scheduled send goes out, and what goes instead if the 24-hour window has closed by
+/// then.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub send_at: chrono::NaiveDateTime,
+    /// A template (id, params) sent instead of the text when the window has closed by
+    /// `send_at`; without one such a send fails `window_closed`.
+    pub fallback: Option<(i64, Vec<String>)>,
+}
+
+/// A time a client schedules something for (a snooze, a send): RFC 3339, at most a year ahead
+/// (400 `validation_failed` naming the field otherwise).
+pub fn instant(field: &str, s: &str) -> ApiResult<chrono::NaiveDateTime> {
+    let t = chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map_err(|_| ApiError::field(field, "must be an RFC 3339 time, like 2026-12-24T09:00:00Z"))?
+        .naive_utc();
+    if t > now() + chrono::Duration::days(366) {
+        return Err(ApiError::field(field, "must be at most a year ahead"));
+    }
+    Ok(t)
+}
+
+/// The schedule of a send as REST and WebSocket clients give it: `sendAt`, and
+/// `fallbackTemplateId` with `params` (which are then the fallback's).
+pub fn schedule(
+    send_at: Option<&str>,
+    fallback_template_id: Option<i64>,
+    params: &[String],
+) -> ApiResult<Option<Schedule>> {
+    let fallback = fallback_template_id.filter(|id| *id != 0);
+    match send_at.filter(|t| !t.trim().is_empty()) {
+        Some(t) => {
+            Ok(Some(Schedule { send_at: instant("sendAt", t)?, fallback: fallback.map(|id| (id, params.to_vec())) }))
+        }
+        None if fallback.is_some() => {
+            Err(ApiError::field("fallbackTemplateId", "is for scheduled sends (with sendAt)"))
+        }
+        None => Ok(None),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -328,6 +376,17 @@ fn validate(req: &SendRequest) -> ApiResult<()> {
     if req.private && !matches!(req.content, Content::Text(_)) {
         return Err(ApiError::field("private", "a private note is text only"));
     }
+    if let Some(s) = &req.schedule {
+        if req.private {
+            return Err(ApiError::field("sendAt", "a private note cannot be scheduled"));
+        }
+        if s.send_at <= now() {
+            return Err(ApiError::field("sendAt", "must be in the future"));
+        }
+        if s.fallback.is_some() && !matches!(req.content, Content::Text(_)) {
+            return Err(ApiError::field("fallbackTemplateId", "only a scheduled text message has a fallback template"));
+        }
+    }
     let content = &req.content;
     let check_text = |field: &str, t: &str| {
         if t.contains('\0') {
@@ -394,9 +453,10 @@ fn send_staged<'a>(
         }
     };
     let t = now();
-    // A private note never reaches the customer, so the window does not apply to it.
-    let window_open = req.private || conv.window_seconds_left(t) > 0;
-    let closed = || ApiError::unprocessable("window_closed", "the 24-hour window is closed: send a template");
+    // A private note never reaches the customer, so the window does not apply to it; a
+    // scheduled send meets it at its time ([`release_scheduled`]).
+    let window_open = req.private || req.schedule.is_some() || conv.window_seconds_left(t) > 0;
+    let closed = || ApiError::unprocessable(WINDOW_CLOSED, "the 24-hour window is closed: send a template");
     let (kind, content, template_id, params, attachment_ids) = match &req.content {
         Content::Text(text) if req.private => ("note".to_owned(), Some(text.clone()), None, Vec::new(), Vec::new()),
         Content::Text(text) => {
@@ -406,14 +466,7 @@ fn send_staged<'a>(
             ("text".to_owned(), Some(text.clone()), None, Vec::new(), Vec::new())
         }
         Content::Template { template_id, params } => {
-            let tpl = store::template(c, company_id, *template_id)
-                .map_err(|_| ApiError::field("templateId", "no such template"))?;
-            if params.len() != tpl.param_count as usize {
-                return Err(ApiError::unprocessable(
-                    "template_params",
-                    format!("the template takes {} params, {} given", tpl.param_count, params.len()),
-                ));
-            }
+            let tpl = checked_template(c, company_id, "templateId", *template_id, params)?;
             (
                 "template".to_owned(),
                 Some(render_template(&tpl.content, params)),
@@ -442,6 +495,15 @@ fn send_staged<'a>(
             return Err(ApiError::Internal(anyhow::anyhow!("a mediaUrl is downloaded before the transaction")));
         }
     };
+    // A scheduled text's fallback template is checked now; its params are the message's.
+    let (fallback_template_id, params) = match req.schedule.as_ref().and_then(|s| s.fallback.as_ref()) {
+        Some((id, fallback_params)) => (
+            Some(checked_template(c, company_id, "fallbackTemplateId", *id, fallback_params)?.id),
+            fallback_params.clone(),
+        ),
+        None => (None, params),
+    };
+    let send_at = req.schedule.as_ref().map(|s| s.send_at);
     let mut events = Vec::new();
     if opened {
         events.push(conversation_event(c, &conv, CONVERSATION_CREATED)?);
@@ -464,16 +526,35 @@ fn send_staged<'a>(
             content: content.as_deref(),
             template_id,
             params: &params,
-            status: if req.private { Status::Delivered } else { Status::Pending },
+            status: match (req.private, send_at) {
+                (true, _) => Status::Delivered,
+                (false, Some(_)) => Status::Scheduled,
+                (false, None) => Status::Pending,
+            },
             provider_message_id: None,
             client_id: req.client_id.as_deref(),
             sender_id: Some(sender_id),
             created_at: t,
             private: req.private,
+            send_at,
+            fallback_template_id,
         },
         attach,
     );
-    Ok(SendDraft::Staged { at, events, private: req.private, sender_id })
+    Ok(SendDraft::Staged { at, events, private: req.private, sender_id, send_at })
+}
+
+/// The company's template `id` for a send with `params` (400 naming `field` when there is no
+/// such template, 422 `template_params` when the count is wrong).
+fn checked_template(c: &mut Db, company_id: i64, field: &str, id: i64, params: &[String]) -> ApiResult<TemplateRow> {
+    let tpl = store::template(c, company_id, id).map_err(|_| ApiError::field(field, "no such template"))?;
+    if params.len() != tpl.param_count as usize {
+        return Err(ApiError::unprocessable(
+            "template_params",
+            format!("the template takes {} params, {} given", tpl.param_count, params.len()),
+        ));
+    }
+    Ok(tpl)
 }
 
 /// A send up to its [`store::Stage`]: answered already (a `clientId` replay), or staged.
@@ -485,15 +566,17 @@ enum SendDraft {
         events: Vec<Event>,
         private: bool,
         sender_id: i64,
+        /// A scheduled send's time: its job falls due then.
+        send_at: Option<chrono::NaiveDateTime>,
     },
 }
 
 /// Completes a staged send once its message is stored: a private note's mentions, or the
 /// delivery job (outbox).
 fn send_finish(c: &mut Db, draft: SendDraft, created: &[store::Created]) -> ApiResult<SendOutcome> {
-    let (at, mut events, private, sender_id) = match draft {
+    let (at, mut events, private, sender_id, send_at) = match draft {
         SendDraft::Replay(done) => return Ok(*done),
-        SendDraft::Staged { at, events, private, sender_id } => (at, events, private, sender_id),
+        SendDraft::Staged { at, events, private, sender_id, send_at } => (at, events, private, sender_id, send_at),
     };
     let store::Created { row, view, event } =
         created.get(at).cloned().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a staged send was not stored")))?;
@@ -501,6 +584,15 @@ fn send_finish(c: &mut Db, draft: SendDraft, created: &[store::Created]) -> ApiR
     let mut notices = Vec::new();
     if private {
         notices = mention_notices(c, &row, sender_id)?;
+    } else if let Some(due) = send_at {
+        let job = crate::core::outbox::NewJob {
+            kind: SCHEDULED_SEND_JOB,
+            ref_id: &row.id,
+            company_id: row.company_id,
+            channel_id: Some(row.channel_id),
+            ordering_key: None,
+        };
+        crate::core::outbox::insert_due(c, &job, due)?;
     } else {
         store::enqueue(c, "send", &row.id, row.company_id, Some(row.channel_id))?;
     }
@@ -824,6 +916,8 @@ fn ingest_one(
             sender_id: Some(customer_id),
             created_at: m.timestamp,
             private: false,
+            send_at: None,
+            fallback_template_id: None,
         },
         after_insert,
     );
@@ -949,6 +1043,7 @@ pub async fn edit_message(
         content: Content::Text(text.clone()),
         client_id: None,
         private: false,
+        schedule: None,
     })?;
     let (company_id, user_id) = (agent.company_id, agent.user_id);
     let (view, events) = st
@@ -979,8 +1074,8 @@ pub async fn edit_message(
 }
 
 /// Issue 22 `DELETE /message/{id}`: the sender (or an admin) deletes a private note, or a
-/// message that has not gone out yet (its send job is cancelled; one a worker is sending
-/// right now is 409 `already_sending`). What reached the customer cannot be taken back
+/// message that has not gone out yet (its send job is cancelled, as is a scheduled send's
+/// before its time; one a worker is sending right now is 409 `already_sending`). What reached the customer cannot be taken back
 /// (422 `not_deletable`). The content is emptied for everyone; `message.updated`. Deleting a
 /// deleted message answers it again, without a new event.
 #[tracing::instrument(skip(st), fields(company = agent.company_id, agent = agent.user_id))]
@@ -999,7 +1094,8 @@ pub async fn delete_message(st: &AppState, agent: &Principal, message_id: String
                     "only the agent who wrote a message (or an admin) can delete it",
                 ));
             }
-            let unsent = m.provider_message_id.is_none() && m.status == Status::Pending.as_str();
+            let unsent = m.provider_message_id.is_none()
+                && (m.status == Status::Pending.as_str() || m.status == Status::Scheduled.as_str());
             if !m.is_private && !unsent {
                 return Err(ApiError::unprocessable(
                     "not_deletable",
@@ -1298,6 +1394,58 @@ fn not_merged(conv: ConversationRow) -> ApiResult<ConversationRow> {
     }
 }
 
+/// Runs a [`SCHEDULED_SEND_JOB`] (issue 22): at its time a scheduled message is handed to the
+/// delivery worker (`PENDING` and a `send` job) while the 24-hour window is open (or it is a
+/// template); once the window has closed it goes as its fallback template instead, or fails
+/// `window_closed`. One `message.updated` with the conversation's next `seq` says which. The
+/// job is finished under its lease in the same transaction, and the move from `SCHEDULED` is
+/// a compare-and-set on the status, so it happens once, on whichever node holds the job, also
+/// after a restart; a message deleted (cancelled) meanwhile is left alone.
+pub async fn release_scheduled(st: &AppState, owner: &str, job: &crate::core::outbox::Job) -> ApiResult<()> {
+    let (job_id, company_id, owner, message_id) = (job.id, job.company_id, owner.to_owned(), job.ref_id.clone());
+    let (events, queued) = st
+        .db
+        .write(move |c| {
+            crate::core::outbox::finish(c, job_id, &owner, None)?;
+            let m = match store::message(c, company_id, &message_id) {
+                Ok(m) => m,
+                Err(ApiError::NotFound) => return Ok((Vec::new(), false)),
+                Err(e) => return Err(e),
+            };
+            if m.status != Status::Scheduled.as_str() || m.deleted_at.is_some() {
+                return Ok((Vec::new(), false));
+            }
+            let conv = store::conversation(c, company_id, m.conversation_id)?;
+            let moved = if m.kind == "template" || conv.window_seconds_left(now()) > 0 {
+                store::advance_status(c, &m, Status::Pending, None)?
+            } else if let Some(id) = m.fallback_template_id {
+                let params: Vec<String> = serde_json::from_str(&m.params).unwrap_or_default();
+                match checked_template(c, company_id, "fallbackTemplateId", id, &params) {
+                    Ok(tpl) => store::use_template(c, &m, &tpl, &params)?,
+                    // Deleted or changed since the send was scheduled.
+                    Err(ApiError::Invalid(_) | ApiError::Unprocessable { .. }) => {
+                        store::advance_status(c, &m, Status::Failed, Some("fallback_template_unusable"))?
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                store::advance_status(c, &m, Status::Failed, Some(WINDOW_CLOSED))?
+            };
+            let Some(moved) = moved else { return Ok((Vec::new(), false)) };
+            let queued = moved.status == Status::Pending.as_str();
+            if queued {
+                store::enqueue(c, "send", &moved.id, company_id, Some(moved.channel_id))?;
+            }
+            Ok((message_updated(c, &moved)?.1, queued))
+        })
+        .await?;
+    publish(st, events);
+    if queued {
+        st.outbox_wake.notify_one();
+    }
+    Ok(())
+}
+
 /// Unassigns every conversation of the company assigned to `user_id` (a deleted bot, issue 23:
 /// its conversations go back to the humans' Unassigned list), each with `conversation.updated`;
 /// the events are the caller's to publish after its commit.
@@ -1441,7 +1589,13 @@ pub async fn new_chat(
     let sent = send(
         st,
         agent,
-        SendRequest { target, content: Content::Template { template_id, params }, client_id, private: false },
+        SendRequest {
+            target,
+            content: Content::Template { template_id, params },
+            client_id,
+            private: false,
+            schedule: None,
+        },
     )
     .await?;
     let conversation_id = sent.message.conversation_id;

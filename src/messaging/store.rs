@@ -498,6 +498,9 @@ pub struct NewMessage<'a> {
     pub created_at: NaiveDateTime,
     /// A private note (issue 22): stored and shown to agents, never queued for a provider.
     pub private: bool,
+    /// A scheduled send (issue 22): its time and fallback template (`status` `SCHEDULED`).
+    pub send_at: Option<NaiveDateTime>,
+    pub fallback_template_id: Option<i64>,
 }
 
 /// A new message id: a UUIDv7 as 32 lowercase hex characters (CONTRACT §2).
@@ -581,6 +584,8 @@ impl<'a> Stage<'a> {
             is_private: m.private,
             edited_at: None,
             deleted_at: None,
+            send_at: m.send_at,
+            fallback_template_id: m.fallback_template_id,
         };
         self.pending.push((row, conv.clone(), after_insert));
         self.done.len() + self.pending.len() - 1
@@ -648,6 +653,8 @@ impl<'a> Stage<'a> {
                     messages::created_at.eq(row.created_at),
                     messages::updated_at.eq(row.updated_at),
                     messages::is_private.eq(row.is_private),
+                    messages::send_at.eq(row.send_at),
+                    messages::fallback_template_id.eq(row.fallback_template_id),
                 )
             })
             .collect();
@@ -895,6 +902,27 @@ pub fn mark_deleted(c: &mut Db, m: &MessageRow) -> ApiResult<MessageRow> {
     message_by_id(c, &m.id)
 }
 
+/// A scheduled text goes as its fallback template (issue 22): the template's rendered text,
+/// `PENDING`, unless its status moved meanwhile (compare-and-set on the rank, like
+/// [`advance_status`]).
+pub fn use_template(c: &mut Db, m: &MessageRow, tpl: &TemplateRow, params: &[String]) -> ApiResult<Option<MessageRow>> {
+    let moved =
+        diesel::update(messages::table.filter(messages::pk.eq(m.pk).and(messages::status_rank.eq(m.status_rank))))
+            .set((
+                messages::kind.eq("template"),
+                messages::template_id.eq(tpl.id),
+                messages::content.eq(render_template(&tpl.content, params)),
+                messages::status.eq(Status::Pending.as_str()),
+                messages::status_rank.eq(Status::Pending.rank()),
+                messages::updated_at.eq(now()),
+            ))
+            .execute(c)?;
+    if moved == 0 {
+        return Ok(None);
+    }
+    Ok(Some(message_by_id(c, &m.id)?))
+}
+
 // ---- attachments ----
 
 /// Attaches an uploaded attachment of the company to a message (once).
@@ -950,12 +978,15 @@ pub fn enqueue(c: &mut Db, kind: &str, ref_id: &str, company_id: i64, channel_id
     )
 }
 
-/// Cancels a message's `send` job unless a worker holds it (an unexpired lease: the send is
-/// in flight). True when the job was cancelled, or there was none left to run.
+/// Cancels a message's `send` job (or a scheduled send's [`SCHEDULED_SEND_JOB`]) unless a
+/// worker holds it (an unexpired lease: the send is in flight). True when the job was
+/// cancelled, or there was none left to run.
 pub fn cancel_send(c: &mut Db, message_id: &str) -> ApiResult<bool> {
     let t = now();
     let open = || {
-        outbox::table.filter(outbox::kind.eq("send").and(outbox::ref_id.eq(message_id)).and(outbox::done_at.is_null()))
+        outbox::table
+            .filter(outbox::kind.eq_any(["send", SCHEDULED_SEND_JOB]))
+            .filter(outbox::ref_id.eq(message_id).and(outbox::done_at.is_null()))
     };
     diesel::update(open().filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t))))
         .set((outbox::done_at.eq(t), outbox::last_error.eq("deleted before it was sent")))

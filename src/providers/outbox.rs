@@ -19,7 +19,7 @@ use crate::{
         state::AppState,
     },
     messaging::{
-        model::{MediaKind, MessageRow},
+        model::{MediaKind, MessageRow, SCHEDULED_SEND_JOB},
         service, store,
     },
 };
@@ -30,20 +30,18 @@ pub use crate::core::outbox::{Job, MAX_ATTEMPTS, backoff, begin_attempt, claim, 
 /// no answer came, after the request may have reached the provider): it is not sent again.
 pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 
+/// The job kinds the delivery worker runs (`worker`).
+pub const WORKER_KINDS: [&str; 5] =
+    ["send", "media_fetch", SCHEDULED_SEND_JOB, service::UNSNOOZE_JOB, crate::messaging::teams::AUTO_ASSIGN_JOB];
+
 /// Updates the depth gauge and tells when the next unleased job of the delivery worker
-/// (`send`, `media_fetch`, `unsnooze`, `auto_assign`) is due.
+/// ([`WORKER_KINDS`]) is due.
 pub async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>> {
     let (depth, next) = st
         .db
         .run(|c| {
             let depth: i64 = outbox::table.filter(outbox::done_at.is_null()).count().get_result(c)?;
-            Ok((
-                depth,
-                crate::core::outbox::next_due(
-                    c,
-                    &["send", "media_fetch", service::UNSNOOZE_JOB, crate::messaging::teams::AUTO_ASSIGN_JOB],
-                )?,
-            ))
+            Ok((depth, crate::core::outbox::next_due(c, &WORKER_KINDS)?))
         })
         .await?;
     st.metrics.outbox_depth.set(depth);

@@ -1,8 +1,8 @@
-//! The delivery worker: claims due `send`, `media_fetch`, `unsnooze` and `auto_assign` jobs
-//! from the outbox and runs them ([`outbox::deliver`], [`fetcher::fetch`],
-//! `service::reopen_snoozed`, `teams::auto_assign`). Woken
-//! after commits, polling as a fallback; a job queued to fall due later (a scheduled send, a
-//! snooze) is claimed when its time comes.
+//! The delivery worker: claims due `send`, `media_fetch`, `scheduled_send`, `unsnooze` and
+//! `auto_assign` jobs from the outbox and runs them ([`outbox::deliver`], [`fetcher::fetch`],
+//! `service::release_scheduled`, `service::reopen_snoozed`, `teams::auto_assign`). Woken after
+//! commits, polling as a fallback; a job queued to fall due later (a scheduled send, a snooze)
+//! is claimed when its time comes.
 
 use std::time::Duration;
 
@@ -10,7 +10,8 @@ use super::{fetcher, outbox};
 use crate::{
     core::{state::AppState, types::now},
     messaging::{
-        service::{UNSNOOZE_JOB, reopen_snoozed},
+        model::SCHEDULED_SEND_JOB,
+        service::{release_scheduled, reopen_snoozed},
         teams::{AUTO_ASSIGN_JOB, auto_assign},
     },
 };
@@ -21,13 +22,14 @@ const POLL: Duration = Duration::from_secs(2);
 pub async fn run(st: AppState) {
     let owner = crate::core::crypto::random_hex_id();
     loop {
-        match outbox::claim_kinds(&st, &owner, &["send", "media_fetch", UNSNOOZE_JOB, AUTO_ASSIGN_JOB]).await {
+        match outbox::claim_kinds(&st, &owner, &outbox::WORKER_KINDS).await {
             Ok(jobs) if !jobs.is_empty() => {
                 for job in jobs {
                     let done = match job.kind.as_str() {
                         "send" => outbox::deliver(&st, &owner, &job).await,
                         "media_fetch" => fetcher::fetch(&st, &owner, &job).await,
                         AUTO_ASSIGN_JOB => auto_assign(&st, &owner, &job).await,
+                        SCHEDULED_SEND_JOB => release_scheduled(&st, &owner, &job).await,
                         _ => reopen_snoozed(&st, &owner, &job).await,
                     };
                     if let Err(e) = done {

@@ -243,7 +243,21 @@ impl Session {
                     }
                 });
             }
-            ClientFrame::Send { conversation_id, client_id, text, attachment_ids, template_id, params, private } => {
+            ClientFrame::Send {
+                conversation_id,
+                client_id,
+                text,
+                attachment_ids,
+                template_id,
+                params,
+                private,
+                send_at,
+                fallback_template_id,
+            } => {
+                let schedule = match service::schedule(send_at.as_deref(), fallback_template_id, &params) {
+                    Ok(s) => s,
+                    Err(e) => return reply_error(st, conn, client_id.as_deref(), Some(conversation_id), &e),
+                };
                 let content = match (template_id, attachment_ids.is_empty()) {
                     (Some(template_id), _) => Content::Template { template_id, params },
                     (None, false) => {
@@ -256,6 +270,7 @@ impl Session {
                     content,
                     client_id: client_id.clone(),
                     private,
+                    schedule,
                 };
                 let (st, conn, principal) = (st.clone(), conn.clone(), self.principal.clone());
                 // The same code path as REST `POST /message` (CONTRACT §4 `send`).

@@ -470,3 +470,254 @@ both_backends!(snooze_reopens_once_at_its_time_or_at_the_next_customer_message, 
     d_node.stop().await;
     c_node.stop().await;
 });
+
+/// Moves the conversation's 24-hour window into the past (the customer wrote 25 hours ago).
+async fn close_window(app: &TestApp, conv: i64) {
+    app.state
+        .db
+        .write(move |c| {
+            use confab::core::db::schema::conversations;
+            use diesel::prelude::*;
+            let long_ago = confab::core::types::now() - chrono::Duration::hours(25);
+            diesel::update(conversations::table.find(conv))
+                .set(conversations::last_free_message_time.eq(long_ago))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+/// (kind, finished) of the outbox jobs of a message.
+async fn jobs_of(app: &TestApp, message_id: &str) -> Vec<(String, bool)> {
+    let id = message_id.to_owned();
+    app.state
+        .db
+        .run(move |c| {
+            use confab::core::db::schema::outbox;
+            use diesel::prelude::*;
+            let rows: Vec<(String, Option<chrono::NaiveDateTime>)> = outbox::table
+                .filter(outbox::ref_id.eq(id))
+                .order(outbox::id)
+                .select((outbox::kind, outbox::done_at))
+                .load(c)?;
+            Ok(rows.into_iter().map(|(k, d)| (k, d.is_some())).collect())
+        })
+        .await
+        .unwrap()
+}
+
+/// The statuses a message moved through, from its stored events (`message.created` first).
+async fn status_trail(app: &TestApp, conv: i64, message_id: &str) -> Vec<String> {
+    stored_events(app, conv, 0)
+        .await
+        .into_iter()
+        .filter(|(_, kind, data)| kind.starts_with("message.") && data["messageId"] == message_id)
+        .map(|(_, _, data)| data["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn template(app: &TestApp, co: &Company, name: &str, content: &str) -> i64 {
+    let (status, tpl) = app
+        .post(
+            "/template",
+            Some(&co.admin),
+            &json!({"name": name, "content": content, "language": "en_US", "category": "utility"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{tpl}");
+    tpl["templateId"].as_i64().unwrap()
+}
+
+both_backends!(scheduled_sends_wait_can_be_cancelled_and_meet_the_window_at_their_time, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let other = app.other_company("Schedule Elsewhere").await;
+    let conv = app.customer_says(&co, "+14155550210", "send me the invoice tomorrow").await;
+    let tid = template(&app, &co, "invoice_ready", "Hi {{1}}, your invoice is ready").await;
+    let other_tid = template(&app, &other, "elsewhere", "Hello").await;
+    let mut ws = Ws::connect(&app, &co.admin).await;
+    let (_, last) = ws.subscribe(conv, None).await;
+
+    // Bad input is 400 naming the field (422 for a fallback's wrong param count).
+    let text = |extra: Value| {
+        let mut b = json!({"conversationId": conv, "text": "your invoice"});
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        b
+    };
+    for (body, field) in [
+        (text(json!({"sendAt": "tomorrow"})), "sendAt"),
+        (text(json!({"sendAt": in_secs(-60)})), "sendAt"),
+        (text(json!({"sendAt": in_secs(2 * 366 * 86400)})), "sendAt"),
+        (text(json!({"sendAt": in_secs(3600), "private": true})), "sendAt"),
+        (text(json!({"fallbackTemplateId": tid, "params": ["Ada"]})), "fallbackTemplateId"),
+        (text(json!({"sendAt": in_secs(3600), "fallbackTemplateId": other_tid})), "fallbackTemplateId"),
+        (
+            json!({"conversationId": conv, "templateId": tid, "params": ["Ada"], "sendAt": in_secs(3600), "fallbackTemplateId": tid}),
+            "fallbackTemplateId",
+        ),
+    ] {
+        let (status, b) = app.post("/message", Some(&co.agent), &body).await;
+        assert_error(status, &b, 400, "validation_failed");
+        assert!(b["fields"][field].is_string(), "{body} -> {b}");
+    }
+    let (status, b) =
+        app.post("/message", Some(&co.agent), &text(json!({"sendAt": in_secs(3600), "fallbackTemplateId": tid}))).await;
+    assert_error(status, &b, 422, "template_params");
+    let (status, b) = app.post("/message", Some(&other.agent), &text(json!({"sendAt": in_secs(3600)}))).await;
+    assert_error(status, &b, 404, "not_found");
+
+    // Scheduled an hour ahead: 201 SCHEDULED with its time, message.created with the next seq,
+    // one job due then and no send; DELETE cancels it (message.updated, the job closed).
+    let (status, later) = app.post("/message", Some(&co.agent), &text(json!({"sendAt": in_secs(3600)}))).await;
+    assert_eq!(status, 201, "{later}");
+    assert_eq!(later["status"], "SCHEDULED");
+    assert!(later["sendAt"].is_string(), "{later}");
+    let id = later["messageId"].as_str().unwrap().to_owned();
+    let ev = ws.events_until(conv, last + 1).await;
+    assert_eq!(ev[0]["event"], "message.created");
+    assert_eq!(ev[0]["data"]["status"], "SCHEDULED");
+    assert_eq!(jobs_of(&app, &id).await, vec![("scheduled_send".to_owned(), false)]);
+    let (status, b) = app.delete(&format!("/message/{id}"), Some(&other.agent)).await;
+    assert_error(status, &b, 404, "not_found");
+    let (status, cancelled) = app.delete(&format!("/message/{id}"), Some(&co.agent)).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["deleted"], true);
+    assert_eq!(cancelled["status"], "SCHEDULED");
+    let ev = ws.events_until(conv, last + 2).await;
+    assert_eq!(ev[0]["event"], "message.updated");
+    assert_eq!(ev[0]["data"]["deleted"], true);
+    assert_eq!(jobs_of(&app, &id).await, vec![("scheduled_send".to_owned(), true)]);
+
+    // Over the WebSocket, a second ahead, window open: at its time message.updated PENDING,
+    // then the send (SENT, DELIVERED), each with the next seq.
+    ws.send(json!({"type": "send", "conversationId": conv, "clientId": "sched-1", "text": "on its way",
+                   "sendAt": in_secs(1)}))
+        .await;
+    // The message.created frame may come before or after the ack.
+    let mut frames = ws.until("ack").await;
+    let ack = frames.pop().unwrap();
+    let id = ack["messageId"].as_str().unwrap().to_owned();
+    let done = app.wait_for_message_status(&co.agent, conv, &id, "DELIVERED").await;
+    assert!(done["sendAt"].is_string());
+    assert_eq!(status_trail(&app, conv, &id).await, ["SCHEDULED", "PENDING", "SENT", "DELIVERED"]);
+    let seq = ack["seq"].as_i64().unwrap();
+    let early: Vec<Value> = frames.into_iter().filter(|f| f["type"] == "event" && f["seq"] == seq).collect();
+    let ev = [early, ws.events_until(conv, seq + 3).await].concat();
+    assert_eq!(ev.iter().map(|e| e["seq"].as_i64().unwrap()).collect::<Vec<_>>(), [seq, seq + 1, seq + 2, seq + 3]);
+    assert_eq!(
+        ev.iter().map(|e| e["data"]["status"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["SCHEDULED", "PENDING", "SENT", "DELIVERED"]
+    );
+    assert_eq!(jobs_of(&app, &id).await, vec![("scheduled_send".to_owned(), true), ("send".to_owned(), true)]);
+    // A bad sendAt over the socket is an error frame naming the clientId.
+    ws.send(json!({"type": "send", "conversationId": conv, "clientId": "sched-bad", "text": "x", "sendAt": "soon"}))
+        .await;
+    let err = ws.until("error").await.pop().unwrap();
+    assert_eq!(err["clientId"], "sched-bad");
+    assert_eq!(err["code"], "validation_failed");
+
+    // The window has closed by its time: without a fallback it fails window_closed, which
+    // the agent sees on the message; with one, the template goes instead.
+    close_window(&app, conv).await;
+    let (status, lost) = app.post("/message", Some(&co.agent), &text(json!({"sendAt": in_secs(1)}))).await;
+    assert_eq!(status, 201, "{lost}");
+    let lost_id = lost["messageId"].as_str().unwrap();
+    let failed = app.wait_for_message_status(&co.agent, conv, lost_id, "FAILED").await;
+    assert_eq!(failed["errorCode"], "window_closed");
+    assert_eq!(failed["content"], "your invoice", "the agent still sees what was not sent");
+    assert_eq!(status_trail(&app, conv, lost_id).await, ["SCHEDULED", "FAILED"]);
+    assert_eq!(jobs_of(&app, lost_id).await, vec![("scheduled_send".to_owned(), true)]);
+    let (status, saved) = app
+        .post(
+            "/message",
+            Some(&co.agent),
+            &text(json!({"sendAt": in_secs(1), "fallbackTemplateId": tid, "params": ["Ada"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{saved}");
+    assert_eq!(saved["fallbackTemplateId"], tid);
+    let saved_id = saved["messageId"].as_str().unwrap();
+    let sent = app.wait_for_message_status(&co.agent, conv, saved_id, "DELIVERED").await;
+    assert_eq!(sent["content"], "Hi Ada, your invoice is ready");
+    assert_eq!(sent["templateId"], tid);
+    assert_eq!(status_trail(&app, conv, saved_id).await, ["SCHEDULED", "PENDING", "SENT", "DELIVERED"]);
+});
+
+/// A scheduled send on the WhatsApp Cloud API (the mock counts what reaches it): a node takes
+/// it and stops before its time; two nodes started later on the same database send it exactly
+/// once between them. Then a fallback template goes out on the wire as a template message.
+async fn scheduled_send_survives_a_restart_and_falls_back_on_the_wire(backend: Backend) {
+    use crate::webhooks::{APP_SECRET, Mock, PNID, conversation_of, wa_post, wa_text, whatsapp_channel};
+    let mock = Mock::start().await;
+    let Some(app) = TestApp::spawn_with(backend, mock.operator(crate::webhooks::fast)).await else {
+        eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let co = app.default_company().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let inbound = wa_text(PNID, "14155550123", "wamid.in-sched-1", "ping me at noon");
+    let (status, body) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&inbound).unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let conv = conversation_of(&app, &co, channel).await;
+    let tid = template(&app, &co, "noon_ping", "Hello {{1}}, as promised").await;
+
+    let b_node = TestApp::start(app.backend, app.config.clone(), app.dir.clone(), app.pg.clone()).await;
+    app.stop().await;
+    let (status, later) = b_node
+        .post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "it is noon", "sendAt": in_secs(2)}))
+        .await;
+    assert_eq!(status, 201, "{later}");
+    assert_eq!(later["status"], "SCHEDULED");
+    let id = later["messageId"].as_str().unwrap().to_owned();
+    b_node.stop().await;
+    actix_web::rt::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(mock.seen().is_empty(), "nothing went out while no node ran");
+    let c_node = TestApp::start(app.backend, app.config.clone(), app.dir.clone(), app.pg.clone()).await;
+    let d_node = TestApp::start(app.backend, app.config.clone(), app.dir.clone(), app.pg.clone()).await;
+    c_node.wait_for_message_status(&co.agent, conv, &id, "SENT").await;
+    // Both nodes keep polling the outbox for a while: still one request.
+    actix_web::rt::time::sleep(std::time::Duration::from_secs(3)).await;
+    let sends: Vec<Value> = mock.seen().iter().filter(|s| s.path.ends_with("/messages")).map(|s| s.json()).collect();
+    assert_eq!(sends.len(), 1, "{sends:?}");
+    assert_eq!(sends[0]["type"], "text");
+    assert_eq!(sends[0]["text"]["body"], "it is noon");
+    assert_eq!(status_trail(&c_node, conv, &id).await, ["SCHEDULED", "PENDING", "SENT"]);
+    d_node.stop().await;
+
+    // The window has closed by the time: the fallback template is what WhatsApp gets.
+    close_window(&c_node, conv).await;
+    let (status, saved) = c_node
+        .post(
+            "/message",
+            Some(&co.agent),
+            &json!({"conversationId": conv, "text": "free text no longer allowed", "sendAt": in_secs(1),
+                    "fallbackTemplateId": tid, "params": ["Sheena"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{saved}");
+    let saved_id = saved["messageId"].as_str().unwrap();
+    let sent = c_node.wait_for_message_status(&co.agent, conv, saved_id, "SENT").await;
+    assert_eq!(sent["content"], "Hello Sheena, as promised");
+    let body = mock.wait_for_requests(2).await[1].json();
+    assert_eq!(body["type"], "template", "{body}");
+    assert_eq!(body["template"]["name"], "noon_ping");
+    assert_eq!(
+        body["template"]["components"],
+        json!([{"type": "body", "parameters": [{"type": "text", "text": "Sheena"}]}])
+    );
+    c_node.stop().await;
+}
+
+mod scheduled_send_survives_a_restart_and_falls_back_on_the_wire {
+    use crate::helpers::Backend;
+
+    #[actix_web::test]
+    async fn sqlite() {
+        super::scheduled_send_survives_a_restart_and_falls_back_on_the_wire(Backend::Sqlite).await;
+    }
+
+    #[actix_web::test]
+    async fn postgres() {
+        super::scheduled_send_survives_a_restart_and_falls_back_on_the_wire(Backend::Postgres).await;
+    }
+}

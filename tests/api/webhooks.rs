@@ -1195,6 +1195,7 @@ with_mock!(
                 content: confab::messaging::service::Content::Text("survive a crash".into()),
                 client_id: None,
                 private: false,
+                schedule: None,
             },
         )
         .await

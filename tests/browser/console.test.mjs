@@ -434,6 +434,45 @@ test('snooze: a preset from the Snooze menu shows in the header and the inbox; t
   assert.equal(await page.getByLabel('Conversation status').inputValue(), 'open');
 });
 
+test('scheduled send: the Schedule dialog sets a time and a fallback, the message shows it with Cancel; one due soon goes out', async (t) => {
+  if (!wsSupported) return t.skip('server has no WebSocket (/ws): the send at its time arrives as an event');
+  await openConversation(page, 'Ada Lovelace');
+  const input = page.getByLabel('Message', { exact: true });
+  await input.fill('Your refund is on its way.');
+  await page.getByRole('button', { name: 'Schedule', exact: true }).click();
+  const dialog = page.getByRole('dialog', { name: 'Schedule message' });
+  const at = new Date(Date.now() + 2 * 86400e3);
+  at.setHours(10, 0, 0, 0);
+  const local = new Date(at.getTime() - at.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
+  await dialog.getByLabel('Send at').fill(local);
+  await dialog.getByLabel('Fallback template').selectOption(String(templateId));
+  await dialog.getByLabel('Fallback parameter {{1}}').fill('Ada');
+  await dialog.getByLabel('Fallback parameter {{2}}').fill('#1843');
+  await dialog.getByRole('button', { name: 'Schedule', exact: true }).click();
+  const stored = page.locator('.msg.out[data-status="SCHEDULED"]:not([data-message-id=""])', { hasText: 'Your refund is on its way.' });
+  await stored.locator('.scheduled', { hasText: 'Scheduled for' }).waitFor();
+  const id = await stored.getAttribute('data-message-id');
+  const list = async () => (await app.ok('GET', `/message/message-page-list/${await adaId()}?limit=100`, { token: grace.token })).data;
+  const m = (await list()).find((x) => x.messageId === id);
+  assert.equal(m.status, 'SCHEDULED');
+  assert.equal(new Date(m.sendAt).getTime(), at.getTime());
+  assert.equal(m.fallbackTemplateId, templateId);
+  await page.screenshot({ path: `${SHOTS}/scheduled.png` });
+  const msg = page.locator(`.msg[data-message-id="${id}"]`);
+  await msg.getByRole('button', { name: 'Cancel the scheduled message' }).click();
+  await msg.locator('.text.deleted', { hasText: 'Scheduled message cancelled' }).waitFor();
+  assert.equal((await list()).find((x) => x.messageId === id).deleted, true);
+  // One due in two seconds (scheduled through the API) goes from Scheduled to Delivered live.
+  const soon = await app.ok('POST', '/message', {
+    token: grace.token,
+    body: { conversationId: await adaId(), text: 'Back in two seconds.', sendAt: new Date(Date.now() + 2000).toISOString() },
+  });
+  assert.equal(soon.status, 'SCHEDULED');
+  await page.locator(`.msg[data-message-id="${soon.messageId}"] .scheduled`).waitFor();
+  await page.locator(`.msg[data-message-id="${soon.messageId}"][data-status="DELIVERED"]`).waitFor({ timeout: 20000 });
+  assert.equal(await page.locator(`.msg[data-message-id="${soon.messageId}"] .scheduled`).count(), 0);
+});
+
 test('image upload shows a progress bar and then its thumbnail', async (t) => {
   if (!mediaSupported) return t.skip('server has no POST /media/save (Media store not merged)');
   await openConversation(page, 'Ada Lovelace');

@@ -346,6 +346,8 @@ diesel::table! {
         is_private -> Bool,
         edited_at -> Nullable<Timestamp>,
         deleted_at -> Nullable<Timestamp>,
+        send_at -> Nullable<Timestamp>,
+        fallback_template_id -> Nullable<BigInt>,
     }
 }
 

@@ -29,6 +29,9 @@ pub enum ClientFrame {
         /// A private note (issue 22).
         #[serde(default)]
         private: bool,
+        /// A scheduled send's time and fallback template (issue 22), as in `POST /message`.
+        send_at: Option<String>,
+        fallback_template_id: Option<i64>,
     },
     Typing {
         conversation_id: i64,

@@ -200,6 +200,8 @@ document.addEventListener('console:send', (e) => {
       templateId: r.templateId ?? null,
       params: r.params ?? [],
       private: Boolean(r.private),
+      sendAt: r.sendAt ?? null,
+      fallbackTemplateId: r.fallbackTemplateId ?? null,
     });
     thread.updateLocal(m.clientId, { local: sent ? 'sending' : 'queued' });
     return;
@@ -214,6 +216,7 @@ async function restSend(m) {
   else if (r.attachment) Object.assign(body, { type: r.attachment.documentType?.toLowerCase() || 'document', attachmentId: r.attachment.attachmentId, text: r.text || undefined });
   else Object.assign(body, { type: 'text', text: r.text });
   if (r.private) body.private = true;
+  if (r.sendAt) Object.assign(body, { sendAt: r.sendAt, fallbackTemplateId: r.fallbackTemplateId ?? undefined, params: r.templateId ? body.params : r.params });
   try {
     const msg = await api.post('/message', body);
     restQueue.delete(m.clientId);

@@ -6,9 +6,9 @@ import { $, h, icon, personName, clock, dayLabel, sameDay, hms, fileSize, toast,
 import { openMergeDialog } from './merge.js';
 
 const PAGE = 30;
-const STATUS_RANK = { PENDING: 0, SENT: 1, DELIVERED: 2, READ: 3, FAILED: 4 };
+const STATUS_RANK = { SCHEDULED: -1, PENDING: 0, SENT: 1, DELIVERED: 2, READ: 3, FAILED: 4 };
 const TICKS = { SENT: '✓', DELIVERED: '✓✓', READ: '✓✓', FAILED: '!' };
-const STATUS_WORDS = { PENDING: 'Pending', SENT: 'Sent', DELIVERED: 'Delivered', READ: 'Read', FAILED: 'Failed' };
+const STATUS_WORDS = { SCHEDULED: 'Scheduled', PENDING: 'Pending', SENT: 'Sent', DELIVERED: 'Delivered', READ: 'Read', FAILED: 'Failed' };
 // Provider error codes an agent can act on (CONTRACT §6; providers.md).
 const REASONS = {
   131047: 'the 24-hour window had closed: send a template',
@@ -20,6 +20,8 @@ const REASONS = {
   63016: 'the 24-hour window had closed: send a template',
   21211: 'invalid phone number',
   21610: 'the customer unsubscribed (STOP)',
+  window_closed: 'the 24-hour window had closed by the scheduled time and no fallback template was set',
+  fallback_template_unusable: 'the fallback template was deleted or changed after the message was scheduled',
 };
 
 // Agents may edit their messages for 15 minutes (issue 22; the server checks it too).
@@ -378,15 +380,28 @@ export class Thread {
     let meta;
     if (out && !note) {
       const word = localState === 'queued' ? 'Queued (offline)' : localState === 'error' ? 'Not sent' : STATUS_WORDS[status];
-      const mark = localState === 'error' ? '!' : localState || status === 'PENDING' ? icon('clock') : TICKS[status];
+      const mark = localState === 'error' ? '!' : localState || status === 'PENDING' || status === 'SCHEDULED' ? icon('clock') : TICKS[status];
       meta = h('span', { class: `tick tick-${localState || status.toLowerCase()}`, title: word, 'aria-label': word }, mark);
     }
     const failure =
       out && status === 'FAILED'
-        ? h('p', { class: 'fail' }, `Failed${m.errorCode ? `: ${REASONS[m.errorCode] || `provider error ${m.errorCode}`}` : ''}`)
+        ? h('p', { class: 'fail' }, `Failed${m.errorCode ? `: ${REASONS[m.errorCode] || `error ${m.errorCode}`}` : ''}`)
         : localState === 'error'
           ? h('p', { class: 'fail' }, `Not sent: ${m.error}`, ' ', h('button', { type: 'button', class: 'link', onclick: () => this.retry(m) }, 'Retry'))
           : null;
+    // A scheduled send (issue 22): its time, and Cancel until it goes.
+    const scheduled =
+      out && status === 'SCHEDULED' && m.sendAt && !m.deleted
+        ? h(
+            'p',
+            { class: 'scheduled' },
+            icon('clock'),
+            ` Scheduled for ${when(m.sendAt)}`,
+            m.messageId && !localState
+              ? h('button', { type: 'button', class: 'link', 'aria-label': 'Cancel the scheduled message', onclick: () => this.remove(m) }, 'Cancel')
+              : null,
+          )
+        : null;
     return h(
       'article',
       {
@@ -402,7 +417,7 @@ export class Thread {
         this.actions(m),
         (m.attachments || []).map((a) => this.attachment(a)),
         m.deleted
-          ? h('p', { class: 'text deleted' }, note ? 'This note was deleted' : 'This message was deleted')
+          ? h('p', { class: 'text deleted' }, note ? 'This note was deleted' : status === 'SCHEDULED' ? 'Scheduled message cancelled' : 'This message was deleted')
           : m.content
             ? h('p', { class: 'text' }, m.content)
             : null,
@@ -415,6 +430,7 @@ export class Thread {
           h('time', { datetime: m.datetime }, clock(m.datetime)),
           meta,
         ),
+        scheduled,
         failure,
       ),
     );
@@ -428,7 +444,7 @@ export class Thread {
     if (!m.messageId || m.local || m.deleted || m.direction !== 'SENT') return null;
     const own = m.senderId === this.me.userId;
     const canEdit = own && !m.templateId && !(m.attachments || []).length && Date.now() - new Date(m.datetime) < EDIT_MS;
-    const canDelete = (own || this.me.role === 'admin') && (m.private || m.status === 'PENDING');
+    const canDelete = (own || this.me.role === 'admin') && (m.private || m.status === 'PENDING' || m.status === 'SCHEDULED');
     if (!canEdit && !canDelete) return null;
     const items = [];
     if (canEdit) items.push({ label: 'Edit', onclick: () => this.startEdit(m) });
@@ -631,6 +647,7 @@ export class Thread {
         input,
         noteToggle,
         note ? null : h('button', { type: 'button', class: 'ghost', onclick: () => this.switchMode('template') }, 'Template'),
+        note ? null : h('button', { type: 'button', class: 'ghost', title: 'Send this message later', onclick: () => this.openSchedule(input) }, 'Schedule'),
         h('button', { type: 'button', class: 'primary', onclick: () => this.sendText(input) }, note ? 'Add note' : 'Send'),
       ),
     );
@@ -770,6 +787,63 @@ export class Thread {
     });
   }
 
+  // ---- scheduled sends (issue 22) ----
+
+  /** The Schedule dialog: when the typed message goes out, and the template sent instead if
+   * the 24-hour window has closed by then. */
+  async openSchedule(input) {
+    const text = input.value.trim();
+    if (!text) {
+      toast('Type the message to schedule first', 'error');
+      input.focus();
+      return;
+    }
+    const dialog = $('#schedule');
+    const at = $('#schedule-at');
+    const select = $('#schedule-fallback');
+    const fields = $('#schedule-params');
+    const error = $('#schedule-error');
+    const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
+    const soon = new Date(Date.now() + 3600e3);
+    soon.setMinutes(0, 0, 0);
+    at.value = local(soon);
+    at.min = local(new Date());
+    error.hidden = true;
+    fields.replaceChildren();
+    select.replaceChildren(h('option', { value: '' }, 'None: fail if the window has closed'));
+    dialog.showModal();
+    try {
+      this.templates ||= await get('/template');
+    } catch {
+      this.templates = [];
+    }
+    select.append(...this.templates.map((t) => h('option', { value: String(t.templateId) }, `${t.name} (${t.language})`)));
+    select.onchange = () => {
+      const t = this.templates.find((x) => String(x.templateId) === select.value);
+      fields.replaceChildren(
+        ...Array.from({ length: t ? placeholderCount(t.content) : 0 }, (_, i) =>
+          h('label', { class: 'tpl-param' }, `{{${i + 1}}}`, h('input', { type: 'text', required: true, 'aria-label': `Fallback parameter {{${i + 1}}}` })),
+        ),
+      );
+    };
+    $('#schedule-confirm').onclick = () => {
+      const time = new Date(at.value);
+      const params = [...fields.querySelectorAll('input')].map((i) => i.value.trim());
+      const problem = Number.isNaN(time.getTime()) || time <= new Date() ? 'Pick a time in the future' : params.some((p) => !p) ? 'Fill in the template’s parameters' : null;
+      if (problem) {
+        error.textContent = problem;
+        error.hidden = false;
+        return;
+      }
+      dialog.close();
+      input.value = '';
+      input.style.height = 'auto';
+      this.typingOff();
+      const fallbackTemplateId = select.value ? Number(select.value) : null;
+      this.dispatch({ text, sendAt: time.toISOString(), fallbackTemplateId, params: fallbackTemplateId ? params : undefined });
+    };
+  }
+
   sendText(input) {
     const text = input.value.trim();
     if (!text) return;
@@ -796,7 +870,7 @@ export class Thread {
 
   /** Optimistic send: the bubble shows at once with its clientId, then is replaced by the
    * server's message (ack / message.created / REST answer carry the same clientId). */
-  dispatch({ text, templateId, params, preview, attachment, private: isPrivate = false }) {
+  dispatch({ text, templateId, params, preview, attachment, private: isPrivate = false, sendAt = null, fallbackTemplateId = null }) {
     const clientId = crypto.randomUUID();
     const local = {
       local: this.live.mode === 'live' || this.live.mode === 'polling' ? 'sending' : 'queued',
@@ -806,12 +880,13 @@ export class Thread {
       content: templateId ? preview : text,
       datetime: new Date().toISOString(),
       createdAt: performance.now(),
-      status: 'PENDING',
+      status: sendAt ? 'SCHEDULED' : 'PENDING',
+      sendAt,
       templateId,
       private: isPrivate,
       senderId: this.me.userId,
       attachments: attachment ? [{ local: true, filename: attachment.filename, filesize: attachment.filesize }] : [],
-      request: { text, templateId, params, attachment, private: isPrivate },
+      request: { text, templateId, params, attachment, private: isPrivate, sendAt, fallbackTemplateId },
     };
     this.addLocal(local);
     document.dispatchEvent(new CustomEvent('console:send', { detail: local }));
