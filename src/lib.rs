@@ -8,6 +8,7 @@ pub mod campaigns;
 pub mod codes;
 pub mod console;
 pub mod core;
+pub mod fuzzing;
 pub mod fynd;
 pub mod hooks;
 pub mod media;

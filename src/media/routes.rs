@@ -91,6 +91,44 @@ impl SavedView {
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 async fn save(a: Agent, req: HttpRequest, st: web::Data<AppState>, mut form: Multipart) -> ApiResult<HttpResponse> {
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let row = read_upload_form(declared, &mut form, &AgentUpload { st: &st, agent: &a }).await?;
+    Ok(HttpResponse::Created().json(SavedView::from_row(row)?))
+}
+
+/// Where [`read_upload_form`] puts the `file` field's bytes: the agent's company's attachment
+/// (the route), or an in-memory store (the fuzz target, [`crate::fuzzing`]).
+pub(crate) trait UploadSink {
+    type Saved;
+
+    async fn save<S>(&self, filename: Option<&str>, body: S) -> ApiResult<Self::Saved>
+    where
+        S: futures_util::Stream<Item = ApiResult<web::Bytes>> + Unpin;
+}
+
+struct AgentUpload<'a> {
+    st: &'a AppState,
+    agent: &'a Agent,
+}
+
+impl UploadSink for AgentUpload<'_> {
+    type Saved = AttachmentRow;
+
+    async fn save<S>(&self, filename: Option<&str>, body: S) -> ApiResult<AttachmentRow>
+    where
+        S: futures_util::Stream<Item = ApiResult<web::Bytes>> + Unpin,
+    {
+        service::save_upload(self.st, self.agent, filename, body).await
+    }
+}
+
+/// The form of `POST /media/save`: fields other than `file` are read (bounded) and ignored,
+/// `file` is streamed into `sink` with its filename; a refused file's remaining body is drained
+/// (bounded) before the error is returned.
+pub(crate) async fn read_upload_form<K: UploadSink>(
+    declared: Option<u64>,
+    form: &mut Multipart,
+    sink: &K,
+) -> ApiResult<K::Saved> {
     if declared.is_some_and(|n| n > UPLOAD_BODY_LIMIT) {
         return Err(ApiError::PayloadTooLarge);
     }
@@ -108,15 +146,12 @@ async fn save(a: Agent, req: HttpRequest, st: web::Data<AppState>, mut form: Mul
         }
         let filename = field.content_disposition().and_then(filename_of);
         let mut field = field.fuse();
-        let saved = service::save_upload(&st, &a, filename.as_deref(), (&mut field).map_err(multipart_error)).await;
-        return match saved {
-            // Anything after the file is not read: the answer does not depend on it.
-            Ok(row) => Ok(HttpResponse::Created().json(SavedView::from_row(row)?)),
-            Err(e) => {
-                discard_rest(field, &mut form).await;
-                Err(e)
-            }
-        };
+        let saved = sink.save(filename.as_deref(), (&mut field).map_err(multipart_error)).await;
+        // Anything after the file is not read: the answer does not depend on it.
+        if saved.is_err() {
+            discard_rest(field, form).await;
+        }
+        return saved;
     }
     Err(ApiError::field("file", "a multipart field named `file` is required"))
 }

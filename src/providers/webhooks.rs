@@ -266,7 +266,7 @@ async fn record_ignored(st: &AppState, provider: &'static str, items: Vec<(Strin
     Ok(n)
 }
 
-fn scrub_statuses(statuses: Vec<StatusUpdate>) -> Vec<StatusUpdate> {
+pub(crate) fn scrub_statuses(statuses: Vec<StatusUpdate>) -> Vec<StatusUpdate> {
     statuses
         .into_iter()
         .map(|s| StatusUpdate { provider_message_id: s.provider_message_id.replace('\0', ""), ..s })
@@ -274,7 +274,7 @@ fn scrub_statuses(statuses: Vec<StatusUpdate>) -> Vec<StatusUpdate> {
 }
 
 /// NUL characters cannot be stored in PostgreSQL text; no provider means them.
-fn scrub(mut messages: Vec<InboundMessage>) -> Vec<InboundMessage> {
+pub(crate) fn scrub(mut messages: Vec<InboundMessage>) -> Vec<InboundMessage> {
     let clean = |s: &mut String| {
         if s.contains('\0') {
             *s = s.replace('\0', "");

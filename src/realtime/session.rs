@@ -183,8 +183,7 @@ impl Session {
             match self.codec.decode(&mut self.partial) {
                 Ok(Some(frame)) => self.on_frame(frame),
                 Ok(None) => break,
-                Err(ProtocolError::Overflow) => self.conn.close(kill::TOO_BIG),
-                Err(_) => self.conn.close(kill::IDLE),
+                Err(e) => self.conn.close(close_code(&e)),
             }
         }
         if self.partial.is_empty() && self.partial.capacity() > 0 {
@@ -194,7 +193,7 @@ impl Session {
 
     fn on_frame(&mut self, frame: Frame) {
         match frame {
-            Frame::Text(text) => match serde_json::from_slice::<ClientFrame>(&text) {
+            Frame::Text(text) => match protocol::client_frame(&text) {
                 Ok(frame) => self.on_client_frame(frame),
                 Err(e) => reply(&self.st, &self.conn, protocol::error(None, None, "invalid_frame", &e.to_string())),
             },
@@ -347,6 +346,15 @@ enum Mode {
     Subscribe(Option<i64>),
     /// A gap among live events, after this `seq`.
     Fill(i64),
+}
+
+/// The close code for bytes the frame decoder refuses: 1009 for a frame over [`MAX_FRAME`]
+/// (CONTRACT §4), 1000 for anything else that is no WebSocket.
+pub fn close_code(e: &ProtocolError) -> u16 {
+    match e {
+        ProtocolError::Overflow => kill::TOO_BIG,
+        _ => kill::IDLE,
+    }
 }
 
 /// Sends the stored events a subscription or a gap needs, then lets [`Conn`] go live.

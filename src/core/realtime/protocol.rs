@@ -44,6 +44,11 @@ pub enum ClientFrame {
     Ping,
 }
 
+/// A client's text frame.
+pub fn client_frame(text: &[u8]) -> Result<ClientFrame, serde_json::Error> {
+    serde_json::from_slice(text)
+}
+
 /// `{"type":"event","conversationId":3,"seq":46,"event":"message.created","data":{…}}`,
 /// serialised once per event whatever the number of subscribers.
 pub fn event_frame(e: &Event) -> String {
