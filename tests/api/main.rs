@@ -25,6 +25,7 @@ mod reliability_hostile;
 mod reliability_isolation;
 mod reliability_resume;
 mod reliability_schema;
+mod reliability_soak;
 mod saml;
 mod security_logins;
 mod security_media;

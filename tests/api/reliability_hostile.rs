@@ -29,7 +29,7 @@ const DRIPPERS: usize = 10;
 const SLOWLORIS: usize = 50;
 const PROBES: usize = 100;
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
