@@ -354,7 +354,30 @@ pub struct MessageView {
     /// The template a scheduled send goes out as if the 24-hour window has closed by then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_template_id: Option<i64>,
+    /// Reactions (issue 22): the customer's (WhatsApp) and agents', one each, oldest first.
+    #[serde(default)]
+    pub reactions: Vec<ReactionView>,
 }
+
+/// A reaction on a message: `by` is `"customer"` or the reacting agent's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReactionView {
+    pub emoji: String,
+    pub by: ReactionBy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ReactionBy {
+    /// An agent's user id.
+    Agent(i64),
+    /// Always `"customer"`.
+    Customer(String),
+}
+
+/// The outbox job that sends an agent's reaction to WhatsApp (ref `{messageId}:{agentId}`):
+/// it sends the reaction as it is when the job runs (an empty emoji removes it).
+pub const REACTION_JOB: &str = "reaction";
 
 impl MessageView {
     pub fn new(m: &MessageRow, attachments: &[AttachmentRow]) -> Self {
@@ -379,6 +402,7 @@ impl MessageView {
             deleted: m.deleted_at.is_some(),
             send_at: m.send_at.map(rfc3339),
             fallback_template_id: m.fallback_template_id,
+            reactions: Vec::new(),
         }
     }
 }

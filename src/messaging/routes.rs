@@ -30,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post_message)
         .service(edit_message)
         .service(delete_message)
+        .service(react)
         .service(new_chat)
         .service(message_search)
         .service(list_mentions)
@@ -52,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         post_message,
         edit_message,
         delete_message,
+        react,
         new_chat,
         message_search,
         list_mentions,
@@ -80,7 +82,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         MessageType,
         ConversationStatus,
         MentionView,
-        EditBody
+        EditBody,
+        ReactBody,
+        ReactionView,
+        ReactionBy
     ))
 )]
 pub struct Api;
@@ -617,6 +622,30 @@ async fn edit_message(
 #[delete("/message/{messageId}")]
 async fn delete_message(agent: Agent, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(service::delete_message(&st, &agent, id.into_inner()).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReactBody {
+    /// One emoji; `""` removes the caller's reaction.
+    pub emoji: String,
+}
+
+/// The caller's reaction on a message of the company (issue 22): one per agent, replaced by
+/// the next, removed by `""`; the message's `reactions` list it as `{emoji, by: agentId}`
+/// (the customer's as `by: "customer"`). Emits `message.updated` when it changed. On WhatsApp
+/// channels it is sent to the customer as a reaction message (outbox); Twilio has no reaction
+/// API, so there it stays with the agents.
+#[utoipa::path(tag = "messages", request_body = ReactBody, security(("bearer" = [])),
+    responses((status = 200, body = MessageView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "`message_deleted`")))]
+#[post("/message/{messageId}/reaction")]
+async fn react(
+    agent: Agent,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    Json(b): Json<ReactBody>,
+) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(service::react(&st, &agent, id.into_inner(), b.emoji).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1113,6 +1113,49 @@ pub async fn delete_message(st: &AppState, agent: &Principal, message_id: String
     Ok(view)
 }
 
+/// Issue 22 `POST /message/{id}/reaction`: the agent's reaction on a message of the company
+/// (one per agent; an empty emoji removes it), `message.updated` when it changed. On a message
+/// that reached or came from the customer it is also sent to the provider by a
+/// [`REACTION_JOB`] (WhatsApp; Twilio has no reaction API, so there it stays with the agents).
+#[tracing::instrument(skip(st), fields(company = agent.company_id, agent = agent.user_id))]
+pub async fn react(st: &AppState, agent: &Principal, message_id: String, emoji: String) -> ApiResult<MessageView> {
+    let emoji = emoji.trim().to_owned();
+    if emoji.chars().count() > 16 || emoji.chars().any(|ch| ch.is_ascii_alphanumeric() || ch.is_control()) {
+        return Err(ApiError::field("emoji", "must be one emoji (or empty to remove the reaction)"));
+    }
+    let (company_id, user_id) = (agent.company_id, agent.user_id);
+    let (view, events, queued) = st
+        .db
+        .write(move |c| {
+            let m = store::message(c, company_id, &message_id)?;
+            if m.deleted_at.is_some() {
+                return Err(ApiError::unprocessable("message_deleted", "the message was deleted"));
+            }
+            if !store::set_reaction(c, &m, user_id, false, &emoji)? {
+                return Ok((store::message_view(c, &m)?, Vec::new(), false));
+            }
+            let queued = !m.is_private;
+            if queued {
+                let job = crate::core::outbox::NewJob {
+                    kind: REACTION_JOB,
+                    ref_id: &format!("{}:{user_id}", m.id),
+                    company_id,
+                    channel_id: Some(m.channel_id),
+                    ordering_key: None,
+                };
+                crate::core::outbox::insert(c, &job)?;
+            }
+            let (view, events) = message_updated(c, &m)?;
+            Ok((view, events, queued))
+        })
+        .await?;
+    publish(st, events);
+    if queued {
+        st.outbox_wake.notify_one();
+    }
+    Ok(view)
+}
+
 /// Appends `message.updated` with the message's view; returns the view and the event.
 fn message_updated(c: &mut Db, m: &MessageRow) -> ApiResult<(MessageView, Vec<Event>)> {
     let conv = store::conversation(c, m.company_id, m.conversation_id)?;
@@ -1129,15 +1172,30 @@ pub enum Amend {
     /// The new text is the notice's `text`.
     Edit(String),
     Revoke(String),
+    /// The customer's reaction on the message with this provider id: the emoji is the
+    /// notice's `text` (none or empty: the reaction is removed).
+    React(String),
 }
 
 /// Applies an edit or revoke notice to the customer's stored message: `None` when the
 /// original is unknown or the notice changes nothing (a retried delivery).
 fn amend_tx(c: &mut Db, channel: &ChannelRow, m: &InboundMessage, amend: &Amend) -> ApiResult<Option<Event>> {
     let original_id = match amend {
-        Amend::Edit(id) | Amend::Revoke(id) => id,
+        Amend::Edit(id) | Amend::Revoke(id) | Amend::React(id) => id,
     };
     let Some(original) = store::message_by_provider_id(c, channel.id, original_id)? else { return Ok(None) };
+    if let Amend::React(_) = amend {
+        // On any message of the conversation (mostly the agents'), by its customer.
+        if original.deleted_at.is_some() {
+            return Ok(None);
+        }
+        let customer_id = store::conversation(c, original.company_id, original.conversation_id)?.customer_id;
+        let emoji = m.text.as_deref().unwrap_or("").trim();
+        if !store::set_reaction(c, &original, customer_id, true, emoji)? {
+            return Ok(None);
+        }
+        return Ok(message_updated(c, &original)?.1.pop());
+    }
     if original.direction != Direction::Received.as_str() || original.deleted_at.is_some() {
         return Ok(None);
     }
@@ -1150,6 +1208,7 @@ fn amend_tx(c: &mut Db, channel: &ChannelRow, m: &InboundMessage, amend: &Amend)
             store::set_text(c, &original, &text)?
         }
         Amend::Revoke(_) => store::mark_deleted(c, &original)?,
+        Amend::React(_) => return Ok(None),
     };
     Ok(message_updated(c, &changed)?.1.pop())
 }

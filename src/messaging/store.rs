@@ -841,14 +841,92 @@ pub fn attachments_of(c: &mut Db, message_ids: &[String]) -> ApiResult<Vec<Attac
 pub fn message_views(c: &mut Db, rows: &[MessageRow]) -> ApiResult<Vec<MessageView>> {
     let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
     let atts = attachments_of(c, &ids)?;
+    let reactions = reactions_of(c, &ids)?;
     Ok(rows
         .iter()
         .map(|m| {
             let mine: Vec<AttachmentRow> =
                 atts.iter().filter(|a| a.message_id.as_deref() == Some(&m.id)).cloned().collect();
-            MessageView::new(m, &mine)
+            let mut view = MessageView::new(m, &mine);
+            view.reactions = reactions.iter().filter(|(id, _)| *id == m.id).map(|(_, r)| r.clone()).collect();
+            view
         })
         .collect())
+}
+
+// ---- reactions (issue 22) ----
+
+/// The reactions on these messages, oldest first: (message id, reaction).
+fn reactions_of(c: &mut Db, message_ids: &[String]) -> ApiResult<Vec<(String, ReactionView)>> {
+    if message_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(String, i64, bool, String)> = message_reactions::table
+        .filter(message_reactions::message_id.eq_any(message_ids))
+        .order(message_reactions::id)
+        .select((
+            message_reactions::message_id,
+            message_reactions::by_id,
+            message_reactions::by_customer,
+            message_reactions::emoji,
+        ))
+        .load(c)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, by_id, customer, emoji)| {
+            let by = if customer { ReactionBy::Customer("customer".into()) } else { ReactionBy::Agent(by_id) };
+            (id, ReactionView { emoji, by })
+        })
+        .collect())
+}
+
+/// One person's reaction on a message (the customer's, or an agent's), now `emoji`; an empty
+/// one removes it. False when nothing changed (the same reaction again, a retried notice).
+pub fn set_reaction(c: &mut Db, m: &MessageRow, by_id: i64, by_customer: bool, emoji: &str) -> ApiResult<bool> {
+    let mine = || {
+        message_reactions::table
+            .filter(message_reactions::message_id.eq(&m.id))
+            .filter(message_reactions::by_id.eq(by_id))
+            .filter(message_reactions::company_id.eq(m.company_id))
+    };
+    if emoji.is_empty() {
+        return Ok(diesel::delete(mine()).execute(c)? > 0);
+    }
+    let current: Option<String> = mine().select(message_reactions::emoji).first(c).optional()?;
+    match current {
+        Some(e) if e == emoji => Ok(false),
+        Some(_) => {
+            diesel::update(mine())
+                .set((message_reactions::emoji.eq(emoji), message_reactions::updated_at.eq(now())))
+                .execute(c)?;
+            Ok(true)
+        }
+        None => {
+            diesel::insert_into(message_reactions::table)
+                .values((
+                    message_reactions::company_id.eq(m.company_id),
+                    message_reactions::message_id.eq(&m.id),
+                    message_reactions::by_id.eq(by_id),
+                    message_reactions::by_customer.eq(by_customer),
+                    message_reactions::emoji.eq(emoji),
+                    message_reactions::updated_at.eq(now()),
+                ))
+                .execute(c)?;
+            Ok(true)
+        }
+    }
+}
+
+/// An agent's reaction on a message as it is now (`""` when they have none).
+pub fn reaction_of(c: &mut Db, company_id: i64, message_id: &str, by_id: i64) -> ApiResult<String> {
+    Ok(message_reactions::table
+        .filter(message_reactions::message_id.eq(message_id))
+        .filter(message_reactions::by_id.eq(by_id))
+        .filter(message_reactions::company_id.eq(company_id))
+        .select(message_reactions::emoji)
+        .first(c)
+        .optional()?
+        .unwrap_or_default())
 }
 
 pub fn message_view(c: &mut Db, row: &MessageRow) -> ApiResult<MessageView> {

@@ -86,6 +86,11 @@ pub enum OutboundBody {
         items: Vec<OutboundMedia>,
         caption: Option<String>,
     },
+    /// A reaction on the message with this provider id (WhatsApp only); `""` removes it.
+    Reaction {
+        message_id: String,
+        emoji: String,
+    },
 }
 
 #[derive(Debug, Clone)]

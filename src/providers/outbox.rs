@@ -19,7 +19,7 @@ use crate::{
         state::AppState,
     },
     messaging::{
-        model::{MediaKind, MessageRow, SCHEDULED_SEND_JOB},
+        model::{MediaKind, MessageRow, REACTION_JOB, SCHEDULED_SEND_JOB, Status},
         service, store,
     },
 };
@@ -31,8 +31,14 @@ pub use crate::core::outbox::{Job, MAX_ATTEMPTS, backoff, begin_attempt, claim, 
 pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 
 /// The job kinds the delivery worker runs (`worker`).
-pub const WORKER_KINDS: [&str; 5] =
-    ["send", "media_fetch", SCHEDULED_SEND_JOB, service::UNSNOOZE_JOB, crate::messaging::teams::AUTO_ASSIGN_JOB];
+pub const WORKER_KINDS: [&str; 6] = [
+    "send",
+    "media_fetch",
+    SCHEDULED_SEND_JOB,
+    service::UNSNOOZE_JOB,
+    crate::messaging::teams::AUTO_ASSIGN_JOB,
+    REACTION_JOB,
+];
 
 /// Updates the depth gauge and tells when the next unleased job of the delivery worker
 /// ([`WORKER_KINDS`]) is due.
@@ -55,22 +61,9 @@ pub async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>>
 /// Media go by signed link (`media::signed_url`, valid an hour), which the provider fetches
 /// without credentials (CONTRACT §7).
 fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbound, SendError>> {
-    let customer_id: i64 = conversations::table.find(m.conversation_id).select(conversations::customer_id).first(c)?;
-    let phone: Option<String> = user_phones::table
-        .filter(user_phones::user_id.eq(customer_id).and(user_phones::active))
-        .order((user_phones::is_primary.desc(), user_phones::id.desc()))
-        .select(user_phones::e164)
-        .first(c)
-        .optional()?;
-    let to = match phone {
-        Some(phone) => Recipient::Phone(phone),
-        None => match crate::users::store::bsuid_of(c, customer_id)? {
-            Some(bsuid) => Recipient::Bsuid(bsuid),
-            None => {
-                let message = "the customer has no phone".into();
-                return Ok(Err(SendError::Permanent { code: "no_phone".into(), message }));
-            }
-        },
+    let to = match recipient(c, m)? {
+        Ok(to) => to,
+        Err(e) => return Ok(Err(e)),
     };
     let text = m.content.clone().unwrap_or_default();
     let body = match m.kind.as_str() {
@@ -106,6 +99,28 @@ fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbo
         }
     };
     Ok(Ok(Outbound { message_id: m.id.clone(), to, body }))
+}
+
+/// Who a message of this conversation goes to: the customer's phone, or their WhatsApp
+/// business-scoped user id when WhatsApp gave no phone.
+fn recipient(c: &mut Db, m: &MessageRow) -> ApiResult<Result<Recipient, SendError>> {
+    let customer_id: i64 = conversations::table.find(m.conversation_id).select(conversations::customer_id).first(c)?;
+    let phone: Option<String> = user_phones::table
+        .filter(user_phones::user_id.eq(customer_id).and(user_phones::active))
+        .order((user_phones::is_primary.desc(), user_phones::id.desc()))
+        .select(user_phones::e164)
+        .first(c)
+        .optional()?;
+    Ok(match phone {
+        Some(phone) => Ok(Recipient::Phone(phone)),
+        None => match crate::users::store::bsuid_of(c, customer_id)? {
+            Some(bsuid) => Ok(Recipient::Bsuid(bsuid)),
+            None => {
+                let message = "the customer has no phone".into();
+                Err(SendError::Permanent { code: "no_phone".into(), message })
+            }
+        },
+    })
 }
 
 /// Sends one `send` job's message and records the outcome. An at-most-once job (a campaign's
@@ -218,6 +233,70 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
         }
     }
     Ok(())
+}
+
+/// Runs a [`REACTION_JOB`] (issue 22): sends the agent's reaction on the message, as it is
+/// now (`""` once removed), to WhatsApp as a reaction message on the message's provider id.
+/// Other providers have no reaction API: the job ends there (the reaction stays with the
+/// agents). A message not handed to WhatsApp yet is waited for; a failure is retried with
+/// backoff like a send and otherwise only logged (a reaction is not a message: nothing fails).
+pub async fn deliver_reaction(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
+    let (job_id, company_id, owner) = (job.id, job.company_id, owner.to_owned());
+    let Some((message_id, agent_id)) =
+        job.ref_id.split_once(':').and_then(|(m, a)| Some((m.to_owned(), a.parse::<i64>().ok()?)))
+    else {
+        return st.db.write(move |c| finish(c, job_id, &owner, Some("malformed reaction job"))).await;
+    };
+    let loaded = st
+        .db
+        .run(move |c| {
+            let m = store::message(c, company_id, &message_id)?;
+            let channel = store::channel_by_id(c, m.channel_id)?;
+            let emoji = store::reaction_of(c, company_id, &m.id, agent_id)?;
+            Ok((channel, recipient(c, &m)?, m, emoji))
+        })
+        .await;
+    let finish_with = |reason: &'static str| {
+        let owner = owner.clone();
+        async move { st.db.write(move |c| finish(c, job_id, &owner, Some(reason))).await }
+    };
+    let (channel, to, m, emoji) = match loaded {
+        Ok(found) => found,
+        Err(ApiError::NotFound) => return finish_with("the message or its channel no longer exists").await,
+        Err(e) => return Err(e),
+    };
+    let client = match Provider::for_channel(st, &channel) {
+        Ok(Provider::WhatsApp(client)) => client,
+        Ok(_) => return finish_with("the provider has no reaction API").await,
+        Err(_) => return finish_with("channel_misconfigured").await,
+    };
+    let outcome = match (to, m.provider_message_id) {
+        (Err(e), _) => Err(e),
+        (Ok(to), Some(target)) => {
+            let body = OutboundBody::Reaction { message_id: target, emoji };
+            client.send(&Outbound { message_id: m.id.clone(), to, body }).await.map(|_| ())
+        }
+        (Ok(_), None) if m.status == Status::Failed.as_str() || m.deleted_at.is_some() => {
+            return finish_with("the message never reached WhatsApp").await;
+        }
+        (Ok(_), None) => Err(SendError::Transient("the message has not reached WhatsApp yet".into())),
+    };
+    let attempts = job.attempts;
+    match outcome {
+        Ok(()) => st.db.write(move |c| finish(c, job_id, &owner, None)).await,
+        Err(SendError::Permanent { code, message }) => {
+            tracing::info!(job = job_id, %code, %message, "a reaction was refused");
+            let reason = format!("{code}: {message}");
+            st.db.write(move |c| finish(c, job_id, &owner, Some(&reason))).await
+        }
+        Err(SendError::Transient(reason) | SendError::Uncertain(reason)) if attempts >= MAX_ATTEMPTS => {
+            st.db.write(move |c| finish(c, job_id, &owner, Some(&reason))).await
+        }
+        Err(SendError::Transient(reason) | SendError::Uncertain(reason)) => {
+            let delay = backoff(st.config.outbox_backoff_ms, attempts);
+            st.db.write(move |c| retry_later(c, job_id, &owner, delay, &reason)).await
+        }
+    }
 }
 
 /// Finishes the job and fails its message with `code`.

@@ -76,6 +76,14 @@ impl Client {
                 }
                 form.extend(items.iter().map(|i| ("MediaUrl", i.url.clone())));
             }
+            // Twilio's API has no reactions (README "Reactions"); the reaction worker never
+            // sends one here.
+            OutboundBody::Reaction { .. } => {
+                return Err(SendError::Permanent {
+                    code: "unsupported".into(),
+                    message: "Twilio has no reaction API".into(),
+                });
+            }
         }
         if let Some(cb) = &self.status_callback {
             form.push(("StatusCallback", cb.clone()));

@@ -86,6 +86,10 @@ pub struct SandboxMessage {
     pub edits: Option<String>,
     /// This is the customer deleting their earlier message with this id (WhatsApp `revoke`).
     pub revokes: Option<String>,
+    /// This is the customer's reaction (`text`, the emoji; empty removes it) on the message
+    /// with this provider id (WhatsApp `reaction`).
+    #[serde(rename = "reactsTo")]
+    pub reacts_to: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -152,12 +156,13 @@ async fn sandbox_delivery(req: &HttpRequest, st: &AppState, body: &[u8]) -> ApiR
                 .naive_utc(),
             None => crate::core::types::now(),
         };
-        let amends = match (m.edits, m.revokes) {
-            (Some(id), None) => Some(Amend::Edit(id)),
-            (None, Some(id)) => Some(Amend::Revoke(id)),
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                return Err(ApiError::field("messages.edits", "a message edits or revokes, not both"));
+        let amends = match (m.edits, m.revokes, m.reacts_to) {
+            (Some(id), None, None) => Some(Amend::Edit(id)),
+            (None, Some(id), None) => Some(Amend::Revoke(id)),
+            (None, None, Some(id)) => Some(Amend::React(id)),
+            (None, None, None) => None,
+            _ => {
+                return Err(ApiError::field("messages.edits", "a message edits, revokes or reacts, one of them"));
             }
         };
         messages.push(InboundMessage {

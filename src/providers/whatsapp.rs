@@ -149,6 +149,9 @@ pub fn request_bodies(out: &Outbound) -> Vec<Value> {
                 envelope(&kind, media)
             })
             .collect(),
+        OutboundBody::Reaction { message_id, emoji } => {
+            vec![envelope("reaction", json!({"message_id": message_id, "emoji": emoji}))]
+        }
     }
 }
 
@@ -281,6 +284,14 @@ fn inbound(m: &Value, contacts: Option<&Vec<Value>>) -> Result<InboundMessage, S
             let original = original.ok_or("revoke without original_message_id")?;
             (None, Vec::new(), Some(Amend::Revoke(original.to_owned())))
         }
+        // A reaction attaches to the message it names (issue 22); "When an end user removes a
+        // reaction emoji, WhatsApp sends a webhook without the emoji field".
+        "reaction" => {
+            let target = str_at(m, &["reaction", "message_id"]).filter(|i| !i.is_empty());
+            let target = target.ok_or("reaction without message_id")?;
+            let emoji = str_at(m, &["reaction", "emoji"]).unwrap_or("").to_owned();
+            (Some(emoji), Vec::new(), Some(Amend::React(target.to_owned())))
+        }
         _ => {
             let (text, media) = content(kind, m)?;
             (text, media, None)
@@ -375,10 +386,6 @@ fn content(kind: &str, m: &Value) -> Result<(Option<String>, Vec<InboundMedia>),
             }
         }
         "button" => s(&["text"]).or_else(|| s(&["payload"])),
-        "reaction" => Some(match s(&["emoji"]).filter(|e| !e.is_empty()) {
-            Some(e) => format!("Reacted {e} to a message"),
-            None => "Removed a reaction".to_owned(),
-        }),
         "order" => {
             let n = part.get("product_items").and_then(Value::as_array).map_or(0, Vec::len);
             let note = s(&["text"]).map(|t| format!(": {t}")).unwrap_or_default();
@@ -495,9 +502,9 @@ mod tests {
         let quick = one(base("button", json!({"payload": "p", "text": "Stop promotions"})));
         assert_eq!(quick.text.as_deref(), Some("Stop promotions"));
         let reaction = one(base("reaction", json!({"message_id": "wamid.x", "emoji": "😮"})));
-        assert_eq!(reaction.text.as_deref(), Some("Reacted 😮 to a message"));
+        assert_eq!((reaction.amends, reaction.text.as_deref()), (Some(Amend::React("wamid.x".into())), Some("😮")));
         let removed = one(base("reaction", json!({"message_id": "wamid.x"})));
-        assert_eq!(removed.text.as_deref(), Some("Removed a reaction"));
+        assert_eq!((removed.amends, removed.text.as_deref()), (Some(Amend::React("wamid.x".into())), Some("")));
         let edit = one(base(
             "edit",
             json!({"original_message_id": "wamid.orig", "message": {"type": "text", "text": {"body": "fixed typo"}}}),

@@ -1,8 +1,9 @@
-//! The delivery worker: claims due `send`, `media_fetch`, `scheduled_send`, `unsnooze` and
-//! `auto_assign` jobs from the outbox and runs them ([`outbox::deliver`], [`fetcher::fetch`],
-//! `service::release_scheduled`, `service::reopen_snoozed`, `teams::auto_assign`). Woken after
-//! commits, polling as a fallback; a job queued to fall due later (a scheduled send, a snooze)
-//! is claimed when its time comes.
+//! The delivery worker: claims due `send`, `media_fetch`, `scheduled_send`, `unsnooze`,
+//! `auto_assign` and `reaction` jobs from the outbox and runs them ([`outbox::deliver`],
+//! [`fetcher::fetch`], `service::release_scheduled`, `service::reopen_snoozed`,
+//! `teams::auto_assign`, [`outbox::deliver_reaction`]). Woken after commits, polling as a
+//! fallback; a job queued to fall due later (a scheduled send, a snooze) is claimed when its
+//! time comes.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use super::{fetcher, outbox};
 use crate::{
     core::{state::AppState, types::now},
     messaging::{
-        model::SCHEDULED_SEND_JOB,
+        model::{REACTION_JOB, SCHEDULED_SEND_JOB},
         service::{release_scheduled, reopen_snoozed},
         teams::{AUTO_ASSIGN_JOB, auto_assign},
     },
@@ -30,6 +31,7 @@ pub async fn run(st: AppState) {
                         "media_fetch" => fetcher::fetch(&st, &owner, &job).await,
                         AUTO_ASSIGN_JOB => auto_assign(&st, &owner, &job).await,
                         SCHEDULED_SEND_JOB => release_scheduled(&st, &owner, &job).await,
+                        REACTION_JOB => outbox::deliver_reaction(&st, &owner, &job).await,
                         _ => reopen_snoozed(&st, &owner, &job).await,
                     };
                     if let Err(e) = done {

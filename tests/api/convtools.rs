@@ -721,3 +721,171 @@ mod scheduled_send_survives_a_restart_and_falls_back_on_the_wire {
         super::scheduled_send_survives_a_restart_and_falls_back_on_the_wire(Backend::Postgres).await;
     }
 }
+
+/// A customer's reaction through the sandbox webhook (WhatsApp `reaction`): `emoji` on the
+/// message with provider id `target` (`""` removes it).
+async fn customer_reacts(app: &TestApp, co: &Company, from: &str, target: &str, emoji: &str) -> Value {
+    let id = format!("sb-react-{}", confab::core::crypto::random_hex_id());
+    let (status, body) = app
+        .sandbox_webhook(
+            co,
+            &json!({"channelId": co.channel_id, "messages": [{"id": id, "from": from, "text": emoji, "reactsTo": target}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+both_backends!(reactions_attach_to_their_message_from_customers_and_agents, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let other = app.other_company("React Elsewhere").await;
+    let from = "+14155550230";
+    let conv = app.customer_says(&co, from, "is it in stock?").await;
+    let (status, reply) =
+        app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "Yes, two left"})).await;
+    assert_eq!(status, 201, "{reply}");
+    let reply_id = reply["messageId"].as_str().unwrap().to_owned();
+    app.wait_for_message_status(&co.agent, conv, &reply_id, "DELIVERED").await;
+    let mut ws = Ws::connect(&app, &co.admin).await;
+    let (_, last) = ws.subscribe(conv, None).await;
+
+    // The customer reacts to the agent's reply (its provider id): no new message, the reply
+    // carries the reaction, message.updated with the next seq.
+    let provider_id = format!("sandbox-{reply_id}");
+    let body = customer_reacts(&app, &co, from, &provider_id, "❤️").await;
+    assert_eq!(body["received"], 0, "{body}");
+    let ev = ws.events_until(conv, last + 1).await;
+    assert_eq!(ev[0]["event"], "message.updated");
+    assert_eq!(ev[0]["data"]["messageId"], reply_id.as_str());
+    assert_eq!(ev[0]["data"]["reactions"], json!([{"emoji": "❤️", "by": "customer"}]));
+    let list = messages(&app, &co.agent, conv).await;
+    assert_eq!(list.len(), 2, "a reaction is not a message: {list:?}");
+    // The same notice again changes nothing (no event); a new emoji replaces it.
+    customer_reacts(&app, &co, from, &provider_id, "❤️").await;
+    customer_reacts(&app, &co, from, &provider_id, "👍").await;
+    let ev = ws.events_until(conv, last + 2).await;
+    assert_eq!(ev[0]["seq"], last + 2);
+    assert_eq!(ev[0]["data"]["reactions"], json!([{"emoji": "👍", "by": "customer"}]));
+    // A reaction on a message never received is ignored.
+    customer_reacts(&app, &co, from, "sandbox-unknown", "😮").await;
+
+    // An agent reacts to the customer's message: {emoji, by: agentId}; one per agent,
+    // replaced by the next, removed by "".
+    let customer_msg =
+        list.iter().find(|m| m["direction"] == "RECEIVED").unwrap()["messageId"].as_str().unwrap().to_owned();
+    let path = format!("/message/{customer_msg}/reaction");
+    for bad in ["thumbs up", "🙂🙂🙂🙂🙂🙂🙂🙂🙂🙂🙂🙂🙂🙂🙂🙂🙂"] {
+        let (status, b) = app.post(&path, Some(&co.agent), &json!({"emoji": bad})).await;
+        assert_error(status, &b, 400, "validation_failed");
+        assert!(b["fields"]["emoji"].is_string(), "{b}");
+    }
+    let (status, b) = app.post(&path, Some(&other.agent), &json!({"emoji": "👍"})).await;
+    assert_error(status, &b, 404, "not_found");
+    let (status, reacted) = app.post(&path, Some(&co.agent), &json!({"emoji": "🙏"})).await;
+    assert_eq!(status, 200, "{reacted}");
+    assert_eq!(reacted["reactions"], json!([{"emoji": "🙏", "by": co.agent_id}]));
+    let (status, both) = app.post(&path, Some(&co.admin), &json!({"emoji": "🙏"})).await;
+    assert_eq!(status, 200, "{both}");
+    assert_eq!(both["reactions"].as_array().unwrap().len(), 2, "{both}");
+    let ev = ws.events_until(conv, last + 4).await;
+    assert_eq!(
+        ev.iter().map(|e| e["event"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["message.updated", "message.updated"]
+    );
+    let (status, removed) = app.post(&path, Some(&co.agent), &json!({"emoji": ""})).await;
+    assert_eq!(status, 200, "{removed}");
+    assert_eq!(removed["reactions"].as_array().unwrap().len(), 1, "{removed}");
+    assert_eq!(removed["reactions"][0]["by"].as_i64(), Some(me(&app, &co.admin).await));
+    // The customer removes theirs (an empty emoji, as WhatsApp sends without one).
+    customer_reacts(&app, &co, from, &provider_id, "").await;
+    let ev = ws.events_until(conv, last + 6).await;
+    assert_eq!(ev.last().unwrap()["data"]["messageId"], reply_id.as_str());
+    assert_eq!(ev.last().unwrap()["data"]["reactions"], json!([]));
+    // Replayed on resume like any event.
+    let mut again = Ws::connect(&app, &co.admin).await;
+    let (replayed, _) = again.subscribe(conv, Some(last)).await;
+    assert_eq!(replayed.len(), 6, "{replayed:?}");
+    // A deleted message takes no reaction.
+    let (_, note) =
+        app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "gone", "private": true})).await;
+    let note_id = note["messageId"].as_str().unwrap();
+    app.delete(&format!("/message/{note_id}"), Some(&co.agent)).await;
+    let (status, b) = app.post(&format!("/message/{note_id}/reaction"), Some(&co.agent), &json!({"emoji": "👍"})).await;
+    assert_error(status, &b, 422, "message_deleted");
+});
+
+/// Reactions on the WhatsApp Cloud API: the customer's `reaction` notice attaches to the
+/// agent's message by its wamid; an agent's reaction goes out through the outbox in
+/// WhatsApp's wire format (and its removal with an empty emoji).
+async fn reactions_on_the_whatsapp_wire(backend: Backend) {
+    use crate::webhooks::{
+        APP_SECRET, Mock, PNID, conversation_of, envelope, unix_now, wa_post, wa_text, whatsapp_channel,
+    };
+    let mock = Mock::start().await;
+    let Some(app) = TestApp::spawn_with(backend, mock.operator(crate::webhooks::fast)).await else {
+        eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let co = app.default_company().await;
+    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+    let inbound = wa_text(PNID, "14155550123", "wamid.in-react-1", "do you ship to Lisbon?");
+    let (status, body) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&inbound).unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let conv = conversation_of(&app, &co, channel).await;
+    let (_, reply) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "We do!"})).await;
+    let reply_id = reply["messageId"].as_str().unwrap().to_owned();
+    app.wait_for_message_status(&co.agent, conv, &reply_id, "SENT").await;
+    let wamid = mock.wait_for_requests(1).await[0].wamid.clone().unwrap();
+
+    let reaction = |emoji: Option<&str>| {
+        let mut r = json!({"message_id": wamid});
+        if let Some(e) = emoji {
+            r["emoji"] = json!(e);
+        }
+        envelope(
+            PNID,
+            json!({"contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "14155550123"}],
+                   "messages": [{"from": "14155550123", "id": format!("wamid.react-{}", emoji.unwrap_or("none")),
+                                 "timestamp": unix_now(), "type": "reaction", "reaction": r}]}),
+        )
+    };
+    let (status, body) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&reaction(Some("😮"))).unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let list = messages(&app, &co.agent, conv).await;
+    assert_eq!(list.len(), 2, "{list:?}");
+    let mine = list.iter().find(|m| m["messageId"] == reply_id.as_str()).unwrap();
+    assert_eq!(mine["reactions"], json!([{"emoji": "😮", "by": "customer"}]));
+    // Removed: WhatsApp sends the notice without an emoji.
+    wa_post(&app, APP_SECRET, &serde_json::to_vec(&reaction(None)).unwrap()).await;
+    let list = messages(&app, &co.agent, conv).await;
+    assert_eq!(list.iter().find(|m| m["messageId"] == reply_id.as_str()).unwrap()["reactions"], json!([]));
+
+    // The agent reacts to the customer's message: a reaction message on its wamid.
+    let theirs = list.iter().find(|m| m["direction"] == "RECEIVED").unwrap()["messageId"].as_str().unwrap().to_owned();
+    let (status, b) = app.post(&format!("/message/{theirs}/reaction"), Some(&co.agent), &json!({"emoji": "👍"})).await;
+    assert_eq!(status, 200, "{b}");
+    let sent = mock.wait_for_requests(2).await[1].json();
+    assert_eq!(sent["messaging_product"], "whatsapp");
+    assert_eq!(sent["to"], "14155550123");
+    assert_eq!(sent["type"], "reaction");
+    assert_eq!(sent["reaction"], json!({"message_id": "wamid.in-react-1", "emoji": "👍"}));
+    let (status, _) = app.post(&format!("/message/{theirs}/reaction"), Some(&co.agent), &json!({"emoji": ""})).await;
+    assert_eq!(status, 200);
+    let removed = mock.wait_for_requests(3).await[2].json();
+    assert_eq!(removed["reaction"], json!({"message_id": "wamid.in-react-1", "emoji": ""}));
+    app.stop().await;
+}
+
+mod reactions_on_the_whatsapp_wire {
+    use crate::helpers::Backend;
+
+    #[actix_web::test]
+    async fn sqlite() {
+        super::reactions_on_the_whatsapp_wire(Backend::Sqlite).await;
+    }
+
+    #[actix_web::test]
+    async fn postgres() {
+        super::reactions_on_the_whatsapp_wire(Backend::Postgres).await;
+    }
+}

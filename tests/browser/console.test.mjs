@@ -473,6 +473,35 @@ test('scheduled send: the Schedule dialog sets a time and a fallback, the messag
   assert.equal(await page.locator(`.msg[data-message-id="${soon.messageId}"] .scheduled`).count(), 0);
 });
 
+test('reactions: react to the customer on hover, see the customer\'s reaction under your message, remove yours', async (t) => {
+  if (!wsSupported) return t.skip('server has no WebSocket (/ws): the customer\'s reaction arrives as an event');
+  await openConversation(page, 'Ada Lovelace');
+  const theirs = page.locator('.msg.in', { hasText: 'Hello, I need help with my order #1843.' }).first();
+  await theirs.hover();
+  await theirs.getByRole('button', { name: 'React', exact: true }).click();
+  await theirs.getByRole('menuitem', { name: '👍', exact: true }).click();
+  await theirs.locator('.reaction.mine', { hasText: '👍' }).waitFor();
+  const theirId = await theirs.getAttribute('data-message-id');
+  const list = async () => (await app.ok('GET', `/message/message-page-list/${await adaId()}?limit=100`, { token: grace.token })).data;
+  assert.deepEqual((await list()).find((x) => x.messageId === theirId).reactions, [{ emoji: '👍', by: grace.userId }]);
+  // The customer reacts to Grace's reply on WhatsApp (here the sandbox): a chip, not a message.
+  const ours = page.locator('.msg.out[data-status="DELIVERED"]', { hasText: 'this is Grace from support' });
+  const ourId = await ours.getAttribute('data-message-id');
+  const count = await page.locator('.messages .msg').count();
+  await app.customerSays(ADA, 'Ada Lovelace', '❤️', { extra: { reactsTo: `sandbox-${ourId}` } });
+  const heart = ours.locator('.reaction', { hasText: '❤️' });
+  await heart.waitFor();
+  assert.match(await heart.getAttribute('title'), /Ada/);
+  assert.equal(await page.locator('.messages .msg').count(), count, 'a reaction is not a message');
+  await ours.scrollIntoViewIfNeeded();
+  await page.screenshot({ path: `${SHOTS}/reactions.png` });
+  await theirs.hover();
+  await theirs.getByRole('button', { name: 'React', exact: true }).click();
+  await theirs.getByRole('menuitem', { name: '👍 (remove)' }).click();
+  await waitFor('reaction removed', async () => (await theirs.locator('.reaction').count()) === 0);
+  assert.deepEqual((await list()).find((x) => x.messageId === theirId).reactions, []);
+});
+
 test('image upload shows a progress bar and then its thumbnail', async (t) => {
   if (!mediaSupported) return t.skip('server has no POST /media/save (Media store not merged)');
   await openConversation(page, 'Ada Lovelace');

@@ -127,11 +127,12 @@ export class Confab {
   }
 
   /** CONTRACT §6 sandbox webhook, signed like a provider would (on another sandbox channel
-   * with `{channelId, secret}`). */
-  async customerSays(from, name, text, { channelId = this.channelId, secret = this.secret } = {}) {
+   * with `{channelId, secret}`); `extra` adds message fields such as `reactsTo` (then `text`
+   * is a reaction's emoji). */
+  async customerSays(from, name, text, { channelId = this.channelId, secret = this.secret, extra = {} } = {}) {
     const raw = JSON.stringify({
       channelId,
-      messages: [{ id: `sb-${Math.random().toString(16).slice(2)}${Date.now()}`, from, name, text, timestamp: new Date().toISOString() }],
+      messages: [{ id: `sb-${Math.random().toString(16).slice(2)}${Date.now()}`, from, name, text, timestamp: new Date().toISOString(), ...extra }],
     });
     const sig = `sha256=${createHmac('sha256', secret).update(raw).digest('hex')}`;
     const res = await fetch(`${this.base}/webhooks/sandbox`, {

@@ -352,6 +352,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    message_reactions (id) {
+        id -> BigInt,
+        company_id -> BigInt,
+        message_id -> Text,
+        by_id -> BigInt,
+        by_customer -> Bool,
+        emoji -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     canned_responses (id) {
         id -> BigInt,
         company_id -> BigInt,
@@ -645,4 +657,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     teams,
     team_members,
     agent_presence,
+    message_reactions,
 );

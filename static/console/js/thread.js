@@ -24,6 +24,9 @@ const REASONS = {
   fallback_template_unusable: 'the fallback template was deleted or changed after the message was scheduled',
 };
 
+// The reactions an agent picks from (issue 22); WhatsApp takes any emoji.
+const REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
+
 // Agents may edit their messages for 15 minutes (issue 22; the server checks it too).
 const EDIT_MS = 15 * 60 * 1000;
 
@@ -311,6 +314,7 @@ export class Thread {
         m.content === prev.content &&
         m.editedAt === prev.editedAt &&
         Boolean(m.deleted) === Boolean(prev.deleted) &&
+        JSON.stringify(m.reactions || []) === JSON.stringify(prev.reactions || []) &&
         m.attachments?.length === prev.attachments?.length &&
         (m.attachments || []).every((a, i) => a.state === prev.attachments[i].state);
       if (same) {
@@ -415,6 +419,7 @@ export class Thread {
         'div',
         { class: 'bubble' },
         this.actions(m),
+        this.reactMenu(m),
         (m.attachments || []).map((a) => this.attachment(a)),
         m.deleted
           ? h('p', { class: 'text deleted' }, note ? 'This note was deleted' : status === 'SCHEDULED' ? 'Scheduled message cancelled' : 'This message was deleted')
@@ -432,8 +437,43 @@ export class Thread {
         ),
         scheduled,
         failure,
+        this.reactions(m),
       ),
     );
+  }
+
+  // ---- reactions (issue 22) ----
+
+  /** The reactions under a message, one chip per emoji with who reacted in its title. */
+  reactions(m) {
+    if (!m.reactions?.length || m.deleted) return null;
+    const groups = new Map();
+    for (const r of m.reactions) groups.set(r.emoji, [...(groups.get(r.emoji) || []), r.by]);
+    const who = (by) =>
+      by === 'customer' ? this.inbox.convs.get(this.id)?.user?.firstName || 'Customer' : by === this.me.userId ? 'You' : this.agents.get(by) || `Agent #${by}`;
+    return h(
+      'ul',
+      { class: 'reactions', 'aria-label': 'Reactions' },
+      [...groups].map(([emoji, bys]) =>
+        h('li', { class: `reaction${bys.includes(this.me.userId) ? ' mine' : ''}`, title: bys.map(who).join(', '), 'aria-label': `${emoji} by ${bys.map(who).join(', ')}` }, emoji, bys.length > 1 ? h('span', { class: 'count' }, String(bys.length)) : null),
+      ),
+    );
+  }
+
+  /** React on hover: a menu of emojis; picking the one you have removes it. */
+  reactMenu(m) {
+    if (!m.messageId || m.local || m.deleted) return null;
+    const mine = (m.reactions || []).find((r) => r.by === this.me.userId)?.emoji;
+    const items = REACTIONS.map((e) => ({ label: e === mine ? `${e} (remove)` : e, onclick: () => this.react(m, e === mine ? '' : e) }));
+    return menuButton({ label: 'React', text: '☺', cls: 'msg-actions react', wrap: 'msg-tools react-tools' }, items);
+  }
+
+  async react(m, emoji) {
+    try {
+      this.upsert(await post(`/message/${m.messageId}/reaction`, { emoji }));
+    } catch (e) {
+      toast(`Could not react: ${e.message}`, 'error');
+    }
   }
 
   // ---- edit and delete (issue 22) ----
