@@ -626,7 +626,8 @@ async fn delete_message(agent: Agent, st: web::Data<AppState>, id: web::Path<Str
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ReactBody {
-    /// One emoji; `""` removes the caller's reaction.
+    /// One emoji; `""` (or no `emoji`) removes the caller's reaction.
+    #[serde(default)]
     pub emoji: String,
 }
 
