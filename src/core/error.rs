@@ -45,9 +45,6 @@ pub enum ApiError {
     /// An upstream service (an identity provider) failed or is unreachable.
     #[error("{message}")]
     BadGateway { code: &'static str, message: String },
-    /// A route of the contract that confab deliberately does not offer (SAML).
-    #[error("{message}")]
-    NotImplemented { code: &'static str, message: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -109,7 +106,6 @@ impl ApiError {
             Self::Http { status, .. } => (*status, code_for_status(*status)),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Self::BadGateway { code, .. } => (StatusCode::BAD_GATEWAY, code),
-            Self::NotImplemented { code, .. } => (StatusCode::NOT_IMPLEMENTED, code),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{both_backends, helpers::*, realtime::Ws};
+use crate::{both_backends, helpers::*, per_backend, realtime::Ws};
 
 async fn me(app: &TestApp, token: &str) -> i64 {
     let (status, me) = app.get("/auth/me", Some(token)).await;
@@ -708,19 +708,7 @@ async fn scheduled_send_survives_a_restart_and_falls_back_on_the_wire(backend: B
     c_node.stop().await;
 }
 
-mod scheduled_send_survives_a_restart_and_falls_back_on_the_wire {
-    use crate::helpers::Backend;
-
-    #[actix_web::test]
-    async fn sqlite() {
-        super::scheduled_send_survives_a_restart_and_falls_back_on_the_wire(Backend::Sqlite).await;
-    }
-
-    #[actix_web::test]
-    async fn postgres() {
-        super::scheduled_send_survives_a_restart_and_falls_back_on_the_wire(Backend::Postgres).await;
-    }
-}
+per_backend!(scheduled_send_survives_a_restart_and_falls_back_on_the_wire);
 
 /// A customer's reaction through the sandbox webhook (WhatsApp `reaction`): `emoji` on the
 /// message with provider id `target` (`""` removes it).
@@ -876,16 +864,4 @@ async fn reactions_on_the_whatsapp_wire(backend: Backend) {
     app.stop().await;
 }
 
-mod reactions_on_the_whatsapp_wire {
-    use crate::helpers::Backend;
-
-    #[actix_web::test]
-    async fn sqlite() {
-        super::reactions_on_the_whatsapp_wire(Backend::Sqlite).await;
-    }
-
-    #[actix_web::test]
-    async fn postgres() {
-        super::reactions_on_the_whatsapp_wire(Backend::Postgres).await;
-    }
-}
+per_backend!(reactions_on_the_whatsapp_wire);

@@ -47,6 +47,26 @@ macro_rules! both_backends {
     };
 }
 
+/// For scenarios that start their own servers: `per_backend!(name);` defines `name::sqlite` and
+/// `name::postgres`, each calling `async fn name(backend: Backend)` (which skips PostgreSQL itself
+/// when `CONFAB_TEST_DATABASE_URL` is not set).
+#[macro_export]
+macro_rules! per_backend {
+    ($name:ident) => {
+        mod $name {
+            #[actix_web::test]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await;
+            }
+
+            #[actix_web::test]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
 pub fn pg_base_url() -> Option<String> {
     std::env::var("CONFAB_TEST_DATABASE_URL").ok().filter(|s| !s.is_empty())
 }
