@@ -4,8 +4,8 @@
 //! conversations. Each attempt is recorded; a non-2xx answer, a timeout or an unreachable
 //! receiver is retried with backoff (`CONFAB_WEBHOOK_BACKOFF_MS`) and dead-lettered after
 //! [`outbox::MAX_ATTEMPTS`]; a receiver address the outbound checks refuse fails at once.
-//! Woken by every published event (the broker: events are published after their commit) and
-//! by replays, polling as a fallback.
+//! Woken by published events that queued deliveries (the broker: events are published after
+//! their commit; [`store::queued_so_far`]) and by replays, polling as a fallback.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,7 @@ pub async fn run(st: AppState) {
     let owner = random_hex_id();
     let mut events = st.broker.subscribe();
     loop {
+        let queued = store::queued_so_far();
         let wait = match st.db.run(|c| outbox::next_due(c, &[store::JOB_KIND])).await {
             Ok(Some(at)) if at <= now() => match outbox::claim_ordered(&st, &owner, store::JOB_KIND).await {
                 Ok(jobs) if !jobs.is_empty() => {
@@ -61,15 +62,24 @@ pub async fn run(st: AppState) {
                 POLL
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = st.webhook_wake.notified() => {}
-            got = events.recv() => {
-                if matches!(got, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                    tokio::time::sleep(wait).await;
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = st.webhook_wake.notified() => break,
+                got = events.recv() => {
+                    if matches!(got, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        tokio::time::sleep_until(until).await;
+                        break;
+                    }
+                    // One look at the outbox per burst of events, and only when deliveries
+                    // were queued since the last look (events are published after their
+                    // commit, so the count already holds theirs).
+                    while events.try_recv().is_ok() {}
+                    if store::queued_so_far() != queued {
+                        break;
+                    }
                 }
-                // One look at the outbox per burst of events.
-                while events.try_recv().is_ok() {}
             }
         }
     }

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use super::model::*;
 use crate::{
     core::{
-        db::{Db, schema::*},
+        db::{CACHED_FORMS, CacheBySql, Db, schema::*},
         error::{ApiError, ApiResult},
         query::like_contains,
         realtime::event::{Event, MESSAGE_CREATED},
@@ -146,12 +146,15 @@ pub fn customers_by_phone(c: &mut Db, company_id: i64, phones: &[&str]) -> ApiRe
     if phones.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(crate::on_backend!(c, |c| user_phones::table
-        .filter(user_phones::company_id.eq(company_id))
-        .filter(user_phones::e164.eq_any(phones))
-        .filter(user_phones::active)
-        .select((user_phones::e164, user_phones::user_id))
-        .load(c))?)
+    Ok(crate::on_backend!(c, |c| CacheBySql::up_to(
+        phones.len(),
+        user_phones::table
+            .filter(user_phones::company_id.eq(company_id))
+            .filter(user_phones::e164.eq_any(phones))
+            .filter(user_phones::active)
+            .select((user_phones::e164, user_phones::user_id))
+    )
+    .load(c))?)
 }
 
 pub fn customer(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<crate::users::model::UserRow> {
@@ -229,10 +232,13 @@ pub fn conversations_of(c: &mut Db, channel_id: i64, customer_ids: &[i64]) -> Ap
     if customer_ids.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(crate::on_backend!(c, |c| conversations::table
-        .filter(conversations::channel_id.eq(channel_id).and(conversations::customer_id.eq_any(customer_ids)))
-        .select(ConversationRow::as_select())
-        .load(c))?)
+    Ok(crate::on_backend!(c, |c| CacheBySql::up_to(
+        customer_ids.len(),
+        conversations::table
+            .filter(conversations::channel_id.eq(channel_id).and(conversations::customer_id.eq_any(customer_ids)))
+            .select(ConversationRow::as_select())
+    )
+    .load(c))?)
 }
 
 /// Appends a persisted event to a conversation: takes the next `seq` (the row lock of this
@@ -276,7 +282,20 @@ fn insert_events(c: &mut Db, events: &[(&Event, Option<i64>)]) -> ApiResult<()> 
             )
         })
         .collect();
-    crate::on_backend!(c, |c| diesel::insert_into(events::table).values(rows).execute(c))?;
+    match &mut *c {
+        // SQLite: diesel prepares a multi-row INSERT again on every execution (its text varies
+        // with the row count), which cost more than the rows; one cached single-row INSERT per
+        // row is cheaper for the small batches of a moderate load. PostgreSQL and large
+        // batches: one statement (a round trip per row would cost more there).
+        Db::Sqlite(c) if rows.len() <= CACHED_FORMS => {
+            for row in rows {
+                diesel::insert_into(events::table).values(row).execute(c)?;
+            }
+        }
+        c => {
+            crate::on_backend!(c, |c| diesel::insert_into(events::table).values(rows).execute(c))?;
+        }
+    }
     crate::hooks::store::enqueue_all(c, events)?;
     Ok(())
 }
@@ -658,10 +677,18 @@ impl<'a> Stage<'a> {
                 )
             })
             .collect();
-        let pks: Vec<(String, i64)> = crate::on_backend!(c, |c| diesel::insert_into(messages::table)
-            .values(values)
-            .returning((messages::id, messages::pk))
-            .get_results(c))?;
+        let returning = (messages::id, messages::pk);
+        let pks: Vec<(String, i64)> = match &mut *c {
+            // See `insert_events`.
+            Db::Sqlite(c) if values.len() <= CACHED_FORMS => values
+                .into_iter()
+                .map(|v| diesel::insert_into(messages::table).values(v).returning(returning).get_result(c))
+                .collect::<Result<_, _>>()?,
+            c => crate::on_backend!(c, |c| diesel::insert_into(messages::table)
+                .values(values)
+                .returning(returning)
+                .get_results(c))?,
+        };
         let mut created = Vec::with_capacity(pending.len());
         for (mut row, conv, after_insert) in pending {
             row.pk = pks
@@ -720,8 +747,9 @@ fn bump_conversations(c: &mut Db, touched: &[Touch], t: NaiveDateTime) -> ApiRes
         Db::Sqlite(conn) => {
             let mut out = Vec::with_capacity(touched.len());
             for x in touched {
-                let b: Bumped = diesel::sql_query(
-                    "UPDATE conversations SET last_seq = last_seq + ?1, message_count = message_count + ?1, \
+                let b: Bumped = CacheBySql::new(
+                    diesel::sql_query(
+                        "UPDATE conversations SET last_seq = last_seq + ?1, message_count = message_count + ?1, \
                      unread_count = unread_count + ?2, last_update_time = ?3, last_message_id = ?4, \
                      last_free_message_time = CASE WHEN ?5 IS NULL THEN last_free_message_time \
                        WHEN last_free_message_time IS NULL OR last_free_message_time < ?5 THEN ?5 \
@@ -729,20 +757,22 @@ fn bump_conversations(c: &mut Db, touched: &[Touch], t: NaiveDateTime) -> ApiRes
                      status = CASE WHEN ?2 > 0 THEN 'open' ELSE status END, \
                      snoozed_until = CASE WHEN ?2 > 0 THEN NULL ELSE snoozed_until END \
                      WHERE id = ?6 RETURNING id, last_seq",
+                    )
+                    .bind::<BigInt, _>(x.count)
+                    .bind::<BigInt, _>(x.received)
+                    .bind::<Timestamp, _>(t)
+                    .bind::<Text, _>(&x.last_id)
+                    .bind::<Nullable<Timestamp>, _>(x.free_time)
+                    .bind::<BigInt, _>(x.id),
                 )
-                .bind::<BigInt, _>(x.count)
-                .bind::<BigInt, _>(x.received)
-                .bind::<Timestamp, _>(t)
-                .bind::<Text, _>(&x.last_id)
-                .bind::<Nullable<Timestamp>, _>(x.free_time)
-                .bind::<BigInt, _>(x.id)
                 .get_result(conn)?;
                 out.push(b);
             }
             Ok(out)
         }
-        Db::Pg(conn) => Ok(diesel::sql_query(
-            "UPDATE conversations AS c SET last_seq = c.last_seq + v.k, message_count = c.message_count + v.k, \
+        Db::Pg(conn) => Ok(CacheBySql::new(
+            diesel::sql_query(
+                "UPDATE conversations AS c SET last_seq = c.last_seq + v.k, message_count = c.message_count + v.k, \
              unread_count = c.unread_count + v.received, last_update_time = $6, last_message_id = v.last_id, \
              last_free_message_time = CASE WHEN v.free_time IS NULL THEN c.last_free_message_time \
                ELSE GREATEST(c.last_free_message_time, v.free_time) END, \
@@ -751,13 +781,14 @@ fn bump_conversations(c: &mut Db, touched: &[Touch], t: NaiveDateTime) -> ApiRes
              FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamp[]) \
                AS v(id, k, received, last_id, free_time) \
              WHERE c.id = v.id RETURNING c.id AS id, c.last_seq AS last_seq",
+            )
+            .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.id).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.count).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.received).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(touched.iter().map(|x| x.last_id.clone()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Timestamp>>, _>(touched.iter().map(|x| x.free_time).collect::<Vec<_>>())
+            .bind::<Timestamp, _>(t),
         )
-        .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.id).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.count).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.received).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(touched.iter().map(|x| x.last_id.clone()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Timestamp>>, _>(touched.iter().map(|x| x.free_time).collect::<Vec<_>>())
-        .bind::<Timestamp, _>(t)
         .load(conn)?),
     }
 }
@@ -794,10 +825,13 @@ pub fn known_provider_ids(c: &mut Db, channel_id: i64, provider_ids: &[&str]) ->
     if provider_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let known: Vec<Option<String>> = crate::on_backend!(c, |c| messages::table
-        .filter(messages::channel_id.eq(channel_id).and(messages::provider_message_id.eq_any(provider_ids)))
-        .select(messages::provider_message_id)
-        .load(c))?;
+    let known: Vec<Option<String>> = crate::on_backend!(c, |c| CacheBySql::up_to(
+        provider_ids.len(),
+        messages::table
+            .filter(messages::channel_id.eq(channel_id).and(messages::provider_message_id.eq_any(provider_ids)))
+            .select(messages::provider_message_id)
+    )
+    .load(c))?;
     Ok(known.into_iter().flatten().collect())
 }
 

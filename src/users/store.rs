@@ -150,11 +150,14 @@ pub fn customers_by_bsuid(c: &mut Db, company_id: i64, bsuids: &[&str]) -> ApiRe
     if bsuids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<(Option<String>, i64)> = users::table
-        .filter(users::company_id.eq(company_id))
-        .filter(users::wa_bsuid.eq_any(bsuids))
-        .select((users::wa_bsuid, users::id))
-        .load(c)?;
+    let rows: Vec<(Option<String>, i64)> = crate::on_backend!(c, |c| crate::core::db::CacheBySql::up_to(
+        bsuids.len(),
+        users::table
+            .filter(users::company_id.eq(company_id))
+            .filter(users::wa_bsuid.eq_any(bsuids))
+            .select((users::wa_bsuid, users::id))
+    )
+    .load(c))?;
     Ok(rows.into_iter().filter_map(|(b, id)| Some((b?, id))).collect())
 }
 

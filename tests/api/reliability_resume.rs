@@ -244,9 +244,11 @@ async fn client(nodes: Arc<Vec<String>>, token: String, follows: Vec<i64>, share
 }
 
 /// Posts signed sandbox webhooks to the nodes in turn, each carrying `batch` customer messages
-/// from random customers, at `rate` messages per second until `secs` have passed. A failed
-/// request (the server answers, or the connection fails) is repeated: the ids make it
-/// idempotent. Returns (messages acknowledged, webhooks, repeats).
+/// from random customers, at `rate` messages per second until `secs` have passed. Open loop:
+/// each webhook leaves at its own tick of a 10 ms clock, whether or not the earlier ones were
+/// answered (at most `MAX_IN_FLIGHT` at once per task), so a slow answer does not lower the
+/// offered rate. A failed request (the server answers, or the connection fails) is repeated:
+/// the ids make it idempotent. Returns (messages acknowledged, webhooks, repeats).
 async fn webhook_load(
     apps: Arc<Vec<(String, reqwest::Client)>>,
     co: Arc<Company>,
@@ -256,13 +258,14 @@ async fn webhook_load(
     task: u64,
     tasks: u64,
 ) -> (u64, u64, u64) {
-    use hmac::Mac;
+    const MAX_IN_FLIGHT: usize = 64;
     let batch = (rate / 100).max(1);
     // Each task sends every `tasks`-th tick of a 10 ms clock.
     let tick = Duration::from_millis(10 * tasks);
     let mut next = Instant::now() + Duration::from_millis(10 * task);
     let end = Instant::now() + Duration::from_secs(secs);
-    let (mut acked, mut hooks, mut repeats) = (0, 0, 0);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut sends = Vec::new();
     let mut n = 0u64;
     while Instant::now() < end {
         tokio::time::sleep_until(next.into()).await;
@@ -275,38 +278,56 @@ async fn webhook_load(
             })
             .collect();
         let raw = serde_json::to_vec(&json!({"channelId": co.channel_id, "messages": messages})).unwrap();
-        let mut mac = <hmac::SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(co.secret.as_bytes()).unwrap();
-        mac.update(&raw);
-        let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        let mut attempt = 0;
-        loop {
-            let (base, http) = &apps[((n + attempt) % apps.len() as u64) as usize];
-            let res = http
-                .post(format!("{base}/webhooks/sandbox"))
-                .header("Content-Type", "application/json")
-                .header("X-Confab-Signature", &sig)
-                .body(raw.clone())
-                .send()
-                .await;
-            let answer = match res {
-                Ok(r) if r.status() == 200 => r.json::<Value>().await.ok(),
-                _ => None,
-            };
-            if let Some(v) = answer {
-                let got = v["received"].as_u64().unwrap_or(0) + v["duplicates"].as_u64().unwrap_or(0);
-                assert_eq!(got, batch, "{v}");
-                acked += batch;
-                break;
-            }
-            attempt += 1;
-            repeats += 1;
-            assert!(attempt < 100, "webhook never acknowledged");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        hooks += 1;
+        let permit = in_flight.clone().acquire_owned().await.unwrap();
+        sends.push(tokio::spawn(deliver(apps.clone(), co.clone(), raw, batch, n, permit)));
         n += 1;
     }
-    (acked, hooks, repeats)
+    let (mut acked, mut repeats) = (0, 0);
+    for s in sends {
+        let r = s.await.unwrap();
+        acked += batch;
+        repeats += r;
+    }
+    (acked, n, repeats)
+}
+
+/// Posts one signed webhook of `batch` messages until a node acknowledges all of them, starting
+/// with node `n` and moving to the next on each failure. Returns the number of repeats.
+async fn deliver(
+    apps: Arc<Vec<(String, reqwest::Client)>>,
+    co: Arc<Company>,
+    raw: Vec<u8>,
+    batch: u64,
+    n: u64,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) -> u64 {
+    use hmac::Mac;
+    let mut mac = <hmac::SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(co.secret.as_bytes()).unwrap();
+    mac.update(&raw);
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let mut attempt = 0;
+    loop {
+        let (base, http) = &apps[((n + attempt) % apps.len() as u64) as usize];
+        let res = http
+            .post(format!("{base}/webhooks/sandbox"))
+            .header("Content-Type", "application/json")
+            .header("X-Confab-Signature", &sig)
+            .body(raw.clone())
+            .send()
+            .await;
+        let answer = match res {
+            Ok(r) if r.status() == 200 => r.json::<Value>().await.ok(),
+            _ => None,
+        };
+        if let Some(v) = answer {
+            let got = v["received"].as_u64().unwrap_or(0) + v["duplicates"].as_u64().unwrap_or(0);
+            assert_eq!(got, batch, "{v}");
+            return attempt;
+        }
+        attempt += 1;
+        assert!(attempt < 100, "webhook never acknowledged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn last_seqs(app: &TestApp, ids: Vec<i64>) -> (HashMap<i64, i64>, Vec<String>) {

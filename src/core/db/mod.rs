@@ -54,6 +54,64 @@ macro_rules! on_backend {
     };
 }
 
+/// A statement diesel would prepare again on every execution, kept in the connection's
+/// prepared-statement cache under its SQL text instead.
+///
+/// diesel caches a statement by its Rust type when the SQL follows from the type alone; raw
+/// SQL (`sql_query`), `eq_any` lists on SQLite and multi-row INSERTs are marked "unsafe to
+/// cache" because their SQL text varies with the input. Keyed by the text itself (diesel's
+/// `StatementCacheKey::Sql`, with the bind types), each distinct text is prepared once per
+/// connection. On the write path of every webhook this parse-and-plan was 12 % of the server's
+/// CPU (bench/README.md, issue 21). Use it only where the text takes a bounded number of forms
+/// ([`CacheBySql::up_to`]): every form stays prepared for the connection's life.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheBySql<Q> {
+    query: Q,
+    cache: bool,
+}
+
+impl<Q> CacheBySql<Q> {
+    /// Caches `query`.
+    pub fn new(query: Q) -> Self {
+        Self { query, cache: true }
+    }
+
+    /// Caches `query` when its list or batch holds at most [`CACHED_FORMS`] items (`n`); a
+    /// longer one is prepared for the one execution, as diesel would (its preparation is
+    /// shared by as many rows).
+    pub fn up_to(n: usize, query: Q) -> Self {
+        Self { query, cache: n <= CACHED_FORMS }
+    }
+}
+
+/// Forms of one list or batch statement kept prepared (one per length, 1..=this).
+pub const CACHED_FORMS: usize = 32;
+
+impl<Q> diesel::query_builder::QueryId for CacheBySql<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for CacheBySql<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q, DB> diesel::query_builder::QueryFragment<DB> for CacheBySql<Q>
+where
+    DB: diesel::backend::Backend,
+    Q: diesel::query_builder::QueryFragment<DB>,
+{
+    fn walk_ast<'b>(&'b self, pass: diesel::query_builder::AstPass<'_, 'b, DB>) -> diesel::QueryResult<()> {
+        self.query.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> diesel::QueryResult<bool> {
+        Ok(self.cache)
+    }
+}
+
+impl<Q, C> diesel::RunQueryDsl<C> for CacheBySql<Q> {}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Postgres,
@@ -145,6 +203,10 @@ impl Pool {
         }
         let pool = r2d2::Pool::builder()
             .max_size(size)
+            // A SQLite connection is a file handle that cannot go stale; checking each one out
+            // with a `SELECT 1` cost a statement per request (bench/README.md, issue 21).
+            // PostgreSQL's are checked: the server may have closed them.
+            .test_on_check_out(backend == Backend::Postgres)
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .context("connecting to the database")?;
