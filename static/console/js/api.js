@@ -21,6 +21,14 @@ let session = null; // {accessToken, refreshToken, expires, user}
 let refreshTimer = null;
 let refreshing = null;
 const ended = new Set();
+/** Requests sent with the session's token and not yet answered (see `logout`). */
+const inFlight = new Set();
+
+function tracked(promise) {
+  inFlight.add(promise);
+  promise.finally(() => inFlight.delete(promise)).catch(() => {});
+  return promise;
+}
 
 export const currentUser = () => session?.user ?? null;
 export const accessToken = () => session?.accessToken ?? null;
@@ -104,13 +112,14 @@ function end(reason) {
   for (const fn of ended) fn(reason);
 }
 
+/** The session ends here at once, so no request starts with its token any more; the ones
+ * already sent are answered before the server revokes it (a request that reached the server
+ * after `POST /logout` would be refused with a 401). */
 export async function logout() {
   const token = accessToken();
-  try {
-    if (token) await raw('POST', '/logout', undefined, token);
-  } finally {
-    end('logout');
-  }
+  end('logout');
+  await Promise.allSettled([...inFlight]);
+  if (token) await raw('POST', '/logout', undefined, token);
 }
 
 /** Revoked elsewhere (e.g. the WebSocket was closed with 4001). */
@@ -121,7 +130,9 @@ export const sessionRevoked = () => end('revoked');
 // and retrying them would count a guess twice.
 const TOKEN_REFUSED = new Set(['invalid_token', 'token_expired', 'unauthorized', 'session_revoked']);
 
-export async function api(method, path, body, type) {
+export const api = (method, path, body, type) => tracked(call(method, path, body, type));
+
+async function call(method, path, body, type) {
   if (!session) throw new ApiError(401, { code: 'unauthorized', message: 'not logged in' });
   try {
     return await raw(method, path, body, session.accessToken, type);
@@ -140,7 +151,10 @@ export const del = (path) => api('DELETE', path);
 export const postCsv = (path, text) => api('POST', path, text, 'text/csv');
 
 /** GET with the bearer, as a Blob (media for <img>/<audio>/<video>, which cannot send headers). */
-export async function blob(path) {
+export const blob = (path) => tracked(fetchBlob(path));
+
+async function fetchBlob(path) {
+  if (!session) throw new ApiError(401, { code: 'unauthorized', message: 'not logged in' });
   const go = () =>
     fetch(path, { headers: { Authorization: `Bearer ${session?.accessToken}` } }).catch(() => {
       throw new ApiError(0, null);
