@@ -734,7 +734,8 @@ async fn ingest_sender(
     let mut acked = Vec::new();
     let mut lat = Vec::new();
     let mut errors = 0u64;
-    let token = &s.agent_tokens[task % s.agent_tokens.len().max(1)];
+    // Agents' tokens exist only when the point sends as agents (`--paths webhook` creates none).
+    let token = s.agent_tokens.get(task % s.agent_tokens.len().max(1)).map_or("", String::as_str);
     for n in 0..1_000_000u64 {
         if Instant::now() >= deadline {
             break;
