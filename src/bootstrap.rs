@@ -10,10 +10,7 @@ use crate::{
     core::{
         config::Config,
         crypto::{DataKey, random_password, random_token, token_hash},
-        db::{
-            Db, Pool,
-            schema::{channels, instance},
-        },
+        db::{Db, Pool, schema::instance},
         error::ApiError,
         types::{Email, Role, now},
     },
@@ -84,20 +81,19 @@ pub fn run(db: &Pool, config: &Config, data_key: &DataKey) -> anyhow::Result<Opt
 /// The sandbox channel needs no external account (CONTRACT §1), only a webhook secret.
 pub fn insert_sandbox_channel(c: &mut Db, company_id: i64, data_key: &DataKey) -> Result<i64, ApiError> {
     let secrets = serde_json::json!({ "webhookSecret": random_token() });
-    let t = now();
-    Ok(diesel::insert_into(channels::table)
-        .values((
-            channels::company_id.eq(company_id),
-            channels::provider.eq("sandbox"),
-            channels::phone_e164.eq("+14155550100"),
-            channels::display_name.eq("Sandbox"),
-            channels::secrets.eq(data_key.encrypt(secrets.to_string().as_bytes())),
-            channels::is_default.eq(true),
-            channels::created_at.eq(t),
-            channels::updated_at.eq(t),
-        ))
-        .returning(channels::id)
-        .get_result(c)?)
+    let sealed = data_key.encrypt(secrets.to_string().as_bytes());
+    crate::messaging::store::insert_channel(
+        c,
+        company_id,
+        &crate::messaging::store::ChannelFields {
+            provider: "sandbox",
+            phone_e164: "+14155550100",
+            phone_number_id: None,
+            display_name: "Sandbox",
+            secrets: &sealed,
+            is_default: true,
+        },
+    )
 }
 
 /// The host of `CONFAB_PUBLIC_URL` (the Default application's domain).

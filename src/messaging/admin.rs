@@ -15,7 +15,7 @@ use crate::core::{
     auth::guard::{Admin, Agent},
     config::Config,
     crypto::{random_token, token_hash},
-    db::schema::{channels, invites, templates, users},
+    db::schema::{invites, templates, users},
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
     state::AppState,
@@ -509,36 +509,23 @@ async fn create_channel(
         .write(move |c| {
             let is_default = b.is_default.unwrap_or(false) || store::channels(c, company_id)?.is_empty();
             if is_default {
-                clear_default(c, company_id)?;
+                store::clear_default_channel(c, company_id)?;
             }
-            let t = now();
-            let id: i64 = diesel::insert_into(channels::table)
-                .values((
-                    channels::company_id.eq(company_id),
-                    channels::provider.eq(b.provider.as_str()),
-                    channels::phone_e164.eq(b.phone_number.as_str()),
-                    channels::phone_number_id.eq(&b.phone_number_id),
-                    channels::display_name.eq(b.display_name.trim()),
-                    channels::secrets.eq(&sealed),
-                    channels::is_default.eq(is_default),
-                    channels::created_at.eq(t),
-                    channels::updated_at.eq(t),
-                ))
-                .returning(channels::id)
-                .get_result(c)?;
+            let fields = store::ChannelFields {
+                provider: b.provider.as_str(),
+                phone_e164: b.phone_number.as_str(),
+                phone_number_id: b.phone_number_id.as_deref(),
+                display_name: b.display_name.trim(),
+                secrets: &sealed,
+                is_default,
+            };
+            let id = store::insert_channel(c, company_id, &fields)?;
             store::channel(c, company_id, id)
         })
         .await
         .map_err(|e| e.on_unique("channel_exists", "a channel with this provider and phoneNumberId exists"))?;
     cache.invalidate();
     Ok(HttpResponse::Created().json(ChannelView::new(row, &st)))
-}
-
-fn clear_default(c: &mut crate::core::db::Db, company_id: i64) -> ApiResult<()> {
-    diesel::update(channels::table.filter(channels::company_id.eq(company_id)))
-        .set(channels::is_default.eq(false))
-        .execute(c)?;
-    Ok(())
 }
 
 /// Replaces a channel's settings; secrets not given keep their stored values.
@@ -574,20 +561,18 @@ async fn update_channel(
                 return Err(ApiError::field(missing, "is required for this provider"));
             }
             if b.is_default == Some(true) {
-                clear_default(c, company_id)?;
+                store::clear_default_channel(c, company_id)?;
             }
-            diesel::update(channels::table.find(id))
-                .set((
-                    channels::provider.eq(b.provider.as_str()),
-                    channels::phone_e164.eq(b.phone_number.as_str()),
-                    channels::phone_number_id.eq(&b.phone_number_id),
-                    channels::display_name.eq(b.display_name.trim()),
-                    channels::secrets
-                        .eq(state.data_key.encrypt(serde_json::Value::Object(secrets).to_string().as_bytes())),
-                    channels::is_default.eq(b.is_default.unwrap_or(current.is_default)),
-                    channels::updated_at.eq(now()),
-                ))
-                .execute(c)?;
+            let sealed = state.data_key.encrypt(serde_json::Value::Object(secrets).to_string().as_bytes());
+            let fields = store::ChannelFields {
+                provider: b.provider.as_str(),
+                phone_e164: b.phone_number.as_str(),
+                phone_number_id: b.phone_number_id.as_deref(),
+                display_name: b.display_name.trim(),
+                secrets: &sealed,
+                is_default: b.is_default.unwrap_or(current.is_default),
+            };
+            store::update_channel(c, id, &fields)?;
             store::channel(c, company_id, id)
         })
         .await
@@ -610,15 +595,7 @@ async fn delete_channel(
     st.db
         .write(move |c| {
             store::channel(c, company_id, id)?;
-            // The unique (provider, phone_number_id) key must not block re-adding the number.
-            diesel::update(channels::table.find(id))
-                .set((
-                    channels::deleted_at.eq(now()),
-                    channels::is_default.eq(false),
-                    channels::phone_number_id.eq(None::<String>),
-                ))
-                .execute(c)?;
-            Ok(())
+            store::retire_channel(c, id)
         })
         .await?;
     cache.invalidate();

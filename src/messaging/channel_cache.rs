@@ -11,10 +11,8 @@ use std::{
     time::Duration,
 };
 
-use diesel::prelude::*;
-
 use super::model::ChannelRow;
-use crate::core::{db::schema::channels, error::ApiResult, state::AppState};
+use crate::core::{error::ApiResult, state::AppState};
 
 /// How long a node trusts its copy of a provider's channels (see `providers::webhooks`).
 pub const CHANNELS_TTL: Duration = Duration::from_secs(2);
@@ -40,17 +38,7 @@ impl WebhookChannels {
             return Ok(cached);
         }
         let generation = self.generation.load(Ordering::SeqCst);
-        let fresh = Arc::new(
-            st.db
-                .run(move |c| {
-                    Ok(channels::table
-                        .filter(channels::provider.eq(provider).and(channels::deleted_at.is_null()))
-                        .order(channels::id)
-                        .select(ChannelRow::as_select())
-                        .load(c)?)
-                })
-                .await?,
-        );
+        let fresh = Arc::new(st.db.run(move |c| super::store::live_channels_of(c, provider)).await?);
         if self.generation.load(Ordering::SeqCst) == generation {
             self.lists.insert(provider, fresh.clone());
         }

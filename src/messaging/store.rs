@@ -30,6 +30,97 @@ pub fn channel_by_id(c: &mut Db, id: i64) -> ApiResult<ChannelRow> {
     Ok(channels::table.filter(channels::deleted_at.is_null()).find(id).select(ChannelRow::as_select()).first(c)?)
 }
 
+/// A channel's settings as written by create and update (`secrets`: sealed with the data key).
+pub struct ChannelFields<'a> {
+    pub provider: &'a str,
+    pub phone_e164: &'a str,
+    pub phone_number_id: Option<&'a str>,
+    pub display_name: &'a str,
+    pub secrets: &'a str,
+    pub is_default: bool,
+}
+
+/// Inserts a channel; the caller clears the company's other default first when needed.
+pub fn insert_channel(c: &mut Db, company_id: i64, f: &ChannelFields<'_>) -> ApiResult<i64> {
+    let t = now();
+    Ok(diesel::insert_into(channels::table)
+        .values((
+            channels::company_id.eq(company_id),
+            channels::provider.eq(f.provider),
+            channels::phone_e164.eq(f.phone_e164),
+            channels::phone_number_id.eq(f.phone_number_id),
+            channels::display_name.eq(f.display_name),
+            channels::secrets.eq(f.secrets),
+            channels::is_default.eq(f.is_default),
+            channels::created_at.eq(t),
+            channels::updated_at.eq(t),
+        ))
+        .returning(channels::id)
+        .get_result(c)?)
+}
+
+/// Replaces a channel's settings (the caller checked that it belongs to the company).
+pub fn update_channel(c: &mut Db, id: i64, f: &ChannelFields<'_>) -> ApiResult<()> {
+    diesel::update(channels::table.find(id))
+        .set((
+            channels::provider.eq(f.provider),
+            channels::phone_e164.eq(f.phone_e164),
+            channels::phone_number_id.eq(f.phone_number_id),
+            channels::display_name.eq(f.display_name),
+            channels::secrets.eq(f.secrets),
+            channels::is_default.eq(f.is_default),
+            channels::updated_at.eq(now()),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+/// No channel of the company is its default any more.
+pub fn clear_default_channel(c: &mut Db, company_id: i64) -> ApiResult<()> {
+    diesel::update(channels::table.filter(channels::company_id.eq(company_id)))
+        .set(channels::is_default.eq(false))
+        .execute(c)?;
+    Ok(())
+}
+
+/// Retires a channel (soft delete: its conversations and messages stay readable). The unique
+/// (provider, phone_number_id) key must not block adding the number again, so it is cleared.
+pub fn retire_channel(c: &mut Db, id: i64) -> ApiResult<()> {
+    diesel::update(channels::table.find(id))
+        .set((
+            channels::deleted_at.eq(now()),
+            channels::is_default.eq(false),
+            channels::phone_number_id.eq(None::<String>),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+/// Every live channel of a provider, of every company (the webhook routes' list).
+pub fn live_channels_of(c: &mut Db, provider: &str) -> ApiResult<Vec<ChannelRow>> {
+    Ok(channels::table
+        .filter(channels::provider.eq(provider).and(channels::deleted_at.is_null()))
+        .order(channels::id)
+        .select(ChannelRow::as_select())
+        .load(c)?)
+}
+
+/// Sets (or clears) the team of a channel (the caller checked both).
+pub fn set_team_of_channel(c: &mut Db, channel_id: i64, team_id: Option<i64>) -> ApiResult<()> {
+    diesel::update(channels::table.find(channel_id))
+        .set((channels::team_id.eq(team_id), channels::updated_at.eq(now())))
+        .execute(c)?;
+    Ok(())
+}
+
+/// The company's channels of a team lose it (the team is deleted).
+pub fn clear_team_of_channels(c: &mut Db, company_id: i64, team_id: i64) -> ApiResult<()> {
+    diesel::update(channels::table.filter(channels::company_id.eq(company_id)).filter(channels::team_id.eq(team_id)))
+        .set(channels::team_id.eq(None::<i64>))
+        .execute(c)?;
+    Ok(())
+}
+
 pub fn channels(c: &mut Db, company_id: i64) -> ApiResult<Vec<ChannelRow>> {
     Ok(channels::table
         .filter(channels::company_id.eq(company_id).and(channels::deleted_at.is_null()))

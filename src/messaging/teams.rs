@@ -27,7 +27,7 @@ use crate::core::{
     auth::guard::{Admin, Agent},
     db::{
         Db, dialect,
-        schema::{channels, conversations, team_members, teams, users},
+        schema::{conversations, team_members, teams, users},
     },
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
@@ -227,9 +227,7 @@ fn set(c: &mut Db, company_id: i64, id: i64, b: &TeamBody, name: &str, ids: &[i6
 /// `conversation.updated`, returned for publishing after commit).
 fn delete_one(c: &mut Db, company_id: i64, id: i64) -> ApiResult<Vec<Event>> {
     get_one(c, company_id, id)?;
-    diesel::update(channels::table.filter(channels::company_id.eq(company_id)).filter(channels::team_id.eq(id)))
-        .set(channels::team_id.eq(None::<i64>))
-        .execute(c)?;
+    super::store::clear_team_of_channels(c, company_id, id)?;
     let convs: Vec<i64> = conversations::table
         .filter(conversations::company_id.eq(company_id).and(conversations::team_id.eq(id)))
         .select(conversations::id)
@@ -252,10 +250,7 @@ pub fn set_channel_team(c: &mut Db, company_id: i64, channel_id: i64, team_id: O
     if let Some(team) = team_id {
         named(c, company_id, team)?;
     }
-    diesel::update(channels::table.find(channel_id))
-        .set((channels::team_id.eq(team_id), channels::updated_at.eq(now())))
-        .execute(c)?;
-    Ok(())
+    super::store::set_team_of_channel(c, channel_id, team_id)
 }
 
 /// Queues [`AUTO_ASSIGN_JOB`] for a conversation that is (re)opening unassigned in a team
