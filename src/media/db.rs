@@ -7,7 +7,8 @@ use diesel::prelude::*;
 
 use crate::core::{
     db::{Db, schema::attachments},
-    error::ApiResult,
+    error::{ApiError, ApiResult},
+    media::blobs::StoredObject,
 };
 
 /// `attachments.state`: uploads are `ready` at once; inbound provider media starts `pending`
@@ -88,4 +89,58 @@ pub fn list_unattached_before(c: &mut Db, cutoff: NaiveDateTime, limit: i64) -> 
 pub fn delete_unattached(c: &mut Db, id: i64) -> ApiResult<bool> {
     let n = diesel::delete(attachments::table.find(id).filter(attachments::message_id.is_null())).execute(c)?;
     Ok(n == 1)
+}
+
+/// The attachments of these messages, in their order within each message.
+pub fn attachments_of(c: &mut Db, message_ids: &[String]) -> ApiResult<Vec<AttachmentRow>> {
+    if message_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(attachments::table
+        .filter(attachments::message_id.eq_any(message_ids))
+        .order((attachments::ord, attachments::id))
+        .select(AttachmentRow::as_select())
+        .load(c)?)
+}
+
+/// Attaches an uploaded attachment of the company to a message (once).
+pub fn attach(c: &mut Db, company_id: i64, attachment_id: i64, message_id: &str, ord: i32) -> ApiResult<()> {
+    let n = diesel::update(
+        attachments::table
+            .filter(attachments::id.eq(attachment_id))
+            .filter(attachments::company_id.eq(company_id))
+            .filter(attachments::message_id.is_null())
+            .filter(attachments::state.eq(READY)),
+    )
+    .set((attachments::message_id.eq(message_id), attachments::ord.eq(ord)))
+    .execute(c)?;
+    if n == 0 {
+        return Err(ApiError::field("attachmentId", "no such uploaded attachment, or it is already used"));
+    }
+    Ok(())
+}
+
+/// A pending inbound media attachment was fetched and stored: it is `ready` with what the
+/// store recorded. `false` when it was not pending any more.
+pub fn mark_fetched(c: &mut Db, id: i64, stored: &StoredObject) -> ApiResult<bool> {
+    let n = diesel::update(attachments::table.find(id).filter(attachments::state.eq(PENDING)))
+        .set((
+            attachments::state.eq(READY),
+            attachments::storage_key.eq(&stored.key),
+            attachments::sha256.eq(&stored.sha256),
+            attachments::filesize.eq(stored.size as i64),
+            attachments::content_type.eq(stored.content_type),
+            attachments::kind.eq(stored.kind.as_str()),
+            attachments::filename.eq(&stored.filename),
+        ))
+        .execute(c)?;
+    Ok(n == 1)
+}
+
+/// A pending inbound media attachment could not be fetched: it is `failed`.
+pub fn mark_failed(c: &mut Db, id: i64) -> ApiResult<()> {
+    diesel::update(attachments::table.find(id).filter(attachments::state.eq(PENDING)))
+        .set(attachments::state.eq(FAILED))
+        .execute(c)?;
+    Ok(())
 }

@@ -9,10 +9,7 @@ use diesel::prelude::*;
 
 use super::{model::*, store};
 use crate::core::{
-    db::{
-        Db,
-        schema::{attachments, templates},
-    },
+    db::{Db, schema::templates},
     error::ApiResult,
     types::{Phone, now},
 };
@@ -147,19 +144,24 @@ pub fn fill(c: &mut Db, company_id: i64, count: usize) -> ApiResult<Filled> {
                     if !with_image {
                         return Ok(0);
                     }
-                    diesel::insert_into(attachments::table)
-                        .values((
-                            attachments::company_id.eq(company_id),
-                            attachments::message_id.eq(&row.id),
-                            attachments::ord.eq(0),
-                            attachments::kind.eq("IMAGE"),
-                            attachments::filename.eq("photo.jpg"),
-                            attachments::filesize.eq(289_516_i64),
-                            attachments::content_type.eq("image/jpeg"),
-                            attachments::state.eq("ready"),
-                            attachments::created_at.eq(at),
-                        ))
-                        .execute(c)?;
+                    crate::media::db::insert(
+                        c,
+                        &crate::media::db::NewAttachment {
+                            company_id,
+                            message_id: Some(&row.id),
+                            ord: Some(0),
+                            kind: "IMAGE",
+                            filename: "photo.jpg",
+                            filesize: 289_516,
+                            content_type: "image/jpeg",
+                            sha256: None,
+                            storage_key: None,
+                            state: crate::media::db::READY,
+                            provider_media_id: None,
+                            uploaded_by: None,
+                            created_at: at,
+                        },
+                    )?;
                     Ok(1)
                 },
             )?;

@@ -479,7 +479,7 @@ fn send_staged<'a>(
             if !window_open {
                 return Err(closed());
             }
-            let first = store::attachment(c, company_id, attachment_ids[0])
+            let first = crate::media::db::get(c, company_id, attachment_ids[0])
                 .map_err(|_| ApiError::field("attachmentId", "no such uploaded attachment"))?;
             if let Some(declared) = declared
                 && MediaKind::parse(&first.kind) != Some(*declared)
@@ -513,7 +513,7 @@ fn send_staged<'a>(
     } else {
         Some(Box::new(move |c: &mut Db, row: &MessageRow| {
             for (i, id) in attachment_ids.iter().enumerate() {
-                store::attach(c, company_id, *id, &row.id, i as i32)?;
+                crate::media::db::attach(c, company_id, *id, &row.id, i as i32)?;
             }
             Ok(attachment_ids.len())
         }))

@@ -951,21 +951,10 @@ pub fn messages_by_pks(c: &mut Db, company_id: i64, pks: &[i64]) -> ApiResult<Ve
         .load(c)?)
 }
 
-pub fn attachments_of(c: &mut Db, message_ids: &[String]) -> ApiResult<Vec<AttachmentRow>> {
-    if message_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(attachments::table
-        .filter(attachments::message_id.eq_any(message_ids))
-        .order((attachments::ord, attachments::id))
-        .select(AttachmentRow::as_select())
-        .load(c)?)
-}
-
 /// Views of messages with their attachments, in the given order.
 pub fn message_views(c: &mut Db, rows: &[MessageRow]) -> ApiResult<Vec<MessageView>> {
     let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
-    let atts = attachments_of(c, &ids)?;
+    let atts = crate::media::db::attachments_of(c, &ids)?;
     let reactions = reactions_of(c, &ids)?;
     Ok(rows
         .iter()
@@ -1124,33 +1113,6 @@ pub fn use_template(c: &mut Db, m: &MessageRow, tpl: &TemplateRow, params: &[Str
         return Ok(None);
     }
     Ok(Some(message_by_id(c, &m.id)?))
-}
-
-// ---- attachments ----
-
-/// Attaches an uploaded attachment of the company to a message (once).
-pub fn attach(c: &mut Db, company_id: i64, attachment_id: i64, message_id: &str, ord: i32) -> ApiResult<()> {
-    let n = diesel::update(
-        attachments::table
-            .filter(attachments::id.eq(attachment_id))
-            .filter(attachments::company_id.eq(company_id))
-            .filter(attachments::message_id.is_null())
-            .filter(attachments::state.eq("ready")),
-    )
-    .set((attachments::message_id.eq(message_id), attachments::ord.eq(ord)))
-    .execute(c)?;
-    if n == 0 {
-        return Err(ApiError::field("attachmentId", "no such uploaded attachment, or it is already used"));
-    }
-    Ok(())
-}
-
-pub fn attachment(c: &mut Db, company_id: i64, id: i64) -> ApiResult<AttachmentRow> {
-    Ok(attachments::table
-        .filter(attachments::company_id.eq(company_id))
-        .find(id)
-        .select(AttachmentRow::as_select())
-        .first(c)?)
 }
 
 // ---- templates ----

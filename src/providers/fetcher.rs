@@ -6,11 +6,8 @@
 //! `ready` (or `failed`), emitting `message.updated`. Jobs are claimed with the same
 //! database lease as deliveries, so a crash retries them and two nodes never both fetch one.
 
-use diesel::prelude::*;
-
 use crate::{
     core::{
-        db::schema::attachments,
         error::{ApiError, ApiResult},
         realtime::event::MESSAGE_UPDATED,
         state::AppState,
@@ -68,24 +65,13 @@ pub async fn fetch(st: &AppState, owner: &str, job: &outbox::Job) -> ApiResult<(
     let events = st
         .db
         .write(move |c| {
-            let target = attachments::table.find(attachment_id).filter(attachments::state.eq("pending"));
             let error = match &outcome {
                 Ok(stored) => {
-                    diesel::update(target)
-                        .set((
-                            attachments::state.eq("ready"),
-                            attachments::storage_key.eq(&stored.key),
-                            attachments::sha256.eq(&stored.sha256),
-                            attachments::filesize.eq(stored.size as i64),
-                            attachments::content_type.eq(stored.content_type),
-                            attachments::kind.eq(stored.kind.as_str()),
-                            attachments::filename.eq(&stored.filename),
-                        ))
-                        .execute(c)?;
+                    crate::media::db::mark_fetched(c, attachment_id, stored)?;
                     None
                 }
                 Err(e) => {
-                    diesel::update(target).set(attachments::state.eq("failed")).execute(c)?;
+                    crate::media::db::mark_failed(c, attachment_id)?;
                     Some(format!("{e:?}"))
                 }
             };

@@ -84,7 +84,7 @@ fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbo
             }
         }
         _ => {
-            let items: Vec<OutboundMedia> = store::attachments_of(c, std::slice::from_ref(&m.id))?
+            let items: Vec<OutboundMedia> = crate::media::db::attachments_of(c, std::slice::from_ref(&m.id))?
                 .into_iter()
                 .map(|a| OutboundMedia {
                     kind: MediaKind::parse(&a.kind).unwrap_or(MediaKind::Document),
