@@ -640,7 +640,11 @@ async fn idle(ctx: &mut Ctx, p: IdleParams) -> anyhow::Result<()> {
             f0(per(r)),
             f2(confab_per / per(r)),
             r.cpu_pct.map_or("—".into(), f2),
-            r.rss2.map_or("—".into(), |rss2| f0(rss2.saturating_sub(r.rss0) as f64 / r.connected.max(1) as f64)),
+            r.rss2.map_or("—".into(), |rss2| match rss2.checked_sub(r.rss0) {
+                Some(grown) => f0(grown as f64 / r.connected.max(1) as f64),
+                // The memory of the connection burst went back and more: not "0 bytes".
+                None => format!("below the start ({:.1} MB)", rss2 as f64 / 1048576.0),
+            }),
         ]);
     }
     t.note("Kernel socket memory (about 4.8 KB per TCP endpoint here) is not included. Node's figure includes V8 heap not yet collected.");
