@@ -436,6 +436,18 @@ pub struct ChannelBody {
 }
 
 impl ChannelBody {
+    /// The settings to write, with the sealed secrets and whether the channel is the default.
+    fn fields<'a>(&'a self, sealed: &'a str, is_default: bool) -> store::ChannelFields<'a> {
+        store::ChannelFields {
+            provider: self.provider.as_str(),
+            phone_e164: self.phone_number.as_str(),
+            phone_number_id: self.phone_number_id.as_deref(),
+            display_name: self.display_name.trim(),
+            secrets: sealed,
+            is_default,
+        }
+    }
+
     fn given_secrets(&self) -> serde_json::Map<String, serde_json::Value> {
         let all = [
             ("accessToken", &self.access_token),
@@ -511,15 +523,7 @@ async fn create_channel(
             if is_default {
                 store::clear_default_channel(c, company_id)?;
             }
-            let fields = store::ChannelFields {
-                provider: b.provider.as_str(),
-                phone_e164: b.phone_number.as_str(),
-                phone_number_id: b.phone_number_id.as_deref(),
-                display_name: b.display_name.trim(),
-                secrets: &sealed,
-                is_default,
-            };
-            let id = store::insert_channel(c, company_id, &fields)?;
+            let id = store::insert_channel(c, company_id, &b.fields(&sealed, is_default))?;
             store::channel(c, company_id, id)
         })
         .await
@@ -564,15 +568,7 @@ async fn update_channel(
                 store::clear_default_channel(c, company_id)?;
             }
             let sealed = state.data_key.encrypt(serde_json::Value::Object(secrets).to_string().as_bytes());
-            let fields = store::ChannelFields {
-                provider: b.provider.as_str(),
-                phone_e164: b.phone_number.as_str(),
-                phone_number_id: b.phone_number_id.as_deref(),
-                display_name: b.display_name.trim(),
-                secrets: &sealed,
-                is_default: b.is_default.unwrap_or(current.is_default),
-            };
-            store::update_channel(c, id, &fields)?;
+            store::update_channel(c, id, &b.fields(&sealed, b.is_default.unwrap_or(current.is_default)))?;
             store::channel(c, company_id, id)
         })
         .await

@@ -31,6 +31,8 @@ pub fn channel_by_id(c: &mut Db, id: i64) -> ApiResult<ChannelRow> {
 }
 
 /// A channel's settings as written by create and update (`secrets`: sealed with the data key).
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = channels, treat_none_as_null = true)]
 pub struct ChannelFields<'a> {
     pub provider: &'a str,
     pub phone_e164: &'a str,
@@ -44,34 +46,14 @@ pub struct ChannelFields<'a> {
 pub fn insert_channel(c: &mut Db, company_id: i64, f: &ChannelFields<'_>) -> ApiResult<i64> {
     let t = now();
     Ok(diesel::insert_into(channels::table)
-        .values((
-            channels::company_id.eq(company_id),
-            channels::provider.eq(f.provider),
-            channels::phone_e164.eq(f.phone_e164),
-            channels::phone_number_id.eq(f.phone_number_id),
-            channels::display_name.eq(f.display_name),
-            channels::secrets.eq(f.secrets),
-            channels::is_default.eq(f.is_default),
-            channels::created_at.eq(t),
-            channels::updated_at.eq(t),
-        ))
+        .values((f, channels::company_id.eq(company_id), channels::created_at.eq(t), channels::updated_at.eq(t)))
         .returning(channels::id)
         .get_result(c)?)
 }
 
 /// Replaces a channel's settings (the caller checked that it belongs to the company).
 pub fn update_channel(c: &mut Db, id: i64, f: &ChannelFields<'_>) -> ApiResult<()> {
-    diesel::update(channels::table.find(id))
-        .set((
-            channels::provider.eq(f.provider),
-            channels::phone_e164.eq(f.phone_e164),
-            channels::phone_number_id.eq(f.phone_number_id),
-            channels::display_name.eq(f.display_name),
-            channels::secrets.eq(f.secrets),
-            channels::is_default.eq(f.is_default),
-            channels::updated_at.eq(now()),
-        ))
-        .execute(c)?;
+    diesel::update(channels::table.find(id)).set((f, channels::updated_at.eq(now()))).execute(c)?;
     Ok(())
 }
 

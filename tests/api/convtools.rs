@@ -643,22 +643,36 @@ both_backends!(scheduled_sends_wait_can_be_cancelled_and_meet_the_window_at_thei
     assert_eq!(status_trail(&app, conv, saved_id).await, ["SCHEDULED", "PENDING", "SENT", "DELIVERED"]);
 });
 
-/// A scheduled send on the WhatsApp Cloud API (the mock counts what reaches it): a node takes
-/// it and stops before its time; two nodes started later on the same database send it exactly
-/// once between them. Then a fallback template goes out on the wire as a template message.
-async fn scheduled_send_survives_a_restart_and_falls_back_on_the_wire(backend: Backend) {
+/// A server with a WhatsApp Cloud API channel on a mock, and the conversation a customer opened
+/// with `text` (provider id `wamid`); `None` (skipped) when the backend is not configured.
+async fn whatsapp_conversation(
+    backend: Backend,
+    wamid: &str,
+    text: &str,
+) -> Option<(crate::webhooks::Mock, TestApp, Company, i64)> {
     use crate::webhooks::{APP_SECRET, Mock, PNID, conversation_of, wa_post, wa_text, whatsapp_channel};
     let mock = Mock::start().await;
     let Some(app) = TestApp::spawn_with(backend, mock.operator(crate::webhooks::fast)).await else {
         eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set");
-        return;
+        return None;
     };
     let co = app.default_company().await;
     let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
-    let inbound = wa_text(PNID, "14155550123", "wamid.in-sched-1", "ping me at noon");
+    let inbound = wa_text(PNID, "14155550123", wamid, text);
     let (status, body) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&inbound).unwrap()).await;
     assert_eq!(status, 200, "{body}");
     let conv = conversation_of(&app, &co, channel).await;
+    Some((mock, app, co, conv))
+}
+
+/// A scheduled send on the WhatsApp Cloud API (the mock counts what reaches it): a node takes
+/// it and stops before its time; two nodes started later on the same database send it exactly
+/// once between them. Then a fallback template goes out on the wire as a template message.
+async fn scheduled_send_survives_a_restart_and_falls_back_on_the_wire(backend: Backend) {
+    let Some((mock, app, co, conv)) = whatsapp_conversation(backend, "wamid.in-sched-1", "ping me at noon").await
+    else {
+        return;
+    };
     let tid = template(&app, &co, "noon_ping", "Hello {{1}}, as promised").await;
 
     let b_node = TestApp::start(app.backend, app.config.clone(), app.dir.clone(), app.pg.clone()).await;
@@ -806,20 +820,12 @@ both_backends!(reactions_attach_to_their_message_from_customers_and_agents, |app
 /// agent's message by its wamid; an agent's reaction goes out through the outbox in
 /// WhatsApp's wire format (and its removal with an empty emoji).
 async fn reactions_on_the_whatsapp_wire(backend: Backend) {
-    use crate::webhooks::{
-        APP_SECRET, Mock, PNID, conversation_of, envelope, unix_now, wa_post, wa_text, whatsapp_channel,
-    };
-    let mock = Mock::start().await;
-    let Some(app) = TestApp::spawn_with(backend, mock.operator(crate::webhooks::fast)).await else {
-        eprintln!("skipped: CONFAB_TEST_DATABASE_URL is not set");
+    use crate::webhooks::{APP_SECRET, PNID, envelope, unix_now, wa_post};
+    let Some((mock, app, co, conv)) =
+        whatsapp_conversation(backend, "wamid.in-react-1", "do you ship to Lisbon?").await
+    else {
         return;
     };
-    let co = app.default_company().await;
-    let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
-    let inbound = wa_text(PNID, "14155550123", "wamid.in-react-1", "do you ship to Lisbon?");
-    let (status, body) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&inbound).unwrap()).await;
-    assert_eq!(status, 200, "{body}");
-    let conv = conversation_of(&app, &co, channel).await;
     let (_, reply) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "We do!"})).await;
     let reply_id = reply["messageId"].as_str().unwrap().to_owned();
     app.wait_for_message_status(&co.agent, conv, &reply_id, "SENT").await;
