@@ -12,7 +12,7 @@ use crate::core::{
     auth::session::Principal,
     db::{
         Batched, Db,
-        schema::{conversations, messages, user_emails, user_phones, users},
+        schema::{messages, user_emails, user_phones, users},
     },
     error::{ApiError, ApiResult},
     realtime::{
@@ -1284,16 +1284,14 @@ pub async fn update_conversation(
             if !changed {
                 return Ok((conversation_views(c, &[conv])?.remove(0), Vec::new()));
             }
-            diesel::update(conversations::table.find(conv.id))
-                .set((
-                    conversations::status.eq(&status),
-                    conversations::snoozed_until.eq(snoozed_until),
-                    conversations::assignee_id.eq(assignee),
-                    conversations::team_id.eq(team),
-                    conversations::labels.eq(&labels),
-                    conversations::last_update_time.eq(now()),
-                ))
-                .execute(c)?;
+            let fields = store::ConversationFields {
+                status: &status,
+                snoozed_until,
+                assignee_id: assignee,
+                team_id: team,
+                labels: &labels,
+            };
+            store::update_conversation(c, conv.id, &fields)?;
             // Opening (or reopening), or moving to a team, without an assignee: the team's
             // auto-assignment takes it (issue 22).
             let open = ConversationStatus::Open.as_str();
@@ -1335,19 +1333,7 @@ pub async fn reopen_snoozed(st: &AppState, owner: &str, job: &crate::core::outbo
         .write(move |c| {
             crate::core::outbox::finish(c, job_id, &owner, None)?;
             let Some(id) = conv_id else { return Ok(Vec::new()) };
-            let t = now();
-            let due = conversations::table
-                .filter(conversations::id.eq(id).and(conversations::company_id.eq(company_id)))
-                .filter(conversations::status.eq(ConversationStatus::Snoozed.as_str()))
-                .filter(conversations::snoozed_until.le(t));
-            let reopened = diesel::update(due)
-                .set((
-                    conversations::status.eq(ConversationStatus::Open.as_str()),
-                    conversations::snoozed_until.eq(None::<chrono::NaiveDateTime>),
-                    conversations::last_update_time.eq(t),
-                ))
-                .execute(c)?;
-            if reopened == 0 {
+            if !store::reopen_if_due(c, company_id, id)? {
                 return Ok(Vec::new());
             }
             let reopened = store::conversation(c, company_id, id)?;
@@ -1392,9 +1378,7 @@ fn merge_tx(c: &mut Db, company_id: i64, source_id: i64, into_id: i64) -> ApiRes
     // Both rows locked, in id order, before they are read for the merge: two merges, or a
     // merge and another writer, cannot interleave on PostgreSQL (SQLite has one writer).
     for id in [source_id.min(into_id), source_id.max(into_id)] {
-        diesel::update(conversations::table.find(id))
-            .set(conversations::last_seq.eq(conversations::last_seq))
-            .execute(c)?;
+        store::lock_conversation(c, id)?;
     }
     let source = store::conversation(c, company_id, source_id)?;
     let target = store::conversation(c, company_id, into_id)?;
@@ -1414,26 +1398,10 @@ fn merge_tx(c: &mut Db, company_id: i64, source_id: i64, into_id: i64) -> ApiRes
     }
     store::absorb_counters(c, &source, &target, moved.len() as i64)?;
     events.extend(conversation_updated(c, company_id, target.id)?.1);
-    let t = now();
-    diesel::update(conversations::table.find(source.id))
-        .set((
-            conversations::status.eq(ConversationStatus::Resolved.as_str()),
-            conversations::merged_into.eq(target.id),
-            conversations::message_count.eq(0),
-            conversations::unread_count.eq(0),
-            conversations::last_message_id.eq(None::<String>),
-            conversations::snoozed_until.eq(None::<chrono::NaiveDateTime>),
-            conversations::last_update_time.eq(t),
-        ))
-        .execute(c)?;
+    store::mark_merged(c, source.id, target.id)?;
     events.extend(conversation_updated(c, company_id, source.id)?.1);
     // Earlier merges into the source now lead straight to the target.
-    let earlier: Vec<i64> = conversations::table
-        .filter(conversations::company_id.eq(company_id).and(conversations::merged_into.eq(source.id)))
-        .select(conversations::id)
-        .load(c)?;
-    for id in earlier {
-        diesel::update(conversations::table.find(id)).set(conversations::merged_into.eq(target.id)).execute(c)?;
+    for id in store::redirect_merged(c, company_id, source.id, target.id)? {
         events.extend(conversation_updated(c, company_id, id)?.1);
     }
     let merged = store::conversation(c, company_id, target.id)?;
@@ -1509,16 +1477,8 @@ pub async fn release_scheduled(st: &AppState, owner: &str, job: &crate::core::ou
 /// its conversations go back to the humans' Unassigned list), each with `conversation.updated`;
 /// the events are the caller's to publish after its commit.
 pub fn unassign_all_tx(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<Vec<Event>> {
-    let ids: Vec<i64> = conversations::table
-        .filter(conversations::company_id.eq(company_id))
-        .filter(conversations::assignee_id.eq(user_id))
-        .select(conversations::id)
-        .load(c)?;
     let mut events = Vec::new();
-    for id in ids {
-        diesel::update(conversations::table.find(id))
-            .set((conversations::assignee_id.eq(None::<i64>), conversations::last_update_time.eq(now())))
-            .execute(c)?;
+    for id in store::unassign_conversations_of(c, company_id, user_id)? {
         events.extend(conversation_updated(c, company_id, id)?.1);
     }
     Ok(events)
@@ -1546,9 +1506,7 @@ pub async fn mark_read(st: &AppState, agent: &Principal, id: i64, seq: i64) -> A
             if conv.unread_count == 0 && upto <= conv.last_read_seq {
                 return Ok((conversation_views(c, &[conv])?.remove(0), Vec::new()));
             }
-            diesel::update(conversations::table.find(conv.id))
-                .set((conversations::unread_count.eq(0), conversations::last_read_seq.eq(upto.max(conv.last_read_seq))))
-                .execute(c)?;
+            store::mark_read(c, conv.id, upto.max(conv.last_read_seq))?;
             conversation_updated(c, company_id, conv.id)
         })
         .await?;

@@ -1,6 +1,8 @@
 //! Diesel queries for channels, conversations, messages, events, templates, attachments and the
 //! outbox. Every query on company data filters by company (CONTRACT §2 tenancy).
 
+use std::collections::HashMap;
+
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -505,6 +507,107 @@ pub fn conversation_counts(
     })
 }
 
+/// A conversation's fields as a patch leaves them (`PATCH /conversation/{id}`).
+#[derive(AsChangeset)]
+#[diesel(table_name = conversations, treat_none_as_null = true)]
+pub struct ConversationFields<'a> {
+    pub status: &'a str,
+    pub snoozed_until: Option<NaiveDateTime>,
+    pub assignee_id: Option<i64>,
+    pub team_id: Option<i64>,
+    pub labels: &'a str,
+}
+
+/// Replaces a conversation's patchable fields (the caller checked that it belongs to the company).
+pub fn update_conversation(c: &mut Db, id: i64, f: &ConversationFields<'_>) -> ApiResult<()> {
+    diesel::update(conversations::table.find(id)).set((f, conversations::last_update_time.eq(now()))).execute(c)?;
+    Ok(())
+}
+
+/// Reopens a snoozed conversation of the company whose time has come (the claim of an
+/// unsnooze job); false when it is not snoozed, or not yet due.
+pub fn reopen_if_due(c: &mut Db, company_id: i64, id: i64) -> ApiResult<bool> {
+    let t = now();
+    let due = conversations::table
+        .filter(conversations::id.eq(id).and(conversations::company_id.eq(company_id)))
+        .filter(conversations::status.eq(ConversationStatus::Snoozed.as_str()))
+        .filter(conversations::snoozed_until.le(t));
+    let reopened = diesel::update(due)
+        .set((
+            conversations::status.eq(ConversationStatus::Open.as_str()),
+            conversations::snoozed_until.eq(None::<NaiveDateTime>),
+            conversations::last_update_time.eq(t),
+        ))
+        .execute(c)?;
+    Ok(reopened > 0)
+}
+
+/// Clears a conversation's unread count; the agent has read it up to `last_read_seq`.
+pub fn mark_read(c: &mut Db, id: i64, last_read_seq: i64) -> ApiResult<()> {
+    diesel::update(conversations::table.find(id))
+        .set((conversations::unread_count.eq(0), conversations::last_read_seq.eq(last_read_seq)))
+        .execute(c)?;
+    Ok(())
+}
+
+/// Unassigns the company's conversations assigned to `user_id`; returns their ids.
+pub fn unassign_conversations_of(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<Vec<i64>> {
+    let ids: Vec<i64> = conversations::table
+        .filter(conversations::company_id.eq(company_id))
+        .filter(conversations::assignee_id.eq(user_id))
+        .select(conversations::id)
+        .load(c)?;
+    for &id in &ids {
+        diesel::update(conversations::table.find(id))
+            .set((conversations::assignee_id.eq(None::<i64>), conversations::last_update_time.eq(now())))
+            .execute(c)?;
+    }
+    Ok(ids)
+}
+
+/// The company's conversations of a team lose it (the team is deleted); returns their ids.
+pub fn clear_team_of_conversations(c: &mut Db, company_id: i64, team_id: i64) -> ApiResult<Vec<i64>> {
+    let ids: Vec<i64> = conversations::table
+        .filter(conversations::company_id.eq(company_id).and(conversations::team_id.eq(team_id)))
+        .select(conversations::id)
+        .load(c)?;
+    for &id in &ids {
+        diesel::update(conversations::table.find(id))
+            .set((conversations::team_id.eq(None::<i64>), conversations::last_update_time.eq(now())))
+            .execute(c)?;
+    }
+    Ok(ids)
+}
+
+/// How many open conversations of the company each of these users is assigned (none: absent).
+pub fn open_counts(c: &mut Db, company_id: i64, assignee_ids: &[i64]) -> ApiResult<HashMap<i64, i64>> {
+    Ok(conversations::table
+        .filter(conversations::company_id.eq(company_id))
+        .filter(conversations::assignee_id.eq_any(assignee_ids))
+        .filter(conversations::status.eq("open"))
+        .group_by(conversations::assignee_id)
+        .select((conversations::assignee_id, diesel::dsl::count_star()))
+        .load::<(Option<i64>, i64)>(c)?
+        .into_iter()
+        .filter_map(|(a, n)| Some((a?, n)))
+        .collect())
+}
+
+/// Assigns a conversation to `agent` if it is still open, unassigned and in `team_id` (the
+/// auto-assignment's compare-and-set, issue 22); false when it no longer is.
+pub fn assign_if_unassigned(c: &mut Db, id: i64, team_id: i64, agent: i64, t: NaiveDateTime) -> ApiResult<bool> {
+    let assigned = diesel::update(
+        conversations::table
+            .find(id)
+            .filter(conversations::team_id.eq(team_id))
+            .filter(conversations::assignee_id.is_null())
+            .filter(conversations::status.eq("open")),
+    )
+    .set((conversations::assignee_id.eq(agent), conversations::last_update_time.eq(t)))
+    .execute(c)?;
+    Ok(assigned > 0)
+}
+
 // ---- merging (issue 22) ----
 
 /// A conversation's messages, oldest first (time, then arrival).
@@ -572,6 +675,44 @@ pub fn unmerge(c: &mut Db, conv: &mut ConversationRow) -> ApiResult<()> {
         conv.merged_into = None;
     }
     Ok(())
+}
+
+/// Locks a conversation's row until the transaction ends: an UPDATE that changes nothing
+/// (PostgreSQL row lock; SQLite has one writer).
+pub fn lock_conversation(c: &mut Db, id: i64) -> ApiResult<()> {
+    diesel::update(conversations::table.find(id))
+        .set(conversations::last_seq.eq(conversations::last_seq))
+        .execute(c)?;
+    Ok(())
+}
+
+/// The source of a merge: resolved and merged into `target_id`, with no messages, unread
+/// count, last message or snooze left.
+pub fn mark_merged(c: &mut Db, source_id: i64, target_id: i64) -> ApiResult<()> {
+    diesel::update(conversations::table.find(source_id))
+        .set((
+            conversations::status.eq(ConversationStatus::Resolved.as_str()),
+            conversations::merged_into.eq(target_id),
+            conversations::message_count.eq(0),
+            conversations::unread_count.eq(0),
+            conversations::last_message_id.eq(None::<String>),
+            conversations::snoozed_until.eq(None::<NaiveDateTime>),
+            conversations::last_update_time.eq(now()),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+/// The company's conversations merged into `from` now point at `to`; returns their ids.
+pub fn redirect_merged(c: &mut Db, company_id: i64, from: i64, to: i64) -> ApiResult<Vec<i64>> {
+    let ids: Vec<i64> = conversations::table
+        .filter(conversations::company_id.eq(company_id).and(conversations::merged_into.eq(from)))
+        .select(conversations::id)
+        .load(c)?;
+    for &id in &ids {
+        diesel::update(conversations::table.find(id)).set(conversations::merged_into.eq(to)).execute(c)?;
+    }
+    Ok(ids)
 }
 
 // ---- messages ----

@@ -27,7 +27,7 @@ use crate::core::{
     auth::guard::{Admin, Agent},
     db::{
         Db, dialect,
-        schema::{conversations, team_members, teams, users},
+        schema::{team_members, teams, users},
     },
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
@@ -228,15 +228,8 @@ fn set(c: &mut Db, company_id: i64, id: i64, b: &TeamBody, name: &str, ids: &[i6
 fn delete_one(c: &mut Db, company_id: i64, id: i64) -> ApiResult<Vec<Event>> {
     get_one(c, company_id, id)?;
     super::store::clear_team_of_channels(c, company_id, id)?;
-    let convs: Vec<i64> = conversations::table
-        .filter(conversations::company_id.eq(company_id).and(conversations::team_id.eq(id)))
-        .select(conversations::id)
-        .load(c)?;
     let mut events = Vec::new();
-    for conv in convs {
-        diesel::update(conversations::table.find(conv))
-            .set((conversations::team_id.eq(None::<i64>), conversations::last_update_time.eq(now())))
-            .execute(c)?;
+    for conv in super::store::clear_team_of_conversations(c, company_id, id)? {
         events.extend(service::conversation_updated(c, company_id, conv)?.1);
     }
     diesel::delete(team_members::table.filter(team_members::team_id.eq(id))).execute(c)?;
@@ -294,16 +287,7 @@ fn pick(c: &mut Db, team: &TeamRow) -> ApiResult<Option<i64>> {
     if candidates.is_empty() {
         return Ok(None);
     }
-    let open: HashMap<i64, i64> = conversations::table
-        .filter(conversations::company_id.eq(team.company_id))
-        .filter(conversations::assignee_id.eq_any(&candidates))
-        .filter(conversations::status.eq("open"))
-        .group_by(conversations::assignee_id)
-        .select((conversations::assignee_id, diesel::dsl::count_star()))
-        .load::<(Option<i64>, i64)>(c)?
-        .into_iter()
-        .filter_map(|(a, n)| Some((a?, n)))
-        .collect();
+    let open = super::store::open_counts(c, team.company_id, &candidates)?;
     let cap = team.max_open_per_agent.map(i64::from);
     Ok(members
         .into_iter()
@@ -325,32 +309,19 @@ pub async fn auto_assign(st: &AppState, owner: &str, job: &Job) -> ApiResult<()>
         .write(move |c| {
             outbox::finish(c, job_id, &owner, None)?;
             let Some(id) = conv_id else { return Ok(Vec::new()) };
-            let Some(team_id) = conversations::table
-                .filter(conversations::company_id.eq(company_id))
-                .find(id)
-                .select(conversations::team_id)
-                .first::<Option<i64>>(c)
-                .optional()?
-                .flatten()
-            else {
-                return Ok(Vec::new());
+            let conv = match super::store::conversation(c, company_id, id) {
+                Ok(conv) => conv,
+                Err(ApiError::NotFound) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
             };
+            let Some(team_id) = conv.team_id else { return Ok(Vec::new()) };
             dialect::lock_key(c, &format!("team:{team_id}"))?;
             let Some(team) = get_one(c, company_id, team_id).ok().filter(|t| t.auto_assign) else {
                 return Ok(Vec::new());
             };
             let Some(agent) = pick(c, &team)? else { return Ok(Vec::new()) };
             let t = now();
-            let assigned = diesel::update(
-                conversations::table
-                    .find(id)
-                    .filter(conversations::team_id.eq(team_id))
-                    .filter(conversations::assignee_id.is_null())
-                    .filter(conversations::status.eq("open")),
-            )
-            .set((conversations::assignee_id.eq(agent), conversations::last_update_time.eq(t)))
-            .execute(c)?;
-            if assigned == 0 {
+            if !super::store::assign_if_unassigned(c, id, team_id, agent, t)? {
                 return Ok(Vec::new());
             }
             diesel::update(team_members::table.find((team_id, agent)))

@@ -13,7 +13,7 @@ use crate::{
     core::{
         db::{
             Db,
-            schema::{conversations, outbox, user_phones},
+            schema::{outbox, user_phones},
         },
         error::{ApiError, ApiResult},
         state::AppState,
@@ -104,7 +104,7 @@ fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbo
 /// Who a message of this conversation goes to: the customer's phone, or their WhatsApp
 /// business-scoped user id when WhatsApp gave no phone.
 fn recipient(c: &mut Db, m: &MessageRow) -> ApiResult<Result<Recipient, SendError>> {
-    let customer_id: i64 = conversations::table.find(m.conversation_id).select(conversations::customer_id).first(c)?;
+    let customer_id = store::conversation(c, m.company_id, m.conversation_id)?.customer_id;
     let phone: Option<String> = user_phones::table
         .filter(user_phones::user_id.eq(customer_id).and(user_phones::active))
         .order((user_phones::is_primary.desc(), user_phones::id.desc()))
