@@ -34,7 +34,7 @@ use crate::{
         crypto::{constant_time_eq, random_token, token_hash},
         db::{
             Db,
-            schema::{audit_log, auth_codes, users},
+            schema::{audit_log, auth_codes},
         },
         error::{ApiError, ApiResult, ErrorBody},
         extract::{Json, JsonOrForm},
@@ -261,7 +261,7 @@ fn exchange(c: &mut Db, hash: &str, client_id: &str, verifier: Option<&str>, ori
         return Ok(if otp::mfa_pending(c, hash)? { Exchange::MfaRequired } else { Exchange::Invalid });
     };
     if claimed == 0 {
-        let company: Option<i64> = users::table.find(user_id).select(users::company_id).first(c).optional()?;
+        let company = store::company_of(c, user_id)?;
         if let Some(sid) = &issued {
             session::revoke(c, sid, "auth_code_reuse")?;
         }
@@ -291,8 +291,8 @@ fn exchange(c: &mut Db, hash: &str, client_id: &str, verifier: Option<&str>, ori
     if !pkce_ok {
         return Ok(Exchange::Invalid);
     }
-    let user: Option<UserRow> = users::table.find(user_id).select(UserRow::as_select()).first(c).optional()?;
-    let Some(user) = user.filter(|u| u.is_active() && u.company_id == client.company_id) else {
+    let Some(user) = store::find_by_id(c, user_id)?.filter(|u| u.is_active() && u.company_id == client.company_id)
+    else {
         return Ok(Exchange::Invalid);
     };
     let (session_id, refresh_token) = open_session(c, &user, &client, origin)?;

@@ -17,7 +17,6 @@
 //! spread over (issue 17 items 6 and 7).
 
 use actix_web::{HttpResponse, post, web};
-use diesel::prelude::*;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -31,14 +30,11 @@ use crate::{
     core::{
         auth::lockout,
         crypto::random_token,
-        db::{
-            Db,
-            schema::{user_phones, users},
-        },
+        db::Db,
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,
         state::AppState,
-        types::{Email, Phone, Role},
+        types::{Email, Phone},
     },
     users::{model::UserRow, store},
 };
@@ -95,15 +91,7 @@ fn user_at(c: &mut Db, company_id: i64, channel: &str, dest: &str) -> ApiResult<
             Err(_) => None,
         }
     } else {
-        users::table
-            .inner_join(user_phones::table.on(user_phones::user_id.eq(users::id)))
-            .filter(user_phones::e164.eq(dest))
-            .filter(user_phones::active)
-            .filter(user_phones::company_id.eq(company_id))
-            .filter(users::role.eq_any([Role::Admin.as_str(), Role::Agent.as_str()]))
-            .select(UserRow::as_select())
-            .first(c)
-            .optional()?
+        store::find_staff_by_phone(c, company_id, dest)?
     };
     Ok(user.filter(|u| u.company_id == company_id && u.is_active()))
 }
@@ -268,9 +256,9 @@ async fn verify_otp(st: web::Data<AppState>, origin: Origin, Json(b): Json<OtpVe
             // A public client's code is bound to PKCE (`POST /auth/token`). Refusing with an
             // error rolls the whole check back: the right code stays usable with a challenge.
             let challenge = arc::pkce_challenge(&client, b.code_challenge, b.code_challenge_method.as_deref())?;
-            let user: Option<UserRow> =
-                users::table.find(ch.user_id).select(UserRow::as_select()).first(c).optional()?;
-            let Some(user) = user.filter(|u| u.is_active() && u.company_id == client.company_id) else {
+            let Some(user) =
+                store::find_by_id(c, ch.user_id)?.filter(|u| u.is_active() && u.company_id == client.company_id)
+            else {
                 return Ok(Verdict::Invalid);
             };
             if kind == "login" && totp::enabled(c, user.id)? {

@@ -15,23 +15,20 @@
 
 use diesel::prelude::*;
 
-use crate::core::{
-    auth::session,
-    db::{
-        Db,
-        schema::{oauth_identities, recovery_codes, totp_secrets, user_emails, user_phones, users},
+use crate::{
+    core::{
+        auth::session,
+        db::{
+            Db,
+            schema::{oauth_identities, recovery_codes, totp_secrets},
+        },
+        error::{ApiError, ApiResult},
+        state::AppState,
     },
-    error::{ApiError, ApiResult},
-    state::AppState,
-    types::now,
+    users::store,
 };
 
-/// An e-mail (lower-cased) or an E.164 phone of an account.
-#[derive(Debug, Clone, Copy)]
-pub enum Contact<'a> {
-    Email(&'a str),
-    Phone(&'a str),
-}
+pub use crate::users::model::Contact;
 
 /// The outcome of [`prove`].
 #[derive(Debug)]
@@ -49,23 +46,7 @@ pub enum Proof {
 
 /// The account's active row for `contact`: (row id, verified).
 fn row(c: &mut Db, user_id: i64, contact: Contact<'_>) -> ApiResult<(i64, bool)> {
-    let found: Option<(i64, bool)> = match contact {
-        Contact::Email(e) => user_emails::table
-            .filter(user_emails::user_id.eq(user_id))
-            .filter(user_emails::email.eq(e))
-            .filter(user_emails::active)
-            .select((user_emails::id, user_emails::verified))
-            .first(c)
-            .optional()?,
-        Contact::Phone(p) => user_phones::table
-            .filter(user_phones::user_id.eq(user_id))
-            .filter(user_phones::e164.eq(p))
-            .filter(user_phones::active)
-            .select((user_phones::id, user_phones::verified))
-            .first(c)
-            .optional()?,
-    };
-    found.ok_or(ApiError::NotFound)
+    store::contact_row(c, user_id, contact)?.ok_or(ApiError::NotFound)
 }
 
 /// Whether the account's active row for `contact` is verified (`false` when it has no such row).
@@ -80,30 +61,11 @@ pub fn is_verified(c: &mut Db, user_id: i64, contact: Contact<'_>) -> ApiResult<
 /// Whether anything other than `contact` was ever proven on the account: another verified
 /// contact, or a linked provider identity.
 fn proven_otherwise(c: &mut Db, user_id: i64, contact: Contact<'_>, row_id: i64) -> ApiResult<bool> {
-    let (email_row, phone_row) = match contact {
-        Contact::Email(_) => (row_id, -1),
-        Contact::Phone(_) => (-1, row_id),
-    };
-    let email: bool = diesel::select(diesel::dsl::exists(
-        user_emails::table
-            .filter(user_emails::user_id.eq(user_id))
-            .filter(user_emails::active)
-            .filter(user_emails::verified)
-            .filter(user_emails::id.ne(email_row)),
-    ))
-    .get_result(c)?;
-    let phone: bool = diesel::select(diesel::dsl::exists(
-        user_phones::table
-            .filter(user_phones::user_id.eq(user_id))
-            .filter(user_phones::active)
-            .filter(user_phones::verified)
-            .filter(user_phones::id.ne(phone_row)),
-    ))
-    .get_result(c)?;
+    let verified = store::has_verified_contact_besides(c, user_id, contact, row_id)?;
     let linked: bool =
         diesel::select(diesel::dsl::exists(oauth_identities::table.filter(oauth_identities::user_id.eq(user_id))))
             .get_result(c)?;
-    Ok(email || phone || linked)
+    Ok(verified || linked)
 }
 
 /// Applies a proof of `contact` from outside the account (see the module doc). Call it in the
@@ -118,19 +80,10 @@ pub fn prove(c: &mut Db, user_id: i64, contact: Contact<'_>) -> ApiResult<Proof>
         return Ok(Proof::Unproven);
     }
     let revoked = session::revoke_all(c, user_id, None, "account_claimed")?;
-    diesel::update(users::table.find(user_id))
-        .set((users::password_hash.eq(None::<String>), users::updated_at.eq(now())))
-        .execute(c)?;
+    store::clear_password_hash(c, user_id)?;
     diesel::delete(totp_secrets::table.filter(totp_secrets::user_id.eq(user_id))).execute(c)?;
     diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(c)?;
-    match contact {
-        Contact::Email(_) => {
-            diesel::update(user_emails::table.find(row_id)).set(user_emails::verified.eq(true)).execute(c)?;
-        }
-        Contact::Phone(_) => {
-            diesel::update(user_phones::table.find(row_id)).set(user_phones::verified.eq(true)).execute(c)?;
-        }
-    }
+    store::verify_contact_row(c, contact, row_id)?;
     Ok(Proof::Claimed { revoked })
 }
 
@@ -139,53 +92,7 @@ pub fn prove(c: &mut Db, user_id: i64, contact: Contact<'_>) -> ApiResult<Proof>
 /// other active contact of that kind.
 pub fn release(c: &mut Db, user_id: i64, contact: Contact<'_>) -> ApiResult<()> {
     let (row_id, _) = row(c, user_id, contact)?;
-    match contact {
-        Contact::Email(_) => {
-            diesel::update(user_emails::table.find(row_id))
-                .set((user_emails::active.eq(false), user_emails::is_primary.eq(false)))
-                .execute(c)?;
-            let primary: bool = diesel::select(diesel::dsl::exists(
-                user_emails::table
-                    .filter(user_emails::user_id.eq(user_id))
-                    .filter(user_emails::active)
-                    .filter(user_emails::is_primary),
-            ))
-            .get_result(c)?;
-            let next: Option<i64> = user_emails::table
-                .filter(user_emails::user_id.eq(user_id))
-                .filter(user_emails::active)
-                .order(user_emails::id)
-                .select(user_emails::id)
-                .first(c)
-                .optional()?;
-            if let (false, Some(id)) = (primary, next) {
-                diesel::update(user_emails::table.find(id)).set(user_emails::is_primary.eq(true)).execute(c)?;
-            }
-        }
-        Contact::Phone(_) => {
-            diesel::update(user_phones::table.find(row_id))
-                .set((user_phones::active.eq(false), user_phones::is_primary.eq(false)))
-                .execute(c)?;
-            let primary: bool = diesel::select(diesel::dsl::exists(
-                user_phones::table
-                    .filter(user_phones::user_id.eq(user_id))
-                    .filter(user_phones::active)
-                    .filter(user_phones::is_primary),
-            ))
-            .get_result(c)?;
-            let next: Option<i64> = user_phones::table
-                .filter(user_phones::user_id.eq(user_id))
-                .filter(user_phones::active)
-                .order(user_phones::id)
-                .select(user_phones::id)
-                .first(c)
-                .optional()?;
-            if let (false, Some(id)) = (primary, next) {
-                diesel::update(user_phones::table.find(id)).set(user_phones::is_primary.eq(true)).execute(c)?;
-            }
-        }
-    }
-    Ok(())
+    store::release_contact_row(c, user_id, contact, row_id)
 }
 
 /// After the commit of a [`Proof::Claimed`]: this node stops answering from its session cache

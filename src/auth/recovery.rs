@@ -8,7 +8,6 @@
 
 use actix_web::{HttpRequest, HttpResponse, get, patch, post, web};
 use chrono::Duration;
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -245,11 +244,7 @@ async fn reset_password(st: web::Data<AppState>, origin: Origin, Json(b): Json<R
             }
             store::set_password_hash(c, user_id, &hash)?;
             let revoked = session::revoke_all(c, user_id, None, "password_reset")?;
-            let company: Option<i64> = crate::core::db::schema::users::table
-                .find(user_id)
-                .select(crate::core::db::schema::users::company_id)
-                .first(c)
-                .optional()?;
+            let company = store::company_of(c, user_id)?;
             store::audit(c, company, Some(user_id), "password_reset", &ip, serde_json::json!({}))?;
             Ok(revoked)
         })

@@ -193,13 +193,7 @@ pub async fn verify_signup(st: &AppState, token: String, origin: &Origin) -> Api
             if !crate::codes::claim_hashed(c, &token, VERIFY_EMAIL)? {
                 return Err(invalid());
             }
-            let user: UserRow = crate::core::db::schema::users::table
-                .find(user_id)
-                .select(UserRow::as_select())
-                .first(c)
-                .optional()?
-                .filter(|u| u.status == PENDING)
-                .ok_or_else(invalid)?;
+            let user: UserRow = store::find_by_id(c, user_id)?.filter(|u| u.status == PENDING).ok_or_else(invalid)?;
             let email =
                 Email::try_from(email).map_err(|e| ApiError::Internal(anyhow::anyhow!("stored e-mail: {}", e.0)))?;
             if store::email_in_use_by_staff(c, &email)? {

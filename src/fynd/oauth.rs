@@ -16,7 +16,6 @@
 //! (`invalid_client`, `unauthorized_client`, `invalid_grant`) or 400 `unsupported_grant_type`.
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -29,7 +28,7 @@ use crate::{
     core::{
         auth::{guard::credential_pair, session},
         crypto::constant_time_eq,
-        db::{Db, schema::users},
+        db::Db,
         error::{ApiError, ApiResult, ErrorBody},
         extract::JsonOrForm,
         state::AppState,
@@ -186,13 +185,7 @@ async fn authenticate(
 /// `external_id = "auth_client:<client_id>"`.
 fn service_account(c: &mut Db, client: &ClientRow) -> ApiResult<UserRow> {
     let key = format!("auth_client:{}", client.client_id);
-    let found: Option<UserRow> = users::table
-        .filter(users::company_id.eq(client.company_id))
-        .filter(users::external_id.eq(&key))
-        .select(UserRow::as_select())
-        .first(c)
-        .optional()?;
-    if let Some(user) = found {
+    if let Some(user) = store::find_by_external_id(c, client.company_id, &key)? {
         return Ok(user);
     }
     let t = now();
@@ -210,6 +203,6 @@ fn service_account(c: &mut Db, client: &ClientRow) -> ApiResult<UserRow> {
             updated_at: t,
         },
     )?;
-    diesel::update(users::table.find(user.id)).set(users::external_id.eq(&key)).execute(c)?;
+    store::set_external_id(c, user.id, &key)?;
     Ok(UserRow { external_id: Some(key), ..user })
 }

@@ -47,10 +47,7 @@ use crate::{
         service::Origin,
     },
     core::{
-        db::{
-            Db,
-            schema::{oauth_identities, users},
-        },
+        db::{Db, schema::oauth_identities},
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,
         state::AppState,
@@ -438,17 +435,11 @@ async fn login(
 /// The customer linked to this provider identity. The link of an archived account is dropped
 /// (archiving frees the person to sign up again as a new account).
 fn linked(c: &mut Db, provider_key: &str, subject: &str, company_id: i64) -> ApiResult<Option<UserRow>> {
-    let link = oauth_identities::table
-        .filter(oauth_identities::provider.eq(provider_key))
-        .filter(oauth_identities::subject.eq(subject));
-    let user: Option<UserRow> = link
-        .inner_join(users::table)
-        .filter(users::company_id.eq(company_id))
-        .select(UserRow::as_select())
-        .first(c)
-        .optional()?;
-    match user {
+    match store::find_by_identity(c, company_id, provider_key, subject)? {
         Some(u) if u.status == "archived" => {
+            let link = oauth_identities::table
+                .filter(oauth_identities::provider.eq(provider_key))
+                .filter(oauth_identities::subject.eq(subject));
             diesel::delete(link).execute(c)?;
             Ok(None)
         }

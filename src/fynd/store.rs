@@ -79,6 +79,8 @@ pub fn live(
     company_id: i64,
     application_id: i64,
 ) -> ApiResult<Option<(SessionRow, UserRow)>> {
+    // The user comes with its session in this one statement, run on every storefront request;
+    // so this join on `users` stays here, outside `users::store` (which cannot name `SessionRow`).
     let row: Option<(SessionRow, UserRow)> = sessions::table
         .inner_join(users::table)
         .filter(sessions::id.eq(session_id))

@@ -15,7 +15,7 @@ use crate::core::{
     auth::guard::{Admin, Agent},
     config::Config,
     crypto::{random_token, token_hash},
-    db::schema::{invites, templates, users},
+    db::schema::{invites, templates},
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
     state::AppState,
@@ -663,12 +663,7 @@ async fn list_agents(admin: Admin, st: web::Data<AppState>) -> ApiResult<HttpRes
     let views = st
         .db
         .run(move |c| {
-            let rows = users::table
-                .filter(users::company_id.eq(company_id))
-                .filter(users::role.eq_any(["admin", "agent"]))
-                .order(users::id)
-                .select(crate::users::model::UserRow::as_select())
-                .load(c)?;
+            let rows = crate::users::store::list_staff(c, company_id)?;
             rows.into_iter().map(|u| agent_view(c, u)).collect::<ApiResult<Vec<_>>>()
         })
         .await?;
@@ -772,18 +767,14 @@ async fn patch_agent(
             staff(c, company_id, id)?;
             let mut revoked = Vec::new();
             if let Some(role) = b.role {
-                diesel::update(users::table.find(id))
-                    .set((users::role.eq(Role::from(role).as_str()), users::updated_at.eq(now())))
-                    .execute(c)?;
+                crate::users::store::set_role(c, id, Role::from(role))?;
             }
             if let Some(status) = b.status {
                 let value = match status {
                     AgentStatus::Active => "active",
                     AgentStatus::Deactivated => "deactivated",
                 };
-                diesel::update(users::table.find(id))
-                    .set((users::status.eq(value), users::updated_at.eq(now())))
-                    .execute(c)?;
+                crate::users::store::set_status(c, id, value)?;
                 if status == AgentStatus::Deactivated {
                     revoked = crate::core::auth::session::revoke_all(c, id, None, "deactivated")?;
                 }

@@ -1,15 +1,13 @@
 //! Contacts: the company's customers as the messaging API shows them (CONTRACT §3).
 
-use diesel::prelude::*;
-
 use super::{model::ContactView, store};
-use crate::core::{
-    db::{
-        Db,
-        schema::{user_emails, user_phones, users},
+use crate::{
+    core::{
+        db::Db,
+        error::{ApiError, ApiResult},
+        types::{Email, Phone},
     },
-    error::{ApiError, ApiResult},
-    types::{Email, Phone, now},
+    users::customer::{self, ProfileChange},
 };
 
 /// A page of customers, oldest first, optionally those whose phone contains `digits`.
@@ -20,29 +18,7 @@ pub fn page(
     offset: i64,
     limit: i64,
 ) -> ApiResult<(i64, Vec<ContactView>)> {
-    let build = || {
-        let mut q = users::table
-            .filter(users::company_id.eq(company_id))
-            .filter(users::role.eq("customer"))
-            .filter(users::deleted_at.is_null())
-            .into_boxed();
-        if let Some(d) = digits {
-            let matching = user_phones::table
-                .filter(user_phones::company_id.eq(company_id))
-                .filter(user_phones::active)
-                .filter(user_phones::e164.like(format!("%{d}%")))
-                .select(user_phones::user_id);
-            q = q.filter(users::id.eq_any(matching));
-        }
-        q
-    };
-    let total: i64 = build().count().get_result(c)?;
-    let rows = build()
-        .order(users::id)
-        .offset(offset)
-        .limit(limit)
-        .select(crate::users::model::UserRow::as_select())
-        .load(c)?;
+    let (total, rows) = crate::users::store::customers_page(c, company_id, digits, offset, limit)?;
     let views = rows.into_iter().map(|u| store::contact_view(c, u)).collect::<ApiResult<Vec<_>>>()?;
     Ok((total, views))
 }
@@ -74,25 +50,20 @@ pub fn update(
         ));
     }
     if first_name.is_some() || last_name.is_some() {
-        diesel::update(users::table.find(user.id))
-            .set((
-                users::first_name.eq(first_name.as_deref().map(str::trim).unwrap_or(&user.first_name)),
-                users::last_name.eq(last_name.as_deref().map(str::trim).unwrap_or(&user.last_name)),
-                users::updated_at.eq(now()),
-            ))
-            .execute(c)?;
+        let change = ProfileChange {
+            first_name: Some(first_name.as_deref().map(str::trim).unwrap_or(&user.first_name).to_owned()),
+            last_name: Some(last_name.as_deref().map(str::trim).unwrap_or(&user.last_name).to_owned()),
+            ..ProfileChange::default()
+        };
+        customer::update_profile(c, user.id, &change)?;
     }
     if let Some(phone) = phone {
-        diesel::update(user_phones::table.filter(user_phones::user_id.eq(user.id).and(user_phones::active)))
-            .set(user_phones::active.eq(false))
-            .execute(c)?;
+        crate::users::store::deactivate_phones(c, user.id)?;
         crate::users::store::add_phone(c, user.id, company_id, &phone, true, false)
             .map_err(|e| e.on_unique("contact_exists", "another contact has this phone"))?;
     }
     if let Some(email) = email {
-        diesel::update(user_emails::table.filter(user_emails::user_id.eq(user.id).and(user_emails::active)))
-            .set(user_emails::active.eq(false))
-            .execute(c)?;
+        crate::users::store::deactivate_emails(c, user.id)?;
         crate::users::store::add_email(c, user.id, company_id, &email, true, false)
             .map_err(|e| e.on_unique("contact_exists", "another contact has this e-mail"))?;
     }

@@ -10,10 +10,7 @@ use diesel::prelude::*;
 use super::{model::*, store};
 use crate::core::{
     auth::session::Principal,
-    db::{
-        Batched, Db,
-        schema::{messages, user_emails, user_phones, users},
-    },
+    db::{Batched, Db, schema::messages},
     error::{ApiError, ApiResult},
     realtime::{
         event::{CONVERSATION_CREATED, CONVERSATION_UPDATED, Event, MENTION, MESSAGE_UPDATED},
@@ -352,7 +349,7 @@ impl Lookups {
             }
             let found = [
                 crate::users::store::customers_by_bsuid(c, company, &bsuids)?,
-                store::customers_by_phone(c, company, &phones)?,
+                crate::users::store::customers_by_phone(c, company, &phones)?,
             ];
             for (key, user_id) in found.into_iter().flatten() {
                 l.customers.insert((company, key), user_id);
@@ -1517,32 +1514,9 @@ pub async fn mark_read(st: &AppState, agent: &Principal, id: i64, seq: i64) -> A
 /// Views for conversation rows, with customers and last messages loaded in batches.
 pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec<ConversationView>> {
     let customer_ids: Vec<i64> = rows.iter().map(|r| r.customer_id).collect();
-    type Person = (String, String, bool, Option<String>);
-    let people: HashMap<i64, Person> = users::table
-        .filter(users::id.eq_any(&customer_ids))
-        .select((users::id, users::first_name, users::last_name, users::opted_out, users::wa_bsuid))
-        .load::<(i64, String, String, bool, Option<String>)>(c)?
-        .into_iter()
-        .map(|(id, f, l, o, b)| (id, (f, l, o, b)))
-        .collect();
-    let mut phones: HashMap<i64, String> = HashMap::new();
-    for (uid, e164) in user_phones::table
-        .filter(user_phones::user_id.eq_any(&customer_ids).and(user_phones::active))
-        .order((user_phones::is_primary.asc(), user_phones::id.desc()))
-        .select((user_phones::user_id, user_phones::e164))
-        .load::<(i64, String)>(c)?
-    {
-        phones.insert(uid, e164);
-    }
-    let mut emails: HashMap<i64, String> = HashMap::new();
-    for (uid, email) in user_emails::table
-        .filter(user_emails::user_id.eq_any(&customer_ids).and(user_emails::active))
-        .order((user_emails::is_primary.asc(), user_emails::id.desc()))
-        .select((user_emails::user_id, user_emails::email))
-        .load::<(i64, String)>(c)?
-    {
-        emails.insert(uid, email);
-    }
+    let people = crate::users::store::profiles_by_id(c, &customer_ids)?;
+    let phones = crate::users::store::primary_phones_by_id(c, &customer_ids)?;
+    let emails = crate::users::store::primary_emails_by_id(c, &customer_ids)?;
     let last_ids: Vec<String> = rows.iter().filter_map(|r| r.last_message_id.clone()).collect();
     let last_rows: Vec<MessageRow> =
         messages::table.filter(messages::id.eq_any(&last_ids)).select(MessageRow::as_select()).load(c)?;

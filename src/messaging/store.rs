@@ -162,14 +162,7 @@ pub fn find_or_create_customer(
     last_name: &str,
     verified: bool,
 ) -> ApiResult<(i64, bool)> {
-    let existing: Option<i64> = crate::on_backend!(c, |c| user_phones::table
-        .filter(user_phones::company_id.eq(company_id))
-        .filter(user_phones::e164.eq(phone.as_str()))
-        .filter(user_phones::active)
-        .select(user_phones::user_id)
-        .first(c)
-        .optional())?;
-    if let Some(id) = existing {
+    if let Some(id) = crate::users::store::id_by_phone(c, company_id, phone)? {
         return Ok((id, false));
     }
     let user = crate::users::store::create_person(
@@ -214,22 +207,6 @@ pub fn find_or_create_sender(
         crate::users::store::set_bsuid_if_unset(c, id, b)?;
     }
     Ok(id)
-}
-
-/// The customers of a company with these E.164 phones (active numbers): `(e164, user id)`.
-pub fn customers_by_phone(c: &mut Db, company_id: i64, phones: &[&str]) -> ApiResult<Vec<(String, i64)>> {
-    if phones.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(crate::on_backend!(c, |c| CacheBySql::up_to(
-        phones.len(),
-        user_phones::table
-            .filter(user_phones::company_id.eq(company_id))
-            .filter(user_phones::e164.eq_any(phones))
-            .filter(user_phones::active)
-            .select((user_phones::e164, user_phones::user_id))
-    )
-    .load(c))?)
 }
 
 pub fn customer(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<crate::users::model::UserRow> {
@@ -454,21 +431,11 @@ pub fn conversations_page(
         if let Some(text) = f.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             let pattern = like_contains(&text.to_lowercase());
             let digits: String = text.chars().filter(char::is_ascii_digit).collect();
-            let by_name = users::table
-                .filter(users::company_id.eq(company_id))
-                .filter(
-                    diesel::dsl::sql::<diesel::sql_types::Bool>("lower(first_name || ' ' || last_name) LIKE ")
-                        .bind::<diesel::sql_types::Text, _>(pattern)
-                        .sql(" ESCAPE '\\'"),
-                )
-                .select(users::id);
+            let by_name = crate::users::store::ids_named_like(company_id, pattern);
             if digits.is_empty() {
                 q = q.filter(conversations::customer_id.eq_any(by_name));
             } else {
-                let by_phone = user_phones::table
-                    .filter(user_phones::company_id.eq(company_id))
-                    .filter(user_phones::e164.like(format!("%{digits}%")))
-                    .select(user_phones::user_id);
+                let by_phone = crate::users::store::ids_with_phone_containing(company_id, &digits);
                 q = q
                     .filter(conversations::customer_id.eq_any(by_name).or(conversations::customer_id.eq_any(by_phone)));
             }

@@ -27,7 +27,7 @@ use crate::core::{
     auth::guard::{Admin, Agent},
     db::{
         Db, dialect,
-        schema::{team_members, teams, users},
+        schema::{team_members, teams},
     },
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
@@ -152,20 +152,10 @@ fn view(c: &mut Db, company_id: i64, id: i64) -> ApiResult<TeamView> {
     Ok(views(c, company_id, vec![row])?.remove(0))
 }
 
-/// The active agents and admins of the company among `ids`.
-fn active_staff(c: &mut Db, company_id: i64, ids: &[i64]) -> ApiResult<Vec<i64>> {
-    Ok(users::table
-        .filter(users::company_id.eq(company_id).and(users::id.eq_any(ids)))
-        .filter(users::role.eq_any(["agent", "admin"]))
-        .filter(users::status.eq("active").and(users::deleted_at.is_null()))
-        .select(users::id)
-        .load(c)?)
-}
-
 /// Makes the team's members exactly `ids` (each an active agent or admin of the company, else
 /// 400 on `agentIds`); members who stay keep their place in the round-robin.
 fn set_members(c: &mut Db, company_id: i64, team_id: i64, ids: &[i64]) -> ApiResult<()> {
-    let staff: HashSet<i64> = active_staff(c, company_id, ids)?.into_iter().collect();
+    let staff: HashSet<i64> = crate::users::store::active_staff_among(c, company_id, ids)?.into_iter().collect();
     if let Some(bad) = ids.iter().find(|id| !staff.contains(id)) {
         return Err(ApiError::field("agentIds", format!("{bad} is not an active agent of this company")));
     }
@@ -281,7 +271,7 @@ fn pick(c: &mut Db, team: &TeamRow) -> ApiResult<Option<i64>> {
         .select((team_members::user_id, team_members::last_assigned_at))
         .load(c)?;
     let ids: Vec<i64> = members.iter().map(|(id, _)| *id).collect();
-    let active: HashSet<i64> = active_staff(c, team.company_id, &ids)?.into_iter().collect();
+    let active: HashSet<i64> = crate::users::store::active_staff_among(c, team.company_id, &ids)?.into_iter().collect();
     let online: HashSet<i64> = presence::online_among(c, team.company_id, &ids)?.into_iter().collect();
     let candidates: Vec<i64> = ids.iter().copied().filter(|id| active.contains(id) && online.contains(id)).collect();
     if candidates.is_empty() {

@@ -11,10 +11,7 @@ use diesel::prelude::*;
 use super::{Accepted, Outbound, OutboundBody, OutboundMedia, Provider, Recipient, SendError};
 use crate::{
     core::{
-        db::{
-            Db,
-            schema::{outbox, user_phones},
-        },
+        db::{Db, schema::outbox},
         error::{ApiError, ApiResult},
         state::AppState,
     },
@@ -105,13 +102,7 @@ fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbo
 /// business-scoped user id when WhatsApp gave no phone.
 fn recipient(c: &mut Db, m: &MessageRow) -> ApiResult<Result<Recipient, SendError>> {
     let customer_id = store::conversation(c, m.company_id, m.conversation_id)?.customer_id;
-    let phone: Option<String> = user_phones::table
-        .filter(user_phones::user_id.eq(customer_id).and(user_phones::active))
-        .order((user_phones::is_primary.desc(), user_phones::id.desc()))
-        .select(user_phones::e164)
-        .first(c)
-        .optional()?;
-    Ok(match phone {
+    Ok(match crate::users::store::recipient_phone(c, customer_id)? {
         Some(phone) => Ok(Recipient::Phone(phone)),
         None => match crate::users::store::bsuid_of(c, customer_id)? {
             Some(bsuid) => Ok(Recipient::Bsuid(bsuid)),

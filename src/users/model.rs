@@ -67,3 +67,11 @@ pub struct Person {
     pub email: Option<String>,
     pub phone: Option<String>,
 }
+
+/// An e-mail (lower-cased) or an E.164 phone of an account, as someone from outside it proves
+/// it (`auth::proof`).
+#[derive(Debug, Clone, Copy)]
+pub enum Contact<'a> {
+    Email(&'a str),
+    Phone(&'a str),
+}

@@ -2,6 +2,8 @@
 //! stored as its SHA-256, and single use: claiming it is one `UPDATE … WHERE used_at IS NULL`,
 //! so two concurrent refreshes cannot both win, and presenting a used token again revokes the
 //! whole session (reuse detection, CONTRACT §5).
+//! The session guard reads `users` directly because core imports no feature (`users::store`
+//! owns every other query on it).
 
 use std::time::Duration;
 
