@@ -108,14 +108,14 @@ async fn claim_where(st: &AppState, owner: &str, kinds: Vec<&'static str>, order
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            let due = || {
-                outbox::table
-                    .filter(outbox::done_at.is_null())
-                    .filter(outbox::kind.eq_any(&kinds))
-                    .filter(outbox::next_attempt_at.le(t))
-                    .filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t)))
-            };
-            diesel::update(due().filter(outbox::id.eq_any(&ids)))
+            // The candidates are this transaction's (locked on PostgreSQL, the one writer on
+            // SQLite); the re-check of what can change under another claimer stays, by id only,
+            // so the planner goes by primary key however stale its statistics of the queue.
+            let still_free = outbox::id
+                .eq_any(&ids)
+                .and(outbox::done_at.is_null())
+                .and(outbox::lease_until.is_null().or(outbox::lease_until.lt(t)));
+            diesel::update(outbox::table.filter(still_free))
                 .set((
                     outbox::lease_owner.eq(&owner),
                     outbox::lease_until.eq(t + lease),
