@@ -170,20 +170,24 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
     match outcome {
         Ok(Accepted { provider_id, then }) => {
             m.outbox_attempts.with_label_values(&[name, "sent"]).inc();
+            // One transaction (one commit) for the job, SENT and the statuses the provider
+            // reported with its answer (the sandbox's DELIVERED); each of those in its own
+            // savepoint, so one that fails leaves the send recorded.
             let events = st
                 .db
                 .write(move |c| {
                     finish(c, job_id, &owner, None)?;
-                    service::record_sent_tx(c, &message_id, &provider_id)
+                    let mut events = service::record_sent_tx(c, &message_id, &provider_id)?;
+                    for status in then {
+                        match c.transaction(|c| service::record_status_tx(c, &message_id, status)) {
+                            Ok(more) => events.extend(more),
+                            Err(e) => tracing::warn!(job = job_id, ?status, error = ?e, "recording a status the provider reported with its answer"),
+                        }
+                    }
+                    Ok(events)
                 })
                 .await?;
             service::publish_events(st, events);
-            let message_id = job.ref_id.clone();
-            for status in then {
-                let id = message_id.clone();
-                let events = st.db.write(move |c| service::record_status_tx(c, &id, status)).await?;
-                service::publish_events(st, events);
-            }
         }
         Err(SendError::Permanent { code, message }) => {
             tracing::info!(job = job_id, %code, %message, "delivery failed permanently");
