@@ -55,18 +55,41 @@ pub fn insert(c: &mut Db, job: &NewJob<'_>) -> ApiResult<()> {
 /// issue 22); claimed, leased and finished like any other, so it runs once, on one node, also
 /// after a restart. A time in the past is due at once.
 pub fn insert_due(c: &mut Db, job: &NewJob<'_>, due: chrono::NaiveDateTime) -> ApiResult<()> {
+    insert_many(c, &[(job, due)])
+}
+
+/// Queues several jobs, each due at its time: one multi-row INSERT on PostgreSQL (a group
+/// commit's sends: one round trip, not one per job); on SQLite one cached single-row INSERT per
+/// job, as `messaging::store` inserts a batch's messages and events.
+pub fn insert_many(c: &mut Db, jobs: &[(&NewJob<'_>, chrono::NaiveDateTime)]) -> ApiResult<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
     let t = now();
-    diesel::insert_into(outbox::table)
-        .values((
-            outbox::kind.eq(job.kind),
-            outbox::ref_id.eq(job.ref_id),
-            outbox::company_id.eq(job.company_id),
-            outbox::channel_id.eq(job.channel_id),
-            outbox::ordering_key.eq(job.ordering_key),
-            outbox::next_attempt_at.eq(due),
-            outbox::created_at.eq(t),
-        ))
-        .execute(c)?;
+    let rows: Vec<_> = jobs
+        .iter()
+        .map(|(job, due)| {
+            (
+                outbox::kind.eq(job.kind),
+                outbox::ref_id.eq(job.ref_id),
+                outbox::company_id.eq(job.company_id),
+                outbox::channel_id.eq(job.channel_id),
+                outbox::ordering_key.eq(job.ordering_key),
+                outbox::next_attempt_at.eq(*due),
+                outbox::created_at.eq(t),
+            )
+        })
+        .collect();
+    match &mut *c {
+        Db::Sqlite(c) if rows.len() <= crate::core::db::CACHED_FORMS => {
+            for row in rows {
+                diesel::insert_into(outbox::table).values(row).execute(c)?;
+            }
+        }
+        c => {
+            crate::on_backend!(c, |c| diesel::insert_into(outbox::table).values(rows).execute(c))?;
+        }
+    }
     Ok(())
 }
 

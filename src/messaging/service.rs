@@ -246,8 +246,9 @@ impl Batched for Write {
 }
 
 /// Applies writes together: what each needs is looked up for all of them at once (known
-/// provider ids, customers, conversations), their new messages go into one [`store::Stage`]
-/// (one multi-row INSERT each for messages and events), then each is answered.
+/// provider ids, customers, conversations; the sends' used clientIds and conversations), their
+/// new messages go into one [`store::Stage`] (one multi-row INSERT each for messages and
+/// events), their delivery jobs into one more, then each is answered.
 fn apply_writes(c: &mut Db, items: &[Write]) -> ApiResult<Vec<Written>> {
     let deliveries: Vec<&Delivery> = items
         .iter()
@@ -266,16 +267,25 @@ fn apply_writes(c: &mut Db, items: &[Write]) -> ApiResult<Vec<Written>> {
         lock_pending(c, channel_id, provider_id)?;
     }
     let mut lookups = Lookups::prefetch(c, &deliveries)?;
+    let mut send_lookups = SendLookups::prefetch(c, items, &lookups)?;
     let mut stage = store::Stage::default();
     let mut drafts = Vec::with_capacity(items.len());
     for item in items {
         drafts.push(match item {
             Write::Delivery(d) => Draft::Delivery(ingest_staged(c, &mut stage, &mut lookups, d)?),
-            Write::Send(s) => Draft::Send(Box::new(send_staged(c, &mut stage, s.company_id, s.sender_id, &s.req)?)),
+            Write::Send(s) => Draft::Send(Box::new(send_staged(
+                c,
+                &mut stage,
+                Some(&mut send_lookups),
+                s.company_id,
+                s.sender_id,
+                &s.req,
+            )?)),
         });
     }
     let created = stage.finish(c)?;
-    drafts
+    let mut jobs = Vec::new();
+    let written = drafts
         .into_iter()
         .map(|d| match d {
             Draft::Delivery((outcome, slots)) => {
@@ -288,9 +298,11 @@ fn apply_writes(c: &mut Db, items: &[Write]) -> ApiResult<Vec<Written>> {
                     .collect();
                 Ok(Written::Delivery(outcome, events))
             }
-            Draft::Send(draft) => Ok(Written::Send(Box::new(send_finish(c, *draft, &created)?))),
+            Draft::Send(draft) => Ok(Written::Send(Box::new(send_finish(c, *draft, &created, &mut jobs)?))),
         })
-        .collect()
+        .collect::<ApiResult<Vec<_>>>()?;
+    insert_jobs(c, &jobs)?;
+    Ok(written)
 }
 
 enum Draft {
@@ -314,6 +326,50 @@ struct Lookups {
     customers: HashMap<(i64, String), i64>,
     /// (channel, customer) → conversation.
     conversations: HashMap<(i64, i64), ConversationRow>,
+}
+
+/// What the sends of one group commit need, read once for all of them: the conversations they
+/// name. (Their clientIds are looked up one by one: `sender_id = $1 AND client_id = ANY($2)`
+/// got a plan that filtered all the sender's index entries, 2 ms, where each lookup by the
+/// unique pair takes microseconds.)
+#[derive(Default)]
+struct SendLookups {
+    /// (company, id) → conversation, as it was when the batch began. Conversations a delivery
+    /// of the batch may change are left out and read when their send comes.
+    conversations: HashMap<(i64, i64), ConversationRow>,
+}
+
+impl SendLookups {
+    fn prefetch(c: &mut Db, items: &[Write], deliveries: &Lookups) -> ApiResult<Self> {
+        let mut l = SendLookups::default();
+        let sends: Vec<&SendItem> = items
+            .iter()
+            .filter_map(|w| match w {
+                Write::Send(s) => Some(s),
+                Write::Delivery(_) => None,
+            })
+            .collect();
+        let touched: HashSet<i64> = deliveries.conversations.values().map(|conv| conv.id).collect();
+        let mut companies: Vec<i64> = sends.iter().map(|s| s.company_id).collect();
+        companies.sort_unstable();
+        companies.dedup();
+        for company in companies {
+            let mut ids: Vec<i64> = sends
+                .iter()
+                .filter(|s| s.company_id == company)
+                .filter_map(|s| match s.req.target {
+                    Target::Conversation(id) if !touched.contains(&id) => Some(id),
+                    _ => None,
+                })
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for conv in store::conversations_by_ids(c, company, &ids)? {
+                l.conversations.insert((company, conv.id), conv);
+            }
+        }
+        Ok(l)
+    }
 }
 
 impl Lookups {
@@ -415,15 +471,20 @@ pub type SendOutcome = (Sent, Vec<Event>, Vec<Notice>);
 /// the worker.
 pub fn send_tx(c: &mut Db, company_id: i64, sender_id: i64, req: &SendRequest) -> ApiResult<SendOutcome> {
     let mut stage = store::Stage::default();
-    let draft = send_staged(c, &mut stage, company_id, sender_id, req)?;
+    let draft = send_staged(c, &mut stage, None, company_id, sender_id, req)?;
     let created = stage.finish(c)?;
-    send_finish(c, draft, &created)
+    let mut jobs = Vec::new();
+    let outcome = send_finish(c, draft, &created, &mut jobs)?;
+    insert_jobs(c, &jobs)?;
+    Ok(outcome)
 }
 
 /// Checks a send and stages its message (everything of [`send_tx`] up to the write).
+/// `known`: what the batch read for its sends ([`SendLookups`]); `None` reads everything here.
 fn send_staged<'a>(
     c: &mut Db,
     stage: &mut store::Stage<'a>,
+    mut known: Option<&mut SendLookups>,
     company_id: i64,
     sender_id: i64,
     req: &SendRequest,
@@ -435,7 +496,14 @@ fn send_staged<'a>(
         return Ok(SendDraft::Replay(Box::new((sent, Vec::new(), Vec::new()))));
     }
     let (conv, opened) = match req.target {
-        Target::Conversation(id) => (not_merged(store::conversation(c, company_id, id)?)?, false),
+        Target::Conversation(id) => {
+            let read = known.as_mut().and_then(|k| k.conversations.get(&(company_id, id)).cloned());
+            let conv = match read {
+                Some(conv) => conv,
+                None => store::conversation(c, company_id, id)?,
+            };
+            (not_merged(conv)?, false)
+        }
         Target::Customer { user_id, channel_id } => {
             store::customer(c, company_id, user_id)?;
             let channel = match channel_id {
@@ -446,6 +514,10 @@ fn send_staged<'a>(
             };
             let (mut conv, opened) = store::find_or_create_conversation(c, company_id, channel.id, user_id)?;
             store::unmerge(c, &mut conv)?;
+            // Unmerged here: a later send of the batch naming it reads it again.
+            if let Some(k) = known.as_mut() {
+                k.conversations.remove(&(company_id, conv.id));
+            }
             (conv, opened)
         }
     };
@@ -569,8 +641,13 @@ enum SendDraft {
 }
 
 /// Completes a staged send once its message is stored: a private note's mentions, or the
-/// delivery job (outbox).
-fn send_finish(c: &mut Db, draft: SendDraft, created: &[store::Created]) -> ApiResult<SendOutcome> {
+/// delivery job (outbox), added to `jobs` for [`insert_jobs`].
+fn send_finish(
+    c: &mut Db,
+    draft: SendDraft,
+    created: &[store::Created],
+    jobs: &mut Vec<SendJob>,
+) -> ApiResult<SendOutcome> {
     let (at, mut events, private, sender_id, send_at) = match draft {
         SendDraft::Replay(done) => return Ok(*done),
         SendDraft::Staged { at, events, private, sender_id, send_at } => (at, events, private, sender_id, send_at),
@@ -581,19 +658,46 @@ fn send_finish(c: &mut Db, draft: SendDraft, created: &[store::Created]) -> ApiR
     let mut notices = Vec::new();
     if private {
         notices = mention_notices(c, &row, sender_id)?;
-    } else if let Some(due) = send_at {
-        let job = crate::core::outbox::NewJob {
-            kind: SCHEDULED_SEND_JOB,
-            ref_id: &row.id,
-            company_id: row.company_id,
-            channel_id: Some(row.channel_id),
-            ordering_key: None,
-        };
-        crate::core::outbox::insert_due(c, &job, due)?;
     } else {
-        store::enqueue(c, "send", &row.id, row.company_id, Some(row.channel_id))?;
+        // A scheduled send's job falls due at its time; the others' at once.
+        let (kind, due) = match send_at {
+            Some(due) => (SCHEDULED_SEND_JOB, due),
+            None => ("send", now()),
+        };
+        jobs.push(SendJob {
+            kind,
+            message_id: row.id.clone(),
+            company_id: row.company_id,
+            channel_id: row.channel_id,
+            due,
+        });
     }
     Ok((Sent { message: view, created: true, seq: row.seq }, events, notices))
+}
+
+/// A staged send's outbox job, queued by [`insert_jobs`] with the others of its batch.
+struct SendJob {
+    kind: &'static str,
+    message_id: String,
+    company_id: i64,
+    channel_id: i64,
+    due: chrono::NaiveDateTime,
+}
+
+/// Queues the delivery jobs of a batch's sends (one statement for them all on PostgreSQL).
+fn insert_jobs(c: &mut Db, jobs: &[SendJob]) -> ApiResult<()> {
+    let new: Vec<crate::core::outbox::NewJob<'_>> = jobs
+        .iter()
+        .map(|j| crate::core::outbox::NewJob {
+            kind: j.kind,
+            ref_id: &j.message_id,
+            company_id: j.company_id,
+            channel_id: Some(j.channel_id),
+            ordering_key: None,
+        })
+        .collect();
+    let due: Vec<_> = new.iter().zip(jobs).map(|(job, j)| (job, j.due)).collect();
+    crate::core::outbox::insert_many(c, &due)
 }
 
 /// Records the agents a private note mentions (`@Name`, the author excepted) and builds the

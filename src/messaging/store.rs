@@ -279,6 +279,20 @@ pub fn find_or_create_conversation(
     Ok((conv, true))
 }
 
+/// The company's conversations with these ids (those that exist), in no order.
+pub fn conversations_by_ids(c: &mut Db, company_id: i64, ids: &[i64]) -> ApiResult<Vec<ConversationRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(crate::on_backend!(c, |c| CacheBySql::up_to(
+        ids.len(),
+        conversations::table
+            .filter(conversations::company_id.eq(company_id).and(conversations::id.eq_any(ids)))
+            .select(ConversationRow::as_select())
+    )
+    .load(c))?)
+}
+
 /// The conversations of these customers on a channel.
 pub fn conversations_of(c: &mut Db, channel_id: i64, customer_ids: &[i64]) -> ApiResult<Vec<ConversationRow>> {
     if customer_ids.is_empty() {

@@ -135,6 +135,54 @@ both_backends!(client_id_replay_returns_the_same_message_once, |app: TestApp| as
     assert_eq!(jobs, 1, "no second delivery job");
 });
 
+// Issue 21: a clientId repeated inside one group-commit batch is not stored yet when the
+// batch's later sends look it up; the unique index catches it and the batch is applied again
+// item by item.
+// Each of 4 clientIds is sent 6 times at once, with 16 distinct sends among them: every repeat
+// gets the one message (201 once, then 200), and each message has one delivery job.
+both_backends!(concurrent_repeats_of_a_client_id_store_one_message, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let conv = app.customer_says(&co, "+14155550152", "hi").await;
+    let ids: Vec<String> = (0..4)
+        .flat_map(|k| std::iter::repeat_n(format!("rep-{k}"), 6))
+        .chain((0..16).map(|i| format!("one-{i}")))
+        .collect();
+    let sends =
+        ids.iter().map(|id| {
+            let app = &app;
+            let token = co.agent.clone();
+            async move {
+                app.post("/message", Some(&token), &json!({"conversationId": conv, "text": id, "clientId": id})).await
+            }
+        });
+    let results = futures_util::future::join_all(sends).await;
+    let mut by_id: std::collections::HashMap<&str, Vec<(u16, String)>> = Default::default();
+    for (id, (status, body)) in ids.iter().zip(&results) {
+        assert_eq!(body["clientId"], id.as_str(), "{status} {body}");
+        by_id.entry(id).or_default().push((*status, body["messageId"].as_str().unwrap_or_default().to_owned()));
+    }
+    for (id, answers) in &by_id {
+        assert_eq!(answers.iter().filter(|(s, _)| *s == 201).count(), 1, "{id}: {answers:?}");
+        assert!(answers.iter().all(|(s, m)| (*s == 201 || *s == 200) && *m == answers[0].1), "{id}: {answers:?}");
+    }
+    let st = app.state.clone();
+    let (messages, jobs): (i64, i64) = st
+        .db
+        .run(move |c| {
+            use confab::core::db::schema::{messages, outbox};
+            use diesel::prelude::*;
+            let messages = messages::table
+                .filter(messages::conversation_id.eq(conv).and(messages::client_id.is_not_null()))
+                .count()
+                .get_result(c)?;
+            let jobs = outbox::table.filter(outbox::kind.eq("send")).count().get_result(c)?;
+            Ok((messages, jobs))
+        })
+        .await
+        .unwrap();
+    assert_eq!((messages, jobs), (20, 20), "one message and one job per clientId");
+});
+
 both_backends!(concurrent_sends_get_gap_free_seqs, |app: TestApp| async move {
     let co = app.default_company().await;
     let conv = app.customer_says(&co, "+14155550151", "hi").await;
