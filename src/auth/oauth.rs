@@ -40,10 +40,7 @@ use super::{
 use crate::{
     core::{
         crypto::{DataKey, token_hash},
-        db::{
-            Db,
-            schema::{oauth_identities, oauth_states},
-        },
+        db::{Db, schema::oauth_states},
         error::{ApiError, ApiResult, ErrorBody},
         extract::parse_json_or_form,
         state::AppState,
@@ -844,23 +841,10 @@ async fn account_code(
 /// logins of that provider account must resolve to the same user (a provider account whose
 /// e-mail was changed to another user's does not take over that user).
 fn link_identity(c: &mut Db, provider: &str, subject: &str, user_id: i64) -> ApiResult<bool> {
-    let linked: Option<i64> = oauth_identities::table
-        .filter(oauth_identities::provider.eq(provider))
-        .filter(oauth_identities::subject.eq(subject))
-        .select(oauth_identities::user_id)
-        .first(c)
-        .optional()?;
-    match linked {
+    match store::identity_user_id(c, provider, subject)? {
         Some(u) => Ok(u == user_id),
         None => {
-            diesel::insert_into(oauth_identities::table)
-                .values((
-                    oauth_identities::provider.eq(provider),
-                    oauth_identities::subject.eq(subject),
-                    oauth_identities::user_id.eq(user_id),
-                    oauth_identities::created_at.eq(now()),
-                ))
-                .execute(c)?;
+            store::link_identity(c, provider, subject, user_id)?;
             Ok(true)
         }
     }

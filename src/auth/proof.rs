@@ -20,7 +20,7 @@ use crate::{
         auth::session,
         db::{
             Db,
-            schema::{oauth_identities, recovery_codes, totp_secrets},
+            schema::{recovery_codes, totp_secrets},
         },
         error::{ApiError, ApiResult},
         state::AppState,
@@ -62,9 +62,7 @@ pub fn is_verified(c: &mut Db, user_id: i64, contact: Contact<'_>) -> ApiResult<
 /// contact, or a linked provider identity.
 fn proven_otherwise(c: &mut Db, user_id: i64, contact: Contact<'_>, row_id: i64) -> ApiResult<bool> {
     let verified = store::has_verified_contact_besides(c, user_id, contact, row_id)?;
-    let linked: bool =
-        diesel::select(diesel::dsl::exists(oauth_identities::table.filter(oauth_identities::user_id.eq(user_id))))
-            .get_result(c)?;
+    let linked = store::has_linked_identity(c, user_id)?;
     Ok(verified || linked)
 }
 

@@ -1,8 +1,6 @@
 //! Account operations shared by the messaging-family auth routes and (later) the ARC and Fynd
 //! families: sign-up, password login, refresh rotation, logout.
 
-use diesel::prelude::*;
-
 use super::password;
 use crate::{
     core::{
@@ -11,7 +9,7 @@ use crate::{
             session::{self, NewSession, Principal, Refreshed},
         },
         crypto::token_hash,
-        db::{Db, schema::invites},
+        db::Db,
         error::{ApiError, ApiResult},
         state::AppState,
         types::{Email, Phone, Role, now},
@@ -211,27 +209,17 @@ pub async fn verify_signup(st: &AppState, token: String, origin: &Origin) -> Api
 fn claim_invite(c: &mut crate::core::db::Db, token: &str, email: &Email) -> ApiResult<(i64, Role)> {
     let invalid = || ApiError::unprocessable("invalid_invite", "the invitation is unknown, used or expired");
     let t = now();
-    let row: Option<(i64, i64, String, String)> = invites::table
-        .filter(invites::token_hash.eq(token_hash(token)))
-        .filter(invites::used_at.is_null())
-        .filter(invites::expires_at.gt(t))
-        .select((invites::id, invites::company_id, invites::role, invites::email))
-        .first(c)
-        .optional()?;
-    let (id, company_id, role, invited_email) = row.ok_or_else(invalid)?;
-    if invited_email != email.as_str() {
+    let invite = store::open_invite(c, &token_hash(token), t)?.ok_or_else(invalid)?;
+    if invite.email != email.as_str() {
         return Err(ApiError::unprocessable(
             "invite_email_mismatch",
             "the invitation was sent to another e-mail address",
         ));
     }
-    let claimed = diesel::update(invites::table.find(id).filter(invites::used_at.is_null()))
-        .set(invites::used_at.eq(t))
-        .execute(c)?;
-    if claimed == 0 {
+    if !store::mark_invite_used(c, invite.id, t)? {
         return Err(invalid());
     }
-    Ok((company_id, Role::parse(&role).unwrap_or(Role::Agent)))
+    Ok((invite.company_id, Role::parse(&invite.role).unwrap_or(Role::Agent)))
 }
 
 /// Password login for staff. Unknown e-mail, wrong password, an inactive account and a locked

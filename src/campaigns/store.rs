@@ -1,16 +1,20 @@
 //! Diesel queries of `campaigns` and `campaign_recipients` (this module owns them). Every query
-//! on company data filters by company.
+//! on company data filters by company. Their messages' statuses come from `messaging::store`,
+//! the owner of `messages`.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::core::{
-    db::{
-        Db, dialect,
-        schema::{campaign_recipients, campaigns, messages},
+use crate::{
+    core::{
+        db::{
+            Db, dialect,
+            schema::{campaign_recipients, campaigns},
+        },
+        error::ApiResult,
+        types::now,
     },
-    error::ApiResult,
-    types::now,
+    messaging::store::{self as messaging, CampaignMessageIds},
 };
 
 pub const QUEUED: &str = "queued";
@@ -261,15 +265,11 @@ pub fn counts(c: &mut Db, campaign_id: i64) -> ApiResult<Vec<(String, i64)>> {
         .group_by(campaign_recipients::status)
         .select((campaign_recipients::status, diesel::dsl::count_star()))
         .load(c)?;
-    let sent = campaign_recipients::table
+    let sent: CampaignMessageIds = campaign_recipients::table
         .filter(campaign_recipients::campaign_id.eq(campaign_id))
         .filter(campaign_recipients::status.eq(SENT))
         .select(campaign_recipients::message_id);
-    let by_message: Vec<(String, i64)> = messages::table
-        .filter(messages::id.nullable().eq_any(sent))
-        .group_by(messages::status)
-        .select((messages::status, diesel::dsl::count_star()))
-        .load(c)?;
+    let by_message = messaging::status_counts(c, sent)?;
     out.extend(by_message);
     Ok(out)
 }
@@ -296,16 +296,10 @@ pub fn recipients_page(
             .filter(campaign_recipients::campaign_id.eq(campaign_id))
             .into_boxed();
         if let Some(statuses) = &message_statuses {
-            let ids = messages::table
-                .filter(messages::company_id.eq(company_id))
-                .filter(messages::status.eq_any(statuses.clone()))
-                .select(messages::id.nullable());
+            let ids = messaging::ids_with_status_in(company_id, statuses.clone());
             q = q.filter(campaign_recipients::status.eq(SENT)).filter(campaign_recipients::message_id.eq_any(ids));
         } else if status == Some(FAILED) {
-            let failed = messages::table
-                .filter(messages::company_id.eq(company_id))
-                .filter(messages::status.eq("FAILED"))
-                .select(messages::id.nullable());
+            let failed = messaging::ids_with_status(company_id, "FAILED");
             q = q.filter(campaign_recipients::status.eq(FAILED).or(campaign_recipients::message_id.eq_any(failed)));
         } else if let Some(s) = status {
             q = q.filter(campaign_recipients::status.eq(s.to_owned()));
@@ -316,12 +310,7 @@ pub fn recipients_page(
     let rows: Vec<RecipientRow> =
         build().order(campaign_recipients::id).offset(offset).limit(limit).select(RecipientRow::as_select()).load(c)?;
     let ids: Vec<String> = rows.iter().filter_map(|r| r.message_id.clone()).collect();
-    let statuses: std::collections::HashMap<String, String> = messages::table
-        .filter(messages::id.eq_any(&ids))
-        .select((messages::id, messages::status))
-        .load::<(String, String)>(c)?
-        .into_iter()
-        .collect();
+    let statuses = messaging::statuses_by_id(c, &ids)?;
     let rows = rows
         .into_iter()
         .map(|r| {

@@ -29,7 +29,6 @@
 use std::sync::{Arc, OnceLock};
 
 use actix_web::{HttpResponse, post, web};
-use diesel::prelude::*;
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{DecodingKey, Validation, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
@@ -47,11 +46,11 @@ use crate::{
         service::Origin,
     },
     core::{
-        db::{Db, schema::oauth_identities},
+        db::Db,
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,
         state::AppState,
-        types::{Email, now},
+        types::Email,
     },
     users::{model::UserRow, store},
 };
@@ -408,14 +407,7 @@ async fn login(
                     });
                 }
             };
-            diesel::insert_into(oauth_identities::table)
-                .values((
-                    oauth_identities::provider.eq(&provider_key),
-                    oauth_identities::subject.eq(&subject),
-                    oauth_identities::user_id.eq(user.id),
-                    oauth_identities::created_at.eq(now()),
-                ))
-                .execute(c)?;
+            store::link_identity(c, &provider_key, &subject, user.id)?;
             Ok((user, existed, revoked))
         })
         .await?;
@@ -437,10 +429,7 @@ async fn login(
 fn linked(c: &mut Db, provider_key: &str, subject: &str, company_id: i64) -> ApiResult<Option<UserRow>> {
     match store::find_by_identity(c, company_id, provider_key, subject)? {
         Some(u) if u.status == "archived" => {
-            let link = oauth_identities::table
-                .filter(oauth_identities::provider.eq(provider_key))
-                .filter(oauth_identities::subject.eq(subject));
-            diesel::delete(link).execute(c)?;
+            store::unlink_identity(c, provider_key, subject)?;
             Ok(None)
         }
         other => Ok(other),

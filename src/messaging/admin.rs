@@ -15,7 +15,7 @@ use crate::core::{
     auth::guard::{Admin, Agent},
     config::Config,
     crypto::{random_token, token_hash},
-    db::schema::{invites, templates},
+    db::schema::templates,
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
     state::AppState,
@@ -714,17 +714,7 @@ async fn invite_agent(admin: Admin, st: web::Data<AppState>, Json(b): Json<Invit
             if crate::users::store::email_in_use_by_staff(c, &b.email)? {
                 return Err(ApiError::conflict("email_taken", "an account with this e-mail already exists"));
             }
-            diesel::insert_into(invites::table)
-                .values((
-                    invites::token_hash.eq(&hash),
-                    invites::company_id.eq(company_id),
-                    invites::role.eq(Role::from(b.role).as_str()),
-                    invites::email.eq(b.email.as_str()),
-                    invites::invited_by.eq(inviter),
-                    invites::expires_at.eq(expires),
-                    invites::created_at.eq(now()),
-                ))
-                .execute(c)?;
+            crate::users::store::insert_invite(c, &hash, company_id, Role::from(b.role), &b.email, inviter, expires)?;
             Ok(())
         })
         .await?;

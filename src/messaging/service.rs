@@ -5,12 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use diesel::prelude::*;
-
 use super::{model::*, store};
 use crate::core::{
     auth::session::Principal,
-    db::{Batched, Db, schema::messages},
+    db::{Batched, Db},
     error::{ApiError, ApiResult},
     realtime::{
         event::{CONVERSATION_CREATED, CONVERSATION_UPDATED, Event, MENTION, MESSAGE_UPDATED},
@@ -1098,10 +1096,7 @@ fn advance(c: &mut Db, m: &MessageRow, to: Status, error_code: Option<&str>) -> 
 pub fn record_sent_tx(c: &mut Db, message_id: &str, provider_id: &str) -> ApiResult<Vec<Event>> {
     let m = store::message_by_id(c, message_id)?;
     lock_pending(c, m.channel_id, provider_id)?;
-    diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
-        .set(messages::provider_message_id.eq(provider_id))
-        .execute(c)?;
-    let m = store::message_by_id(c, message_id)?;
+    let m = store::set_provider_id(c, &m, provider_id)?;
     let mut events: Vec<Event> = advance(c, &m, Status::Sent, None)?.into_iter().collect();
     for (status, code) in store::take_pending_statuses(c, m.channel_id, provider_id)? {
         if let Some(s) = Status::parse(&status) {
@@ -1622,8 +1617,7 @@ pub fn conversation_views(c: &mut Db, rows: &[ConversationRow]) -> ApiResult<Vec
     let phones = crate::users::store::primary_phones_by_id(c, &customer_ids)?;
     let emails = crate::users::store::primary_emails_by_id(c, &customer_ids)?;
     let last_ids: Vec<String> = rows.iter().filter_map(|r| r.last_message_id.clone()).collect();
-    let last_rows: Vec<MessageRow> =
-        messages::table.filter(messages::id.eq_any(&last_ids)).select(MessageRow::as_select()).load(c)?;
+    let last_rows = store::messages_with_ids(c, &last_ids)?;
     let last_views: HashMap<String, MessageView> =
         store::message_views(c, &last_rows)?.into_iter().map(|v| (v.message_id.clone(), v)).collect();
     Ok(rows

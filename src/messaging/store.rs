@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
-use diesel::prelude::*;
+use diesel::{dsl, prelude::*};
 
 use super::model::*;
 use crate::{
@@ -1055,6 +1055,79 @@ pub fn messages_by_pks(c: &mut Db, company_id: i64, pks: &[i64]) -> ApiResult<Ve
         .load(c)?)
 }
 
+/// The messages with these ids, whatever their company: for ids the caller read from rows it
+/// already scoped (a conversation list's last messages).
+pub fn messages_with_ids(c: &mut Db, ids: &[String]) -> ApiResult<Vec<MessageRow>> {
+    Ok(messages::table.filter(messages::id.eq_any(ids)).select(MessageRow::as_select()).load(c)?)
+}
+
+/// The status of each of these messages, by id, whatever their company (ids the caller read
+/// from its own company's rows); an unknown id is absent.
+pub fn statuses_by_id(c: &mut Db, ids: &[String]) -> ApiResult<HashMap<String, String>> {
+    Ok(messages::table
+        .filter(messages::id.eq_any(ids))
+        .select((messages::id, messages::status))
+        .load::<(String, String)>(c)?
+        .into_iter()
+        .collect())
+}
+
+/// The message ids of a campaign's recipients in one status, as `campaigns::store` (the owner
+/// of `campaign_recipients`) builds them for [`status_counts`]: named here because a subquery
+/// is passed by its concrete type (the multi-backend connection cannot run a boxed subselect,
+/// and diesel does not let a generic one be named).
+pub type CampaignMessageIds = dsl::Select<
+    dsl::Filter<
+        dsl::Filter<campaign_recipients::table, dsl::Eq<campaign_recipients::campaign_id, i64>>,
+        dsl::Eq<campaign_recipients::status, &'static str>,
+    >,
+    campaign_recipients::message_id,
+>;
+
+/// How many of the messages whose id is in `ids` are in each status: `(status, count)`. One
+/// statement, the subquery inside it.
+pub fn status_counts(c: &mut Db, ids: CampaignMessageIds) -> ApiResult<Vec<(String, i64)>> {
+    Ok(messages::table
+        .filter(messages::id.nullable().eq_any(ids))
+        .group_by(messages::status)
+        .select((messages::status, dsl::count_star()))
+        .load(c)?)
+}
+
+/// The subquery of [`ids_with_status_in`].
+pub type IdsWithStatusIn<'a> = dsl::Select<
+    dsl::Filter<
+        dsl::Filter<messages::table, dsl::Eq<messages::company_id, i64>>,
+        dsl::EqAny<messages::status, Vec<&'a str>>,
+    >,
+    dsl::Nullable<messages::id>,
+>;
+
+/// The subquery of [`ids_with_status`].
+pub type IdsWithStatus<'a> = dsl::Select<
+    dsl::Filter<dsl::Filter<messages::table, dsl::Eq<messages::company_id, i64>>, dsl::Eq<messages::status, &'a str>>,
+    dsl::Nullable<messages::id>,
+>;
+
+/// A subquery for another table's filter (a campaign's recipients by their message's status):
+/// the (nullable) ids of the company's messages in one of `statuses`. Not boxed: the
+/// multi-backend connection cannot run a boxed subselect.
+pub fn ids_with_status_in(company_id: i64, statuses: Vec<&str>) -> IdsWithStatusIn<'_> {
+    messages::table
+        .filter(messages::company_id.eq(company_id))
+        .filter(messages::status.eq_any(statuses))
+        .select(messages::id.nullable())
+}
+
+/// A subquery for another table's filter: the (nullable) ids of the company's messages in
+/// `status`. Not boxed, like [`ids_with_status_in`].
+pub fn ids_with_status(company_id: i64, status: &str) -> IdsWithStatus<'_> {
+    messages::table
+        .filter(messages::company_id.eq(company_id))
+        .filter(messages::status.eq(status))
+        .select(messages::id.nullable())
+}
+
 /// Views of messages with their attachments, in the given order.
 pub fn message_views(c: &mut Db, rows: &[MessageRow]) -> ApiResult<Vec<MessageView>> {
     let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
@@ -1176,6 +1249,14 @@ pub fn advance_status(
         return Ok(None);
     }
     Ok(Some(message_by_id(c, &m.id)?))
+}
+
+/// Records the provider's id of a sent message; returns the row as it now is.
+pub fn set_provider_id(c: &mut Db, m: &MessageRow, provider_id: &str) -> ApiResult<MessageRow> {
+    diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
+        .set(messages::provider_message_id.eq(provider_id))
+        .execute(c)?;
+    message_by_id(c, &m.id)
 }
 
 /// Replaces a message's text (an edit, issue 22); search follows (FTS trigger / generated

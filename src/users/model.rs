@@ -1,7 +1,10 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::core::{db::schema::users, types::Role};
+use crate::core::{
+    db::schema::{invites, users},
+    types::Role,
+};
 
 /// Status of a staff account whose e-mail is not verified yet: it cannot log in and does not
 /// hold its address.
@@ -74,4 +77,14 @@ pub struct Person {
 pub enum Contact<'a> {
     Email(&'a str),
     Phone(&'a str),
+}
+
+/// An open invitation to join a company as staff: what signing up with its token grants.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = invites)]
+pub struct InviteRow {
+    pub id: i64,
+    pub company_id: i64,
+    pub role: String,
+    pub email: String,
 }

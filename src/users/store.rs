@@ -1,9 +1,9 @@
 //! Diesel queries for companies and users. Company data is always looked up with its
 //! company id (CONTRACT §2 tenancy).
 //!
-//! The `users` module owns the `users`, `user_phones` and `user_emails` tables (issue 19):
-//! other features call these functions (or `customer`'s and `group`'s) and write no query on
-//! them. Two joins stay with their other table: core's session guard (`core::auth::session`),
+//! The `users` module owns the `users`, `user_phones`, `user_emails`, `oauth_identities` and
+//! `invites` tables (issue 19): other features call these functions (or `customer`'s and
+//! `group`'s) and write no query on them. Two joins stay with their other table: core's session guard (`core::auth::session`),
 //! because core imports no feature, and fynd's storefront session lookup (`fynd::store::live`),
 //! which takes the user in the same statement as its session row.
 
@@ -17,7 +17,7 @@ use diesel::{
     sql_types::{Bool, Text},
 };
 
-use super::model::{Contact, NewUser, PENDING, Person, UserRow};
+use super::model::{Contact, InviteRow, NewUser, PENDING, Person, UserRow};
 use crate::core::{
     db::{Db, schema::*},
     error::ApiResult,
@@ -294,9 +294,7 @@ pub fn has_credentials(c: &mut Db, user_id: i64) -> ApiResult<bool> {
     let password: bool =
         diesel::select(diesel::dsl::exists(users::table.find(user_id).filter(users::password_hash.is_not_null())))
             .get_result(c)?;
-    let linked: bool =
-        diesel::select(diesel::dsl::exists(oauth_identities::table.filter(oauth_identities::user_id.eq(user_id))))
-            .get_result(c)?;
+    let linked = has_linked_identity(c, user_id)?;
     let signed_in: bool =
         diesel::select(diesel::dsl::exists(sessions::table.filter(sessions::user_id.eq(user_id)))).get_result(c)?;
     Ok(password || linked || signed_in)
@@ -365,6 +363,45 @@ pub fn find_by_identity(c: &mut Db, company_id: i64, provider: &str, subject: &s
         .select(UserRow::as_select())
         .first(c)
         .optional()?)
+}
+
+/// Whether a provider identity (`oauth_identities`) is linked to the user.
+pub fn has_linked_identity(c: &mut Db, user_id: i64) -> ApiResult<bool> {
+    Ok(diesel::select(diesel::dsl::exists(oauth_identities::table.filter(oauth_identities::user_id.eq(user_id))))
+        .get_result(c)?)
+}
+
+/// The user (any company) this provider identity is linked to, if any.
+pub fn identity_user_id(c: &mut Db, provider: &str, subject: &str) -> ApiResult<Option<i64>> {
+    Ok(oauth_identities::table
+        .filter(oauth_identities::provider.eq(provider))
+        .filter(oauth_identities::subject.eq(subject))
+        .select(oauth_identities::user_id)
+        .first(c)
+        .optional()?)
+}
+
+/// Links a provider identity to the user (`(provider, subject)` is unique: a second link of it
+/// is a database error).
+pub fn link_identity(c: &mut Db, provider: &str, subject: &str, user_id: i64) -> ApiResult<()> {
+    diesel::insert_into(oauth_identities::table)
+        .values((
+            oauth_identities::provider.eq(provider),
+            oauth_identities::subject.eq(subject),
+            oauth_identities::user_id.eq(user_id),
+            oauth_identities::created_at.eq(now()),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+/// Drops the link of a provider identity, whichever user it names.
+pub fn unlink_identity(c: &mut Db, provider: &str, subject: &str) -> ApiResult<()> {
+    let link = oauth_identities::table
+        .filter(oauth_identities::provider.eq(provider))
+        .filter(oauth_identities::subject.eq(subject));
+    diesel::delete(link).execute(c)?;
+    Ok(())
 }
 
 /// Removes the user's password (`updated_at` moves): an account claimed by whoever proved its
@@ -679,4 +716,51 @@ pub fn release_contact_row(c: &mut Db, user_id: i64, contact: Contact<'_>, row_i
         }
     }
     Ok(())
+}
+
+// ---- invites ----
+
+/// Stores an invitation to join the company as `role` (single use; only its token's hash is
+/// kept).
+pub fn insert_invite(
+    c: &mut Db,
+    token_hash: &str,
+    company_id: i64,
+    role: Role,
+    email: &Email,
+    invited_by: i64,
+    expires_at: NaiveDateTime,
+) -> ApiResult<()> {
+    diesel::insert_into(invites::table)
+        .values((
+            invites::token_hash.eq(token_hash),
+            invites::company_id.eq(company_id),
+            invites::role.eq(role.as_str()),
+            invites::email.eq(email.as_str()),
+            invites::invited_by.eq(invited_by),
+            invites::expires_at.eq(expires_at),
+            invites::created_at.eq(now()),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+/// The invitation with this token hash, unless it was used or expired by `at`.
+pub fn open_invite(c: &mut Db, token_hash: &str, at: NaiveDateTime) -> ApiResult<Option<InviteRow>> {
+    Ok(invites::table
+        .filter(invites::token_hash.eq(token_hash))
+        .filter(invites::used_at.is_null())
+        .filter(invites::expires_at.gt(at))
+        .select(InviteRow::as_select())
+        .first(c)
+        .optional()?)
+}
+
+/// Marks the invitation used at `at`, unless it already was (compare-and-set): `false` when
+/// another sign-up took it first.
+pub fn mark_invite_used(c: &mut Db, id: i64, at: NaiveDateTime) -> ApiResult<bool> {
+    let claimed = diesel::update(invites::table.find(id).filter(invites::used_at.is_null()))
+        .set(invites::used_at.eq(at))
+        .execute(c)?;
+    Ok(claimed > 0)
 }
