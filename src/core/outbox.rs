@@ -201,6 +201,28 @@ fn heads_only(c: &mut Db, kind: &str, ids: Vec<i64>) -> ApiResult<Vec<i64>> {
         .collect())
 }
 
+/// How many jobs are unfinished (the depth gauge).
+pub fn depth(c: &mut Db) -> ApiResult<i64> {
+    Ok(outbox::table.filter(outbox::done_at.is_null()).count().get_result(c)?)
+}
+
+/// Finishes the unfinished jobs of these kinds for `ref_id` that no worker holds (no lease, or
+/// an expired one), recording `reason`; true when none is left unfinished (a leased one is in
+/// flight and stays).
+pub fn cancel_unleased(c: &mut Db, kinds: &[&str], ref_id: &str, reason: &str) -> ApiResult<bool> {
+    let t = now();
+    let open = || {
+        outbox::table
+            .filter(outbox::kind.eq_any(kinds))
+            .filter(outbox::ref_id.eq(ref_id).and(outbox::done_at.is_null()))
+    };
+    diesel::update(open().filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t))))
+        .set((outbox::done_at.eq(t), outbox::last_error.eq(reason)))
+        .execute(c)?;
+    let left: i64 = open().count().get_result(c)?;
+    Ok(left == 0)
+}
+
 /// When the next claimable job of these kinds (unleased, or its lease expired) is due.
 pub fn next_due(c: &mut Db, kinds: &[&str]) -> ApiResult<Option<chrono::NaiveDateTime>> {
     Ok(outbox::table

@@ -1332,17 +1332,7 @@ pub fn enqueue(c: &mut Db, kind: &str, ref_id: &str, company_id: i64, channel_id
 /// worker holds it (an unexpired lease: the send is in flight). True when the job was
 /// cancelled, or there was none left to run.
 pub fn cancel_send(c: &mut Db, message_id: &str) -> ApiResult<bool> {
-    let t = now();
-    let open = || {
-        outbox::table
-            .filter(outbox::kind.eq_any(["send", SCHEDULED_SEND_JOB]))
-            .filter(outbox::ref_id.eq(message_id).and(outbox::done_at.is_null()))
-    };
-    diesel::update(open().filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t))))
-        .set((outbox::done_at.eq(t), outbox::last_error.eq("deleted before it was sent")))
-        .execute(c)?;
-    let left: i64 = open().count().get_result(c)?;
-    Ok(left == 0)
+    crate::core::outbox::cancel_unleased(c, &["send", SCHEDULED_SEND_JOB], message_id, "deleted before it was sent")
 }
 
 /// Statuses that arrived before their message, taken (deleted) for applying.

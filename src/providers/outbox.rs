@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use super::{Accepted, Outbound, OutboundBody, OutboundMedia, Provider, Recipient, SendError};
 use crate::{
     core::{
-        db::{Db, schema::outbox},
+        db::Db,
         error::{ApiError, ApiResult},
         state::AppState,
     },
@@ -43,7 +43,7 @@ pub async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>>
     let (depth, next) = st
         .db
         .run(|c| {
-            let depth: i64 = outbox::table.filter(outbox::done_at.is_null()).count().get_result(c)?;
+            let depth = crate::core::outbox::depth(c)?;
             Ok((depth, crate::core::outbox::next_due(c, &WORKER_KINDS)?))
         })
         .await?;
