@@ -32,10 +32,7 @@ use crate::{
             session::{self, NewSession},
         },
         crypto::{constant_time_eq, random_token, token_hash},
-        db::{
-            Db,
-            schema::{audit_log, auth_codes},
-        },
+        db::{Db, schema::auth_codes},
         error::{ApiError, ApiResult, ErrorBody},
         extract::{Json, JsonOrForm},
         query::Paging,
@@ -539,33 +536,7 @@ async fn audit(st: web::Data<AppState>, admin: Admin, q: web::Query<AuditQuery>)
     let company_id = admin.company_id;
     let (total, rows) = st
         .db
-        .run(move |c| {
-            let filtered = || {
-                let mut query = audit_log::table.filter(audit_log::company_id.eq(company_id)).into_boxed();
-                if let Some(kind) = &q.kind {
-                    query = query.filter(audit_log::kind.eq(kind.clone()));
-                }
-                if let Some(user_id) = q.user_id {
-                    query = query.filter(audit_log::user_id.eq(user_id));
-                }
-                query
-            };
-            let total: i64 = filtered().count().get_result(c)?;
-            let rows: Vec<(i64, String, Option<i64>, String, String, NaiveDateTime)> = filtered()
-                .order(audit_log::id.desc())
-                .offset(offset)
-                .limit(limit)
-                .select((
-                    audit_log::id,
-                    audit_log::kind,
-                    audit_log::user_id,
-                    audit_log::ip,
-                    audit_log::detail,
-                    audit_log::at,
-                ))
-                .load(c)?;
-            Ok((total, rows))
-        })
+        .run(move |c| crate::users::store::audit_page(c, company_id, q.kind.as_deref(), q.user_id, offset, limit))
         .await?;
     let data = rows
         .into_iter()

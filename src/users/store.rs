@@ -317,6 +317,39 @@ pub fn find_by_id(c: &mut Db, user_id: i64) -> ApiResult<Option<UserRow>> {
     Ok(users::table.find(user_id).select(UserRow::as_select()).first(c).optional()?)
 }
 
+/// One row of the audit log: (id, kind, user id, ip, detail as JSON text, time).
+pub type AuditRow = (i64, String, Option<i64>, String, String, NaiveDateTime);
+
+/// A page of the company's audit log, newest first, optionally of one kind and one user, and
+/// the count of all the rows that match.
+pub fn audit_page(
+    c: &mut Db,
+    company_id: i64,
+    kind: Option<&str>,
+    user_id: Option<i64>,
+    offset: i64,
+    limit: i64,
+) -> ApiResult<(i64, Vec<AuditRow>)> {
+    let filtered = || {
+        let mut query = audit_log::table.filter(audit_log::company_id.eq(company_id)).into_boxed();
+        if let Some(kind) = kind {
+            query = query.filter(audit_log::kind.eq(kind.to_owned()));
+        }
+        if let Some(user_id) = user_id {
+            query = query.filter(audit_log::user_id.eq(user_id));
+        }
+        query
+    };
+    let total: i64 = filtered().count().get_result(c)?;
+    let rows = filtered()
+        .order(audit_log::id.desc())
+        .offset(offset)
+        .limit(limit)
+        .select((audit_log::id, audit_log::kind, audit_log::user_id, audit_log::ip, audit_log::detail, audit_log::at))
+        .load(c)?;
+    Ok((total, rows))
+}
+
 /// The company of the user with this id (`None` when there is no such user): for audit rows.
 pub fn company_of(c: &mut Db, user_id: i64) -> ApiResult<Option<i64>> {
     Ok(users::table.find(user_id).select(users::company_id).first(c).optional()?)
