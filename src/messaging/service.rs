@@ -244,9 +244,10 @@ impl Batched for Write {
 }
 
 /// Applies writes together: what each needs is looked up for all of them at once (known
-/// provider ids, customers, conversations; the sends' used clientIds and conversations), their
-/// new messages go into one [`store::Stage`] (one multi-row INSERT each for messages and
-/// events), their delivery jobs into one more, then each is answered.
+/// provider ids, customers and conversations for the deliveries; the conversations the sends
+/// name, see [`SendLookups`]; a send's `clientId` is still looked up alone), their new messages
+/// go into one [`store::Stage`] (one multi-row INSERT each for messages and events), their
+/// delivery jobs into one more, then each is answered.
 fn apply_writes(c: &mut Db, items: &[Write]) -> ApiResult<Vec<Written>> {
     let deliveries: Vec<&Delivery> = items
         .iter()

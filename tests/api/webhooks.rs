@@ -1603,7 +1603,10 @@ both_backends!(a_failing_item_in_a_group_commit_does_not_lose_the_others, |app: 
                 published.fetch_add(1, Ordering::SeqCst);
             },
         ));
-        assert!((&mut write).now_or_never().is_none(), "queued behind the plug");
+        if app.backend == Backend::Sqlite {
+            // On PostgreSQL each write is its own transaction and need not wait for the plug.
+            assert!((&mut write).now_or_never().is_none(), "queued behind the plug");
+        }
         writes.push(write);
     }
     release.send(()).unwrap();
