@@ -1,5 +1,6 @@
 //! The layering of `src/` (issue 19): the infrastructure in `src/core/` imports no feature, and
-//! no part of the crate imports a part that imports it back.
+//! no part of the crate imports a part that imports it back. And every table has one owner: one
+//! module runs the queries on it, the rest call that module (the second test, at the end).
 //!
 //! The parts are the top-level modules under `src/` (`auth`, `fynd`, `media`, `messaging`, `ops`,
 //! `providers`, `realtime`, `users`, `otp`, …, each folder one part) and, inside core, each
@@ -406,4 +407,178 @@ fn use_tree(tokens: TokenStream, base: &ModPath, out: &mut Vec<ModPath>) {
             path_rest(item, 0, base.clone(), out);
         }
     }
+}
+
+// ---- one owner per table ----
+
+/// The module that queries each table (a module and the modules inside it are one owner).
+/// `users`: every file in `src/users/` is a store over the people tables (`model`, `store`,
+/// `customer`, `group`, `application`); the routes that use them live in `auth` and `fynd`.
+const OWNERS: &[(&str, &[&str])] = &[
+    ("bootstrap", &["instance"]),
+    ("codes", &["otp_challenges"]),
+    ("core::auth::jwt", &["signing_keys"]),
+    ("core::auth::lockout", &["login_failures"]),
+    ("core::auth::session", &["sessions", "refresh_tokens"]),
+    ("core::outbox", &["outbox"]),
+    ("core::realtime::presence", &["agent_presence"]),
+    ("auth::arc", &["auth_codes"]),
+    ("auth::clients", &["auth_clients"]),
+    ("auth::oauth", &["oauth_states"]),
+    ("auth::saml", &["saml_assertions"]),
+    ("auth::totp", &["totp_secrets", "recovery_codes"]),
+    ("campaigns::store", &["campaigns", "campaign_recipients"]),
+    ("hooks::store", &["webhook_subscriptions", "webhook_deliveries", "webhook_attempts"]),
+    ("media::db", &["attachments"]),
+    ("messaging::canned", &["canned_responses"]),
+    ("messaging::teams", &["teams", "team_members"]),
+    (
+        "messaging::store",
+        &[
+            "channels",
+            "conversations",
+            "messages",
+            "events",
+            "mentions",
+            "message_reactions",
+            "pending_statuses",
+            "templates",
+        ],
+    ),
+    ("providers::webhooks", &["webhook_receipts"]),
+    (
+        "users",
+        &[
+            "companies",
+            "users",
+            "user_emails",
+            "user_phones",
+            "applications",
+            "invites",
+            "oauth_identities",
+            "audit_log",
+            "user_groups",
+            "user_group_members",
+        ],
+    ),
+];
+
+/// The queries outside a table's owner that stay, and why: (table, module, reason).
+const EXCEPTIONS: &[(&str, &str, &str)] = &[
+    ("users", "core::auth::session", "the session guard joins the user; core imports no feature"),
+    ("users", "fynd::store", "the storefront's session and user in one statement, on every request"),
+    ("sessions", "fynd::store", "the same statement"),
+    (
+        "campaign_recipients",
+        "messaging::store",
+        "a type only: the subquery campaigns::store builds is passed by its concrete type",
+    ),
+];
+
+#[test]
+fn every_table_is_queried_by_its_owner_only() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let schema = std::fs::read_to_string(src.join("core/db/schema.rs")).unwrap();
+    let tables = declared_tables(&schema);
+    assert!(tables.len() > 30 && tables.contains("messages"), "the schema scan found {tables:?}");
+
+    let owner_of: BTreeMap<&str, &str> =
+        OWNERS.iter().flat_map(|(owner, ts)| ts.iter().map(move |t| (*t, *owner))).collect();
+    let unowned: Vec<&String> = tables.iter().filter(|t| !owner_of.contains_key(t.as_str())).collect();
+    assert!(unowned.is_empty(), "tables with no owner in OWNERS: {unowned:?}");
+
+    let mut misplaced = Vec::new();
+    let mut used_exceptions = BTreeSet::new();
+    let mut seen_owner = BTreeSet::new();
+    for file in rust_files(&src) {
+        let Some(module) = module_of(&src, &file) else { continue };
+        if module == m("core::db::schema") {
+            continue;
+        }
+        let module = module.join("::");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let tokens = TokenStream::from_str(&text).unwrap_or_else(|e| panic!("{}: {e:?}", file.display()));
+        for table in tables_used(tokens, &tables) {
+            let owner = owner_of[table.as_str()];
+            if module == owner || module.starts_with(&format!("{owner}::")) {
+                seen_owner.insert(table);
+            } else if let Some(e) = EXCEPTIONS.iter().find(|(t, m, _)| *t == table && *m == module) {
+                used_exceptions.insert(*e);
+            } else {
+                misplaced.push(format!("  {table} in {module} (owner: {owner})"));
+            }
+        }
+    }
+    assert!(
+        misplaced.is_empty(),
+        "tables queried outside their owner (call the owner's function instead):\n{}",
+        misplaced.join("\n")
+    );
+    // The scan sees queries at all, and no exception outlives its reason.
+    assert!(seen_owner.contains("messages") && seen_owner.contains("outbox"), "the scan missed {seen_owner:?}");
+    let stale: Vec<_> = EXCEPTIONS.iter().filter(|e| !used_exceptions.contains(*e)).collect();
+    assert!(stale.is_empty(), "exceptions no longer needed: {stale:?}");
+}
+
+/// The scanner itself: diesel paths and SQL in strings count, comments and longer names do not.
+#[test]
+fn the_table_scan_finds_diesel_paths_and_sql_strings() {
+    let tables: BTreeSet<String> = ["messages", "users", "outbox"].map(String::from).into();
+    let src = r#"
+        // users::table in a comment
+        fn f() { messages::table.find(1); crate::core::db::schema::users::table.count(); }
+        const Q: &str = "SELECT id FROM outbox WHERE x";
+        const R: &str = "FROM messages_fts JOIN messages_fts2 ON 1";
+    "#;
+    let used = tables_used(TokenStream::from_str(src).unwrap(), &tables);
+    assert_eq!(used, tables);
+    let only_fts = tables_used(TokenStream::from_str("const R: &str = \"FROM messages_fts\";").unwrap(), &tables);
+    assert!(only_fts.is_empty(), "{only_fts:?}");
+}
+
+/// The tables `diesel::table! { name (key) { … } }` declares.
+fn declared_tables(schema: &str) -> BTreeSet<String> {
+    let tokens: Vec<TokenTree> = TokenStream::from_str(schema).unwrap().into_iter().collect();
+    let mut out = BTreeSet::new();
+    for w in tokens.windows(3) {
+        if let (TokenTree::Ident(t), TokenTree::Punct(bang), TokenTree::Group(body)) = (&w[0], &w[1], &w[2])
+            && t == "table"
+            && bang.as_char() == '!'
+            && let Some(TokenTree::Ident(name)) = body.stream().into_iter().next()
+        {
+            out.insert(name.to_string());
+        }
+    }
+    out
+}
+
+/// The tables a file queries: `name::table` in code, or `FROM|JOIN|INTO|UPDATE name` in a
+/// string (hand-written SQL).
+fn tables_used(tokens: TokenStream, tables: &BTreeSet<String>) -> BTreeSet<String> {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    let mut out = BTreeSet::new();
+    for (i, t) in tokens.iter().enumerate() {
+        match t {
+            TokenTree::Ident(id)
+                if tables.contains(&id.to_string())
+                    && is_path_sep(&tokens, i + 1)
+                    && is_ident(tokens.get(i + 3), "table") =>
+            {
+                out.insert(id.to_string());
+            }
+            TokenTree::Group(g) => out.extend(tables_used(g.stream(), tables)),
+            TokenTree::Literal(lit) => {
+                let text = lit.to_string();
+                let words: Vec<&str> =
+                    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
+                for w in words.windows(2) {
+                    if ["FROM", "JOIN", "INTO", "UPDATE"].contains(&w[0]) && tables.contains(w[1]) {
+                        out.insert(w[1].to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }

@@ -10,7 +10,7 @@
 use diesel::prelude::*;
 
 use crate::core::{
-    db::{Db, dialect, schema::outbox},
+    db::{Db, schema::outbox},
     error::{ApiError, ApiResult},
     state::AppState,
     types::now,
@@ -114,6 +114,42 @@ pub async fn claim_ordered(st: &AppState, owner: &str, kind: &'static str) -> Ap
     claim_where(st, owner, vec![kind], true).await
 }
 
+#[derive(diesel::QueryableByName)]
+struct Id {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+}
+
+/// Ids of due, unleased outbox jobs of a kind, oldest due first (the claim's candidates). On
+/// PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, so concurrent claimers on other
+/// nodes skip them instead of waiting; SQLite has one writer, so a plain SELECT is enough.
+fn due_ids(c: &mut Db, kind: &str, t: chrono::NaiveDateTime, limit: i64) -> ApiResult<Vec<i64>> {
+    use diesel::sql_types::{BigInt, Text, Timestamp};
+    match c {
+        Db::Sqlite(conn) => Ok(outbox::table
+            .filter(outbox::done_at.is_null())
+            .filter(outbox::kind.eq(kind))
+            .filter(outbox::next_attempt_at.le(t))
+            .filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(t)))
+            .order(outbox::next_attempt_at)
+            .limit(limit)
+            .select(outbox::id)
+            .load(conn)?),
+        Db::Pg(conn) => {
+            let rows: Vec<Id> = diesel::sql_query(
+                "SELECT id FROM outbox WHERE done_at IS NULL AND kind = $1 AND next_attempt_at <= $2 \
+                 AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at LIMIT $3 \
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind::<Text, _>(kind)
+            .bind::<Timestamp, _>(t)
+            .bind::<BigInt, _>(limit)
+            .load(conn)?;
+            Ok(rows.into_iter().map(|r| r.id).collect())
+        }
+    }
+}
+
 async fn claim_where(st: &AppState, owner: &str, kinds: Vec<&'static str>, ordered: bool) -> ApiResult<Vec<Job>> {
     let owner = owner.to_owned();
     let lease = chrono::Duration::seconds(st.config.outbox_lease_secs.max(1) as i64);
@@ -122,7 +158,7 @@ async fn claim_where(st: &AppState, owner: &str, kinds: Vec<&'static str>, order
             let t = now();
             let mut ids = Vec::new();
             for kind in &kinds {
-                let mut due = dialect::due_outbox_ids(c, kind, t, BATCH)?;
+                let mut due = due_ids(c, kind, t, BATCH)?;
                 if ordered && !due.is_empty() {
                     due = heads_only(c, kind, due)?;
                 }

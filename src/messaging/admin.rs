@@ -15,7 +15,6 @@ use crate::core::{
     auth::guard::{Admin, Agent},
     config::Config,
     crypto::{random_token, token_hash},
-    db::schema::templates,
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
     state::AppState,
@@ -156,22 +155,9 @@ pub struct TemplateBody {
     pub content_sid: Option<String>,
 }
 
-/// The stored columns of a template, for both its insert and its update.
-#[derive(Insertable, AsChangeset)]
-#[diesel(table_name = templates, treat_none_as_null = true)]
-struct TemplateFields<'a> {
-    name: &'a str,
-    language: &'a str,
-    category: &'static str,
-    content: &'a str,
-    param_count: i32,
-    content_sid: Option<&'a str>,
-    updated_at: chrono::NaiveDateTime,
-}
-
 impl TemplateBody {
     /// The checked body as the row's columns.
-    fn fields(&self) -> ApiResult<TemplateFields<'_>> {
+    fn fields(&self) -> ApiResult<store::TemplateFields<'_>> {
         let param_count = self.check()? as i32;
         if let Some(sid) = &self.content_sid {
             let hex = sid.strip_prefix("HX").filter(|h| h.len() == 32 && h.chars().all(|c| c.is_ascii_hexdigit()));
@@ -179,7 +165,7 @@ impl TemplateBody {
                 return Err(ApiError::field("contentSid", "must be a Twilio Content SID: HX and 32 hex digits"));
             }
         }
-        Ok(TemplateFields {
+        Ok(store::TemplateFields {
             name: self.name.trim(),
             language: &self.language,
             category: self.category.as_str(),
@@ -228,14 +214,7 @@ async fn create_template(
     let company_id = admin.company_id;
     let row = st
         .db
-        .write(move |c| {
-            let fields = b.fields()?;
-            let id: i64 = diesel::insert_into(templates::table)
-                .values((templates::company_id.eq(company_id), templates::created_at.eq(fields.updated_at), fields))
-                .returning(templates::id)
-                .get_result(c)?;
-            store::template(c, company_id, id)
-        })
+        .write(move |c| store::insert_template(c, company_id, &b.fields()?))
         .await
         .map_err(|e| e.on_unique("template_exists", "a template with this name and language exists"))?;
     Ok(HttpResponse::Created().json(TemplateView::from(row)))
@@ -254,11 +233,7 @@ async fn update_template(
     let (company_id, id) = (admin.company_id, id.into_inner());
     let row = st
         .db
-        .write(move |c| {
-            store::template(c, company_id, id)?;
-            diesel::update(templates::table.find(id)).set(b.fields()?).execute(c)?;
-            store::template(c, company_id, id)
-        })
+        .write(move |c| store::update_template(c, company_id, id, &b.fields()?))
         .await
         .map_err(|e| e.on_unique("template_exists", "a template with this name and language exists"))?;
     Ok(HttpResponse::Ok().json(TemplateView::from(row)))
@@ -269,13 +244,7 @@ async fn update_template(
 #[delete("/template/{id}")]
 async fn delete_template(admin: Admin, st: web::Data<AppState>, id: web::Path<i64>) -> ApiResult<HttpResponse> {
     let (company_id, id) = (admin.company_id, id.into_inner());
-    st.db
-        .write(move |c| {
-            store::template(c, company_id, id)?;
-            diesel::delete(templates::table.find(id)).execute(c)?;
-            Ok(())
-        })
-        .await?;
+    st.db.write(move |c| store::delete_template(c, company_id, id)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

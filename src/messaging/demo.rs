@@ -9,7 +9,7 @@ use diesel::prelude::*;
 
 use super::{model::*, store};
 use crate::core::{
-    db::{Db, schema::templates},
+    db::Db,
     error::ApiResult,
     types::{Phone, now},
 };
@@ -79,24 +79,16 @@ pub fn fill(c: &mut Db, company_id: i64, count: usize) -> ApiResult<Filled> {
         ("welcome", "Hi {{1}}! Thanks for contacting us. How can we help?"),
         ("follow_up", "Hello {{1}}, we're following up on your request. Reply to continue the chat."),
     ] {
-        let exists: i64 = templates::table
-            .filter(templates::company_id.eq(company_id).and(templates::name.eq(name)))
-            .count()
-            .get_result(c)?;
-        if exists == 0 {
-            diesel::insert_into(templates::table)
-                .values((
-                    templates::company_id.eq(company_id),
-                    templates::name.eq(name),
-                    templates::language.eq("en_US"),
-                    templates::category.eq("UTILITY"),
-                    templates::content.eq(content),
-                    templates::param_count.eq(placeholder_count(content) as i32),
-                    templates::created_at.eq(t0),
-                    templates::updated_at.eq(t0),
-                ))
-                .execute(c)?;
-        }
+        let fields = store::TemplateFields {
+            name,
+            language: "en_US",
+            category: "UTILITY",
+            content,
+            param_count: placeholder_count(content) as i32,
+            content_sid: None,
+            updated_at: t0,
+        };
+        store::insert_template_unless_named(c, company_id, &fields)?;
     }
     let mut messages = 0;
     for i in 0..count {

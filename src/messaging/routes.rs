@@ -12,7 +12,6 @@ use super::{
 };
 use crate::core::{
     auth::guard::Agent,
-    db::dialect,
     error::{ApiError, ApiResult, ErrorBody},
     extract::Json,
     query::{Paging, search_text},
@@ -705,7 +704,7 @@ async fn message_search(
     let (total_count, data) = st
         .db
         .run(move |c| {
-            let (pks, total) = dialect::search_messages(c, company_id, &term, offset, limit)?;
+            let (pks, total) = store::search_messages(c, company_id, &term, offset, limit)?;
             let rows = store::messages_by_pks(c, company_id, &pks)?;
             Ok((total, store::message_views(c, &rows)?))
         })

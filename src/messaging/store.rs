@@ -1300,6 +1300,68 @@ pub fn use_template(c: &mut Db, m: &MessageRow, tpl: &TemplateRow, params: &[Str
     Ok(Some(message_by_id(c, &m.id)?))
 }
 
+// ---- search ----
+
+#[derive(diesel::QueryableByName)]
+struct SearchPk {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pk: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct SearchCount {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// Full-text search over a company's messages (CONTRACT §3 message-search): SQLite FTS5 over
+/// `messages_fts`, PostgreSQL `tsvector` with `plainto_tsquery('simple', …)`. Every word of the
+/// term must match. Returns message `pk`s newest first and the total number of matches.
+pub fn search_messages(c: &mut Db, company_id: i64, term: &str, offset: i64, limit: i64) -> ApiResult<(Vec<i64>, i64)> {
+    use diesel::sql_types::{BigInt, Text};
+    match c {
+        Db::Sqlite(conn) => {
+            // Each word quoted: user input never reaches FTS5's query syntax.
+            let query: String = term
+                .split_whitespace()
+                .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+                .collect::<Vec<_>>()
+                .join(" ");
+            if query.is_empty() {
+                return Ok((Vec::new(), 0));
+            }
+            let from = "FROM messages_fts JOIN messages m ON m.pk = messages_fts.rowid \
+                        WHERE messages_fts MATCH ? AND m.company_id = ?";
+            let pks: Vec<SearchPk> =
+                diesel::sql_query(format!("SELECT m.pk AS pk {from} ORDER BY m.pk DESC LIMIT ? OFFSET ?"))
+                    .bind::<Text, _>(&query)
+                    .bind::<BigInt, _>(company_id)
+                    .bind::<BigInt, _>(limit)
+                    .bind::<BigInt, _>(offset)
+                    .load(conn)?;
+            let n: SearchCount = diesel::sql_query(format!("SELECT count(*) AS n {from}"))
+                .bind::<Text, _>(&query)
+                .bind::<BigInt, _>(company_id)
+                .get_result(conn)?;
+            Ok((pks.into_iter().map(|p| p.pk).collect(), n.n))
+        }
+        Db::Pg(conn) => {
+            let from = "FROM messages WHERE company_id = $2 AND content_tsv @@ plainto_tsquery('simple', $1)";
+            let pks: Vec<SearchPk> = diesel::sql_query(format!("SELECT pk {from} ORDER BY pk DESC LIMIT $3 OFFSET $4"))
+                .bind::<Text, _>(term)
+                .bind::<BigInt, _>(company_id)
+                .bind::<BigInt, _>(limit)
+                .bind::<BigInt, _>(offset)
+                .load(conn)?;
+            let n: SearchCount = diesel::sql_query(format!("SELECT count(*) AS n {from}"))
+                .bind::<Text, _>(term)
+                .bind::<BigInt, _>(company_id)
+                .get_result(conn)?;
+            Ok((pks.into_iter().map(|p| p.pk).collect(), n.n))
+        }
+    }
+}
+
 // ---- templates ----
 
 pub fn template(c: &mut Db, company_id: i64, id: i64) -> ApiResult<TemplateRow> {
@@ -1316,6 +1378,55 @@ pub fn templates(c: &mut Db, company_id: i64) -> ApiResult<Vec<TemplateRow>> {
         .order(templates::id)
         .select(TemplateRow::as_select())
         .load(c)?)
+}
+
+/// The stored columns of a template, for both its insert and its update.
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = templates, treat_none_as_null = true)]
+pub struct TemplateFields<'a> {
+    pub name: &'a str,
+    pub language: &'a str,
+    pub category: &'static str,
+    pub content: &'a str,
+    pub param_count: i32,
+    pub content_sid: Option<&'a str>,
+    pub updated_at: chrono::NaiveDateTime,
+}
+
+/// Adds a template to the company; a second one with the same name and language is a unique
+/// violation.
+pub fn insert_template(c: &mut Db, company_id: i64, f: &TemplateFields<'_>) -> ApiResult<TemplateRow> {
+    let id: i64 = diesel::insert_into(templates::table)
+        .values((templates::company_id.eq(company_id), templates::created_at.eq(f.updated_at), f))
+        .returning(templates::id)
+        .get_result(c)?;
+    template(c, company_id, id)
+}
+
+/// Adds a template unless the company has one of that name already (the demo data's seed).
+pub fn insert_template_unless_named(c: &mut Db, company_id: i64, f: &TemplateFields<'_>) -> ApiResult<()> {
+    let exists: i64 = templates::table
+        .filter(templates::company_id.eq(company_id).and(templates::name.eq(f.name)))
+        .count()
+        .get_result(c)?;
+    if exists == 0 {
+        insert_template(c, company_id, f)?;
+    }
+    Ok(())
+}
+
+/// Replaces a template of the company (404 for another company's).
+pub fn update_template(c: &mut Db, company_id: i64, id: i64, f: &TemplateFields<'_>) -> ApiResult<TemplateRow> {
+    template(c, company_id, id)?;
+    diesel::update(templates::table.find(id)).set(f).execute(c)?;
+    template(c, company_id, id)
+}
+
+/// Deletes a template of the company (404 for another company's).
+pub fn delete_template(c: &mut Db, company_id: i64, id: i64) -> ApiResult<()> {
+    template(c, company_id, id)?;
+    diesel::delete(templates::table.find(id)).execute(c)?;
+    Ok(())
 }
 
 // ---- outbox ----

@@ -288,6 +288,17 @@ fn pick(c: &mut Db, team: &TeamRow) -> ApiResult<Option<i64>> {
         .map(|(_, _, id)| id))
 }
 
+/// The company's teams, by name.
+fn all(c: &mut Db, company_id: i64) -> ApiResult<Vec<TeamRow>> {
+    Ok(teams::table.filter(teams::company_id.eq(company_id)).order(teams::name).select(TeamRow::as_select()).load(c)?)
+}
+
+/// The member was just given a conversation: [`pick`] prefers whoever waited longest.
+fn mark_assigned(c: &mut Db, team_id: i64, agent: i64, t: NaiveDateTime) -> ApiResult<()> {
+    diesel::update(team_members::table.find((team_id, agent))).set(team_members::last_assigned_at.eq(t)).execute(c)?;
+    Ok(())
+}
+
 /// Runs an [`AUTO_ASSIGN_JOB`]: under the team's lock, assigns the conversation to the member
 /// [`pick`] chooses if it is still open, unassigned and in a team with auto-assignment, with
 /// `conversation.updated`; otherwise (or with nobody to take it) finishes without a change.
@@ -314,9 +325,7 @@ pub async fn auto_assign(st: &AppState, owner: &str, job: &Job) -> ApiResult<()>
             if !super::store::assign_if_unassigned(c, id, team_id, agent, t)? {
                 return Ok(Vec::new());
             }
-            diesel::update(team_members::table.find((team_id, agent)))
-                .set(team_members::last_assigned_at.eq(t))
-                .execute(c)?;
+            mark_assigned(c, team_id, agent, t)?;
             Ok(service::conversation_updated(c, company_id, id)?.1)
         })
         .await?;
@@ -336,11 +345,7 @@ async fn list(agent: Agent, st: web::Data<AppState>) -> ApiResult<HttpResponse> 
     let views = st
         .db
         .run(move |c| {
-            let rows = teams::table
-                .filter(teams::company_id.eq(company_id))
-                .order(teams::name)
-                .select(TeamRow::as_select())
-                .load(c)?;
+            let rows = all(c, company_id)?;
             views(c, company_id, rows)
         })
         .await?;

@@ -34,7 +34,7 @@ use super::{twilio, whatsapp};
 use crate::{
     core::{
         crypto::constant_time_eq,
-        db::schema::webhook_receipts,
+        db::{Db, schema::webhook_receipts},
         error::{ApiError, ApiResult, ErrorBody, is_unique_violation},
         state::AppState,
         types::{Phone, now},
@@ -245,30 +245,34 @@ async fn record_ignored(st: &AppState, provider: &'static str, items: Vec<(Strin
         .write(move |c| {
             for (reason, key) in items {
                 let key: String = format!("ignored:{reason}:{key}").chars().filter(|c| *c != '\0').take(500).collect();
-                let seen: i64 = webhook_receipts::table
-                    .filter(webhook_receipts::provider.eq(provider).and(webhook_receipts::key.eq(&key)))
-                    .count()
-                    .get_result(c)?;
-                if seen == 0 {
-                    match diesel::insert_into(webhook_receipts::table)
-                        .values((
-                            webhook_receipts::provider.eq(provider),
-                            webhook_receipts::key.eq(&key),
-                            webhook_receipts::received_at.eq(now()),
-                        ))
-                        .execute(c)
-                    {
-                        Err(e) if is_unique_violation(&e) => {}
-                        other => {
-                            other?;
-                        }
-                    }
-                }
+                record_receipt(c, provider, &key)?;
             }
             Ok(())
         })
         .await?;
     Ok(n)
+}
+
+/// Stores that `provider` sent `key` once (a repeat, or a concurrent insert of it, is a no-op).
+fn record_receipt(c: &mut Db, provider: &str, key: &str) -> ApiResult<()> {
+    let seen: i64 = webhook_receipts::table
+        .filter(webhook_receipts::provider.eq(provider).and(webhook_receipts::key.eq(key)))
+        .count()
+        .get_result(c)?;
+    if seen > 0 {
+        return Ok(());
+    }
+    match diesel::insert_into(webhook_receipts::table)
+        .values((
+            webhook_receipts::provider.eq(provider),
+            webhook_receipts::key.eq(key),
+            webhook_receipts::received_at.eq(now()),
+        ))
+        .execute(c)
+    {
+        Err(e) if is_unique_violation(&e) => Ok(()),
+        other => other.map(drop).map_err(Into::into),
+    }
 }
 
 pub(crate) fn scrub_statuses(statuses: Vec<StatusUpdate>) -> Vec<StatusUpdate> {

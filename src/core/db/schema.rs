@@ -1,5 +1,6 @@
 // Mirrors migrations/postgres and migrations/sqlite (same logical schema; tests/api/ops.rs compares them).
-// The SQLite-only FTS5 table and the PostgreSQL-only tsvector column are reached through db::dialect.
+// The SQLite-only FTS5 table and the PostgreSQL-only tsvector column are reached through
+// messaging::store::search_messages.
 diesel::table! {
     instance (id) {
         id -> BigInt,
