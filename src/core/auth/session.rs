@@ -3,7 +3,8 @@
 //! so two concurrent refreshes cannot both win, and presenting a used token again revokes the
 //! whole session (reuse detection, CONTRACT §5).
 //! The session guard reads `users` directly because core imports no feature (`users::store`
-//! owns every other query on it).
+//! owns every other query on it); for the same reason an auth client's token lifetimes come
+//! from the caller of [`rotate`] (the auth feature owns the clients).
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use crate::core::{
     crypto::{random_hex_id, random_token, token_hash},
     db::{
         Db, Pool,
-        schema::{auth_clients, refresh_tokens, sessions, users},
+        schema::{refresh_tokens, sessions, users},
     },
     error::{ApiError, ApiResult},
     types::{Role, now},
@@ -131,7 +132,15 @@ pub enum Refreshed {
 
 /// Claims a refresh token and rotates it. Errors with 401 `invalid_token` when the token is
 /// unknown, expired, or its session is revoked or its user inactive.
-pub fn rotate(c: &mut Db, token: &str) -> ApiResult<Refreshed> {
+///
+/// A session opened through an auth client lives by that client's lifetimes:
+/// `client_lifetimes` gives them for a client id, (refresh token, access token) in seconds, or
+/// `None` for an unknown client (the auth feature owns the clients; core imports no feature).
+pub fn rotate(
+    c: &mut Db,
+    token: &str,
+    client_lifetimes: impl FnOnce(&mut Db, &str) -> ApiResult<Option<(i64, i64)>>,
+) -> ApiResult<Refreshed> {
     let hash = token_hash(token);
     let t = now();
     let claimed = diesel::update(
@@ -156,12 +165,8 @@ pub fn rotate(c: &mut Db, token: &str) -> ApiResult<Refreshed> {
     }
     // Sessions opened through an auth client live by that client's lifetimes.
     let client: Option<String> = sessions::table.find(&session_id).select(sessions::client_id).first(c)?;
-    let lifetimes: Option<(i64, i64)> = match client {
-        Some(client_id) => auth_clients::table
-            .filter(auth_clients::client_id.eq(client_id))
-            .select((auth_clients::refresh_token_ttl, auth_clients::access_token_ttl))
-            .first(c)
-            .optional()?,
+    let lifetimes = match client {
+        Some(client_id) => client_lifetimes(c, &client_id)?,
         None => None,
     };
     let (session_ttl, access_ttl) = lifetimes
