@@ -156,6 +156,13 @@ pub fn insert_code(c: &mut Db, client: &ClientRow, user_id: i64, challenge: Opti
     Ok(code)
 }
 
+/// Deletes every code of the auth client `client_id` (the client is being deleted): its unused
+/// codes stop working.
+pub fn delete_codes_of(c: &mut Db, client_id: &str) -> ApiResult<()> {
+    diesel::delete(auth_codes::table.filter(auth_codes::client_id.eq(client_id))).execute(c)?;
+    Ok(())
+}
+
 /// ARC `AuthTokenRequest` plus the client's secret and the PKCE verifier. JSON or a form.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

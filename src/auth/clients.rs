@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
+    arc,
     oauth::{self, IdentityProvider, ProviderConfig},
     password,
     saml::{self, SamlBody, SamlView},
 };
 use crate::core::{
-    auth::guard::Admin,
+    auth::{guard::Admin, session},
     crypto::random_token,
     db::{Db, schema::auth_clients},
     error::{ApiError, ApiResult, ErrorBody, is_unique_violation},
@@ -91,6 +92,17 @@ pub fn by_client_id(c: &mut Db, client_id: &str) -> ApiResult<Option<ClientRow>>
     Ok(auth_clients::table
         .filter(auth_clients::client_id.eq(client_id))
         .select(ClientRow::as_select())
+        .first(c)
+        .optional()?)
+}
+
+/// The lifetimes, in seconds, of the sessions and access tokens of the client `client_id`:
+/// (refresh token, access token); `None` for an unknown client. Sessions opened through a client
+/// live by these ([`session::rotate`]).
+pub fn lifetimes(c: &mut Db, client_id: &str) -> ApiResult<Option<(i64, i64)>> {
+    Ok(auth_clients::table
+        .filter(auth_clients::client_id.eq(client_id))
+        .select((auth_clients::refresh_token_ttl, auth_clients::access_token_ttl))
         .first(c)
         .optional()?)
 }
@@ -263,6 +275,88 @@ fn load(c: &mut Db, company_id: i64, id: i64) -> ApiResult<ClientRow> {
         .first(c)?)
 }
 
+/// The settings of a client that [`insert_client`] and [`update_client`] write, checked and
+/// encoded as stored (secret hashed, URLs, grants and providers as JSON).
+struct ClientFields {
+    secret_hash: Option<String>,
+    redirect_urls: String,
+    grants: String,
+    access_token_ttl: i64,
+    refresh_token_ttl: i64,
+    auth_code_ttl: i64,
+    oidc: String,
+    saml: Option<String>,
+}
+
+/// Stores a new client of the company and loads it back; 409 `client_id_taken` when the
+/// `client_id` is in use.
+fn insert_client(c: &mut Db, company_id: i64, client_id: &str, f: &ClientFields) -> ApiResult<ClientRow> {
+    let t = now();
+    let inserted = c.transaction(|c| {
+        diesel::insert_into(auth_clients::table)
+            .values((
+                auth_clients::company_id.eq(company_id),
+                auth_clients::client_id.eq(client_id),
+                auth_clients::secret_hash.eq(&f.secret_hash),
+                auth_clients::redirect_urls.eq(&f.redirect_urls),
+                auth_clients::grants.eq(&f.grants),
+                auth_clients::access_token_ttl.eq(f.access_token_ttl),
+                auth_clients::refresh_token_ttl.eq(f.refresh_token_ttl),
+                auth_clients::auth_code_ttl.eq(f.auth_code_ttl),
+                auth_clients::oidc.eq(&f.oidc),
+                auth_clients::saml.eq(&f.saml),
+                auth_clients::created_at.eq(t),
+                auth_clients::updated_at.eq(t),
+            ))
+            .returning(auth_clients::id)
+            .get_result::<i64>(c)
+    });
+    match inserted {
+        Ok(id) => load(c, company_id, id),
+        Err(e) if is_unique_violation(&e) => {
+            Err(ApiError::conflict("client_id_taken", "an auth client with this clientId exists"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The company's clients, oldest first.
+fn company_clients(c: &mut Db, company_id: i64) -> ApiResult<Vec<ClientRow>> {
+    Ok(auth_clients::table
+        .filter(auth_clients::company_id.eq(company_id))
+        .order(auth_clients::id)
+        .select(ClientRow::as_select())
+        .load(c)?)
+}
+
+/// Overwrites the settings of the company's client `id` and loads it back (404 when the
+/// company has no such client).
+fn update_client(c: &mut Db, company_id: i64, id: i64, f: &ClientFields) -> ApiResult<ClientRow> {
+    diesel::update(auth_clients::table.filter(auth_clients::company_id.eq(company_id)).find(id))
+        .set((
+            auth_clients::secret_hash.eq(&f.secret_hash),
+            auth_clients::redirect_urls.eq(&f.redirect_urls),
+            auth_clients::grants.eq(&f.grants),
+            auth_clients::access_token_ttl.eq(f.access_token_ttl),
+            auth_clients::refresh_token_ttl.eq(f.refresh_token_ttl),
+            auth_clients::auth_code_ttl.eq(f.auth_code_ttl),
+            auth_clients::oidc.eq(&f.oidc),
+            auth_clients::saml.eq(&f.saml),
+            auth_clients::updated_at.eq(now()),
+        ))
+        .execute(c)?;
+    load(c, company_id, id)
+}
+
+/// Deletes the company's client `id` (404 when there is none) with its codes, and revokes the
+/// sessions opened through it; returns the revoked session ids.
+fn delete_client(c: &mut Db, company_id: i64, id: i64) -> ApiResult<Vec<String>> {
+    let row = load(c, company_id, id)?;
+    arc::delete_codes_of(c, &row.client_id)?;
+    diesel::delete(auth_clients::table.find(row.id)).execute(c)?;
+    session::revoke_client(c, &row.client_id, "auth_client_deleted")
+}
+
 /// Creates a client of the admin's company. The answer is the only place the secret appears.
 #[utoipa::path(tag = "auth-clients", request_body = ClientBody, responses(
     (status = 201, body = ClientView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
@@ -298,39 +392,18 @@ async fn create(st: web::Data<AppState>, admin: Admin, Json(b): Json<ClientBody>
         Some(s) => Some(hash(s.clone()).await?),
         None => None,
     };
+    let fields = ClientFields {
+        secret_hash,
+        redirect_urls,
+        grants,
+        access_token_ttl: access,
+        refresh_token_ttl: refresh,
+        auth_code_ttl: code,
+        oidc: providers,
+        saml,
+    };
     let company_id = admin.company_id;
-    let row = st
-        .db
-        .write(move |c| {
-            let t = now();
-            let inserted = c.transaction(|c| {
-                diesel::insert_into(auth_clients::table)
-                    .values((
-                        auth_clients::company_id.eq(company_id),
-                        auth_clients::client_id.eq(&client_id),
-                        auth_clients::secret_hash.eq(&secret_hash),
-                        auth_clients::redirect_urls.eq(&redirect_urls),
-                        auth_clients::grants.eq(&grants),
-                        auth_clients::access_token_ttl.eq(access),
-                        auth_clients::refresh_token_ttl.eq(refresh),
-                        auth_clients::auth_code_ttl.eq(code),
-                        auth_clients::oidc.eq(&providers),
-                        auth_clients::saml.eq(&saml),
-                        auth_clients::created_at.eq(t),
-                        auth_clients::updated_at.eq(t),
-                    ))
-                    .returning(auth_clients::id)
-                    .get_result::<i64>(c)
-            });
-            match inserted {
-                Ok(id) => load(c, company_id, id),
-                Err(e) if is_unique_violation(&e) => {
-                    Err(ApiError::conflict("client_id_taken", "an auth client with this clientId exists"))
-                }
-                Err(e) => Err(e.into()),
-            }
-        })
-        .await?;
+    let row = st.db.write(move |c| insert_client(c, company_id, &client_id, &fields)).await?;
     Ok(HttpResponse::Created().json(ClientView::new(&st, &row, secret)))
 }
 
@@ -339,16 +412,7 @@ async fn create(st: web::Data<AppState>, admin: Admin, Json(b): Json<ClientBody>
 #[get("/auth-clients")]
 async fn list(st: web::Data<AppState>, admin: Admin) -> ApiResult<HttpResponse> {
     let company_id = admin.company_id;
-    let rows: Vec<ClientRow> = st
-        .db
-        .run(move |c| {
-            Ok(auth_clients::table
-                .filter(auth_clients::company_id.eq(company_id))
-                .order(auth_clients::id)
-                .select(ClientRow::as_select())
-                .load(c)?)
-        })
-        .await?;
+    let rows = st.db.run(move |c| company_clients(c, company_id)).await?;
     Ok(HttpResponse::Ok().json(rows.iter().map(|r| ClientView::new(&st, r, None)).collect::<Vec<_>>()))
 }
 
@@ -405,25 +469,17 @@ async fn update(
         Some(s) => Some(hash(s.clone()).await?),
         None => current.secret_hash.clone(),
     };
-    let row = st
-        .db
-        .write(move |c| {
-            diesel::update(auth_clients::table.filter(auth_clients::company_id.eq(company_id)).find(id))
-                .set((
-                    auth_clients::secret_hash.eq(&secret_hash),
-                    auth_clients::redirect_urls.eq(&redirect_urls),
-                    auth_clients::grants.eq(&grants),
-                    auth_clients::access_token_ttl.eq(access),
-                    auth_clients::refresh_token_ttl.eq(refresh),
-                    auth_clients::auth_code_ttl.eq(code),
-                    auth_clients::oidc.eq(&providers),
-                    auth_clients::saml.eq(&saml),
-                    auth_clients::updated_at.eq(now()),
-                ))
-                .execute(c)?;
-            load(c, company_id, id)
-        })
-        .await?;
+    let fields = ClientFields {
+        secret_hash,
+        redirect_urls,
+        grants,
+        access_token_ttl: access,
+        refresh_token_ttl: refresh,
+        auth_code_ttl: code,
+        oidc: providers,
+        saml,
+    };
+    let row = st.db.write(move |c| update_client(c, company_id, id, &fields)).await?;
     Ok(HttpResponse::Ok().json(ClientView::new(&st, &row, secret)))
 }
 
@@ -433,19 +489,7 @@ async fn update(
 #[delete("/auth-clients/{id}")]
 async fn remove(st: web::Data<AppState>, admin: Admin, id: web::Path<i64>) -> ApiResult<HttpResponse> {
     let (company_id, id) = (admin.company_id, id.into_inner());
-    let revoked = st
-        .db
-        .write(move |c| {
-            let row = load(c, company_id, id)?;
-            diesel::delete(
-                crate::core::db::schema::auth_codes::table
-                    .filter(crate::core::db::schema::auth_codes::client_id.eq(&row.client_id)),
-            )
-            .execute(c)?;
-            diesel::delete(auth_clients::table.find(row.id)).execute(c)?;
-            crate::core::auth::session::revoke_client(c, &row.client_id, "auth_client_deleted")
-        })
-        .await?;
+    let revoked = st.db.write(move |c| delete_client(c, company_id, id)).await?;
     for sid in &revoked {
         st.sessions.forget(sid);
     }

@@ -613,26 +613,28 @@ pub(super) struct Pending {
 pub(super) async fn record_state(st: &AppState, state: &str, client: &ClientRow, p: Pending) -> ApiResult<()> {
     let hash = token_hash(state);
     let client_id = client.client_id.clone();
-    st.db
-        .write(move |c| {
-            let t = now();
-            diesel::delete(oauth_states::table.filter(oauth_states::expires_at.lt(t))).execute(c)?;
-            diesel::insert_into(oauth_states::table)
-                .values((
-                    oauth_states::state_hash.eq(hash),
-                    oauth_states::client_id.eq(&client_id),
-                    oauth_states::provider.eq(p.provider),
-                    oauth_states::pkce_verifier.eq(p.sealed_verifier),
-                    oauth_states::nonce.eq(p.nonce),
-                    oauth_states::redirect_uri.eq(p.redirect),
-                    oauth_states::code_challenge.eq(p.challenge),
-                    oauth_states::expires_at.eq(t + ChronoDuration::seconds(STATE_TTL_SECS)),
-                    oauth_states::created_at.eq(t),
-                ))
-                .execute(c)?;
-            Ok(())
-        })
-        .await
+    st.db.write(move |c| insert_state(c, &hash, &client_id, p)).await
+}
+
+/// Deletes the expired state records and stores a new one, keyed by `hash` (the state's
+/// SHA-256), for [`STATE_TTL_SECS`].
+fn insert_state(c: &mut Db, hash: &str, client_id: &str, p: Pending) -> ApiResult<()> {
+    let t = now();
+    diesel::delete(oauth_states::table.filter(oauth_states::expires_at.lt(t))).execute(c)?;
+    diesel::insert_into(oauth_states::table)
+        .values((
+            oauth_states::state_hash.eq(hash),
+            oauth_states::client_id.eq(client_id),
+            oauth_states::provider.eq(p.provider),
+            oauth_states::pkce_verifier.eq(p.sealed_verifier),
+            oauth_states::nonce.eq(p.nonce),
+            oauth_states::redirect_uri.eq(p.redirect),
+            oauth_states::code_challenge.eq(p.challenge),
+            oauth_states::expires_at.eq(t + ChronoDuration::seconds(STATE_TTL_SECS)),
+            oauth_states::created_at.eq(t),
+        ))
+        .execute(c)?;
+    Ok(())
 }
 
 /// The requested redirect URL when it is one of the client's, else the client's first.

@@ -13,15 +13,11 @@
 //!   the unverified contact was only *claimed* on it, never proven. The caller then releases
 //!   it ([`release`]) so that the address's owner gets an account of their own, or refuses.
 
-use diesel::prelude::*;
-
+use super::totp;
 use crate::{
     core::{
         auth::session,
-        db::{
-            Db,
-            schema::{recovery_codes, totp_secrets},
-        },
+        db::Db,
         error::{ApiError, ApiResult},
         state::AppState,
     },
@@ -79,8 +75,7 @@ pub fn prove(c: &mut Db, user_id: i64, contact: Contact<'_>) -> ApiResult<Proof>
     }
     let revoked = session::revoke_all(c, user_id, None, "account_claimed")?;
     store::clear_password_hash(c, user_id)?;
-    diesel::delete(totp_secrets::table.filter(totp_secrets::user_id.eq(user_id))).execute(c)?;
-    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(c)?;
+    totp::forget(c, user_id)?;
     store::verify_contact_row(c, contact, row_id)?;
     Ok(Proof::Claimed { revoked })
 }

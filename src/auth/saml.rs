@@ -25,6 +25,7 @@ use std::time::SystemTime;
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use base64::{Engine, engine::general_purpose::STANDARD};
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use futures_util::StreamExt;
 use openidconnect::CsrfToken;
@@ -44,7 +45,7 @@ use super::{
 };
 use crate::core::{
     crypto::token_hash,
-    db::schema::saml_assertions,
+    db::{Db, schema::saml_assertions},
     error::{ApiError, ApiResult, ErrorBody, is_unique_violation},
     net,
     state::AppState,
@@ -391,25 +392,7 @@ async fn verify(
         .unwrap_or_else(|| now() + chrono::Duration::seconds(DEFAULT_ASSERTION_TTL_SECS))
         .max(now())
         + chrono::Duration::milliseconds(CLOCK_SKEW_MS);
-    let fresh = st
-        .db
-        .write(move |c| {
-            let t = now();
-            diesel::delete(saml_assertions::table.filter(saml_assertions::expires_at.lt(t))).execute(c)?;
-            let inserted = diesel::insert_into(saml_assertions::table)
-                .values((
-                    saml_assertions::assertion_key.eq(assertion_key),
-                    saml_assertions::expires_at.eq(expires),
-                    saml_assertions::created_at.eq(t),
-                ))
-                .execute(c);
-            match inserted {
-                Ok(_) => Ok(true),
-                Err(e) if is_unique_violation(&e) => Ok(false),
-                Err(e) => Err(e.into()),
-            }
-        })
-        .await?;
+    let fresh = st.db.write(move |c| consume_assertion(c, &assertion_key, expires)).await?;
     if !fresh {
         tracing::info!(client = client.client_id, "SAML assertion replayed");
         return Err(ApiError::Unauthorized("assertion_replayed"));
@@ -425,6 +408,25 @@ async fn verify(
     };
     // The IdP asserts the address (it is the company's own directory).
     Ok(Identity { subject: format!("{issuer}\n{name_id}"), email, email_verified: true })
+}
+
+/// Deletes the expired consumed assertions and records `assertion_key` (the SHA-256 of the
+/// issuer and the assertion ID) until `expires`; `false` when it was already consumed (a replay).
+fn consume_assertion(c: &mut Db, assertion_key: &str, expires: NaiveDateTime) -> ApiResult<bool> {
+    let t = now();
+    diesel::delete(saml_assertions::table.filter(saml_assertions::expires_at.lt(t))).execute(c)?;
+    let inserted = diesel::insert_into(saml_assertions::table)
+        .values((
+            saml_assertions::assertion_key.eq(assertion_key),
+            saml_assertions::expires_at.eq(expires),
+            saml_assertions::created_at.eq(t),
+        ))
+        .execute(c);
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// An HTTP-Redirect `SAMLResponse`: base64 of raw DEFLATE; answers base64 of the XML (the

@@ -1,7 +1,7 @@
 //! Account operations shared by the messaging-family auth routes and (later) the ARC and Fynd
 //! families: sign-up, password login, refresh rotation, logout.
 
-use super::password;
+use super::{clients, password};
 use crate::{
     core::{
         auth::{
@@ -387,7 +387,7 @@ pub async fn start_session(
 /// Rotates a refresh token. A reused token revokes its session and answers 401.
 pub async fn refresh(st: &AppState, token: String, origin: &Origin) -> ApiResult<Issued> {
     let ip = origin.ip.clone();
-    let outcome = st.db.write(move |c| session::rotate(c, &token)).await?;
+    let outcome = st.db.write(move |c| session::rotate(c, &token, clients::lifetimes)).await?;
     match outcome {
         Refreshed::Rotated { principal, refresh_token, access_ttl } => {
             let (access_token, expires) = st.keys.sign_for(

@@ -58,6 +58,37 @@ pub fn enabled(c: &mut Db, user_id: i64) -> ApiResult<bool> {
     .get_result(c)?)
 }
 
+/// Stores a new, unconfirmed secret (sealed with the data key) for the user, in place of an
+/// earlier unconfirmed one; 409 `totp_already_enabled` when a confirmed one exists.
+fn enrol(c: &mut Db, user_id: i64, sealed: &str) -> ApiResult<()> {
+    if enabled(c, user_id)? {
+        return Err(ApiError::conflict("totp_already_enabled", "an authenticator is already enabled"));
+    }
+    diesel::delete(totp_secrets::table.find(user_id)).execute(c)?;
+    diesel::insert_into(totp_secrets::table)
+        .values((
+            totp_secrets::user_id.eq(user_id),
+            totp_secrets::secret.eq(sealed),
+            totp_secrets::created_at.eq(now()),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+/// Marks the user's secret confirmed: from now on logins need the second step.
+fn mark_confirmed(c: &mut Db, user_id: i64) -> ApiResult<()> {
+    diesel::update(totp_secrets::table.find(user_id)).set(totp_secrets::confirmed_at.eq(now())).execute(c)?;
+    Ok(())
+}
+
+/// Deletes the user's authenticator secret and recovery codes (the authenticator is turned
+/// off, or the account is claimed by someone who proved its contact).
+pub fn forget(c: &mut Db, user_id: i64) -> ApiResult<()> {
+    diesel::delete(totp_secrets::table.find(user_id)).execute(c)?;
+    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(c)?;
+    Ok(())
+}
+
 fn totp(secret: Vec<u8>, account: &str) -> ApiResult<TOTP> {
     TOTP::new(Algorithm::SHA1, 6, 1, STEP_SECS, secret, Some(ISSUER.to_owned()), account.replace(':', "_"))
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("totp: {e:?}")))
@@ -226,22 +257,7 @@ async fn create_qr_code(st: web::Data<AppState>, req: HttpRequest, body: web::By
         secret: t.get_secret_base32(),
     };
     let sealed = st.data_key.encrypt(&secret);
-    st.db
-        .write(move |c| {
-            if enabled(c, user_id)? {
-                return Err(ApiError::conflict("totp_already_enabled", "an authenticator is already enabled"));
-            }
-            diesel::delete(totp_secrets::table.find(user_id)).execute(c)?;
-            diesel::insert_into(totp_secrets::table)
-                .values((
-                    totp_secrets::user_id.eq(user_id),
-                    totp_secrets::secret.eq(&sealed),
-                    totp_secrets::created_at.eq(now()),
-                ))
-                .execute(c)?;
-            Ok(())
-        })
-        .await?;
+    st.db.write(move |c| enrol(c, user_id, &sealed)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -305,7 +321,7 @@ async fn confirm(
             if !guarded_check(c, &state, user_id, &b.otp, true, &origin.ip)? {
                 return Ok(None);
             }
-            diesel::update(totp_secrets::table.find(user_id)).set(totp_secrets::confirmed_at.eq(now())).execute(c)?;
+            mark_confirmed(c, user_id)?;
             store::audit(c, Some(company_id), Some(user_id), "mfa_enabled", &origin.ip, serde_json::json!({}))?;
             Ok(Some(new_recovery_codes(c, user_id)?))
         })
@@ -368,8 +384,7 @@ async fn disable(
             if !lockout::guard(c, &keys(user_id, &origin.ip), |c| check_second_factor(c, &state, user_id, &b.otp))? {
                 return Ok(false);
             }
-            diesel::delete(totp_secrets::table.find(user_id)).execute(c)?;
-            diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(c)?;
+            forget(c, user_id)?;
             store::audit(c, Some(company_id), Some(user_id), "mfa_disabled", &origin.ip, serde_json::json!({}))?;
             Ok(true)
         })

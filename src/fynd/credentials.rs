@@ -18,7 +18,7 @@ use crate::{
     core::{
         auth::{
             guard::{Admin, bearer_token, credential_pair},
-            session::Principal,
+            session::{self, Principal},
         },
         config::Config,
         crypto::{DataKey, constant_time_eq, token_hash},
@@ -187,7 +187,7 @@ async fn resolve_session(req: HttpRequest) -> ApiResult<StoreSession> {
     if client.settings.session_config.is_rolling && now() - session.last_seen_at > ROLL_EVERY {
         let ttl = client.settings.session_ttl();
         let (id, expires) = (sid.clone(), now() + ttl);
-        st.db.write(move |c| store::roll(c, &id, expires)).await?;
+        st.db.write(move |c| session::roll(c, &id, expires)).await?;
         rolled = Some(session_cookie(&st.config, cookie_value(&st.data_key, &sid), ttl.num_seconds()));
     }
     Ok(StoreSession { client, user, session_id: sid, rolled })

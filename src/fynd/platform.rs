@@ -11,12 +11,12 @@ use super::{
     config,
     credentials::{PlatformApp, secure_cookies},
     service::{self, NewCustomer},
-    store as sessions,
     views::{self, GroupView, IdParam, PageView, UserView, paging, parse_id, phone_from_parts, search_view},
 };
 use crate::{
     auth::service::Origin,
     core::{
+        auth::session,
         error::{ApiError, ApiResult, ErrorBody},
         extract::Json,
         query::{Paging, search_text},
@@ -504,7 +504,7 @@ async fn get_active_sessions(
         .db
         .run(move |c| {
             customer::get(c, app.company_id, app.id, user_id)?;
-            sessions::list(c, user_id, app.id)
+            session::list_storefront(c, user_id, app.id)
         })
         .await?;
     let items = rows
@@ -550,7 +550,7 @@ async fn delete_session(
     st.db
         .write(move |c| {
             customer::get(c, app.company_id, app.id, user_id)?;
-            if !sessions::revoke(c, user_id, &sid, &reason)? {
+            if !session::revoke_of_user(c, user_id, &sid, &reason)? {
                 return Err(ApiError::NotFound);
             }
             state.sessions.forget(&sid);

@@ -4,7 +4,6 @@
 use super::{
     config::Settings,
     credentials::{AppClient, cookie_value},
-    store::{self as sessions, SessionRow},
     views::{UserView, user_view},
 };
 use crate::{
@@ -13,7 +12,10 @@ use crate::{
         service::{self as auth_service, Origin},
     },
     core::{
-        auth::{lockout, session},
+        auth::{
+            lockout,
+            session::{self, NewStorefrontSession, StorefrontSession},
+        },
         db::Db,
         error::{ApiError, ApiResult},
         state::AppState,
@@ -246,19 +248,30 @@ pub async fn start_session(
     origin: &Origin,
     domain: Option<String>,
     ttl: chrono::Duration,
-) -> ApiResult<(SessionRow, String)> {
+) -> ApiResult<(StorefrontSession, String)> {
     let (app_id, user_c, origin_c) = (app.id, user.clone(), origin.clone());
     let row = st
         .db
         .write(move |c| {
-            let row = sessions::create(c, &user_c, app_id, &origin_c, domain.as_deref(), ttl)?;
+            let row = session::create_storefront(
+                c,
+                &NewStorefrontSession {
+                    user_id: user_c.id,
+                    company_id: user_c.company_id,
+                    application_id: app_id,
+                    ip: &origin_c.ip,
+                    user_agent: &origin_c.user_agent,
+                    domain: domain.as_deref(),
+                    ttl,
+                },
+            )?;
             store::audit(
                 c,
                 Some(user_c.company_id),
                 Some(user_c.id),
                 "login",
                 &origin_c.ip,
-                serde_json::json!({"kind": sessions::KIND, "application": app_id}),
+                serde_json::json!({"kind": session::STOREFRONT_KIND, "application": app_id}),
             )?;
             Ok(row)
         })
@@ -312,7 +325,7 @@ pub async fn password_login(
     username: &str,
     password: String,
     origin: &Origin,
-) -> ApiResult<(UserRow, SessionRow, String)> {
+) -> ApiResult<(UserRow, StorefrontSession, String)> {
     if !client.settings.login.password {
         return Err(ApiError::Denied {
             code: "password_login_disabled",
@@ -327,7 +340,7 @@ pub async fn password_login(
     let keys = lockout::Keys::scoped("fynd", &subject, &origin.ip);
     let app = client.app.clone();
     let find = move |c: &mut Db| find_customer(c, &app, &id);
-    let detail = serde_json::json!({"kind": sessions::KIND, "application": client.app.id});
+    let detail = serde_json::json!({"kind": session::STOREFRONT_KIND, "application": client.app.id});
     let user =
         auth_service::verify_password(st, keys, find, password, origin, Some(client.app.company_id), detail).await?;
     let (row, value) = start_session(st, &client.app, &user, origin, None, client.settings.session_ttl()).await?;

@@ -12,7 +12,6 @@ use super::{
     config,
     credentials::{AppClient, StoreSession, removal_cookie, session_cookie},
     service::{self, NewCustomer},
-    store as sessions,
     views::{self, EmailBody, MobileBody, UserView, phone_from_parts},
 };
 use crate::{
@@ -108,8 +107,8 @@ async fn login_with_token(
     let handed = st
         .db
         .write(move |c| {
-            let Some((row, user)) = sessions::live(c, &sid, company_id, app_id)? else { return Ok(None) };
-            Ok(sessions::revoke(c, user.id, &sid, "login_token_exchanged")?.then_some((row, user)))
+            let Some((row, user)) = super::store::live(c, &sid, company_id, app_id)? else { return Ok(None) };
+            Ok(session::revoke_of_user(c, user.id, &sid, "login_token_exchanged")?.then_some((row, user)))
         })
         .await?;
     let (row, user) = handed.ok_or_else(invalid)?;
@@ -262,7 +261,7 @@ pub struct SessionListSuccessView {
 #[get("/service/application/user/authentication/v1.0/sessions")]
 async fn get_list_of_active_sessions(s: StoreSession, st: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let (user_id, app_id) = (s.user.id, s.client.app.id);
-    let rows = st.db.run(move |c| sessions::list(c, user_id, app_id)).await?;
+    let rows = st.db.run(move |c| session::list_storefront(c, user_id, app_id)).await?;
     Ok(ok(&s).json(SessionListSuccessView { sessions: rows.into_iter().map(|r| r.id).collect() }))
 }
 
@@ -285,7 +284,7 @@ async fn logout(s: StoreSession, st: web::Data<AppState>, origin: Origin) -> Api
                 Some(user_id),
                 "logout",
                 &origin.ip,
-                serde_json::json!({"kind": sessions::KIND}),
+                serde_json::json!({"kind": session::STOREFRONT_KIND}),
             )
         })
         .await?;

@@ -19,6 +19,7 @@ use diesel::{
 
 use super::model::{Contact, InviteRow, NewUser, PENDING, Person, UserRow};
 use crate::core::{
+    auth::session,
     db::{Db, schema::*},
     error::ApiResult,
     types::{Email, Phone, Role, now},
@@ -295,8 +296,7 @@ pub fn has_credentials(c: &mut Db, user_id: i64) -> ApiResult<bool> {
         diesel::select(diesel::dsl::exists(users::table.find(user_id).filter(users::password_hash.is_not_null())))
             .get_result(c)?;
     let linked = has_linked_identity(c, user_id)?;
-    let signed_in: bool =
-        diesel::select(diesel::dsl::exists(sessions::table.filter(sessions::user_id.eq(user_id)))).get_result(c)?;
+    let signed_in = session::any_for_user(c, user_id)?;
     Ok(password || linked || signed_in)
 }
 

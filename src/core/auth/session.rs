@@ -2,8 +2,14 @@
 //! stored as its SHA-256, and single use: claiming it is one `UPDATE … WHERE used_at IS NULL`,
 //! so two concurrent refreshes cannot both win, and presenting a used token again revokes the
 //! whole session (reuse detection, CONTRACT §5).
-//! The session guard reads `users` directly because core imports no feature (`users::store`
-//! owns every other query on it).
+//!
+//! This module owns the `sessions` and `refresh_tokens` tables (issue 19): API sessions, bot
+//! sessions and the storefront's cookie sessions (CONTRACT §9) are all created, rolled, listed
+//! and revoked here. Two reads join another table: the session guard ([`lookup`]) reads `users`
+//! directly because core imports no feature (`users::store` owns every other query on it), and
+//! the storefront's one-statement session and user read stays with the storefront
+//! (`fynd::store::live`). An auth client's token lifetimes come from the caller of [`rotate`]
+//! (the auth feature owns the clients).
 
 use std::time::Duration;
 
@@ -14,7 +20,7 @@ use crate::core::{
     crypto::{random_hex_id, random_token, token_hash},
     db::{
         Db, Pool,
-        schema::{auth_clients, refresh_tokens, sessions, users},
+        schema::{refresh_tokens, sessions, users},
     },
     error::{ApiError, ApiResult},
     types::{Role, now},
@@ -131,7 +137,15 @@ pub enum Refreshed {
 
 /// Claims a refresh token and rotates it. Errors with 401 `invalid_token` when the token is
 /// unknown, expired, or its session is revoked or its user inactive.
-pub fn rotate(c: &mut Db, token: &str) -> ApiResult<Refreshed> {
+///
+/// A session opened through an auth client lives by that client's lifetimes:
+/// `client_lifetimes` gives them for a client id, (refresh token, access token) in seconds, or
+/// `None` for an unknown client (the auth feature owns the clients; core imports no feature).
+pub fn rotate(
+    c: &mut Db,
+    token: &str,
+    client_lifetimes: impl FnOnce(&mut Db, &str) -> ApiResult<Option<(i64, i64)>>,
+) -> ApiResult<Refreshed> {
     let hash = token_hash(token);
     let t = now();
     let claimed = diesel::update(
@@ -156,12 +170,8 @@ pub fn rotate(c: &mut Db, token: &str) -> ApiResult<Refreshed> {
     }
     // Sessions opened through an auth client live by that client's lifetimes.
     let client: Option<String> = sessions::table.find(&session_id).select(sessions::client_id).first(c)?;
-    let lifetimes: Option<(i64, i64)> = match client {
-        Some(client_id) => auth_clients::table
-            .filter(auth_clients::client_id.eq(client_id))
-            .select((auth_clients::refresh_token_ttl, auth_clients::access_token_ttl))
-            .first(c)
-            .optional()?,
+    let lifetimes = match client {
+        Some(client_id) => client_lifetimes(c, &client_id)?,
         None => None,
     };
     let (session_ttl, access_ttl) = lifetimes
@@ -242,6 +252,107 @@ pub fn client_of_refresh(c: &mut Db, token: &str) -> ApiResult<Option<String>> {
         .first::<Option<String>>(c)
         .optional()?
         .flatten())
+}
+
+/// Whether any session was ever opened for the user: live, expired or revoked, of any kind.
+pub fn any_for_user(c: &mut Db, user_id: i64) -> ApiResult<bool> {
+    Ok(diesel::select(diesel::dsl::exists(sessions::table.filter(sessions::user_id.eq(user_id)))).get_result(c)?)
+}
+
+/// The kind of a storefront session: bound to one application, its id carried by the
+/// `f.session` cookie (CONTRACT §9); it has no refresh token.
+pub const STOREFRONT_KIND: &str = "fynd_cookie";
+
+/// A storefront session (kind [`STOREFRONT_KIND`]).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = sessions)]
+pub struct StorefrontSession {
+    pub id: String,
+    pub user_id: i64,
+    pub application_id: Option<i64>,
+    pub ip: String,
+    pub user_agent: String,
+    pub domain: Option<String>,
+    pub last_seen_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+}
+
+/// What a new storefront session is opened with.
+pub struct NewStorefrontSession<'a> {
+    pub user_id: i64,
+    pub company_id: i64,
+    pub application_id: i64,
+    pub ip: &'a str,
+    pub user_agent: &'a str,
+    /// The domain the cookie is set for, when the storefront named one.
+    pub domain: Option<&'a str>,
+    pub ttl: chrono::Duration,
+}
+
+/// Opens a storefront session (no refresh token: the cookie is the credential).
+pub fn create_storefront(c: &mut Db, s: &NewStorefrontSession<'_>) -> ApiResult<StorefrontSession> {
+    let id = random_hex_id();
+    let t = now();
+    let ua = truncate(s.user_agent, 512);
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(&id),
+            sessions::user_id.eq(s.user_id),
+            sessions::company_id.eq(s.company_id),
+            sessions::kind.eq(STOREFRONT_KIND),
+            sessions::application_id.eq(s.application_id),
+            sessions::ip.eq(s.ip),
+            sessions::user_agent.eq(ua),
+            sessions::domain.eq(s.domain),
+            sessions::created_at.eq(t),
+            sessions::last_seen_at.eq(t),
+            sessions::expires_at.eq(t + s.ttl),
+        ))
+        .execute(c)?;
+    Ok(StorefrontSession {
+        id,
+        user_id: s.user_id,
+        application_id: Some(s.application_id),
+        ip: s.ip.to_owned(),
+        user_agent: ua.to_owned(),
+        domain: s.domain.map(str::to_owned),
+        last_seen_at: t,
+        expires_at: t + s.ttl,
+    })
+}
+
+/// Rolling sessions: pushes the expiry forward from now.
+pub fn roll(c: &mut Db, session_id: &str, expires_at: NaiveDateTime) -> ApiResult<()> {
+    diesel::update(sessions::table.find(session_id))
+        .set((sessions::last_seen_at.eq(now()), sessions::expires_at.eq(expires_at)))
+        .execute(c)?;
+    Ok(())
+}
+
+/// The user's live storefront sessions in this application, newest first.
+pub fn list_storefront(c: &mut Db, user_id: i64, application_id: i64) -> ApiResult<Vec<StorefrontSession>> {
+    Ok(sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::kind.eq(STOREFRONT_KIND))
+        .filter(sessions::application_id.eq(application_id))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::expires_at.gt(now()))
+        .order(sessions::created_at.desc())
+        .select(StorefrontSession::as_select())
+        .load(c)?)
+}
+
+/// Revokes one live session of the user; `false` when there is no such live session.
+pub fn revoke_of_user(c: &mut Db, user_id: i64, session_id: &str, reason: &str) -> ApiResult<bool> {
+    let n = diesel::update(
+        sessions::table
+            .filter(sessions::id.eq(session_id))
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set((sessions::revoked_at.eq(now()), sessions::revoke_reason.eq(reason)))
+    .execute(c)?;
+    Ok(n > 0)
 }
 
 /// Per-node cache of session lookups: at most [`CACHE_TTL`] stale, so a revocation anywhere
