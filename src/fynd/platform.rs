@@ -25,7 +25,7 @@ use crate::{
     },
     users::{
         application,
-        customer::{self, Contact, ProfileChange},
+        customer::{self, NewContact, ProfileChange},
         group::{self, Condition, GroupChange, GroupFilter, NewGroup, Op},
         store,
     },
@@ -277,7 +277,7 @@ async fn update_user(
                         &p.phone,
                         &format!("phone_numbers[{i}].phone"),
                     )?;
-                    Ok(Contact { value, primary: p.primary.unwrap_or(false), verified: p.verified.unwrap_or(false) })
+                    Ok(NewContact { value, primary: p.primary.unwrap_or(false), verified: p.verified.unwrap_or(false) })
                 })
                 .collect::<ApiResult<Vec<_>>>()
         })
@@ -290,7 +290,7 @@ async fn update_user(
                 .filter(|(_, e)| e.active.unwrap_or(true))
                 .map(|(i, e)| {
                     let value = views::email(&e.email, &format!("emails[{i}].email"))?;
-                    Ok(Contact { value, primary: e.primary.unwrap_or(false), verified: e.verified.unwrap_or(false) })
+                    Ok(NewContact { value, primary: e.primary.unwrap_or(false), verified: e.verified.unwrap_or(false) })
                 })
                 .collect::<ApiResult<Vec<_>>>()
         })

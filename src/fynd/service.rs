@@ -23,7 +23,7 @@ use crate::{
     },
     users::{
         application::ApplicationRow,
-        customer::{self, Contact, ProfileChange},
+        customer::{self, NewContact, ProfileChange},
         model::{NewUser, UserRow},
         store,
     },
@@ -136,11 +136,11 @@ pub fn create_or_adopt(c: &mut Db, app: &ApplicationRow, n: &NewCustomer) -> Api
     };
     if let Some(p) = &n.phone {
         let primary = customer::load(c, user.clone())?.phones.is_empty();
-        customer::add_phone(c, &user, &Contact { value: p.clone(), primary, verified: n.phone_verified })?;
+        customer::add_phone(c, &user, &NewContact { value: p.clone(), primary, verified: n.phone_verified })?;
     }
     if let Some(e) = &n.email {
         let primary = customer::load(c, user.clone())?.emails.is_empty();
-        customer::add_email(c, &user, &Contact { value: e.clone(), primary, verified: n.email_verified })?;
+        customer::add_email(c, &user, &NewContact { value: e.clone(), primary, verified: n.email_verified })?;
     }
     Ok(user)
 }

@@ -24,7 +24,7 @@ use crate::{
         state::AppState,
     },
     users::{
-        customer::{self, Contact, ProfileChange},
+        customer::{self, NewContact, ProfileChange},
         model::UserRow,
         store,
     },
@@ -453,14 +453,14 @@ async fn update_profile(
                 customer::add_email(
                     c,
                     &user,
-                    &Contact { value: e, primary: current.emails.is_empty(), verified: false },
+                    &NewContact { value: e, primary: current.emails.is_empty(), verified: false },
                 )?;
             }
             if let Some(p) = phone {
                 customer::add_phone(
                     c,
                     &user,
-                    &Contact { value: p, primary: current.phones.is_empty(), verified: false },
+                    &NewContact { value: p, primary: current.phones.is_empty(), verified: false },
                 )?;
             }
             service::view(c, user, app_id)
@@ -509,7 +509,7 @@ async fn add_mobile_number(
     let phone = b.number()?;
     let user = change_contacts(&s, &st, move |c, user| {
         let primary = customer::load(c, user.clone())?.phones.is_empty();
-        customer::add_phone(c, user, &Contact { value: phone, primary, verified: false })
+        customer::add_phone(c, user, &NewContact { value: phone, primary, verified: false })
     })
     .await?;
     Ok(ok(&s).json(MobileAddedView { user, verify_mobile_link: false }))
@@ -557,7 +557,7 @@ async fn add_email(s: StoreSession, st: web::Data<AppState>, Json(b): Json<Email
     let email = b.address()?;
     let user = change_contacts(&s, &st, move |c, user| {
         let primary = customer::load(c, user.clone())?.emails.is_empty();
-        customer::add_email(c, user, &Contact { value: email, primary, verified: false })
+        customer::add_email(c, user, &NewContact { value: email, primary, verified: false })
     })
     .await?;
     Ok(ok(&s).json(EmailAddedView { user, verify_email_link: false }))

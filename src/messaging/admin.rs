@@ -2,7 +2,6 @@
 //! may list templates; managing them, channels and agents needs an admin of the company.
 
 use actix_web::{HttpResponse, delete, get, patch, post, put, web};
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -5,7 +5,6 @@
 //! the same store functions as live traffic, so counters and event `seq`s are consistent.
 
 use chrono::Duration;
-use diesel::prelude::*;
 
 use super::{model::*, store};
 use crate::core::{

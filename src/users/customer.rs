@@ -59,7 +59,7 @@ pub struct Customer {
 
 /// One e-mail or phone to store for a customer.
 #[derive(Debug, Clone)]
-pub struct Contact<T> {
+pub struct NewContact<T> {
     pub value: T,
     pub primary: bool,
     pub verified: bool,
@@ -191,7 +191,7 @@ fn taken(what: &'static str) -> ApiError {
 }
 
 /// Adds an e-mail; an address already active on another account of the company is 409.
-pub fn add_email(c: &mut Db, user: &UserRow, contact: &Contact<Email>) -> ApiResult<()> {
+pub fn add_email(c: &mut Db, user: &UserRow, contact: &NewContact<Email>) -> ApiResult<()> {
     if let Some(owner) = find_by_email(c, user.company_id, contact.value.as_str())? {
         if owner.id != user.id {
             return Err(taken("e-mail"));
@@ -219,7 +219,7 @@ pub fn add_email(c: &mut Db, user: &UserRow, contact: &Contact<Email>) -> ApiRes
 }
 
 /// Adds a phone; a number already active on another account of the company is 409.
-pub fn add_phone(c: &mut Db, user: &UserRow, contact: &Contact<Phone>) -> ApiResult<()> {
+pub fn add_phone(c: &mut Db, user: &UserRow, contact: &NewContact<Phone>) -> ApiResult<()> {
     if let Some(owner) = find_by_phone(c, user.company_id, contact.value.as_str())? {
         if owner.id != user.id {
             return Err(taken("phone number"));
@@ -249,21 +249,21 @@ pub fn add_phone(c: &mut Db, user: &UserRow, contact: &Contact<Phone>) -> ApiRes
 
 /// Replaces all e-mails of a user (platform `updateUser` with `emails`). When none is marked
 /// primary the first becomes primary.
-pub fn replace_emails(c: &mut Db, user: &UserRow, list: &[Contact<Email>]) -> ApiResult<()> {
+pub fn replace_emails(c: &mut Db, user: &UserRow, list: &[NewContact<Email>]) -> ApiResult<()> {
     diesel::delete(user_emails::table.filter(user_emails::user_id.eq(user.id))).execute(c)?;
     let first_primary = list.iter().position(|e| e.primary).unwrap_or(0);
     for (i, e) in list.iter().enumerate() {
-        add_email(c, user, &Contact { primary: i == first_primary, ..e.clone() })?;
+        add_email(c, user, &NewContact { primary: i == first_primary, ..e.clone() })?;
     }
     Ok(())
 }
 
 /// Replaces all phones of a user, like [`replace_emails`].
-pub fn replace_phones(c: &mut Db, user: &UserRow, list: &[Contact<Phone>]) -> ApiResult<()> {
+pub fn replace_phones(c: &mut Db, user: &UserRow, list: &[NewContact<Phone>]) -> ApiResult<()> {
     diesel::delete(user_phones::table.filter(user_phones::user_id.eq(user.id))).execute(c)?;
     let first_primary = list.iter().position(|p| p.primary).unwrap_or(0);
     for (i, p) in list.iter().enumerate() {
-        add_phone(c, user, &Contact { primary: i == first_primary, ..p.clone() })?;
+        add_phone(c, user, &NewContact { primary: i == first_primary, ..p.clone() })?;
     }
     Ok(())
 }
