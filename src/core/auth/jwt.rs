@@ -53,6 +53,10 @@ pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 pub const UNKNOWN_KID_TTL: Duration = Duration::from_secs(5);
 /// Longer key ids are refused unread (ours are 16 characters); bounds the negative cache.
 const MAX_KID_LEN: usize = 64;
+/// How long a verified token's claims are reused without checking its signature again, and
+/// how many tokens are remembered (see [`Keys::verify`]).
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+const VERIFIED_MAX: u64 = 10_000;
 
 pub struct Keys {
     signing: (String, EncodingKey),
@@ -61,6 +65,12 @@ pub struct Keys {
     /// Key ids a re-read of the table did not find (issue 17: a flood of tokens with made-up
     /// `kid`s must not become a flood of database reads).
     unknown: moka::sync::Cache<String, ()>,
+    /// Tokens this node verified, by their exact text, with their claims: the Ed25519
+    /// signature check is most of what authenticating a request costs (about 45 µs, a tenth
+    /// of an agent's `POST /message`, bench/README.md), and a client sends the same token
+    /// for its whole lifetime. Only a token that passed every check gets in; its expiry is
+    /// checked again at each use, and a re-read of the keys empties it.
+    verified: moka::sync::Cache<String, Claims>,
     /// Serialises re-reads (concurrent misses share one) and remembers when the last one ran.
     last_reload: tokio::sync::Mutex<Option<Instant>>,
     /// Re-reads of the key table for unknown key ids (`confab_signing_key_reloads_total`).
@@ -85,6 +95,7 @@ impl Keys {
             verifying: RwLock::new(HashMap::new()),
             public: RwLock::new(Vec::new()),
             unknown: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(UNKNOWN_KID_TTL).build(),
+            verified: moka::sync::Cache::builder().max_capacity(VERIFIED_MAX).time_to_live(VERIFIED_TTL).build(),
             last_reload: tokio::sync::Mutex::new(None),
             reloads: IntCounter::new(
                 "signing_key_reloads_total",
@@ -105,6 +116,7 @@ impl Keys {
         }
         *self.verifying.write().unwrap_or_else(|p| p.into_inner()) = verifying;
         *self.public.write().unwrap_or_else(|p| p.into_inner()) = public;
+        self.verified.invalidate_all();
         Ok(())
     }
 
@@ -187,8 +199,21 @@ impl Keys {
         Ok((token, exp * 1000))
     }
 
-    /// `Ok(None)` when the token names a key this node does not know yet.
+    /// `Ok(None)` when the token names a key this node does not know yet. A token verified
+    /// here in the last [`VERIFIED_TTL`] is answered from memory, its expiry checked again.
     pub fn verify(&self, token: &str) -> Result<Option<Claims>, ApiError> {
+        self.verify_at(token, now().and_utc().timestamp())
+    }
+
+    /// [`Keys::verify`] at the Unix time `at` (for the reused claims' expiry).
+    fn verify_at(&self, token: &str, at: i64) -> Result<Option<Claims>, ApiError> {
+        if let Some(claims) = self.verified.get(token) {
+            // The same rule as jsonwebtoken's: expired once `exp` is more than the leeway ago.
+            if claims.exp < at - LEEWAY_SECS as i64 {
+                return Err(ApiError::Unauthorized("token_expired"));
+            }
+            return Ok(Some(claims));
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized("invalid_token"))?;
         if header.alg != Algorithm::EdDSA {
             return Err(ApiError::Unauthorized("invalid_token"));
@@ -207,7 +232,10 @@ impl Keys {
             Ok(data) if data.claims.iat > now().and_utc().timestamp() + LEEWAY_SECS as i64 => {
                 Err(ApiError::Unauthorized("invalid_token"))
             }
-            Ok(data) => Ok(Some(data.claims)),
+            Ok(data) => {
+                self.verified.insert(token.to_owned(), data.claims.clone());
+                Ok(Some(data.claims))
+            }
             Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 Err(ApiError::Unauthorized("token_expired"))
             }
@@ -254,4 +282,52 @@ pub fn insert_new_key(c: &mut Db, data_key: &DataKey) -> anyhow::Result<()> {
         ))
         .execute(c)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> (tempfile::TempDir, Keys) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Pool::connect(&format!("sqlite://{}/keys.db", dir.path().display()), 1).unwrap();
+        db.migrate().unwrap();
+        let keys = Keys::load_or_create(&db, &DataKey::from_bytes([7; 32])).unwrap();
+        (dir, keys)
+    }
+
+    fn refused(r: Result<Option<Claims>, ApiError>) -> &'static str {
+        match r {
+            Err(ApiError::Unauthorized(code)) => code,
+            other => panic!("expected a 401, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reused_token_still_expires_and_a_changed_one_is_checked_again() {
+        let (_dir, keys) = keys();
+        let (token, _) = keys.sign(1, 2, "agent", "s1").unwrap();
+        let claims = keys.verify(&token).unwrap().expect("a known key");
+        assert_eq!((claims.sub.as_str(), claims.cid, claims.sid.as_str()), ("1", 2, "s1"));
+        assert!(keys.verified.contains_key(&token), "a verified token is remembered");
+        // From memory: within the leeway after `exp` still valid, past it expired.
+        let exp = claims.exp;
+        assert!(keys.verify_at(&token, exp + LEEWAY_SECS as i64).unwrap().is_some());
+        assert_eq!(refused(keys.verify_at(&token, exp + LEEWAY_SECS as i64 + 1)), "token_expired");
+        // Another signature on the same header and claims is not the remembered token.
+        let (head, sig) = token.rsplit_once('.').unwrap();
+        let flipped = if sig.starts_with('A') { "B" } else { "A" };
+        let forged = format!("{head}.{flipped}{}", &sig[1..]);
+        assert_eq!(refused(keys.verify(&forged)), "invalid_token");
+        assert!(!keys.verified.contains_key(&forged), "a refused token is not remembered");
+    }
+
+    #[test]
+    fn a_re_read_of_the_keys_forgets_the_verified_tokens() {
+        let (_dir, keys) = keys();
+        let (token, _) = keys.sign(1, 2, "agent", "s1").unwrap();
+        keys.verify(&token).unwrap().expect("a known key");
+        keys.install(&[]).unwrap();
+        assert_eq!(keys.verify(&token).unwrap().map(|c| c.sub), None, "its key is gone: unknown until a re-read");
+    }
 }
