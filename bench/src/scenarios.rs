@@ -809,6 +809,7 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
             "all acked in DB after kill -9",
         ],
     );
+    let mut handed_over = Vec::new();
     for b in backends {
         let backend = match b.as_str() {
             "sqlite" => Backend::Sqlite,
@@ -900,9 +901,22 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
         c.proc.kill9();
         let check = verify_ingest(&c, s.channel_id, &by_provider_id, &by_client_id).await?;
         let acked_total = by_provider_id.len() + by_client_id.len();
+        if !by_client_id.is_empty() {
+            // The sends' other half: what the delivery worker got through meanwhile.
+            let send_secs = p.seconds * (points.iter().filter(|pt| pt.0 != IngestPath::Webhook).count() as u64);
+            handed_over.push(format!(
+                "{}: {} of {} acknowledged sends handed to the sandbox provider by the kill, {}/s over the {send_secs} s of send points",
+                backend.name(),
+                check.handed_over,
+                by_client_id.len(),
+                f0(check.handed_over as f64 / send_secs.max(1) as f64),
+            ));
+        }
         let verdict = match check {
-            IngestCheck { missing: 0, duplicates: 0, seq_gaps: 0 } => format!("yes ({acked_total} of {acked_total})"),
-            IngestCheck { missing, duplicates, seq_gaps } => {
+            IngestCheck { missing: 0, duplicates: 0, seq_gaps: 0, .. } => {
+                format!("yes ({acked_total} of {acked_total})")
+            }
+            IngestCheck { missing, duplicates, seq_gaps, .. } => {
                 ctx.fail(format!(
                     "ingest {}: {missing} acknowledged messages missing, {duplicates} duplicates, \
                      {seq_gaps} conversations whose seq has a gap",
@@ -935,6 +949,9 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
     }
     t.note("Acknowledged: webhook = HTTP 200 with received=1; REST send = 201 echoing the clientId; WS send = the ack frame of the clientId.");
     t.note("After the last point the server is killed with SIGKILL and the database is read directly: every acknowledged provider id and clientId must be there exactly once, and every conversation's events must number 1..last_seq without a gap.");
+    for line in handed_over {
+        t.note(line);
+    }
     t.print();
     Ok(())
 }
@@ -943,6 +960,8 @@ struct IngestCheck {
     missing: usize,
     duplicates: usize,
     seq_gaps: i64,
+    /// Agents' sends the delivery worker had handed to the (sandbox) provider by the kill.
+    handed_over: i64,
 }
 
 /// Looks every acknowledged provider id (webhooks on `channel_id`) and clientId (agents'
@@ -961,8 +980,11 @@ async fn verify_ingest(
     let gaps = "SELECT count(*) AS n FROM conversations c \
                 WHERE c.last_seq <> (SELECT count(*) FROM events e WHERE e.conversation_id = c.id)"
         .to_owned();
+    let handed = "SELECT count(*) AS n FROM messages WHERE client_id LIKE 'in%' \
+                  AND status IN ('SENT', 'DELIVERED', 'READ')"
+        .to_owned();
     let (backend, url, path) = (c.backend, c.db_url.clone(), c.sqlite_path.clone());
-    let (providers, clients, gaps): (Vec<IdRow>, Vec<IdRow>, CountRow) = blocking(move || {
+    let (providers, clients, gaps, handed): (Vec<IdRow>, Vec<IdRow>, CountRow, CountRow) = blocking(move || {
         Ok(match backend {
             Backend::Sqlite => {
                 let path = path.ok_or_else(|| anyhow!("no SQLite path"))?;
@@ -971,6 +993,7 @@ async fn verify_ingest(
                     diesel::sql_query(by_provider).load(&mut conn)?,
                     diesel::sql_query(by_client).load(&mut conn)?,
                     diesel::sql_query(gaps).get_result(&mut conn)?,
+                    diesel::sql_query(handed).get_result(&mut conn)?,
                 )
             }
             Backend::Postgres => {
@@ -979,12 +1002,13 @@ async fn verify_ingest(
                     diesel::sql_query(by_provider).load(&mut conn)?,
                     diesel::sql_query(by_client).load(&mut conn)?,
                     diesel::sql_query(gaps).get_result(&mut conn)?,
+                    diesel::sql_query(handed).get_result(&mut conn)?,
                 )
             }
         })
     })
     .await?;
-    let mut check = IngestCheck { missing: 0, duplicates: 0, seq_gaps: gaps.n };
+    let mut check = IngestCheck { missing: 0, duplicates: 0, seq_gaps: gaps.n, handed_over: handed.n };
     for (rows, acked) in [(providers, provider_ids), (clients, client_ids)] {
         let total = rows.len();
         let set: HashSet<String> = rows.into_iter().map(|r| r.id).collect();
