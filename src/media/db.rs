@@ -6,7 +6,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::core::{
-    db::{Db, schema::attachments},
+    db::{CacheBySql, Db, schema::attachments},
     error::{ApiError, ApiResult},
     media::blobs::StoredObject,
 };
@@ -96,11 +96,16 @@ pub fn attachments_of(c: &mut Db, message_ids: &[String]) -> ApiResult<Vec<Attac
     if message_ids.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(attachments::table
-        .filter(attachments::message_id.eq_any(message_ids))
-        .order((attachments::ord, attachments::id))
-        .select(AttachmentRow::as_select())
-        .load(c)?)
+    // Kept prepared: every message view (an event's payload, an answer) runs this for one
+    // message or a few, and preparing it again each time was half of building the view.
+    Ok(crate::on_backend!(c, |c| CacheBySql::up_to(
+        message_ids.len(),
+        attachments::table
+            .filter(attachments::message_id.eq_any(message_ids))
+            .order((attachments::ord, attachments::id))
+            .select(AttachmentRow::as_select())
+    )
+    .load(c))?)
 }
 
 /// Attaches an uploaded attachment of the company to a message (once).

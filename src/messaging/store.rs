@@ -1152,16 +1152,20 @@ fn reactions_of(c: &mut Db, message_ids: &[String]) -> ApiResult<Vec<(String, Re
     if message_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<(String, i64, bool, String)> = message_reactions::table
-        .filter(message_reactions::message_id.eq_any(message_ids))
-        .order(message_reactions::id)
-        .select((
-            message_reactions::message_id,
-            message_reactions::by_id,
-            message_reactions::by_customer,
-            message_reactions::emoji,
-        ))
-        .load(c)?;
+    // Kept prepared, like `media::db::attachments_of` beside it in every message view.
+    let rows: Vec<(String, i64, bool, String)> = crate::on_backend!(c, |c| CacheBySql::up_to(
+        message_ids.len(),
+        message_reactions::table
+            .filter(message_reactions::message_id.eq_any(message_ids))
+            .order(message_reactions::id)
+            .select((
+                message_reactions::message_id,
+                message_reactions::by_id,
+                message_reactions::by_customer,
+                message_reactions::emoji,
+            ))
+    )
+    .load(c))?;
     Ok(rows
         .into_iter()
         .map(|(id, by_id, customer, emoji)| {
@@ -1236,15 +1240,19 @@ pub fn advance_status(
         return Ok(None);
     }
     // The rank guard in SQL keeps two concurrent updates from moving it backwards.
-    let moved =
-        diesel::update(messages::table.filter(messages::pk.eq(m.pk).and(messages::status_rank.eq(m.status_rank))))
-            .set((
+    // Kept prepared (diesel prepares an UPDATE again at each execution): every status a
+    // provider reports comes through here.
+    let moved = crate::on_backend!(c, |c| CacheBySql::new(
+        diesel::update(messages::table.filter(messages::pk.eq(m.pk).and(messages::status_rank.eq(m.status_rank)))).set(
+            (
                 messages::status.eq(to.as_str()),
                 messages::status_rank.eq(to.rank()),
                 messages::error_code.eq(error_code.or(m.error_code.as_deref())),
                 messages::updated_at.eq(now()),
-            ))
-            .execute(c)?;
+            )
+        )
+    )
+    .execute(c))?;
     if moved == 0 {
         return Ok(None);
     }
@@ -1253,9 +1261,11 @@ pub fn advance_status(
 
 /// Records the provider's id of a sent message; returns the row as it now is.
 pub fn set_provider_id(c: &mut Db, m: &MessageRow, provider_id: &str) -> ApiResult<MessageRow> {
-    diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
-        .set(messages::provider_message_id.eq(provider_id))
-        .execute(c)?;
+    crate::on_backend!(c, |c| CacheBySql::new(
+        diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
+            .set(messages::provider_message_id.eq(provider_id))
+    )
+    .execute(c))?;
     message_by_id(c, &m.id)
 }
 
