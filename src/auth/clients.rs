@@ -277,6 +277,8 @@ fn load(c: &mut Db, company_id: i64, id: i64) -> ApiResult<ClientRow> {
 
 /// The settings of a client that [`insert_client`] and [`update_client`] write, checked and
 /// encoded as stored (secret hashed, URLs, grants and providers as JSON).
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = auth_clients, treat_none_as_null = true)]
 struct ClientFields {
     secret_hash: Option<String>,
     redirect_urls: String,
@@ -295,16 +297,9 @@ fn insert_client(c: &mut Db, company_id: i64, client_id: &str, f: &ClientFields)
     let inserted = c.transaction(|c| {
         diesel::insert_into(auth_clients::table)
             .values((
+                f,
                 auth_clients::company_id.eq(company_id),
                 auth_clients::client_id.eq(client_id),
-                auth_clients::secret_hash.eq(&f.secret_hash),
-                auth_clients::redirect_urls.eq(&f.redirect_urls),
-                auth_clients::grants.eq(&f.grants),
-                auth_clients::access_token_ttl.eq(f.access_token_ttl),
-                auth_clients::refresh_token_ttl.eq(f.refresh_token_ttl),
-                auth_clients::auth_code_ttl.eq(f.auth_code_ttl),
-                auth_clients::oidc.eq(&f.oidc),
-                auth_clients::saml.eq(&f.saml),
                 auth_clients::created_at.eq(t),
                 auth_clients::updated_at.eq(t),
             ))
@@ -333,17 +328,7 @@ fn company_clients(c: &mut Db, company_id: i64) -> ApiResult<Vec<ClientRow>> {
 /// company has no such client).
 fn update_client(c: &mut Db, company_id: i64, id: i64, f: &ClientFields) -> ApiResult<ClientRow> {
     diesel::update(auth_clients::table.filter(auth_clients::company_id.eq(company_id)).find(id))
-        .set((
-            auth_clients::secret_hash.eq(&f.secret_hash),
-            auth_clients::redirect_urls.eq(&f.redirect_urls),
-            auth_clients::grants.eq(&f.grants),
-            auth_clients::access_token_ttl.eq(f.access_token_ttl),
-            auth_clients::refresh_token_ttl.eq(f.refresh_token_ttl),
-            auth_clients::auth_code_ttl.eq(f.auth_code_ttl),
-            auth_clients::oidc.eq(&f.oidc),
-            auth_clients::saml.eq(&f.saml),
-            auth_clients::updated_at.eq(now()),
-        ))
+        .set((f, auth_clients::updated_at.eq(now())))
         .execute(c)?;
     load(c, company_id, id)
 }
@@ -381,12 +366,14 @@ async fn create(st: web::Data<AppState>, admin: Admin, Json(b): Json<ClientBody>
         }
         (false, None) => Some(random_token()),
     };
-    let access = ttl("accessTokenExpiration", b.access_token_expiration, DEFAULT_ACCESS_TTL, DEFAULT_ACCESS_TTL)?;
-    let refresh = ttl("refreshTokenExpiration", b.refresh_token_expiration, DEFAULT_REFRESH_TTL, 365 * 86_400)?;
-    let code = ttl("authCodeExpiration", b.auth_code_expiration, MAX_CODE_TTL, MAX_CODE_TTL)?;
+    let access_token_ttl =
+        ttl("accessTokenExpiration", b.access_token_expiration, DEFAULT_ACCESS_TTL, DEFAULT_ACCESS_TTL)?;
+    let refresh_token_ttl =
+        ttl("refreshTokenExpiration", b.refresh_token_expiration, DEFAULT_REFRESH_TTL, 365 * 86_400)?;
+    let auth_code_ttl = ttl("authCodeExpiration", b.auth_code_expiration, MAX_CODE_TTL, MAX_CODE_TTL)?;
     let redirect_urls = redirects(b.redirect_url.as_deref())?;
     let grants = grants(b.grants)?;
-    let providers = oauth::merge("{}", b.providers.unwrap_or_default(), &st.data_key)?;
+    let oidc = oauth::merge("{}", b.providers.unwrap_or_default(), &st.data_key)?;
     let saml = saml::merge(&st, &client_id, None, b.saml.flatten()).await?;
     let secret_hash = match &secret {
         Some(s) => Some(hash(s.clone()).await?),
@@ -396,10 +383,10 @@ async fn create(st: web::Data<AppState>, admin: Admin, Json(b): Json<ClientBody>
         secret_hash,
         redirect_urls,
         grants,
-        access_token_ttl: access,
-        refresh_token_ttl: refresh,
-        auth_code_ttl: code,
-        oidc: providers,
+        access_token_ttl,
+        refresh_token_ttl,
+        auth_code_ttl,
+        oidc,
         saml,
     };
     let company_id = admin.company_id;
@@ -441,9 +428,11 @@ async fn update(
     if b.client_secret.is_some() && current.is_public() {
         return Err(ApiError::field("clientSecret", "a public client has no secret"));
     }
-    let access = ttl("accessTokenExpiration", b.access_token_expiration, current.access_token_ttl, DEFAULT_ACCESS_TTL)?;
-    let refresh = ttl("refreshTokenExpiration", b.refresh_token_expiration, current.refresh_token_ttl, 365 * 86_400)?;
-    let code = ttl("authCodeExpiration", b.auth_code_expiration, current.auth_code_ttl, MAX_CODE_TTL)?;
+    let access_token_ttl =
+        ttl("accessTokenExpiration", b.access_token_expiration, current.access_token_ttl, DEFAULT_ACCESS_TTL)?;
+    let refresh_token_ttl =
+        ttl("refreshTokenExpiration", b.refresh_token_expiration, current.refresh_token_ttl, 365 * 86_400)?;
+    let auth_code_ttl = ttl("authCodeExpiration", b.auth_code_expiration, current.auth_code_ttl, MAX_CODE_TTL)?;
     let redirect_urls = match b.redirect_url.as_deref() {
         Some(r) => redirects(Some(r))?,
         None => current.redirect_urls.clone(),
@@ -452,7 +441,7 @@ async fn update(
         Some(g) => grants(Some(g))?,
         None => current.grants.clone(),
     };
-    let providers = match b.providers {
+    let oidc = match b.providers {
         Some(p) => oauth::merge(&current.oidc, p, &st.data_key)?,
         None => current.oidc.clone(),
     };
@@ -473,10 +462,10 @@ async fn update(
         secret_hash,
         redirect_urls,
         grants,
-        access_token_ttl: access,
-        refresh_token_ttl: refresh,
-        auth_code_ttl: code,
-        oidc: providers,
+        access_token_ttl,
+        refresh_token_ttl,
+        auth_code_ttl,
+        oidc,
         saml,
     };
     let row = st.db.write(move |c| update_client(c, company_id, id, &fields)).await?;
