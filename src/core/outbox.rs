@@ -10,7 +10,7 @@
 use diesel::prelude::*;
 
 use crate::core::{
-    db::{Db, schema::outbox},
+    db::{self, Db, schema::outbox},
     error::{ApiError, ApiResult},
     state::AppState,
     types::now,
@@ -58,13 +58,9 @@ pub fn insert_due(c: &mut Db, job: &NewJob<'_>, due: chrono::NaiveDateTime) -> A
     insert_many(c, &[(job, due)])
 }
 
-/// Queues several jobs, each due at its time: one multi-row INSERT on PostgreSQL (a group
-/// commit's sends: one round trip, not one per job); on SQLite one cached single-row INSERT per
-/// job, as `messaging::store` inserts a batch's messages and events.
+/// Queues several jobs, each due at its time, with one INSERT ([`db::insert_batch`]: a group
+/// commit's sends in one round trip, not one per job).
 pub fn insert_many(c: &mut Db, jobs: &[(&NewJob<'_>, chrono::NaiveDateTime)]) -> ApiResult<()> {
-    if jobs.is_empty() {
-        return Ok(());
-    }
     let t = now();
     let rows: Vec<_> = jobs
         .iter()
@@ -80,17 +76,7 @@ pub fn insert_many(c: &mut Db, jobs: &[(&NewJob<'_>, chrono::NaiveDateTime)]) ->
             )
         })
         .collect();
-    match &mut *c {
-        Db::Sqlite(c) if rows.len() <= crate::core::db::CACHED_FORMS => {
-            for row in rows {
-                diesel::insert_into(outbox::table).values(row).execute(c)?;
-            }
-        }
-        c => {
-            crate::on_backend!(c, |c| diesel::insert_into(outbox::table).values(rows).execute(c))?;
-        }
-    }
-    Ok(())
+    db::insert_batch(c, outbox::table, rows)
 }
 
 /// Claims due jobs of one kind (`send`, `media_fetch`): an UPDATE that re-checks the lease, so

@@ -5,6 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use diesel::Connection;
+
 use super::{model::*, store};
 use crate::core::{
     auth::session::Principal,
@@ -1081,28 +1083,51 @@ fn apply_status_tx(c: &mut Db, channel: &ChannelRow, s: &StatusUpdate) -> ApiRes
             store::keep_pending_status(c, channel.id, &s.provider_message_id, s.status, s.error_code.as_deref())?;
             Ok(None)
         }
-        Some(m) => Ok(Some(advance(c, &m, s.status, s.error_code.as_deref())?.into_iter().collect())),
+        Some(m) => Ok(Some(advance(c, &m, s.status, s.error_code.as_deref())?.map(|(_, e)| e).into_iter().collect())),
     }
 }
 
-fn advance(c: &mut Db, m: &MessageRow, to: Status, error_code: Option<&str>) -> ApiResult<Option<Event>> {
+/// Moves a message's status forward and appends its `message.updated`: the row as it now is
+/// and the event, or `None` when the status did not move it.
+fn advance(c: &mut Db, m: &MessageRow, to: Status, error_code: Option<&str>) -> ApiResult<Option<(MessageRow, Event)>> {
     let Some(moved) = store::advance_status(c, m, to, error_code)? else { return Ok(None) };
     let conv = store::conversation(c, moved.company_id, moved.conversation_id)?;
     let view = store::message_view(c, &moved)?;
-    Ok(Some(store::append_event(c, &conv, MESSAGE_UPDATED, serde_json::to_value(view).map_err(anyhow::Error::from)?)?))
+    let event =
+        store::append_event(c, &conv, MESSAGE_UPDATED, serde_json::to_value(view).map_err(anyhow::Error::from)?)?;
+    Ok(Some((moved, event)))
 }
 
-/// The delivery worker's success: records the provider's id, moves the message to `SENT`, then
-/// applies any statuses that arrived before this id was known.
-pub fn record_sent_tx(c: &mut Db, message_id: &str, provider_id: &str) -> ApiResult<Vec<Event>> {
+/// The delivery worker's success, in the caller's transaction: records the provider's id,
+/// moves the message to `SENT`, applies any statuses that arrived before this id was known,
+/// then those the provider reported with its answer (`then`: the sandbox's `DELIVERED`), each
+/// of these in its own savepoint, so one that fails leaves the send recorded. The message is
+/// read once: each step continues from the row its UPDATE returned (the row stays locked
+/// by the first UPDATE until the commit on PostgreSQL, and a status webhook for this provider
+/// id waits on [`lock_pending`]).
+pub fn record_sent_tx(c: &mut Db, message_id: &str, provider_id: &str, then: &[Status]) -> ApiResult<Vec<Event>> {
     let m = store::message_by_id(c, message_id)?;
     lock_pending(c, m.channel_id, provider_id)?;
-    let m = store::set_provider_id(c, &m, provider_id)?;
-    let mut events: Vec<Event> = advance(c, &m, Status::Sent, None)?.into_iter().collect();
-    for (status, code) in store::take_pending_statuses(c, m.channel_id, provider_id)? {
-        if let Some(s) = Status::parse(&status) {
-            let current = store::message_by_id(c, message_id)?;
-            events.extend(advance(c, &current, s, code.as_deref())?);
+    let mut current = store::set_provider_id(c, &m, provider_id)?;
+    let mut events = Vec::new();
+    let kept = store::take_pending_statuses(c, m.channel_id, provider_id)?;
+    let kept = kept.iter().filter_map(|(status, code)| Some((Status::parse(status)?, code.as_deref())));
+    for (to, code) in std::iter::once((Status::Sent, None)).chain(kept) {
+        if let Some((moved, event)) = advance(c, &current, to, code)? {
+            current = moved;
+            events.push(event);
+        }
+    }
+    for &to in then {
+        match c.transaction(|c| advance(c, &current, to, None)) {
+            Ok(Some((moved, event))) => {
+                current = moved;
+                events.push(event);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(message = message_id, ?to, error = ?e, "recording a status the provider reported with its answer")
+            }
         }
     }
     Ok(events)
@@ -1111,13 +1136,7 @@ pub fn record_sent_tx(c: &mut Db, message_id: &str, provider_id: &str) -> ApiRes
 /// The delivery worker's permanent failure: `FAILED` with the provider's error code.
 pub fn record_failed_tx(c: &mut Db, message_id: &str, error_code: &str) -> ApiResult<Vec<Event>> {
     let m = store::message_by_id(c, message_id)?;
-    Ok(advance(c, &m, Status::Failed, Some(error_code))?.into_iter().collect())
-}
-
-/// A status reported by a provider for a message we know by id (sandbox deliveries).
-pub fn record_status_tx(c: &mut Db, message_id: &str, status: Status) -> ApiResult<Vec<Event>> {
-    let m = store::message_by_id(c, message_id)?;
-    Ok(advance(c, &m, status, None)?.into_iter().collect())
+    Ok(advance(c, &m, Status::Failed, Some(error_code))?.map(|(_, e)| e).into_iter().collect())
 }
 
 pub fn publish_events(st: &AppState, events: Vec<Event>) {

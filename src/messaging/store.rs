@@ -348,20 +348,7 @@ fn insert_events(c: &mut Db, events: &[(&Event, Option<i64>)]) -> ApiResult<()> 
             )
         })
         .collect();
-    match &mut *c {
-        // SQLite: diesel prepares a multi-row INSERT again on every execution (its text varies
-        // with the row count), which cost more than the rows; one cached single-row INSERT per
-        // row is cheaper for the small batches of a moderate load. PostgreSQL and large
-        // batches: one statement (a round trip per row would cost more there).
-        Db::Sqlite(c) if rows.len() <= CACHED_FORMS => {
-            for row in rows {
-                diesel::insert_into(events::table).values(row).execute(c)?;
-            }
-        }
-        c => {
-            crate::on_backend!(c, |c| diesel::insert_into(events::table).values(rows).execute(c))?;
-        }
-    }
+    crate::core::db::insert_batch(c, events::table, rows)?;
     crate::hooks::store::enqueue_all(c, events)?;
     Ok(())
 }
@@ -874,7 +861,7 @@ impl<'a> Stage<'a> {
             .collect();
         let returning = (messages::id, messages::pk);
         let pks: Vec<(String, i64)> = match &mut *c {
-            // See `insert_events`.
+            // As `core::db::insert_batch`, with the rows' keys returned.
             Db::Sqlite(c) if values.len() <= CACHED_FORMS => values
                 .into_iter()
                 .map(|v| diesel::insert_into(messages::table).values(v).returning(returning).get_result(c))
@@ -1239,34 +1226,32 @@ pub fn advance_status(
     if !to.advances(current) {
         return Ok(None);
     }
-    // The rank guard in SQL keeps two concurrent updates from moving it backwards.
-    // Kept prepared (diesel prepares an UPDATE again at each execution): every status a
-    // provider reports comes through here.
-    let moved = crate::on_backend!(c, |c| CacheBySql::new(
-        diesel::update(messages::table.filter(messages::pk.eq(m.pk).and(messages::status_rank.eq(m.status_rank)))).set(
-            (
+    // The rank guard in SQL keeps two concurrent updates from moving it backwards. The row
+    // comes back from the UPDATE itself (`RETURNING`), not from a second read. Kept prepared
+    // (diesel prepares an UPDATE again at each execution): every status a provider reports
+    // comes through here.
+    Ok(crate::on_backend!(c, |c| CacheBySql::new(
+        diesel::update(messages::table.filter(messages::pk.eq(m.pk).and(messages::status_rank.eq(m.status_rank))))
+            .set((
                 messages::status.eq(to.as_str()),
                 messages::status_rank.eq(to.rank()),
                 messages::error_code.eq(error_code.or(m.error_code.as_deref())),
                 messages::updated_at.eq(now()),
-            )
-        )
+            ))
+            .returning(MessageRow::as_returning())
     )
-    .execute(c))?;
-    if moved == 0 {
-        return Ok(None);
-    }
-    Ok(Some(message_by_id(c, &m.id)?))
+    .get_result(c)
+    .optional())?)
 }
 
 /// Records the provider's id of a sent message; returns the row as it now is.
 pub fn set_provider_id(c: &mut Db, m: &MessageRow, provider_id: &str) -> ApiResult<MessageRow> {
-    crate::on_backend!(c, |c| CacheBySql::new(
+    Ok(crate::on_backend!(c, |c| CacheBySql::new(
         diesel::update(messages::table.filter(messages::pk.eq(m.pk)))
             .set(messages::provider_message_id.eq(provider_id))
+            .returning(MessageRow::as_returning())
     )
-    .execute(c))?;
-    message_by_id(c, &m.id)
+    .get_result(c))?)
 }
 
 /// Replaces a message's text (an edit, issue 22); search follows (FTS trigger / generated

@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use diesel::prelude::*;
-
 use super::{Accepted, Outbound, OutboundBody, OutboundMedia, Provider, Recipient, SendError};
 use crate::{
     core::{
@@ -171,20 +169,12 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
         Ok(Accepted { provider_id, then }) => {
             m.outbox_attempts.with_label_values(&[name, "sent"]).inc();
             // One transaction (one commit) for the job, SENT and the statuses the provider
-            // reported with its answer (the sandbox's DELIVERED); each of those in its own
-            // savepoint, so one that fails leaves the send recorded.
+            // reported with its answer (the sandbox's DELIVERED).
             let events = st
                 .db
                 .write(move |c| {
                     finish(c, job_id, &owner, None)?;
-                    let mut events = service::record_sent_tx(c, &message_id, &provider_id)?;
-                    for status in then {
-                        match c.transaction(|c| service::record_status_tx(c, &message_id, status)) {
-                            Ok(more) => events.extend(more),
-                            Err(e) => tracing::warn!(job = job_id, ?status, error = ?e, "recording a status the provider reported with its answer"),
-                        }
-                    }
-                    Ok(events)
+                    service::record_sent_tx(c, &message_id, &provider_id, &then)
                 })
                 .await?;
             service::publish_events(st, events);

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use super::model::UserRow;
 use crate::core::{
     db::{Db, schema::*},
-    error::{ApiError, ApiResult, is_unique_violation},
+    error::{ApiError, ApiResult},
     query::{LIKE_ESCAPE, like_contains},
     types::{Email, Phone, Role, now},
 };
@@ -203,18 +203,8 @@ pub fn add_email(c: &mut Db, user: &UserRow, contact: &NewContact<Email>) -> Api
             .set(user_emails::is_primary.eq(false))
             .execute(c)?;
     }
-    diesel::insert_into(user_emails::table)
-        .values((
-            user_emails::user_id.eq(user.id),
-            user_emails::company_id.eq(user.company_id),
-            user_emails::email.eq(contact.value.as_str()),
-            user_emails::is_primary.eq(contact.primary),
-            user_emails::verified.eq(contact.verified),
-            user_emails::active.eq(true),
-            user_emails::created_at.eq(now()),
-        ))
-        .execute(c)
-        .map_err(|e| if is_unique_violation(&e) { taken("e-mail") } else { e.into() })?;
+    super::store::add_email(c, user.id, user.company_id, &contact.value, contact.primary, contact.verified)
+        .map_err(|e| if e.is_unique_violation() { taken("e-mail") } else { e })?;
     Ok(())
 }
 
@@ -231,19 +221,8 @@ pub fn add_phone(c: &mut Db, user: &UserRow, contact: &NewContact<Phone>) -> Api
             .set(user_phones::is_primary.eq(false))
             .execute(c)?;
     }
-    diesel::insert_into(user_phones::table)
-        .values((
-            user_phones::user_id.eq(user.id),
-            user_phones::company_id.eq(user.company_id),
-            user_phones::e164.eq(contact.value.as_str()),
-            user_phones::country_code.eq(i32::from(contact.value.country_code())),
-            user_phones::is_primary.eq(contact.primary),
-            user_phones::verified.eq(contact.verified),
-            user_phones::active.eq(true),
-            user_phones::created_at.eq(now()),
-        ))
-        .execute(c)
-        .map_err(|e| if is_unique_violation(&e) { taken("phone number") } else { e.into() })?;
+    super::store::add_phone(c, user.id, user.company_id, &contact.value, contact.primary, contact.verified)
+        .map_err(|e| if e.is_unique_violation() { taken("phone number") } else { e })?;
     Ok(())
 }
 

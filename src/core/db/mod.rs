@@ -112,6 +112,40 @@ where
 
 impl<Q, C> diesel::RunQueryDsl<C> for CacheBySql<Q> {}
 
+/// Inserts a batch of rows into `table`. PostgreSQL, and SQLite batches of more than
+/// [`CACHED_FORMS`] rows: one multi-row INSERT (one round trip). A smaller batch on SQLite: one
+/// cached single-row INSERT per row, because diesel prepares a multi-row INSERT again on every
+/// execution (its text varies with the row count), which cost more than the rows for the small
+/// batches of a moderate load (bench/README.md, issue 21).
+pub fn insert_batch<T, V>(c: &mut Db, table: T, rows: Vec<V>) -> ApiResult<()>
+where
+    T: diesel::Table + Copy,
+    V: diesel::Insertable<T>,
+    Vec<V>: diesel::Insertable<T>,
+    diesel::query_builder::InsertStatement<T, V::Values>: diesel::query_dsl::methods::ExecuteDsl<SqliteConnection>,
+    diesel::query_builder::InsertStatement<T, <Vec<V> as diesel::Insertable<T>>::Values>:
+        diesel::query_dsl::methods::ExecuteDsl<SqliteConnection> + diesel::query_dsl::methods::ExecuteDsl<PgConnection>,
+{
+    use diesel::RunQueryDsl;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    match c {
+        Db::Sqlite(c) if rows.len() <= CACHED_FORMS => {
+            for row in rows {
+                diesel::insert_into(table).values(row).execute(c)?;
+            }
+        }
+        Db::Sqlite(c) => {
+            diesel::insert_into(table).values(rows).execute(c)?;
+        }
+        Db::Pg(c) => {
+            diesel::insert_into(table).values(rows).execute(c)?;
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Postgres,
