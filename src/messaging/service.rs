@@ -1083,60 +1083,58 @@ fn apply_status_tx(c: &mut Db, channel: &ChannelRow, s: &StatusUpdate) -> ApiRes
             store::keep_pending_status(c, channel.id, &s.provider_message_id, s.status, s.error_code.as_deref())?;
             Ok(None)
         }
-        Some(m) => Ok(Some(advance(c, &m, s.status, s.error_code.as_deref())?.map(|(_, e)| e).into_iter().collect())),
+        Some(m) => Ok(Some(advance(c, &m, s.status, s.error_code.as_deref())?)),
     }
 }
 
-/// Moves a message's status forward and appends its `message.updated`: the row as it now is
-/// and the event, or `None` when the status did not move it.
-fn advance(c: &mut Db, m: &MessageRow, to: Status, error_code: Option<&str>) -> ApiResult<Option<(MessageRow, Event)>> {
-    let Some(moved) = store::advance_status(c, m, to, error_code)? else { return Ok(None) };
-    let conv = store::conversation(c, moved.company_id, moved.conversation_id)?;
-    let view = store::message_view(c, &moved)?;
-    let event =
-        store::append_event(c, &conv, MESSAGE_UPDATED, serde_json::to_value(view).map_err(anyhow::Error::from)?)?;
-    Ok(Some((moved, event)))
+/// Moves a message's status forward and appends its `message.updated` (none when the status
+/// did not move it).
+fn advance(c: &mut Db, m: &MessageRow, to: Status, error_code: Option<&str>) -> ApiResult<Vec<Event>> {
+    match store::advance_status(c, m, to, error_code)? {
+        Some(moved) => Ok(messages_updated(c, &[moved])?.into_iter().map(|(_, e)| e).collect()),
+        None => Ok(Vec::new()),
+    }
 }
 
-/// The delivery worker's success, in the caller's transaction: records the provider's id,
-/// moves the message to `SENT`, applies any statuses that arrived before this id was known,
+/// The delivery worker's success, in the caller's transaction. `m` is the message as the
+/// worker read it before the call (only its key and channel are used). Records the provider's
+/// id, moves the message to `SENT`, applies any statuses that arrived before this id was known,
 /// then those the provider reported with its answer (`then`: the sandbox's `DELIVERED`), each
-/// of these in its own savepoint, so one that fails leaves the send recorded. The message is
-/// read once: each step continues from the row its UPDATE returned (the row stays locked
-/// by the first UPDATE until the commit on PostgreSQL, and a status webhook for this provider
-/// id waits on [`lock_pending`]).
-pub fn record_sent_tx(c: &mut Db, message_id: &str, provider_id: &str, then: &[Status]) -> ApiResult<Vec<Event>> {
-    let m = store::message_by_id(c, message_id)?;
+/// of these in its own savepoint, so one that fails leaves the send recorded. Each step
+/// continues from the row its UPDATE returned (the row stays locked by the first UPDATE until
+/// the commit on PostgreSQL, and a status webhook for this provider id waits on
+/// [`lock_pending`]); the steps' `message.updated` events are appended together at the end.
+pub fn record_sent_tx(c: &mut Db, m: &MessageRow, provider_id: &str, then: &[Status]) -> ApiResult<Vec<Event>> {
     lock_pending(c, m.channel_id, provider_id)?;
-    let mut current = store::set_provider_id(c, &m, provider_id)?;
-    let mut events = Vec::new();
+    let mut current = store::set_provider_id(c, m, provider_id)?;
+    let mut steps = Vec::new();
     let kept = store::take_pending_statuses(c, m.channel_id, provider_id)?;
     let kept = kept.iter().filter_map(|(status, code)| Some((Status::parse(status)?, code.as_deref())));
     for (to, code) in std::iter::once((Status::Sent, None)).chain(kept) {
-        if let Some((moved, event)) = advance(c, &current, to, code)? {
-            current = moved;
-            events.push(event);
+        if let Some(moved) = store::advance_status(c, &current, to, code)? {
+            current = moved.clone();
+            steps.push(moved);
         }
     }
     for &to in then {
-        match c.transaction(|c| advance(c, &current, to, None)) {
-            Ok(Some((moved, event))) => {
-                current = moved;
-                events.push(event);
+        match c.transaction(|c| store::advance_status(c, &current, to, None)) {
+            Ok(Some(moved)) => {
+                current = moved.clone();
+                steps.push(moved);
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(message = message_id, ?to, error = ?e, "recording a status the provider reported with its answer")
+                tracing::warn!(message = %m.id, ?to, error = ?e, "recording a status the provider reported with its answer")
             }
         }
     }
-    Ok(events)
+    Ok(messages_updated(c, &steps)?.into_iter().map(|(_, e)| e).collect())
 }
 
 /// The delivery worker's permanent failure: `FAILED` with the provider's error code.
 pub fn record_failed_tx(c: &mut Db, message_id: &str, error_code: &str) -> ApiResult<Vec<Event>> {
     let m = store::message_by_id(c, message_id)?;
-    Ok(advance(c, &m, Status::Failed, Some(error_code))?.map(|(_, e)| e).into_iter().collect())
+    advance(c, &m, Status::Failed, Some(error_code))
 }
 
 pub fn publish_events(st: &AppState, events: Vec<Event>) {
@@ -1274,11 +1272,20 @@ pub async fn react(st: &AppState, agent: &Principal, message_id: String, emoji: 
 
 /// Appends `message.updated` with the message's view; returns the view and the event.
 fn message_updated(c: &mut Db, m: &MessageRow) -> ApiResult<(MessageView, Vec<Event>)> {
-    let conv = store::conversation(c, m.company_id, m.conversation_id)?;
-    let view = store::message_view(c, m)?;
-    let event =
-        store::append_event(c, &conv, MESSAGE_UPDATED, serde_json::to_value(&view).map_err(anyhow::Error::from)?)?;
+    let (view, event) = messages_updated(c, std::slice::from_ref(m))?.remove(0);
     Ok((view, vec![event]))
+}
+
+/// A `message.updated` for each of `rows` (one conversation's messages as they now are), in
+/// order, with their views: one conversation read, one lookup of attachments and reactions,
+/// one seq bump and one event INSERT for them all.
+fn messages_updated(c: &mut Db, rows: &[MessageRow]) -> ApiResult<Vec<(MessageView, Event)>> {
+    let Some(first) = rows.first() else { return Ok(Vec::new()) };
+    let conv = store::conversation(c, first.company_id, first.conversation_id)?;
+    let views = store::message_views(c, rows)?;
+    let data = views.iter().map(serde_json::to_value).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::from)?;
+    let events = store::append_events(c, &conv, MESSAGE_UPDATED, data)?;
+    Ok(views.into_iter().zip(events).collect())
 }
 
 /// A customer's change to a message they sent earlier (WhatsApp `edit` / `revoke` notices,

@@ -312,20 +312,38 @@ pub fn conversations_of(c: &mut Db, channel_id: i64, customer_ids: &[i64]) -> Ap
 /// event row in the caller's transaction. Gap-free because a rolled-back transaction rolls
 /// back its increment too (CONTRACT §4, SCHEMA `events`).
 pub fn append_event(c: &mut Db, conv: &ConversationRow, kind: &str, data: serde_json::Value) -> ApiResult<Event> {
-    let seq: i64 = diesel::update(conversations::table.find(conv.id))
-        .set(conversations::last_seq.eq(conversations::last_seq + 1))
+    Ok(append_events(c, conv, kind, vec![data])?.remove(0))
+}
+
+/// Like [`append_event`] for several events of one kind, in order: one seq bump and one INSERT.
+pub fn append_events(
+    c: &mut Db,
+    conv: &ConversationRow,
+    kind: &str,
+    data: Vec<serde_json::Value>,
+) -> ApiResult<Vec<Event>> {
+    let n = data.len() as i64;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let last: i64 = diesel::update(conversations::table.find(conv.id))
+        .set(conversations::last_seq.eq(conversations::last_seq + n))
         .returning(conversations::last_seq)
         .get_result(c)?;
-    let event = Event {
-        company_id: conv.company_id,
-        conversation_id: conv.id,
-        seq: Some(seq),
-        event: kind.to_owned(),
-        data,
-        origin: None,
-    };
-    insert_events(c, &[(&event, conv.assignee_id)])?;
-    Ok(event)
+    let events: Vec<Event> = data
+        .into_iter()
+        .zip(last - n + 1..)
+        .map(|(data, seq)| Event {
+            company_id: conv.company_id,
+            conversation_id: conv.id,
+            seq: Some(seq),
+            event: kind.to_owned(),
+            data,
+            origin: None,
+        })
+        .collect();
+    insert_events(c, &events.iter().map(|e| (e, conv.assignee_id)).collect::<Vec<_>>())?;
+    Ok(events)
 }
 
 /// Inserts the rows of events whose `seq` the caller has just taken from their conversations

@@ -129,10 +129,10 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
             let m = store::message_by_id(c, &message_id)?;
             let ch = store::channel_by_id(c, m.channel_id)?;
             let out = outbound(c, &m, &state)?;
-            Ok((ch, out))
+            Ok((m, ch, out))
         })
         .await;
-    let (channel, out) = match loaded {
+    let (message, channel, out) = match loaded {
         Ok(found) => found,
         // The channel was deleted (or the message is gone): nothing can ever send it.
         Err(ApiError::NotFound) => {
@@ -174,7 +174,7 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
                 .db
                 .write(move |c| {
                     finish(c, job_id, &owner, None)?;
-                    service::record_sent_tx(c, &message_id, &provider_id, &then)
+                    service::record_sent_tx(c, &message, &provider_id, &then)
                 })
                 .await?;
             service::publish_events(st, events);
