@@ -1106,23 +1106,17 @@ fn advance(c: &mut Db, m: &MessageRow, to: Status, error_code: Option<&str>) -> 
 /// [`lock_pending`]); the steps' `message.updated` events are appended together at the end.
 pub fn record_sent_tx(c: &mut Db, m: &MessageRow, provider_id: &str, then: &[Status]) -> ApiResult<Vec<Event>> {
     lock_pending(c, m.channel_id, provider_id)?;
-    let mut current = store::set_provider_id(c, m, provider_id)?;
-    let mut steps = Vec::new();
+    let recorded = store::set_provider_id(c, m, provider_id)?;
+    // The rows each step left, in order; the next step starts from the last one.
+    let mut steps: Vec<MessageRow> = Vec::new();
     let kept = store::take_pending_statuses(c, m.channel_id, provider_id)?;
     let kept = kept.iter().filter_map(|(status, code)| Some((Status::parse(status)?, code.as_deref())));
     for (to, code) in std::iter::once((Status::Sent, None)).chain(kept) {
-        if let Some(moved) = store::advance_status(c, &current, to, code)? {
-            current = moved.clone();
-            steps.push(moved);
-        }
+        steps.extend(store::advance_status(c, steps.last().unwrap_or(&recorded), to, code)?);
     }
     for &to in then {
-        match c.transaction(|c| store::advance_status(c, &current, to, None)) {
-            Ok(Some(moved)) => {
-                current = moved.clone();
-                steps.push(moved);
-            }
-            Ok(None) => {}
+        match c.transaction(|c| store::advance_status(c, steps.last().unwrap_or(&recorded), to, None)) {
+            Ok(moved) => steps.extend(moved),
             Err(e) => {
                 tracing::warn!(message = %m.id, ?to, error = ?e, "recording a status the provider reported with its answer")
             }

@@ -1135,7 +1135,10 @@ pub fn ids_with_status(company_id: i64, status: &str) -> IdsWithStatus<'_> {
 
 /// Views of messages with their attachments, in the given order.
 pub fn message_views(c: &mut Db, rows: &[MessageRow]) -> ApiResult<Vec<MessageView>> {
-    let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
+    // One message may come more than once (the rows a delivery's status steps left).
+    let mut ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
+    ids.sort_unstable();
+    ids.dedup();
     let atts = crate::media::db::attachments_of(c, &ids)?;
     let reactions = reactions_of(c, &ids)?;
     Ok(rows
