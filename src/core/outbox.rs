@@ -34,6 +34,10 @@ pub struct Job {
     /// outcome: its process died (or its lease ran out) during the call, which may have done
     /// its work.
     pub interrupted: bool,
+    /// What the work returned, recorded before its effects were written ([`record_answer`]):
+    /// the job's process died (or its lease ran out) in between. Finish it from this answer;
+    /// do not do the work again.
+    pub answer: Option<String>,
 }
 
 /// A job to queue in the caller's transaction (the outbox pattern, CONTRACT §6).
@@ -167,7 +171,7 @@ async fn claim_where(st: &AppState, owner: &str, kinds: Vec<&'static str>, order
                     outbox::attempts.eq(outbox::attempts + 1),
                 ))
                 .execute(c)?;
-            type Claimed = (i64, String, String, i32, i64, bool, Option<chrono::NaiveDateTime>);
+            type Claimed = (i64, String, String, i32, i64, bool, Option<chrono::NaiveDateTime>, Option<String>);
             let rows: Vec<Claimed> = outbox::table
                 .filter(outbox::id.eq_any(&ids).and(outbox::lease_owner.eq(&owner)).and(outbox::lease_until.gt(t)))
                 .order(outbox::id)
@@ -179,18 +183,20 @@ async fn claim_where(st: &AppState, owner: &str, kinds: Vec<&'static str>, order
                     outbox::company_id,
                     outbox::at_most_once,
                     outbox::attempt_started_at,
+                    outbox::answer,
                 ))
                 .load(c)?;
             Ok(rows
                 .into_iter()
-                .map(|(id, kind, ref_id, attempts, company_id, at_most_once, started)| Job {
+                .map(|(id, kind, ref_id, attempts, company_id, at_most_once, started, answer)| Job {
                     id,
                     kind,
                     ref_id,
                     attempts,
                     company_id,
                     at_most_once,
-                    interrupted: at_most_once && started.is_some(),
+                    interrupted: at_most_once && started.is_some() && answer.is_none(),
+                    answer,
                 })
                 .collect())
         })
@@ -274,7 +280,13 @@ pub fn finish(c: &mut Db, job_id: i64, owner: &str, error: Option<&str>) -> ApiR
         outbox::last_error.eq(error),
     ))
     .execute(c)?;
-    if n == 0 {
+    held(n)
+}
+
+/// Ok when an update by lease touched the job; else this worker no longer holds it (the
+/// transaction rolls back: the node that took the job over records the outcome).
+fn held(updated: usize) -> ApiResult<()> {
+    if updated == 0 {
         return Err(ApiError::conflict("lease_lost", "the job's lease passed to another worker"));
     }
     Ok(())
@@ -302,10 +314,19 @@ pub fn begin_attempt(c: &mut Db, job_id: i64, owner: &str) -> ApiResult<()> {
     )
     .set(outbox::attempt_started_at.eq(now()))
     .execute(c)?;
-    if n == 0 {
-        return Err(ApiError::conflict("lease_lost", "the job's lease passed to another worker"));
-    }
-    Ok(())
+    held(n)
+}
+
+/// Records, committed before the next job's work starts, what this job's work returned (only
+/// while this worker holds it), so that its effects can be written later, together with other
+/// work, without the work being done again if the process dies first ([`Job::answer`]).
+pub fn record_answer(c: &mut Db, job_id: i64, owner: &str, answer: &str) -> ApiResult<()> {
+    let n = diesel::update(
+        outbox::table.find(job_id).filter(outbox::lease_owner.eq(owner)).filter(outbox::done_at.is_null()),
+    )
+    .set(outbox::answer.eq(answer))
+    .execute(c)?;
+    held(n)
 }
 
 /// Releases the job for another attempt after `delay` (only while this worker holds it).
@@ -321,10 +342,7 @@ pub fn retry_later(c: &mut Db, job_id: i64, owner: &str, delay: chrono::Duration
         outbox::attempt_started_at.eq(None::<chrono::NaiveDateTime>),
     ))
     .execute(c)?;
-    if n == 0 {
-        return Err(ApiError::conflict("lease_lost", "the job's lease passed to another worker"));
-    }
-    Ok(())
+    held(n)
 }
 
 #[cfg(test)]

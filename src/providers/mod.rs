@@ -42,8 +42,9 @@ pub enum SendError {
 }
 
 /// A provider accepted a message under this id; `then` lists statuses it already reports
-/// (the sandbox delivers at once).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (the sandbox delivers at once). Kept as JSON in the job until it is recorded on the
+/// message (`outbox::deliver`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Accepted {
     pub provider_id: String,
     pub then: Vec<Status>,

@@ -19,7 +19,9 @@ use crate::{
     },
 };
 
-pub use crate::core::outbox::{Job, MAX_ATTEMPTS, backoff, begin_attempt, claim, claim_kinds, finish, retry_later};
+pub use crate::core::outbox::{
+    Job, MAX_ATTEMPTS, backoff, begin_attempt, claim, claim_kinds, finish, record_answer, retry_later,
+};
 
 /// The error code of a message whose at-most-once send was interrupted (the process died, or
 /// no answer came, after the request may have reached the provider): it is not sent again.
@@ -116,7 +118,16 @@ fn recipient(c: &mut Db, m: &MessageRow) -> ApiResult<Result<Recipient, SendErro
 /// send) records that its attempt began before calling the provider; one found begun and
 /// unfinished, or one whose call got no answer, is not repeated: its message fails with
 /// [`OUTCOME_UNKNOWN`] (README "Campaigns").
+///
+/// The provider's answer is committed on its own (one small write, [`record_answer`]) before the
+/// next job's call; the job's end, `SENT` and the statuses reported with the answer follow in
+/// the group commit, shared with the ingest, without the worker waiting for it
+/// ([`record_sent`]). A job found answered but unfinished is finished from its answer.
 pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
+    if let Some(answer) = &job.answer {
+        let accepted = decode_answer(answer)?;
+        return record_sent(st.clone(), owner.to_owned(), job.id, job.ref_id.clone(), None, accepted).await;
+    }
     if job.interrupted {
         tracing::warn!(job = job.id, "an at-most-once send was interrupted; its outcome is unknown, not sent again");
         return give_up(st, owner, job, "interrupted during the provider call", OUTCOME_UNKNOWN).await;
@@ -166,18 +177,19 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
     let (job_id, attempts, message_id, owner) = (job.id, job.attempts, job.ref_id.clone(), owner.to_owned());
     let m = &st.metrics;
     match outcome {
-        Ok(Accepted { provider_id, then }) => {
+        Ok(accepted) => {
             m.outbox_attempts.with_label_values(&[name, "sent"]).inc();
-            // One transaction (one commit) for the job, SENT and the statuses the provider
-            // reported with its answer (the sandbox's DELIVERED).
-            let events = st
-                .db
-                .write(move |c| {
-                    finish(c, job_id, &owner, None)?;
-                    service::record_sent_tx(c, &message, &provider_id, &then)
-                })
-                .await?;
-            service::publish_events(st, events);
+            let answer = serde_json::to_string(&accepted).expect("an answer serialises");
+            let held = owner.clone();
+            st.db.write(move |c| record_answer(c, job_id, &held, &answer)).await?;
+            // Not awaited: a failure leaves the job answered and leased, and the claim after
+            // the lease finishes it from the answer.
+            let st = st.clone();
+            actix_web::rt::spawn(async move {
+                if let Err(e) = record_sent(st, owner, job_id, message_id, Some(message), accepted).await {
+                    tracing::warn!(job = job_id, error = ?e, "recording a send; recorded from its answer after the lease");
+                }
+            });
         }
         Err(SendError::Permanent { code, message }) => {
             tracing::info!(job = job_id, %code, %message, "delivery failed permanently");
@@ -217,6 +229,44 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
             st.db.write(move |c| retry_later(c, job_id, &owner, delay, &reason)).await?;
         }
     }
+    Ok(())
+}
+
+/// The provider's answer as kept in the job ([`record_answer`]).
+fn decode_answer(text: &str) -> ApiResult<Accepted> {
+    serde_json::from_str(text).map_err(|e| ApiError::Internal(anyhow::anyhow!("a stored answer: {e}")))
+}
+
+/// Finishes an answered send job and records the answer on its message (provider id, `SENT`,
+/// the statuses reported with it: `service::record_sent_tx`) in the group commit, then
+/// publishes the events. `read` is the message as read before the call; a job answered before
+/// a crash reads it in the transaction (a message deleted since only ends the job).
+async fn record_sent(
+    st: AppState,
+    owner: String,
+    job_id: i64,
+    message_id: String,
+    read: Option<MessageRow>,
+    accepted: Accepted,
+) -> ApiResult<()> {
+    let broker = st.broker.clone();
+    st.db
+        .write_grouped(
+            move |c| {
+                finish(c, job_id, &owner, None)?;
+                let message = match read {
+                    Some(m) => m,
+                    None => match store::message_by_id(c, &message_id) {
+                        Ok(m) => m,
+                        Err(ApiError::NotFound) => return Ok(Vec::new()),
+                        Err(e) => return Err(e),
+                    },
+                };
+                service::record_sent_tx(c, &message, &accepted.provider_id, &accepted.then)
+            },
+            move |events: &mut Vec<_>| broker.publish(std::mem::take(events)),
+        )
+        .await?;
     Ok(())
 }
 

@@ -1753,6 +1753,75 @@ with_mock!(
 );
 
 with_mock!(
+    a_send_answered_before_a_crash_is_recorded_from_its_answer_and_not_sent_again,
+    slow_retries,
+    |app: TestApp, mock: Mock| async move {
+        let co = app.default_company().await;
+        let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+        let (status, _) =
+            wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_text(PNID, "14155550123", "wamid.in1", "hi")).unwrap())
+                .await;
+        assert_eq!(status, 200);
+        let conv = conversation_of(&app, &co, channel).await;
+        mock.script([Reply::Json(500, meta_error(2, "Service temporarily unavailable"))]);
+        let (status, sent) =
+            app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "once"})).await;
+        assert_eq!(status, 201, "{sent}");
+        let id = sent["messageId"].as_str().unwrap().to_owned();
+        mock.wait_for_requests(1).await;
+        wait_until_retry_pending(&app, &id).await;
+
+        // What a process killed after committing the provider's answer, before the write that
+        // records it on the message, leaves behind: the answer, and its lease, now run out.
+        let job = id.clone();
+        app.state
+            .db
+            .write(move |c| {
+                use confab::core::db::schema::outbox;
+                let past = confab::core::types::now() - chrono::Duration::seconds(1);
+                diesel::update(outbox::table.filter(outbox::ref_id.eq(job)))
+                    .set((
+                        outbox::answer.eq(r#"{"provider_id":"wamid.answered","then":["DELIVERED"]}"#),
+                        outbox::lease_owner.eq("a-killed-process"),
+                        outbox::lease_until.eq(past),
+                        outbox::next_attempt_at.eq(past),
+                    ))
+                    .execute(c)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        app.state.outbox_wake.notify_one();
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows = channel_messages(&app, channel).await;
+            let row = rows.iter().find(|r| r.0 == id).unwrap();
+            if row.1 == "DELIVERED" {
+                assert_eq!(row.2.as_deref(), Some("wamid.answered"), "the answer's provider id is recorded");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the answered job was never recorded: {row:?}");
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(mock.seen().len(), 1, "an answered send is not sent again");
+        let jobs = app
+            .state
+            .db
+            .run(move |c| {
+                use confab::core::db::schema::outbox;
+                Ok(outbox::table
+                    .filter(outbox::ref_id.eq(id))
+                    .select((outbox::done_at.is_not_null(), outbox::last_error))
+                    .load::<(bool, Option<String>)>(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(jobs, vec![(true, None)], "the job is finished, without an error");
+    }
+);
+
+with_mock!(
     whatsapp_edit_and_revoke_notices_apply_to_the_stored_message,
     normal,
     |app: TestApp, mock: Mock| async move {

@@ -490,6 +490,7 @@ diesel::table! {
         ordering_key -> Nullable<Text>,
         at_most_once -> Bool,
         attempt_started_at -> Nullable<Timestamp>,
+        answer -> Nullable<Text>,
     }
 }
 
