@@ -174,6 +174,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     actix_web::rt::spawn(hooks::worker::run(state.get_ref().clone()));
     actix_web::rt::spawn(campaigns::worker::run(state.get_ref().clone()));
     state.db.spawn_checkpointer();
+    messaging::service::spawn_indexer(state.get_ref().clone());
 
     media::service::spawn_housekeeping(state.clone());
 

@@ -1042,7 +1042,8 @@ struct PkRow {
 }
 
 /// Inserts `n` messages into `conversation_id` in batches of 50,000 rows (one transaction
-/// each), copying the shape of an existing message; updates the conversation's counter.
+/// each, which also adds them to the full-text index as the server's indexer would), copying
+/// the shape of an existing message; updates the conversation's counter.
 fn generate_messages(path: &Path, conversation_id: i64, n: u64) -> anyhow::Result<()> {
     let mut conn = SqliteConnection::establish(&path.display().to_string())?;
     conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
@@ -1062,6 +1063,9 @@ fn generate_messages(path: &Path, conversation_id: i64, n: u64) -> anyhow::Resul
              SELECT lower(hex(randomblob(16))), m.conversation_id, m.company_id, m.channel_id, m.direction, m.kind,
                     'generated message ' || ({done} + seq.i), m.params, m.status, m.status_rank, 0, m.created_at, m.updated_at
              FROM seq, (SELECT * FROM messages WHERE pk = {}) AS m;
+             INSERT INTO messages_fts(rowid, content) SELECT pk, content FROM messages
+             WHERE pk > (SELECT indexed_pk FROM messages_fts_cursor);
+             UPDATE messages_fts_cursor SET indexed_pk = (SELECT max(pk) FROM messages);
              COMMIT;",
             template.pk
         ))?;

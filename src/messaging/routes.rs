@@ -700,15 +700,7 @@ async fn message_search(
 ) -> ApiResult<HttpResponse> {
     let Paging { page, size: limit, offset } = q.bounds()?;
     let term = search_text("term", &term)?.ok_or_else(|| ApiError::field("term", "must not be blank"))?;
-    let company_id = agent.company_id;
-    let (total_count, data) = st
-        .db
-        .run(move |c| {
-            let (pks, total) = store::search_messages(c, company_id, &term, offset, limit)?;
-            let rows = store::messages_by_pks(c, company_id, &pks)?;
-            Ok((total, store::message_views(c, &rows)?))
-        })
-        .await?;
+    let (total_count, data) = service::search(&st, agent.company_id, term, offset, limit).await?;
     Ok(HttpResponse::Ok().json(Page { total_count, page, limit, data }))
 }
 

@@ -739,6 +739,64 @@ fn mention_notices(c: &mut Db, note: &MessageRow, by_id: i64) -> ApiResult<Vec<N
         .collect()
 }
 
+/// The most messages one indexing write takes ([`index_messages`]).
+const INDEX_STEP: i64 = 2_000;
+/// How often SQLite's full-text indexer looks for messages to index ([`spawn_indexer`]).
+const INDEX_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// SQLite: adds every message committed so far to the full-text index, [`INDEX_STEP`] at a
+/// time, each step a write in the group commit (it shares the ingest's commit). A message is
+/// not indexed in its own transaction: FTS5 writes an index segment per transaction, a third
+/// of a one-message commit's pages (bench/README.md). No-op on PostgreSQL, whose `tsvector`
+/// is written with the row.
+pub async fn index_messages(st: &AppState) -> ApiResult<()> {
+    if st.db.backend() != crate::core::db::Backend::Sqlite {
+        return Ok(());
+    }
+    while st.db.run(store::unindexed_messages).await? {
+        st.db.write_grouped(|c| store::index_messages(c, INDEX_STEP), |_| {}).await?;
+    }
+    Ok(())
+}
+
+/// SQLite: runs [`index_messages`] every [`INDEX_EVERY`] until the process stops (a search
+/// runs it first too, so the delay is never seen).
+pub fn spawn_indexer(st: AppState) {
+    if st.db.backend() != crate::core::db::Backend::Sqlite {
+        return;
+    }
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(INDEX_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = index_messages(&st).await {
+                tracing::warn!(error = ?e, "indexing messages for search");
+            }
+        }
+    });
+}
+
+/// CONTRACT §3 message-search: the company's messages matching every word of `term`, newest
+/// first, and how many match. The messages committed before the call are indexed first
+/// ([`index_messages`]), so a message is found as soon as its ack was returned.
+pub async fn search(
+    st: &AppState,
+    company_id: i64,
+    term: String,
+    offset: i64,
+    limit: i64,
+) -> ApiResult<(i64, Vec<MessageView>)> {
+    index_messages(st).await?;
+    st.db
+        .run(move |c| {
+            let (pks, total) = store::search_messages(c, company_id, &term, offset, limit)?;
+            let rows = store::messages_by_pks(c, company_id, &pks)?;
+            Ok((total, store::message_views(c, &rows)?))
+        })
+        .await
+}
+
 /// "First Last" of a staff member (what a mention shows as its author).
 fn staff_name(c: &mut Db, company_id: i64, user_id: i64) -> ApiResult<String> {
     let u = crate::users::store::get(c, company_id, user_id)?;

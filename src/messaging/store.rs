@@ -1319,6 +1319,59 @@ pub fn use_template(c: &mut Db, m: &MessageRow, tpl: &TemplateRow, params: &[Str
 // ---- search ----
 
 #[derive(diesel::QueryableByName)]
+struct Unindexed {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pending: bool,
+}
+
+/// SQLite: whether messages past the full-text index's cursor wait to be indexed
+/// ([`index_messages`]); always false on PostgreSQL, whose index is written with each row.
+pub fn unindexed_messages(c: &mut Db) -> ApiResult<bool> {
+    match c {
+        Db::Sqlite(conn) => Ok(diesel::sql_query(
+            "SELECT coalesce((SELECT max(pk) FROM messages), 0) > indexed_pk AS pending FROM messages_fts_cursor",
+        )
+        .get_result::<Unindexed>(conn)?
+        .pending),
+        Db::Pg(_) => Ok(false),
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct IndexRange {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    lo: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    hi: Option<i64>,
+}
+
+/// SQLite: adds the messages of the next `limit` pks past the cursor to the FTS5 index, as
+/// they are now, and moves the cursor past them, in the caller's transaction (migration
+/// `2026-12-07-002102_fts_off_the_commit_path`: FTS5 writes an index segment per transaction,
+/// so one write for many messages costs far less than one per message). Returns how many it
+/// indexed. No-op on PostgreSQL.
+pub fn index_messages(c: &mut Db, limit: i64) -> ApiResult<usize> {
+    use diesel::sql_types::BigInt;
+    let Db::Sqlite(conn) = c else { return Ok(0) };
+    let range: IndexRange =
+        diesel::sql_query("SELECT indexed_pk AS lo, (SELECT max(pk) FROM messages) AS hi FROM messages_fts_cursor")
+            .get_result(conn)?;
+    // The next `limit` pks (fewer rows where pks were skipped).
+    let hi = range.hi.unwrap_or(0).min(range.lo + limit);
+    if hi <= range.lo {
+        return Ok(0);
+    }
+    let n = diesel::sql_query(
+        "INSERT INTO messages_fts(rowid, content) SELECT pk, content FROM messages WHERE pk > ? AND pk <= ?",
+    )
+    .bind::<BigInt, _>(range.lo)
+    .bind::<BigInt, _>(hi)
+    .execute(conn)?;
+    diesel::sql_query("UPDATE messages_fts_cursor SET indexed_pk = ?").bind::<BigInt, _>(hi).execute(conn)?;
+    Ok(n)
+}
+
+#[derive(diesel::QueryableByName)]
 struct SearchPk {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pk: i64,

@@ -287,6 +287,61 @@ both_backends!(search_finds_words_only_in_the_company, |app: TestApp| async move
     assert_eq!(status, 200, "FTS syntax in the term is just text: {quoted}");
 });
 
+/// On SQLite messages reach the full-text index after their commit (the indexer's turn, or the
+/// next search's). Notes edited and deleted both before and after they were indexed leave the
+/// search, and the index, exactly as the messages are.
+both_backends!(search_follows_edits_and_deletions_before_and_after_indexing, |app: TestApp| async move {
+    let co = app.default_company().await;
+    let conv = app.customer_says(&co, "+14155550161", "a question").await;
+    let note = |text: String| {
+        let app = &app;
+        let agent = co.agent.clone();
+        async move {
+            let (status, sent) = app
+                .post("/message", Some(&agent), &json!({"conversationId": conv, "text": text, "private": true}))
+                .await;
+            assert_eq!(status, 201, "{sent}");
+            sent["messageId"].as_str().unwrap().to_owned()
+        }
+    };
+    let count = |term: &'static str| {
+        let app = &app;
+        let agent = co.agent.clone();
+        async move {
+            let (status, hits) = app.get(&format!("/message/message-search/{term}"), Some(&agent)).await;
+            assert_eq!(status, 200, "{hits}");
+            hits["totalCount"].as_i64().unwrap()
+        }
+    };
+    // Changed at once, before the indexer's next turn (usually): edited, deleted.
+    let early: Vec<String> = [note("draft apple".into()).await, note("draft apple".into()).await].into();
+    let (status, b) = app.patch(&format!("/message/{}", early[0]), Some(&co.agent), &json!({"text": "kiwi"})).await;
+    assert_eq!(status, 200, "{b}");
+    let (status, b) = app.delete(&format!("/message/{}", early[1]), Some(&co.agent)).await;
+    assert_eq!(status, 200, "{b}");
+    // Found as soon as acknowledged, then changed once indexed.
+    let late: Vec<String> = [note("later pear".into()).await, note("later pear".into()).await].into();
+    assert_eq!((count("apple").await, count("kiwi").await, count("pear").await), (0, 1, 2));
+    let (status, b) = app.patch(&format!("/message/{}", late[0]), Some(&co.agent), &json!({"text": "plum"})).await;
+    assert_eq!(status, 200, "{b}");
+    let (status, b) = app.delete(&format!("/message/{}", late[1]), Some(&co.agent)).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!((count("pear").await, count("plum").await, count("kiwi").await), (0, 1, 1));
+    if app.backend == Backend::Sqlite {
+        // FTS5 compares its index with the messages table row by row.
+        app.state
+            .db
+            .write(|c| {
+                let confab::core::db::Db::Sqlite(conn) = c else { unreachable!() };
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)")?;
+                Ok(())
+            })
+            .await
+            .expect("the full-text index matches the messages");
+    }
+});
+
 both_backends!(tenancy_and_roles, |app: TestApp| async move {
     let co = app.default_company().await;
     let other = app.other_company("Other").await;
