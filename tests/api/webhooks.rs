@@ -1697,6 +1697,39 @@ async fn wait_until_retry_pending(app: &TestApp, message_id: &str) {
     }
 }
 
+/// A WhatsApp channel with a customer's conversation, and an agent's send to it whose first
+/// attempt the provider refused (500): the job waits for a retry (10 minutes away with
+/// [`slow_retries`]). Returns (channel, conversation, message id).
+async fn send_waiting_for_retry(app: &TestApp, co: &Company, mock: &Mock, text: &str) -> (i64, i64, String) {
+    let channel = whatsapp_channel(app, co, mock, PNID, APP_SECRET).await;
+    let inbound = wa_text(PNID, "14155550123", "wamid.in1", "hi");
+    assert_eq!(wa_post(app, APP_SECRET, &serde_json::to_vec(&inbound).unwrap()).await.0, 200);
+    let conv = conversation_of(app, co, channel).await;
+    mock.script([Reply::Json(500, meta_error(2, "Service temporarily unavailable"))]);
+    let (status, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": text})).await;
+    assert_eq!(status, 201, "{sent}");
+    let id = sent["messageId"].as_str().unwrap().to_owned();
+    mock.wait_for_requests(1).await;
+    wait_until_retry_pending(app, &id).await;
+    (channel, conv, id)
+}
+
+/// (finished, last error) of each `send` job of a message.
+async fn send_jobs(app: &TestApp, message_id: &str) -> Vec<(bool, Option<String>)> {
+    let id = message_id.to_owned();
+    app.state
+        .db
+        .run(move |c| {
+            use confab::core::db::schema::outbox;
+            Ok(outbox::table
+                .filter(outbox::ref_id.eq(id))
+                .select((outbox::done_at.is_not_null(), outbox::last_error))
+                .load::<(bool, Option<String>)>(c)?)
+        })
+        .await
+        .unwrap()
+}
+
 fn slow_retries(cfg: &mut confab::core::config::Config) {
     cfg.outbox_backoff_ms = 600_000;
 }
@@ -1706,43 +1739,17 @@ with_mock!(
     slow_retries,
     |app: TestApp, mock: Mock| async move {
         let co = app.default_company().await;
-        let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
-        let (status, _) =
-            wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_text(PNID, "14155550123", "wamid.in1", "hi")).unwrap())
-                .await;
-        assert_eq!(status, 200);
-        let conv = conversation_of(&app, &co, channel).await;
-
-        // The provider is down: the first attempt fails, the next one is 10 minutes away.
-        mock.script([Reply::Json(500, meta_error(2, "Service temporarily unavailable")), Reply::Hang]);
-        let (status, first) =
-            app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "first"})).await;
-        assert_eq!(status, 201, "{first}");
-        let first_id = first["messageId"].as_str().unwrap().to_owned();
-        mock.wait_for_requests(1).await;
-        wait_until_retry_pending(&app, &first_id).await;
+        let (_, conv, first_id) = send_waiting_for_retry(&app, &co, &mock, "first").await;
         let (status, deleted) = app.delete(&format!("/message/{first_id}"), Some(&co.agent)).await;
         assert_eq!(status, 200, "{deleted}");
         assert_eq!(deleted["deleted"], true);
         assert_eq!(deleted["content"], Value::Null);
         assert_eq!(deleted["status"], "PENDING");
-        let jobs = {
-            let id = first_id.clone();
-            app.state
-                .db
-                .run(move |c| {
-                    use confab::core::db::schema::outbox;
-                    Ok(outbox::table
-                        .filter(outbox::ref_id.eq(id))
-                        .select((outbox::done_at.is_not_null(), outbox::last_error))
-                        .load::<(bool, Option<String>)>(c)?)
-                })
-                .await
-                .unwrap()
-        };
+        let jobs = send_jobs(&app, &first_id).await;
         assert_eq!(jobs, vec![(true, Some("deleted before it was sent".to_owned()))], "the delivery is cancelled");
 
         // A message the worker is sending right now cannot be taken back.
+        mock.script([Reply::Hang]);
         let (_, second) =
             app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "second"})).await;
         mock.wait_for_requests(2).await;
@@ -1757,19 +1764,7 @@ with_mock!(
     slow_retries,
     |app: TestApp, mock: Mock| async move {
         let co = app.default_company().await;
-        let channel = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
-        let (status, _) =
-            wa_post(&app, APP_SECRET, &serde_json::to_vec(&wa_text(PNID, "14155550123", "wamid.in1", "hi")).unwrap())
-                .await;
-        assert_eq!(status, 200);
-        let conv = conversation_of(&app, &co, channel).await;
-        mock.script([Reply::Json(500, meta_error(2, "Service temporarily unavailable"))]);
-        let (status, sent) =
-            app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "once"})).await;
-        assert_eq!(status, 201, "{sent}");
-        let id = sent["messageId"].as_str().unwrap().to_owned();
-        mock.wait_for_requests(1).await;
-        wait_until_retry_pending(&app, &id).await;
+        let (channel, _, id) = send_waiting_for_retry(&app, &co, &mock, "once").await;
 
         // What a process killed after committing the provider's answer, before the write that
         // records it on the message, leaves behind: the answer, and its lease, now run out.
@@ -1805,19 +1800,7 @@ with_mock!(
             actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(mock.seen().len(), 1, "an answered send is not sent again");
-        let jobs = app
-            .state
-            .db
-            .run(move |c| {
-                use confab::core::db::schema::outbox;
-                Ok(outbox::table
-                    .filter(outbox::ref_id.eq(id))
-                    .select((outbox::done_at.is_not_null(), outbox::last_error))
-                    .load::<(bool, Option<String>)>(c)?)
-            })
-            .await
-            .unwrap();
-        assert_eq!(jobs, vec![(true, None)], "the job is finished, without an error");
+        assert_eq!(send_jobs(&app, &id).await, vec![(true, None)], "the job is finished, without an error");
     }
 );
 
