@@ -745,8 +745,8 @@ const INDEX_STEP: i64 = 2_000;
 const INDEX_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// SQLite: adds every message committed so far to the full-text index, [`INDEX_STEP`] at a
-/// time, each step a write in the group commit (it shares the ingest's commit). A message is
-/// not indexed in its own transaction: FTS5 writes an index segment per transaction, a third
+/// time, each step one write transaction (a few a second under load). A message is not indexed
+/// in the transaction that stores it: FTS5 writes an index segment per transaction, a third
 /// of a one-message commit's pages (bench/README.md). No-op on PostgreSQL, whose `tsvector`
 /// is written with the row.
 pub async fn index_messages(st: &AppState) -> ApiResult<()> {
@@ -754,7 +754,7 @@ pub async fn index_messages(st: &AppState) -> ApiResult<()> {
         return Ok(());
     }
     while st.db.run(store::unindexed_messages).await? {
-        st.db.write_grouped(|c| store::index_messages(c, INDEX_STEP), |_| {}).await?;
+        st.db.write(|c| store::index_messages(c, INDEX_STEP)).await?;
     }
     Ok(())
 }

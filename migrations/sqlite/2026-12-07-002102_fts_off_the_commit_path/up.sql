@@ -1,7 +1,7 @@
 -- Issues 20 and 21: the full-text index is no longer written in the transaction of each
 -- message. FTS5 writes a new index segment per transaction (a third of the WAL pages of a
--- one-message commit); the messages past `indexed_pk` are indexed together, in the group
--- commit, a few times a second and before every search (messaging::service::index_messages),
+-- one-message commit); the messages past `indexed_pk` are indexed together, in one write,
+-- a few times a second and before every search (messaging::service::index_messages),
 -- so a search still finds every message whose ack was returned. Edits and deletions keep
 -- the index exact for the rows it holds; the rest are indexed as they are when their turn
 -- comes.
