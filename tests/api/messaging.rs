@@ -287,9 +287,9 @@ both_backends!(search_finds_words_only_in_the_company, |app: TestApp| async move
     assert_eq!(status, 200, "FTS syntax in the term is just text: {quoted}");
 });
 
-/// On SQLite messages reach the full-text index after their commit (the indexer's turn, or the
-/// next search's). Notes edited and deleted both before and after they were indexed leave the
-/// search, and the index, exactly as the messages are.
+// On SQLite messages reach the full-text index after their commit (the indexer's turn, or the
+// next search's). Notes edited and deleted both before and after they were indexed leave the
+// search, and the index, exactly as the messages are.
 both_backends!(search_follows_edits_and_deletions_before_and_after_indexing, |app: TestApp| async move {
     let co = app.default_company().await;
     let conv = app.customer_says(&co, "+14155550161", "a question").await;
