@@ -1184,9 +1184,8 @@ pub fn record_sent_tx(c: &mut Db, m: &MessageRow, provider_id: &str, then: &[Sta
 }
 
 /// The delivery worker's permanent failure: `FAILED` with the provider's error code.
-pub fn record_failed_tx(c: &mut Db, message_id: &str, error_code: &str) -> ApiResult<Vec<Event>> {
-    let m = store::message_by_id(c, message_id)?;
-    advance(c, &m, Status::Failed, Some(error_code))
+pub fn record_failed_tx(c: &mut Db, m: &MessageRow, error_code: &str) -> ApiResult<Vec<Event>> {
+    advance(c, m, Status::Failed, Some(error_code))
 }
 
 pub fn publish_events(st: &AppState, events: Vec<Event>) {

@@ -997,6 +997,15 @@ pub fn message_by_id(c: &mut Db, id: &str) -> ApiResult<MessageRow> {
     Ok(messages::table.filter(messages::id.eq(id)).select(MessageRow::as_select()).first(c)?)
 }
 
+/// [`message_by_id`], `None` when there is no such message.
+pub fn find_message_by_id(c: &mut Db, id: &str) -> ApiResult<Option<MessageRow>> {
+    match message_by_id(c, id) {
+        Ok(m) => Ok(Some(m)),
+        Err(ApiError::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn message(c: &mut Db, company_id: i64, id: &str) -> ApiResult<MessageRow> {
     Ok(messages::table
         .filter(messages::id.eq(id).and(messages::company_id.eq(company_id)))

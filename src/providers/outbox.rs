@@ -147,19 +147,7 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
         Ok(found) => found,
         // The channel was deleted (or the message is gone): nothing can ever send it.
         Err(ApiError::NotFound) => {
-            let (job_id, owner, message_id) = (job.id, owner.to_owned(), job.ref_id.clone());
-            let events = st
-                .db
-                .write(move |c| {
-                    finish(c, job_id, &owner, Some("the message or its channel no longer exists"))?;
-                    match store::message_by_id(c, &message_id) {
-                        Ok(_) => service::record_failed_tx(c, &message_id, "channel_gone"),
-                        Err(_) => Ok(Vec::new()),
-                    }
-                })
-                .await?;
-            service::publish_events(st, events);
-            return Ok(());
+            return give_up(st, owner, job, "the message or its channel no longer exists", "channel_gone").await;
         }
         Err(e) => return Err(e),
     };
@@ -195,14 +183,7 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
             tracing::info!(job = job_id, %code, %message, "delivery failed permanently");
             m.outbox_attempts.with_label_values(&[name, "permanent"]).inc();
             m.outbox_failures.with_label_values(&[name]).inc();
-            let events = st
-                .db
-                .write(move |c| {
-                    finish(c, job_id, &owner, Some(&message))?;
-                    service::record_failed_tx(c, &message_id, &code)
-                })
-                .await?;
-            service::publish_events(st, events);
+            give_up(st, &owner, job, &message, &code).await?;
         }
         Err(SendError::Uncertain(reason)) if job.at_most_once => {
             tracing::warn!(job = job_id, %reason, "an at-most-once send got no answer; not sent again");
@@ -213,14 +194,7 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
         Err(SendError::Transient(reason) | SendError::Uncertain(reason)) if attempts >= MAX_ATTEMPTS => {
             m.outbox_attempts.with_label_values(&[name, "transient"]).inc();
             m.outbox_failures.with_label_values(&[name]).inc();
-            let events = st
-                .db
-                .write(move |c| {
-                    finish(c, job_id, &owner, Some(&reason))?;
-                    service::record_failed_tx(c, &message_id, "retries_exhausted")
-                })
-                .await?;
-            service::publish_events(st, events);
+            give_up(st, &owner, job, &reason, "retries_exhausted").await?;
         }
         Err(SendError::Transient(reason) | SendError::Uncertain(reason)) => {
             tracing::info!(job = job_id, attempts, %reason, "delivery failed; retrying");
@@ -255,13 +229,10 @@ async fn record_sent(
             move |c| {
                 finish(c, job_id, &owner, None)?;
                 let message = match read {
-                    Some(m) => m,
-                    None => match store::message_by_id(c, &message_id) {
-                        Ok(m) => m,
-                        Err(ApiError::NotFound) => return Ok(Vec::new()),
-                        Err(e) => return Err(e),
-                    },
+                    Some(m) => Some(m),
+                    None => store::find_message_by_id(c, &message_id)?,
                 };
+                let Some(message) = message else { return Ok(Vec::new()) };
                 service::record_sent_tx(c, &message, &accepted.provider_id, &accepted.then)
             },
             move |events: &mut Vec<_>| broker.publish(std::mem::take(events)),
@@ -334,17 +305,18 @@ pub async fn deliver_reaction(st: &AppState, owner: &str, job: &Job) -> ApiResul
     }
 }
 
-/// Finishes the job and fails its message with `code`.
-async fn give_up(st: &AppState, owner: &str, job: &Job, reason: &str, code: &'static str) -> ApiResult<()> {
-    let (job_id, owner, message_id, reason) = (job.id, owner.to_owned(), job.ref_id.clone(), reason.to_owned());
+/// Finishes the job, recording `reason`, and fails its message with `code` (a message gone since
+/// only ends the job). Every way a send job ends without the provider taking it comes here.
+async fn give_up(st: &AppState, owner: &str, job: &Job, reason: &str, code: &str) -> ApiResult<()> {
+    let (job_id, owner, message_id) = (job.id, owner.to_owned(), job.ref_id.clone());
+    let (reason, code) = (reason.to_owned(), code.to_owned());
     let events = st
         .db
         .write(move |c| {
             finish(c, job_id, &owner, Some(&reason))?;
-            match store::message_by_id(c, &message_id) {
-                Ok(_) => service::record_failed_tx(c, &message_id, code),
-                Err(ApiError::NotFound) => Ok(Vec::new()),
-                Err(e) => Err(e),
+            match store::find_message_by_id(c, &message_id)? {
+                Some(m) => service::record_failed_tx(c, &m, &code),
+                None => Ok(Vec::new()),
             }
         })
         .await?;
