@@ -207,15 +207,18 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
                 fynd::cors::enabled(&cors_config),
                 fynd::cors::middleware(&cors_config),
             ))
+            // The router tries routes in this order, a regex per pattern with a parameter: the
+            // hot paths (provider webhooks, the WebSocket, agents' sends and reads) come first.
+            // No two route sets here share a path.
+            .configure(providers::webhooks::configure)
+            .configure(realtime::routes::configure)
+            .configure(messaging::routes::configure)
             .configure(ops::routes::configure)
             .configure(ops::openapi::configure)
             .configure(auth::routes::configure)
-            .configure(messaging::routes::configure)
             .configure(messaging::admin::configure)
             .configure(messaging::canned::configure)
             .configure(messaging::teams::configure)
-            .configure(providers::webhooks::configure)
-            .configure(realtime::routes::configure)
             .configure(fynd::configure)
             .configure(console::configure)
             .configure(auth::arc::configure)

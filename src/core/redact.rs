@@ -63,12 +63,17 @@ pub fn outbound_error(e: reqwest::Error) -> String {
 /// The request span of tracing-actix-web's default builder (same name and fields, so log
 /// consumers see the usual shape), with `http.target` redacted and `http.client_ip` the TCP
 /// peer (README: client addresses are never taken from forgeable headers).
+///
+/// `http.route` and `otel.name` are recorded when the request ends, from the route the router
+/// matched: the span starts before routing, and asking for the route there matches the path
+/// against every route of the app a second time (a regex per pattern, tens of microseconds per
+/// request; issue 20). So a log line written while the handler runs carries the method and
+/// the (redacted) target but not yet the route; a span exporter sees the route on the span.
 pub struct RedactedRootSpan;
 
 impl RootSpanBuilder for RedactedRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let target = request.uri().path_and_query().map_or("", |p| p.as_str());
-        let route = request.match_pattern().unwrap_or_else(|| "default".to_owned());
         let user_agent = request.headers().get("User-Agent").and_then(|h| h.to_str().ok()).unwrap_or("");
         let client_ip = request.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
         let request_id = request.extensions().get::<RequestId>().copied();
@@ -76,13 +81,13 @@ impl RootSpanBuilder for RedactedRootSpan {
         tracing::info_span!(
             "HTTP request",
             http.method = %method,
-            http.route = %route,
+            http.route = Empty,
             http.flavor = ?request.version(),
             http.client_ip = %client_ip,
             http.user_agent = %user_agent,
             http.target = %redact_target(target),
             http.status_code = Empty,
-            otel.name = %format!("{method} {route}"),
+            otel.name = Empty,
             otel.kind = "server",
             otel.status_code = Empty,
             request_id = %request_id.map(|id| id.to_string()).unwrap_or_default(),
@@ -92,6 +97,13 @@ impl RootSpanBuilder for RedactedRootSpan {
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        if let Ok(res) = outcome {
+            // Routed by now: actix-web finds the pattern by the matched resource's index.
+            let req = res.request();
+            let route = req.match_pattern().unwrap_or_else(|| "default".to_owned());
+            span.record("otel.name", tracing::field::display(format_args!("{} {route}", req.method())));
+            span.record("http.route", tracing::field::display(route));
+        }
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
 }
