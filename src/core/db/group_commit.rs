@@ -39,13 +39,78 @@ use anyhow::anyhow;
 use diesel::Connection;
 
 use super::{Backend, Db, Pool};
-use crate::core::error::{ApiError, ApiResult};
+use crate::core::{
+    error::{ApiError, ApiResult},
+    realtime::broker,
+};
 
 /// The most items one transaction takes; the rest wait for the next one.
 const MAX_BATCH: usize = 256;
 
-/// Called after the batch ended: `None` when it committed, else why it did not.
-type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
+/// Called after the batch ended with `None` when it committed, else why it did not: runs the
+/// item's after-commit work and gives back its [`Reply`].
+type Completion = Box<dyn FnOnce(Option<&str>) -> Reply + Send>;
+/// Hands an item's result to its writer (wakes the task that waits for it), on its runtime.
+struct Reply {
+    home: Home,
+    send: Handover,
+}
+
+/// The part of a [`Reply`] that hands the result over.
+type Handover = Box<dyn FnOnce() + Send>;
+
+/// The runtime (and thread) a writer waits on.
+#[derive(Clone)]
+struct Home(Option<(std::thread::ThreadId, tokio::runtime::Handle)>);
+
+impl Home {
+    fn here() -> Self {
+        Self(tokio::runtime::Handle::try_current().ok().map(|h| (std::thread::current().id(), h)))
+    }
+
+    fn is(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some((a, _)), Some((b, _))) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// A writer waiting for its item's result.
+struct Waiter<T> {
+    tx: tokio::sync::oneshot::Sender<ApiResult<T>>,
+    home: Home,
+}
+
+impl<T> Waiter<T> {
+    fn new() -> (Self, tokio::sync::oneshot::Receiver<ApiResult<T>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Self { tx, home: Home::here() }, rx)
+    }
+}
+
+/// Answers the writers: those of one thread together, by one task spawned there, so the thread
+/// is woken once for all of them (a writer woken from here was woken, and on a busy core
+/// switched to, once per item; bench/README.md, issue 21).
+fn reply_all(replies: Vec<Reply>) {
+    let mut homes: Vec<(Home, Vec<Handover>)> = Vec::new();
+    for Reply { home, send } in replies {
+        match homes.iter_mut().find(|(h, _)| h.is(&home)) {
+            Some((_, sends)) => sends.push(send),
+            None => homes.push((home, vec![send])),
+        }
+    }
+    for (home, sends) in homes {
+        match home.0 {
+            Some((_, runtime)) if sends.len() > 1 => {
+                // A runtime shut down drops the task and with it the answers: their writers
+                // are gone with it.
+                runtime.spawn(async move { sends.into_iter().for_each(|send| send()) });
+            }
+            _ => sends.into_iter().for_each(|send| send()),
+        }
+    }
+}
 /// Applies one item inside the batch transaction and returns how to answer it and whether it
 /// applied. An item alone in its batch runs without a savepoint of its own (two statements
 /// fewer: most deliveries on PostgreSQL, and on SQLite whenever there is no queue); its failure
@@ -72,7 +137,7 @@ pub trait Batched: Send + Sized + 'static {
 /// One queued [`Batched`] item with its answer channel and its after-commit hook.
 struct Pending<B: Batched> {
     item: B,
-    tx: tokio::sync::oneshot::Sender<ApiResult<B::Out>>,
+    waiter: Waiter<B::Out>,
     on_commit: OnCommit<B>,
 }
 
@@ -116,22 +181,11 @@ impl Pool {
         C: FnOnce(&mut T) + Send + 'static,
         T: Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (waiter, rx) = Waiter::new();
         let job: Job = Box::new(move |c: &mut Db, alone: bool| {
             let applied = if alone { f(c) } else { c.transaction(f) };
             let ok = applied.is_ok();
-            let answer: Completion = Box::new(move |commit_failed: Option<&str>| {
-                let answer = match (applied, commit_failed) {
-                    (Ok(mut value), None) => {
-                        on_commit(&mut value);
-                        Ok(value)
-                    }
-                    (Ok(_), Some(why)) => Err(ApiError::Internal(anyhow!("group commit failed: {why}"))),
-                    (Err(e), _) => Err(e),
-                };
-                let _ = tx.send(answer);
-            });
-            (answer, ok)
+            (completion(applied, on_commit, waiter), ok)
         });
         match self.backend {
             Backend::Sqlite => self.enqueue(Entry::Single(job)),
@@ -152,8 +206,8 @@ impl Pool {
         B: Batched,
         C: FnOnce(&mut B::Out) + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let pending = Pending { item, tx, on_commit: Box::new(on_commit) };
+        let (waiter, rx) = Waiter::new();
+        let pending = Pending { item, waiter, on_commit: Box::new(on_commit) };
         self.enqueue(Entry::Batched { kind: TypeId::of::<B>(), payload: Box::new(pending), run: run_batched::<B> });
         rx.await.map_err(|_| ApiError::Internal(anyhow!("the group commit holding this write panicked")))?
     }
@@ -259,9 +313,12 @@ impl Pool {
             Err(_) => Some("an item panicked".to_owned()),
         };
         answers.sort_by_key(|(i, _)| *i);
-        for (_, answer) in answers {
-            answer(failed.as_deref());
-        }
+        // Every item's after-commit work first, in order, its events handed to the hub in one go;
+        // then the writers' answers. Answered one by one between the events, a writer's thread
+        // and the hub's were woken (and on a busy core switched to) once per item.
+        let replies: Vec<Reply> =
+            broker::coalesce(|| answers.into_iter().map(|(_, answer)| answer(failed.as_deref())).collect());
+        reply_all(replies);
     }
 }
 
@@ -277,9 +334,9 @@ fn run_batched<B: Batched>(c: &mut Db, payloads: Vec<Box<dyn Any + Send>>, alone
     let mut hooks = Vec::with_capacity(payloads.len());
     for p in payloads {
         let p = p.downcast::<Pending<B>>().expect("a batch group holds one type");
-        let Pending { item, tx, on_commit } = *p;
+        let Pending { item, waiter, on_commit } = *p;
         items.push(item);
-        hooks.push((tx, on_commit));
+        hooks.push((waiter, on_commit));
     }
     let all = |c: &mut Db, items: &[B]| -> ApiResult<Vec<B::Out>> {
         let outs = B::apply(c, items)?;
@@ -307,19 +364,33 @@ fn run_batched<B: Batched>(c: &mut Db, payloads: Vec<Box<dyn Any + Send>>, alone
     let answers = hooks
         .into_iter()
         .zip(outcomes)
-        .map(|((tx, on_commit), applied)| -> Completion {
-            Box::new(move |commit_failed: Option<&str>| {
-                let answer = match (applied, commit_failed) {
-                    (Ok(mut value), None) => {
-                        on_commit(&mut value);
-                        Ok(value)
-                    }
-                    (Ok(_), Some(why)) => Err(ApiError::Internal(anyhow!("group commit failed: {why}"))),
-                    (Err(e), _) => Err(e),
-                };
-                let _ = tx.send(answer);
-            })
-        })
+        .map(|((waiter, on_commit), applied)| completion(applied, on_commit, waiter))
         .collect();
     (answers, ok)
+}
+
+/// An item's [`Completion`]: once committed, `on_commit` with its value, then the value for
+/// the writer; else the failure.
+fn completion<T: Send + 'static>(
+    applied: ApiResult<T>,
+    on_commit: impl FnOnce(&mut T) + Send + 'static,
+    waiter: Waiter<T>,
+) -> Completion {
+    Box::new(move |commit_failed: Option<&str>| -> Reply {
+        let answer = match (applied, commit_failed) {
+            (Ok(mut value), None) => {
+                on_commit(&mut value);
+                Ok(value)
+            }
+            (Ok(_), Some(why)) => Err(ApiError::Internal(anyhow!("group commit failed: {why}"))),
+            (Err(e), _) => Err(e),
+        };
+        let Waiter { tx, home } = waiter;
+        Reply {
+            home,
+            send: Box::new(move || {
+                let _ = tx.send(answer);
+            }),
+        }
+    })
 }

@@ -52,6 +52,9 @@ pub enum Bus {
     /// hub lagged behind the broker): every live subscription catches up from the database.
     /// Local to a node, never published.
     CatchUp,
+    /// Several of the above, in order: what one group commit published (`broker::coalesce`).
+    /// Local to a node; other nodes get each one through Redis.
+    Batch(Vec<Bus>),
 }
 
 #[derive(Message)]
@@ -209,7 +212,19 @@ impl Handler<Bus> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Bus, _: &mut Self::Context) {
+        self.route(msg);
+    }
+}
+
+impl Hub {
+    /// Hands a broker message to the rooms, inboxes and connections it is for.
+    fn route(&mut self, msg: Bus) {
         match msg {
+            Bus::Batch(buses) => {
+                for bus in buses {
+                    self.route(bus);
+                }
+            }
             Bus::Event(event) => {
                 // Encoded once (JSON and WebSocket framing); every subscriber gets these bytes.
                 let frame = conn::frame(&protocol::event_frame(&event));
