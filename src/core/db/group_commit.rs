@@ -39,10 +39,7 @@ use anyhow::anyhow;
 use diesel::Connection;
 
 use super::{Backend, Db, Pool};
-use crate::core::{
-    error::{ApiError, ApiResult},
-    realtime::broker,
-};
+use crate::core::error::{ApiError, ApiResult};
 
 /// The most items one transaction takes; the rest wait for the next one.
 const MAX_BATCH: usize = 256;
@@ -60,7 +57,6 @@ struct Reply {
 type Handover = Box<dyn FnOnce() + Send>;
 
 /// The runtime (and thread) a writer waits on.
-#[derive(Clone)]
 struct Home(Option<(std::thread::ThreadId, tokio::runtime::Handle)>);
 
 impl Home {
@@ -87,6 +83,53 @@ impl<T> Waiter<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         (Self { tx, home: Home::here() }, rx)
     }
+}
+
+/// Work left for the end of the after-commit hooks a thread is running ([`later`]).
+type Later = Vec<Box<dyn FnOnce()>>;
+
+thread_local! {
+    static LATER: std::cell::RefCell<Option<Later>> = const { std::cell::RefCell::new(None) };
+}
+
+/// True while this thread runs a commit's after-commit hooks (`on_commit`): work handed to
+/// [`later`] then runs once they all have, before any writer is answered.
+pub fn in_after_commit() -> bool {
+    LATER.with_borrow(Option::is_some)
+}
+
+/// Runs `f` when the after-commit hooks this thread is running have all run (at once when it
+/// runs none). The broker uses it to hand a commit's events to the hub in one message.
+pub fn later(f: impl FnOnce() + 'static) {
+    let queued = LATER.with_borrow_mut(|later| match later {
+        Some(later) => {
+            later.push(Box::new(f));
+            None
+        }
+        None => Some(f),
+    });
+    if let Some(f) = queued {
+        f();
+    }
+}
+
+/// Runs the hooks in `f`, then what they left for [`later`] (also when `f` panics: what the
+/// hooks did before was committed).
+pub fn after_commit<R>(f: impl FnOnce() -> R) -> R {
+    if in_after_commit() {
+        return f();
+    }
+    LATER.set(Some(Vec::new()));
+    struct RunLater;
+    impl Drop for RunLater {
+        fn drop(&mut self) {
+            for f in LATER.take().unwrap_or_default() {
+                f();
+            }
+        }
+    }
+    let _run_later = RunLater;
+    f()
 }
 
 /// Answers the writers: those of one thread together, by one task spawned there, so the thread
@@ -313,11 +356,12 @@ impl Pool {
             Err(_) => Some("an item panicked".to_owned()),
         };
         answers.sort_by_key(|(i, _)| *i);
-        // Every item's after-commit work first, in order, its events handed to the hub in one go;
-        // then the writers' answers. Answered one by one between the events, a writer's thread
-        // and the hub's were woken (and on a busy core switched to) once per item.
+        // Every item's after-commit work first, in order (what it leaves for [`later`], such as
+        // handing its events to the hub, runs once for all of them); then the writers' answers.
+        // Answered one by one between the events, a writer's thread and the hub's were woken
+        // (and on a busy core switched to) once per item.
         let replies: Vec<Reply> =
-            broker::coalesce(|| answers.into_iter().map(|(_, answer)| answer(failed.as_deref())).collect());
+            after_commit(|| answers.into_iter().map(|(_, answer)| answer(failed.as_deref())).collect());
         reply_all(replies);
     }
 }

@@ -6,7 +6,7 @@ pub mod dialect;
 mod group_commit;
 pub mod schema;
 
-pub use group_commit::{Batched, GroupStats};
+pub use group_commit::{Batched, GroupStats, after_commit, in_after_commit, later};
 
 use std::{
     path::Path,

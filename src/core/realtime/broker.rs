@@ -18,7 +18,7 @@ use super::{
     event::{Event, PRESENCE},
     hub::Bus,
 };
-use crate::core::auth::session::Principal;
+use crate::core::{auth::session::Principal, db};
 
 /// Messages buffered for a slow hub before it lags (and its subscribers heal from the database).
 const CAPACITY: usize = 65_536;
@@ -33,34 +33,12 @@ async fn resubscribe(client: &redis::Client) -> redis::RedisResult<redis::aio::P
     Ok(pubsub)
 }
 
-/// What [`coalesce`] holds back on one thread: each broker's messages.
+/// What a commit's after-commit hooks publish on this thread, held back per broker until they
+/// have all run ([`Broker::publish_bus`]).
 type Held = Vec<(broadcast::Sender<Bus>, Vec<Bus>)>;
 
 thread_local! {
-    static HELD: std::cell::RefCell<Option<Held>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Runs `f`, holding back what it publishes on this node's hub until it returns, then hands
-/// it over in one message ([`Bus::Batch`], in publishing order). The group commit answers a
-/// batch's writers inside it: one wake-up of the thread that runs the hub per commit, not one
-/// per event (on a busy core each wake-up switched threads twice; bench/README.md, issue 21).
-/// Other nodes still get each message through Redis as it is published.
-pub fn coalesce<R>(f: impl FnOnce() -> R) -> R {
-    if HELD.with_borrow(Option::is_some) {
-        return f();
-    }
-    HELD.set(Some(Vec::new()));
-    // Handed over even when `f` panics: what it published before was committed.
-    struct Release;
-    impl Drop for Release {
-        fn drop(&mut self) {
-            for (tx, mut buses) in HELD.take().unwrap_or_default() {
-                let _ = tx.send(if buses.len() == 1 { buses.remove(0) } else { Bus::Batch(buses) });
-            }
-        }
-    }
-    let _release = Release;
-    f()
+    static HELD: std::cell::RefCell<Held> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[derive(Clone)]
@@ -177,19 +155,35 @@ impl Broker {
         {
             let _ = r.publish.send(payload);
         }
-        let held = HELD.with_borrow_mut(|held| match held {
-            Some(held) => {
-                match held.iter_mut().find(|(tx, _)| tx.same_channel(&self.tx)) {
-                    Some((_, buses)) => buses.push(bus),
-                    None => held.push((self.tx.clone(), vec![bus])),
-                }
-                None
-            }
-            None => Some(bus),
-        });
-        if let Some(bus) = held {
+        if !db::in_after_commit() {
             // No subscriber yet is fine: events are durable, clients resume by `seq`.
             let _ = self.tx.send(bus);
+            return;
+        }
+        // Published by a group commit's after-commit hook: held back until the commit's hooks
+        // have all run, then handed to this node's hub in one message ([`Bus::Batch`], in
+        // publishing order), so the hub's thread is woken once per commit, not once per event
+        // (on a busy core each wake-up switched threads twice; bench/README.md, issue 21).
+        // Other nodes got each message through Redis above, as it was published.
+        let first = HELD.with_borrow_mut(|held| match held.iter_mut().find(|(tx, _)| tx.same_channel(&self.tx)) {
+            Some((_, buses)) => {
+                buses.push(bus);
+                false
+            }
+            None => {
+                held.push((self.tx.clone(), vec![bus]));
+                true
+            }
+        });
+        if first {
+            let tx = self.tx.clone();
+            db::later(move || {
+                let mut buses = HELD.with_borrow_mut(|held| {
+                    let at = held.iter().position(|(t, _)| t.same_channel(&tx));
+                    at.map(|at| held.swap_remove(at).1).unwrap_or_default()
+                });
+                let _ = tx.send(if buses.len() == 1 { buses.remove(0) } else { Bus::Batch(buses) });
+            });
         }
     }
 
@@ -270,10 +264,10 @@ mod tests {
     fn coalesced_publishes_reach_each_hub_as_one_message_in_order() {
         let (a, b) = (Broker::local(), Broker::local());
         let (mut rx_a, mut rx_b) = (a.subscribe(), b.subscribe());
-        coalesce(|| {
+        db::after_commit(|| {
             a.revoked(vec!["1".into()]);
             b.revoked(vec!["x".into()]);
-            coalesce(|| a.revoked(vec!["2".into()]));
+            db::after_commit(|| a.revoked(vec!["2".into()]));
             a.revoked(vec!["3".into()]);
             assert!(rx_a.try_recv().is_err(), "held back until the end");
         });

@@ -52,7 +52,8 @@ pub enum Bus {
     /// hub lagged behind the broker): every live subscription catches up from the database.
     /// Local to a node, never published.
     CatchUp,
-    /// Several of the above, in order: what one group commit published (`broker::coalesce`).
+    /// Several of the above, in order: what one group commit's hooks published
+    /// (`Broker::publish_bus`).
     /// Local to a node; other nodes get each one through Redis.
     Batch(Vec<Bus>),
 }
