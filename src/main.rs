@@ -39,6 +39,10 @@ async fn serve(config: confab::core::config::Config) -> anyhow::Result<()> {
         }
         println!("  console:         {}", b.console_url);
     }
+    // The address actually bound (`CONFAB_BIND=127.0.0.1:0` picks a free port): on stdout for
+    // whoever started the server, tests included, and in the log.
+    let host = bind.rsplit_once(':').map_or(bind.as_str(), |(host, _)| host);
+    println!("confab: listening on {host}:{}", server.port);
     tracing::info!(%bind, port = server.port, "confab listening");
     if let Some(port) = server.metrics_port {
         tracing::info!(port, "metrics listening");

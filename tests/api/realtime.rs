@@ -467,20 +467,28 @@ async fn two_nodes_share_events_and_tickets_through_redis() {
 #[actix_web::test]
 async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
         .env("CONFAB_DATA_DIR", dir.path())
-        .env("CONFAB_BIND", format!("127.0.0.1:{port}"))
+        .env("CONFAB_BIND", "127.0.0.1:0")
         .env("CONFAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("CONFAB_LOG", "warn")
         .env_remove("CONFAB_DATABASE_URL")
         .env_remove("CONFAB_REDIS_URL")
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // The port the kernel gave it, from the line it prints once bound; the rest of its output is
+    // drained, so the pipe stays open until it exits.
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+            if let Some(port) = line.strip_prefix("confab: listening on 127.0.0.1:") {
+                let _ = tx.send(port.trim().parse::<u16>().unwrap());
+            }
+        }
+    });
+    let port = rx.recv_timeout(Duration::from_secs(30)).expect("confab printed the address it listens on");
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

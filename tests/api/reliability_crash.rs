@@ -117,51 +117,54 @@ impl Launcher {
         Self { dir, db_url, env: Vec::new(), starts: 0 }
     }
 
-    /// Starts the server on a fresh port and waits (bounded) until `/healthz` answers.
+    /// Starts the server on a port the kernel picks (`CONFAB_BIND=127.0.0.1:0`), reads the port
+    /// from the line the child prints once it is bound, and waits (bounded) until `/healthz`
+    /// answers. A port chosen by the test and bound later by the child could be drawn by a
+    /// concurrent test too, which then answered this test's `/healthz`.
     pub(crate) async fn start(&mut self, http: &reqwest::Client) -> Proc {
-        for _ in 0..3 {
-            let port = free_port();
-            self.starts += 1;
-            let log = self.dir.join(format!("server-{}.log", self.starts));
-            let out = std::fs::File::create(&log).unwrap();
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab"));
-            // The test's own settings (CONFAB_TEST_*, CONFAB_SOAK…) are not the server's.
-            for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CONFAB_")) {
-                cmd.env_remove(k);
-            }
-            cmd.current_dir(&self.dir)
-                .env("CONFAB_BIND", format!("127.0.0.1:{port}"))
-                .env("CONFAB_DATABASE_URL", &self.db_url)
-                .env("CONFAB_DATA_DIR", self.dir.join("data"))
-                .env("CONFAB_CONFIG", "/nonexistent/confab.toml")
-                .env("CONFAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
-                .env("CONFAB_AUTH_RATE_PER_MINUTE", "0")
-                .env("CONFAB_ALLOW_PRIVATE_FETCH", "true")
-                .env("CONFAB_WORKERS", "2")
-                .env("CONFAB_DB_POOL_SIZE", "8")
-                .env("CONFAB_LOG", "warn")
-                .envs(self.env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out);
-            let child = cmd.spawn().expect("start the confab binary");
-            let mut proc = Proc { pid: child.id(), child, base: format!("http://127.0.0.1:{port}"), log };
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                if proc.child.try_wait().unwrap().is_some() {
-                    // Most likely the port was taken in between: another one.
-                    eprintln!("confab exited at start:\n{}", proc.log_tail());
-                    break;
+        self.starts += 1;
+        let log = self.dir.join(format!("server-{}.log", self.starts));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab"));
+        // The test's own settings (CONFAB_TEST_*, CONFAB_SOAK…) are not the server's.
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CONFAB_")) {
+            cmd.env_remove(k);
+        }
+        cmd.current_dir(&self.dir)
+            .env("CONFAB_BIND", "127.0.0.1:0")
+            .env("CONFAB_DATABASE_URL", &self.db_url)
+            .env("CONFAB_DATA_DIR", self.dir.join("data"))
+            .env("CONFAB_CONFIG", "/nonexistent/confab.toml")
+            .env("CONFAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("CONFAB_AUTH_RATE_PER_MINUTE", "0")
+            .env("CONFAB_ALLOW_PRIVATE_FETCH", "true")
+            .env("CONFAB_WORKERS", "2")
+            .env("CONFAB_DB_POOL_SIZE", "8")
+            .env("CONFAB_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let child = cmd.spawn().expect("start the confab binary");
+        let mut proc = Proc { pid: child.id(), child, base: String::new(), log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(proc.child.try_wait().unwrap().is_none(), "confab exited at start:\n{}", proc.log_tail());
+            assert!(Instant::now() < deadline, "confab not ready after 60 s:\n{}", proc.log_tail());
+            if proc.base.is_empty() {
+                let text = std::fs::read_to_string(&proc.log).unwrap_or_default();
+                if let Some(port) = text.lines().find_map(|l| l.strip_prefix("confab: listening on 127.0.0.1:")) {
+                    proc.base = format!("http://127.0.0.1:{}", port.trim());
                 }
+            }
+            if !proc.base.is_empty() {
                 let ok = http.get(format!("{}/healthz", proc.base)).timeout(Duration::from_secs(2)).send().await;
                 if ok.is_ok_and(|r| r.status().is_success()) {
                     return proc;
                 }
-                assert!(Instant::now() < deadline, "confab not ready after 60 s:\n{}", proc.log_tail());
-                actix_web::rt::time::sleep(Duration::from_millis(50)).await;
             }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("confab did not start in three attempts");
     }
 }
 
