@@ -993,6 +993,20 @@ fn bump_conversations(c: &mut Db, touched: &[Touch], t: NaiveDateTime) -> ApiRes
     }
 }
 
+/// What the delivery worker reads before handing a message of `company_id` to its provider, in
+/// one statement: the message, its live channel and its conversation's customer. `NotFound`
+/// when the message is gone or its channel deleted.
+pub fn message_to_deliver(c: &mut Db, company_id: i64, id: &str) -> ApiResult<(MessageRow, ChannelRow, i64)> {
+    Ok(messages::table
+        .inner_join(channels::table)
+        .inner_join(conversations::table)
+        .filter(messages::id.eq(id).and(messages::company_id.eq(company_id)))
+        .filter(channels::deleted_at.is_null().and(channels::company_id.eq(company_id)))
+        .filter(conversations::company_id.eq(company_id))
+        .select((MessageRow::as_select(), ChannelRow::as_select(), conversations::customer_id))
+        .first(c)?)
+}
+
 pub fn message_by_id(c: &mut Db, id: &str) -> ApiResult<MessageRow> {
     Ok(messages::table.filter(messages::id.eq(id)).select(MessageRow::as_select()).first(c)?)
 }

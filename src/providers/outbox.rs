@@ -57,8 +57,8 @@ pub async fn next_due(st: &AppState) -> ApiResult<Option<chrono::NaiveDateTime>>
 ///
 /// Media go by signed link (`media::signed_url`, valid an hour), which the provider fetches
 /// without credentials (CONTRACT §7).
-fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbound, SendError>> {
-    let to = match recipient(c, m)? {
+fn outbound(c: &mut Db, m: &MessageRow, customer_id: i64, st: &AppState) -> ApiResult<Result<Outbound, SendError>> {
+    let to = match recipient(c, customer_id)? {
         Ok(to) => to,
         Err(e) => return Ok(Err(e)),
     };
@@ -98,10 +98,9 @@ fn outbound(c: &mut Db, m: &MessageRow, st: &AppState) -> ApiResult<Result<Outbo
     Ok(Ok(Outbound { message_id: m.id.clone(), to, body }))
 }
 
-/// Who a message of this conversation goes to: the customer's phone, or their WhatsApp
-/// business-scoped user id when WhatsApp gave no phone.
-fn recipient(c: &mut Db, m: &MessageRow) -> ApiResult<Result<Recipient, SendError>> {
-    let customer_id = store::conversation(c, m.company_id, m.conversation_id)?.customer_id;
+/// Who a message to this customer goes to: their phone, or their WhatsApp business-scoped user
+/// id when WhatsApp gave no phone.
+fn recipient(c: &mut Db, customer_id: i64) -> ApiResult<Result<Recipient, SendError>> {
     Ok(match crate::users::store::recipient_phone(c, customer_id)? {
         Some(phone) => Ok(Recipient::Phone(phone)),
         None => match crate::users::store::bsuid_of(c, customer_id)? {
@@ -132,14 +131,13 @@ pub async fn deliver(st: &AppState, owner: &str, job: &Job) -> ApiResult<()> {
         tracing::warn!(job = job.id, "an at-most-once send was interrupted; its outcome is unknown, not sent again");
         return give_up(st, owner, job, "interrupted during the provider call", OUTCOME_UNKNOWN).await;
     }
-    let message_id = job.ref_id.clone();
+    let (message_id, company_id) = (job.ref_id.clone(), job.company_id);
     let state = st.clone();
     let loaded = st
         .db
         .run(move |c| {
-            let m = store::message_by_id(c, &message_id)?;
-            let ch = store::channel_by_id(c, m.channel_id)?;
-            let out = outbound(c, &m, &state)?;
+            let (m, ch, customer_id) = store::message_to_deliver(c, company_id, &message_id)?;
+            let out = outbound(c, &m, customer_id, &state)?;
             Ok((m, ch, out))
         })
         .await;
@@ -256,10 +254,9 @@ pub async fn deliver_reaction(st: &AppState, owner: &str, job: &Job) -> ApiResul
     let loaded = st
         .db
         .run(move |c| {
-            let m = store::message(c, company_id, &message_id)?;
-            let channel = store::channel_by_id(c, m.channel_id)?;
+            let (m, channel, customer_id) = store::message_to_deliver(c, company_id, &message_id)?;
             let emoji = store::reaction_of(c, company_id, &m.id, agent_id)?;
-            Ok((channel, recipient(c, &m)?, m, emoji))
+            Ok((channel, recipient(c, customer_id)?, m, emoji))
         })
         .await;
     let finish_with = |reason: &'static str| {
