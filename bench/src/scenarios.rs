@@ -952,6 +952,10 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
     for line in handed_over {
         t.note(line);
     }
+    // The server inherits the harness's environment (bench/README.md "Agents' sends").
+    if let Some(ms) = std::env::var("CONFAB_SANDBOX_DELAY_MS").ok().filter(|v| v.trim() != "0" && !v.is_empty()) {
+        t.note(format!("The sandbox provider accepted each send after {ms} ms (CONFAB_SANDBOX_DELAY_MS), as a remote provider's API does."));
+    }
     t.print();
     Ok(())
 }

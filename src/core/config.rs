@@ -135,6 +135,11 @@ pub struct Config {
     /// claimed by a node that died is taken again after this. Keep it above the provider timeout.
     #[arg(long, env = "CONFAB_OUTBOX_LEASE_SECS", default_value_t = 60, global = true)]
     pub outbox_lease_secs: u64,
+    /// How long the sandbox provider takes to accept a send, in milliseconds, as a remote
+    /// provider's API round trip does (WhatsApp and Twilio answer in 100–300 ms); 0 answers at
+    /// once. For demos and load tests: the delivery worker waits on it as on a real provider.
+    #[arg(long, env = "CONFAB_SANDBOX_DELAY_MS", default_value_t = 0, global = true)]
+    pub sandbox_delay_ms: u64,
     /// Timeout of each call to a provider's API (send, media download), in seconds.
     #[arg(long, env = "CONFAB_PROVIDER_TIMEOUT_SECS", default_value_t = 15, global = true)]
     pub provider_timeout_secs: u64,

@@ -118,7 +118,8 @@ impl std::fmt::Debug for FetchedMedia {
 pub enum Provider {
     WhatsApp(whatsapp::Client),
     Twilio(twilio::Client),
-    Sandbox,
+    /// Answers after `CONFAB_SANDBOX_DELAY_MS`.
+    Sandbox(std::time::Duration),
 }
 
 impl Provider {
@@ -148,7 +149,7 @@ impl Provider {
                 auth_token: secret("authToken")?,
                 status_callback: Some(format!("{}/webhooks/twilio", st.config.public_url.trim_end_matches('/'))),
             })),
-            "sandbox" => Ok(Self::Sandbox),
+            "sandbox" => Ok(Self::Sandbox(std::time::Duration::from_millis(st.config.sandbox_delay_ms))),
             other => Err(ApiError::Internal(anyhow::anyhow!("unknown provider {other}"))),
         }
     }
@@ -157,7 +158,7 @@ impl Provider {
         match self {
             Self::WhatsApp(_) => "whatsapp",
             Self::Twilio(_) => "twilio",
-            Self::Sandbox => "sandbox",
+            Self::Sandbox(_) => "sandbox",
         }
     }
 
@@ -165,7 +166,12 @@ impl Provider {
         match self {
             Self::WhatsApp(c) => c.send(out).await,
             Self::Twilio(c) => c.send(out).await,
-            Self::Sandbox => sandbox::send(&out.message_id),
+            Self::Sandbox(delay) => {
+                if !delay.is_zero() {
+                    actix_web::rt::time::sleep(*delay).await;
+                }
+                sandbox::send(&out.message_id)
+            }
         }
     }
 
@@ -175,7 +181,7 @@ impl Provider {
         match self {
             Self::WhatsApp(c) => c.fetch_media(media_id).await,
             Self::Twilio(c) => c.fetch_media(media_id).await,
-            Self::Sandbox => Err(SendError::Permanent {
+            Self::Sandbox(_) => Err(SendError::Permanent {
                 code: "unsupported".into(),
                 message: "the sandbox provider has no media to download".into(),
             }),

@@ -51,6 +51,23 @@ both_backends!(inbound_then_reply_shapes_and_sandbox_delivery, |app: TestApp| as
     assert!(page["data"][1]["datetime"].as_str().unwrap().ends_with('Z'));
 });
 
+/// `CONFAB_SANDBOX_DELAY_MS`: the sandbox provider takes its time to accept a send, as a remote
+/// provider does; the send stays `PENDING` until then.
+#[actix_web::test]
+async fn the_sandbox_provider_answers_after_its_configured_delay() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.sandbox_delay_ms = 1500).await.unwrap();
+    let co = app.default_company().await;
+    let conv = app.customer_says(&co, "+94 71 793 6775", "Hello?").await;
+    let (status, sent) = app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": "Hi."})).await;
+    assert_eq!(status, 201, "{sent}");
+    let mid = sent["messageId"].as_str().unwrap();
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (_, page) = app.get(&format!("/message/message-page-list/{conv}?page=1&limit=5"), Some(&co.agent)).await;
+    assert_eq!(page["data"][0]["messageId"], mid);
+    assert_eq!(page["data"][0]["status"], "PENDING", "handed over before the sandbox's delay: {page}");
+    app.wait_for_message_status(&co.agent, conv, mid, "DELIVERED").await;
+}
+
 both_backends!(window_closed_rejects_free_text_but_not_templates, |app: TestApp| async move {
     let co = app.default_company().await;
     let (status, created) = app
