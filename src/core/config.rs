@@ -135,6 +135,11 @@ pub struct Config {
     /// claimed by a node that died is taken again after this. Keep it above the provider timeout.
     #[arg(long, env = "CONFAB_OUTBOX_LEASE_SECS", default_value_t = 60, global = true)]
     pub outbox_lease_secs: u64,
+    /// How many provider calls the delivery worker of a node makes at once (lanes). One
+    /// conversation's jobs always run in one lane, in order. A crash may repeat the send each
+    /// lane had in flight, so at most this many per crash (README "Reliability").
+    #[arg(long, env = "CONFAB_DELIVERY_LANES", default_value_t = 1, global = true)]
+    pub delivery_lanes: usize,
     /// How long the sandbox provider takes to accept a send, in milliseconds, as a remote
     /// provider's API round trip does (WhatsApp and Twilio answer in 100–300 ms); 0 answers at
     /// once. For demos and load tests: the delivery worker waits on it as on a real provider.

@@ -1083,6 +1083,17 @@ pub fn messages_by_pks(c: &mut Db, company_id: i64, pks: &[i64]) -> ApiResult<Ve
         .load(c)?)
 }
 
+/// The conversation of each of these messages, by message id, whatever their company (ids the
+/// caller read from its own rows: the delivery worker's jobs); an unknown id is absent.
+pub fn conversations_of_messages(c: &mut Db, ids: &[&str]) -> ApiResult<HashMap<String, i64>> {
+    Ok(messages::table
+        .filter(messages::id.eq_any(ids))
+        .select((messages::id, messages::conversation_id))
+        .load::<(String, i64)>(c)?
+        .into_iter()
+        .collect())
+}
+
 /// The messages with these ids, whatever their company: for ids the caller read from rows it
 /// already scoped (a conversation list's last messages).
 pub fn messages_with_ids(c: &mut Db, ids: &[String]) -> ApiResult<Vec<MessageRow>> {

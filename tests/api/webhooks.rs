@@ -93,6 +93,10 @@ struct MockState {
     /// Fixed answers by path (media lookups and downloads).
     fixed: Vec<(String, Reply)>,
     counter: u64,
+    /// How long every request is held before its answer, and how many were held at once.
+    hold: Duration,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 #[derive(Clone, Default)]
@@ -138,6 +142,16 @@ impl Mock {
 
     pub(crate) fn fix(&self, path: &str, reply: Reply) {
         self.state.lock().unwrap().fixed.push((path.to_owned(), reply));
+    }
+
+    /// Holds every later request this long before answering it (a provider taking its time).
+    pub(crate) fn hold(&self, d: Duration) {
+        self.state.lock().unwrap().hold = d;
+    }
+
+    /// The most requests the mock held at once.
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
     }
 
     pub(crate) fn seen(&self) -> Vec<Seen> {
@@ -195,6 +209,16 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<Mutex<M
             )
         }
     };
+    let hold = state.lock().unwrap().hold;
+    if !hold.is_zero() {
+        {
+            let mut s = state.lock().unwrap();
+            s.in_flight += 1;
+            s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        }
+        actix_web::rt::time::sleep(hold).await;
+        state.lock().unwrap().in_flight -= 1;
+    }
     match reply {
         Reply::Json(code, v) => HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).json(v),
         Reply::Bytes(ct, b) => HttpResponse::Ok().content_type(ct).body(b),
@@ -361,6 +385,55 @@ async fn metric(app: &TestApp, needle: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+fn three_lanes(cfg: &mut confab::core::config::Config) {
+    cfg.delivery_lanes = 3;
+}
+
+// CONFAB_DELIVERY_LANES: with a provider that takes its time, sends to different conversations
+// are in flight at once (never more than the lanes), and one conversation's go one after
+// another, in order.
+with_mock!(
+    delivery_lanes_send_conversations_at_once_each_in_order,
+    three_lanes,
+    |app: TestApp, mock: Mock| async move {
+        let co = app.default_company().await;
+        let channel_id = whatsapp_channel(&app, &co, &mock, PNID, APP_SECRET).await;
+        for i in 0..3 {
+            let body = wa_text(PNID, &format!("1415555013{i}"), &format!("wamid.lanes-{i}"), "hello");
+            let (status, answer) = wa_post(&app, APP_SECRET, &serde_json::to_vec(&body).unwrap()).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+        let (_, list) = app.get("/conversation/conversation-page-list?limit=100", Some(&co.agent)).await;
+        let conversations: Vec<i64> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["channelId"] == channel_id)
+            .map(|c| c["conversationId"].as_i64().unwrap())
+            .collect();
+        assert_eq!(conversations.len(), 3, "{list}");
+        mock.hold(Duration::from_millis(1000));
+        for round in 1..=2 {
+            for conv in &conversations {
+                let text = format!("to {conv}, number {round}");
+                let (status, sent) =
+                    app.post("/message", Some(&co.agent), &json!({"conversationId": conv, "text": text})).await;
+                assert_eq!(status, 201, "{sent}");
+            }
+        }
+        let seen = mock.wait_for_requests(6).await;
+        let held = mock.max_in_flight();
+        assert!((2..=3).contains(&held), "{held} provider calls at once with 3 lanes");
+        let texts: Vec<String> =
+            seen.iter().map(|s| s.json()["text"]["body"].as_str().unwrap_or_default().to_owned()).collect();
+        for conv in &conversations {
+            let first = texts.iter().position(|t| *t == format!("to {conv}, number 1")).expect("first sent");
+            let second = texts.iter().position(|t| *t == format!("to {conv}, number 2")).expect("second sent");
+            assert!(first < second, "conversation {conv} sent out of order: {texts:?}");
+        }
+    }
+);
 
 /// A customer writes in on the WhatsApp channel (opening the window); returns the conversation.
 async fn wa_customer_says(app: &TestApp, co: &Company, channel_id: i64, text: &str) -> i64 {
