@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{ADMIN_PASSWORD, Backend, PgScope},
-    webhooks::{ACCESS_TOKEN, APP_SECRET, Mock, PNID, sign, wa_statuses, wa_text},
+    webhooks::{ACCESS_TOKEN, APP_SECRET, Mock, PNID, channel_conversations, sign, wa_statuses, wa_text},
 };
 
 /// The delivery lease of the child servers: a job the killed process held is taken again
@@ -486,13 +486,7 @@ async fn scenario(backend: Backend, lanes: usize) {
         .json()
         .await
         .unwrap();
-    let conversations: Vec<i64> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["channelId"] == channel_id)
-        .map(|c| c["conversationId"].as_i64().unwrap())
-        .collect();
+    let conversations = channel_conversations(&list, channel_id);
     assert_eq!(conversations.len(), CUSTOMERS, "{list}");
     let conversations = Arc::new(conversations);
 

@@ -371,10 +371,18 @@ async fn channel_messages(app: &TestApp, channel_id: i64) -> Vec<(String, String
 
 pub(crate) async fn conversation_of(app: &TestApp, co: &Company, channel_id: i64) -> i64 {
     let (_, list) = app.get("/conversation/conversation-page-list?limit=100", Some(&co.agent)).await;
-    list["data"].as_array().unwrap().iter().find(|c| c["channelId"] == channel_id).expect("conversation")
-        ["conversationId"]
-        .as_i64()
+    *channel_conversations(&list, channel_id).first().expect("conversation")
+}
+
+/// The ids of a conversation list's conversations on `channel_id`, in the list's order.
+pub(crate) fn channel_conversations(list: &Value, channel_id: i64) -> Vec<i64> {
+    list["data"]
+        .as_array()
         .unwrap()
+        .iter()
+        .filter(|c| c["channelId"] == channel_id)
+        .map(|c| c["conversationId"].as_i64().unwrap())
+        .collect()
 }
 
 async fn metric(app: &TestApp, needle: &str) -> f64 {
@@ -405,13 +413,7 @@ with_mock!(
             assert_eq!(status, 200, "{answer}");
         }
         let (_, list) = app.get("/conversation/conversation-page-list?limit=100", Some(&co.agent)).await;
-        let conversations: Vec<i64> = list["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["channelId"] == channel_id)
-            .map(|c| c["conversationId"].as_i64().unwrap())
-            .collect();
+        let conversations = channel_conversations(&list, channel_id);
         assert_eq!(conversations.len(), 3, "{list}");
         mock.hold(Duration::from_millis(1000));
         for round in 1..=2 {
