@@ -483,8 +483,8 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
-            if let Some(port) = line.strip_prefix("confab: listening on 127.0.0.1:") {
-                let _ = tx.send(port.trim().parse::<u16>().unwrap());
+            if let Some(port) = crate::reliability_crash::listening_port(&line) {
+                let _ = tx.send(port);
             }
         }
     });

@@ -59,6 +59,12 @@ fn kills() -> usize {
     std::env::var("CONFAB_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(if soak() { 10 } else { 3 })
 }
 
+/// The port of a child confab started with `CONFAB_BIND=127.0.0.1:0`, from the line it prints
+/// once bound (`src/main.rs`).
+pub(crate) fn listening_port(line: &str) -> Option<u16> {
+    line.strip_prefix("confab: listening on 127.0.0.1:")?.trim().parse().ok()
+}
+
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -153,8 +159,8 @@ impl Launcher {
             assert!(Instant::now() < deadline, "confab not ready after 60 s:\n{}", proc.log_tail());
             if proc.base.is_empty() {
                 let text = std::fs::read_to_string(&proc.log).unwrap_or_default();
-                if let Some(port) = text.lines().find_map(|l| l.strip_prefix("confab: listening on 127.0.0.1:")) {
-                    proc.base = format!("http://127.0.0.1:{}", port.trim());
+                if let Some(port) = text.lines().find_map(listening_port) {
+                    proc.base = format!("http://127.0.0.1:{port}");
                 }
             }
             if !proc.base.is_empty() {
