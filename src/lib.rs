@@ -124,6 +124,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     };
     let metrics = Metrics::new()?;
     metrics.registry.register(Box::new(keys.reloads.clone()))?;
+    db.register_metrics(&metrics.registry)?;
     let sessions = SessionCache::default();
     let hub = Hub::new(metrics.clone(), sessions.clone(), db.clone()).start();
     let tickets = Tickets::new(&broker);

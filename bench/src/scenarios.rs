@@ -810,6 +810,7 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
         ],
     );
     let mut handed_over = Vec::new();
+    let mut commit_notes = Vec::new();
     for b in backends {
         let backend = match b.as_str() {
             "sqlite" => Backend::Sqlite,
@@ -870,6 +871,7 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
                 } else {
                     sockets.resize_with(senders, || None);
                 }
+                let commits0 = CommitCounters::read(&c).await;
                 let (cpu0, t0) = (c.proc.cpu_secs(), Instant::now());
                 let deadline = t0 + Duration::from_secs(p.seconds);
                 let (c_ref, s_ref, convs, run) = (&c, &s, &conversations[..], &run);
@@ -880,6 +882,13 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
                 let results = futures_util::future::join_all(tasks).await;
                 let wall = t0.elapsed().as_secs_f64();
                 let cpu = c.proc.cpu_secs() - cpu0;
+                let commits = CommitCounters::read(&c).await.since(commits0);
+                commit_notes.push(format!(
+                    "{} {}, {senders} senders: {}",
+                    backend.name(),
+                    path.name(),
+                    commits.describe(wall)
+                ));
                 let mut lat = Vec::new();
                 let mut errors = 0;
                 let mut acked = 0usize;
@@ -952,12 +961,68 @@ async fn ingest(ctx: &mut Ctx, p: IngestParams, backends: &[String]) -> anyhow::
     for line in handed_over {
         t.note(line);
     }
+    t.note("Group commit (the server's confab_group_commit_* counters over each point): transactions, their items, and per transaction the time spent waiting for a connection (and BEGIN), applying the writes, committing, and in the after-commit work with the answers.");
+    for line in commit_notes {
+        t.note(line);
+    }
     // The server inherits the harness's environment (bench/README.md "Agents' sends").
     if let Some(ms) = std::env::var("CONFAB_SANDBOX_DELAY_MS").ok().filter(|v| v.trim() != "0" && !v.is_empty()) {
         t.note(format!("The sandbox provider accepted each send after {ms} ms (CONFAB_SANDBOX_DELAY_MS), as a remote provider's API does."));
     }
     t.print();
     Ok(())
+}
+
+/// The group commit's counters at the server's `/metrics` (`confab_group_commit_*`); zero
+/// where the server does not export them.
+#[derive(Default, Clone, Copy)]
+struct CommitCounters {
+    batches: f64,
+    items: f64,
+    /// Seconds by phase: wait, apply, commit, after.
+    phases: [f64; 4],
+}
+
+impl CommitCounters {
+    const PHASES: [&str; 4] = ["wait", "apply", "commit", "after"];
+
+    async fn read(c: &Confab) -> Self {
+        let text = match c.http.get(c.url("/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let value = |name: &str| {
+            text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+        };
+        Self {
+            batches: value("confab_group_commit_batches_total"),
+            items: value("confab_group_commit_items_total"),
+            phases: Self::PHASES.map(|p| value(&format!("confab_group_commit_seconds_total{{phase=\"{p}\"}}"))),
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            batches: self.batches - before.batches,
+            items: self.items - before.items,
+            phases: std::array::from_fn(|i| self.phases[i] - before.phases[i]),
+        }
+    }
+
+    /// One line: transactions per second, items per transaction, ms per transaction by phase
+    /// and the phases' share of the `wall` seconds.
+    fn describe(self, wall: f64) -> String {
+        let n = self.batches.max(1.0);
+        let per: Vec<String> =
+            Self::PHASES.iter().zip(self.phases).map(|(p, s)| format!("{p} {} ms", f2(1000.0 * s / n))).collect();
+        format!(
+            "{} transactions/s of {} items; per transaction {}; {} % of the wall time in transactions",
+            f0(self.batches / wall),
+            f1(self.items / n),
+            per.join(", "),
+            f0(100.0 * self.phases.iter().sum::<f64>() / wall),
+        )
+    }
 }
 
 struct IngestCheck {

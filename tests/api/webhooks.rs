@@ -1596,6 +1596,13 @@ both_backends!(concurrent_webhooks_are_each_stored_and_published_once, |app: Tes
     }
     assert_eq!((received, duplicates), (48, 16));
     assert_eq!(after.items - before.items, 64, "every delivery went through the group commit");
+    // The same counters at /metrics, with where the transactions' time went.
+    let items = metric(&app, "confab_group_commit_items_total").await;
+    assert!(items >= after.items as f64 && metric(&app, "confab_group_commit_batches_total").await >= 1.0, "{items}");
+    for phase in ["wait", "apply", "commit", "after"] {
+        let seconds = metric(&app, &format!("confab_group_commit_seconds_total{{phase=\"{phase}\"}}")).await;
+        assert!(seconds > 0.0, "{phase}: {seconds}");
+    }
     for (k, (conv, last_before)) in convs.iter().enumerate() {
         let stored = conversation_messages(&app, *conv).await;
         let mut ids: Vec<String> =

@@ -29,14 +29,13 @@
 use std::{
     any::{Any, TypeId},
     panic::AssertUnwindSafe,
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use anyhow::anyhow;
 use diesel::Connection;
+use prometheus::{CounterVec, IntCounter, Opts, Registry};
 
 use super::{Backend, Db, Pool};
 use crate::core::error::{ApiError, ApiResult};
@@ -195,8 +194,46 @@ enum Entry {
 #[derive(Default)]
 pub struct Committer {
     queue: Mutex<Queue>,
-    batches: AtomicU64,
-    items: AtomicU64,
+    stats: CommitStats,
+}
+
+/// What the committer did since start, as Prometheus counters (`GET /metrics`, registered by
+/// [`Pool::register_metrics`]): committed transactions, the items they held, and where the
+/// time of every transaction went, by phase ([`Phases`]).
+#[derive(Clone)]
+struct CommitStats {
+    batches: IntCounter,
+    items: IntCounter,
+    seconds: CounterVec,
+}
+
+impl Default for CommitStats {
+    fn default() -> Self {
+        const NAMES: &str = "the group commit's metric names are valid";
+        Self {
+            batches: IntCounter::new("group_commit_batches_total", "Transactions the group commit committed")
+                .expect(NAMES),
+            items: IntCounter::new("group_commit_items_total", "Writes those transactions held").expect(NAMES),
+            seconds: CounterVec::new(
+                Opts::new(
+                    "group_commit_seconds_total",
+                    "Time of the group commit's transactions by phase: waiting for a connection (and on \
+                     SQLite the write lock), applying the writes, committing, and the after-commit \
+                     work with the writers' answers",
+                ),
+                &["phase"],
+            )
+            .expect(NAMES),
+        }
+    }
+}
+
+/// How long one transaction of the committer spent in each phase ([`CommitStats::seconds`]).
+#[derive(Default)]
+struct Phases {
+    wait: Duration,
+    apply: Duration,
+    commit: Duration,
 }
 
 #[derive(Default)]
@@ -269,10 +306,38 @@ impl Pool {
     }
 
     pub fn group_stats(&self) -> GroupStats {
-        GroupStats {
-            batches: self.committer.batches.load(Ordering::Relaxed),
-            items: self.committer.items.load(Ordering::Relaxed),
-        }
+        GroupStats { batches: self.committer.stats.batches.get(), items: self.committer.stats.items.get() }
+    }
+
+    /// Publishes the group commit's counters ([`CommitStats`]) in `registry`.
+    pub fn register_metrics(&self, registry: &Registry) -> prometheus::Result<()> {
+        let stats = self.committer.stats.clone();
+        registry.register(Box::new(stats.batches))?;
+        registry.register(Box::new(stats.items))?;
+        registry.register(Box::new(stats.seconds))
+    }
+
+    /// [`Pool::write_blocking`], also telling where its time went.
+    fn write_timed<T, F>(&self, f: F) -> (ApiResult<T>, Phases)
+    where
+        F: FnOnce(&mut Db) -> ApiResult<T>,
+    {
+        let start = Instant::now();
+        let (mut began, mut applied) = (None, None);
+        let result = self.write_blocking(|c| {
+            began = Some(Instant::now());
+            let r = f(c);
+            applied = Some(Instant::now());
+            r
+        });
+        let end = Instant::now();
+        // The connection, the SQLite write lock and BEGIN come before `f`; COMMIT (or
+        // ROLLBACK) after it.
+        let phases = match (began, applied) {
+            (Some(b), Some(a)) => Phases { wait: b - start, apply: a - b, commit: end - a },
+            _ => Phases { wait: end - start, ..Phases::default() },
+        };
+        (result, phases)
     }
 
     /// The leader's loop: one transaction per turn over everything queued, until none is.
@@ -318,12 +383,13 @@ impl Pool {
             }
         }
         let mut answers: Vec<(usize, Completion)> = Vec::with_capacity(n as usize);
+        let mut phases = Phases::default();
         // A panicking item drops its own answer and those not yet applied (their callers get an
         // error); the transaction is not committed.
         let alone = n == 1;
         let mut alone_failed = false;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.write_blocking(|c| {
+            let (result, took) = self.write_timed(|c| {
                 for group in groups {
                     let (at, (done, ok)) = match group {
                         Group::Single(i, job) => {
@@ -340,12 +406,15 @@ impl Pool {
                     }
                 }
                 Ok(())
-            })
+            });
+            phases = took;
+            result
         }));
+        let stats = &self.committer.stats;
         let failed = match outcome {
             Ok(Ok(())) => {
-                self.committer.batches.fetch_add(1, Ordering::Relaxed);
-                self.committer.items.fetch_add(n, Ordering::Relaxed);
+                stats.batches.inc();
+                stats.items.inc_by(n);
                 None
             }
             Ok(Err(_)) if alone_failed => Some("rolled back".to_owned()),
@@ -360,9 +429,15 @@ impl Pool {
         // handing its events to the hub, runs once for all of them); then the writers' answers.
         // Answered one by one between the events, a writer's thread and the hub's were woken
         // (and on a busy core switched to) once per item.
+        let after = Instant::now();
         let replies: Vec<Reply> =
             after_commit(|| answers.into_iter().map(|(_, answer)| answer(failed.as_deref())).collect());
         reply_all(replies);
+        for (phase, took) in
+            [("wait", phases.wait), ("apply", phases.apply), ("commit", phases.commit), ("after", after.elapsed())]
+        {
+            stats.seconds.with_label_values(&[phase]).inc_by(took.as_secs_f64());
+        }
     }
 }
 
