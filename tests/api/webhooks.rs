@@ -1566,6 +1566,72 @@ async fn event_seqs(app: &TestApp, conversation_id: i64) -> Vec<i64> {
         .unwrap()
 }
 
+/// A group-commit write for [`a_panicking_write_loses_none_of_the_writes_queued_behind_it`]:
+/// keeps a pending status under `key`, or sleeps and then panics.
+struct Probe {
+    channel_id: i64,
+    key: String,
+    panic_after: Option<std::time::Duration>,
+}
+
+impl confab::core::db::Batched for Probe {
+    type Out = ();
+
+    fn apply(c: &mut confab::core::db::Db, items: &[Self]) -> confab::core::error::ApiResult<Vec<()>> {
+        use confab::core::db::schema::pending_statuses::dsl::*;
+        for p in items {
+            if let Some(after) = p.panic_after {
+                std::thread::sleep(after);
+                panic!("the probe panics, as a bug in a write would");
+            }
+            diesel::insert_into(pending_statuses)
+                .values((
+                    channel_id.eq(p.channel_id),
+                    provider_message_id.eq(&p.key),
+                    status.eq("READ"),
+                    at.eq(confab::core::types::now()),
+                ))
+                .execute(c)?;
+        }
+        Ok(vec![(); items.len()])
+    }
+}
+
+// A write that panics inside the group commit fails its own transaction and nothing queued
+// behind it. The leader keeps its connection from one transaction to the next; the panic left
+// that connection's transaction open, and the writes of the leader's next turn, run inside it
+// as a savepoint, were acknowledged and then never committed. The leader now gives that
+// connection up.
+both_backends!(a_panicking_write_loses_none_of_the_writes_queued_behind_it, |app: TestApp| async move {
+    use confab::core::db::schema::pending_statuses;
+    use futures_util::future::join_all;
+    let co = app.default_company().await;
+    let db = app.state.db.clone();
+    let probe = |key: String, panic_after| Probe { channel_id: co.channel_id, key, panic_after };
+    let boom = db.write_batched(probe("boom".into(), Some(std::time::Duration::from_millis(300))), |_| {});
+    let behind = async {
+        // Queued while the leader sleeps in the panicking write: its next turn takes them.
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        join_all((0..8).map(|i| db.write_batched(probe(format!("behind-{i}"), None), |_| {}))).await
+    };
+    let (boom, behind) = futures_util::future::join(boom, behind).await;
+    assert!(boom.is_err(), "the panicking write is answered with an error");
+    for answer in behind {
+        answer.expect("a write queued behind the panicking one is acknowledged");
+    }
+    // Acknowledged means committed: another connection sees every one.
+    let kept: i64 = db
+        .run(|c| {
+            Ok(pending_statuses::table
+                .filter(pending_statuses::provider_message_id.like("behind-%"))
+                .count()
+                .get_result(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(kept, 8);
+});
+
 both_backends!(concurrent_webhooks_are_each_stored_and_published_once, |app: TestApp| async move {
     use futures_util::future::join_all;
     let co = app.default_company().await;

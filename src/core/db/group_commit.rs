@@ -34,10 +34,10 @@ use std::{
 };
 
 use anyhow::anyhow;
-use diesel::Connection;
+use diesel::{Connection, r2d2::R2D2Connection};
 use prometheus::{CounterVec, IntCounter, Opts, Registry};
 
-use super::{Backend, Db, Pool};
+use super::{Backend, Db, Manager, Pool};
 use crate::core::error::{ApiError, ApiResult};
 
 /// The most items one transaction takes; the rest wait for the next one.
@@ -46,6 +46,9 @@ const MAX_BATCH: usize = 256;
 /// Called after the batch ended with `None` when it committed, else why it did not: runs the
 /// item's after-commit work and gives back its [`Reply`].
 type Completion = Box<dyn FnOnce(Option<&str>) -> Reply + Send>;
+/// The connection a leader keeps from one of its transactions to the next.
+type Held = Option<diesel::r2d2::PooledConnection<Manager>>;
+
 /// Hands an item's result to its writer (wakes the task that waits for it), on its runtime.
 struct Reply {
     home: Home,
@@ -217,9 +220,9 @@ impl Default for CommitStats {
             seconds: CounterVec::new(
                 Opts::new(
                     "group_commit_seconds_total",
-                    "Time of the group commit's transactions by phase: waiting for a connection (and on \
-                     SQLite the write lock), applying the writes, committing, and the after-commit \
-                     work with the writers' answers",
+                    "Time of the group commit's transactions by phase: wait (a connection, on SQLite \
+                     the write lock, and BEGIN), apply (the writes), commit (COMMIT), after (the \
+                     after-commit work with the writers' answers)",
                 ),
                 &["phase"],
             )
@@ -271,7 +274,7 @@ impl Pool {
             Backend::Sqlite => self.enqueue(Entry::Single(job)),
             Backend::Postgres => {
                 let this = self.clone();
-                actix_web::rt::task::spawn_blocking(move || this.commit(vec![Entry::Single(job)]));
+                actix_web::rt::task::spawn_blocking(move || this.commit(vec![Entry::Single(job)], &mut None));
             }
         }
         rx.await.map_err(|_| ApiError::Internal(anyhow!("the group commit holding this write panicked")))?
@@ -317,14 +320,26 @@ impl Pool {
         registry.register(Box::new(stats.seconds))
     }
 
-    /// [`Pool::write_blocking`], also telling where its time went.
-    fn write_timed<T, F>(&self, f: F) -> (ApiResult<T>, Phases)
+    /// [`Pool::write_blocking`] on the `held` connection (checked out first when there is
+    /// none; given back to the pool after a failed transaction, which may have broken it),
+    /// also telling where its time went.
+    fn write_timed<T, F>(&self, held: &mut Held, f: F) -> (ApiResult<T>, Phases)
     where
         F: FnOnce(&mut Db) -> ApiResult<T>,
     {
         let start = Instant::now();
+        if held.as_mut().is_some_and(|conn| conn.is_broken()) {
+            *held = None;
+        }
+        let conn = match held {
+            Some(conn) => conn,
+            None => match self.pool.get() {
+                Ok(conn) => held.insert(conn),
+                Err(e) => return (Err(e.into()), Phases { wait: start.elapsed(), ..Phases::default() }),
+            },
+        };
         let (mut began, mut applied) = (None, None);
-        let result = self.write_blocking(|c| {
+        let result = self.write_on(conn, |c| {
             began = Some(Instant::now());
             let r = f(c);
             applied = Some(Instant::now());
@@ -337,11 +352,17 @@ impl Pool {
             (Some(b), Some(a)) => Phases { wait: b - start, apply: a - b, commit: end - a },
             _ => Phases { wait: end - start, ..Phases::default() },
         };
+        if result.is_err() {
+            *held = None;
+        }
         (result, phases)
     }
 
-    /// The leader's loop: one transaction per turn over everything queued, until none is.
+    /// The leader's loop: one transaction per turn over everything queued, until none is,
+    /// all on one connection (checked out, and on PostgreSQL pinged, once per drain rather than
+    /// once per transaction).
     fn drain(&self) {
+        let mut held: Held = None;
         loop {
             let jobs = {
                 let mut guard = self.committer.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -354,13 +375,14 @@ impl Pool {
                 let rest = q.jobs.split_off(take);
                 std::mem::replace(&mut q.jobs, rest)
             };
-            self.commit(jobs);
+            self.commit(jobs, &mut held);
         }
     }
 
     /// One transaction over `jobs`, then every answer, in the order the jobs were queued.
     /// Consecutive or not, the [`Batched`] entries of one type are applied in one call.
-    fn commit(&self, jobs: Vec<Entry>) {
+    /// `held`: the connection to run it on, if the caller keeps one ([`Pool::write_timed`]).
+    fn commit(&self, jobs: Vec<Entry>, held: &mut Held) {
         let n = jobs.len() as u64;
         // Singles keep their place; batched items join the group of their type, placed where
         // the type's first item was queued.
@@ -389,7 +411,7 @@ impl Pool {
         let alone = n == 1;
         let mut alone_failed = false;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let (result, took) = self.write_timed(|c| {
+            let (result, took) = self.write_timed(held, |c| {
                 for group in groups {
                     let (at, (done, ok)) = match group {
                         Group::Single(i, job) => {
@@ -422,7 +444,11 @@ impl Pool {
                 tracing::error!(error = %e, items = n, "group commit failed");
                 Some(e.to_string())
             }
-            Err(_) => Some("an item panicked".to_owned()),
+            Err(_) => {
+                // The transaction never ended: that connection must not be used again.
+                *held = None;
+                Some("an item panicked".to_owned())
+            }
         };
         answers.sort_by_key(|(i, _)| *i);
         // Every item's after-commit work first, in order (what it leaves for [`later`], such as

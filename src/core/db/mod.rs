@@ -298,11 +298,19 @@ impl Pool {
         F: FnOnce(&mut Db) -> ApiResult<T>,
     {
         let mut conn = self.pool.get()?;
+        self.write_on(&mut conn, f)
+    }
+
+    /// [`Pool::write_blocking`] on a connection the caller holds.
+    fn write_on<T, F>(&self, conn: &mut Db, f: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut Db) -> ApiResult<T>,
+    {
         let _guard = match self.backend {
             Backend::Sqlite => Some(self.write_lock.lock().unwrap_or_else(|p| p.into_inner())),
             Backend::Postgres => None,
         };
-        (*conn).transaction(f)
+        conn.transaction(f)
     }
 
     /// SQLite: copies the WAL back into the database every [`CHECKPOINT_EVERY`], off the
