@@ -177,6 +177,7 @@ impl TestApp {
         dir: std::sync::Arc<TempDir>,
         pg: Option<std::sync::Arc<PgScope>>,
     ) -> Self {
+        init_logs();
         let (tx, rx) = mpsc::channel();
         let cfg = config.clone();
         std::thread::spawn(move || {
@@ -593,4 +594,56 @@ pub fn signup_token(app: &TestApp, email: &str) -> String {
 /// The newest outbox message of `kind` to `to`.
 pub fn last_sent(app: &TestApp, kind: &str, to: &str) -> Option<Sent> {
     outbox(app, kind).into_iter().rev().find(|m| m.to.contains(to))
+}
+
+/// Log lines of this process that mention a probe marker (the server under test logs into the
+/// test process's global subscriber; other tests' lines are not kept).
+#[derive(Clone, Default)]
+pub struct Captured(pub std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = String::from_utf8_lossy(buf);
+        if line.contains("probe-") {
+            self.0.lock().unwrap().push(line.into_owned());
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+/// Whether the INFO lines go to [`Captured`]: from the first [`captured_logs`] on.
+static CAPTURING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The process's INFO log lines that mention a probe marker, from now on.
+pub fn captured_logs() -> Captured {
+    init_logs();
+    CAPTURING.store(true, std::sync::atomic::Ordering::SeqCst);
+    CAPTURED.get().cloned().unwrap_or_default()
+}
+
+/// The test process's one global subscriber, with two layers: the servers' errors (an internal
+/// error's cause, a panicking handler) go to the output of the test whose server logged them
+/// (its threads inherit the test's output capture, and `cargo test` prints a test's output only
+/// when the test fails; a test that got a 500 showed the status alone), and, once a test asks
+/// for them, INFO lines go to [`Captured`].
+fn init_logs() {
+    use tracing_subscriber::{Layer, filter, fmt, layer::SubscriberExt};
+    CAPTURED.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        // Dynamic: a `filter_fn` decides each call site once, maybe before any test captures.
+        let capturing = filter::dynamic_filter_fn(|meta, _| {
+            CAPTURING.load(std::sync::atomic::Ordering::Relaxed) && *meta.level() <= tracing::Level::INFO
+        });
+        let capture = fmt::layer().with_ansi(false).with_writer(move || writer.clone()).with_filter(capturing);
+        let errors = fmt::layer().with_ansi(false).with_test_writer().with_filter(filter::LevelFilter::ERROR);
+        let subscriber = tracing_subscriber::registry().with(capture).with(errors);
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in the tests");
+        logs
+    });
 }

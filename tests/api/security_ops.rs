@@ -1,11 +1,7 @@
 //! Attack tests (issue 17, README "Security"): each performs an attack against the real server
 //! and expects the refusal. Also issue 25: hostile search terms and contact items.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex, OnceLock},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
@@ -198,41 +194,6 @@ async fn websocket_connections_per_user_are_capped() {
 }
 
 // ---- secrets in logs ----
-
-/// Log lines of this process that mention a probe marker (the server under test logs into the
-/// test process's global subscriber; other tests' lines are not kept).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<String>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let line = String::from_utf8_lossy(buf);
-        if line.contains("probe-") {
-            self.0.lock().unwrap().push(line.into_owned());
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn captured_logs() -> Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in the tests");
-        logs
-    })
-    .clone()
-}
 
 /// `?ticket=` and `?sig=` appeared in warning logs: every request whose query carries a secret
 /// (WebSocket ticket, media link signature, reset token, OAuth code and state, the WhatsApp
