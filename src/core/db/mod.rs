@@ -18,7 +18,7 @@ use actix_web::web;
 use anyhow::{Context, anyhow};
 use diesel::{
     Connection,
-    connection::SimpleConnection,
+    connection::{AnsiTransactionManager, SimpleConnection, TransactionManager},
     pg::PgConnection,
     r2d2::{self, ManageConnection, R2D2Connection},
     sqlite::SqliteConnection,
@@ -302,15 +302,39 @@ impl Pool {
     }
 
     /// [`Pool::write_blocking`] on a connection the caller holds.
+    ///
+    /// On SQLite the transaction begins `IMMEDIATE`, taking the database's write lock before
+    /// its first read. The process's `write_lock` orders this pool's writers, but not those of
+    /// another process on the same file (a second node, the `confab` CLI): a deferred
+    /// transaction that read before such a writer committed cannot upgrade to a write, and
+    /// SQLite fails it at once with "database is locked" (SQLITE_BUSY_SNAPSHOT) instead of
+    /// waiting out the busy timeout. Begun `IMMEDIATE`, it waits for the lock like any writer.
     fn write_on<T, F>(&self, conn: &mut Db, f: F) -> ApiResult<T>
     where
         F: FnOnce(&mut Db) -> ApiResult<T>,
     {
-        let _guard = match self.backend {
-            Backend::Sqlite => Some(self.write_lock.lock().unwrap_or_else(|p| p.into_inner())),
-            Backend::Postgres => None,
+        type Tx = <Db as Connection>::TransactionManager;
+        let _guard = match conn {
+            Db::Sqlite(c) => {
+                let guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+                Some(guard)
+            }
+            Db::Pg(_) => {
+                Tx::begin_transaction(conn)?;
+                None
+            }
         };
-        conn.transaction(f)
+        match f(conn) {
+            Ok(value) => {
+                Tx::commit_transaction(conn)?;
+                Ok(value)
+            }
+            Err(e) => {
+                Tx::rollback_transaction(conn)?;
+                Err(e)
+            }
+        }
     }
 
     /// SQLite: copies the WAL back into the database every [`CHECKPOINT_EVERY`], off the
@@ -363,6 +387,45 @@ mod tests {
     struct CompileOption {
         #[diesel(sql_type = Text)]
         compile_options: String,
+    }
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+
+    fn count(c: &mut Db) -> ApiResult<i64> {
+        Ok(diesel::sql_query("SELECT COUNT(*) AS n FROM t").get_result::<Count>(c)?.n)
+    }
+
+    /// Two pools on one SQLite file (two nodes, or the CLI beside the server) do not share the
+    /// in-process write lock. A write transaction of one that reads first, while the other
+    /// commits a write, must wait for the lock rather than fail with "database is locked"
+    /// (SQLITE_BUSY_SNAPSHOT): the flake of `teams::auto_assignment_…::sqlite`, whose second
+    /// node wrote presence while the first ingested a webhook.
+    #[test]
+    fn a_write_transaction_waits_for_a_writer_of_another_pool_on_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("two.db").display());
+        let (a, b) = (Pool::connect(&url, 2).unwrap(), Pool::connect(&url, 2).unwrap());
+        a.write_blocking(|c| Ok(c.batch_execute("CREATE TABLE t (x INTEGER)")?)).unwrap();
+        let (read_tx, read_rx) = std::sync::mpsc::channel();
+        let other = std::thread::spawn(move || {
+            read_rx.recv().unwrap();
+            b.write_blocking(|c| Ok(c.batch_execute("INSERT INTO t VALUES (2)")?))
+        });
+        let mine = a.write_blocking(|c| {
+            let before = count(c)?;
+            read_tx.send(()).unwrap();
+            // Long enough for the other pool's write to commit, had it not had to wait.
+            std::thread::sleep(Duration::from_millis(300));
+            c.batch_execute("INSERT INTO t VALUES (1)")?;
+            Ok(before)
+        });
+        assert_eq!(mine.map_err(|e| format!("{e:#}")), Ok(0));
+        assert_eq!(other.join().unwrap().map_err(|e| format!("{e:#}")), Ok(()));
+        assert_eq!(a.write_blocking(count).unwrap(), 2);
     }
 
     /// `.cargo/config.toml` builds the bundled SQLite with the query planner stability guarantee:
