@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use super::model::*;
 use crate::core::{
     db::{
-        Db,
+        CacheBySql, Db,
         schema::{webhook_attempts, webhook_deliveries, webhook_subscriptions},
     },
     error::{ApiError, ApiResult},
@@ -144,36 +144,69 @@ pub fn queued_so_far() -> u64 {
     QUEUED.load(Ordering::Acquire)
 }
 
-/// [`enqueue`] for several events (of a group commit): each company's subscriptions are read
-/// once.
+/// An active subscription, as [`enqueue_to`] matches it against events.
+#[derive(QueryableByName, Queryable)]
+pub struct Subscriber {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub company_id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub id: i64,
+    /// The event types it asked for, as a JSON array.
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub events: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    pub bot_id: Option<i64>,
+}
+
+/// The companies some of `events` may be sent to a subscription of (their type is one a
+/// subscription can ask for), each once: whose subscriptions [`enqueue_to`] needs.
+pub fn hookable_companies(events: &[(&Event, Option<i64>)]) -> Vec<i64> {
+    let mut companies: Vec<i64> =
+        events.iter().filter(|(e, _)| EVENT_TYPES.contains(&e.event.as_str())).map(|(e, _)| e.company_id).collect();
+    companies.sort_unstable();
+    companies.dedup();
+    companies
+}
+
+/// [`enqueue`] for several events (of a group commit): the subscriptions of their companies
+/// are read once.
 pub fn enqueue_all(c: &mut Db, events: &[(&Event, Option<i64>)]) -> ApiResult<usize> {
-    type Subs = Vec<(i64, String, Option<i64>)>;
-    let mut subs_of: Vec<(i64, Subs)> = Vec::new();
+    let companies = hookable_companies(events);
+    if companies.is_empty() {
+        return Ok(0);
+    }
+    let subs: Vec<Subscriber> = crate::on_backend!(c, |c| CacheBySql::up_to(
+        companies.len(),
+        webhook_subscriptions::table
+            .filter(webhook_subscriptions::company_id.eq_any(&companies))
+            .filter(webhook_subscriptions::active)
+            .select((
+                webhook_subscriptions::company_id,
+                webhook_subscriptions::id,
+                webhook_subscriptions::events,
+                webhook_subscriptions::bot_id,
+            ))
+    )
+    .load(c))?;
+    enqueue_to(c, events, &subs)
+}
+
+/// [`enqueue_all`] with the active subscriptions of the events' companies read already (by the
+/// statement that inserted the events, on PostgreSQL: `messaging::store::insert_events`).
+pub fn enqueue_to(c: &mut Db, events: &[(&Event, Option<i64>)], subs: &[Subscriber]) -> ApiResult<usize> {
     let mut queued = 0;
     for (event, assignee_id) in events {
         if !EVENT_TYPES.contains(&event.event.as_str()) {
             continue;
         }
-        let at = match subs_of.iter().position(|(company, _)| *company == event.company_id) {
-            Some(at) => at,
-            None => {
-                let subs: Subs = crate::on_backend!(c, |c| webhook_subscriptions::table
-                    .filter(webhook_subscriptions::company_id.eq(event.company_id))
-                    .filter(webhook_subscriptions::active)
-                    .select((webhook_subscriptions::id, webhook_subscriptions::events, webhook_subscriptions::bot_id))
-                    .load(c))?;
-                subs_of.push((event.company_id, subs));
-                subs_of.len() - 1
-            }
-        };
-        let wanted: Vec<i64> = subs_of[at]
-            .1
+        let wanted: Vec<i64> = subs
             .iter()
-            .filter(|(_, types, bot)| {
-                let types: Vec<String> = serde_json::from_str(types).unwrap_or_default();
-                types.contains(&event.event) && bot.is_none_or(|b| *assignee_id == Some(b))
+            .filter(|s| s.company_id == event.company_id)
+            .filter(|s| {
+                let types: Vec<String> = serde_json::from_str(&s.events).unwrap_or_default();
+                types.contains(&event.event) && s.bot_id.is_none_or(|b| *assignee_id == Some(b))
             })
-            .map(|(id, _, _)| *id)
+            .map(|s| s.id)
             .collect();
         queued += deliver_to(c, event, &wanted)?;
     }

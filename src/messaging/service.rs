@@ -385,9 +385,6 @@ impl Lookups {
                 channels.push(&d.channel);
             }
         }
-        let mut companies: Vec<i64> = channels.iter().map(|ch| ch.company_id).collect();
-        companies.sort_unstable();
-        companies.dedup();
         let of_channel = |id: i64| deliveries.iter().filter(move |d| d.channel.id == id).flat_map(|d| &d.messages);
         for ch in &channels {
             let ids: Vec<&str> = of_channel(ch.id).map(|m| m.provider_message_id.as_str()).collect();
@@ -395,31 +392,21 @@ impl Lookups {
                 l.known.insert((ch.id, id));
             }
         }
-        for company in companies {
-            let of_company = || deliveries.iter().filter(|d| d.channel.company_id == company).flat_map(|d| &d.messages);
-            let mut bsuids: Vec<&str> = of_company().filter_map(|m| m.bsuid.as_deref()).collect();
-            let mut phones: Vec<&str> =
-                of_company().filter(|m| m.bsuid.is_none()).filter_map(|m| m.from.as_ref().map(Phone::as_str)).collect();
+        for ch in &channels {
+            let mut bsuids: Vec<&str> = of_channel(ch.id).filter_map(|m| m.bsuid.as_deref()).collect();
+            let mut phones: Vec<&str> = of_channel(ch.id)
+                .filter(|m| m.bsuid.is_none())
+                .filter_map(|m| m.from.as_ref().map(Phone::as_str))
+                .collect();
             for keys in [&mut bsuids, &mut phones] {
                 keys.sort_unstable();
                 keys.dedup();
             }
-            let found = [
-                crate::users::store::customers_by_bsuid(c, company, &bsuids)?,
-                crate::users::store::customers_by_phone(c, company, &phones)?,
-            ];
-            for (key, user_id) in found.into_iter().flatten() {
-                l.customers.insert((company, key), user_id);
-            }
-        }
-        for ch in &channels {
-            let mut customers: Vec<i64> = of_channel(ch.id)
-                .filter_map(|m| l.customers.get(&(ch.company_id, m.sender_key().to_owned())).copied())
-                .collect();
-            customers.sort_unstable();
-            customers.dedup();
-            for conv in store::conversations_of(c, ch.id, &customers)? {
-                l.conversations.insert((ch.id, conv.customer_id), conv);
+            for (key, user_id, conv) in store::customers_with_conversations(c, ch, &bsuids, &phones)? {
+                l.customers.insert((ch.company_id, key), user_id);
+                if let Some(conv) = conv {
+                    l.conversations.insert((ch.id, user_id), conv);
+                }
             }
         }
         Ok(l)

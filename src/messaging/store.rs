@@ -293,18 +293,49 @@ pub fn conversations_by_ids(c: &mut Db, company_id: i64, ids: &[i64]) -> ApiResu
     .load(c))?)
 }
 
-/// The conversations of these customers on a channel.
-pub fn conversations_of(c: &mut Db, channel_id: i64, customer_ids: &[i64]) -> ApiResult<Vec<ConversationRow>> {
-    if customer_ids.is_empty() {
-        return Ok(Vec::new());
+/// The customers of `channel`'s company with these WhatsApp BSUIDs or (active) E.164 phones,
+/// each with its
+/// conversation on `channel` if it has one: `(key, user id, conversation)`. One statement per
+/// kind of key, where a lookup of the customers and then of their conversations took two round
+/// trips in every group commit of webhooks (bench/README.md, issue 21).
+pub fn customers_with_conversations(
+    c: &mut Db,
+    channel: &ChannelRow,
+    bsuids: &[&str],
+    phones: &[&str],
+) -> ApiResult<Vec<(String, i64, Option<ConversationRow>)>> {
+    let mut found = Vec::new();
+    if !bsuids.is_empty() {
+        let rows: Vec<(Option<String>, i64, Option<ConversationRow>)> = crate::on_backend!(c, |c| CacheBySql::up_to(
+            bsuids.len(),
+            users::table
+                .left_join(
+                    conversations::table
+                        .on(conversations::customer_id.eq(users::id).and(conversations::channel_id.eq(channel.id)))
+                )
+                .filter(users::company_id.eq(channel.company_id))
+                .filter(users::wa_bsuid.eq_any(bsuids))
+                .select((users::wa_bsuid, users::id, Option::<ConversationRow>::as_select()))
+        )
+        .load(c))?;
+        found.extend(rows.into_iter().filter_map(|(bsuid, id, conv)| Some((bsuid?, id, conv))));
     }
-    Ok(crate::on_backend!(c, |c| CacheBySql::up_to(
-        customer_ids.len(),
-        conversations::table
-            .filter(conversations::channel_id.eq(channel_id).and(conversations::customer_id.eq_any(customer_ids)))
-            .select(ConversationRow::as_select())
-    )
-    .load(c))?)
+    if !phones.is_empty() {
+        let rows: Vec<(String, i64, Option<ConversationRow>)> = crate::on_backend!(c, |c| CacheBySql::up_to(
+            phones.len(),
+            user_phones::table
+                .left_join(conversations::table.on(
+                    conversations::customer_id.eq(user_phones::user_id).and(conversations::channel_id.eq(channel.id))
+                ),)
+                .filter(user_phones::company_id.eq(channel.company_id))
+                .filter(user_phones::e164.eq_any(phones))
+                .filter(user_phones::active)
+                .select((user_phones::e164, user_phones::user_id, Option::<ConversationRow>::as_select()))
+        )
+        .load(c))?;
+        found.extend(rows);
+    }
+    Ok(found)
 }
 
 /// Appends a persisted event to a conversation: takes the next `seq` (the row lock of this
@@ -349,9 +380,40 @@ pub fn append_events(
 /// Inserts the rows of events whose `seq` the caller has just taken from their conversations
 /// (one multi-row INSERT), and queues their outgoing webhooks in the same transaction (issue
 /// 23). Each event comes with its conversation's assignee (bot subscriptions follow it).
+///
+/// On PostgreSQL one statement inserts the events and reads the subscriptions of their
+/// companies (a round trip fewer per group commit, whether or not the company has any;
+/// bench/README.md, issue 21), and its text does not vary with the number of events, so it is
+/// prepared once per connection.
 fn insert_events(c: &mut Db, events: &[(&Event, Option<i64>)]) -> ApiResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
     let t = now();
     let payloads: Vec<String> = events.iter().map(|(e, _)| e.data.to_string()).collect();
+    if let Db::Pg(conn) = c {
+        use diesel::sql_types::{Array, BigInt, Text, Timestamp};
+        let subs: Vec<crate::hooks::store::Subscriber> = CacheBySql::new(
+            diesel::sql_query(
+                "WITH inserted AS (INSERT INTO events (conversation_id, seq, company_id, kind, payload, created_at) \
+                 SELECT v.conversation_id, v.seq, v.company_id, v.kind, v.payload, $6 \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) \
+                   AS v(conversation_id, seq, company_id, kind, payload)) \
+                 SELECT s.company_id, s.id, s.events, s.bot_id FROM webhook_subscriptions s \
+                 WHERE s.company_id = ANY($7::bigint[]) AND s.active",
+            )
+            .bind::<Array<BigInt>, _>(events.iter().map(|(e, _)| e.conversation_id).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(events.iter().map(|(e, _)| e.seq.unwrap_or_default()).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(events.iter().map(|(e, _)| e.company_id).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(events.iter().map(|(e, _)| e.event.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(&payloads)
+            .bind::<Timestamp, _>(t)
+            .bind::<Array<BigInt>, _>(crate::hooks::store::hookable_companies(events)),
+        )
+        .load(conn)?;
+        crate::hooks::store::enqueue_to(c, events, &subs)?;
+        return Ok(());
+    }
     let rows: Vec<_> = events
         .iter()
         .zip(&payloads)
@@ -770,8 +832,6 @@ pub struct Created {
 #[derive(QueryableByName)]
 struct Bumped {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
-    id: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
     last_seq: i64,
 }
 
@@ -836,66 +896,21 @@ impl<'a> Stage<'a> {
                 x.free_time = Some(x.free_time.map_or(row.created_at, |f: NaiveDateTime| f.max(row.created_at)));
             }
         }
-        let bumped = bump_conversations(c, &touched, t)?;
-        // Seqs: the conversation's new last_seq is its last staged message's.
-        for x in &touched {
-            let last = bumped
-                .iter()
-                .find(|b| b.id == x.id)
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("conversation {} was not updated", x.id)))?
-                .last_seq;
-            let mut seq = last - x.count;
-            for (row, _, _) in pending.iter_mut().filter(|(r, _, _)| r.conversation_id == x.id) {
-                seq += 1;
-                row.seq = seq;
-            }
-        }
-        let values: Vec<_> = pending
-            .iter()
-            .map(|(row, _, _)| {
-                (
-                    messages::id.eq(&row.id),
-                    messages::conversation_id.eq(row.conversation_id),
-                    messages::company_id.eq(row.company_id),
-                    messages::channel_id.eq(row.channel_id),
-                    messages::direction.eq(&row.direction),
-                    messages::kind.eq(&row.kind),
-                    messages::content.eq(&row.content),
-                    messages::template_id.eq(row.template_id),
-                    messages::params.eq(&row.params),
-                    messages::status.eq(&row.status),
-                    messages::status_rank.eq(row.status_rank),
-                    messages::provider_message_id.eq(&row.provider_message_id),
-                    messages::client_id.eq(&row.client_id),
-                    messages::sender_id.eq(row.sender_id),
-                    messages::seq.eq(row.seq),
-                    messages::created_at.eq(row.created_at),
-                    messages::updated_at.eq(row.updated_at),
-                    messages::is_private.eq(row.is_private),
-                    messages::send_at.eq(row.send_at),
-                    messages::fallback_template_id.eq(row.fallback_template_id),
-                )
-            })
-            .collect();
-        let returning = (messages::id, messages::pk);
-        let pks: Vec<(String, i64)> = match &mut *c {
-            // As `core::db::insert_batch`, with the rows' keys returned.
-            Db::Sqlite(c) if values.len() <= CACHED_FORMS => values
-                .into_iter()
-                .map(|v| diesel::insert_into(messages::table).values(v).returning(returning).get_result(c))
-                .collect::<Result<_, _>>()?,
-            c => crate::on_backend!(c, |c| diesel::insert_into(messages::table)
-                .values(values)
-                .returning(returning)
-                .get_results(c))?,
+        let rows: Vec<&MessageRow> = pending.iter().map(|(row, _, _)| row).collect();
+        let stored = match &mut *c {
+            Db::Pg(conn) => append_messages_pg(conn, &touched, &rows, t)?,
+            Db::Sqlite(conn) => append_messages_sqlite(conn, &touched, &rows, t)?,
         };
-        let mut created = Vec::with_capacity(pending.len());
-        for (mut row, conv, after_insert) in pending {
-            row.pk = pks
+        for (row, _, _) in pending.iter_mut() {
+            let (pk, seq) = stored
                 .iter()
-                .find(|(id, _)| *id == row.id)
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("message {} was not inserted", row.id)))?
-                .1;
+                .find(|(id, _, _)| *id == row.id)
+                .map(|(_, pk, seq)| (*pk, *seq))
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("message {} was not inserted", row.id)))?;
+            (row.pk, row.seq) = (pk, seq);
+        }
+        let mut created = Vec::with_capacity(pending.len());
+        for (row, conv, after_insert) in pending {
             let attached = match after_insert {
                 Some(f) => f(c, &row)?,
                 None => 0,
@@ -938,59 +953,178 @@ struct Touch {
     last_id: String,
 }
 
-/// Takes `count` seqs from each touched conversation and bumps its counters; returns each
-/// one's new `last_seq`. A customer message reopens the conversation, clears a snooze, counts as unread and
-/// moves `last_free_message_time` forward (never back).
-fn bump_conversations(c: &mut Db, touched: &[Touch], t: NaiveDateTime) -> ApiResult<Vec<Bumped>> {
-    use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamp};
-    match c {
-        Db::Sqlite(conn) => {
-            let mut out = Vec::with_capacity(touched.len());
-            for x in touched {
-                let b: Bumped = CacheBySql::new(
-                    diesel::sql_query(
-                        "UPDATE conversations SET last_seq = last_seq + ?1, message_count = message_count + ?1, \
-                     unread_count = unread_count + ?2, last_update_time = ?3, last_message_id = ?4, \
-                     last_free_message_time = CASE WHEN ?5 IS NULL THEN last_free_message_time \
-                       WHEN last_free_message_time IS NULL OR last_free_message_time < ?5 THEN ?5 \
-                       ELSE last_free_message_time END, \
-                     status = CASE WHEN ?2 > 0 THEN 'open' ELSE status END, \
-                     snoozed_until = CASE WHEN ?2 > 0 THEN NULL ELSE snoozed_until END \
-                     WHERE id = ?6 RETURNING id, last_seq",
-                    )
-                    .bind::<BigInt, _>(x.count)
-                    .bind::<BigInt, _>(x.received)
-                    .bind::<Timestamp, _>(t)
-                    .bind::<Text, _>(&x.last_id)
-                    .bind::<Nullable<Timestamp>, _>(x.free_time)
-                    .bind::<BigInt, _>(x.id),
-                )
-                .get_result(conn)?;
-                out.push(b);
-            }
-            Ok(out)
-        }
-        Db::Pg(conn) => Ok(CacheBySql::new(
-            diesel::sql_query(
-                "UPDATE conversations AS c SET last_seq = c.last_seq + v.k, message_count = c.message_count + v.k, \
-             unread_count = c.unread_count + v.received, last_update_time = $6, last_message_id = v.last_id, \
-             last_free_message_time = CASE WHEN v.free_time IS NULL THEN c.last_free_message_time \
-               ELSE GREATEST(c.last_free_message_time, v.free_time) END, \
-             status = CASE WHEN v.received > 0 THEN 'open' ELSE c.status END, \
-             snoozed_until = CASE WHEN v.received > 0 THEN NULL ELSE c.snoozed_until END \
-             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamp[]) \
-               AS v(id, k, received, last_id, free_time) \
-             WHERE c.id = v.id RETURNING c.id AS id, c.last_seq AS last_seq",
-            )
-            .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.id).collect::<Vec<_>>())
-            .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.count).collect::<Vec<_>>())
-            .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.received).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(touched.iter().map(|x| x.last_id.clone()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Timestamp>>, _>(touched.iter().map(|x| x.free_time).collect::<Vec<_>>())
-            .bind::<Timestamp, _>(t),
-        )
-        .load(conn)?),
+/// PostgreSQL: bumps the touched conversations and inserts the staged messages `rows` with the
+/// seqs that took, in one statement; returns each message's (id, pk, seq).
+///
+/// The bump (`v`: id, k messages, received of them, last message id, newest customer message
+/// time) takes `k` seqs from each conversation and moves its counters: a customer message
+/// reopens the conversation, clears a snooze, counts as unread and moves
+/// `last_free_message_time` forward (never back). Its row locks serialise the writers of a
+/// conversation. A message's seq is its conversation's new `last_seq` less the number of its
+/// messages staged after it. One round
+/// trip, and one statement text whatever the number of rows, so it is prepared once per
+/// connection, where the bump and a multi-row INSERT (parsed and planned again on every
+/// execution) took two (bench/README.md, issue 21).
+fn append_messages_pg(
+    c: &mut diesel::PgConnection,
+    touched: &[Touch],
+    rows: &[&MessageRow],
+    t: NaiveDateTime,
+) -> ApiResult<Vec<(String, i64, i64)>> {
+    use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp};
+    #[derive(QueryableByName)]
+    struct Stored {
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = BigInt)]
+        pk: i64,
+        #[diesel(sql_type = BigInt)]
+        seq: i64,
     }
+    let back: Vec<i64> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| rows[i + 1..].iter().filter(|r| r.conversation_id == row.conversation_id).count() as i64)
+        .collect();
+    let col = |f: fn(&MessageRow) -> i64| rows.iter().map(|r| f(r)).collect::<Vec<i64>>();
+    let text = |f: fn(&MessageRow) -> &str| rows.iter().map(|r| f(r)).collect::<Vec<&str>>();
+    let opt_text = |f: fn(&MessageRow) -> Option<&str>| rows.iter().map(|r| f(r)).collect::<Vec<Option<&str>>>();
+    let opt_id = |f: fn(&MessageRow) -> Option<i64>| rows.iter().map(|r| f(r)).collect::<Vec<Option<i64>>>();
+    let stored: Vec<Stored> = CacheBySql::new(
+        diesel::sql_query(
+            "WITH b AS (UPDATE conversations AS c SET last_seq = c.last_seq + v.k, \
+               message_count = c.message_count + v.k, unread_count = c.unread_count + v.received, \
+               last_update_time = $6, last_message_id = v.last_id, \
+               last_free_message_time = CASE WHEN v.free_time IS NULL THEN c.last_free_message_time \
+                 ELSE GREATEST(c.last_free_message_time, v.free_time) END, \
+               status = CASE WHEN v.received > 0 THEN 'open' ELSE c.status END, \
+               snoozed_until = CASE WHEN v.received > 0 THEN NULL ELSE c.snoozed_until END \
+               FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamp[]) \
+                 AS v(id, k, received, last_id, free_time) \
+               WHERE c.id = v.id RETURNING c.id, c.last_seq) \
+             INSERT INTO messages (id, conversation_id, company_id, channel_id, direction, kind, content, \
+               template_id, params, status, status_rank, provider_message_id, client_id, sender_id, seq, \
+               created_at, updated_at, is_private, send_at, fallback_template_id) \
+             SELECT m.id, m.conversation_id, m.company_id, m.channel_id, m.direction, m.kind, m.content, \
+               m.template_id, m.params, m.status, m.status_rank, m.provider_message_id, m.client_id, \
+               m.sender_id, (SELECT b.last_seq FROM b WHERE b.id = m.conversation_id) - m.back, \
+               m.created_at, m.updated_at, m.is_private, m.send_at, m.fallback_template_id \
+             FROM unnest($7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], \
+               $13::text[], $14::bigint[], $15::text[], $16::text[], $17::int[], $18::text[], $19::text[], \
+               $20::bigint[], $21::bigint[], $22::timestamp[], $23::timestamp[], $24::bool[], \
+               $25::timestamp[], $26::bigint[]) WITH ORDINALITY \
+               AS m(id, conversation_id, company_id, channel_id, direction, kind, content, template_id, \
+                 params, status, status_rank, provider_message_id, client_id, sender_id, back, created_at, \
+                 updated_at, is_private, send_at, fallback_template_id, ord) \
+             ORDER BY m.ord \
+             RETURNING id, pk, seq",
+        )
+        .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.id).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.count).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(touched.iter().map(|x| x.received).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(touched.iter().map(|x| x.last_id.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamp>>, _>(touched.iter().map(|x| x.free_time).collect::<Vec<_>>())
+        .bind::<Timestamp, _>(t)
+        .bind::<Array<Text>, _>(text(|r| &r.id))
+        .bind::<Array<BigInt>, _>(col(|r| r.conversation_id))
+        .bind::<Array<BigInt>, _>(col(|r| r.company_id))
+        .bind::<Array<BigInt>, _>(col(|r| r.channel_id))
+        .bind::<Array<Text>, _>(text(|r| &r.direction))
+        .bind::<Array<Text>, _>(text(|r| &r.kind))
+        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.content.as_deref()))
+        .bind::<Array<Nullable<BigInt>>, _>(opt_id(|r| r.template_id))
+        .bind::<Array<Text>, _>(text(|r| &r.params))
+        .bind::<Array<Text>, _>(text(|r| &r.status))
+        .bind::<Array<Integer>, _>(rows.iter().map(|r| r.status_rank).collect::<Vec<i32>>())
+        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.provider_message_id.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.client_id.as_deref()))
+        .bind::<Array<Nullable<BigInt>>, _>(opt_id(|r| r.sender_id))
+        .bind::<Array<BigInt>, _>(back)
+        .bind::<Array<Timestamp>, _>(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+        .bind::<Array<Timestamp>, _>(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+        .bind::<Array<Bool>, _>(rows.iter().map(|r| r.is_private).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamp>>, _>(rows.iter().map(|r| r.send_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(opt_id(|r| r.fallback_template_id)),
+    )
+    .load(c)?;
+    Ok(stored.into_iter().map(|s| (s.id, s.pk, s.seq)).collect())
+}
+
+/// SQLite: [`append_messages_pg`] in a statement per conversation (the bump)
+/// and one INSERT per message (as `core::db::insert_batch`, with the rows' keys returned):
+/// SQLite has no round trips to save, and its statements are prepared once.
+fn append_messages_sqlite(
+    c: &mut diesel::SqliteConnection,
+    touched: &[Touch],
+    rows: &[&MessageRow],
+    t: NaiveDateTime,
+) -> ApiResult<Vec<(String, i64, i64)>> {
+    use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+    let mut seqs: Vec<i64> = vec![0; rows.len()];
+    for x in touched {
+        let b: Bumped = CacheBySql::new(
+            diesel::sql_query(
+                "UPDATE conversations SET last_seq = last_seq + ?1, message_count = message_count + ?1, \
+                 unread_count = unread_count + ?2, last_update_time = ?3, last_message_id = ?4, \
+                 last_free_message_time = CASE WHEN ?5 IS NULL THEN last_free_message_time \
+                   WHEN last_free_message_time IS NULL OR last_free_message_time < ?5 THEN ?5 \
+                   ELSE last_free_message_time END, \
+                 status = CASE WHEN ?2 > 0 THEN 'open' ELSE status END, \
+                 snoozed_until = CASE WHEN ?2 > 0 THEN NULL ELSE snoozed_until END \
+                 WHERE id = ?6 RETURNING last_seq",
+            )
+            .bind::<BigInt, _>(x.count)
+            .bind::<BigInt, _>(x.received)
+            .bind::<Timestamp, _>(t)
+            .bind::<Text, _>(&x.last_id)
+            .bind::<Nullable<Timestamp>, _>(x.free_time)
+            .bind::<BigInt, _>(x.id),
+        )
+        .get_result(c)?;
+        // The conversation's new last_seq is its last staged message's.
+        let mut seq = b.last_seq - x.count;
+        for (at, _) in rows.iter().enumerate().filter(|(_, r)| r.conversation_id == x.id) {
+            seq += 1;
+            seqs[at] = seq;
+        }
+    }
+    let values: Vec<_> = rows
+        .iter()
+        .zip(&seqs)
+        .map(|(row, seq)| {
+            (
+                messages::id.eq(&row.id),
+                messages::conversation_id.eq(row.conversation_id),
+                messages::company_id.eq(row.company_id),
+                messages::channel_id.eq(row.channel_id),
+                messages::direction.eq(&row.direction),
+                messages::kind.eq(&row.kind),
+                messages::content.eq(&row.content),
+                messages::template_id.eq(row.template_id),
+                messages::params.eq(&row.params),
+                messages::status.eq(&row.status),
+                messages::status_rank.eq(row.status_rank),
+                messages::provider_message_id.eq(&row.provider_message_id),
+                messages::client_id.eq(&row.client_id),
+                messages::sender_id.eq(row.sender_id),
+                messages::seq.eq(*seq),
+                messages::created_at.eq(row.created_at),
+                messages::updated_at.eq(row.updated_at),
+                messages::is_private.eq(row.is_private),
+                messages::send_at.eq(row.send_at),
+                messages::fallback_template_id.eq(row.fallback_template_id),
+            )
+        })
+        .collect();
+    let returning = (messages::id, messages::pk, messages::seq);
+    Ok(if values.len() <= CACHED_FORMS {
+        values
+            .into_iter()
+            .map(|v| diesel::insert_into(messages::table).values(v).returning(returning).get_result(c))
+            .collect::<Result<_, _>>()?
+    } else {
+        diesel::insert_into(messages::table).values(values).returning(returning).get_results(c)?
+    })
 }
 
 /// What the delivery worker reads before handing a message of `company_id` to its provider, in

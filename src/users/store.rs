@@ -550,22 +550,6 @@ pub fn id_by_phone(c: &mut Db, company_id: i64, phone: &Phone) -> ApiResult<Opti
         .optional())?)
 }
 
-/// The customers of a company with these E.164 phones (active numbers): `(e164, user id)`.
-pub fn customers_by_phone(c: &mut Db, company_id: i64, phones: &[&str]) -> ApiResult<Vec<(String, i64)>> {
-    if phones.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(crate::on_backend!(c, |c| crate::core::db::CacheBySql::up_to(
-        phones.len(),
-        user_phones::table
-            .filter(user_phones::company_id.eq(company_id))
-            .filter(user_phones::e164.eq_any(phones))
-            .filter(user_phones::active)
-            .select((user_phones::e164, user_phones::user_id))
-    )
-    .load(c))?)
-}
-
 /// What a conversation shows of its customer: (first name, last name, opted out, WhatsApp
 /// BSUID).
 pub type Profile = (String, String, bool, Option<String>);
