@@ -960,8 +960,10 @@ struct Touch {
 /// time) takes `k` seqs from each conversation and moves its counters: a customer message
 /// reopens the conversation, clears a snooze, counts as unread and moves
 /// `last_free_message_time` forward (never back). Its row locks serialise the writers of a
-/// conversation. A message's seq is its conversation's new `last_seq` less the number of its
-/// messages staged after it. One round
+/// conversation; `c.id = ANY($1)` has the planner find them by primary key (joined to the
+/// `unnest` alone, the cached generic plan scanned every conversation, 1 ms a batch at 1,000
+/// of them and growing with the table; bench/README.md). A message's seq is its
+/// conversation's new `last_seq` less the number of its messages staged after it. One round
 /// trip, and one statement text whatever the number of rows, so it is prepared once per
 /// connection, where the bump and a multi-row INSERT (parsed and planned again on every
 /// execution) took two (bench/README.md, issue 21).
@@ -1001,7 +1003,7 @@ fn append_messages_pg(
                snoozed_until = CASE WHEN v.received > 0 THEN NULL ELSE c.snoozed_until END \
                FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamp[]) \
                  AS v(id, k, received, last_id, free_time) \
-               WHERE c.id = v.id RETURNING c.id, c.last_seq) \
+               WHERE c.id = v.id AND c.id = ANY($1::bigint[]) RETURNING c.id, c.last_seq) \
              INSERT INTO messages (id, conversation_id, company_id, channel_id, direction, kind, content, \
                template_id, params, status, status_rank, provider_message_id, client_id, sender_id, seq, \
                created_at, updated_at, is_private, send_at, fallback_template_id) \
