@@ -294,10 +294,9 @@ pub fn conversations_by_ids(c: &mut Db, company_id: i64, ids: &[i64]) -> ApiResu
 }
 
 /// The customers of `channel`'s company with these WhatsApp BSUIDs or (active) E.164 phones,
-/// each with its
-/// conversation on `channel` if it has one: `(key, user id, conversation)`. One statement per
-/// kind of key, where a lookup of the customers and then of their conversations took two round
-/// trips in every group commit of webhooks (bench/README.md, issue 21).
+/// each with its conversation on `channel` if it has one: `(key, user id, conversation)`. One
+/// statement per kind of key, where a lookup of the customers and then of their conversations
+/// took two round trips in every group commit of webhooks (bench/README.md, issue 21).
 pub fn customers_with_conversations(
     c: &mut Db,
     channel: &ChannelRow,
