@@ -469,6 +469,18 @@ const EXCEPTIONS: &[(&str, &str, &str)] = &[
     ("users", "fynd::store", "the storefront's session and user in one statement, on every request"),
     ("sessions", "fynd::store", "the same statement"),
     (
+        "users",
+        "messaging::store",
+        "a webhook batch's customers with their conversations in one statement (issue 21: a round trip per batch)",
+    ),
+    ("user_phones", "messaging::store", "the same statement, for customers known by phone"),
+    (
+        "webhook_subscriptions",
+        "messaging::store",
+        "PostgreSQL: the events INSERT reads their companies' subscriptions in the same statement (issue 21); \
+         hooks::store matches them",
+    ),
+    (
         "campaign_recipients",
         "messaging::store",
         "a type only: the subquery campaigns::store builds is passed by its concrete type",
