@@ -1535,7 +1535,7 @@ with_mock!(
 
 // ---- group commit ----
 
-/// (provider message id, seq) of the messages of a conversation, by seq.
+/// (provider message id, seq) of the messages of a conversation, in `pk` order (the thread's).
 async fn conversation_messages(app: &TestApp, conversation_id: i64) -> Vec<(Option<String>, i64)> {
     use confab::core::db::schema::messages;
     app.state
@@ -1543,7 +1543,7 @@ async fn conversation_messages(app: &TestApp, conversation_id: i64) -> Vec<(Opti
         .run(move |c| {
             Ok(messages::table
                 .filter(messages::conversation_id.eq(conversation_id))
-                .order(messages::seq)
+                .order(messages::pk)
                 .select((messages::provider_message_id, messages::seq))
                 .load(c)?)
         })
@@ -1681,6 +1681,8 @@ both_backends!(concurrent_webhooks_are_each_stored_and_published_once, |app: Tes
         assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gap-free seqs in {conv}");
         let message_seqs: Vec<i64> = stored.iter().map(|(_, s)| *s).collect();
         assert!(message_seqs.iter().all(|s| seqs.contains(s)), "message seqs are event seqs");
+        // The thread pages by pk: within a batch too, pk order is seq order.
+        assert!(message_seqs.is_sorted_by(|a, b| a < b), "in pk order, seqs ascend in {conv}: {message_seqs:?}");
         assert_eq!(*seqs.last().unwrap(), last_before + want.len() as i64);
     }
     // The subscriber gets every new event of its conversations once, in seq order per
