@@ -391,8 +391,6 @@ impl Lookups {
             for id in store::known_provider_ids(c, ch.id, &ids)? {
                 l.known.insert((ch.id, id));
             }
-        }
-        for ch in &channels {
             let mut bsuids: Vec<&str> = of_channel(ch.id).filter_map(|m| m.bsuid.as_deref()).collect();
             let mut phones: Vec<&str> = of_channel(ch.id)
                 .filter(|m| m.bsuid.is_none())

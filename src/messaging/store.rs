@@ -377,7 +377,7 @@ pub fn append_events(
 }
 
 /// Inserts the rows of events whose `seq` the caller has just taken from their conversations
-/// (one multi-row INSERT), and queues their outgoing webhooks in the same transaction (issue
+/// (one INSERT), and queues their outgoing webhooks in the same transaction (issue
 /// 23). Each event comes with its conversation's assignee (bot subscriptions follow it).
 ///
 /// On PostgreSQL one statement inserts the events and reads the subscriptions of their
@@ -828,12 +828,6 @@ pub struct Created {
     pub event: Event,
 }
 
-#[derive(QueryableByName)]
-struct Bumped {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    last_seq: i64,
-}
-
 impl<'a> Stage<'a> {
     /// Stages a message; returns its index among everything this stage created (the position
     /// of its [`Created`] in what [`Stage::finish`] returns).
@@ -1061,6 +1055,11 @@ fn append_messages_sqlite(
     t: NaiveDateTime,
 ) -> ApiResult<Vec<(String, i64, i64)>> {
     use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+    #[derive(QueryableByName)]
+    struct Bumped {
+        #[diesel(sql_type = BigInt)]
+        last_seq: i64,
+    }
     let mut seqs: Vec<i64> = vec![0; rows.len()];
     for x in touched {
         let b: Bumped = CacheBySql::new(
