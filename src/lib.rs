@@ -107,7 +107,8 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     let config = Arc::new(config);
     let cfg = config.clone();
     let (db, data_key, keys, bootstrap) = web::block(move || -> anyhow::Result<_> {
-        let db = Pool::connect(&cfg.database_url(), cfg.db_pool_size)?;
+        let db = Pool::connect(&cfg.database_url(), cfg.db_pool_size)?
+            .with_commit_delay(std::time::Duration::from_micros(cfg.commit_delay_us));
         db.migrate()?;
         let data_key = DataKey::load(cfg.secret_key.as_ref(), &cfg.data_dir)?;
         let keys = Keys::load_or_create(&db, &data_key)?;

@@ -428,6 +428,7 @@ async fn fan_out_one(
 
 async fn fan_out(ctx: &mut Ctx, p: FanOutParams) -> anyhow::Result<()> {
     let mut rows = Vec::new();
+    let mut commits = None;
     {
         let c = ctx.confab(Backend::Sqlite).await?;
         let agents = p.agents.clamp(1, 4);
@@ -446,7 +447,10 @@ async fn fan_out(ctx: &mut Ctx, p: FanOutParams) -> anyhow::Result<()> {
             c.proc.pid,
             server::nofile_of(c.proc.pid)
         );
-        rows.push(fan_out_one("confab", &c.proc, target, publisher, &conversations, p).await?);
+        let commits0 = CommitCounters::read(&c).await;
+        let row = fan_out_one("confab", &c.proc, target, publisher, &conversations, p).await?;
+        commits = Some(CommitCounters::read(&c).await.since(commits0).describe(row.wall));
+        rows.push(row);
     }
     for peer in ctx.peers.clone() {
         let proc = ctx.peer(peer).await?;
@@ -512,6 +516,11 @@ async fn fan_out(ctx: &mut Ctx, p: FanOutParams) -> anyhow::Result<()> {
         "Latency: from the scheduled send time (open loop, embedded in the message text) to receipt by the agent. \
          \"Deliveries per server CPU-s\" = delivered frames ÷ server CPU seconds (user+sys, /proc/<pid>/stat): deliveries/s per fully used core.",
     );
+    if let Some(commits) = commits {
+        t.note(format!(
+            "confab's group commit (its confab_group_commit_* counters over the run, connecting included): {commits}"
+        ));
+    }
     t.print();
     Ok(())
 }

@@ -29,7 +29,7 @@
 use std::{
     any::{Any, TypeId},
     panic::AssertUnwindSafe,
-    sync::Mutex,
+    sync::{Condvar, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -42,6 +42,12 @@ use crate::core::error::{ApiError, ApiResult};
 
 /// The most items one transaction takes; the rest wait for the next one.
 const MAX_BATCH: usize = 256;
+/// A leader that gathers ([`Pacing`]) stops waiting once this many items are queued: their
+/// transaction's fixed cost is then shared enough.
+const GATHER: usize = 8;
+/// How long after its last fruitless wait a leader waits once more, to learn whether waiting
+/// would now gather anything ([`Pacing`]).
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// Called after the batch ended with `None` when it committed, else why it did not: runs the
 /// item's after-commit work and gives back its [`Reply`].
@@ -197,6 +203,8 @@ enum Entry {
 #[derive(Default)]
 pub struct Committer {
     queue: Mutex<Queue>,
+    /// Wakes a leader that gathers ([`Pacing`]) when [`GATHER`] items are queued.
+    arrived: Condvar,
     stats: CommitStats,
 }
 
@@ -250,6 +258,35 @@ struct Phases {
 struct Queue {
     jobs: Vec<Entry>,
     leading: bool,
+    /// When the oldest of `jobs` was queued (about: when `jobs` last became non-empty).
+    oldest: Option<Instant>,
+    /// True while the leader waits for more items ([`Pacing`]).
+    gathering: bool,
+    pacing: Pacing,
+}
+
+/// Whether the leader waits a little for more items before a transaction, as PostgreSQL's
+/// `commit_delay` and MySQL's `binlog_group_commit_sync_delay` do.
+///
+/// Under closed-loop load (writers that wait for their answer before writing again) the queue
+/// fills while a transaction commits, and waiting would only slow everyone. Under open-loop
+/// load (webhooks arriving at their own pace, say 1,000 a second) each item tends to find the
+/// queue empty and pays a transaction of its own: its `fsync`, the WAL pages it shares with its
+/// neighbours, the wake-ups. There, waiting up to `delay` after the oldest queued item gathers
+/// the next arrivals into the same transaction, at the price of that much latency
+/// (bench/README.md, issue 20).
+///
+/// The leader tells the two apart by what waiting gained: it waits while its recent waits
+/// gathered at least half an item each on average (`gain`, a moving average), and otherwise
+/// once every [`PROBE_EVERY`] to find out whether that changed. It never waits when
+/// [`GATHER`] items are already queued, and stops waiting as soon as they are.
+#[derive(Clone, Copy, Default)]
+struct Pacing {
+    /// The longest the oldest queued item waits for company; zero turns waiting off.
+    delay: Duration,
+    /// Moving average of the items one wait gathered.
+    gain: f32,
+    last_probe: Option<Instant>,
 }
 
 /// Committed transactions and the items they held, since start (for tests and the bench).
@@ -302,11 +339,24 @@ impl Pool {
         rx.await.map_err(|_| ApiError::Internal(anyhow!("the group commit holding this write panicked")))?
     }
 
+    /// Sets how long the leader may wait to gather more items into a transaction ([`Pacing`];
+    /// zero: never). Default: none; the server uses `CONFAB_COMMIT_DELAY_US`.
+    pub fn with_commit_delay(self, delay: Duration) -> Self {
+        self.committer.queue.lock().unwrap_or_else(|p| p.into_inner()).pacing.delay = delay;
+        self
+    }
+
     /// Queues an entry for the leader, becoming the leader when there is none.
     fn enqueue(&self, entry: Entry) {
         let lead = {
             let mut q = self.committer.queue.lock().unwrap_or_else(|p| p.into_inner());
             q.jobs.push(entry);
+            if q.jobs.len() == 1 {
+                q.oldest = Some(Instant::now());
+            }
+            if q.gathering && q.jobs.len() == GATHER {
+                self.committer.arrived.notify_one();
+            }
             !std::mem::replace(&mut q.leading, true)
         };
         if lead {
@@ -372,18 +422,45 @@ impl Pool {
         let mut held: Held = None;
         loop {
             let jobs = {
-                let mut guard = self.committer.queue.lock().unwrap_or_else(|p| p.into_inner());
-                let q = &mut *guard;
-                if q.jobs.is_empty() {
+                let guard = self.committer.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if guard.jobs.is_empty() {
+                    let mut q = guard;
                     q.leading = false;
                     return;
                 }
+                let mut guard = self.gather(guard);
+                let q = &mut *guard;
                 let take = q.jobs.len().min(MAX_BATCH);
                 let rest = q.jobs.split_off(take);
+                q.oldest = (!rest.is_empty()).then(Instant::now);
                 std::mem::replace(&mut q.jobs, rest)
             };
             self.commit(jobs, &mut held);
         }
+    }
+
+    /// Waits for more items before the next transaction when [`Pacing`] says it pays.
+    fn gather<'a>(&self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        let now = Instant::now();
+        let Pacing { delay, gain, last_probe } = q.pacing;
+        let probe = last_probe.is_none_or(|at| now - at >= PROBE_EVERY);
+        if delay.is_zero() || q.jobs.len() >= GATHER || (gain < 0.5 && !probe) {
+            return q;
+        }
+        let deadline = q.oldest.unwrap_or(now) + delay;
+        let before = q.jobs.len();
+        q.gathering = true;
+        while q.jobs.len() < GATHER {
+            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else { break };
+            q = self.committer.arrived.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        q.gathering = false;
+        if probe {
+            q.pacing.last_probe = Some(Instant::now());
+        }
+        let gathered = (q.jobs.len() - before) as f32;
+        q.pacing.gain = 0.75 * q.pacing.gain + 0.25 * gathered;
+        q
     }
 
     /// One transaction over `jobs`, then every answer, in the order the jobs were queued.
@@ -544,4 +621,65 @@ fn completion<T: Send + 'static>(
             }),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+
+    use super::*;
+
+    fn pool(delay: Duration) -> (tempfile::TempDir, Pool) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("paced.db").display());
+        let pool = Pool::connect(&url, 4).unwrap().with_commit_delay(delay);
+        pool.write_blocking(|c| Ok(c.batch_execute("CREATE TABLE t (x INTEGER)")?)).unwrap();
+        (dir, pool)
+    }
+
+    async fn insert(pool: &Pool, x: i64) -> ApiResult<()> {
+        pool.write_grouped(move |c| Ok(c.batch_execute(&format!("INSERT INTO t VALUES ({x})"))?), |_| {}).await
+    }
+
+    /// Writes arriving one by one while the first waits (its leader's first wait is a probe)
+    /// share its transaction, which commits as soon as [`GATHER`] are queued, long before the
+    /// delay is out.
+    #[actix_web::test]
+    async fn writes_arriving_one_by_one_share_the_transaction_of_the_first() {
+        let (_dir, pool) = pool(Duration::from_secs(5));
+        let start = Instant::now();
+        let first = actix_web::rt::spawn({
+            let pool = pool.clone();
+            async move { insert(&pool, 0).await }
+        });
+        let mut later = Vec::new();
+        for x in 1..GATHER as i64 {
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+            let pool = pool.clone();
+            later.push(actix_web::rt::spawn(async move { insert(&pool, x).await }));
+        }
+        first.await.unwrap().unwrap();
+        for w in later {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(pool.group_stats(), GroupStats { batches: 1, items: GATHER as u64 });
+        assert!(start.elapsed() < Duration::from_secs(4), "the transaction waited out the delay");
+    }
+
+    /// A writer that waits for its answer before writing again is held up once (the probe) and
+    /// then, its waits having gathered nothing, not again.
+    #[actix_web::test]
+    async fn a_lone_writer_is_not_held_up_after_a_wait_that_gathered_nothing() {
+        let delay = Duration::from_millis(600);
+        let (_dir, pool) = pool(delay);
+        let start = Instant::now();
+        insert(&pool, 0).await.unwrap();
+        assert!(start.elapsed() >= delay, "the first write was not a probe");
+        let start = Instant::now();
+        for x in 1..=5 {
+            insert(&pool, x).await.unwrap();
+        }
+        assert!(start.elapsed() < delay, "a write waited: {:?}", start.elapsed());
+        assert_eq!(pool.group_stats(), GroupStats { batches: 6, items: 6 });
+    }
 }
