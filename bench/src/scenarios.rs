@@ -428,8 +428,7 @@ async fn fan_out_one(
 
 async fn fan_out(ctx: &mut Ctx, p: FanOutParams) -> anyhow::Result<()> {
     let mut rows = Vec::new();
-    let mut commits = None;
-    {
+    let commits = {
         let c = ctx.confab(Backend::Sqlite).await?;
         let agents = p.agents.clamp(1, 4);
         let s = c.setup(agents).await?;
@@ -449,9 +448,10 @@ async fn fan_out(ctx: &mut Ctx, p: FanOutParams) -> anyhow::Result<()> {
         );
         let commits0 = CommitCounters::read(&c).await;
         let row = fan_out_one("confab", &c.proc, target, publisher, &conversations, p).await?;
-        commits = Some(CommitCounters::read(&c).await.since(commits0).describe(row.wall));
+        let commits = CommitCounters::read(&c).await.since(commits0).describe(row.wall);
         rows.push(row);
-    }
+        commits
+    };
     for peer in ctx.peers.clone() {
         let proc = ctx.peer(peer).await?;
         let conversations: Vec<i64> = (1..=p.conversations as i64).collect();
@@ -516,11 +516,9 @@ async fn fan_out(ctx: &mut Ctx, p: FanOutParams) -> anyhow::Result<()> {
         "Latency: from the scheduled send time (open loop, embedded in the message text) to receipt by the agent. \
          \"Deliveries per server CPU-s\" = delivered frames ÷ server CPU seconds (user+sys, /proc/<pid>/stat): deliveries/s per fully used core.",
     );
-    if let Some(commits) = commits {
-        t.note(format!(
-            "confab's group commit (its confab_group_commit_* counters over the run, connecting included): {commits}"
-        ));
-    }
+    t.note(format!(
+        "confab's group commit (its confab_group_commit_* counters over the run, connecting included): {commits}"
+    ));
     t.print();
     Ok(())
 }
