@@ -21,6 +21,8 @@
 //!   on its own connection, concurrently (the same path, savepoint included). [`Batched`]
 //!   items, whose batch costs a few round trips whatever its size, queue behind one leader as
 //!   on SQLite.
+//! - Under open-loop load (writes arriving one by one, each finding the queue empty) the leader
+//!   may wait a little for company before a transaction ([`Pacing`]).
 //!
 //! The blocking thread runs to completion even when the request that started it goes away, so
 //! no queued item is left unanswered, and an item is acknowledged only after the commit that
@@ -260,6 +262,8 @@ struct Queue {
     leading: bool,
     /// When the oldest of `jobs` was queued (about: when `jobs` last became non-empty).
     oldest: Option<Instant>,
+    /// When the last item was queued.
+    newest: Option<Instant>,
     /// True while the leader waits for more items ([`Pacing`]).
     gathering: bool,
     pacing: Pacing,
@@ -279,14 +283,50 @@ struct Queue {
 /// The leader tells the two apart by what waiting gained: it waits while its recent waits
 /// gathered at least half an item each on average (`gain`, a moving average), and otherwise
 /// once every [`PROBE_EVERY`] to find out whether that changed. It never waits when
-/// [`GATHER`] items are already queued, and stops waiting as soon as they are.
+/// [`GATHER`] items are already queued, and stops waiting as soon as they are, or as soon as
+/// arrivals pause for twice their usual gap ([`Pacing::until`]).
 #[derive(Clone, Copy, Default)]
 struct Pacing {
     /// The longest the oldest queued item waits for company; zero turns waiting off.
     delay: Duration,
     /// Moving average of the items one wait gathered.
     gain: f32,
+    /// Moving average of the time between two items' arrivals (each counted up to `delay`).
+    gap: Duration,
     last_probe: Option<Instant>,
+}
+
+impl Pacing {
+    /// Notes an item's arrival, `gap` after the one before it.
+    fn arrived(&mut self, gap: Duration) {
+        self.gap = self.gap.mul_f32(0.875) + gap.min(self.delay).mul_f32(0.125);
+    }
+
+    /// Whether a leader that finds `queued` items at `now` waits for more.
+    fn waits(&self, queued: usize, now: Instant) -> bool {
+        !self.delay.is_zero() && queued < GATHER && (self.gain >= 0.5 || self.probes(now))
+    }
+
+    /// Whether a wait at `now` is a probe: recent waits gathered too little to wait for their
+    /// own sake, and the last probe is [`PROBE_EVERY`] old.
+    fn probes(&self, now: Instant) -> bool {
+        self.gain < 0.5 && self.last_probe.is_none_or(|at| now - at >= PROBE_EVERY)
+    }
+
+    /// When a wait ends (unless [`GATHER`] items are queued before): `delay` after the oldest
+    /// queued item, or earlier when arrivals stop for twice their usual gap: writers that wait
+    /// for their answers before writing again have then all come back.
+    fn until(&self, oldest: Instant, newest: Instant) -> Instant {
+        (oldest + self.delay).min(newest + 2 * self.gap)
+    }
+
+    /// Notes what a wait that began at `began` (a probe or not) gathered.
+    fn waited(&mut self, began: Instant, gathered: usize, now: Instant) {
+        if self.probes(began) {
+            self.last_probe = Some(now);
+        }
+        self.gain = 0.75 * self.gain + 0.25 * gathered as f32;
+    }
 }
 
 /// Committed transactions and the items they held, since start (for tests and the bench).
@@ -351,8 +391,12 @@ impl Pool {
         let lead = {
             let mut q = self.committer.queue.lock().unwrap_or_else(|p| p.into_inner());
             q.jobs.push(entry);
+            let now = Instant::now();
+            if let Some(newest) = q.newest.replace(now) {
+                q.pacing.arrived(now - newest);
+            }
             if q.jobs.len() == 1 {
-                q.oldest = Some(Instant::now());
+                q.oldest = Some(now);
             }
             if q.gathering && q.jobs.len() == GATHER {
                 self.committer.arrived.notify_one();
@@ -441,25 +485,20 @@ impl Pool {
 
     /// Waits for more items before the next transaction when [`Pacing`] says it pays.
     fn gather<'a>(&self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
-        let now = Instant::now();
-        let Pacing { delay, gain, last_probe } = q.pacing;
-        let probe = last_probe.is_none_or(|at| now - at >= PROBE_EVERY);
-        if delay.is_zero() || q.jobs.len() >= GATHER || (gain < 0.5 && !probe) {
+        let began = Instant::now();
+        if !q.pacing.waits(q.jobs.len(), began) {
             return q;
         }
-        let deadline = q.oldest.unwrap_or(now) + delay;
         let before = q.jobs.len();
         q.gathering = true;
         while q.jobs.len() < GATHER {
-            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else { break };
+            let until = q.pacing.until(q.oldest.unwrap_or(began), q.newest.unwrap_or(began));
+            let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else { break };
             q = self.committer.arrived.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
         }
         q.gathering = false;
-        if probe {
-            q.pacing.last_probe = Some(Instant::now());
-        }
-        let gathered = (q.jobs.len() - before) as f32;
-        q.pacing.gain = 0.75 * q.pacing.gain + 0.25 * gathered;
+        let gathered = q.jobs.len() - before;
+        q.pacing.waited(began, gathered, Instant::now());
         q
     }
 
@@ -641,45 +680,90 @@ mod tests {
         pool.write_grouped(move |c| Ok(c.batch_execute(&format!("INSERT INTO t VALUES ({x})"))?), |_| {}).await
     }
 
-    /// Writes arriving one by one while the first waits (its leader's first wait is a probe)
-    /// share its transaction, which commits as soon as [`GATHER`] are queued, long before the
-    /// delay is out.
+    /// Writes arriving one by one while the first waits share its transaction, which commits
+    /// as soon as [`GATHER`] are queued, long before the delay is out.
     #[actix_web::test]
     async fn writes_arriving_one_by_one_share_the_transaction_of_the_first() {
         let (_dir, pool) = pool(Duration::from_secs(5));
+        // A first write, then none for a while: the next one is the leader's probe, and the
+        // gap since the first sets how long a pause in arrivals may be.
+        insert(&pool, 0).await.unwrap();
+        actix_web::rt::time::sleep(PROBE_EVERY + Duration::from_millis(50)).await;
         let start = Instant::now();
-        let first = actix_web::rt::spawn({
+        let mut writes = Vec::new();
+        for x in 1..=GATHER as i64 {
             let pool = pool.clone();
-            async move { insert(&pool, 0).await }
-        });
-        let mut later = Vec::new();
-        for x in 1..GATHER as i64 {
+            writes.push(actix_web::rt::spawn(async move { insert(&pool, x).await }));
             actix_web::rt::time::sleep(Duration::from_millis(5)).await;
-            let pool = pool.clone();
-            later.push(actix_web::rt::spawn(async move { insert(&pool, x).await }));
         }
-        first.await.unwrap().unwrap();
-        for w in later {
+        for w in writes {
             w.await.unwrap().unwrap();
         }
-        assert_eq!(pool.group_stats(), GroupStats { batches: 1, items: GATHER as u64 });
+        assert_eq!(pool.group_stats(), GroupStats { batches: 2, items: 1 + GATHER as u64 });
         assert!(start.elapsed() < Duration::from_secs(4), "the transaction waited out the delay");
     }
 
-    /// A writer that waits for its answer before writing again is held up once (the probe) and
-    /// then, its waits having gathered nothing, not again.
-    #[actix_web::test]
-    async fn a_lone_writer_is_not_held_up_after_a_wait_that_gathered_nothing() {
-        let delay = Duration::from_millis(600);
-        let (_dir, pool) = pool(delay);
-        let start = Instant::now();
-        insert(&pool, 0).await.unwrap();
-        assert!(start.elapsed() >= delay, "the first write was not a probe");
-        let start = Instant::now();
-        for x in 1..=5 {
-            insert(&pool, x).await.unwrap();
+    fn pacing() -> Pacing {
+        Pacing { delay: Duration::from_millis(2), ..Pacing::default() }
+    }
+
+    /// A writer that waits for its answer before writing again is held up by one probe every
+    /// [`PROBE_EVERY`], not at every write.
+    #[test]
+    fn waits_that_gather_nothing_stop_but_for_a_probe_now_and_then() {
+        let mut p = pacing();
+        let t0 = Instant::now();
+        assert!(p.waits(1, t0), "the first wait is a probe");
+        p.waited(t0, 0, t0);
+        let mut probes = Vec::new();
+        for i in 1..1000 {
+            let now = t0 + Duration::from_micros(700 * i);
+            if p.waits(1, now) {
+                probes.push(i);
+                p.waited(now, 0, now);
+            }
         }
-        assert!(start.elapsed() < delay, "a write waited: {:?}", start.elapsed());
-        assert_eq!(pool.group_stats(), GroupStats { batches: 6, items: 6 });
+        assert_eq!(probes, [358, 716], "a turn every 0.7 ms for 0.7 s: one probe every 250 ms");
+    }
+
+    /// Open-loop arrivals: waits that gather keep the leader waiting; once they stop
+    /// gathering, it stops.
+    #[test]
+    fn waits_that_gather_go_on_until_they_do_not() {
+        let mut p = pacing();
+        let t0 = Instant::now();
+        p.waited(t0, 2, t0);
+        for i in 1..=20 {
+            let now = t0 + Duration::from_millis(2 * i);
+            assert!(p.waits(1, now));
+            p.waited(now, 1, now);
+        }
+        let mut now = t0 + Duration::from_millis(50);
+        let mut turns = 0;
+        while p.waits(1, now) {
+            p.waited(now, 0, now);
+            now += Duration::from_millis(1);
+            turns += 1;
+        }
+        assert!((1..=5).contains(&turns), "waited {turns} more times");
+        assert!(!p.waits(GATHER, t0), "never with GATHER queued");
+        assert!(!Pacing::default().waits(1, t0), "never with no delay");
+    }
+
+    /// A wait ends `delay` after the oldest item, or when arrivals pause for twice their gap.
+    #[test]
+    fn a_wait_ends_at_the_delay_or_when_arrivals_pause() {
+        let mut p = pacing();
+        let t0 = Instant::now();
+        assert_eq!(p.until(t0, t0), t0, "no gap seen yet: arrivals are not known to come");
+        for _ in 0..100 {
+            p.arrived(Duration::from_micros(100));
+        }
+        let after = p.until(t0, t0 + Duration::from_micros(500)).duration_since(t0);
+        assert!(after.abs_diff(Duration::from_micros(700)) < Duration::from_micros(5), "{after:?}");
+        for _ in 0..100 {
+            p.arrived(Duration::from_secs(1));
+        }
+        assert_eq!(p.until(t0, t0 + Duration::from_millis(1)), t0 + p.delay, "gaps count up to the delay");
     }
 }
