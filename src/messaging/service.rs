@@ -330,17 +330,25 @@ struct Lookups {
 }
 
 /// What the sends of one group commit need, read once for all of them: the conversations they
-/// name. (Their clientIds are looked up one by one: `sender_id = $1 AND client_id = ANY($2)`
-/// got a plan that filtered all the sender's index entries, 2 ms, where each lookup by the
-/// unique pair takes microseconds.)
+/// name and, on PostgreSQL, which of their clientIds are taken.
 #[derive(Default)]
 struct SendLookups {
     /// (company, id) → conversation, as it was when the batch began. Conversations a delivery
     /// of the batch may change are left out and read when their send comes.
     conversations: HashMap<(i64, i64), ConversationRow>,
+    /// (sender, clientId) of the sends' stored messages, as the batch began; `None`: look each
+    /// up (SQLite, where a lookup costs microseconds and no round trip). A list lookup
+    /// (`sender_id = $1 AND client_id = ANY($2)`) got a plan that filtered all the sender's
+    /// index entries (2 ms); [`store::taken_client_ids_pg`] looks each key up in the index.
+    taken: Option<HashSet<(i64, String)>>,
 }
 
 impl SendLookups {
+    /// Whether `client_id` may name a stored message of `sender_id` (then it is read).
+    fn may_be_taken(this: Option<&Self>, sender_id: i64, client_id: &str) -> bool {
+        this.and_then(|l| l.taken.as_ref()).is_none_or(|taken| taken.contains(&(sender_id, client_id.to_owned())))
+    }
+
     fn prefetch(c: &mut Db, items: &[Write], deliveries: &Lookups) -> ApiResult<Self> {
         let mut l = SendLookups::default();
         let sends: Vec<&SendItem> = items
@@ -368,6 +376,11 @@ impl SendLookups {
             for conv in store::conversations_by_ids(c, company, &ids)? {
                 l.conversations.insert((company, conv.id), conv);
             }
+        }
+        if let Db::Pg(conn) = c {
+            let keys: Vec<(i64, &str)> =
+                sends.iter().filter_map(|s| Some((s.sender_id, s.req.client_id.as_deref()?))).collect();
+            l.taken = Some(store::taken_client_ids_pg(conn, &keys)?);
         }
         Ok(l)
     }
@@ -476,6 +489,7 @@ fn send_staged<'a>(
     req: &SendRequest,
 ) -> ApiResult<SendDraft> {
     if let Some(client_id) = &req.client_id
+        && SendLookups::may_be_taken(known.as_deref(), sender_id, client_id)
         && let Some(m) = store::message_by_client_id(c, sender_id, client_id)?
     {
         let sent = Sent { message: store::message_view(c, &m)?, created: false, seq: m.seq };
