@@ -111,8 +111,8 @@ pub struct Config {
     pub db_pool_size: u32,
     /// The longest a write may wait, in microseconds, for later writes to share its
     /// transaction (and its `fsync`) when writes arrive one by one faster than they commit
-    /// alone. The group commit waits only while waiting gathers writes (README "Reliability");
-    /// 0 never waits.
+    /// alone. The group commit waits only while waiting gathers writes (README "Decisions worth
+    /// knowing"); 0 never waits.
     #[arg(long, env = "CONFAB_COMMIT_DELAY_US", default_value_t = 2000, global = true)]
     pub commit_delay_us: u64,
     /// Largest JSON body accepted outside media upload, in bytes.
