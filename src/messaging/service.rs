@@ -344,9 +344,11 @@ struct SendLookups {
 }
 
 impl SendLookups {
-    /// Whether `client_id` may name a stored message of `sender_id` (then it is read).
+    /// Whether `client_id` may name a stored message of `sender_id` (then it is read). The set
+    /// is empty but for repeats, so the common case allocates no key.
     fn may_be_taken(this: Option<&Self>, sender_id: i64, client_id: &str) -> bool {
-        this.and_then(|l| l.taken.as_ref()).is_none_or(|taken| taken.contains(&(sender_id, client_id.to_owned())))
+        this.and_then(|l| l.taken.as_ref())
+            .is_none_or(|taken| !taken.is_empty() && taken.contains(&(sender_id, client_id.to_owned())))
     }
 
     fn prefetch(c: &mut Db, items: &[Write], deliveries: &Lookups) -> ApiResult<Self> {

@@ -285,7 +285,7 @@ struct Queue {
 /// once every [`PROBE_EVERY`] to find out whether that changed. It never waits when
 /// [`GATHER`] items are already queued, and stops waiting as soon as they are, or as soon as
 /// arrivals pause for twice their usual gap ([`Pacing::until`]).
-#[derive(Clone, Copy, Default)]
+#[derive(Default)]
 struct Pacing {
     /// The longest the oldest queued item waits for company; zero turns waiting off.
     delay: Duration,
@@ -466,10 +466,9 @@ impl Pool {
         let mut held: Held = None;
         loop {
             let jobs = {
-                let guard = self.committer.queue.lock().unwrap_or_else(|p| p.into_inner());
+                let mut guard = self.committer.queue.lock().unwrap_or_else(|p| p.into_inner());
                 if guard.jobs.is_empty() {
-                    let mut q = guard;
-                    q.leading = false;
+                    guard.leading = false;
                     return;
                 }
                 let mut guard = self.gather(guard);
