@@ -14,7 +14,8 @@
 //! Batching policy per backend (measured, bench/README.md "Ingest"):
 //! - SQLite has one writer at a time, so writers queue anyway: there the first writer to find
 //!   the queue idle becomes the leader and drains the queue on a blocking thread, one
-//!   transaction per turn over everything queued (at most [`MAX_BATCH`]), until it is empty.
+//!   transaction per turn over everything queued (at most [`MAX_BATCH`]), until it is empty
+//!   and stays so for [`LINGER`].
 //! - PostgreSQL already merges the WAL flushes of concurrent commits, while a batch of closures
 //!   applies its items one statement round trip after another: serialising closures behind one
 //!   batch halved the throughput there. So on PostgreSQL every closure is its own batch of one,
@@ -47,6 +48,8 @@ const MAX_BATCH: usize = 256;
 /// A leader that gathers ([`Pacing`]) stops waiting once this many items are queued: their
 /// transaction's fixed cost is then shared enough.
 const GATHER: usize = 8;
+/// How long a leader that emptied the queue waits for the next item before it retires.
+const LINGER: Duration = Duration::from_millis(50);
 /// How long after its last fruitless wait a leader waits once more, to learn whether waiting
 /// would now gather anything ([`Pacing`]).
 const PROBE_EVERY: Duration = Duration::from_millis(250);
@@ -205,9 +208,12 @@ enum Entry {
 #[derive(Default)]
 pub struct Committer {
     queue: Mutex<Queue>,
-    /// Wakes a leader that gathers ([`Pacing`]) when [`GATHER`] items are queued.
+    /// Wakes a leader that gathers ([`Pacing`]) when [`GATHER`] items are queued, and one that
+    /// lingers on an empty queue when an item arrives.
     arrived: Condvar,
     stats: CommitStats,
+    /// Leaders started, that is drains begun on a blocking thread (for the tests).
+    leaders: std::sync::atomic::AtomicU64,
 }
 
 /// What the committer did since start, as Prometheus counters (`GET /metrics`, registered by
@@ -266,6 +272,8 @@ struct Queue {
     newest: Option<Instant>,
     /// True while the leader waits for more items ([`Pacing`]).
     gathering: bool,
+    /// True while the leader waits for any item on an empty queue ([`LINGER`]).
+    lingering: bool,
     pacing: Pacing,
 }
 
@@ -398,12 +406,13 @@ impl Pool {
             if q.jobs.len() == 1 {
                 q.oldest = Some(now);
             }
-            if q.gathering && q.jobs.len() == GATHER {
+            if q.lingering || (q.gathering && q.jobs.len() == GATHER) {
                 self.committer.arrived.notify_one();
             }
             !std::mem::replace(&mut q.leading, true)
         };
         if lead {
+            self.committer.leaders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let this = self.clone();
             actix_web::rt::task::spawn_blocking(move || this.drain());
         }
@@ -468,6 +477,11 @@ impl Pool {
             let jobs = {
                 let mut guard = self.committer.queue.lock().unwrap_or_else(|p| p.into_inner());
                 if guard.jobs.is_empty() {
+                    // The connection goes back while the leader lingers: a small pool may need it.
+                    held = None;
+                    guard = self.linger(guard);
+                }
+                if guard.jobs.is_empty() {
                     guard.leading = false;
                     return;
                 }
@@ -480,6 +494,21 @@ impl Pool {
             };
             self.commit(jobs, &mut held);
         }
+    }
+
+    /// Waits up to [`LINGER`] for the next item on an empty queue before the leader retires,
+    /// so that under a steady trickle of writes one warm thread stays the leader, woken through
+    /// `arrived`, rather than every write starting a new one on whichever of the runtime's
+    /// blocking threads is idle.
+    fn linger<'a>(&self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        let until = Instant::now() + LINGER;
+        q.lingering = true;
+        while q.jobs.is_empty() {
+            let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else { break };
+            q = self.committer.arrived.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        q.lingering = false;
+        q
     }
 
     /// Waits for more items before the next transaction when [`Pacing`] says it pays.
@@ -700,6 +729,21 @@ mod tests {
         }
         assert_eq!(pool.group_stats(), GroupStats { batches: 2, items: 1 + GATHER as u64 });
         assert!(start.elapsed() < Duration::from_secs(4), "the transaction waited out the delay");
+    }
+
+    /// A leader that empties the queue waits [`LINGER`] for the next write before it retires:
+    /// writes that trickle in a few milliseconds apart are led by one thread, not one each.
+    #[actix_web::test]
+    async fn a_trickle_of_writes_keeps_its_leader() {
+        let (_dir, pool) = pool(Duration::ZERO);
+        for x in 0..10 {
+            insert(&pool, x).await.unwrap();
+            actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(pool.group_stats(), GroupStats { batches: 10, items: 10 });
+        // One, unless this machine stalled for longer than LINGER between two writes.
+        let leaders = pool.committer.leaders.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(leaders <= 3, "{leaders} leaders for 10 writes 2 ms apart");
     }
 
     fn pacing() -> Pacing {
