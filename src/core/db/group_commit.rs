@@ -212,7 +212,8 @@ pub struct Committer {
     /// lingers on an empty queue when an item arrives.
     arrived: Condvar,
     stats: CommitStats,
-    /// Leaders started, that is drains begun on a blocking thread (for the tests).
+    /// Leaders started, that is drains begun on a blocking thread.
+    #[cfg(test)]
     leaders: std::sync::atomic::AtomicU64,
 }
 
@@ -412,6 +413,7 @@ impl Pool {
             !std::mem::replace(&mut q.leading, true)
         };
         if lead {
+            #[cfg(test)]
             self.committer.leaders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let this = self.clone();
             actix_web::rt::task::spawn_blocking(move || this.drain());
@@ -501,12 +503,11 @@ impl Pool {
     /// `arrived`, rather than every write starting a new one on whichever of the runtime's
     /// blocking threads is idle.
     fn linger<'a>(&self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
-        let until = Instant::now() + LINGER;
         q.lingering = true;
-        while q.jobs.is_empty() {
-            let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else { break };
-            q = self.committer.arrived.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
-        }
+        let (mut q, _) = match self.committer.arrived.wait_timeout_while(q, LINGER, |q| q.jobs.is_empty()) {
+            Ok(woken) => woken,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         q.lingering = false;
         q
     }
